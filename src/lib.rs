@@ -1,0 +1,2 @@
+//! ferry: a fast, safe file server and client over TCP.
+pub mod protocol;

@@ -1,0 +1,119 @@
+//! Stable error codes carried by `Error` frames.
+
+use std::fmt;
+
+/// Why a request failed, as a stable number on the wire and a stable
+/// kebab-case word in reports. Codes never change meaning; a code this build
+/// does not know decodes as [`ErrorCode::Unknown`] so newer servers stay
+/// readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The frame was malformed or not expected at this point.
+    BadRequest,
+    /// The peer speaks a protocol version this side does not.
+    UnsupportedVersion,
+    /// The remote name breaks the naming rules or leaves the served root.
+    BadName,
+    /// No file or directory by that name.
+    NotFound,
+    /// The name is taken; ferry never overwrites.
+    AlreadyExists,
+    /// The name is a directory where a file was needed.
+    IsADirectory,
+    /// A component of the name is not a directory.
+    NotADirectory,
+    /// The name is neither a regular file nor a directory (fifo, socket, device).
+    NotARegularFile,
+    /// The server's operating system refused access.
+    PermissionDenied,
+    /// The server's disk or quota is full.
+    InsufficientStorage,
+    /// The body's BLAKE3 digest did not match the trailer; nothing was kept.
+    DigestMismatch,
+    /// Any other server-side I/O failure.
+    Io,
+    /// A code this build does not know.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The number sent on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 1,
+            ErrorCode::UnsupportedVersion => 2,
+            ErrorCode::BadName => 3,
+            ErrorCode::NotFound => 4,
+            ErrorCode::AlreadyExists => 5,
+            ErrorCode::IsADirectory => 6,
+            ErrorCode::NotADirectory => 7,
+            ErrorCode::NotARegularFile => 8,
+            ErrorCode::PermissionDenied => 9,
+            ErrorCode::InsufficientStorage => 10,
+            ErrorCode::DigestMismatch => 11,
+            ErrorCode::Io => 12,
+            ErrorCode::Unknown(code) => code,
+        }
+    }
+
+    /// The code for a number read off the wire.
+    pub fn from_u16(code: u16) -> ErrorCode {
+        match code {
+            1 => ErrorCode::BadRequest,
+            2 => ErrorCode::UnsupportedVersion,
+            3 => ErrorCode::BadName,
+            4 => ErrorCode::NotFound,
+            5 => ErrorCode::AlreadyExists,
+            6 => ErrorCode::IsADirectory,
+            7 => ErrorCode::NotADirectory,
+            8 => ErrorCode::NotARegularFile,
+            9 => ErrorCode::PermissionDenied,
+            10 => ErrorCode::InsufficientStorage,
+            11 => ErrorCode::DigestMismatch,
+            12 => ErrorCode::Io,
+            other => ErrorCode::Unknown(other),
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::UnsupportedVersion => "unsupported-version",
+            ErrorCode::BadName => "bad-name",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::AlreadyExists => "already-exists",
+            ErrorCode::IsADirectory => "is-a-directory",
+            ErrorCode::NotADirectory => "not-a-directory",
+            ErrorCode::NotARegularFile => "not-a-regular-file",
+            ErrorCode::PermissionDenied => "permission-denied",
+            ErrorCode::InsufficientStorage => "insufficient-storage",
+            ErrorCode::DigestMismatch => "digest-mismatch",
+            ErrorCode::Io => "io-error",
+            ErrorCode::Unknown(code) => return write!(f, "error-{code}"),
+        };
+        f.write_str(word)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_number_round_trips() {
+        for code in 0..=u16::MAX {
+            assert_eq!(ErrorCode::from_u16(code).to_u16(), code);
+        }
+    }
+
+    #[test]
+    fn known_codes_have_distinct_words() {
+        let words: std::collections::HashSet<String> = (1..=12)
+            .map(|n| ErrorCode::from_u16(n).to_string())
+            .collect();
+        assert_eq!(words.len(), 12);
+        assert!(!words.iter().any(|w| w.starts_with("error-")));
+    }
+}

@@ -1,0 +1,502 @@
+//! Message frames: layout, encoding and decoding.
+//!
+//! A frame is a big-endian `u32` length, then that many bytes: a one-byte
+//! tag and the message's fields. Integers are big-endian; a string is a
+//! `u16` byte length and that many bytes of UTF-8. The length counts the tag,
+//! must be at least 1 and at most [`MAX_FRAME_LEN`], and is checked before
+//! anything is allocated.
+
+use super::error_code::ErrorCode;
+use super::DIGEST_LEN;
+
+/// Largest frame length accepted or produced (tag and fields, without the
+/// 4-byte length prefix). Names are at most 4 KiB, so 16 KiB leaves room for
+/// every message while keeping a hostile peer's cost small.
+pub const MAX_FRAME_LEN: usize = 16 * 1024;
+
+/// Longest error message sent; longer ones are cut at a character boundary.
+const MAX_ERROR_MESSAGE_LEN: usize = 1024;
+
+const TAG_PUT: u8 = 0x01;
+const TAG_GET: u8 = 0x02;
+const TAG_LIST: u8 = 0x03;
+const TAG_DELETE: u8 = 0x04;
+const TAG_TRAILER: u8 = 0x10;
+const TAG_PROCEED: u8 = 0x20;
+const TAG_BODY: u8 = 0x21;
+const TAG_ENTRY: u8 = 0x22;
+const TAG_DONE: u8 = 0x23;
+const TAG_ERROR: u8 = 0x7f;
+
+const LIST_FLAG_LONG: u8 = 0x01;
+
+/// Every message of the protocol, in both directions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Client: store `size` bytes under `name`. The server answers
+    /// `Proceed` or `Error` before any body byte is sent.
+    Put { name: String, size: u64 },
+    /// Client: send me the file `name`. Answered by `Body` or `Error`.
+    Get { name: String },
+    /// Client: list the directory `dir` (empty for the root). Answered by
+    /// zero or more `Entry` then `Done`, or by `Error`.
+    List { dir: String, long: bool },
+    /// Client: remove the file `name`. Answered by `Done` or `Error`.
+    Delete { name: String },
+    /// Either side, right after a body: the BLAKE3 digest of its bytes.
+    Trailer { digest: [u8; DIGEST_LEN] },
+    /// Server: go ahead and send the body of a `Put`.
+    Proceed,
+    /// Server: `size` raw bytes of the requested file follow, then a `Trailer`.
+    Body { size: u64 },
+    /// Server: one entry of a listing.
+    Entry(Entry),
+    /// Server: the request succeeded (a put is stored, a delete done, a
+    /// listing complete).
+    Done,
+    /// Server: the request failed; the connection stays usable.
+    Error { code: ErrorCode, message: String },
+}
+
+/// One directory entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// What the entry is.
+    pub kind: EntryKind,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Modification time, in whole seconds since the Unix epoch.
+    pub modified: i64,
+    /// The entry's name: a single component.
+    pub name: String,
+}
+
+/// The kind of a listed entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+    /// A fifo, socket or device: listed, but not transferable.
+    Other,
+}
+
+/// Why bytes could not be decoded into a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The length prefix is 0 or above [`MAX_FRAME_LEN`].
+    #[error("frame length {0} is outside 1..={MAX_FRAME_LEN}")]
+    FrameLength(u32),
+    /// The tag names no message.
+    #[error("unknown message tag 0x{0:02x}")]
+    UnknownTag(u8),
+    /// The frame ends before its fields do.
+    #[error("frame is shorter than its fields")]
+    Truncated,
+    /// The frame has bytes after its last field.
+    #[error("frame has {0} unexpected trailing bytes")]
+    TrailingBytes(usize),
+    /// A string is not UTF-8.
+    #[error("a string field is not valid UTF-8")]
+    InvalidUtf8,
+    /// An enumerated field or flag byte has a value with no meaning.
+    #[error("field value 0x{0:02x} is not valid")]
+    InvalidValue(u8),
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message would take {0} bytes, more than the frame limit of {MAX_FRAME_LEN}")]
+pub struct EncodeTooLarge(pub usize);
+
+/// Appends `message` as one frame to `out`.
+///
+/// Fails only for a name too long for a frame; names that passed
+/// [`RemoteName::parse`](super::RemoteName::parse) always fit.
+pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    match message {
+        Message::Put { name, size } => {
+            out.push(TAG_PUT);
+            out.extend_from_slice(&size.to_be_bytes());
+            put_str(out, name);
+        }
+        Message::Get { name } => {
+            out.push(TAG_GET);
+            put_str(out, name);
+        }
+        Message::List { dir, long } => {
+            out.push(TAG_LIST);
+            out.push(if *long { LIST_FLAG_LONG } else { 0 });
+            put_str(out, dir);
+        }
+        Message::Delete { name } => {
+            out.push(TAG_DELETE);
+            put_str(out, name);
+        }
+        Message::Trailer { digest } => {
+            out.push(TAG_TRAILER);
+            out.extend_from_slice(digest);
+        }
+        Message::Proceed => out.push(TAG_PROCEED),
+        Message::Body { size } => {
+            out.push(TAG_BODY);
+            out.extend_from_slice(&size.to_be_bytes());
+        }
+        Message::Entry(entry) => {
+            out.push(TAG_ENTRY);
+            out.push(match entry.kind {
+                EntryKind::File => 0,
+                EntryKind::Directory => 1,
+                EntryKind::Other => 2,
+            });
+            out.extend_from_slice(&entry.size.to_be_bytes());
+            out.extend_from_slice(&entry.modified.to_be_bytes());
+            put_str(out, &entry.name);
+        }
+        Message::Done => out.push(TAG_DONE),
+        Message::Error { code, message } => {
+            out.push(TAG_ERROR);
+            out.extend_from_slice(&code.to_u16().to_be_bytes());
+            put_str(out, truncate_at_char(message, MAX_ERROR_MESSAGE_LEN));
+        }
+    }
+    let frame_len = out.len() - start - 4;
+    if frame_len > MAX_FRAME_LEN {
+        out.truncate(start);
+        return Err(EncodeTooLarge(frame_len));
+    }
+    // Cannot truncate: frame_len <= MAX_FRAME_LEN, far below u32::MAX.
+    out[start..start + 4].copy_from_slice(&(frame_len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Decodes one frame from the front of `buf`.
+///
+/// Returns `Ok(None)` when `buf` holds only part of a frame, and otherwise
+/// the message with the number of bytes it took. A bad length prefix is an
+/// error as soon as its 4 bytes are in, so an oversized frame is never
+/// buffered.
+pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
+    let Some(prefix) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let declared = u32::from_be_bytes(*prefix);
+    let frame_len = declared as usize;
+    if frame_len == 0 || frame_len > MAX_FRAME_LEN {
+        return Err(DecodeError::FrameLength(declared));
+    }
+    let Some(frame) = buf.get(4..4 + frame_len) else {
+        return Ok(None);
+    };
+    let mut fields = Fields(frame);
+    let message = match fields.u8()? {
+        TAG_PUT => {
+            let size = fields.u64()?;
+            Message::Put {
+                name: fields.string()?,
+                size,
+            }
+        }
+        TAG_GET => Message::Get {
+            name: fields.string()?,
+        },
+        TAG_LIST => {
+            let long = match fields.u8()? {
+                0 => false,
+                LIST_FLAG_LONG => true,
+                other => return Err(DecodeError::InvalidValue(other)),
+            };
+            Message::List {
+                dir: fields.string()?,
+                long,
+            }
+        }
+        TAG_DELETE => Message::Delete {
+            name: fields.string()?,
+        },
+        TAG_TRAILER => Message::Trailer {
+            digest: fields.array()?,
+        },
+        TAG_PROCEED => Message::Proceed,
+        TAG_BODY => Message::Body {
+            size: fields.u64()?,
+        },
+        TAG_ENTRY => {
+            let kind = match fields.u8()? {
+                0 => EntryKind::File,
+                1 => EntryKind::Directory,
+                2 => EntryKind::Other,
+                other => return Err(DecodeError::InvalidValue(other)),
+            };
+            let size = fields.u64()?;
+            let modified = i64::from_be_bytes(fields.array()?);
+            Message::Entry(Entry {
+                kind,
+                size,
+                modified,
+                name: fields.string()?,
+            })
+        }
+        TAG_DONE => Message::Done,
+        TAG_ERROR => {
+            let code = ErrorCode::from_u16(u16::from_be_bytes(fields.array()?));
+            Message::Error {
+                code,
+                message: fields.string()?,
+            }
+        }
+        other => return Err(DecodeError::UnknownTag(other)),
+    };
+    if !fields.0.is_empty() {
+        return Err(DecodeError::TrailingBytes(fields.0.len()));
+    }
+    Ok(Some((message, 4 + frame_len)))
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // A string longer than u16::MAX is cut here and then rejected by the
+    // frame-length check in `encode`, since such a frame exceeds the limit.
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+}
+
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A cursor over a frame's fields.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let len = u16::from_be_bytes(self.array()?);
+        let bytes = self.take(usize::from(len))?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::InvalidUtf8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encoded(message: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(message, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn put_wire_format() {
+        let bytes = encoded(&Message::Put {
+            name: "a/b".into(),
+            size: 258,
+        });
+        #[rustfmt::skip]
+        let expected = [
+            0x00, 0x00, 0x00, 0x0e,                         // frame length 14
+            0x01,                                           // tag: Put
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, // size 258
+            0x00, 0x03, b'a', b'/', b'b',                   // name "a/b"
+        ];
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn error_wire_format() {
+        let bytes = encoded(&Message::Error {
+            code: ErrorCode::NotFound,
+            message: "gone".into(),
+        });
+        #[rustfmt::skip]
+        let expected = [
+            0x00, 0x00, 0x00, 0x09,       // frame length 9
+            0x7f,                         // tag: Error
+            0x00, 0x04,                   // code 4: not-found
+            0x00, 0x04, b'g', b'o', b'n', b'e',
+        ];
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn list_and_entry_wire_format() {
+        assert_eq!(
+            encoded(&Message::List {
+                dir: String::new(),
+                long: true
+            }),
+            [0, 0, 0, 4, 0x03, 0x01, 0x00, 0x00]
+        );
+        let entry = Entry {
+            kind: EntryKind::Directory,
+            size: 0,
+            modified: -1,
+            name: "d".into(),
+        };
+        #[rustfmt::skip]
+        let expected = [
+            0x00, 0x00, 0x00, 0x15, // frame length 21
+            0x22, 0x01,             // tag: Entry, kind: directory
+            0, 0, 0, 0, 0, 0, 0, 0, // size 0
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // modified -1
+            0x00, 0x01, b'd',
+        ];
+        assert_eq!(encoded(&Message::Entry(entry)), expected);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_the_frame_arrives() {
+        let prefix = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
+        assert_eq!(
+            decode(&prefix),
+            Err(DecodeError::FrameLength(MAX_FRAME_LEN as u32 + 1))
+        );
+        assert_eq!(
+            decode(&u32::MAX.to_be_bytes()),
+            Err(DecodeError::FrameLength(u32::MAX))
+        );
+        assert_eq!(decode(&[0, 0, 0, 0]), Err(DecodeError::FrameLength(0)));
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let cases: &[(&[u8], DecodeError)] = &[
+            (&[0, 0, 0, 1, 0x55], DecodeError::UnknownTag(0x55)),
+            (&[0, 0, 0, 2, 0x20, 0x00], DecodeError::TrailingBytes(1)),
+            (&[0, 0, 0, 3, 0x02, 0x00, 0x05], DecodeError::Truncated),
+            (
+                &[0, 0, 0, 5, 0x02, 0x00, 0x02, 0xc3, 0x28],
+                DecodeError::InvalidUtf8,
+            ),
+            (
+                &[0, 0, 0, 4, 0x03, 0x02, 0x00, 0x00],
+                DecodeError::InvalidValue(2),
+            ),
+        ];
+        for (bytes, error) in cases {
+            assert_eq!(decode(bytes).as_ref(), Err(error), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_at_a_char_boundary() {
+        let message = "é".repeat(MAX_ERROR_MESSAGE_LEN);
+        let bytes = encoded(&Message::Error {
+            code: ErrorCode::Io,
+            message,
+        });
+        let Some((Message::Error { message, .. }, _)) = decode(&bytes).unwrap() else {
+            panic!("not an error frame");
+        };
+        assert_eq!(message.len(), MAX_ERROR_MESSAGE_LEN);
+    }
+
+    #[test]
+    fn names_too_long_for_a_frame_are_not_encoded() {
+        let mut out = vec![7];
+        let name = "n".repeat(MAX_FRAME_LEN);
+        assert!(encode(&Message::Get { name }, &mut out).is_err());
+        assert_eq!(out, [7], "a refused message leaves the buffer as it was");
+    }
+
+    fn any_message() -> impl Strategy<Value = Message> {
+        let name = "\\PC{0,64}";
+        prop_oneof![
+            (name, any::<u64>()).prop_map(|(name, size)| Message::Put { name, size }),
+            name.prop_map(|name| Message::Get { name }),
+            (name, any::<bool>()).prop_map(|(dir, long)| Message::List { dir, long }),
+            name.prop_map(|name| Message::Delete { name }),
+            any::<[u8; 32]>().prop_map(|digest| Message::Trailer { digest }),
+            Just(Message::Proceed),
+            any::<u64>().prop_map(|size| Message::Body { size }),
+            (0..3u8, any::<u64>(), any::<i64>(), name).prop_map(|(kind, size, modified, name)| {
+                let kind = [EntryKind::File, EntryKind::Directory, EntryKind::Other][kind as usize];
+                Message::Entry(Entry {
+                    kind,
+                    size,
+                    modified,
+                    name,
+                })
+            }),
+            Just(Message::Done),
+            (any::<u16>(), name).prop_map(|(code, message)| Message::Error {
+                code: ErrorCode::from_u16(code),
+                message
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_round_trips(message in any_message()) {
+            let bytes = encoded(&message);
+            prop_assert_eq!(decode(&bytes), Ok(Some((message, bytes.len()))));
+        }
+
+        #[test]
+        fn every_prefix_of_a_frame_is_incomplete(message in any_message()) {
+            let bytes = encoded(&message);
+            for end in 0..bytes.len() {
+                prop_assert_eq!(decode(&bytes[..end]), Ok(None));
+            }
+        }
+
+        #[test]
+        fn frames_decode_one_at_a_time(first in any_message(), second in any_message()) {
+            let mut bytes = encoded(&first);
+            let first_len = bytes.len();
+            encode(&second, &mut bytes).unwrap();
+            prop_assert_eq!(decode(&bytes), Ok(Some((first, first_len))));
+            prop_assert_eq!(decode(&bytes[first_len..]), Ok(Some((second, bytes.len() - first_len))));
+        }
+
+        #[test]
+        fn no_input_makes_the_decoder_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn plausible_frames_never_panic(tag in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut bytes = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+            bytes.push(tag);
+            bytes.extend_from_slice(&body);
+            if let Ok(Some((_, used))) = decode(&bytes) {
+                prop_assert_eq!(used, bytes.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The ferry wire protocol: messages, their byte layout, names and limits.
+//!
+//! Everything here is pure: it turns values into bytes and bytes into values
+//! and never touches a socket or a file. `PROTOCOL.md` at the repository root
+//! is the prose form of this module; keep the two in step.
+//!
+//! A connection starts with an 8-byte [`Preamble`] from each side, then
+//! carries length-prefixed [`Message`] frames. File bodies are not framed:
+//! after a `Put` is answered with `Proceed`, or a `Get` with `Body`, exactly
+//! the declared number of raw bytes follow, then a `Trailer` frame with the
+//! BLAKE3 digest of those bytes. Raw bodies let the data path use `sendfile`
+//! and `splice` without touching the bytes.
+
+mod error_code;
+mod handshake;
+mod message;
+mod name;
+
+pub use error_code::ErrorCode;
+pub use handshake::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, VERSION};
+pub use message::{decode, encode, DecodeError, Entry, EntryKind, Message, MAX_FRAME_LEN};
+pub use name::{NameError, RemoteName, MAX_COMPONENT_LEN, MAX_NAME_LEN, TEMP_PREFIX};
+
+/// Length in bytes of a BLAKE3 digest as carried by a `Trailer` frame.
+pub const DIGEST_LEN: usize = 32;
