@@ -1,1 +1,21 @@
-fn main() {}
+//! The `ferry` binary: parse the command line, set up diagnostics, run.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    // Diagnostics go to stderr, filtered by RUST_LOG (warnings by default);
+    // results and report lines are printed by the cli module.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
+    cli::run(cli)
+}

@@ -58,6 +58,24 @@ pub enum Message {
     Error { code: ErrorCode, message: String },
 }
 
+impl Message {
+    /// A short description of the message kind, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Put { .. } => "a put request",
+            Message::Get { .. } => "a get request",
+            Message::List { .. } => "a list request",
+            Message::Delete { .. } => "a delete request",
+            Message::Trailer { .. } => "a trailer",
+            Message::Proceed => "a proceed reply",
+            Message::Body { .. } => "a body reply",
+            Message::Entry(_) => "a listing entry",
+            Message::Done => "a done reply",
+            Message::Error { .. } => "an error reply",
+        }
+    }
+}
+
 /// One directory entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

@@ -18,7 +18,9 @@ mod name;
 
 pub use error_code::ErrorCode;
 pub use handshake::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, VERSION};
-pub use message::{decode, encode, DecodeError, Entry, EntryKind, Message, MAX_FRAME_LEN};
+pub use message::{
+    decode, encode, DecodeError, EncodeTooLarge, Entry, EntryKind, Message, MAX_FRAME_LEN,
+};
 pub use name::{NameError, RemoteName, MAX_COMPONENT_LEN, MAX_NAME_LEN, TEMP_PREFIX};
 
 /// Length in bytes of a BLAKE3 digest as carried by a `Trailer` frame.

@@ -1,0 +1,141 @@
+//! The command line: clap types, and dispatch to the server, a one-shot
+//! request or the interactive shell.
+
+mod output;
+mod request;
+mod serve;
+mod shell;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ferry: move files between machines, fast and safely.
+///
+/// A server serves one directory over TCP; a client uploads, downloads,
+/// lists and deletes files in it. Nothing is ever overwritten, and a file
+/// appears complete and verified (BLAKE3) or not at all.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: TopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopCommand {
+    /// Serve a directory over TCP.
+    Server(ServerArgs),
+    /// Send one request to a server, or open an interactive shell when no
+    /// request is given.
+    Client(ClientArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Port to listen on; 0 picks a free port (the start line shows it).
+    port: u16,
+    /// Directory to serve; created if missing.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    root: PathBuf,
+    /// Address to listen on [default: all interfaces, IPv6 and IPv4].
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<IpAddr>,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Server host name, IPv4 or IPv6 address.
+    host: String,
+    /// Server port.
+    port: u16,
+    /// Print no report lines (errors still set the exit code).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Seconds to wait for the server to connect or answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, global = true)]
+    timeout: u64,
+    #[command(subcommand)]
+    request: Option<Request>,
+}
+
+/// The requests, shared by the one-shot command line and the shell.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Request {
+    /// Upload a local file; the server refuses a name that exists.
+    #[command(visible_alias = "upld")]
+    Put {
+        /// The file to upload; any local path.
+        local_path: PathBuf,
+        /// Name on the server [default: the local file's name]. A name
+        /// ending in '/' names a directory to put it in.
+        remote_name: Option<String>,
+    },
+    /// Download a file; an existing local file is never overwritten.
+    #[command(visible_alias = "dwld")]
+    Get {
+        /// Name of the file on the server.
+        remote_name: String,
+        /// Where to write it [default: its name, in the current directory].
+        /// An existing directory receives it under its name.
+        local_path: Option<PathBuf>,
+    },
+    /// List the served directory, or a directory beneath it.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Show size and modification time.
+        #[arg(short)]
+        long: bool,
+        /// Directory to list [default: the served directory].
+        remote_dir: Option<String>,
+    },
+    /// Delete a file on the server (never a directory).
+    #[command(visible_aliases = ["delf", "rm"])]
+    Delete {
+        /// Name of the file on the server.
+        remote_name: String,
+    },
+}
+
+/// The exit codes the client promises.
+pub mod exit {
+    /// The request failed: not found, already exists, bad name, refused.
+    pub const FAILED: u8 = 1;
+    /// The server could not be reached or does not speak ferry.
+    pub const UNREACHABLE: u8 = 3;
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        TopCommand::Server(args) => match runtime.block_on(serve::serve(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferry: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        TopCommand::Client(args) => {
+            let settings = request::Settings {
+                host: args.host,
+                port: args.port,
+                quiet: args.quiet,
+                timeout: Duration::from_secs(args.timeout),
+            };
+            match args.request {
+                Some(request) => runtime.block_on(request::run_once(&settings, request)),
+                None => shell::run(&runtime, &settings),
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! What the client prints: report lines and progress on stderr, listings
+//! on stdout.
+
+use std::io::{IsTerminal, Write};
+
+use ferry::client::Progress;
+use ferry::protocol::{Entry, EntryKind};
+use ferry::report::{escape_controls, Report};
+use indicatif::ProgressStyle;
+
+/// Prints a report line to stderr.
+pub fn print_report(report: &Report) {
+    let _ = writeln!(std::io::stderr().lock(), "{report}");
+}
+
+/// Prints one listing entry: its name, with a trailing `/` for a
+/// directory, after its size and time with `long`. Control characters are
+/// escaped so each entry stays one line. Write errors (a closed pipe) are
+/// ignored: the listing is still read to its end to keep the connection in
+/// step.
+pub fn print_entry(out: &mut impl Write, entry: &Entry, long: bool) {
+    let slash = if entry.kind == EntryKind::Directory {
+        "/"
+    } else {
+        ""
+    };
+    let name = escape_controls(&entry.name);
+    let _ = if long {
+        let time = std::time::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_secs(
+                entry.modified.max(0).unsigned_abs(),
+            ))
+            .map(humantime::format_rfc3339_seconds)
+            .map_or_else(|| "-".to_owned(), |t| t.to_string());
+        writeln!(out, "{:>14}  {time}  {name}{slash}", entry.size)
+    } else {
+        writeln!(out, "{name}{slash}")
+    };
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub struct ProgressBar(Option<indicatif::ProgressBar>);
+
+impl ProgressBar {
+    /// A bar for one transfer, hidden with `quiet` or without a terminal.
+    pub fn for_transfer(quiet: bool) -> Self {
+        let shown = !quiet && std::io::stderr().is_terminal();
+        ProgressBar(shown.then(indicatif::ProgressBar::hidden))
+    }
+}
+
+impl Progress for ProgressBar {
+    fn begin(&mut self, total: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(bytes);
+        }
+    }
+}
+
+impl Drop for ProgressBar {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}

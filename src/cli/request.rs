@@ -1,0 +1,232 @@
+//! Running one request: check the local side, connect if needed, perform,
+//! report. Shared by the one-shot command line and the shell.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ferry::client::{format_target, Client, ClientError, Upload};
+use ferry::protocol::{NameError, RemoteName};
+use ferry::report::{Detail, Outcome, Report, RequestKind};
+
+use super::output::{print_entry, print_report, ProgressBar};
+use super::{exit, Request};
+
+/// What every request needs to know besides itself.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub quiet: bool,
+    pub timeout: Duration,
+}
+
+impl Settings {
+    /// `host:port` as the user gave it.
+    pub fn target(&self) -> String {
+        format_target(&self.host, self.port)
+    }
+
+    /// Connects to the server.
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        Client::connect(&self.host, self.port, self.timeout).await
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    BadName(#[from] NameError),
+    #[error("{0}")]
+    LocalName(String),
+    #[error("{0}")]
+    Client(#[from] ClientError),
+}
+
+impl CommandError {
+    fn kind(&self) -> String {
+        match self {
+            CommandError::BadName(_) => "bad-name".into(),
+            CommandError::LocalName(_) => "bad-local-name".into(),
+            CommandError::Client(e) => e.kind(),
+        }
+    }
+
+    /// Whether the connection to the server is gone (or never was).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, CommandError::Client(e) if e.is_connection_lost())
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(if self.is_connection_lost() {
+            exit::UNREACHABLE
+        } else {
+            exit::FAILED
+        })
+    }
+}
+
+/// A request whose local side is checked: the file to upload is open, the
+/// download destination is free, the names follow the rules.
+pub enum Prepared {
+    Put { upload: Upload, name: RemoteName },
+    Get { name: RemoteName, dest: PathBuf },
+    List { dir: Option<RemoteName>, long: bool },
+    Delete { name: RemoteName },
+}
+
+/// The kind of `request` and the remote name it is about, for its report.
+pub fn describe(request: &Request) -> (RequestKind, Option<String>) {
+    match request {
+        Request::Put {
+            local_path,
+            remote_name,
+        } => {
+            let name = remote_name_for_put(local_path, remote_name.as_deref()).ok();
+            (RequestKind::Put, name)
+        }
+        Request::Get { remote_name, .. } => (RequestKind::Get, Some(remote_name.clone())),
+        Request::List { remote_dir, .. } => (RequestKind::List, remote_dir.clone()),
+        Request::Delete { remote_name } => (RequestKind::Delete, Some(remote_name.clone())),
+    }
+}
+
+/// Checks everything that can be checked without the server.
+pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
+    Ok(match request {
+        Request::Put {
+            local_path,
+            remote_name,
+        } => {
+            let upload = Upload::open(&local_path)?;
+            let name = remote_name_for_put(&local_path, remote_name.as_deref())?;
+            Prepared::Put {
+                upload,
+                name: RemoteName::parse(&name)?,
+            }
+        }
+        Request::Get {
+            remote_name,
+            local_path,
+        } => {
+            let name = RemoteName::parse(&remote_name)?;
+            let dest = match local_path {
+                None => PathBuf::from(name.file_name()),
+                Some(dir) if dir.is_dir() => dir.join(name.file_name()),
+                Some(path) => path,
+            };
+            if dest.symlink_metadata().is_ok() {
+                return Err(ClientError::LocalExists(dest).into());
+            }
+            Prepared::Get { name, dest }
+        }
+        Request::List { long, remote_dir } => {
+            let dir = match remote_dir.as_deref().map(|d| d.trim_end_matches('/')) {
+                None | Some("") => None,
+                Some(dir) => Some(RemoteName::parse(dir)?),
+            };
+            Prepared::List { dir, long }
+        }
+        Request::Delete { remote_name } => Prepared::Delete {
+            name: RemoteName::parse(&remote_name)?,
+        },
+    })
+}
+
+/// The remote name a put uses: the one given, the local file's name, or
+/// the local file's name inside a given directory ending in `/`.
+fn remote_name_for_put(local: &Path, remote: Option<&str>) -> Result<String, CommandError> {
+    let base_name = || {
+        local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            CommandError::LocalName(format!(
+                "cannot take a remote name from {}; give one after the local path",
+                local.display()
+            ))
+        })
+    };
+    Ok(match remote {
+        None => base_name()?.to_owned(),
+        Some(dir) if dir.ends_with('/') => format!("{dir}{}", base_name()?),
+        Some(name) => name.to_owned(),
+    })
+}
+
+/// Sends a prepared request over `client`.
+pub async fn perform(
+    client: &mut Client,
+    prepared: Prepared,
+    settings: &Settings,
+) -> Result<Detail, ClientError> {
+    let started = Instant::now();
+    let transfer = |bytes| Detail::Transfer {
+        bytes,
+        elapsed: started.elapsed(),
+    };
+    match prepared {
+        Prepared::Put { mut upload, name } => {
+            let mut bar = ProgressBar::for_transfer(settings.quiet);
+            client.put(&mut upload, &name, &mut bar).await.map(transfer)
+        }
+        Prepared::Get { name, dest } => {
+            let mut bar = ProgressBar::for_transfer(settings.quiet);
+            client.get(&name, &dest, &mut bar).await.map(transfer)
+        }
+        Prepared::List { dir, long } => {
+            let mut stdout = std::io::stdout().lock();
+            let mut print = |entry| print_entry(&mut stdout, &entry, long);
+            client
+                .list(dir.as_ref(), long, &mut print)
+                .await
+                .map(Detail::Entries)
+        }
+        Prepared::Delete { name } => client.delete(&name).await.map(|()| Detail::None),
+    }
+}
+
+/// Prints the report line for a finished request.
+pub fn report(
+    settings: &Settings,
+    peer: String,
+    (request, name): (RequestKind, Option<String>),
+    result: &Result<Detail, CommandError>,
+) {
+    let outcome = match result {
+        Ok(detail) => Outcome::Ok(*detail),
+        Err(e) => Outcome::Failed {
+            kind: e.kind(),
+            message: e.to_string(),
+        },
+    };
+    if !settings.quiet {
+        print_report(&Report::now(peer, request, name, outcome));
+    }
+}
+
+/// `ferry client HOST PORT <request>`: one request, one report line.
+pub async fn run_once(settings: &Settings, request: Request) -> ExitCode {
+    let description = describe(&request);
+    let result = match prepare(request) {
+        Ok(prepared) => match settings.connect().await {
+            Ok(mut client) => {
+                let peer = client.server_addr().to_string();
+                let result = perform(&mut client, prepared, settings)
+                    .await
+                    .map_err(Into::into);
+                report(settings, peer, description, &result);
+                return exit_code(&result);
+            }
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
+    report(settings, settings.target(), description, &result);
+    exit_code(&result)
+}
+
+fn exit_code(result: &Result<Detail, CommandError>) -> ExitCode {
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => e.exit_code(),
+    }
+}

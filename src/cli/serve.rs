@@ -1,0 +1,76 @@
+//! `ferry server`: bind, print the start line, serve until a signal.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferry::report::Reporter;
+use ferry::server::{Config, Server};
+use tokio::net::TcpListener;
+
+use super::ServerArgs;
+
+pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    let listener = bind(args.bind, args.port).await?;
+    let reporter: Reporter = Arc::new(|report| {
+        // A closed stdout must not stop the server; the request is done.
+        let _ = writeln!(std::io::stdout().lock(), "{report}");
+    });
+    let server = Server::open(Config::new(&args.root), reporter)?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "ferry server up and running on {local}, serving {}",
+        server.root_path().display()
+    )
+    .context("cannot write to stdout")?;
+    drop(stdout);
+    server.run(listener, shutdown_signal()).await;
+    tracing::info!("ferry server stopped");
+    Ok(())
+}
+
+/// Binds `addr`, or with none every interface: IPv6 and IPv4 on one
+/// dual-stack socket where the system has IPv6, IPv4 alone otherwise.
+async fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<TcpListener> {
+    if let Some(ip) = addr {
+        let addr = SocketAddr::new(ip, port);
+        return TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"));
+    }
+    match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => {
+            let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+            TcpListener::bind(v4)
+                .await
+                .with_context(|| format!("cannot listen on {v4}"))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on port {port}")),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+}

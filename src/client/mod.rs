@@ -1,0 +1,374 @@
+//! A typed ferry client: connect once, then put, get, list and delete over
+//! the same connection.
+//!
+//! Local checks come first and cost no round trip: [`Upload::open`] fails on
+//! a missing file before anything is sent, and [`Client::get`] refuses an
+//! existing destination before asking the server. Downloads are staged in a
+//! hidden temporary file and moved into place only when complete and
+//! verified, never over an existing file.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cap_std::fs::Dir;
+use tokio::net::TcpStream;
+
+use crate::protocol::{Entry, ErrorCode, Message, RemoteName};
+use crate::staging::Staged;
+use crate::transport::{Connection, TransportError};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The host name did not resolve.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    /// No address of the host accepted a connection.
+    #[error("cannot connect to {target}: {source}")]
+    Connect { target: String, source: io::Error },
+    /// The server did not answer in time.
+    #[error("server did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke or the server spoke something other than ferry.
+    #[error("{0}")]
+    Transport(TransportError),
+    /// The server refused the request.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
+    /// A local file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Local { path: PathBuf, source: io::Error },
+    /// The local destination exists; ferry never overwrites.
+    #[error("{} already exists locally; ferry never overwrites", .0.display())]
+    LocalExists(PathBuf),
+    /// The downloaded data did not match the server's digest.
+    #[error("data arrived damaged (BLAKE3 digest mismatch); nothing was kept")]
+    DigestMismatch,
+}
+
+impl ClientError {
+    /// A stable kebab-case word for reports.
+    pub fn kind(&self) -> String {
+        match self {
+            ClientError::Resolve { .. } | ClientError::Connect { .. } => "unreachable".into(),
+            ClientError::Timeout(_) => "timeout".into(),
+            ClientError::Transport(e) => e.kind().into(),
+            ClientError::Remote { code, .. } => code.to_string(),
+            ClientError::Local { .. } => "local-io-error".into(),
+            ClientError::LocalExists(_) => "local-exists".into(),
+            ClientError::DigestMismatch => "digest-mismatch".into(),
+        }
+    }
+
+    /// Whether the connection is gone (or never was), as opposed to one
+    /// request having failed on a connection that still works.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            ClientError::Resolve { .. } | ClientError::Connect { .. } | ClientError::Timeout(_) => {
+                true
+            }
+            ClientError::Transport(e) => !e.is_connection_usable(),
+            _ => false,
+        }
+    }
+}
+
+impl From<TransportError> for ClientError {
+    fn from(error: TransportError) -> Self {
+        ClientError::Transport(error)
+    }
+}
+
+/// Told how a transfer advances, to draw a progress bar.
+pub trait Progress: Send {
+    /// The body is about to move; it has `total` bytes.
+    fn begin(&mut self, total: u64);
+    /// `bytes` more have moved.
+    fn advance(&mut self, bytes: u64);
+}
+
+/// Progress that shows nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&mut self, _total: u64) {}
+    fn advance(&mut self, _bytes: u64) {}
+}
+
+/// A local file opened for upload.
+#[derive(Debug)]
+pub struct Upload {
+    file: tokio::fs::File,
+    size: u64,
+}
+
+impl Upload {
+    /// Opens a regular file for upload; fails before any network traffic.
+    pub fn open(path: &Path) -> Result<Upload, ClientError> {
+        let local = |source| ClientError::Local {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(local)?;
+        let metadata = file.metadata().map_err(local)?;
+        if !metadata.is_file() {
+            let what = if metadata.is_dir() {
+                "is a directory"
+            } else {
+                "is not a regular file"
+            };
+            return Err(local(io::Error::other(what)));
+        }
+        Ok(Upload {
+            file: tokio::fs::File::from_std(file),
+            size: metadata.len(),
+        })
+    }
+
+    /// The number of bytes the upload will send.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// A connection to a ferry server.
+pub struct Client {
+    conn: Connection<TcpStream>,
+    server: SocketAddr,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Resolves `host`, connects to the first of its addresses that answers
+    /// and exchanges preambles. `timeout` bounds each connection attempt,
+    /// the handshake, and every later wait for a reply.
+    pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Client, ClientError> {
+        let target = format_target(host, port);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|source| ClientError::Resolve {
+                host: host.to_owned(),
+                source,
+            })?
+            .collect();
+        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "host has no addresses");
+        for addr in addrs {
+            let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    last_error = e;
+                    continue;
+                }
+                Err(_) => {
+                    last_error = io::Error::new(io::ErrorKind::TimedOut, "connection timed out");
+                    continue;
+                }
+            };
+            // Requests and replies are small frames; don't let Nagle hold them.
+            stream.set_nodelay(true).map_err(TransportError::Io)?;
+            let mut conn = Connection::new(stream);
+            with_timeout(timeout, conn.client_handshake()).await?;
+            return Ok(Client {
+                conn,
+                server: addr,
+                timeout,
+            });
+        }
+        Err(ClientError::Connect {
+            target,
+            source: last_error,
+        })
+    }
+
+    /// The address of the server this client is connected to.
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Whether the server has closed the connection while it sat idle: a
+    /// peek that does not wait sees the end of the stream.
+    pub fn is_closed_by_server(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(self.conn.get_ref(), &mut byte, flags) {
+            Ok((0, _)) => true,
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Uploads `upload` as `name`. The server says yes or no before any of
+    /// the file is sent.
+    pub async fn put(
+        &mut self,
+        upload: &mut Upload,
+        name: &RemoteName,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, ClientError> {
+        let size = upload.size;
+        self.conn
+            .write_message(&Message::Put {
+                name: name.to_string(),
+                size,
+            })
+            .await?;
+        match self.reply().await? {
+            Message::Proceed => {}
+            other => return Err(unexpected(other, "a proceed reply")),
+        }
+        progress.begin(size);
+        self.conn
+            .send_body(&mut upload.file, size, &mut |n| progress.advance(n))
+            .await?;
+        match self.reply().await? {
+            Message::Done => Ok(size),
+            other => Err(unexpected(other, "a done reply")),
+        }
+    }
+
+    /// Downloads `name` to the local path `dest`, which must not exist.
+    pub async fn get(
+        &mut self,
+        name: &RemoteName,
+        dest: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, ClientError> {
+        let (staged, file) = stage_download(dest)?;
+        self.conn
+            .write_message(&Message::Get {
+                name: name.to_string(),
+            })
+            .await?;
+        let size = match self.reply().await? {
+            Message::Body { size } => size,
+            other => return Err(unexpected(other, "a body reply")),
+        };
+        progress.begin(size);
+        let mut file = tokio::fs::File::from_std(file);
+        let received = self
+            .conn
+            .recv_body(&mut file, size, &mut |n| progress.advance(n))
+            .await;
+        drop(file);
+        match received {
+            Ok(()) => {}
+            Err(TransportError::File(source)) => {
+                return Err(ClientError::Local {
+                    path: dest.to_owned(),
+                    source,
+                })
+            }
+            Err(TransportError::DigestMismatch) => return Err(ClientError::DigestMismatch),
+            Err(other) => return Err(other.into()),
+        }
+        staged.commit().map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => ClientError::LocalExists(dest.to_owned()),
+            _ => ClientError::Local {
+                path: dest.to_owned(),
+                source,
+            },
+        })?;
+        Ok(size)
+    }
+
+    /// Lists the root, or `dir` beneath it, handing each entry to
+    /// `on_entry` as it arrives; returns how many there were.
+    pub async fn list(
+        &mut self,
+        dir: Option<&RemoteName>,
+        long: bool,
+        on_entry: &mut dyn FnMut(Entry),
+    ) -> Result<usize, ClientError> {
+        let dir = dir.map(RemoteName::to_string).unwrap_or_default();
+        self.conn
+            .write_message(&Message::List { dir, long })
+            .await?;
+        let mut count = 0;
+        loop {
+            match self.reply().await? {
+                Message::Entry(entry) => {
+                    count += 1;
+                    on_entry(entry);
+                }
+                Message::Done => return Ok(count),
+                other => return Err(unexpected(other, "a listing entry")),
+            }
+        }
+    }
+
+    /// Deletes the remote file `name`.
+    pub async fn delete(&mut self, name: &RemoteName) -> Result<(), ClientError> {
+        self.conn
+            .write_message(&Message::Delete {
+                name: name.to_string(),
+            })
+            .await?;
+        match self.reply().await? {
+            Message::Done => Ok(()),
+            other => Err(unexpected(other, "a done reply")),
+        }
+    }
+
+    /// The server's next message; an `Error` frame becomes `Err`.
+    async fn reply(&mut self) -> Result<Message, ClientError> {
+        match with_timeout(self.timeout, self.conn.expect_message()).await? {
+            Message::Error { code, message } => Err(ClientError::Remote { code, message }),
+            message => Ok(message),
+        }
+    }
+}
+
+/// Checks that `dest` is free and creates the hidden temporary file that
+/// will become it.
+fn stage_download(dest: &Path) -> Result<(Staged, std::fs::File), ClientError> {
+    let local = |source| ClientError::Local {
+        path: dest.to_owned(),
+        source,
+    };
+    if dest.symlink_metadata().is_ok() {
+        return Err(ClientError::LocalExists(dest.to_owned()));
+    }
+    let file_name = dest.file_name().ok_or_else(|| {
+        local(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file name",
+        ))
+    })?;
+    let parent = match dest.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let dir = Dir::open_ambient_dir(parent, cap_std::ambient_authority()).map_err(local)?;
+    Staged::create(dir, Path::new(file_name)).map_err(|source| match source.kind() {
+        io::ErrorKind::AlreadyExists => ClientError::LocalExists(dest.to_owned()),
+        _ => local(source),
+    })
+}
+
+async fn with_timeout<T>(
+    timeout: Duration,
+    work: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ClientError::Timeout(timeout)),
+    }
+}
+
+fn unexpected(got: Message, expected: &'static str) -> ClientError {
+    ClientError::Transport(TransportError::Unexpected {
+        expected,
+        got: got.name(),
+    })
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub fn format_target(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}

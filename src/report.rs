@@ -1,0 +1,196 @@
+//! The one-line report printed for every request, by server and client alike.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Receives the server's reports; the binary prints them, tests collect them.
+pub type Reporter = Arc<dyn Fn(&Report) + Send + Sync>;
+
+/// What happened to one request.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// When the request finished.
+    pub time: SystemTime,
+    /// The other side: the client for the server's reports, the server for
+    /// the client's.
+    pub peer: String,
+    /// The request type.
+    pub request: RequestKind,
+    /// The remote name the request was about, if any.
+    pub name: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The kinds of request a report can be about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Put,
+    Get,
+    List,
+    Delete,
+    /// The connection itself: the handshake, or a message outside any request.
+    Connection,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It succeeded.
+    Ok(Detail),
+    /// It failed: a stable kebab-case kind and a human message.
+    Failed { kind: String, message: String },
+}
+
+/// What a successful request is worth mentioning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    None,
+    /// A file body moved.
+    Transfer {
+        bytes: u64,
+        elapsed: Duration,
+    },
+    /// A listing was sent or received.
+    Entries(usize),
+}
+
+impl Report {
+    /// A report stamped with the current time.
+    pub fn now(peer: String, request: RequestKind, name: Option<String>, outcome: Outcome) -> Self {
+        Report {
+            time: SystemTime::now(),
+            peer,
+            request,
+            name,
+            outcome,
+        }
+    }
+
+    /// Whether the request succeeded.
+    pub fn is_ok(&self) -> bool {
+        matches!(self.outcome, Outcome::Ok(_))
+    }
+}
+
+impl fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestKind::Put => "put",
+            RequestKind::Get => "get",
+            RequestKind::List => "list",
+            RequestKind::Delete => "delete",
+            RequestKind::Connection => "connection",
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    /// One line, whatever the name or message contain: `time peer request
+    /// ["name"] ok|failed ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            humantime::format_rfc3339_millis(self.time),
+            self.peer,
+            self.request
+        )?;
+        if let Some(name) = &self.name {
+            // Debug quoting escapes control characters, quotes and backslashes.
+            write!(f, " {name:?}")?;
+        }
+        match &self.outcome {
+            Outcome::Ok(Detail::None) => f.write_str(" ok"),
+            Outcome::Ok(Detail::Transfer { bytes, elapsed }) => {
+                let seconds = elapsed.as_secs_f64();
+                write!(f, " ok {bytes} bytes in {seconds:.3}s")?;
+                // A rate over less than a megabyte says more about latency.
+                if seconds > 0.0 && *bytes >= 1_000_000 {
+                    write!(f, " ({:.1} MB/s)", *bytes as f64 / seconds / 1e6)?;
+                }
+                Ok(())
+            }
+            Outcome::Ok(Detail::Entries(1)) => f.write_str(" ok 1 entry"),
+            Outcome::Ok(Detail::Entries(count)) => write!(f, " ok {count} entries"),
+            Outcome::Failed { kind, message } => {
+                write!(f, " failed {kind}: {}", escape_controls(message))
+            }
+        }
+    }
+}
+
+/// `s` with every control character escaped, so it prints on one line and
+/// cannot drive the terminal.
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_epoch(request: RequestKind, name: Option<&str>, outcome: Outcome) -> String {
+        let report = Report {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            peer: "127.0.0.1:4242".to_owned(),
+            request,
+            name: name.map(str::to_owned),
+            outcome,
+        };
+        report.to_string()
+    }
+
+    #[test]
+    fn transfer_line() {
+        let outcome = Outcome::Ok(Detail::Transfer {
+            bytes: 2_000_000,
+            elapsed: Duration::from_secs(2),
+        });
+        assert_eq!(
+            at_epoch(RequestKind::Put, Some("a b.txt"), outcome),
+            "2023-11-14T22:13:20.123Z 127.0.0.1:4242 put \"a b.txt\" ok 2000000 bytes in 2.000s (1.0 MB/s)"
+        );
+    }
+
+    #[test]
+    fn failure_line() {
+        let outcome = Outcome::Failed {
+            kind: "not-found".into(),
+            message: "no such file".into(),
+        };
+        assert_eq!(
+            at_epoch(RequestKind::Get, Some("x"), outcome),
+            "2023-11-14T22:13:20.123Z 127.0.0.1:4242 get \"x\" failed not-found: no such file"
+        );
+    }
+
+    #[test]
+    fn hostile_names_and_messages_stay_on_one_line() {
+        let outcome = Outcome::Failed {
+            kind: "bad-name".into(),
+            message: "bad\nname\x1b[2J".into(),
+        };
+        let line = at_epoch(RequestKind::Put, Some("evil\n\r\x1b[31m\"name"), outcome);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert!(line.contains(r#""evil\n\r\u{1b}[31m\"name""#), "{line}");
+        assert!(line.ends_with(r"bad\nname\u{1b}[2J"), "{line}");
+    }
+
+    #[test]
+    fn listing_line_without_name() {
+        assert_eq!(
+            at_epoch(RequestKind::List, None, Outcome::Ok(Detail::Entries(3))),
+            "2023-11-14T22:13:20.123Z 127.0.0.1:4242 list ok 3 entries"
+        );
+    }
+}

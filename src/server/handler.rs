@@ -1,0 +1,241 @@
+//! One connection: the handshake, then requests until the client leaves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use super::root::{classify, Root};
+use super::Failure;
+use crate::protocol::{ErrorCode, Message, RemoteName};
+use crate::report::{Detail, Outcome, Report, Reporter, RequestKind};
+use crate::transport::{Connection, TransportError};
+
+/// Listing entries are sent in batches of this many frames per write.
+const ENTRIES_PER_WRITE: usize = 256;
+
+/// Everything one connection's task needs.
+pub(super) struct Session {
+    pub root: Arc<Root>,
+    pub reporter: Reporter,
+    pub peer: SocketAddr,
+    pub handshake_timeout: Duration,
+}
+
+/// Why a request ended early.
+enum Abort {
+    /// Refused with an answer to the client; the connection goes on.
+    Refused(Failure),
+    /// The connection cannot go on.
+    Broken(TransportError),
+}
+
+impl From<Failure> for Abort {
+    fn from(failure: Failure) -> Self {
+        Abort::Refused(failure)
+    }
+}
+
+impl From<TransportError> for Abort {
+    fn from(error: TransportError) -> Self {
+        match error {
+            TransportError::DigestMismatch => Abort::Refused(Failure::new(
+                ErrorCode::DigestMismatch,
+                "data arrived damaged (BLAKE3 digest mismatch); nothing was kept",
+            )),
+            TransportError::File(e) => Abort::Refused(classify(e)),
+            broken => Abort::Broken(broken),
+        }
+    }
+}
+
+impl Session {
+    /// Serves the connection until the client closes it or it breaks.
+    pub async fn serve(self, stream: TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %self.peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let mut conn = Connection::new(stream);
+        match tokio::time::timeout(self.handshake_timeout, conn.server_handshake()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return self.report_connection(e.kind(), e.to_string()),
+            Err(_) => {
+                let waited = self.handshake_timeout.as_secs();
+                return self.report_connection("timeout", format!("no handshake within {waited}s"));
+            }
+        }
+        loop {
+            let message = match conn.read_message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(e) => return self.report_connection(e.kind(), e.to_string()),
+            };
+            let started = Instant::now();
+            let (request, name, result) = match message {
+                Message::Put { name, size } => {
+                    let result = self.put(&mut conn, &name, size, started).await;
+                    (RequestKind::Put, Some(name), result)
+                }
+                Message::Get { name } => {
+                    let result = self.get(&mut conn, &name, started).await;
+                    (RequestKind::Get, Some(name), result)
+                }
+                Message::List { dir, long } => {
+                    let result = self.list(&mut conn, &dir, long).await;
+                    (RequestKind::List, (!dir.is_empty()).then_some(dir), result)
+                }
+                Message::Delete { name } => {
+                    let result = self.delete(&mut conn, &name).await;
+                    (RequestKind::Delete, Some(name), result)
+                }
+                other => {
+                    // Outside a request nothing but a request makes sense; the
+                    // stream may be out of step, so answer and hang up.
+                    let message = format!("expected a request, got {}", other.name());
+                    let refusal = Message::Error {
+                        code: ErrorCode::BadRequest,
+                        message,
+                    };
+                    let _ = conn.write_message(&refusal).await;
+                    return self.report_connection(
+                        "protocol-error",
+                        format!("client sent {}", other.name()),
+                    );
+                }
+            };
+            let outcome = match result {
+                Ok(detail) => Outcome::Ok(detail),
+                Err(Abort::Refused(failure)) => {
+                    let reply = Message::Error {
+                        code: failure.code,
+                        message: failure.message.clone(),
+                    };
+                    let sent = conn.write_message(&reply).await;
+                    self.report(
+                        request,
+                        name,
+                        Outcome::Failed {
+                            kind: failure.code.to_string(),
+                            message: failure.message,
+                        },
+                    );
+                    if let Err(e) = sent {
+                        return self.report_connection(e.kind(), e.to_string());
+                    }
+                    continue;
+                }
+                Err(Abort::Broken(e)) => {
+                    self.report(
+                        request,
+                        name,
+                        Outcome::Failed {
+                            kind: e.kind().to_owned(),
+                            message: e.to_string(),
+                        },
+                    );
+                    return;
+                }
+            };
+            self.report(request, name, outcome);
+        }
+    }
+
+    async fn put(
+        &self,
+        conn: &mut Connection<TcpStream>,
+        name: &str,
+        size: u64,
+        started: Instant,
+    ) -> Result<Detail, Abort> {
+        let name = RemoteName::parse(name).map_err(Failure::from)?;
+        let (staged, file) = self.blocking(move |root| root.stage(&name)).await?;
+        // The go-ahead comes only now, so a refused upload costs the client
+        // one round trip and no body.
+        conn.write_message(&Message::Proceed).await?;
+        let mut file = tokio::fs::File::from_std(file);
+        conn.recv_body(&mut file, size, &mut |_| {}).await?;
+        drop(file);
+        self.blocking(move |_| staged.commit().map_err(classify))
+            .await?;
+        conn.write_message(&Message::Done).await?;
+        Ok(Detail::Transfer {
+            bytes: size,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    async fn get(
+        &self,
+        conn: &mut Connection<TcpStream>,
+        name: &str,
+        started: Instant,
+    ) -> Result<Detail, Abort> {
+        let name = RemoteName::parse(name).map_err(Failure::from)?;
+        let (file, size) = self.blocking(move |root| root.open_file(&name)).await?;
+        conn.write_message(&Message::Body { size }).await?;
+        let mut file = tokio::fs::File::from_std(file);
+        conn.send_body(&mut file, size, &mut |_| {}).await?;
+        Ok(Detail::Transfer {
+            bytes: size,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    async fn list(
+        &self,
+        conn: &mut Connection<TcpStream>,
+        dir: &str,
+        long: bool,
+    ) -> Result<Detail, Abort> {
+        let dir = match dir {
+            "" => None,
+            dir => Some(RemoteName::parse(dir).map_err(Failure::from)?),
+        };
+        let entries = self
+            .blocking(move |root| root.list(dir.as_ref(), long))
+            .await?;
+        let count = entries.len();
+        for batch in entries.chunks(ENTRIES_PER_WRITE) {
+            for entry in batch {
+                conn.queue(&Message::Entry(entry.clone()))?;
+            }
+            conn.flush().await?;
+        }
+        conn.write_message(&Message::Done).await?;
+        Ok(Detail::Entries(count))
+    }
+
+    async fn delete(&self, conn: &mut Connection<TcpStream>, name: &str) -> Result<Detail, Abort> {
+        let name = RemoteName::parse(name).map_err(Failure::from)?;
+        self.blocking(move |root| root.delete(&name)).await?;
+        conn.write_message(&Message::Done).await?;
+        Ok(Detail::None)
+    }
+
+    /// Runs filesystem work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Root) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let root = Arc::clone(&self.root);
+        tokio::task::spawn_blocking(move || work(&root))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(peer = %self.peer, error = %e, "filesystem task failed");
+                Err(Failure::new(ErrorCode::Io, "internal server error"))
+            })
+    }
+
+    fn report(&self, request: RequestKind, name: Option<String>, outcome: Outcome) {
+        (self.reporter)(&Report::now(self.peer.to_string(), request, name, outcome));
+    }
+
+    fn report_connection(&self, kind: &str, message: String) {
+        let outcome = Outcome::Failed {
+            kind: kind.to_owned(),
+            message,
+        };
+        self.report(RequestKind::Connection, None, outcome);
+    }
+}

@@ -1,0 +1,169 @@
+//! The ferry server: accepts connections and serves one directory.
+//!
+//! The caller binds the listener and owns shutdown: [`Server::run`] takes a
+//! bound listener and a future that completes when the server should stop,
+//! so tests can bind port 0 and stop the server when they are done.
+
+mod handler;
+mod root;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::protocol::{ErrorCode, NameError};
+use crate::report::Reporter;
+use root::Root;
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory served; created if missing.
+    pub root: PathBuf,
+    /// How long a new connection may take to send its preamble.
+    pub handshake_timeout: Duration,
+    /// How long requests in flight may run on after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for serving `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Config {
+            root: root.into(),
+            handshake_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot serve directory {path}: {source}")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A server ready to run: its root is open.
+pub struct Server {
+    root: Arc<Root>,
+    config: Config,
+    reporter: Reporter,
+}
+
+impl Server {
+    /// Opens (and if needed creates) the root directory.
+    pub fn open(config: Config, reporter: Reporter) -> Result<Server, ServerError> {
+        let root = Root::open(&config.root).map_err(|source| ServerError::Root {
+            path: config.root.clone(),
+            source,
+        })?;
+        Ok(Server {
+            root: Arc::new(root),
+            config,
+            reporter,
+        })
+    }
+
+    /// The absolute path of the served directory.
+    pub fn root_path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Serves connections from `listener` until `shutdown` completes, then
+    /// stops accepting, gives requests in flight the grace period to finish,
+    /// and cancels the rest. A cancelled upload removes its temporary file.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let session = handler::Session {
+                            root: Arc::clone(&self.root),
+                            reporter: Arc::clone(&self.reporter),
+                            peer: canonical_peer(peer),
+                            handshake_timeout: self.config.handshake_timeout,
+                        };
+                        connections.spawn(session.serve(stream));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot accept a connection");
+                        // Out of descriptors: accepting again at once would spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(finished) = connections.join_next(), if !connections.is_empty() => {
+                    log_task_end(finished);
+                }
+            }
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while let Some(finished) = connections.join_next().await {
+                log_task_end(finished);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                connections = connections.len(),
+                "grace period over; cancelling requests still in flight"
+            );
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        }
+    }
+}
+
+fn log_task_end(finished: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = finished {
+        if e.is_panic() {
+            tracing::error!(error = %e, "a connection task panicked; its connection was closed");
+        }
+    }
+}
+
+/// Clients reaching a dual-stack socket over IPv4 appear as `::ffff:a.b.c.d`;
+/// reports show them as the IPv4 addresses they are.
+fn canonical_peer(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => peer,
+        },
+        v4 => v4,
+    }
+}
+
+/// A request refused with a code and message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<NameError> for Failure {
+    fn from(error: NameError) -> Self {
+        Failure::new(ErrorCode::BadName, error.to_string())
+    }
+}
