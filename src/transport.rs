@@ -134,8 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// answer with ours. A foreign or mismatched client also gets an `Error`
     /// frame explaining why, before the caller closes the connection.
     pub async fn server_handshake(&mut self) -> Result<(), TransportError> {
-        let result = self.read_preamble().await;
-        let refusal = match &result {
+        let refusal = match self.read_preamble().await {
             Ok(preamble) if preamble.version == VERSION => None,
             Ok(preamble) => Some((
                 ErrorCode::UnsupportedVersion,
@@ -143,24 +142,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     "this server speaks ferry protocol version {VERSION}, the client version {}",
                     preamble.version
                 ),
+                TransportError::Version {
+                    theirs: preamble.version,
+                },
             )),
             Err(TransportError::NotFerry) => Some((
                 ErrorCode::BadRequest,
                 "expected the ferry preamble; is this a ferry client?".to_owned(),
+                TransportError::NotFerry,
             )),
-            Err(_) => None,
+            Err(other) => return Err(other),
         };
-        let preamble = result?;
         self.stream.write_all(&Preamble::OURS.to_bytes()).await?;
-        if let Some((code, message)) = refusal {
+        if let Some((code, message, error)) = refusal {
             self.write_message(&Message::Error { code, message })
                 .await?;
-            return Err(match code {
-                ErrorCode::UnsupportedVersion => TransportError::Version {
-                    theirs: preamble.version,
-                },
-                _ => TransportError::NotFerry,
-            });
+            return Err(error);
         }
         self.stream.flush().await?;
         Ok(())

@@ -44,6 +44,9 @@ struct ServerArgs {
     /// Address to listen on [default: all interfaces, IPv6 and IPv4].
     #[arg(long, value_name = "ADDR")]
     bind: Option<IpAddr>,
+    /// Seconds that requests in flight may run on after Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    grace: u64,
 }
 
 #[derive(Debug, Args)]

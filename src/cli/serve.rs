@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use ferry::report::Reporter;
@@ -17,7 +18,11 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         // A closed stdout must not stop the server; the request is done.
         let _ = writeln!(std::io::stdout().lock(), "{report}");
     });
-    let server = Server::open(Config::new(&args.root), reporter)?;
+    let config = Config {
+        shutdown_grace: Duration::from_secs(args.grace),
+        ..Config::new(&args.root)
+    };
+    let server = Server::open(config, reporter)?;
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;

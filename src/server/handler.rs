@@ -69,7 +69,19 @@ impl Session {
             let message = match conn.read_message().await {
                 Ok(Some(message)) => message,
                 Ok(None) => return,
-                Err(e) => return self.report_connection(e.kind(), e.to_string()),
+                Err(e) => {
+                    if let TransportError::Malformed(decode) = &e {
+                        // The stream is out of step and will be closed, but
+                        // the client still learns why.
+                        let message = format!("malformed message: {decode}");
+                        let refusal = Message::Error {
+                            code: ErrorCode::BadRequest,
+                            message,
+                        };
+                        let _ = conn.write_message(&refusal).await;
+                    }
+                    return self.report_connection(e.kind(), e.to_string());
+                }
             };
             let started = Instant::now();
             let (request, name, result) = match message {

@@ -60,14 +60,27 @@ impl Root {
     /// hidden temporary file beside the final name. Refuses a taken name.
     pub fn stage(&self, name: &RemoteName) -> Result<(Staged, std::fs::File), Failure> {
         let parent = match name.parent() {
-            Some(parent) => {
-                self.dir.create_dir_all(parent).map_err(classify)?;
-                self.dir.open_dir(parent)
-            }
+            // Open first and create only what is missing, so that a parent
+            // that is a file, or a symlink leading outside, is reported as
+            // such rather than as a failed mkdir.
+            Some(parent) => match self.dir.open_dir(parent) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.dir.create_dir_all(parent).map_err(classify)?;
+                    self.dir.open_dir(parent)
+                }
+                opened => opened,
+            },
             None => self.dir.try_clone(),
         }
         .map_err(classify)?;
-        Staged::create(parent, Path::new(name.file_name())).map_err(classify)
+        let file_name = name.file_name();
+        if parent.symlink_metadata(file_name).is_ok_and(|m| m.is_dir()) {
+            return Err(Failure::new(
+                ErrorCode::IsADirectory,
+                "a directory by that name exists",
+            ));
+        }
+        Staged::create(parent, Path::new(file_name)).map_err(classify)
     }
 
     /// The entries of the root, or of the directory `dir` beneath it, sorted

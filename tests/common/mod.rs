@@ -1,0 +1,418 @@
+//! Shared test helpers: an in-process server on port 0, the real binary,
+//! and a raw protocol client that bypasses ferry's own client code.
+
+#![allow(dead_code)] // Each test crate uses a different subset of these helpers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ferry::protocol::{decode, encode, Message, Preamble, PREAMBLE_LEN};
+use ferry::report::{Report, Reporter};
+use ferry::server::{Config, Server};
+use tempfile::TempDir;
+
+/// How long a test waits for something that should happen promptly before
+/// it fails; generous, because CI machines are shared.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A server running in this process on 127.0.0.1 and a free port, serving
+/// a fresh temporary directory; stopped when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    root: TempDir,
+    client_dir: TempDir,
+    reports: Arc<(Mutex<Vec<Report>>, Condvar)>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts a server after `configure` adjusts its settings.
+    pub fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let root = tempfile::tempdir().unwrap();
+        let client_dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(root.path());
+        configure(&mut config);
+        let reports: Arc<(Mutex<Vec<Report>>, Condvar)> = Arc::default();
+        let sink = Arc::clone(&reports);
+        let reporter: Reporter = Arc::new(move |report: &Report| {
+            sink.0.lock().unwrap().push(report.clone());
+            sink.1.notify_all();
+        });
+        let server = Server::open(config, reporter).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(server.run(listener, async {
+                let _ = stop.await;
+            }));
+        });
+        TestServer {
+            addr,
+            root,
+            client_dir,
+            reports,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The served directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The client's working directory.
+    pub fn client_dir(&self) -> &Path {
+        self.client_dir.path()
+    }
+
+    /// `ferry client 127.0.0.1 PORT <args>`, run in the client directory.
+    pub fn client(&self, args: &[&str]) -> Command {
+        let mut command = ferry_command();
+        command
+            .current_dir(self.client_dir())
+            .args(["client", "127.0.0.1", &self.port().to_string()])
+            .args(args);
+        command
+    }
+
+    /// Runs the client and returns its output.
+    pub fn run_client(&self, args: &[&str]) -> Output {
+        self.client(args).output().unwrap()
+    }
+
+    /// Waits until the server has made at least `count` reports and returns
+    /// them all. Reports follow the reply, so a client may finish first.
+    pub fn wait_for_reports(&self, count: usize) -> Vec<Report> {
+        let (lock, changed) = &*self.reports;
+        let deadline = Instant::now() + PATIENCE;
+        let mut reports = lock.lock().unwrap();
+        while reports.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "expected {count} reports, got {:#?}",
+                *reports
+            );
+            reports = changed.wait_timeout(reports, left).unwrap().0;
+        }
+        reports.clone()
+    }
+
+    /// The reports made so far.
+    pub fn reports(&self) -> Vec<Report> {
+        self.reports.0.lock().unwrap().clone()
+    }
+
+    /// Names in the served directory (recursively, relative, sorted),
+    /// temporary files included.
+    pub fn root_files(&self) -> Vec<String> {
+        files_under(self.root())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Every file and directory under `dir`, relative and sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            found.push(
+                path.strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The real `ferry` binary.
+pub fn ferry_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// Describes a finished command for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Asserts the command exited with `code`, showing its output if not.
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", describe(output));
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failing test can be
+/// rerun on the same data.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// A `ferry server` process on 127.0.0.1 and a port the OS picked.
+pub struct BinaryServer {
+    pub child: Child,
+    pub port: u16,
+    pub root: TempDir,
+    pub start_line: String,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl BinaryServer {
+    pub fn start(extra_args: &[&str]) -> BinaryServer {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = ferry_command()
+            .args(["server", "0", "--bind", "127.0.0.1", "--root"])
+            .arg(root.path())
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut start_line = String::new();
+        stdout.read_line(&mut start_line).unwrap();
+        let port = port_from_start_line(&start_line);
+        BinaryServer {
+            child,
+            port,
+            root,
+            start_line,
+            stdout,
+        }
+    }
+
+    /// The next report line on the server's stdout.
+    pub fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+        wait_with_deadline(&mut self.child)
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The port in a start line such as `... up and running on 127.0.0.1:4242, ...`.
+pub fn port_from_start_line(line: &str) -> u16 {
+    assert!(
+        line.contains("up and running"),
+        "not a start line: {line:?}"
+    );
+    let addr = line
+        .split_whitespace()
+        .find_map(|word| word.trim_end_matches(',').parse::<SocketAddr>().ok());
+    addr.unwrap_or_else(|| panic!("no address in {line:?}"))
+        .port()
+}
+
+/// Waits for `child` to exit, killing it and failing after [`PATIENCE`].
+pub fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {PATIENCE:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `condition` until it holds, failing after [`PATIENCE`].
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client that speaks the protocol through raw, blocking socket calls, so
+/// tests can send what ferry's own client never would.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects without sending anything.
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects and exchanges preambles.
+    pub fn handshake(addr: SocketAddr) -> RawClient {
+        let mut client = RawClient::connect(addr);
+        client.send_raw(&Preamble::OURS.to_bytes());
+        let mut theirs = [0; PREAMBLE_LEN];
+        client.read_exact(&mut theirs);
+        assert_eq!(Preamble::from_bytes(&theirs), Ok(Preamble::OURS));
+        client
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn send(&mut self, message: &Message) {
+        let mut bytes = Vec::new();
+        encode(message, &mut bytes).unwrap();
+        self.send_raw(&bytes);
+    }
+
+    pub fn read_exact(&mut self, out: &mut [u8]) {
+        let buffered = out.len().min(self.buf.len());
+        out[..buffered].copy_from_slice(&self.buf[..buffered]);
+        self.buf.drain(..buffered);
+        self.stream.read_exact(&mut out[buffered..]).unwrap();
+    }
+
+    /// The next message, or `None` if the server closed the connection.
+    pub fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Some((message, used)) = decode(&self.buf).unwrap() {
+                self.buf.drain(..used);
+                return Some(message);
+            }
+            let mut chunk = [0; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading from the server: {e}"),
+            }
+        }
+    }
+
+    /// Whether the server has closed the connection (reads until EOF).
+    pub fn is_closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match self.stream.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    /// A full put: request, body, trailer; returns the final reply.
+    pub fn put(&mut self, name: &str, data: &[u8]) -> Message {
+        self.send(&Message::Put {
+            name: name.into(),
+            size: data.len() as u64,
+        });
+        match self.recv().unwrap() {
+            Message::Proceed => {}
+            refusal => return refusal,
+        }
+        self.send_raw(data);
+        self.send(&Message::Trailer {
+            digest: *blake3::hash(data).as_bytes(),
+        });
+        self.recv().unwrap()
+    }
+
+    /// A full get; returns the body, or the refusal.
+    pub fn get(&mut self, name: &str) -> Result<Vec<u8>, Message> {
+        self.send(&Message::Get { name: name.into() });
+        let size = match self.recv().unwrap() {
+            Message::Body { size } => size,
+            refusal => return Err(refusal),
+        };
+        let mut body = vec![0; size as usize];
+        self.read_exact(&mut body);
+        let Some(Message::Trailer { digest }) = self.recv() else {
+            panic!("no trailer after the body");
+        };
+        assert_eq!(digest, *blake3::hash(&body).as_bytes());
+        Ok(body)
+    }
+}
+
+/// Writes `data` to `dir/name`, creating parent directories.
+pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&path, data).unwrap();
+    path
+}

@@ -1,0 +1,323 @@
+//! The wire protocol against a live server, byte by byte, and the real
+//! client against fake servers: what neither side's own code would send.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+
+use common::{
+    assert_exit, describe, ferry_command, files_under, write_file, RawClient, TestServer,
+};
+use ferry::protocol::{encode, ErrorCode, Message, Preamble, PREAMBLE_LEN};
+
+#[test]
+fn a_refused_put_is_answered_before_any_body_is_sent() {
+    let server = TestServer::start();
+    write_file(server.root(), "taken.bin", b"original");
+    let mut client = RawClient::handshake(server.addr());
+    // Hand-built Put frame: length 20, tag 0x01, size 10 GB, name "taken.bin".
+    #[rustfmt::skip]
+    let put = [
+        0x00, 0x00, 0x00, 0x14,
+        0x01,
+        0x00, 0x00, 0x00, 0x02, 0x54, 0x0b, 0xe4, 0x00,
+        0x00, 0x09, b't', b'a', b'k', b'e', b'n', b'.', b'b', b'i', b'n',
+    ];
+    client.send_raw(&put);
+    // No body byte has been sent, yet the answer is already here.
+    match client.recv() {
+        Some(Message::Error {
+            code: ErrorCode::AlreadyExists,
+            ..
+        }) => {}
+        other => panic!("expected already-exists before any body, got {other:?}"),
+    }
+    // The server expects no body: the very next bytes are read as a request.
+    assert_eq!(client.get("taken.bin"), Ok(b"original".to_vec()));
+}
+
+#[test]
+fn several_requests_share_one_connection() {
+    let server = TestServer::start();
+    let mut client = RawClient::handshake(server.addr());
+    assert_eq!(client.put("one", b"1"), Message::Done);
+    assert_eq!(client.put("two", b"22"), Message::Done);
+    client.send(&Message::List {
+        dir: String::new(),
+        long: true,
+    });
+    let mut names = Vec::new();
+    while let Some(Message::Entry(entry)) = client.recv() {
+        names.push((entry.name, entry.size));
+    }
+    assert_eq!(names, [("one".to_owned(), 1), ("two".to_owned(), 2)]);
+    client.send(&Message::Delete { name: "one".into() });
+    assert_eq!(client.recv(), Some(Message::Done));
+    assert_eq!(client.get("two"), Ok(b"22".to_vec()));
+    let reports = server.wait_for_reports(5);
+    assert!(
+        reports.iter().all(|r| r.peer == reports[0].peer),
+        "one connection: {reports:#?}"
+    );
+}
+
+#[test]
+fn a_foreign_client_gets_a_clear_error_and_is_reported() {
+    let server = TestServer::start();
+    let mut client = RawClient::connect(server.addr());
+    client.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut preamble = [0; PREAMBLE_LEN];
+    client.read_exact(&mut preamble);
+    assert_eq!(Preamble::from_bytes(&preamble), Ok(Preamble::OURS));
+    match client.recv() {
+        Some(Message::Error {
+            code: ErrorCode::BadRequest,
+            message,
+        }) => {
+            assert!(message.contains("ferry"), "{message}");
+        }
+        other => panic!("expected bad-request, got {other:?}"),
+    }
+    assert!(client.is_closed());
+    let line = server.wait_for_reports(1)[0].to_string();
+    assert!(line.contains("connection failed not-ferry"), "{line}");
+}
+
+#[test]
+fn a_client_of_another_version_is_told_so() {
+    let server = TestServer::start();
+    let mut client = RawClient::connect(server.addr());
+    client.send_raw(&Preamble { version: 2 }.to_bytes());
+    let mut preamble = [0; PREAMBLE_LEN];
+    client.read_exact(&mut preamble);
+    match client.recv() {
+        Some(Message::Error {
+            code: ErrorCode::UnsupportedVersion,
+            message,
+        }) => {
+            assert!(
+                message.contains("version 1") && message.contains("version 2"),
+                "{message}"
+            );
+        }
+        other => panic!("expected unsupported-version, got {other:?}"),
+    }
+    assert!(client.is_closed());
+    assert!(server.wait_for_reports(1)[0]
+        .to_string()
+        .contains("unsupported-version"));
+}
+
+#[test]
+fn an_oversized_header_is_refused_without_waiting_for_it() {
+    let server = TestServer::start();
+    let mut client = RawClient::handshake(server.addr());
+    // Claims a 4 GiB frame; only the 4 length bytes are ever sent.
+    client.send_raw(&[0xff, 0xff, 0xff, 0xff]);
+    match client.recv() {
+        Some(Message::Error {
+            code: ErrorCode::BadRequest,
+            message,
+        }) => {
+            assert!(message.contains("frame length"), "{message}");
+        }
+        other => panic!("expected bad-request, got {other:?}"),
+    }
+    assert!(client.is_closed());
+    // The server itself is fine.
+    assert_eq!(
+        RawClient::handshake(server.addr()).put("after", b"ok"),
+        Message::Done
+    );
+}
+
+#[test]
+fn garbage_after_the_handshake_closes_only_that_connection() {
+    let server = TestServer::start();
+    let mut bystander = RawClient::handshake(server.addr());
+    for garbage in [
+        &[0, 0, 0, 1, 0x99][..],
+        &[0, 0, 0, 3, 0x02, 0xff, 0xff],
+        &[0, 0, 0, 1, 0x23],
+    ] {
+        let mut client = RawClient::handshake(server.addr());
+        client.send_raw(garbage);
+        assert!(matches!(
+            client.recv(),
+            Some(Message::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ));
+        assert!(client.is_closed(), "{garbage:02x?}");
+    }
+    assert_eq!(bystander.put("still-served", b"yes"), Message::Done);
+}
+
+#[test]
+fn a_put_whose_digest_does_not_match_keeps_nothing() {
+    let server = TestServer::start();
+    let mut client = RawClient::handshake(server.addr());
+    client.send(&Message::Put {
+        name: "damaged.bin".into(),
+        size: 5,
+    });
+    assert_eq!(client.recv(), Some(Message::Proceed));
+    client.send_raw(b"hello");
+    client.send(&Message::Trailer {
+        digest: *blake3::hash(b"HELLO").as_bytes(),
+    });
+    match client.recv() {
+        Some(Message::Error {
+            code: ErrorCode::DigestMismatch,
+            ..
+        }) => {}
+        other => panic!("expected digest-mismatch, got {other:?}"),
+    }
+    assert!(server.root_files().is_empty(), "{:?}", server.root_files());
+    // The connection is still in step.
+    assert_eq!(client.put("damaged.bin", b"hello"), Message::Done);
+}
+
+/// A one-connection fake server: reads the client's preamble and then
+/// plays `script` with whatever the client sent so far.
+fn fake_server(script: impl FnOnce(&mut std::net::TcpStream) + Send + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut preamble = [0; PREAMBLE_LEN];
+        let _ = stream.read_exact(&mut preamble);
+        script(&mut stream);
+    });
+    port
+}
+
+fn frame(message: &Message) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode(message, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn the_client_recognises_a_server_that_is_not_ferry() {
+    let port = fake_server(|stream| {
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    });
+    let output = ferry_command()
+        .args(["client", "127.0.0.1", &port.to_string(), "list"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 3);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed not-ferry"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn the_client_gives_up_on_a_silent_server() {
+    let port = fake_server(|stream| {
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    });
+    let output = ferry_command()
+        .args([
+            "client",
+            "127.0.0.1",
+            &port.to_string(),
+            "--timeout",
+            "1",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&output, 3);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed timeout"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn the_client_refuses_a_server_of_another_version() {
+    let port = fake_server(|stream| {
+        let _ = stream.write_all(&Preamble { version: 9 }.to_bytes());
+    });
+    let output = ferry_command()
+        .args(["client", "127.0.0.1", &port.to_string(), "list"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 3);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unsupported-version") && stderr.contains("version 9"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_download_whose_digest_does_not_match_keeps_nothing() {
+    let port = fake_server(|stream| {
+        let _ = stream.write_all(&Preamble::OURS.to_bytes());
+        let mut request = [0; 64];
+        let _ = stream.read(&mut request);
+        let mut reply = frame(&Message::Body { size: 5 });
+        reply.extend_from_slice(b"hello");
+        reply.extend(frame(&Message::Trailer {
+            digest: *blake3::hash(b"other").as_bytes(),
+        }));
+        let _ = stream.write_all(&reply);
+        let _ = stream.read(&mut request);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let output = ferry_command()
+        .current_dir(dir.path())
+        .args(["client", "127.0.0.1", &port.to_string(), "get", "file.txt"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed digest-mismatch"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        files_under(dir.path()).is_empty(),
+        "{:?}",
+        files_under(dir.path())
+    );
+}
+
+#[test]
+fn a_download_cut_short_keeps_nothing() {
+    let port = fake_server(|stream| {
+        let _ = stream.write_all(&Preamble::OURS.to_bytes());
+        let mut request = [0; 64];
+        let _ = stream.read(&mut request);
+        let mut reply = frame(&Message::Body { size: 1000 });
+        reply.extend_from_slice(&[7; 10]);
+        let _ = stream.write_all(&reply);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let output = ferry_command()
+        .current_dir(dir.path())
+        .args(["client", "127.0.0.1", &port.to_string(), "get", "file.txt"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 3);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed connection-lost"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        files_under(dir.path()).is_empty(),
+        "{:?}",
+        files_under(dir.path())
+    );
+}

@@ -1,0 +1,268 @@
+//! put and get through the real binary: round trips, default names, and
+//! never overwriting on either side.
+
+mod common;
+
+use common::{assert_exit, describe, files_under, pseudo_random_bytes, write_file, TestServer};
+use ferry::report::Outcome;
+
+#[test]
+fn put_then_get_round_trips_the_bytes() {
+    let server = TestServer::start();
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 17, 1);
+    write_file(server.client_dir(), "data.bin", &data);
+
+    assert_exit(&server.run_client(&["put", "data.bin", "stored.bin"]), 0);
+    assert_eq!(
+        std::fs::read(server.root().join("stored.bin")).unwrap(),
+        data
+    );
+
+    assert_exit(&server.run_client(&["get", "stored.bin", "back.bin"]), 0);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("back.bin")).unwrap(),
+        data
+    );
+}
+
+#[test]
+fn empty_and_oddly_named_files_round_trip() {
+    let server = TestServer::start();
+    for (name, data) in [
+        ("empty", &b""[..]),
+        ("with space.txt", b"spaces"),
+        ("ünïcödé 名前.txt", b"unicode"),
+        ("-starts-with-dash", b"dash"),
+    ] {
+        let local = write_file(server.client_dir(), &format!("local-{}", name.len()), data);
+        let put = server.run_client(&["put", local.to_str().unwrap(), "--", name]);
+        assert_exit(&put, 0);
+        let back = format!("back-{}", name.len());
+        assert_exit(&server.run_client(&["get", "--", name, &back]), 0);
+        assert_eq!(
+            std::fs::read(server.client_dir().join(&back)).unwrap(),
+            data,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn put_defaults_to_the_local_base_name_from_any_path() {
+    let server = TestServer::start();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let local = write_file(elsewhere.path(), "deep/dir/report.pdf", b"pdf");
+    assert_exit(&server.run_client(&["put", local.to_str().unwrap()]), 0);
+    assert_eq!(
+        std::fs::read(server.root().join("report.pdf")).unwrap(),
+        b"pdf"
+    );
+}
+
+#[test]
+fn put_into_a_directory_name_ending_in_a_slash_creates_parents() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "a.txt", b"a");
+    assert_exit(&server.run_client(&["put", "a.txt", "new/sub/"]), 0);
+    assert_eq!(
+        std::fs::read(server.root().join("new/sub/a.txt")).unwrap(),
+        b"a"
+    );
+    assert_exit(&server.run_client(&["put", "a.txt", "other/dir/b.txt"]), 0);
+    assert_eq!(
+        std::fs::read(server.root().join("other/dir/b.txt")).unwrap(),
+        b"a"
+    );
+}
+
+#[test]
+fn get_defaults_to_the_base_name_in_the_current_directory() {
+    let server = TestServer::start();
+    write_file(server.root(), "dir/file.txt", b"content");
+    assert_exit(&server.run_client(&["get", "dir/file.txt"]), 0);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("file.txt")).unwrap(),
+        b"content"
+    );
+}
+
+#[test]
+fn get_into_an_existing_directory_uses_the_base_name() {
+    let server = TestServer::start();
+    write_file(server.root(), "file.txt", b"content");
+    std::fs::create_dir(server.client_dir().join("downloads")).unwrap();
+    assert_exit(&server.run_client(&["get", "file.txt", "downloads"]), 0);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("downloads/file.txt")).unwrap(),
+        b"content"
+    );
+}
+
+#[test]
+fn put_over_an_existing_name_is_refused_and_keeps_the_original() {
+    let server = TestServer::start();
+    write_file(server.root(), "taken.txt", b"original");
+    write_file(server.client_dir(), "taken.txt", b"intruder");
+    let output = server.run_client(&["put", "taken.txt"]);
+    assert_exit(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("failed already-exists"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        std::fs::read(server.root().join("taken.txt")).unwrap(),
+        b"original"
+    );
+    assert_eq!(
+        server.root_files(),
+        ["taken.txt"],
+        "no temporary file is left"
+    );
+}
+
+#[test]
+fn get_over_an_existing_local_file_is_refused_before_asking_the_server() {
+    let server = TestServer::start();
+    write_file(server.root(), "file.txt", b"remote");
+    write_file(server.client_dir(), "file.txt", b"precious");
+    let output = server.run_client(&["get", "file.txt"]);
+    assert_exit(&output, 1);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed local-exists"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        std::fs::read(server.client_dir().join("file.txt")).unwrap(),
+        b"precious"
+    );
+    // The client did not even connect: the server reported nothing.
+    assert!(server.reports().is_empty(), "{:?}", server.reports());
+}
+
+#[test]
+fn put_of_a_missing_local_file_fails_before_connecting() {
+    let server = TestServer::start();
+    let output = server.run_client(&["put", "no-such-file.txt"]);
+    assert_exit(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no-such-file.txt") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+    assert!(server.reports().is_empty(), "{:?}", server.reports());
+}
+
+#[test]
+fn put_of_a_directory_fails_locally() {
+    let server = TestServer::start();
+    std::fs::create_dir(server.client_dir().join("folder")).unwrap();
+    let output = server.run_client(&["put", "folder"]);
+    assert_exit(&output, 1);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is a directory"),
+        "{}",
+        describe(&output)
+    );
+    assert!(server.reports().is_empty());
+}
+
+#[test]
+fn get_of_a_missing_file_is_not_found_and_leaves_no_local_file() {
+    let server = TestServer::start();
+    let output = server.run_client(&["get", "ghost.txt"]);
+    assert_exit(&output, 1);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed not-found"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        files_under(server.client_dir()).is_empty(),
+        "{:?}",
+        files_under(server.client_dir())
+    );
+}
+
+#[test]
+fn get_of_a_directory_is_refused() {
+    let server = TestServer::start();
+    std::fs::create_dir(server.root().join("dir")).unwrap();
+    let output = server.run_client(&["get", "dir"]);
+    assert_exit(&output, 1);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed is-a-directory"),
+        "{}",
+        describe(&output)
+    );
+    assert!(files_under(server.client_dir()).is_empty());
+}
+
+#[test]
+fn large_random_file_round_trips_with_equal_digests() {
+    let server = TestServer::start();
+    let data = pseudo_random_bytes(256 * 1024 * 1024, 0x5eed);
+    let digest = blake3::hash(&data);
+    write_file(server.client_dir(), "big.bin", &data);
+    drop(data);
+
+    assert_exit(
+        &server.run_client(&["put", "big.bin", "big-on-server.bin"]),
+        0,
+    );
+    let stored = std::fs::read(server.root().join("big-on-server.bin")).unwrap();
+    assert_eq!(blake3::hash(&stored), digest);
+    drop(stored);
+
+    assert_exit(
+        &server.run_client(&["get", "big-on-server.bin", "big-back.bin"]),
+        0,
+    );
+    let back = std::fs::read(server.client_dir().join("big-back.bin")).unwrap();
+    assert_eq!(blake3::hash(&back), digest);
+}
+
+#[test]
+fn transfers_are_reported_with_byte_counts_on_both_sides() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "r.txt", b"12345");
+    let output = server.run_client(&["put", "r.txt"]);
+    assert_exit(&output, 0);
+    let client_line = String::from_utf8_lossy(&output.stderr);
+    let server_addr = server.addr().to_string();
+    assert!(
+        client_line.contains(&format!("{server_addr} put \"r.txt\" ok 5 bytes in")),
+        "{client_line}"
+    );
+    assert_eq!(
+        client_line.lines().count(),
+        1,
+        "one report line: {client_line}"
+    );
+    assert!(output.stdout.is_empty(), "put prints nothing on stdout");
+
+    let reports = server.wait_for_reports(1);
+    let line = reports[0].to_string();
+    assert!(line.contains("put \"r.txt\" ok 5 bytes in"), "{line}");
+    assert!(reports[0].peer.starts_with("127.0.0.1:"), "{line}");
+    let time = line.split(' ').next().unwrap();
+    assert!(
+        humantime::parse_rfc3339(time).is_ok(),
+        "RFC 3339 UTC time: {line}"
+    );
+}
+
+#[test]
+fn quiet_silences_the_report_line() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "q.txt", b"q");
+    let output = server.run_client(&["--quiet", "put", "q.txt"]);
+    assert_exit(&output, 0);
+    assert!(output.stderr.is_empty(), "{}", describe(&output));
+    assert!(matches!(
+        server.wait_for_reports(1)[0].outcome,
+        Outcome::Ok(_)
+    ));
+}
