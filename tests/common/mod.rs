@@ -38,6 +38,11 @@ impl TestServer {
 
     /// Starts a server after `configure` adjusts its settings.
     pub fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_on_port(0, configure)
+    }
+
+    /// Starts a server on a given port of 127.0.0.1 (0 for any).
+    pub fn start_on_port(port: u16, configure: impl FnOnce(&mut Config)) -> TestServer {
         let root = tempfile::tempdir().unwrap();
         let client_dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(root.path());
@@ -55,7 +60,7 @@ impl TestServer {
             .build()
             .unwrap();
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
@@ -217,9 +222,18 @@ pub struct BinaryServer {
 
 impl BinaryServer {
     pub fn start(extra_args: &[&str]) -> BinaryServer {
+        Self::start_at("127.0.0.1", extra_args)
+    }
+
+    /// A server listening on `bind` instead of 127.0.0.1.
+    pub fn start_on(bind: &str) -> BinaryServer {
+        Self::start_at(bind, &[])
+    }
+
+    fn start_at(bind: &str, extra_args: &[&str]) -> BinaryServer {
         let root = tempfile::tempdir().unwrap();
         let mut child = ferry_command()
-            .args(["server", "0", "--bind", "127.0.0.1", "--root"])
+            .args(["server", "0", "--bind", bind, "--root"])
             .arg(root.path())
             .args(extra_args)
             .stdout(Stdio::piped())

@@ -1,0 +1,259 @@
+//! The `ferry` binary's command line: help, exit codes, the server's start
+//! line and reports, signals, list and delete, addresses.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{
+    assert_exit, describe, ferry_command, write_file, BinaryServer, RawClient, TestServer,
+};
+use ferry::protocol::{Message, TEMP_PREFIX};
+
+#[test]
+fn every_command_has_help_and_the_binary_a_version() {
+    for args in [
+        &["--help"][..],
+        &["server", "--help"],
+        &["client", "--help"],
+        &["client", "h", "1", "put", "--help"],
+        &["client", "h", "1", "get", "--help"],
+        &["client", "h", "1", "list", "--help"],
+        &["client", "h", "1", "delete", "--help"],
+    ] {
+        let output = ferry_command().args(args).output().unwrap();
+        assert_exit(&output, 0);
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage:"),
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+    let output = ferry_command().arg("--version").output().unwrap();
+    assert_exit(&output, 0);
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ferry "));
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    for args in [
+        &[][..],
+        &["client", "localhost"],
+        &["client", "localhost", "not-a-port", "list"],
+        &["client", "localhost", "9000", "put"],
+        &["client", "localhost", "9000", "frobnicate"],
+        &["server"],
+        &["server", "70000"],
+    ] {
+        assert_exit(&ferry_command().args(args).output().unwrap(), 2);
+    }
+}
+
+#[test]
+fn an_unreachable_server_exits_with_3() {
+    // Bind and drop a listener to find a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = ferry_command()
+        .args(["client", "127.0.0.1", &port.to_string(), "list"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 3);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port} list failed unreachable")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_server_prints_its_start_line_and_one_report_per_request() {
+    let mut server = BinaryServer::start(&[]);
+    let root = server.root.path().canonicalize().unwrap();
+    assert!(
+        server
+            .start_line
+            .contains(&format!("127.0.0.1:{}", server.port)),
+        "{}",
+        server.start_line
+    );
+    assert!(
+        server.start_line.contains(root.to_str().unwrap()),
+        "{}",
+        server.start_line
+    );
+    assert_eq!(server.start_line.lines().count(), 1);
+
+    let mut client = RawClient::handshake(format!("127.0.0.1:{}", server.port).parse().unwrap());
+    assert_eq!(client.put("a.txt", b"abc"), Message::Done);
+    let line = server.next_line();
+    assert!(
+        line.contains(" 127.0.0.1:") && line.contains(" put \"a.txt\" ok 3 bytes in "),
+        "{line}"
+    );
+    client.send(&Message::Get {
+        name: "missing".into(),
+    });
+    assert!(matches!(client.recv(), Some(Message::Error { .. })));
+    let line = server.next_line();
+    assert!(
+        line.contains(" get \"missing\" failed not-found: "),
+        "{line}"
+    );
+}
+
+#[test]
+fn the_server_creates_a_missing_root() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("new/served");
+    let mut child = ferry_command()
+        .args(["server", "0", "--bind", "127.0.0.1", "--root"])
+        .arg(&root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("up and running"), "{line}");
+    assert!(root.is_dir());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_server_cleanly() {
+    for signal in ["TERM", "INT"] {
+        let mut server = BinaryServer::start(&[]);
+        let status = server.stop_with(signal);
+        assert_eq!(status.code(), Some(0), "SIG{signal}");
+    }
+}
+
+#[test]
+fn shutdown_cancels_a_stalled_upload_and_removes_its_temporary_file() {
+    let mut server = BinaryServer::start(&["--grace", "1"]);
+    let mut uploader = RawClient::handshake(format!("127.0.0.1:{}", server.port).parse().unwrap());
+    uploader.send(&Message::Put {
+        name: "stalled.bin".into(),
+        size: 1 << 20,
+    });
+    assert_eq!(uploader.recv(), Some(Message::Proceed));
+    uploader.send_raw(&[9; 1000]);
+    common::eventually("the temporary file exists", || {
+        common::files_under(server.root.path())
+            .iter()
+            .any(|f| f.starts_with(TEMP_PREFIX))
+    });
+    assert_eq!(server.stop_with("TERM").code(), Some(0));
+    let left: Vec<_> = std::fs::read_dir(server.root.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn list_prints_sorted_names_with_slashes_on_directories_and_nothing_else() {
+    let server = TestServer::start();
+    write_file(server.root(), "b.txt", b"bb");
+    write_file(server.root(), "a.txt", b"a");
+    write_file(server.root(), "dir/inner.txt", b"inner");
+    write_file(server.root(), ".hidden", b"h");
+    let output = server.run_client(&["list"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        ".hidden\na.txt\nb.txt\ndir/\n"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("list ok 4 entries"));
+
+    let output = server.run_client(&["list", "dir"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "inner.txt\n");
+}
+
+#[test]
+fn list_long_shows_size_and_modification_time() {
+    let server = TestServer::start();
+    write_file(server.root(), "five.txt", b"12345");
+    std::fs::create_dir(server.root().join("sub")).unwrap();
+    let output = server.run_client(&["list", "-l"]);
+    assert_exit(&output, 0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!((lines[0][0], lines[0][2]), ("5", "five.txt"), "{stdout}");
+    assert_eq!(lines[1][2], "sub/", "{stdout}");
+    let modified = humantime::parse_rfc3339(lines[0][1]).unwrap();
+    let age = std::time::SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default();
+    assert!(age.as_secs() < 3600, "{stdout}");
+}
+
+#[test]
+fn list_of_a_missing_directory_or_a_file_fails() {
+    let server = TestServer::start();
+    write_file(server.root(), "file", b"f");
+    let output = server.run_client(&["list", "nope"]);
+    assert_exit(&output, 1);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("failed not-found"));
+    let output = server.run_client(&["list", "file"]);
+    assert_exit(&output, 1);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed not-a-directory"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn delete_removes_a_file_and_refuses_directories_and_missing_names() {
+    let server = TestServer::start();
+    write_file(server.root(), "doomed.txt", b"x");
+    write_file(server.root(), "dir/keep.txt", b"k");
+    assert_exit(&server.run_client(&["delete", "doomed.txt"]), 0);
+    assert!(!server.root().join("doomed.txt").exists());
+
+    let output = server.run_client(&["delete", "doomed.txt"]);
+    assert_exit(&output, 1);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("failed not-found"));
+
+    let output = server.run_client(&["delete", "dir"]);
+    assert_exit(&output, 1);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("failed is-a-directory"));
+    assert!(server.root().join("dir/keep.txt").exists());
+}
+
+#[test]
+fn hostnames_and_ipv6_addresses_work() {
+    let server = BinaryServer::start_on("::1");
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "v6.txt", b"six");
+    let port = server.port.to_string();
+    let put = ferry_command()
+        .current_dir(dir.path())
+        .args(["client", "::1", &port, "put", "v6.txt"])
+        .output()
+        .unwrap();
+    assert_exit(&put, 0);
+    assert!(
+        String::from_utf8_lossy(&put.stderr).contains(&format!("[::1]:{port} put")),
+        "{}",
+        describe(&put)
+    );
+
+    let server = TestServer::start();
+    let port = server.port().to_string();
+    let output = ferry_command()
+        .args(["client", "localhost", &port, "list"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+}
