@@ -257,3 +257,39 @@ fn hostnames_and_ipv6_addresses_work() {
         .unwrap();
     assert_exit(&output, 0);
 }
+
+#[test]
+fn shutdown_lets_a_request_in_flight_finish() {
+    let mut server = BinaryServer::start(&["--grace", "20"]);
+    let mut uploader = RawClient::handshake(format!("127.0.0.1:{}", server.port).parse().unwrap());
+    uploader.send(&Message::Put {
+        name: "finishing.bin".into(),
+        size: 2000,
+    });
+    assert_eq!(uploader.recv(), Some(Message::Proceed));
+    uploader.send_raw(&[5; 1000]);
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // New connections are refused once the server stops accepting.
+    common::eventually("the listener is closed", || {
+        std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err()
+    });
+    uploader.send_raw(&[5; 1000]);
+    uploader.send(&Message::Trailer {
+        digest: *blake3::hash(&[5; 2000]).as_bytes(),
+    });
+    assert_eq!(uploader.recv(), Some(Message::Done));
+    drop(uploader);
+    assert_eq!(
+        common::wait_with_deadline(&mut server.child).code(),
+        Some(0)
+    );
+    assert_eq!(
+        std::fs::read(server.root.path().join("finishing.bin")).unwrap(),
+        [5; 2000]
+    );
+}

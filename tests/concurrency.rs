@@ -211,3 +211,38 @@ fn a_stalled_client_does_not_hold_up_the_others() {
     }
     assert_exit(&server.run_client(&["list"]), 0);
 }
+
+#[test]
+fn ctrl_c_mid_download_keeps_nothing_and_exits_130() {
+    let server = TestServer::start();
+    let huge = std::fs::File::create(server.root().join("huge.bin")).unwrap();
+    huge.set_len(8 << 30).unwrap();
+    let client = server
+        .client(&["get", "huge.bin"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the download has started", || {
+        common::files_under(server.client_dir())
+            .iter()
+            .any(|f| f.starts_with(TEMP_PREFIX))
+    });
+    let pid = client.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = client.wait_with_output().unwrap();
+    assert_exit(&output, 130);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed interrupted"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        common::files_under(server.client_dir()).is_empty(),
+        "{:?}",
+        common::files_under(server.client_dir())
+    );
+}

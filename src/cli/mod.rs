@@ -109,6 +109,8 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// The server could not be reached or does not speak ferry.
     pub const UNREACHABLE: u8 = 3;
+    /// Ctrl-C abandoned the request (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// Runs the parsed command line.

@@ -42,6 +42,8 @@ pub enum CommandError {
     LocalName(String),
     #[error("{0}")]
     Client(#[from] ClientError),
+    #[error("interrupted by Ctrl-C; nothing partial was kept")]
+    Interrupted,
 }
 
 impl CommandError {
@@ -50,19 +52,25 @@ impl CommandError {
             CommandError::BadName(_) => "bad-name".into(),
             CommandError::LocalName(_) => "bad-local-name".into(),
             CommandError::Client(e) => e.kind(),
+            CommandError::Interrupted => "interrupted".into(),
         }
     }
 
-    /// Whether the connection to the server is gone (or never was).
+    /// Whether the connection to the server is gone (or never was). An
+    /// interrupted request leaves the connection out of step, so it counts.
     pub fn is_connection_lost(&self) -> bool {
-        matches!(self, CommandError::Client(e) if e.is_connection_lost())
+        match self {
+            CommandError::Client(e) => e.is_connection_lost(),
+            CommandError::Interrupted => true,
+            CommandError::BadName(_) | CommandError::LocalName(_) => false,
+        }
     }
 
     fn exit_code(&self) -> ExitCode {
-        ExitCode::from(if self.is_connection_lost() {
-            exit::UNREACHABLE
-        } else {
-            exit::FAILED
+        ExitCode::from(match self {
+            CommandError::Interrupted => exit::INTERRUPTED,
+            e if e.is_connection_lost() => exit::UNREACHABLE,
+            _ => exit::FAILED,
         })
     }
 }
@@ -152,8 +160,24 @@ fn remote_name_for_put(local: &Path, remote: Option<&str>) -> Result<String, Com
     })
 }
 
-/// Sends a prepared request over `client`.
+/// Sends a prepared request over `client`, abandoning it on Ctrl-C.
+/// Abandoning drops the transfer, which removes a staged download's
+/// temporary file; killed by the signal instead, the client would leave it.
 pub async fn perform(
+    client: &mut Client,
+    prepared: Prepared,
+    settings: &Settings,
+) -> Result<Detail, CommandError> {
+    tokio::select! {
+        // Polled first, so the handler is in place before any temporary
+        // file exists.
+        biased;
+        _ = tokio::signal::ctrl_c() => Err(CommandError::Interrupted),
+        result = send(client, prepared, settings) => result.map_err(Into::into),
+    }
+}
+
+async fn send(
     client: &mut Client,
     prepared: Prepared,
     settings: &Settings,
@@ -210,9 +234,7 @@ pub async fn run_once(settings: &Settings, request: Request) -> ExitCode {
         Ok(prepared) => match settings.connect().await {
             Ok(mut client) => {
                 let peer = client.server_addr().to_string();
-                let result = perform(&mut client, prepared, settings)
-                    .await
-                    .map_err(Into::into);
+                let result = perform(&mut client, prepared, settings).await;
                 report(settings, peer, description, &result);
                 return exit_code(&result);
             }

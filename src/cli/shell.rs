@@ -205,9 +205,7 @@ impl Session<'_> {
             return false;
         };
         let peer = client.server_addr().to_string();
-        let result: Result<_, CommandError> = perform(client, prepared, self.settings)
-            .await
-            .map_err(Into::into);
+        let result = perform(client, prepared, self.settings).await;
         request::report(self.settings, peer, description, &result);
         if result.as_ref().is_err_and(CommandError::is_connection_lost) {
             eprintln!(
