@@ -6,7 +6,8 @@ mod common;
 use std::process::Stdio;
 
 use common::{
-    assert_exit, describe, ferry_command, write_file, BinaryServer, RawClient, TestServer,
+    assert_exit, assert_exit_saying, describe, ferry_command, write_file, BinaryServer, RawClient,
+    TestServer,
 };
 use ferry::protocol::{Message, TEMP_PREFIX};
 
@@ -202,15 +203,9 @@ fn list_of_a_missing_directory_or_a_file_fails() {
     let server = TestServer::start();
     write_file(server.root(), "file", b"f");
     let output = server.run_client(&["list", "nope"]);
-    assert_exit(&output, 1);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("failed not-found"));
+    assert_exit_saying(&output, 1, "failed not-found");
     let output = server.run_client(&["list", "file"]);
-    assert_exit(&output, 1);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("failed not-a-directory"),
-        "{}",
-        describe(&output)
-    );
+    assert_exit_saying(&output, 1, "failed not-a-directory");
 }
 
 #[test]
@@ -222,12 +217,10 @@ fn delete_removes_a_file_and_refuses_directories_and_missing_names() {
     assert!(!server.root().join("doomed.txt").exists());
 
     let output = server.run_client(&["delete", "doomed.txt"]);
-    assert_exit(&output, 1);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("failed not-found"));
+    assert_exit_saying(&output, 1, "failed not-found");
 
     let output = server.run_client(&["delete", "dir"]);
-    assert_exit(&output, 1);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("failed is-a-directory"));
+    assert_exit_saying(&output, 1, "failed is-a-directory");
     assert!(server.root().join("dir/keep.txt").exists());
 }
 
@@ -242,12 +235,7 @@ fn hostnames_and_ipv6_addresses_work() {
         .args(["client", "::1", &port, "put", "v6.txt"])
         .output()
         .unwrap();
-    assert_exit(&put, 0);
-    assert!(
-        String::from_utf8_lossy(&put.stderr).contains(&format!("[::1]:{port} put")),
-        "{}",
-        describe(&put)
-    );
+    assert_exit_saying(&put, 0, &format!("[::1]:{port} put"));
 
     let server = TestServer::start();
     let port = server.port().to_string();

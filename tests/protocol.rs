@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::thread;
 
 use common::{
-    assert_exit, describe, ferry_command, files_under, write_file, RawClient, TestServer,
+    assert_exit, assert_exit_saying, ferry_command, files_under, write_file, RawClient, TestServer,
 };
 use ferry::protocol::{encode, ErrorCode, Message, Preamble, PREAMBLE_LEN};
 
@@ -210,12 +210,7 @@ fn the_client_recognises_a_server_that_is_not_ferry() {
         .args(["client", "127.0.0.1", &port.to_string(), "list"])
         .output()
         .unwrap();
-    assert_exit(&output, 3);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("failed not-ferry"),
-        "{}",
-        describe(&output)
-    );
+    assert_exit_saying(&output, 3, "failed not-ferry");
 }
 
 #[test]
@@ -235,12 +230,7 @@ fn the_client_gives_up_on_a_silent_server() {
         ])
         .output()
         .unwrap();
-    assert_exit(&output, 3);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("failed timeout"),
-        "{}",
-        describe(&output)
-    );
+    assert_exit_saying(&output, 3, "failed timeout");
 }
 
 #[test]
@@ -260,64 +250,54 @@ fn the_client_refuses_a_server_of_another_version() {
     );
 }
 
-#[test]
-fn a_download_whose_digest_does_not_match_keeps_nothing() {
-    let port = fake_server(|stream| {
+/// A fake server that answers a Get with `reply`, then waits for the
+/// client to hang up.
+fn fake_download_server(reply: Vec<u8>) -> u16 {
+    fake_server(move |stream| {
         let _ = stream.write_all(&Preamble::OURS.to_bytes());
         let mut request = [0; 64];
         let _ = stream.read(&mut request);
-        let mut reply = frame(&Message::Body { size: 5 });
-        reply.extend_from_slice(b"hello");
-        reply.extend(frame(&Message::Trailer {
-            digest: *blake3::hash(b"other").as_bytes(),
-        }));
         let _ = stream.write_all(&reply);
         let _ = stream.read(&mut request);
-    });
+    })
+}
+
+/// Runs `ferry client … get file.txt` in a fresh directory; returns the
+/// output and what the directory holds afterwards.
+fn get_from(port: u16) -> (std::process::Output, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let output = ferry_command()
         .current_dir(dir.path())
         .args(["client", "127.0.0.1", &port.to_string(), "get", "file.txt"])
         .output()
         .unwrap();
-    assert_exit(&output, 1);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("failed digest-mismatch"),
-        "{}",
-        describe(&output)
-    );
-    assert!(
-        files_under(dir.path()).is_empty(),
-        "{:?}",
-        files_under(dir.path())
-    );
+    (output, files_under(dir.path()))
+}
+
+#[test]
+fn a_download_whose_digest_does_not_match_keeps_nothing() {
+    let mut reply = frame(&Message::Body { size: 5 });
+    reply.extend_from_slice(b"hello");
+    reply.extend(frame(&Message::Trailer {
+        digest: *blake3::hash(b"other").as_bytes(),
+    }));
+    let (output, left) = get_from(fake_download_server(reply));
+    assert_exit_saying(&output, 1, "failed digest-mismatch");
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
 fn a_download_cut_short_keeps_nothing() {
-    let port = fake_server(|stream| {
+    let mut reply = frame(&Message::Body { size: 1000 });
+    reply.extend_from_slice(&[7; 10]);
+    let port = fake_server(move |stream| {
+        // Hang up after 10 of the 1000 bytes.
         let _ = stream.write_all(&Preamble::OURS.to_bytes());
         let mut request = [0; 64];
         let _ = stream.read(&mut request);
-        let mut reply = frame(&Message::Body { size: 1000 });
-        reply.extend_from_slice(&[7; 10]);
         let _ = stream.write_all(&reply);
     });
-    let dir = tempfile::tempdir().unwrap();
-    let output = ferry_command()
-        .current_dir(dir.path())
-        .args(["client", "127.0.0.1", &port.to_string(), "get", "file.txt"])
-        .output()
-        .unwrap();
-    assert_exit(&output, 3);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("failed connection-lost"),
-        "{}",
-        describe(&output)
-    );
-    assert!(
-        files_under(dir.path()).is_empty(),
-        "{:?}",
-        files_under(dir.path())
-    );
+    let (output, left) = get_from(port);
+    assert_exit_saying(&output, 3, "failed connection-lost");
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{assert_exit, describe, files_under, pseudo_random_bytes, write_file, TestServer};
+use common::{
+    assert_exit, assert_exit_saying, describe, files_under, pseudo_random_bytes, write_file,
+    TestServer,
+};
 use ferry::report::Outcome;
 
 #[test]
@@ -128,12 +131,7 @@ fn get_over_an_existing_local_file_is_refused_before_asking_the_server() {
     write_file(server.root(), "file.txt", b"remote");
     write_file(server.client_dir(), "file.txt", b"precious");
     let output = server.run_client(&["get", "file.txt"]);
-    assert_exit(&output, 1);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("failed local-exists"),
-        "{}",
-        describe(&output)
-    );
+    assert_exit_saying(&output, 1, "failed local-exists");
     assert_eq!(
         std::fs::read(server.client_dir().join("file.txt")).unwrap(),
         b"precious"
@@ -160,12 +158,7 @@ fn put_of_a_directory_fails_locally() {
     let server = TestServer::start();
     std::fs::create_dir(server.client_dir().join("folder")).unwrap();
     let output = server.run_client(&["put", "folder"]);
-    assert_exit(&output, 1);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("is a directory"),
-        "{}",
-        describe(&output)
-    );
+    assert_exit_saying(&output, 1, "is a directory");
     assert!(server.reports().is_empty());
 }
 
@@ -173,12 +166,7 @@ fn put_of_a_directory_fails_locally() {
 fn get_of_a_missing_file_is_not_found_and_leaves_no_local_file() {
     let server = TestServer::start();
     let output = server.run_client(&["get", "ghost.txt"]);
-    assert_exit(&output, 1);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("failed not-found"),
-        "{}",
-        describe(&output)
-    );
+    assert_exit_saying(&output, 1, "failed not-found");
     assert!(
         files_under(server.client_dir()).is_empty(),
         "{:?}",
@@ -191,12 +179,7 @@ fn get_of_a_directory_is_refused() {
     let server = TestServer::start();
     std::fs::create_dir(server.root().join("dir")).unwrap();
     let output = server.run_client(&["get", "dir"]);
-    assert_exit(&output, 1);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("failed is-a-directory"),
-        "{}",
-        describe(&output)
-    );
+    assert_exit_saying(&output, 1, "failed is-a-directory");
     assert!(files_under(server.client_dir()).is_empty());
 }
 

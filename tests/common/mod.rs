@@ -196,6 +196,17 @@ pub fn assert_exit(output: &Output, code: i32) {
     assert_eq!(output.status.code(), Some(code), "{}", describe(output));
 }
 
+/// Asserts the command exited with `code` and said `needle` on stderr.
+pub fn assert_exit_saying(output: &Output, code: i32, needle: &str) {
+    assert_exit(output, code);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(needle),
+        "expected {needle:?} on stderr\n{}",
+        describe(output)
+    );
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so a failing test can be
 /// rerun on the same data.
 pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
