@@ -175,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             if !self
                 .read_buf
-                .starts_with(&protocol::MAGIC[..self.read_buf.len().min(5)])
+                .starts_with(&protocol::MAGIC[..self.read_buf.len().min(protocol::MAGIC.len())])
             {
                 return Err(TransportError::NotFerry);
             }

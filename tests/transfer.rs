@@ -249,3 +249,38 @@ fn quiet_silences_the_report_line() {
         Outcome::Ok(_)
     ));
 }
+
+#[test]
+fn put_of_a_fifo_is_refused_without_blocking() {
+    let server = TestServer::start();
+    let fifo = server.client_dir().join("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = server
+        .client(&["put", "pipe"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(common::wait_with_deadline(&mut child).code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}
+
+#[test]
+fn get_of_a_fifo_on_the_server_is_refused_without_blocking() {
+    let server = TestServer::start();
+    let fifo = server.root().join("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let output = server.run_client(&["get", "pipe"]);
+    common::assert_exit_saying(&output, 1, "failed not-a-regular-file");
+    let listing = server.run_client(&["list"]);
+    assert_eq!(String::from_utf8_lossy(&listing.stdout), "pipe\n");
+}

@@ -107,11 +107,19 @@ pub struct Upload {
 impl Upload {
     /// Opens a regular file for upload; fails before any network traffic.
     pub fn open(path: &Path) -> Result<Upload, ClientError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let local = |source| ClientError::Local {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(local)?;
+        // Without O_NONBLOCK, opening a fifo would wait for a writer forever;
+        // the check below then refuses anything but a regular file.
+        let nonblocking = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nonblocking)
+            .open(path)
+            .map_err(local)?;
         let metadata = file.metadata().map_err(local)?;
         if !metadata.is_file() {
             let what = if metadata.is_dir() {
