@@ -152,3 +152,59 @@ fn the_shell_reconnects_after_the_server_goes_away() {
     drop(stdin);
     assert_eq!(common::wait_with_deadline(&mut child).code(), Some(0));
 }
+
+/// The shell on a real terminal: `script` (util-linux) gives it a pty.
+/// Input is typed only once the screen shows the prompt it answers.
+#[test]
+fn on_a_terminal_delete_asks_first_and_no_keeps_the_file() {
+    let server = TestServer::start();
+    write_file(server.root(), "precious.txt", b"p");
+    let shell = format!(
+        "{} client 127.0.0.1 {}",
+        env!("CARGO_BIN_EXE_ferry"),
+        server.port()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &shell, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script (util-linux) runs the shell on a pty");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = std::sync::Arc::clone(&screen);
+    std::thread::spawn(move || {
+        let mut chunk = [0; 4096];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut chunk) {
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    let shown = |needle: &str, times: usize| {
+        common::eventually(&format!("{needle:?} is shown {times} times"), || {
+            screen.lock().unwrap().matches(needle).count() >= times
+        });
+    };
+    let mut keyboard = child.stdin.take().unwrap();
+    let mut type_line = |line: &str| keyboard.write_all(format!("{line}\r").as_bytes()).unwrap();
+
+    shown("ferry> ", 1);
+    type_line("delete precious.txt");
+    shown("[y/N]", 1);
+    type_line("n");
+    shown("not deleted", 1);
+    assert!(server.root().join("precious.txt").exists());
+
+    shown("ferry> ", 2);
+    type_line("DELF precious.txt");
+    shown("[y/N]", 2);
+    type_line("y");
+    shown("delete \"precious.txt\" ok", 1);
+    assert!(!server.root().join("precious.txt").exists());
+
+    shown("ferry> ", 3);
+    keyboard.write_all(b"\x04").unwrap(); // Ctrl-D
+    assert_eq!(common::wait_with_deadline(&mut child).code(), Some(0));
+}
