@@ -69,19 +69,12 @@ impl Session {
             let message = match conn.read_message().await {
                 Ok(Some(message)) => message,
                 Ok(None) => return,
-                Err(e) => {
-                    if let TransportError::Malformed(decode) = &e {
-                        // The stream is out of step and will be closed, but
-                        // the client still learns why.
-                        let message = format!("malformed message: {decode}");
-                        let refusal = Message::Error {
-                            code: ErrorCode::BadRequest,
-                            message,
-                        };
-                        let _ = conn.write_message(&refusal).await;
-                    }
-                    return self.report_connection(e.kind(), e.to_string());
+                Err(TransportError::Malformed(e)) => {
+                    return self
+                        .hang_up(&mut conn, format!("malformed message: {e}"))
+                        .await;
                 }
+                Err(e) => return self.report_connection(e.kind(), e.to_string()),
             };
             let started = Instant::now();
             let (request, name, result) = match message {
@@ -102,55 +95,42 @@ impl Session {
                     (RequestKind::Delete, Some(name), result)
                 }
                 other => {
-                    // Outside a request nothing but a request makes sense; the
-                    // stream may be out of step, so answer and hang up.
-                    let message = format!("expected a request, got {}", other.name());
-                    let refusal = Message::Error {
-                        code: ErrorCode::BadRequest,
-                        message,
-                    };
-                    let _ = conn.write_message(&refusal).await;
-                    return self.report_connection(
-                        "protocol-error",
-                        format!("client sent {}", other.name()),
-                    );
+                    let reason = format!("expected a request, got {}", other.name());
+                    return self.hang_up(&mut conn, reason).await;
                 }
             };
-            let outcome = match result {
-                Ok(detail) => Outcome::Ok(detail),
-                Err(Abort::Refused(failure)) => {
+            match result {
+                Ok(detail) => self.report(request, name, Outcome::Ok(detail)),
+                Err(Abort::Refused(Failure { code, message })) => {
                     let reply = Message::Error {
-                        code: failure.code,
-                        message: failure.message.clone(),
+                        code,
+                        message: message.clone(),
                     };
                     let sent = conn.write_message(&reply).await;
-                    self.report(
-                        request,
-                        name,
-                        Outcome::Failed {
-                            kind: failure.code.to_string(),
-                            message: failure.message,
-                        },
-                    );
+                    let kind = code.to_string();
+                    self.report(request, name, Outcome::Failed { kind, message });
                     if let Err(e) = sent {
                         return self.report_connection(e.kind(), e.to_string());
                     }
-                    continue;
                 }
                 Err(Abort::Broken(e)) => {
-                    self.report(
-                        request,
-                        name,
-                        Outcome::Failed {
-                            kind: e.kind().to_owned(),
-                            message: e.to_string(),
-                        },
-                    );
-                    return;
+                    let kind = e.kind().to_owned();
+                    let message = e.to_string();
+                    return self.report(request, name, Outcome::Failed { kind, message });
                 }
-            };
-            self.report(request, name, outcome);
+            }
         }
+    }
+
+    /// Answers a client that broke the protocol and closes the connection:
+    /// the stream may be out of step, but the client still learns why.
+    async fn hang_up(&self, conn: &mut Connection<TcpStream>, reason: String) {
+        let refusal = Message::Error {
+            code: ErrorCode::BadRequest,
+            message: reason.clone(),
+        };
+        let _ = conn.write_message(&refusal).await;
+        self.report_connection("protocol-error", reason);
     }
 
     async fn put(
