@@ -1,4 +1,21 @@
 //! ferry: a fast, safe file server and client over TCP.
+//!
+//! Layers, each depending only on those below it:
+//!
+//! - [`protocol`]: messages, their byte layout, error codes and the rules
+//!   for remote names. Pure: no I/O. `PROTOCOL.md` is its prose form.
+//! - [`transport`]: the one place bytes meet a socket: the preamble
+//!   exchange, frames, and raw file bodies hashed with BLAKE3 as they stream.
+//! - [`staging`]: files appear only complete, through a hidden temporary
+//!   file and a rename that never replaces anything.
+//! - [`server`]: accepts connections, a task each, and serves one directory
+//!   through a single path gate (`server/root.rs`).
+//! - [`client`]: a typed client for one connection: put, get, list, delete.
+//! - [`report`]: the one-line report both sides print for every request.
+//!
+//! The `ferry` binary (`src/main.rs` and `src/cli/`) parses the command line
+//! and drives [`server`] and [`client`]; the library never sees clap types.
+
 pub mod client;
 pub mod protocol;
 pub mod report;
