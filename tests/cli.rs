@@ -6,8 +6,8 @@ mod common;
 use std::process::Stdio;
 
 use common::{
-    assert_exit, assert_exit_saying, describe, ferry_command, write_file, BinaryServer, RawClient,
-    TestServer,
+    assert_exit, assert_exit_saying, client_at, describe, ferry_command, write_file, BinaryServer,
+    RawClient, TestServer,
 };
 use ferry::protocol::{Message, TEMP_PREFIX};
 
@@ -58,10 +58,7 @@ fn an_unreachable_server_exits_with_3() {
         .local_addr()
         .unwrap()
         .port();
-    let output = ferry_command()
-        .args(["client", "127.0.0.1", &port.to_string(), "list"])
-        .output()
-        .unwrap();
+    let output = client_at("127.0.0.1", port, &["list"]).output().unwrap();
     assert_exit(&output, 3);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -229,18 +226,14 @@ fn hostnames_and_ipv6_addresses_work() {
     let server = BinaryServer::start_on("::1");
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), "v6.txt", b"six");
-    let port = server.port.to_string();
-    let put = ferry_command()
+    let put = client_at("::1", server.port, &["put", "v6.txt"])
         .current_dir(dir.path())
-        .args(["client", "::1", &port, "put", "v6.txt"])
         .output()
         .unwrap();
-    assert_exit_saying(&put, 0, &format!("[::1]:{port} put"));
+    assert_exit_saying(&put, 0, &format!("[::1]:{} put", server.port));
 
     let server = TestServer::start();
-    let port = server.port().to_string();
-    let output = ferry_command()
-        .args(["client", "localhost", &port, "list"])
+    let output = client_at("localhost", server.port(), &["list"])
         .output()
         .unwrap();
     assert_exit(&output, 0);

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::thread;
 
 use common::{
-    assert_exit, assert_exit_saying, ferry_command, files_under, write_file, RawClient, TestServer,
+    assert_exit, assert_exit_saying, client_at, files_under, write_file, RawClient, TestServer,
 };
 use ferry::protocol::{encode, ErrorCode, Message, Preamble, PREAMBLE_LEN};
 
@@ -206,10 +206,7 @@ fn the_client_recognises_a_server_that_is_not_ferry() {
     let port = fake_server(|stream| {
         let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
     });
-    let output = ferry_command()
-        .args(["client", "127.0.0.1", &port.to_string(), "list"])
-        .output()
-        .unwrap();
+    let output = client_at("127.0.0.1", port, &["list"]).output().unwrap();
     assert_exit_saying(&output, 3, "failed not-ferry");
 }
 
@@ -219,15 +216,7 @@ fn the_client_gives_up_on_a_silent_server() {
         let mut sink = Vec::new();
         let _ = stream.read_to_end(&mut sink);
     });
-    let output = ferry_command()
-        .args([
-            "client",
-            "127.0.0.1",
-            &port.to_string(),
-            "--timeout",
-            "1",
-            "list",
-        ])
+    let output = client_at("127.0.0.1", port, &["--timeout", "1", "list"])
         .output()
         .unwrap();
     assert_exit_saying(&output, 3, "failed timeout");
@@ -238,10 +227,7 @@ fn the_client_refuses_a_server_of_another_version() {
     let port = fake_server(|stream| {
         let _ = stream.write_all(&Preamble { version: 9 }.to_bytes());
     });
-    let output = ferry_command()
-        .args(["client", "127.0.0.1", &port.to_string(), "list"])
-        .output()
-        .unwrap();
+    let output = client_at("127.0.0.1", port, &["list"]).output().unwrap();
     assert_exit(&output, 3);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -266,9 +252,8 @@ fn fake_download_server(reply: Vec<u8>) -> u16 {
 /// output and what the directory holds afterwards.
 fn get_from(port: u16) -> (std::process::Output, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let output = ferry_command()
+    let output = client_at("127.0.0.1", port, &["get", "file.txt"])
         .current_dir(dir.path())
-        .args(["client", "127.0.0.1", &port.to_string(), "get", "file.txt"])
         .output()
         .unwrap();
     (output, files_under(dir.path()))

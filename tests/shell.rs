@@ -117,9 +117,8 @@ fn the_shell_reconnects_after_the_server_goes_away() {
         TestServer::start_with(|config| config.shutdown_grace = Duration::from_millis(100));
     let port = server.port();
     let client_dir = tempfile::tempdir().unwrap();
-    let mut child = common::ferry_command()
+    let mut child = common::client_at("127.0.0.1", port, &[])
         .current_dir(client_dir.path())
-        .args(["client", "127.0.0.1", &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -89,14 +89,6 @@ pub trait Progress: Send {
     fn advance(&mut self, bytes: u64);
 }
 
-/// Progress that shows nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn begin(&mut self, _total: u64) {}
-    fn advance(&mut self, _bytes: u64) {}
-}
-
 /// A local file opened for upload.
 #[derive(Debug)]
 pub struct Upload {
@@ -133,11 +125,6 @@ impl Upload {
             file: tokio::fs::File::from_std(file),
             size: metadata.len(),
         })
-    }
-
-    /// The number of bytes the upload will send.
-    pub fn size(&self) -> u64 {
-        self.size
     }
 }
 

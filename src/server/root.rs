@@ -59,18 +59,15 @@ impl Root {
     /// Prepares to receive `name`: creates missing parent directories and a
     /// hidden temporary file beside the final name. Refuses a taken name.
     pub fn stage(&self, name: &RemoteName) -> Result<(Staged, std::fs::File), Failure> {
-        let parent = match name.parent() {
-            // Open first and create only what is missing, so that a parent
-            // that is a file, or a symlink leading outside, is reported as
-            // such rather than as a failed mkdir.
-            Some(parent) => match self.dir.open_dir(parent) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.dir.create_dir_all(parent).map_err(classify)?;
-                    self.dir.open_dir(parent)
-                }
-                opened => opened,
-            },
-            None => self.dir.try_clone(),
+        // Open first and create only what is missing, so that a parent that
+        // is a file, or a symlink leading outside, is reported as such rather
+        // than as a failed mkdir.
+        let parent = match (self.dir_at(name.parent()), name.parent()) {
+            (Err(e), Some(path)) if e.kind() == io::ErrorKind::NotFound => {
+                self.dir.create_dir_all(path).map_err(classify)?;
+                self.dir.open_dir(path)
+            }
+            (opened, _) => opened,
         }
         .map_err(classify)?;
         let file_name = name.file_name();
@@ -88,11 +85,7 @@ impl Root {
     /// that lead outside the root are left out. Sizes and times are filled
     /// in only when `long` is set.
     pub fn list(&self, dir: Option<&RemoteName>, long: bool) -> Result<Vec<Entry>, Failure> {
-        let dir = match dir {
-            Some(name) => self.dir.open_dir(name.as_str()),
-            None => self.dir.try_clone(),
-        }
-        .map_err(classify)?;
+        let dir = self.dir_at(dir.map(RemoteName::as_str)).map_err(classify)?;
         let mut entries = Vec::new();
         for dir_entry in dir.entries().map_err(classify)? {
             let dir_entry = dir_entry.map_err(classify)?;
@@ -146,11 +139,7 @@ impl Root {
 
     /// Removes the file (or symlink) `name`; refuses directories.
     pub fn delete(&self, name: &RemoteName) -> Result<(), Failure> {
-        let parent = match name.parent() {
-            Some(parent) => self.dir.open_dir(parent),
-            None => self.dir.try_clone(),
-        }
-        .map_err(classify)?;
+        let parent = self.dir_at(name.parent()).map_err(classify)?;
         let metadata = parent
             .symlink_metadata(name.file_name())
             .map_err(classify)?;
@@ -161,6 +150,14 @@ impl Root {
             ));
         }
         parent.remove_file(name.file_name()).map_err(classify)
+    }
+
+    /// A handle on the directory `path` beneath the root, or on the root.
+    fn dir_at(&self, path: Option<&str>) -> io::Result<Dir> {
+        match path {
+            Some(path) => self.dir.open_dir(path),
+            None => self.dir.try_clone(),
+        }
     }
 }
 

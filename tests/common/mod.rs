@@ -99,11 +99,8 @@ impl TestServer {
 
     /// `ferry client 127.0.0.1 PORT <args>`, run in the client directory.
     pub fn client(&self, args: &[&str]) -> Command {
-        let mut command = ferry_command();
-        command
-            .current_dir(self.client_dir())
-            .args(["client", "127.0.0.1", &self.port().to_string()])
-            .args(args);
+        let mut command = client_at("127.0.0.1", self.port(), args);
+        command.current_dir(self.client_dir());
         command
     }
 
@@ -179,6 +176,13 @@ pub fn files_under(dir: &Path) -> Vec<String> {
 /// The real `ferry` binary.
 pub fn ferry_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// `ferry client HOST PORT <args>`.
+pub fn client_at(host: &str, port: u16, args: &[&str]) -> Command {
+    let mut command = ferry_command();
+    command.args(["client", host, &port.to_string()]).args(args);
+    command
 }
 
 /// Describes a finished command for assertion messages.
