@@ -188,9 +188,9 @@ async fn send(
         elapsed: started.elapsed(),
     };
     match prepared {
-        Prepared::Put { mut upload, name } => {
+        Prepared::Put { upload, name } => {
             let mut bar = ProgressBar::for_transfer(settings.quiet);
-            client.put(&mut upload, &name, &mut bar).await.map(transfer)
+            client.put(upload, &name, &mut bar).await.map(transfer)
         }
         Prepared::Get { name, dest } => {
             let mut bar = ProgressBar::for_transfer(settings.quiet);

@@ -92,7 +92,7 @@ pub trait Progress: Send {
 /// A local file opened for upload.
 #[derive(Debug)]
 pub struct Upload {
-    file: tokio::fs::File,
+    file: std::fs::File,
     size: u64,
 }
 
@@ -122,7 +122,7 @@ impl Upload {
             return Err(local(io::Error::other(what)));
         }
         Ok(Upload {
-            file: tokio::fs::File::from_std(file),
+            file,
             size: metadata.len(),
         })
     }
@@ -198,11 +198,11 @@ impl Client {
     /// the file is sent.
     pub async fn put(
         &mut self,
-        upload: &mut Upload,
+        upload: Upload,
         name: &RemoteName,
         progress: &mut dyn Progress,
     ) -> Result<u64, ClientError> {
-        let size = upload.size;
+        let Upload { file, size } = upload;
         self.conn
             .write_message(&Message::Put {
                 name: name.to_string(),
@@ -215,7 +215,7 @@ impl Client {
         }
         progress.begin(size);
         self.conn
-            .send_body(&mut upload.file, size, &mut |n| progress.advance(n))
+            .send_file(file, size, None, &mut |n| progress.advance(n))
             .await?;
         match self.reply().await? {
             Message::Done => Ok(size),
@@ -241,14 +241,12 @@ impl Client {
             other => return Err(unexpected(other, "a body reply")),
         };
         progress.begin(size);
-        let mut file = tokio::fs::File::from_std(file);
         let received = self
             .conn
-            .recv_body(&mut file, size, &mut |n| progress.advance(n))
+            .recv_file(file, size, &mut |n| progress.advance(n))
             .await;
-        drop(file);
         match received {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(TransportError::File(source)) => {
                 return Err(ClientError::Local {
                     path: dest.to_owned(),

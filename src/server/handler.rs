@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use super::digest_cache::{self, Stamp};
 use super::root::{classify, Root};
 use super::Failure;
 use crate::protocol::{ErrorCode, Message, RemoteName};
@@ -145,11 +146,16 @@ impl Session {
         // The go-ahead comes only now, so a refused upload costs the client
         // one round trip and no body.
         conn.write_message(&Message::Proceed).await?;
-        let mut file = tokio::fs::File::from_std(file);
-        conn.recv_body(&mut file, size, &mut |_| {}).await?;
-        drop(file);
-        self.blocking(move |_| staged.commit().map_err(classify))
-            .await?;
+        let (file, digest) = conn.recv_file(file, size, &mut |_| {}).await?;
+        self.blocking(move |_| {
+            // Stamped after the last write, so the record matches the file
+            // as it will appear under its name.
+            if let Ok(stamp) = Stamp::of(&file) {
+                digest_cache::remember(&file, &stamp, &digest);
+            }
+            staged.commit().map_err(classify)
+        })
+        .await?;
         conn.write_message(&Message::Done).await?;
         Ok(Detail::Transfer {
             bytes: size,
@@ -164,10 +170,28 @@ impl Session {
         started: Instant,
     ) -> Result<Detail, Abort> {
         let name = RemoteName::parse(name).map_err(Failure::from)?;
-        let (file, size) = self.blocking(move |root| root.open_file(&name)).await?;
-        conn.write_message(&Message::Body { size }).await?;
-        let mut file = tokio::fs::File::from_std(file);
-        conn.send_body(&mut file, size, &mut |_| {}).await?;
+        let (file, size, stamp, cached) = self
+            .blocking(move |root| {
+                let (file, size) = root.open_file(&name)?;
+                let stamp = Stamp::of(&file).map_err(classify)?;
+                let cached = digest_cache::lookup(&file, &stamp);
+                Ok((file, size, stamp, cached))
+            })
+            .await?;
+        conn.queue(&Message::Body { size })?;
+        let (file, digest) = conn.send_file(file, size, cached, &mut |_| {}).await?;
+        if cached.is_none() && stamp.is_settled() {
+            // Only if the file did not change while it was read: otherwise
+            // the digest may describe neither its old content nor its new.
+            let _ = self
+                .blocking(move |_| {
+                    if Stamp::of(&file).is_ok_and(|now| now == stamp) {
+                        digest_cache::remember(&file, &stamp, &digest);
+                    }
+                    Ok(())
+                })
+                .await;
+        }
         Ok(Detail::Transfer {
             bytes: size,
             elapsed: started.elapsed(),

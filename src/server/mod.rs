@@ -4,6 +4,7 @@
 //! bound listener and a future that completes when the server should stop,
 //! so tests can bind port 0 and stop the server when they are done.
 
+mod digest_cache;
 mod handler;
 mod root;
 

@@ -1,22 +1,28 @@
 //! The one place bytes meet a socket: the preamble exchange, message frames
 //! and raw file bodies.
 //!
-//! [`Connection`] is generic over the stream so that the same code serves
-//! plain TCP and, later, TLS. Bodies are streamed through one reusable buffer
-//! and hashed with BLAKE3 as they pass, so memory per transfer is constant
-//! whatever the file size.
+//! [`Connection`] speaks frames over any async stream. Bodies bypass it:
+//! they move between a file and the socket's descriptor on a thread of their
+//! own (see `body`), with sendfile(2) on the way out and a few large buffers
+//! on the way in, hashed with BLAKE3 alongside the I/O. Memory per transfer is
+//! bounded whatever the file size.
 
+mod body;
+
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{
     self, DecodeError, ErrorCode, Message, Preamble, PreambleError, PREAMBLE_LEN, VERSION,
 };
-
-/// Bytes moved per read or write of a body. Large enough that syscall
-/// overhead is small, small enough to stay in cache while it is hashed.
-const BODY_CHUNK: usize = 256 * 1024;
+pub use body::Digest;
+use body::Received;
 
 /// Bytes asked of the socket per read while waiting for a frame.
 const FRAME_READ_CHUNK: usize = 8 * 1024;
@@ -229,97 +235,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.flush().await
     }
 
-    /// Sends `declared` bytes read from `source` as a raw body, then the
-    /// trailer with their digest. `progress` is told of every chunk sent.
-    pub async fn send_body<R: AsyncRead + Unpin>(
-        &mut self,
-        source: &mut R,
-        declared: u64,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(), TransportError> {
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0; chunk_len(declared)];
-        let mut sent = 0;
-        while sent < declared {
-            let want = chunk_len(declared - sent);
-            let n = source
-                .read(&mut buf[..want])
-                .await
-                .map_err(TransportError::SourceFailed)?;
-            if n == 0 {
-                return Err(TransportError::FileShrank { sent, declared });
-            }
-            hasher.update(&buf[..n]);
-            self.stream.write_all(&buf[..n]).await?;
-            sent += n as u64;
-            progress(n as u64);
-        }
-        let digest = *hasher.finalize().as_bytes();
-        self.write_message(&Message::Trailer { digest }).await
-    }
-
-    /// Receives a raw body of `declared` bytes into `sink`, then its trailer,
-    /// and checks the digest. If `sink` fails, the rest of the body is still
-    /// read and discarded so that the connection stays in step; the error is
-    /// returned after the trailer.
-    pub async fn recv_body<W: AsyncWrite + Unpin>(
-        &mut self,
-        sink: &mut W,
-        declared: u64,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(), TransportError> {
-        let mut hasher = blake3::Hasher::new();
-        let mut sink_error = None;
-        let mut received = 0;
-        let mut buf = vec![0; chunk_len(declared)];
-        while received < declared {
-            let want = chunk_len(declared - received);
-            let n = self.read_body_bytes(&mut buf[..want]).await?;
-            hasher.update(&buf[..n]);
-            if sink_error.is_none() {
-                if let Err(e) = sink.write_all(&buf[..n]).await {
-                    sink_error = Some(e);
-                }
-            }
-            received += n as u64;
-            progress(n as u64);
-        }
-        if sink_error.is_none() {
-            // A tokio file finishes its last write in the background; flush
-            // waits for it so a failure is seen here.
-            sink_error = sink.flush().await.err();
-        }
-        let trailer = self.expect_message().await?;
-        let Message::Trailer { digest } = trailer else {
-            return Err(TransportError::Unexpected {
-                expected: "a trailer",
-                got: trailer.name(),
-            });
-        };
-        if let Some(e) = sink_error {
-            return Err(TransportError::File(e));
-        }
-        if digest != *hasher.finalize().as_bytes() {
-            return Err(TransportError::DigestMismatch);
-        }
-        Ok(())
-    }
-
-    /// Reads up to `buf.len()` body bytes: first what is already buffered,
-    /// then from the socket. Never returns 0; a closed socket is an error.
-    async fn read_body_bytes(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
-        if !self.read_buf.is_empty() {
-            let n = buf.len().min(self.read_buf.len());
-            buf[..n].copy_from_slice(&self.read_buf[..n]);
-            self.read_buf.drain(..n);
-            return Ok(n);
-        }
-        match self.stream.read(buf).await? {
-            0 => Err(TransportError::Closed),
-            n => Ok(n),
-        }
-    }
-
     async fn fill_read_buf(&mut self) -> Result<usize, TransportError> {
         let mut chunk = [0; FRAME_READ_CHUNK];
         let n = self.stream.read(&mut chunk).await?;
@@ -328,7 +243,121 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// The buffer size for a body with `remaining` bytes left.
-fn chunk_len(remaining: u64) -> usize {
-    usize::try_from(remaining).map_or(BODY_CHUNK, |r| r.min(BODY_CHUNK))
+impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Connection<S> {
+    /// Sends the first `size` bytes of `file` as a raw body, then the trailer
+    /// with their digest: `known` if the caller has it, otherwise computed as
+    /// the file is sent. Gives back the file and the digest.
+    pub async fn send_file(
+        &mut self,
+        file: File,
+        size: u64,
+        known: Option<Digest>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(File, Digest), TransportError> {
+        self.flush().await?;
+        let (file, sent) = self
+            .on_data_thread(progress, move |socket, moved| {
+                let sent = body::send_file(socket, &file, size, known, moved);
+                (file, sent)
+            })
+            .await?;
+        let digest = sent?;
+        self.write_message(&Message::Trailer { digest }).await?;
+        Ok((file, digest))
+    }
+
+    /// Receives a raw body of `size` bytes into `file`, then its trailer, and
+    /// checks the digest. If writing to `file` fails, the rest of the body is
+    /// still read and discarded so that the connection stays in step; the
+    /// error is returned after the trailer. Gives back the file and the
+    /// verified digest.
+    pub async fn recv_file(
+        &mut self,
+        file: File,
+        size: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(File, Digest), TransportError> {
+        // The start of the body may have arrived with the frame before it.
+        let prefix_len =
+            usize::try_from(size).map_or(self.read_buf.len(), |size| size.min(self.read_buf.len()));
+        let prefix: Vec<u8> = self.read_buf.drain(..prefix_len).collect();
+        let (file, received) = self
+            .on_data_thread(progress, move |socket, moved| {
+                let received = body::receive_file(socket, &prefix, &file, size, moved);
+                (file, received)
+            })
+            .await?;
+        let Received { digest, sink_error } = received?;
+        let trailer = self.expect_message().await?;
+        let Message::Trailer { digest: expected } = trailer else {
+            return Err(TransportError::Unexpected {
+                expected: "a trailer",
+                got: trailer.name(),
+            });
+        };
+        if let Some(e) = sink_error {
+            return Err(TransportError::File(e));
+        }
+        if digest != expected {
+            return Err(TransportError::DigestMismatch);
+        }
+        Ok((file, digest))
+    }
+
+    /// Runs blocking data-path `work` on the socket in a thread of the
+    /// blocking pool, telling `progress` how it advances. If this future is
+    /// dropped first, the socket is shut down so the thread stops at once
+    /// rather than finishing, or stalling, a transfer nobody awaits.
+    async fn on_data_thread<T: Send + 'static>(
+        &self,
+        progress: &mut (dyn FnMut(u64) + Send),
+        work: impl FnOnce(BorrowedFd<'_>, &AtomicU64) -> T + Send + 'static,
+    ) -> Result<T, TransportError> {
+        let socket = Arc::new(self.stream.as_fd().try_clone_to_owned()?);
+        let hang_up = ShutdownOnDrop(Some(Arc::clone(&socket)));
+        let moved = Arc::new(AtomicU64::new(0));
+        let mut task = tokio::task::spawn_blocking({
+            let moved = Arc::clone(&moved);
+            move || work(socket.as_fd(), &moved)
+        });
+        let mut reported = 0;
+        let mut report = |progress: &mut (dyn FnMut(u64) + Send)| {
+            let now = moved.load(Ordering::Relaxed);
+            if now > reported {
+                progress(now - reported);
+                reported = now;
+            }
+        };
+        let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
+        let joined = loop {
+            tokio::select! {
+                joined = &mut task => break joined,
+                _ = ticks.tick() => report(progress),
+            }
+        };
+        hang_up.disarm();
+        report(progress);
+        joined.map_err(|e| TransportError::Io(io::Error::other(format!("data thread failed: {e}"))))
+    }
+}
+
+/// How often a transfer's progress is passed on.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Shuts a socket down when dropped, unless disarmed.
+struct ShutdownOnDrop(Option<Arc<OwnedFd>>);
+
+impl ShutdownOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Some(socket) = &self.0 {
+            // The connection is being abandoned; a failure changes nothing.
+            let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+        }
+    }
 }
