@@ -1,0 +1,1085 @@
+#!/usr/bin/env python3
+"""Benchmark ferry against a raw socat pipe and common file-transfer tools.
+
+    scripts/bench.sh [--reps N] [--quick] [--only CASE,...] [--dufs] [--concurrent N]
+
+Everything runs on 127.0.0.1: every server is started here on a free port and
+stopped here by its process id, also on Ctrl-C or an error. Run it through
+scripts/bench.sh, which installs the peer tools, builds ferry and passes
+--ferry-bin (and --dufs-bin) on.
+
+Results go to stdout as Markdown (and to target/bench/results.md); progress
+goes to stderr; server logs stay in target/bench/logs/. Cases, each a name
+for --only:
+
+  transfer methods  put/get (or one-way send) of 1 KiB, 1 MiB, 100 MiB and
+                    1 GiB of random data; every copy is checked by SHA-256:
+                    ferry, socat (-b131072, the reference of every ratio),
+                    socat-default, nc, iperf3, rsync, scp, sftp, http,
+                    dufs (needs --dufs)
+  latency           ferry `list` against spawning /bin/true plus one TCP
+                    round trip
+  concurrent        N ferry clients at once, each with its own 1 MiB file
+  idle-memory       ferry server RSS with 1,000 idle handshaken connections
+  transfer-memory   ferry client peak RSS, big file against a 1 MiB one
+
+Standard library only.
+"""
+
+import argparse
+import datetime
+import hashlib
+import os
+import platform
+import pwd
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+# (label, bytes); the label doubles as a file-name stem.
+SIZES = [("1KiB", KIB), ("1MiB", MIB), ("100MiB", 100 * MIB), ("1GiB", GIB)]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One family of rows in the transfers table."""
+    label: str
+    directions: tuple
+
+
+# In table order. "send" is a one-way pipe into /dev/null (or iperf3's memory).
+METHODS = {
+    "ferry": Method("ferry", ("put", "get")),
+    "socat": Method("socat -b131072", ("send",)),
+    "socat-default": Method("socat (default 8 KiB buffer)", ("send",)),
+    "nc": Method("nc (openbsd)", ("send",)),
+    "iperf3": Method("iperf3 (memory to memory)", ("send",)),
+    "rsync": Method("rsync daemon", ("put", "get")),
+    "scp": Method("scp", ("put", "get")),
+    "sftp": Method("sftp", ("put", "get")),
+    "http": Method("python http.server + curl", ("get",)),
+    "dufs": Method("dufs + curl", ("put", "get")),
+}
+# Every row's ratio is against this one, so it runs whenever any method does.
+REFERENCE = "socat"
+OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory"]
+ALL_CASES = list(METHODS) + OTHER_CASES
+
+LATENCY_RUNS = 200
+IDLE_CONNECTIONS = 1000
+IDLE_RSS_GOAL_MIB = 64
+LATENCY_RATIO_GOAL = 2
+CONCURRENT_FILE_SIZE = MIB
+FERRY_PREAMBLE = b"FERRY\x00\x00\x01"
+# From README.md: with -q a failed client prints nothing, so its exit code is
+# all a failure report has to go on.
+FERRY_EXIT_CODES = {
+    1: "the request failed",
+    2: "usage error",
+    3: "server unreachable, silent past --timeout, or not ferry",
+    130: "interrupted",
+}
+
+# Long enough for a 1 GiB scp on a busy 2-core machine; only a hung process
+# should ever reach it.
+RUN_TIMEOUT_S = 600
+START_TIMEOUT_S = 30
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO_ROOT / "target" / "bench"
+# Removed at the end: it holds over 1 GiB of test data.
+WORK_DIR = BENCH_DIR / "work"
+# Kept after the run for post-mortems.
+LOG_DIR = BENCH_DIR / "logs"
+RESULTS_FILE = BENCH_DIR / "results.md"
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """A failure that makes the numbers meaningless: the run stops."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP arrived; unwinds like Ctrl-C so that cleanup runs."""
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def human_size(size):
+    for unit, factor in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} B"
+
+
+def shell_line(command):
+    return " ".join(str(part) for part in command)
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Processes:
+    """Starts every process of the benchmark and stops whatever is left.
+
+    Each process leads its own session, hence its own process group: a
+    terminal's Ctrl-C reaches only this script, which then stops each group
+    it created, and nothing else, by its id.
+    """
+
+    def __init__(self):
+        self._live = []
+
+    def start(self, command, *, stdin=subprocess.DEVNULL,
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        proc = subprocess.Popen(
+            [str(part) for part in command], stdin=stdin, stdout=stdout,
+            stderr=stderr, start_new_session=True)
+        self._live.append(proc)
+        return proc
+
+    def reap(self, proc, timeout=RUN_TIMEOUT_S):
+        """Waits for proc to exit and returns its resource usage.
+
+        os.wait4 rather than Popen.wait, because only wait4 reports the CPU
+        time of that one child. A pidfd bounds the wait without a timer that
+        could fire on a recycled pid.
+        """
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            exited, _, _ = select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        if not exited:
+            self.stop(proc)
+            raise BenchError(f"ran over {timeout} s: {shell_line(proc.args)}")
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self._live.remove(proc)
+        return usage
+
+    def stop(self, proc):
+        """Ends proc's process group: SIGTERM, then SIGKILL after 5 s.
+
+        A process already reaped is left alone: its id may belong to
+        someone else by now.
+        """
+        if proc.returncode is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+                try:
+                    proc.wait(timeout=5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc in self._live:
+            self._live.remove(proc)
+
+    def stop_all(self):
+        for proc in reversed(list(self._live)):
+            self.stop(proc)
+
+
+def cpu_seconds(usage):
+    return usage.ru_utime + usage.ru_stime
+
+
+def stat_fields(pid):
+    """Fields of /proc/PID/stat from the state on (field 3 of proc(5)).
+
+    The command name before them may hold spaces and parentheses, so they
+    start after the last ')'.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def process_cpu_seconds(pid):
+    """utime + stime + cutime + cstime (fields 14-17) of a live process.
+
+    The c* fields cover children the process has reaped, such as sshd's and
+    the rsync daemon's per-connection processes.
+    """
+    return sum(int(ticks) for ticks in stat_fields(pid)[11:15]) / CLOCK_TICKS
+
+
+def has_children(pid):
+    """Scans every process's parent id (field 4): /proc/PID/task/*/children
+    needs a kernel option that not every kernel has."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int(stat_fields(entry.name)[1]) == pid:
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited while we looked
+    return False
+
+
+def wait_childless(pid, timeout=10):
+    """Waits until a forking server has reaped its per-connection children,
+    so that their writes are done and their CPU time is in its cutime."""
+    deadline = time.monotonic() + timeout
+    while has_children(pid):
+        if time.monotonic() > deadline:
+            raise BenchError(f"server {pid} still has children {timeout} s after its client exited")
+        time.sleep(0.002)
+
+
+def process_memory_kib(pid):
+    """VmRSS and VmHWM of a live process, in KiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values["VmRSS"], values["VmHWM"]
+
+
+def free_port():
+    """A port free right now. The small race with other programs is accepted
+    because every server but ferry needs its port on the command line."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def is_listening(port):
+    """Reads the kernel's socket table instead of connecting, because a probe
+    connection would be the one and only client of a one-shot listener."""
+    wanted = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)  # the header
+            for line in lines:
+                columns = line.split()
+                local_address, state = columns[1], columns[3]
+                if state == "0A" and local_address.endswith(wanted):  # 0A: LISTEN
+                    return True
+    return False
+
+
+def wait_listening(proc, port, log_path=None):
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not is_listening(port):
+        if proc.poll() is not None:
+            raise BenchError(f"{shell_line(proc.args)} exited with {proc.returncode}"
+                             + log_tail(log_path))
+        if time.monotonic() > deadline:
+            raise BenchError(f"{shell_line(proc.args)} not listening on {port}"
+                             f" after {START_TIMEOUT_S} s" + log_tail(log_path))
+        time.sleep(0.001)
+
+
+def log_tail(path, lines=15):
+    if path is None or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return f"\n--- last lines of {path}:\n" + "\n".join(text)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Source:
+    """A file of random bytes to transfer."""
+    label: str
+    size: int
+    path: Path
+    sha256: str
+    served_name: str  # its hard link in the shared server root, for gets
+
+
+def write_random_file(path, size):
+    """Writes size random bytes and returns their SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        remaining = size
+        while remaining:
+            chunk = os.urandom(min(remaining, MIB))
+            digest.update(chunk)
+            out.write(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        while chunk := data.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def settle_disk():
+    """Writes back everything dirty before a timed run, so that no run pays
+    for an earlier run's data, or the generated sources', being written
+    back or discarded under it. A stall of that kind once held a ferry
+    put's reply past the client's 10 s timeout."""
+    os.sync()
+
+
+def warm_page_cache(path):
+    """Reads the file once so that no run pays for the disk."""
+    with open(path, "rb") as data:
+        while data.read(4 * MIB):
+            pass
+
+
+def check_copy(path, size, sha256, what):
+    """Aborts the benchmark unless path is an exact copy."""
+    if not path.exists():
+        raise BenchError(f"{what}: {path} was not created")
+    actual = path.stat().st_size
+    if actual != size:
+        raise BenchError(f"{what}: {path} has {actual} bytes, expected {size}")
+    if file_sha256(path) != sha256:
+        raise BenchError(f"{what}: {path} differs from its source (SHA-256)")
+
+
+def remove_file(path):
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Server:
+    """A long-running server and where it logs."""
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+
+@dataclass
+class Step:
+    """What one timed run executes.
+
+    listener: a one-shot receiver started before the clock, for the pipes.
+    output: where the transferred copy lands, checked after the run; None
+    when the bytes go to /dev/null or never touch a file.
+    """
+    client: list
+    stdin: Path | None = None
+    listener: list | None = None
+    listener_port: int | None = None
+    output: Path | None = None
+
+
+class Bench:
+    def __init__(self, args, procs):
+        self.args = args
+        self.procs = procs
+        self.ferry = Path(args.ferry_bin).resolve()
+        self.root = WORK_DIR / "root"  # served by every long-running server
+        self.downloads = WORK_DIR / "downloads"
+        self.sources = {}
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        self.servers = {}  # method name -> Server, while the transfers run
+        self.ssh_options = []
+        self.methods = self.choose_methods()
+
+    def choose_methods(self):
+        chosen = set(self.args.only or ALL_CASES)
+        if "dufs" in chosen and not self.args.dufs_bin:
+            if self.args.only:
+                raise BenchError("dufs needs --dufs, with which bench.sh installs it")
+            chosen.remove("dufs")
+        if not chosen & set(METHODS):
+            return []
+        return [name for name in METHODS if name in chosen or name == REFERENCE]
+
+    # ------------------------------------------------ servers
+
+    def start_ferry(self, root, log_path):
+        """Starts `ferry server 0` and reads its port from the start line."""
+        root.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as log_file:
+            proc = self.procs.start(
+                [self.ferry, "server", "0", "--root", root, "--bind", "127.0.0.1"],
+                stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            match = re.search(r"up and running on 127\.0\.0\.1:(\d+)",
+                              log_path.read_text(errors="replace"))
+            if match:
+                return Server(proc, int(match.group(1)), log_path)
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("ferry server did not start" + log_tail(log_path))
+            time.sleep(0.002)
+
+    def start_listening(self, command, port, log_path):
+        with open(log_path, "wb") as log_file:
+            proc = self.procs.start(command, stdout=log_file, stderr=subprocess.STDOUT)
+        wait_listening(proc, port, log_path)
+        return Server(proc, port, log_path)
+
+    def start_rsync(self):
+        config = WORK_DIR / "rsyncd.conf"
+        lines = [
+            "use chroot = false",
+            f"log file = {LOG_DIR / 'rsyncd-transfers.log'}",
+            "[bench]",
+            f"path = {self.root}",
+            "read only = false",
+        ]
+        if os.getuid() == 0:
+            # As root the daemon would otherwise switch to nobody, who may
+            # not write to the served directory.
+            lines += [f"uid = {os.getuid()}", f"gid = {os.getgid()}"]
+        config.write_text("\n".join(lines) + "\n")
+        port = free_port()
+        return self.start_listening(
+            ["rsync", "--daemon", "--no-detach", f"--config={config}",
+             f"--port={port}", "--address=127.0.0.1"],
+            port, LOG_DIR / "rsyncd.log")
+
+    def start_sshd(self):
+        """A throwaway sshd with its own host key, trusting a throwaway client key."""
+        ssh_dir = WORK_DIR / "ssh"
+        ssh_dir.mkdir()
+        host_key = ssh_dir / "host_key"
+        client_key = ssh_dir / "client_key"
+        for key in (host_key, client_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                           check=True, stdout=subprocess.DEVNULL)
+        port = free_port()
+        config = ssh_dir / "sshd_config"
+        config.write_text("\n".join([
+            "ListenAddress 127.0.0.1",
+            f"Port {port}",
+            f"HostKey {host_key}",
+            f"AuthorizedKeysFile {client_key}.pub",
+            "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "StrictModes no",
+            "PidFile none",
+            "UsePAM no",
+            # Built into sshd, so it works wherever the distribution keeps
+            # its sftp-server binary.
+            "Subsystem sftp internal-sftp",
+        ]) + "\n")
+        # sshd refuses to start without its privilege separation directory.
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        self.ssh_options = [
+            "-F", "/dev/null", "-i", client_key, "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-P", port,
+        ]
+        return self.start_listening(["/usr/sbin/sshd", "-D", "-e", "-f", config],
+                                    port, LOG_DIR / "sshd.log")
+
+    def start_server(self, name):
+        """The long-running server of a method, or None for the pipes."""
+        if name == "ferry":
+            return self.start_ferry(self.root, LOG_DIR / "ferry-transfers.log")
+        if name == "rsync":
+            return self.start_rsync()
+        if name in ("scp", "sftp"):
+            # One sshd serves both.
+            other = "sftp" if name == "scp" else "scp"
+            return self.servers.get(other) or self.start_sshd()
+        if name == "http":
+            port = free_port()
+            return self.start_listening(
+                [sys.executable, "-m", "http.server", port,
+                 "--bind", "127.0.0.1", "--directory", self.root],
+                port, LOG_DIR / "http-server.log")
+        if name == "dufs":
+            port = free_port()
+            return self.start_listening(
+                [self.args.dufs_bin, "-A", "-b", "127.0.0.1", "-p", port, self.root],
+                port, LOG_DIR / "dufs.log")
+        return None
+
+    # ------------------------------------------------ one transfer
+
+    def step(self, name, direction, source):
+        """Builds the commands of one run. The put and get destinations are
+        removed after every run: ferry never overwrites, and no peer should
+        get to skip or patch an existing copy."""
+        server = self.servers.get(name)
+        upload_name = f"put-{name}-{source.label}"
+        upload_path = self.root / upload_name
+        download_path = self.downloads / f"{name}-{source.label}"
+        output = upload_path if direction == "put" else download_path
+        if name == "ferry":
+            base = [self.ferry, "client", "127.0.0.1", server.port, "-q"]
+            if direction == "put":
+                return Step(base + ["put", source.path, upload_name], output=output)
+            return Step(base + ["get", source.served_name, download_path], output=output)
+        if name in ("socat", "socat-default"):
+            buffer = ["-b", "131072"] if name == "socat" else []
+            port = free_port()
+            return Step(
+                ["socat", "-u", *buffer, f"FILE:{source.path}", f"TCP:127.0.0.1:{port}"],
+                listener=["socat", "-u", *buffer,
+                          f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", "OPEN:/dev/null"],
+                listener_port=port)
+        if name == "nc":
+            port = free_port()
+            return Step(["nc", "-N", "127.0.0.1", port], stdin=source.path,
+                        listener=["nc", "-l", "127.0.0.1", port], listener_port=port)
+        if name == "iperf3":
+            port = free_port()
+            # iperf3 sends whole blocks: one bigger than the size would send
+            # more than asked.
+            block = min(source.size, 128 * KIB)
+            return Step(["iperf3", "-c", "127.0.0.1", "-p", port,
+                         "-n", source.size, "-l", block],
+                        listener=["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port],
+                        listener_port=port)
+        if name == "rsync":
+            url = f"rsync://127.0.0.1:{server.port}/bench/"
+            if direction == "put":
+                return Step(["rsync", source.path, url + upload_name], output=output)
+            return Step(["rsync", url + source.served_name, download_path], output=output)
+        if name == "scp":
+            remote = f"{self.user}@127.0.0.1:"
+            if direction == "put":
+                return Step(["scp", *self.ssh_options, source.path, remote + str(upload_path)],
+                            output=output)
+            return Step(["scp", *self.ssh_options, remote + str(self.root / source.served_name),
+                         download_path], output=output)
+        if name == "sftp":
+            batch = WORK_DIR / "sftp-batch"
+            if direction == "put":
+                batch.write_text(f'put "{source.path}" "{upload_path}"\n')
+            else:
+                batch.write_text(f'get "{self.root / source.served_name}" "{download_path}"\n')
+            return Step(["sftp", "-b", batch, *self.ssh_options, f"{self.user}@127.0.0.1"],
+                        output=output)
+        if name in ("http", "dufs"):
+            url = f"http://127.0.0.1:{server.port}/"
+            if direction == "put":
+                return Step(["curl", "-s", "-f", "-T", source.path, url + upload_name],
+                            output=output)
+            return Step(["curl", "-s", "-f", "-o", download_path, url + source.served_name],
+                        output=output)
+        raise AssertionError(f"no step for method {name}")
+
+    def run_once(self, name, direction, source):
+        """One timed, checked run: returns (wall seconds, CPU seconds)."""
+        what = f"{METHODS[name].label} {direction} {human_size(source.size)}"
+        step = self.step(name, direction, source)
+        server = self.servers.get(name)
+        settle_disk()
+        warm_page_cache(source.path)
+        listener = None
+        if step.listener:
+            listener = self.procs.start(step.listener)
+            wait_listening(listener, step.listener_port)
+        server_cpu_before = process_cpu_seconds(server.proc.pid) if server else 0.0
+
+        client_log = LOG_DIR / "client.log"
+        with open(client_log, "wb") as client_stderr, \
+                open(step.stdin or os.devnull, "rb") as client_stdin:
+            started = time.perf_counter()
+            client = self.procs.start(step.client, stdin=client_stdin, stderr=client_stderr)
+            usages = [self.procs.reap(client)]
+            if listener:
+                usages.append(self.procs.reap(listener))
+            elapsed = time.perf_counter() - started
+
+        failed = [proc for proc in (client, listener) if proc and proc.returncode != 0]
+        if failed:
+            raise BenchError(
+                f"{what}: "
+                + "; ".join(f"{shell_line(p.args)} exited with {p.returncode}"
+                            + (f" ({FERRY_EXIT_CODES.get(p.returncode, 'unknown')})"
+                               if name == "ferry" else "")
+                            for p in failed)
+                + log_tail(client_log) + (log_tail(server.log_path) if server else ""))
+        server_cpu = 0.0
+        if server:
+            wait_childless(server.proc.pid)
+            server_cpu = process_cpu_seconds(server.proc.pid) - server_cpu_before
+        if step.output:
+            check_copy(step.output, source.size, source.sha256, what)
+            remove_file(step.output)
+        return elapsed, sum(cpu_seconds(usage) for usage in usages) + server_cpu
+
+    # ------------------------------------------------ cases
+
+    def make_sources(self, sizes):
+        data_dir = WORK_DIR / "data"
+        for directory in (data_dir, self.root, self.downloads):
+            directory.mkdir(parents=True)
+        for label, size in sizes:
+            log(f"generating {human_size(size)} of random data")
+            path = data_dir / f"{label}.bin"
+            sha256 = write_random_file(path, size)
+            served_name = f"get-{label}"
+            # A hard link serves the very same bytes without another copy.
+            os.link(path, self.root / served_name)
+            self.sources[label] = Source(label, size, path, sha256, served_name)
+
+    def transfers(self, sizes):
+        """Rows of the transfers table, size by size."""
+        rows = []
+        try:
+            for name in self.methods:
+                log(f"starting {METHODS[name].label}")
+                server = self.start_server(name)
+                if server:
+                    self.servers[name] = server
+            for label, size in sizes:
+                source = self.sources[label]
+                runs = {(name, direction): [] for name in self.methods
+                        for direction in METHODS[name].directions}
+                # Methods take turns within each repetition, so that a burst
+                # of load from elsewhere smears over all of them.
+                for rep in range(self.args.reps):
+                    for name, direction in runs:
+                        seconds, cpu = self.run_once(name, direction, source)
+                        runs[(name, direction)].append((seconds, cpu))
+                        log(f"  {human_size(size):>8} {METHODS[name].label} {direction}"
+                            f" rep {rep + 1}/{self.args.reps}: {seconds:.4f} s")
+                reference = statistics.median(s for s, _ in runs[(REFERENCE, "send")])
+                for (name, direction), results in runs.items():
+                    rows.append(transfer_row(name, direction, size, results, reference))
+        finally:
+            for server in self.servers.values():
+                self.procs.stop(server.proc)
+            self.servers.clear()
+        return rows
+
+    def transfer_memory(self, big_label):
+        """Peak RSS of the ferry client, big file against 1 MiB.
+
+        /usr/bin/time measures it: ru_maxrss from wait4 of a child spawned
+        here would include this Python process's own memory, which the
+        kernel counts for the child up to its exec.
+        """
+        if not os.access("/usr/bin/time", os.X_OK):
+            raise BenchError("transfer-memory needs /usr/bin/time (Debian package time)")
+        server = self.start_ferry(self.root, LOG_DIR / "ferry-memory.log")
+        peak_file = WORK_DIR / "peak-rss"
+        rows = []
+        try:
+            for label in ("1MiB", big_label):
+                source = self.sources[label]
+                for direction in ("put", "get"):
+                    what = f"ferry client {direction} {human_size(source.size)}"
+                    if direction == "put":
+                        output = self.root / f"put-memory-{label}"
+                        request = ["put", source.path, output.name]
+                    else:
+                        output = self.downloads / f"memory-{label}"
+                        request = ["get", source.served_name, output]
+                    settle_disk()
+                    warm_page_cache(source.path)
+                    client = self.procs.start(
+                        ["/usr/bin/time", "-f", "%M", "-o", peak_file,
+                         self.ferry, "client", "127.0.0.1", server.port, "-q", *request])
+                    self.procs.reap(client)
+                    if client.returncode != 0:
+                        raise BenchError(f"{shell_line(client.args)} exited with"
+                                         f" {client.returncode}" + log_tail(server.log_path))
+                    check_copy(output, source.size, source.sha256, what)
+                    remove_file(output)
+                    peak_mib = int(peak_file.read_text().split()[-1]) / 1024
+                    log(f"  {what}: peak RSS {peak_mib:.1f} MiB")
+                    rows.append([f"{what}, peak RSS", f"{peak_mib:.1f}"])
+        finally:
+            self.procs.stop(server.proc)
+        return rows
+
+    def latency(self):
+        """Median ferry `list` against the floor of any such request:
+        starting a process plus one TCP round trip."""
+        root = WORK_DIR / "latency-root"
+        (root / "notes").mkdir(parents=True)
+        for name in ("a.txt", "b.txt", "notes/c.txt"):
+            (root / name).write_text(f"{name}\n")
+        server = self.start_ferry(root, LOG_DIR / "ferry-latency.log")
+        command = [self.ferry, "client", "127.0.0.1", server.port, "-q", "list"]
+        try:
+            listing = subprocess.run([str(part) for part in command],
+                                     capture_output=True, text=True, timeout=60)
+            if listing.returncode != 0 or listing.stdout.split() != ["a.txt", "b.txt", "notes/"]:
+                raise BenchError(f"ferry list exited with {listing.returncode}, printed"
+                                 f" {listing.stdout!r}, stderr {listing.stderr!r}")
+            ferry_s = self.median_spawn(command)
+        finally:
+            self.procs.stop(server.proc)
+        true_s = self.median_spawn(["/bin/true"])
+        rtt_s = median_tcp_round_trip()
+        log(f"  ferry list {ferry_s * 1e3:.3f} ms, /bin/true {true_s * 1e3:.3f} ms,"
+            f" TCP round trip {rtt_s * 1e3:.3f} ms")
+        return ferry_s, true_s, rtt_s
+
+    def median_spawn(self, command):
+        """Median wall time from start to exit, every command spawned the
+        same way so that the cost of spawning cancels out in the ratio."""
+        times = []
+        for _ in range(LATENCY_RUNS):
+            started = time.perf_counter()
+            proc = self.procs.start(command)
+            self.procs.reap(proc, timeout=60)
+            times.append(time.perf_counter() - started)
+            if proc.returncode != 0:
+                raise BenchError(f"{shell_line(command)} exited with {proc.returncode}")
+        return statistics.median(times)
+
+    def concurrent(self, count):
+        """count ferry clients at once, each uploading its own file; then
+        count at once, each downloading one. Returns a row per direction."""
+        case_dir = WORK_DIR / "concurrent"
+        sources_dir, served_dir, got_dir, logs_dir = (
+            case_dir / name for name in ("sources", "root", "got", "logs"))
+        for directory in (sources_dir, got_dir, logs_dir):
+            directory.mkdir(parents=True)
+        log(f"generating {count} files of {human_size(CONCURRENT_FILE_SIZE)}")
+        files = []
+        for index in range(count):
+            path = sources_dir / f"c-{index:04d}.bin"
+            files.append((path, write_random_file(path, CONCURRENT_FILE_SIZE)))
+        server = self.start_ferry(served_dir, LOG_DIR / "ferry-concurrent.log")
+        base = [self.ferry, "client", "127.0.0.1", server.port, "-q"]
+        rows = []
+        try:
+            for direction in ("put", "get"):
+                if direction == "put":
+                    commands = [base + ["put", path, path.name] for path, _ in files]
+                    outputs = [served_dir / path.name for path, _ in files]
+                else:
+                    commands = [base + ["get", path.name, got_dir / path.name]
+                                for path, _ in files]
+                    outputs = [got_dir / path.name for path, _ in files]
+                client_logs = [logs_dir / f"{direction}-{path.name}.log" for path, _ in files]
+                settle_disk()
+                elapsed, exit_codes = self.run_together(commands, client_logs)
+                failures = 0
+                for (_, sha256), output, code, client_log in zip(
+                        files, outputs, exit_codes, client_logs):
+                    if code != 0:
+                        failures += 1
+                        log(f"  {direction} {output.name}: exit {code}" + log_tail(client_log, 3))
+                        continue
+                    check_copy(output, CONCURRENT_FILE_SIZE, sha256, f"concurrent {direction}")
+                log(f"  {count} concurrent {direction}s: {elapsed:.3f} s, {failures} failures")
+                rows.append((direction, elapsed,
+                             count * CONCURRENT_FILE_SIZE / elapsed / 1e6, failures))
+        finally:
+            self.procs.stop(server.proc)
+        return rows
+
+    def run_together(self, commands, client_logs):
+        """Starts every command before waiting for any. Returns the wall time
+        from the first start to the last exit, and the exit codes."""
+        started = time.perf_counter()
+        procs = []
+        for command, client_log in zip(commands, client_logs):
+            with open(client_log, "wb") as client_stderr:
+                procs.append(self.procs.start(command, stderr=client_stderr))
+        for proc in procs:
+            self.procs.reap(proc)
+        return time.perf_counter() - started, [proc.returncode for proc in procs]
+
+    def idle_memory(self):
+        """Server VmRSS fresh, then VmRSS and VmHWM with IDLE_CONNECTIONS
+        connections that completed the handshake, in KiB."""
+        server = self.start_ferry(WORK_DIR / "idle-root", LOG_DIR / "ferry-idle.log")
+        connections = []
+        try:
+            rss_fresh, _ = process_memory_kib(server.proc.pid)
+            for _ in range(IDLE_CONNECTIONS):
+                conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                connections.append(conn)
+                conn.sendall(FERRY_PREAMBLE)
+                reply = receive_exactly(conn, len(FERRY_PREAMBLE))
+                if reply != FERRY_PREAMBLE:
+                    raise BenchError(f"ferry answered the preamble with {reply!r}")
+            # Lets the server settle whatever it does after a handshake.
+            time.sleep(1)
+            if server.proc.poll() is not None:
+                raise BenchError("ferry server died holding idle connections"
+                                 + log_tail(server.log_path))
+            rss_idle, hwm_idle = process_memory_kib(server.proc.pid)
+        finally:
+            for conn in connections:
+                conn.close()
+            self.procs.stop(server.proc)
+        log(f"  server VmRSS {rss_fresh / 1024:.1f} MiB fresh,"
+            f" {rss_idle / 1024:.1f} MiB with {IDLE_CONNECTIONS} idle connections")
+        return rss_fresh, rss_idle, hwm_idle
+
+
+def receive_exactly(conn, count):
+    """Up to count bytes: fewer only if the peer closed."""
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def median_tcp_round_trip():
+    """Median of connect + 1 byte out + 1 byte echoed back, against an echo
+    server in a thread of this process."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+
+    def echo():
+        for _ in range(LATENCY_RUNS):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(conn.recv(1))
+
+    echo_thread = threading.Thread(target=echo, daemon=True)
+    echo_thread.start()
+    times = []
+    try:
+        for _ in range(LATENCY_RUNS):
+            started = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.sendall(b"x")
+                if conn.recv(1) != b"x":
+                    raise BenchError("the echo server did not echo")
+                times.append(time.perf_counter() - started)
+    finally:
+        echo_thread.join(timeout=10)
+        listener.close()
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- report
+
+
+def transfer_row(name, direction, size, runs, reference_median):
+    seconds = [s for s, _ in runs]
+    median = statistics.median(seconds)
+    return [
+        METHODS[name].label,
+        direction,
+        human_size(size),
+        f"{median:.4f}",
+        f"{min(seconds):.4f}-{max(seconds):.4f}",
+        format_rate(size / median / 1e6),
+        f"{reference_median / median:.2f}",
+        f"{statistics.median(cpu for _, cpu in runs):.3f}",
+    ]
+
+
+def format_rate(mb_per_s):
+    """One decimal, but three significant digits for the slow small files."""
+    return f"{mb_per_s:.1f}" if mb_per_s >= 10 else f"{mb_per_s:#.3g}"
+
+
+def markdown_table(header, rows, right_aligned=()):
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if column in right_aligned else "---"
+                            for column in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_line(args):
+    cpu_model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"Machine: {os.cpu_count()} CPUs ({cpu_model}), Linux {platform.release()},"
+            f" {now}. ferry binary: {args.ferry_bin}. {args.reps} runs per transfer;"
+            f" MB = 10^6 bytes; all traffic on 127.0.0.1.")
+
+
+def goal_word(is_met):
+    return "met" if is_met else "NOT met"
+
+
+def report(args, sections):
+    parts = [machine_line(args)]
+    if "transfers" in sections:
+        parts.append(
+            "Transfers: seconds from client start to exit (for the pipes, to receiver"
+            " exit too), source in the page cache, every copy checked by SHA-256."
+            " Ratio = socat -b131072 median / this median: >1 is faster than the pipe."
+            " CPU s = median user+sys of client, one-shot receiver and server per run.\n\n"
+            + markdown_table(
+                ["method", "direction", "size", "median s", "min-max s", "MB/s",
+                 "ratio to socat -b131072", "CPU s"],
+                sections["transfers"], right_aligned=(3, 5, 6, 7)))
+    if "latency" in sections:
+        ferry_s, true_s, rtt_s = sections["latency"]
+        ratio = ferry_s / (true_s + rtt_s)
+        parts.append(markdown_table(
+            [f"no-data request, median of {LATENCY_RUNS}", "ms"],
+            [["`ferry client -q list`", f"{ferry_s * 1e3:.3f}"],
+             ["spawn `/bin/true`", f"{true_s * 1e3:.3f}"],
+             ["TCP round trip (connect, 1 byte echoed)", f"{rtt_s * 1e3:.3f}"],
+             [f"ratio ferry / (true + round trip), goal <= {LATENCY_RATIO_GOAL}:"
+              f" {goal_word(ratio <= LATENCY_RATIO_GOAL)}", f"{ratio:.2f}"]],
+            right_aligned=(1,)))
+    if "concurrent" in sections:
+        parts.append(markdown_table(
+            [f"{args.concurrent} ferry clients at once, {human_size(CONCURRENT_FILE_SIZE)} each",
+             "wall s", "aggregate MB/s", "failures"],
+            [[direction, f"{elapsed:.3f}", f"{rate:.1f}", failures]
+             for direction, elapsed, rate, failures in sections["concurrent"]],
+            right_aligned=(1, 2, 3)))
+    memory_rows = []
+    if "idle-memory" in sections:
+        rss_fresh, rss_idle, hwm_idle = (kib / 1024 for kib in sections["idle-memory"])
+        memory_rows += [
+            ["ferry server VmRSS, fresh", f"{rss_fresh:.1f}"],
+            [f"ferry server VmRSS, {IDLE_CONNECTIONS} idle connections"
+             f" (goal < {IDLE_RSS_GOAL_MIB}: {goal_word(rss_idle < IDLE_RSS_GOAL_MIB)})",
+             f"{rss_idle:.1f}"],
+            [f"ferry server VmHWM, {IDLE_CONNECTIONS} idle connections", f"{hwm_idle:.1f}"],
+        ]
+    memory_rows += sections.get("transfer-memory", [])
+    if memory_rows:
+        parts.append(markdown_table(["memory", "MiB"], memory_rows, right_aligned=(1,)))
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ferry-bin", required=True, help="the ferry binary to benchmark")
+    parser.add_argument("--reps", type=int,
+                        help="runs per transfer case (default 5, 3 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 runs per transfer and no 1 GiB file (transfer-memory uses 100 MiB)")
+    parser.add_argument("--only", type=lambda text: [name for name in text.split(",") if name],
+                        help="comma-separated cases from: " + ",".join(ALL_CASES))
+    parser.add_argument("--dufs", action="store_true", help="include dufs rows")
+    parser.add_argument("--dufs-bin", help="the dufs binary (default: dufs on PATH); implies --dufs")
+    parser.add_argument("--concurrent", type=int, default=200,
+                        help="clients at once in the concurrent case (default 200)")
+    args = parser.parse_args()
+    if args.only:
+        unknown = set(args.only) - set(ALL_CASES)
+        if unknown:
+            parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
+    if args.dufs and not args.dufs_bin:
+        args.dufs_bin = shutil.which("dufs")
+        if not args.dufs_bin:
+            parser.error("--dufs: no dufs on PATH; run through bench.sh or pass --dufs-bin")
+    if args.reps is None:
+        args.reps = 3 if args.quick else 5
+    if args.reps < 1 or args.concurrent < 1:
+        parser.error("--reps and --concurrent must be at least 1")
+    return args
+
+
+def raise_open_file_limit(needed):
+    """Enough descriptors for the idle connections and the concurrent
+    clients; the ferry servers inherit the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise BenchError(f"need {needed} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def on_signal(signum, _frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def run(args, bench, chosen):
+    """Runs the chosen cases; returns the report's sections."""
+    sizes = [(label, size) for label, size in SIZES if not (args.quick and size == GIB)]
+    big_label = sizes[-1][0]
+    needed = set()
+    if bench.methods:
+        needed |= {label for label, _ in sizes}
+    if "transfer-memory" in chosen:
+        needed |= {"1MiB", big_label}
+    bench.make_sources([(label, size) for label, size in sizes if label in needed])
+
+    sections = {}
+    if bench.methods:
+        log("transfers")
+        sections["transfers"] = bench.transfers(sizes)
+    if "transfer-memory" in chosen:
+        log("transfer memory")
+        sections["transfer-memory"] = bench.transfer_memory(big_label)
+    if "latency" in chosen:
+        log("latency")
+        sections["latency"] = bench.latency()
+    if "concurrent" in chosen:
+        log(f"{args.concurrent} concurrent clients")
+        sections["concurrent"] = bench.concurrent(args.concurrent)
+    if "idle-memory" in chosen:
+        log(f"{IDLE_CONNECTIONS} idle connections")
+        sections["idle-memory"] = bench.idle_memory()
+    return sections
+
+
+def main():
+    args = parse_args()
+    chosen = set(args.only or ALL_CASES)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    for directory in (WORK_DIR, LOG_DIR):
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+
+    procs = Processes()
+    try:
+        raise_open_file_limit(2 * IDLE_CONNECTIONS + 4 * args.concurrent + 256)
+        sections = run(args, Bench(args, procs), chosen)
+    except BenchError as error:
+        log(f"bench.py: stopped: {error}")
+        return 1
+    except (KeyboardInterrupt, Interrupted):
+        log("bench.py: interrupted")
+        return 130
+    finally:
+        procs.stop_all()
+        shutil.rmtree(WORK_DIR, ignore_errors=True)
+
+    text = report(args, sections)
+    RESULTS_FILE.write_text(text)
+    print(text, end="")
+    log(f"saved to {RESULTS_FILE}")
+    failures = sum(row[3] for row in sections.get("concurrent", []))
+    if failures:
+        log(f"bench.py: {failures} concurrent clients failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# One command for the whole benchmark: install the peer tools that are
+# missing, build ferry, then hand over to bench.py, which runs every case and
+# prints the results table.
+#
+#   scripts/bench.sh [--reps N] [--quick] [--only ferry,socat,...] [--dufs] [--concurrent N]
+#
+# FERRY_BIN=/path/to/ferry skips the build and benchmarks that binary instead.
+# Every argument is passed on to bench.py; see `python3 scripts/bench.py --help`.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+want_dufs=false
+for arg in "$@"; do
+    case "$arg" in
+        --dufs) want_dufs=true ;;
+        # Help needs neither the peers nor a build.
+        -h | --help) exec python3 "$repo_root/scripts/bench.py" --help ;;
+    esac
+done
+
+log() { printf 'bench.sh: %s\n' "$*" >&2; }
+
+# apt-get needs root; use sudo only when we are not root already.
+as_root=()
+if [[ "$(id -u)" -ne 0 ]]; then
+    as_root=(sudo)
+fi
+
+# Debian packages of the peers we compare against. openssh-client brings scp
+# and sftp, openssh-server sshd. time brings /usr/bin/time, which measures a
+# client's peak memory without counting the Python process that spawned it.
+packages=(socat netcat-openbsd openssh-server openssh-client rsync iperf3 curl time)
+
+is_installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
+}
+
+# True when apt knows an installable version of the package; false when the
+# package lists are missing or stale, which is when an update is needed.
+has_candidate() {
+    local candidate
+    candidate="$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }')"
+    [[ -n "$candidate" && "$candidate" != "(none)" ]]
+}
+
+missing=()
+for package in "${packages[@]}"; do
+    if ! is_installed "$package"; then
+        missing+=("$package")
+    fi
+done
+
+install_missing() {
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+if ((${#missing[@]} > 0)); then
+    updated=false
+    for package in "${missing[@]}"; do
+        if ! has_candidate "$package"; then
+            log "package lists do not know $package; running apt-get update"
+            "${as_root[@]}" apt-get update -qq
+            updated=true
+            break
+        fi
+    done
+    log "installing ${missing[*]}"
+    # Lists that know a package can still be too old for the mirror.
+    if ! install_missing; then
+        if $updated; then
+            exit 1
+        fi
+        log "install failed; running apt-get update and trying again"
+        "${as_root[@]}" apt-get update -qq
+        install_missing
+    fi
+else
+    log "peer tools already installed"
+fi
+
+bench_args=()
+if $want_dufs; then
+    # Installed under target/ so nothing outside the clone changes; cargo
+    # install is slow, so an existing binary is reused.
+    dufs_root="$repo_root/target/bench-tools"
+    if [[ ! -x "$dufs_root/bin/dufs" ]]; then
+        log "installing dufs into $dufs_root"
+        cargo install dufs --locked --root "$dufs_root" >&2
+    fi
+    bench_args+=(--dufs-bin "$dufs_root/bin/dufs")
+fi
+
+if [[ -n "${FERRY_BIN:-}" ]]; then
+    log "using FERRY_BIN=$FERRY_BIN, not building"
+    ferry_bin="$FERRY_BIN"
+else
+    log "building ferry (cargo build --release)"
+    cargo build --release >&2
+    ferry_bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/ferry"
+fi
+if [[ ! -x "$ferry_bin" ]]; then
+    log "no ferry binary at $ferry_bin"
+    exit 1
+fi
+
+exec python3 "$repo_root/scripts/bench.py" --ferry-bin "$ferry_bin" "${bench_args[@]}" "$@"
