@@ -41,7 +41,12 @@ impl Staged {
             std::process::id(),
             NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed)
         );
-        let file = dir.open_with(&temp_name, OpenOptions::new().write(true).create_new(true))?;
+        // Readable too: a body is hashed back from the page cache as it is
+        // written.
+        let file = dir.open_with(
+            &temp_name,
+            OpenOptions::new().read(true).write(true).create_new(true),
+        )?;
         let staged = Staged {
             dir,
             temp_name,

@@ -115,7 +115,14 @@ pub mod exit {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The server spreads connections over every core. A client drives one
+    // connection, so one thread is enough and starts faster; its bodies move
+    // on threads of their own anyway.
+    let mut builder = match cli.command {
+        TopCommand::Server(_) => tokio::runtime::Builder::new_multi_thread(),
+        TopCommand::Client(_) => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");

@@ -18,13 +18,14 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
+use rustix::pipe::{PipeFlags, SpliceFlags};
 
 use super::TransportError;
 
@@ -34,14 +35,11 @@ pub type Digest = [u8; 32];
 /// Bodies up to this size are hashed in line with the I/O.
 pub const INLINE_BODY: u64 = 256 * 1024;
 
-/// Size of each receive buffer. Large buffers mean few write(2) calls and
-/// let BLAKE3 use its widest SIMD path.
-const RECEIVE_BUFFER: usize = 1024 * 1024;
+/// The most a small body's receive buffer holds.
+const RECEIVE_BUFFER: usize = INLINE_BODY as usize;
 
-/// Receive buffers in circulation: one being filled, one being hashed, and
-/// slack so neither side waits on the other's hiccups. With
-/// [`RECEIVE_BUFFER`] this bounds a transfer to 4 MiB.
-const RECEIVE_BUFFERS: usize = 4;
+/// The pipe a large body is spliced through; large pipes mean few splices.
+const PIPE_BUFFER: usize = 1024 * 1024;
 
 /// Bytes read per pread(2) when hashing a file that is being sent; small
 /// enough to stay in the L2 cache between the read and the hash.
@@ -123,46 +121,109 @@ pub fn receive_file(
         moved.fetch_add(remaining, Ordering::Relaxed);
         return Ok(writer.finish(&hasher));
     }
-    let (to_hasher, for_hasher) = mpsc::sync_channel::<(Vec<u8>, usize)>(RECEIVE_BUFFERS);
-    let (to_receiver, for_receiver) = mpsc::sync_channel::<Vec<u8>>(RECEIVE_BUFFERS);
-    for _ in 0..RECEIVE_BUFFERS {
-        // Cannot fail: the channel has room for every buffer.
-        let _ = to_receiver.send(vec![0; buffer_len(remaining, RECEIVE_BUFFER)]);
-    }
+    receive_spliced(socket, writer, hasher, remaining, moved)
+}
+
+/// The large-body path of [`receive_file`]: splice(2) moves the body from
+/// the socket into a pipe and from the pipe into the file, so this thread
+/// copies each byte once, into the page cache. A second thread reads back
+/// what has been written, from the page cache, and hashes it.
+fn receive_spliced(
+    socket: BorrowedFd<'_>,
+    mut writer: FileWriter<'_>,
+    hasher: blake3::Hasher,
+    remaining: u64,
+    moved: &AtomicU64,
+) -> Result<Received, TransportError> {
+    let (pipe_out, pipe_in) =
+        rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(io::Error::from)?;
+    // A bigger pipe means fewer splices; the default is 64 KiB.
+    let pipe_len = rustix::pipe::fcntl_setpipe_size(&pipe_in, PIPE_BUFFER).unwrap_or(64 * 1024);
+    let file = writer.file;
+    // Reserving the blocks up front spares the filesystem work per block.
+    let _ = rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::KEEP_SIZE,
+        writer.offset,
+        remaining,
+    );
+    let (to_hasher, written) = mpsc::channel::<u64>();
+    let start = writer.offset;
     std::thread::scope(|scope| {
-        let hashing = scope.spawn(move || {
-            for (buffer, len) in for_hasher {
-                hasher.update(&buffer[..len]);
-                // The receiver may have stopped early; then nobody needs it.
-                let _ = to_receiver.send(buffer);
-            }
-            hasher
-        });
+        let hashing = scope.spawn(move || hash_written(file, start, hasher, written));
         let mut left = remaining;
         let mut outcome = Ok(());
         while left > 0 {
-            let Ok(mut buffer) = for_receiver.recv() else {
-                break; // the hashing thread is gone; join reports why
+            let step = buffer_len(left, pipe_len);
+            let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+            let n = match rustix::pipe::splice(socket, None, &pipe_in, None, step, flags) {
+                Ok(0) => {
+                    outcome = Err(TransportError::Closed);
+                    break;
+                }
+                Ok(n) => n,
+                Err(Errno::AGAIN) => match wait_for(socket, PollFlags::IN) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                },
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    outcome = Err(TransportError::Io(e.into()));
+                    break;
+                }
             };
-            let len = buffer_len(left, buffer.len());
-            if let Err(e) = fill(socket, &mut buffer[..len]) {
+            if let Err(e) = writer.write_from_pipe(&pipe_out, n) {
                 outcome = Err(e);
                 break;
             }
-            writer.write(&buffer[..len]);
-            left -= len as u64;
-            moved.fetch_add(len as u64, Ordering::Relaxed);
-            if to_hasher.send((buffer, len)).is_err() {
-                break;
+            left -= n as u64;
+            moved.fetch_add(n as u64, Ordering::Relaxed);
+            if writer.error.is_none() {
+                // The hasher may be gone only after a panic; join reports it.
+                let _ = to_hasher.send(writer.offset);
             }
         }
         drop(to_hasher);
         let hasher = hashing
             .join()
-            .map_err(|_| TransportError::Io(io::Error::other("the hashing thread panicked")))?;
+            .map_err(|_| TransportError::Io(io::Error::other("the hashing thread panicked")))??;
         outcome?;
         Ok(writer.finish(&hasher))
     })
+}
+
+/// Hashes `file` from `start` on, as far as the receiving thread reports it
+/// written, until it reports no more.
+fn hash_written(
+    file: &File,
+    start: u64,
+    mut hasher: blake3::Hasher,
+    written: mpsc::Receiver<u64>,
+) -> Result<blake3::Hasher, TransportError> {
+    let mut buffer = vec![0; HASH_READ];
+    let mut hashed = start;
+    for written_to in written {
+        while hashed < written_to {
+            let want = buffer_len(written_to - hashed, buffer.len());
+            match file.read_at(&mut buffer[..want], hashed) {
+                Ok(0) => {
+                    return Err(TransportError::File(io::Error::other(
+                        "the file being received was truncated by someone else",
+                    )))
+                }
+                Ok(n) => {
+                    hasher.update(&buffer[..n]);
+                    hashed += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TransportError::File(e)),
+            }
+        }
+    }
+    Ok(hasher)
 }
 
 /// Writes a body to its file, remembering the first failure instead of
@@ -189,6 +250,39 @@ impl<'a> FileWriter<'a> {
                 Err(e) => self.error = Some(e),
             }
         }
+    }
+
+    /// Moves `len` bytes from `pipe` into the file, or, once writing has
+    /// failed, reads and discards them.
+    fn write_from_pipe(&mut self, pipe: &OwnedFd, mut len: usize) -> Result<(), TransportError> {
+        while len > 0 && self.error.is_none() {
+            let mut offset = self.offset;
+            match rustix::pipe::splice(
+                pipe,
+                None,
+                self.file,
+                Some(&mut offset),
+                len,
+                SpliceFlags::MOVE,
+            ) {
+                Ok(n) => {
+                    self.offset = offset;
+                    len -= n;
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => self.error = Some(e.into()),
+            }
+        }
+        let mut scrap = [0; 8192];
+        while len > 0 {
+            let want = len.min(scrap.len());
+            match rustix::io::read(pipe, &mut scrap[..want]) {
+                Ok(n) => len -= n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(TransportError::Io(e.into())),
+            }
+        }
+        Ok(())
     }
 
     fn finish(self, hasher: &blake3::Hasher) -> Received {
@@ -286,4 +380,129 @@ fn wait_for(socket: BorrowedFd<'_>, interest: PollFlags) -> Result<(), Transport
 /// The length of the next piece: `limit`, or what is left if less.
 fn buffer_len(left: u64, limit: usize) -> usize {
     usize::try_from(left).map_or(limit, |left| left.min(limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    /// Bytes no compressor or filesystem would shortcut.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn file_holding(data: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(data).unwrap();
+        file
+    }
+
+    /// Feeds `bytes` into one end of a socket pair from another thread,
+    /// then closes it.
+    fn peer_sending(bytes: Vec<u8>) -> (UnixStream, std::thread::JoinHandle<()>) {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let sender = std::thread::spawn(move || theirs.write_all(&bytes).unwrap());
+        (ours, sender)
+    }
+
+    #[test]
+    fn small_and_large_files_are_sent_whole_with_their_digest() {
+        for len in [0, 1, INLINE_BODY as usize, 3 * 1024 * 1024 + 5] {
+            let data = noise(len);
+            let file = file_holding(&data);
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut got = vec![0; len];
+                theirs.read_exact(&mut got).unwrap();
+                got
+            });
+            let moved = AtomicU64::new(0);
+            let digest = send_file(ours.as_fd(), &file, len as u64, None, &moved).unwrap();
+            assert_eq!(digest, *blake3::hash(&data).as_bytes(), "{len} bytes");
+            assert_eq!(reader.join().unwrap(), data, "{len} bytes");
+            assert_eq!(moved.load(Ordering::Relaxed), len as u64);
+        }
+    }
+
+    #[test]
+    fn a_file_shorter_than_declared_is_an_error() {
+        let file = file_holding(&noise(1000));
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let sent = send_file(ours.as_fd(), &file, 2000, None, &AtomicU64::new(0));
+        assert!(
+            matches!(sent, Err(TransportError::FileShrank { .. })),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn small_and_large_bodies_are_received_whole_and_no_further() {
+        for (len, prefix_len) in [(10, 0), (10, 10), (100_000, 4000), (3 << 20, 8192)] {
+            let data = noise(len);
+            let mut on_the_wire = data[prefix_len..].to_vec();
+            on_the_wire.extend_from_slice(b"next frame");
+            let (ours, sender) = peer_sending(on_the_wire);
+            let file = tempfile::tempfile().unwrap();
+            let moved = AtomicU64::new(0);
+            let received =
+                receive_file(ours.as_fd(), &data[..prefix_len], &file, len as u64, &moved).unwrap();
+            assert!(received.sink_error.is_none());
+            assert_eq!(received.digest, *blake3::hash(&data).as_bytes());
+            assert_eq!(
+                std::fs::read(format!("/proc/self/fd/{}", fd_number(&file))).unwrap(),
+                data
+            );
+            assert_eq!(moved.load(Ordering::Relaxed), len as u64);
+            sender.join().unwrap();
+            let mut rest = Vec::new();
+            (&ours).read_to_end(&mut rest).unwrap();
+            assert_eq!(rest, b"next frame", "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_failing_file_still_consumes_the_whole_body() {
+        for len in [1000, 3 << 20] {
+            let mut on_the_wire = noise(len);
+            on_the_wire.extend_from_slice(b"next frame");
+            let (ours, sender) = peer_sending(on_the_wire);
+            // Read-only: every write fails.
+            let file = File::open(tempfile::NamedTempFile::new().unwrap().path()).unwrap();
+            let received =
+                receive_file(ours.as_fd(), &[], &file, len as u64, &AtomicU64::new(0)).unwrap();
+            assert!(received.sink_error.is_some(), "{len} bytes");
+            sender.join().unwrap();
+            let mut rest = Vec::new();
+            (&ours).read_to_end(&mut rest).unwrap();
+            assert_eq!(rest, b"next frame", "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_body_cut_short_is_an_error() {
+        let (ours, _sender) = peer_sending(noise(1 << 20));
+        let file = tempfile::tempfile().unwrap();
+        let received = receive_file(ours.as_fd(), &[], &file, 2 << 20, &AtomicU64::new(0));
+        assert!(
+            matches!(received, Err(TransportError::Closed)),
+            "{:?}",
+            received.err()
+        );
+    }
+
+    fn fd_number(file: &File) -> i32 {
+        use std::os::fd::AsRawFd;
+        file.as_raw_fd()
+    }
 }
