@@ -251,6 +251,14 @@ fn quiet_silences_the_report_line() {
 }
 
 #[test]
+fn quiet_still_reports_a_failure() {
+    let server = TestServer::start();
+    let output = server.run_client(&["--quiet", "get", "missing.txt"]);
+    assert_exit_saying(&output, 1, "not-found");
+    assert_eq!(String::from_utf8_lossy(&output.stderr).lines().count(), 1);
+}
+
+#[test]
 fn put_of_a_fifo_is_refused_without_blocking() {
     let server = TestServer::start();
     let fifo = server.client_dir().join("pipe");

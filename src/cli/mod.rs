@@ -55,7 +55,7 @@ struct ClientArgs {
     host: String,
     /// Server port.
     port: u16,
-    /// Print no report lines (errors still set the exit code).
+    /// Print no report line when a request succeeds; failures still do.
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Seconds to wait for the server to connect or answer.

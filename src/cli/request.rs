@@ -222,7 +222,8 @@ pub fn report(
             message: e.to_string(),
         },
     };
-    if !settings.quiet {
+    // Quiet drops the line for success only: a failure always says why.
+    if !settings.quiet || result.is_err() {
         print_report(&Report::now(peer, request, name, outcome));
     }
 }
