@@ -23,6 +23,7 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         ..Config::new(&args.root)
     };
     let server = Server::open(config, reporter)?;
+    let shutdown = shutdown_signal()?;
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
@@ -34,7 +35,7 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     )
     .context("cannot write to stdout")?;
     drop(stdout);
-    server.run(listener, shutdown_signal()).await;
+    server.run(listener, shutdown).await;
     tracing::info!("ferry server stopped");
     Ok(())
 }
@@ -60,22 +61,18 @@ async fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<TcpListener> {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Listens for SIGINT (Ctrl-C) and SIGTERM from now on; the future it
+/// returns completes at the first of them. Installed before the start line
+/// is printed, so a signal sent as soon as that line appears is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+    })
 }
