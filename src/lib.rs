@@ -5,7 +5,8 @@
 //! - [`protocol`]: messages, their byte layout, error codes and the rules
 //!   for remote names. Pure: no I/O. `PROTOCOL.md` is its prose form.
 //! - [`transport`]: the one place bytes meet a socket: the preamble
-//!   exchange, frames, and raw file bodies hashed with BLAKE3 as they stream.
+//!   exchange, frames, and raw file bodies, moved with sendfile and splice
+//!   on a thread of their own and hashed with BLAKE3 alongside.
 //! - [`staging`]: files appear only complete, through a hidden temporary
 //!   file and a rename that never replaces anything.
 //! - [`server`]: accepts connections, a task each, and serves one directory
