@@ -32,6 +32,8 @@ pub enum RequestKind {
     Delete,
     /// The connection itself: the handshake, or a message outside any request.
     Connection,
+    /// The server removing a temporary file that a dead process left.
+    Cleanup,
 }
 
 /// How a request ended.
@@ -82,6 +84,7 @@ impl fmt::Display for RequestKind {
             RequestKind::List => "list",
             RequestKind::Delete => "delete",
             RequestKind::Connection => "connection",
+            RequestKind::Cleanup => "cleanup",
         })
     }
 }

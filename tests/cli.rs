@@ -6,8 +6,8 @@ mod common;
 use std::process::Stdio;
 
 use common::{
-    assert_exit, assert_exit_saying, client_at, describe, ferry_command, write_file, BinaryServer,
-    RawClient, TestServer,
+    assert_exit, assert_exit_saying, client_at, describe, eventually, ferry_command, files_under,
+    write_file, BinaryServer, RawClient, TestServer,
 };
 use ferry::protocol::{Message, TEMP_PREFIX};
 
@@ -273,4 +273,46 @@ fn shutdown_lets_a_request_in_flight_finish() {
         std::fs::read(server.root.path().join("finishing.bin")).unwrap(),
         [5; 2000]
     );
+}
+
+#[test]
+fn a_restarted_server_removes_and_reports_what_its_killed_predecessor_left() {
+    let mut server = BinaryServer::start(&[]);
+    let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let mut uploader = RawClient::handshake(addr);
+    uploader.send(&Message::Put {
+        name: "deep/big.bin".to_owned(),
+        size: 1 << 30,
+    });
+    assert_eq!(uploader.recv(), Some(Message::Proceed));
+    uploader.send_raw(&[7; 100_000]);
+    let temp_exists = |root: &std::path::Path| {
+        files_under(root)
+            .iter()
+            .any(|name| name.contains(TEMP_PREFIX))
+    };
+    eventually("the upload's temporary file appears", || {
+        temp_exists(server.root.path())
+    });
+    server.stop_with("KILL");
+    assert!(temp_exists(server.root.path()), "SIGKILL runs no cleanup");
+
+    // Another process's temporary file, still alive: this test's own.
+    let alive = format!("{TEMP_PREFIX}{}-0", std::process::id());
+    write_file(server.root.path(), &alive, b"in use");
+
+    let root = std::mem::replace(&mut server.root, tempfile::tempdir().unwrap());
+    let mut restarted = BinaryServer::start_in(root);
+    // Waited for first: without the cleanup there is no line to read.
+    eventually("the leftover is gone", || {
+        files_under(restarted.root.path()) == [alive.clone(), "deep".to_owned()]
+    });
+    let report = restarted.next_line();
+    assert!(
+        report.contains(" local cleanup \"deep/.ferry-tmp-"),
+        "{report}"
+    );
+    assert!(report.trim_end().ends_with(" ok"), "{report}");
+    let mut client = RawClient::handshake(format!("127.0.0.1:{}", restarted.port).parse().unwrap());
+    assert_eq!(client.put("deep/big.bin", b"whole"), Message::Done);
 }

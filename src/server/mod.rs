@@ -6,6 +6,7 @@
 
 mod digest_cache;
 mod handler;
+mod leftovers;
 mod root;
 
 use std::future::Future;
@@ -18,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::protocol::{ErrorCode, NameError};
-use crate::report::Reporter;
+use crate::report::{Detail, Outcome, Report, Reporter, RequestKind};
 use root::Root;
 
 /// How the server behaves.
@@ -83,6 +84,7 @@ impl Server {
     /// stops accepting, gives requests in flight the grace period to finish,
     /// and cancels the rest. A cancelled upload removes its temporary file.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.start_removing_leftovers();
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -124,6 +126,36 @@ impl Server {
             connections.abort_all();
             while connections.join_next().await.is_some() {}
         }
+    }
+}
+
+impl Server {
+    /// Removes, in the background, the temporary files that a killed server
+    /// left in the root, reporting each one. Clients are served meanwhile:
+    /// a large tree must not delay the start.
+    fn start_removing_leftovers(&self) {
+        let root = Arc::clone(&self.root);
+        let reporter = Arc::clone(&self.reporter);
+        tokio::task::spawn_blocking(move || {
+            for leftover in root.remove_leftovers() {
+                let outcome = match leftover.removed {
+                    Ok(()) => Outcome::Ok(Detail::None),
+                    Err(e) => Outcome::Failed {
+                        kind: "io-error".to_owned(),
+                        message: format!("cannot remove it: {e}"),
+                    },
+                };
+                let name = leftover.path.to_string_lossy().into_owned();
+                // No client is involved; the name carries the dead process's id.
+                let peer = "local".to_owned();
+                reporter(&Report::now(
+                    peer,
+                    RequestKind::Cleanup,
+                    Some(name),
+                    outcome,
+                ));
+            }
+        });
     }
 }
 

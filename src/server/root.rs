@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 
+use super::leftovers::Leftover;
 use super::Failure;
 use crate::protocol::{Entry, EntryKind, ErrorCode, RemoteName, TEMP_PREFIX};
 use crate::staging::Staged;
@@ -35,6 +36,11 @@ impl Root {
     /// The absolute path of the served directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Removes the temporary files of dead processes; see [`super::leftovers`].
+    pub fn remove_leftovers(&self) -> Vec<Leftover> {
+        super::leftovers::remove_leftovers(&self.dir)
     }
 
     /// Opens a regular file for reading and returns it with its size.

@@ -246,7 +246,15 @@ impl BinaryServer {
     }
 
     fn start_at(bind: &str, extra_args: &[&str]) -> BinaryServer {
-        let root = tempfile::tempdir().unwrap();
+        Self::start_serving(tempfile::tempdir().unwrap(), bind, extra_args)
+    }
+
+    /// A server on 127.0.0.1 serving `root`, which may hold files already.
+    pub fn start_in(root: TempDir) -> BinaryServer {
+        Self::start_serving(root, "127.0.0.1", &[])
+    }
+
+    fn start_serving(root: TempDir, bind: &str, extra_args: &[&str]) -> BinaryServer {
         let mut child = ferry_command()
             .args(["server", "0", "--bind", bind, "--root"])
             .arg(root.path())
