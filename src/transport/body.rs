@@ -8,10 +8,10 @@
 //! - Sending uses sendfile(2): the kernel hands page-cache pages to TCP and
 //!   nothing is copied through user space. When the digest is not known in
 //!   advance, a second thread hashes the file from the page cache alongside.
-//! - Receiving reads the socket into a few large buffers that circulate
-//!   between this thread, which fills each one and writes it to the file,
-//!   and a hashing thread. BLAKE3 therefore runs on the other core while
-//!   the next buffer is received, instead of in line with the I/O.
+//! - Receiving splices the socket into a pipe and the pipe into the file, so
+//!   each byte is copied once, into the page cache. A second thread reads
+//!   back what has been written and hashes it: BLAKE3 runs on the other
+//!   core while the next piece arrives, instead of in line with the I/O.
 //!
 //! Bodies of at most [`INLINE_BODY`] bytes skip the second thread: starting
 //! one would cost more than hashing them.
@@ -34,9 +34,6 @@ pub type Digest = [u8; 32];
 
 /// Bodies up to this size are hashed in line with the I/O.
 pub const INLINE_BODY: u64 = 256 * 1024;
-
-/// The most a small body's receive buffer holds.
-const RECEIVE_BUFFER: usize = INLINE_BODY as usize;
 
 /// The pipe a large body is spliced through; large pipes mean few splices.
 const PIPE_BUFFER: usize = 1024 * 1024;
@@ -114,7 +111,7 @@ pub fn receive_file(
         return Ok(writer.finish(&hasher));
     }
     if size <= INLINE_BODY {
-        let mut buffer = vec![0; buffer_len(remaining, RECEIVE_BUFFER)];
+        let mut buffer = vec![0; buffer_len(remaining, INLINE_BODY as usize)];
         fill(socket, &mut buffer)?;
         hasher.update(&buffer);
         writer.write(&buffer);
@@ -187,10 +184,16 @@ fn receive_spliced(
             }
         }
         drop(to_hasher);
-        let hasher = hashing
+        let hashed = hashing
             .join()
-            .map_err(|_| TransportError::Io(io::Error::other("the hashing thread panicked")))??;
+            .map_err(|_| TransportError::Io(io::Error::other("the hashing thread panicked")))?;
         outcome?;
+        // A failed read-back is the file's failure: the body was consumed,
+        // so the connection goes on and the trailer is still read.
+        let hasher = hashed.unwrap_or_else(|e| {
+            writer.error.get_or_insert(e);
+            blake3::Hasher::new()
+        });
         Ok(writer.finish(&hasher))
     })
 }
@@ -202,7 +205,7 @@ fn hash_written(
     start: u64,
     mut hasher: blake3::Hasher,
     written: mpsc::Receiver<u64>,
-) -> Result<blake3::Hasher, TransportError> {
+) -> io::Result<blake3::Hasher> {
     let mut buffer = vec![0; HASH_READ];
     let mut hashed = start;
     for written_to in written {
@@ -210,16 +213,16 @@ fn hash_written(
             let want = buffer_len(written_to - hashed, buffer.len());
             match file.read_at(&mut buffer[..want], hashed) {
                 Ok(0) => {
-                    return Err(TransportError::File(io::Error::other(
+                    return Err(io::Error::other(
                         "the file being received was truncated by someone else",
-                    )))
+                    ))
                 }
                 Ok(n) => {
                     hasher.update(&buffer[..n]);
                     hashed += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TransportError::File(e)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -487,6 +490,24 @@ mod tests {
             (&ours).read_to_end(&mut rest).unwrap();
             assert_eq!(rest, b"next frame", "{len} bytes");
         }
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_back_for_hashing_fails_like_a_write() {
+        let len = 3 << 20;
+        let mut on_the_wire = noise(len);
+        on_the_wire.extend_from_slice(b"next frame");
+        let (ours, sender) = peer_sending(on_the_wire);
+        // Write-only: splicing into it works, reading it back does not.
+        let temp = tempfile::NamedTempFile::new().unwrap();
+        let file = File::options().write(true).open(temp.path()).unwrap();
+        let received =
+            receive_file(ours.as_fd(), &[], &file, len as u64, &AtomicU64::new(0)).unwrap();
+        assert!(received.sink_error.is_some());
+        sender.join().unwrap();
+        let mut rest = Vec::new();
+        (&ours).read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"next frame");
     }
 
     #[test]
