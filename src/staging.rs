@@ -104,6 +104,15 @@ impl Drop for Staged {
     }
 }
 
+/// The id of the process that made a temporary file, from its name
+/// (`<TEMP_PREFIX><pid>-<n>`, as [`Staged::create`] writes it); `None` for
+/// any other name.
+pub fn temp_file_owner(name: &str) -> Option<u32> {
+    let (pid, counter) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
+    counter.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 fn already_exists() -> io::Error {
     io::Error::new(
         io::ErrorKind::AlreadyExists,
@@ -178,5 +187,16 @@ mod tests {
         );
         assert_eq!(names(&dir), ["a.txt"]);
         assert_eq!(dir.read("a.txt").unwrap(), b"second");
+    }
+
+    #[test]
+    fn the_owner_of_a_temporary_file_is_read_from_its_name() {
+        let (_tmp, dir) = temp_dir();
+        let (_staged, _file) = Staged::create(dir.try_clone().unwrap(), Path::new("x")).unwrap();
+        assert_eq!(temp_file_owner(&names(&dir)[0]), Some(std::process::id()));
+        assert_eq!(temp_file_owner(".ferry-tmp-4242"), None);
+        assert_eq!(temp_file_owner(".ferry-tmp-x-7"), None);
+        assert_eq!(temp_file_owner("ferry-tmp-4242-7"), None);
+        assert_eq!(temp_file_owner("notes.txt"), None);
     }
 }

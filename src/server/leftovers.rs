@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use cap_std::fs::Dir;
 
-use crate::protocol::TEMP_PREFIX;
+use crate::staging::temp_file_owner;
 
 /// One temporary file of a dead process, and whether removing it worked.
 pub struct Leftover {
@@ -43,7 +43,7 @@ pub fn remove_leftovers(root: &Dir) -> Vec<Leftover> {
             };
             if kind.is_dir() {
                 pending.push(path);
-            } else if let Some(owner) = name.to_str().and_then(owner_of) {
+            } else if let Some(owner) = name.to_str().and_then(temp_file_owner) {
                 if !is_running(owner) {
                     let removed = root.remove_file(&path);
                     found.push(Leftover { path, removed });
@@ -52,13 +52,6 @@ pub fn remove_leftovers(root: &Dir) -> Vec<Leftover> {
         }
     }
     found
-}
-
-/// The process id in a temporary file's name, `.ferry-tmp-<pid>-<n>`.
-fn owner_of(name: &str) -> Option<u32> {
-    let (pid, counter) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
-    counter.parse::<u64>().ok()?;
-    pid.parse().ok()
 }
 
 /// Whether a process with this id exists (possibly another user's).
@@ -78,15 +71,6 @@ fn is_running(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn owners_are_read_from_temporary_names_only() {
-        assert_eq!(owner_of(".ferry-tmp-4242-7"), Some(4242));
-        assert_eq!(owner_of(".ferry-tmp-4242"), None);
-        assert_eq!(owner_of(".ferry-tmp-x-7"), None);
-        assert_eq!(owner_of("ferry-tmp-4242-7"), None);
-        assert_eq!(owner_of("notes.txt"), None);
-    }
 
     #[test]
     fn this_process_is_running() {

@@ -127,9 +127,7 @@ impl Server {
             while connections.join_next().await.is_some() {}
         }
     }
-}
 
-impl Server {
     /// Removes, in the background, the temporary files that a killed server
     /// left in the root, reporting each one. Clients are served meanwhile:
     /// a large tree must not delay the start.
