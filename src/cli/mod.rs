@@ -47,6 +47,29 @@ struct ServerArgs {
     /// Seconds that requests in flight may run on after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     grace: u64,
+    /// Connections served at once; the next is told the server is busy.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Connections served at once from any one client address [default: no
+    /// limit but --max-connections].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_per_ip: Option<u64>,
+    /// Largest file a client may upload, in bytes or with a unit: 500M,
+    /// 2GiB [default: no limit but the disk's free space].
+    #[arg(long, value_name = "SIZE")]
+    max_file_size: Option<bytesize::ByteSize>,
+    /// Seconds a client may take to send the handshake, or a request once
+    /// it has begun one, however slowly it trickles in.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a connection may sit idle between requests before it is
+    /// closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Seconds a transfer may go without a byte moving before it is
+    /// abandoned and its partial upload removed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    stall_timeout: u64,
 }
 
 #[derive(Debug, Args)]

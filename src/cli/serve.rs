@@ -7,18 +7,28 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry::report::Reporter;
-use ferry::server::{Config, Server};
+use ferry::server::{Config, Limits, Server};
 use tokio::net::TcpListener;
 
 use super::ServerArgs;
 
 pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    raise_open_file_limit();
+    let _file_size_signal = survive_file_size_limit()?;
     let listener = bind(args.bind, args.port).await?;
     let reporter: Reporter = Arc::new(|report| {
         // A closed stdout must not stop the server; the request is done.
         let _ = writeln!(std::io::stdout().lock(), "{report}");
     });
     let config = Config {
+        limits: Limits {
+            total: saturating_usize(args.max_connections),
+            per_ip: args.max_per_ip.map(saturating_usize),
+        },
+        header_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        stall_timeout: Duration::from_secs(args.stall_timeout),
+        max_file_size: args.max_file_size.map(|size| size.as_u64()),
         shutdown_grace: Duration::from_secs(args.grace),
         ..Config::new(&args.root)
     };
@@ -38,6 +48,34 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     server.run(listener, shutdown).await;
     tracing::info!("ferry server stopped");
     Ok(())
+}
+
+/// Lifts the soft limit on open descriptors to the hard one: each
+/// connection holds one, and the usual soft limit of 1024 is below the
+/// default connection limit. Failing leaves the server as it was.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+}
+
+/// A write past the file-size limit (RLIMIT_FSIZE) raises SIGXFSZ, which
+/// would kill the server; listening for it makes the write fail with EFBIG
+/// instead, and the upload is refused as `insufficient-storage`. The signal
+/// is ignored for as long as the returned listener lives.
+fn survive_file_size_limit() -> anyhow::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sigxfsz = SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw());
+    signal(sigxfsz).context("cannot listen for SIGXFSZ")
+}
+
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Binds `addr`, or with none every interface: IPv6 and IPv4 on one

@@ -70,6 +70,10 @@ impl ClientError {
                 true
             }
             ClientError::Transport(e) => !e.is_connection_usable(),
+            // The server closes the connection after these.
+            ClientError::Remote { code, .. } => {
+                matches!(code, ErrorCode::Busy | ErrorCode::Timeout)
+            }
             _ => false,
         }
     }

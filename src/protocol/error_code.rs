@@ -32,6 +32,12 @@ pub enum ErrorCode {
     DigestMismatch,
     /// Any other server-side I/O failure.
     Io,
+    /// The server is at its connection limit; the connection is closed.
+    Busy,
+    /// The file exceeds the server's size limit.
+    TooLarge,
+    /// The server gave up waiting for the client; the connection is closed.
+    Timeout,
     /// A code this build does not know.
     Unknown(u16),
 }
@@ -52,6 +58,9 @@ impl ErrorCode {
             ErrorCode::InsufficientStorage => 10,
             ErrorCode::DigestMismatch => 11,
             ErrorCode::Io => 12,
+            ErrorCode::Busy => 13,
+            ErrorCode::TooLarge => 14,
+            ErrorCode::Timeout => 15,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -71,6 +80,9 @@ impl ErrorCode {
             10 => ErrorCode::InsufficientStorage,
             11 => ErrorCode::DigestMismatch,
             12 => ErrorCode::Io,
+            13 => ErrorCode::Busy,
+            14 => ErrorCode::TooLarge,
+            15 => ErrorCode::Timeout,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -91,6 +103,9 @@ impl fmt::Display for ErrorCode {
             ErrorCode::InsufficientStorage => "insufficient-storage",
             ErrorCode::DigestMismatch => "digest-mismatch",
             ErrorCode::Io => "io-error",
+            ErrorCode::Busy => "busy",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::Unknown(code) => return write!(f, "error-{code}"),
         };
         f.write_str(word)
@@ -110,10 +125,10 @@ mod tests {
 
     #[test]
     fn known_codes_have_distinct_words() {
-        let words: std::collections::HashSet<String> = (1..=12)
+        let words: std::collections::HashSet<String> = (1..=15)
             .map(|n| ErrorCode::from_u16(n).to_string())
             .collect();
-        assert_eq!(words.len(), 12);
+        assert_eq!(words.len(), 15);
         assert!(!words.iter().any(|w| w.starts_with("error-")));
     }
 }

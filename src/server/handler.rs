@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use super::connections::Refusal;
 use super::digest_cache::{self, Stamp};
 use super::root::{classify, Root};
-use super::Failure;
+use super::{Config, Failure};
 use crate::protocol::{ErrorCode, Message, RemoteName};
 use crate::report::{Detail, Outcome, Report, Reporter, RequestKind};
 use crate::transport::{Connection, TransportError};
@@ -16,12 +17,16 @@ use crate::transport::{Connection, TransportError};
 /// Listing entries are sent in batches of this many frames per write.
 const ENTRIES_PER_WRITE: usize = 256;
 
+/// How long a connection turned away may take to read why before it is
+/// closed anyway.
+const TURN_AWAY_TIME: Duration = Duration::from_secs(1);
+
 /// Everything one connection's task needs.
 pub(super) struct Session {
     pub root: Arc<Root>,
     pub reporter: Reporter,
     pub peer: SocketAddr,
-    pub handshake_timeout: Duration,
+    pub config: Arc<Config>,
 }
 
 /// Why a request ended early.
@@ -58,24 +63,44 @@ impl Session {
             tracing::debug!(peer = %self.peer, error = %e, "cannot set TCP_NODELAY");
         }
         let mut conn = Connection::new(stream);
-        match tokio::time::timeout(self.handshake_timeout, conn.server_handshake()).await {
+        conn.set_stall_limit(self.config.stall_timeout);
+        let header_timeout = self.config.header_timeout;
+        match tokio::time::timeout(header_timeout, conn.server_handshake()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return self.report_connection(e.kind(), e.to_string()),
             Err(_) => {
-                let waited = self.handshake_timeout.as_secs();
+                // Before the preamble there is no frame the peer could read.
+                let waited = header_timeout.as_secs();
                 return self.report_connection("timeout", format!("no handshake within {waited}s"));
             }
         }
         loop {
-            let message = match conn.read_message().await {
-                Ok(Some(message)) => message,
-                Ok(None) => return,
-                Err(TransportError::Malformed(e)) => {
-                    return self
-                        .hang_up(&mut conn, format!("malformed message: {e}"))
-                        .await;
+            // Waiting for the next request is idling; once its first byte
+            // is in, the rest must follow within the header deadline, so
+            // a client trickling a byte at a time cannot hold the slot.
+            match tokio::time::timeout(self.config.idle_timeout, conn.wait_for_data()).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => return,
+                Ok(Err(e)) => return self.report_connection(e.kind(), e.to_string()),
+                Err(_) => {
+                    let idle = self.config.idle_timeout.as_secs();
+                    let reason = format!("idle for {idle}s; closed");
+                    return self.report_connection("timeout", reason);
                 }
-                Err(e) => return self.report_connection(e.kind(), e.to_string()),
+            }
+            let message = match tokio::time::timeout(header_timeout, conn.read_message()).await {
+                Ok(Ok(Some(message))) => message,
+                Ok(Ok(None)) => return,
+                Ok(Err(TransportError::Malformed(e))) => {
+                    let reason = format!("malformed message: {e}");
+                    return self.hang_up(&mut conn, ErrorCode::BadRequest, reason).await;
+                }
+                Ok(Err(e)) => return self.report_connection(e.kind(), e.to_string()),
+                Err(_) => {
+                    let waited = header_timeout.as_secs();
+                    let reason = format!("request not complete within {waited}s");
+                    return self.hang_up(&mut conn, ErrorCode::Timeout, reason).await;
+                }
             };
             let started = Instant::now();
             let (request, name, result) = match message {
@@ -97,7 +122,7 @@ impl Session {
                 }
                 other => {
                     let reason = format!("expected a request, got {}", other.name());
-                    return self.hang_up(&mut conn, reason).await;
+                    return self.hang_up(&mut conn, ErrorCode::BadRequest, reason).await;
                 }
             };
             match result {
@@ -123,15 +148,32 @@ impl Session {
         }
     }
 
-    /// Answers a client that broke the protocol and closes the connection:
-    /// the stream may be out of step, but the client still learns why.
-    async fn hang_up(&self, conn: &mut Connection<TcpStream>, reason: String) {
+    /// Tells a client that broke the protocol, or kept the server waiting
+    /// too long, why it is being dropped, and closes the connection: the
+    /// stream may be out of step, but the client still learns why.
+    async fn hang_up(&self, conn: &mut Connection<TcpStream>, code: ErrorCode, reason: String) {
         let refusal = Message::Error {
-            code: ErrorCode::BadRequest,
+            code,
             message: reason.clone(),
         };
         let _ = conn.write_message(&refusal).await;
-        self.report_connection("protocol-error", reason);
+        let kind = match code {
+            ErrorCode::BadRequest => "protocol-error".to_owned(),
+            other => other.to_string(),
+        };
+        self.report_connection(&kind, reason);
+    }
+
+    /// Turns away a connection over the limits: it is told it is `busy`,
+    /// and closed within a second or two whatever the peer does.
+    pub async fn turn_away(self, stream: TcpStream, refusal: Refusal) {
+        let mut conn = Connection::new(stream);
+        conn.set_stall_limit(TURN_AWAY_TIME);
+        let reason = refusal.to_string();
+        let told = conn.turn_away(ErrorCode::Busy, reason.clone());
+        // Whether the peer read it or not, the connection ends here.
+        let _ = tokio::time::timeout(2 * TURN_AWAY_TIME, told).await;
+        self.report_connection("busy", reason);
     }
 
     async fn put(
@@ -142,7 +184,11 @@ impl Session {
         started: Instant,
     ) -> Result<Detail, Abort> {
         let name = RemoteName::parse(name).map_err(Failure::from)?;
-        let (staged, file) = self.blocking(move |root| root.stage(&name)).await?;
+        if let Some(limit) = self.config.max_file_size.filter(|&limit| size > limit) {
+            let reason = format!("{size} bytes is more than this server accepts ({limit} bytes)");
+            return Err(Failure::new(ErrorCode::TooLarge, reason).into());
+        }
+        let (staged, file) = self.blocking(move |root| root.stage(&name, size)).await?;
         // The go-ahead comes only now, so a refused upload costs the client
         // one round trip and no body.
         conn.write_message(&Message::Proceed).await?;

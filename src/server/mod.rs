@@ -4,6 +4,7 @@
 //! bound listener and a future that completes when the server should stop,
 //! so tests can bind port 0 and stop the server when they are done.
 
+mod connections;
 mod digest_cache;
 mod handler;
 mod leftovers;
@@ -16,10 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::protocol::{ErrorCode, NameError};
 use crate::report::{Detail, Outcome, Report, Reporter, RequestKind};
+pub use connections::Limits;
+use connections::{Connections, Ended};
 use root::Root;
 
 /// How the server behaves.
@@ -27,8 +29,18 @@ use root::Root;
 pub struct Config {
     /// The directory served; created if missing.
     pub root: PathBuf,
-    /// How long a new connection may take to send its preamble.
-    pub handshake_timeout: Duration,
+    /// How many connections are served at once; the next gets `busy`.
+    pub limits: Limits,
+    /// How long the handshake, and each request once its first byte is in,
+    /// may take to arrive, however slowly it trickles.
+    pub header_timeout: Duration,
+    /// How long a connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// How long a request may wait without a byte moving either way.
+    pub stall_timeout: Duration,
+    /// The largest file a put may declare; `None` for no limit but the
+    /// free space.
+    pub max_file_size: Option<u64>,
     /// How long requests in flight may run on after shutdown is asked for.
     pub shutdown_grace: Duration,
 }
@@ -38,7 +50,14 @@ impl Config {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Config {
             root: root.into(),
-            handshake_timeout: Duration::from_secs(30),
+            limits: Limits {
+                total: 1000,
+                per_ip: None,
+            },
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(5 * 60),
+            stall_timeout: Duration::from_secs(60),
+            max_file_size: None,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -57,7 +76,7 @@ pub enum ServerError {
 /// A server ready to run: its root is open.
 pub struct Server {
     root: Arc<Root>,
-    config: Config,
+    config: Arc<Config>,
     reporter: Reporter,
 }
 
@@ -70,7 +89,7 @@ impl Server {
         })?;
         Ok(Server {
             root: Arc::new(root),
-            config,
+            config: Arc::new(config),
             reporter,
         })
     }
@@ -85,20 +104,25 @@ impl Server {
     /// and cancels the rest. A cancelled upload removes its temporary file.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.start_removing_leftovers();
-        let mut connections = JoinSet::new();
+        let mut connections = Connections::new(self.config.limits);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let peer = canonical_peer(peer);
                         let session = handler::Session {
                             root: Arc::clone(&self.root),
                             reporter: Arc::clone(&self.reporter),
-                            peer: canonical_peer(peer),
-                            handshake_timeout: self.config.handshake_timeout,
+                            peer,
+                            config: Arc::clone(&self.config),
                         };
-                        connections.spawn(session.serve(stream));
+                        match connections.admit(peer.ip()) {
+                            Ok(()) => connections.spawn(peer, session.serve(stream)),
+                            // Detached: it ends within a second or two.
+                            Err(refusal) => drop(tokio::spawn(session.turn_away(stream, refusal))),
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot accept a connection");
@@ -106,15 +130,15 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                Some(finished) = connections.join_next(), if !connections.is_empty() => {
-                    log_task_end(finished);
+                Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                    self.report_panic(ended);
                 }
             }
         }
         drop(listener);
         let drained = tokio::time::timeout(self.config.shutdown_grace, async {
-            while let Some(finished) = connections.join_next().await {
-                log_task_end(finished);
+            while let Some(ended) = connections.join_next().await {
+                self.report_panic(ended);
             }
         })
         .await;
@@ -125,6 +149,19 @@ impl Server {
             );
             connections.abort_all();
             while connections.join_next().await.is_some() {}
+        }
+    }
+
+    /// Reports a connection whose task panicked: a bug, but one that cost
+    /// only that connection.
+    fn report_panic(&self, ended: Ended) {
+        if let Some(panic) = ended.panic {
+            let outcome = Outcome::Failed {
+                kind: "internal-error".to_owned(),
+                message: format!("server bug, this connection was closed: {panic}"),
+            };
+            let peer = ended.peer.to_string();
+            (self.reporter)(&Report::now(peer, RequestKind::Connection, None, outcome));
         }
     }
 
@@ -154,14 +191,6 @@ impl Server {
                 ));
             }
         });
-    }
-}
-
-fn log_task_end(finished: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = finished {
-        if e.is_panic() {
-            tracing::error!(error = %e, "a connection task panicked; its connection was closed");
-        }
     }
 }
 

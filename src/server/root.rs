@@ -62,9 +62,11 @@ impl Root {
         Ok((file.into_std(), metadata.len()))
     }
 
-    /// Prepares to receive `name`: creates missing parent directories and a
-    /// hidden temporary file beside the final name. Refuses a taken name.
-    pub fn stage(&self, name: &RemoteName) -> Result<(Staged, std::fs::File), Failure> {
+    /// Prepares to receive `size` bytes as `name`: creates missing parent
+    /// directories and a hidden temporary file beside the final name, and
+    /// claims the disk space. Refuses a taken name, and a file the disk
+    /// cannot hold.
+    pub fn stage(&self, name: &RemoteName, size: u64) -> Result<(Staged, std::fs::File), Failure> {
         // Open first and create only what is missing, so that a parent that
         // is a file, or a symlink leading outside, is reported as such rather
         // than as a failed mkdir.
@@ -83,7 +85,9 @@ impl Root {
                 "a directory by that name exists",
             ));
         }
-        Staged::create(parent, Path::new(file_name)).map_err(classify)
+        let (staged, file) = Staged::create(parent, Path::new(file_name)).map_err(classify)?;
+        reserve(&file, size)?;
+        Ok((staged, file))
     }
 
     /// The entries of the root, or of the directory `dir` beneath it, sorted
@@ -165,6 +169,33 @@ impl Root {
             None => self.dir.try_clone(),
         }
     }
+}
+
+/// Claims `size` bytes of disk for `file` before its body is sent, so that
+/// an upload the disk cannot hold is refused up front rather than failing
+/// part way. Where the filesystem cannot reserve space, its free space is
+/// checked instead.
+fn reserve(file: &std::fs::File, size: u64) -> Result<(), Failure> {
+    use rustix::fs::FallocateFlags;
+    use rustix::io::Errno;
+    if size == 0 {
+        return Ok(());
+    }
+    let fits = match rustix::fs::fallocate(file, FallocateFlags::KEEP_SIZE, 0, size) {
+        Ok(()) => return Ok(()),
+        Err(Errno::NOSPC | Errno::DQUOT | Errno::FBIG) => false,
+        // Not supported here; the write will find out for sure.
+        Err(_) => rustix::fs::fstatvfs(file)
+            .map_or(true, |fs| size <= fs.f_bavail.saturating_mul(fs.f_frsize)),
+    };
+    if fits {
+        return Ok(());
+    }
+    let free = rustix::fs::fstatvfs(file).map_or(0, |fs| fs.f_bavail.saturating_mul(fs.f_frsize));
+    Err(Failure::new(
+        ErrorCode::InsufficientStorage,
+        format!("not enough space on the server's disk: {size} bytes needed, {free} free"),
+    ))
 }
 
 fn check_is_file(metadata: &Metadata) -> Result<(), Failure> {

@@ -22,8 +22,9 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags};
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 
@@ -46,11 +47,19 @@ const HASH_READ: usize = 256 * 1024;
 /// seen during a large file; the socket buffer bounds each call anyway.
 const SENDFILE_STEP: usize = 16 * 1024 * 1024;
 
+/// The socket as the data thread sees it: its descriptor, and how long the
+/// peer may leave it without progress before the transfer is given up.
+#[derive(Clone, Copy)]
+pub struct Wire<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub stall_limit: Duration,
+}
+
 /// Sends the first `size` bytes of `file` on `socket` and returns their
 /// digest: `known` if given, otherwise computed from the file as it is sent.
 /// `moved` counts the bytes sent so far.
 pub fn send_file(
-    socket: BorrowedFd<'_>,
+    socket: Wire<'_>,
     file: &File,
     size: u64,
     known: Option<Digest>,
@@ -95,7 +104,7 @@ pub struct Received {
 /// that arrived along with the frame before it, then the rest from
 /// `socket`. Never reads past the body's end. `moved` counts bytes received.
 pub fn receive_file(
-    socket: BorrowedFd<'_>,
+    socket: Wire<'_>,
     prefix: &[u8],
     file: &File,
     size: u64,
@@ -126,7 +135,7 @@ pub fn receive_file(
 /// copies each byte once, into the page cache. A second thread reads back
 /// what has been written, from the page cache, and hashes it.
 fn receive_spliced(
-    socket: BorrowedFd<'_>,
+    socket: Wire<'_>,
     mut writer: FileWriter<'_>,
     hasher: blake3::Hasher,
     remaining: u64,
@@ -153,7 +162,7 @@ fn receive_spliced(
         while left > 0 {
             let step = buffer_len(left, pipe_len);
             let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-            let n = match rustix::pipe::splice(socket, None, &pipe_in, None, step, flags) {
+            let n = match rustix::pipe::splice(socket.fd, None, &pipe_in, None, step, flags) {
                 Ok(0) => {
                     outcome = Err(TransportError::Closed);
                     break;
@@ -322,7 +331,7 @@ fn hash_file(file: &File, size: u64, stop: &AtomicBool) -> Result<Digest, Transp
 
 /// Sends the first `size` bytes of `file` with sendfile(2).
 fn sendfile_all(
-    socket: BorrowedFd<'_>,
+    socket: Wire<'_>,
     file: &File,
     size: u64,
     moved: &AtomicU64,
@@ -330,7 +339,7 @@ fn sendfile_all(
     let mut offset = 0;
     while offset < size {
         let step = buffer_len(size - offset, SENDFILE_STEP);
-        match rustix::fs::sendfile(socket, file, Some(&mut offset), step) {
+        match rustix::fs::sendfile(socket.fd, file, Some(&mut offset), step) {
             Ok(0) => {
                 return Err(TransportError::FileShrank {
                     sent: offset,
@@ -352,11 +361,11 @@ fn sendfile_all(
 }
 
 /// Fills `buffer` from the socket.
-fn fill(socket: BorrowedFd<'_>, buffer: &mut [u8]) -> Result<(), TransportError> {
+fn fill(socket: Wire<'_>, buffer: &mut [u8]) -> Result<(), TransportError> {
     let mut filled = 0;
     while filled < buffer.len() {
         match rustix::net::recv(
-            socket,
+            socket.fd,
             &mut buffer[filled..],
             rustix::net::RecvFlags::empty(),
         ) {
@@ -370,10 +379,14 @@ fn fill(socket: BorrowedFd<'_>, buffer: &mut [u8]) -> Result<(), TransportError>
     Ok(())
 }
 
-/// Waits until the socket is ready for `interest`, or has failed.
-fn wait_for(socket: BorrowedFd<'_>, interest: PollFlags) -> Result<(), TransportError> {
-    let mut fds = [PollFd::new(&socket, interest)];
-    match rustix::event::poll(&mut fds, None) {
+/// Waits until the socket is ready for `interest`, or has failed; gives up
+/// with [`TransportError::Stalled`] if the peer lets its stall limit pass.
+fn wait_for(socket: Wire<'_>, interest: PollFlags) -> Result<(), TransportError> {
+    let mut fds = [PollFd::new(&socket.fd, interest)];
+    // A limit too large for a timespec is as good as none.
+    let limit = Timespec::try_from(socket.stall_limit).ok();
+    match rustix::event::poll(&mut fds, limit.as_ref()) {
+        Ok(0) => Err(TransportError::Stalled(socket.stall_limit)),
         // Readiness, an error or a hang-up: the next call says which.
         Ok(_) | Err(Errno::INTR) => Ok(()),
         Err(e) => Err(TransportError::Io(e.into())),
@@ -405,6 +418,13 @@ mod tests {
             .collect()
     }
 
+    fn wire(socket: &UnixStream) -> Wire<'_> {
+        Wire {
+            fd: socket.as_fd(),
+            stall_limit: Duration::from_secs(30),
+        }
+    }
+
     fn file_holding(data: &[u8]) -> File {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(data).unwrap();
@@ -431,7 +451,7 @@ mod tests {
                 got
             });
             let moved = AtomicU64::new(0);
-            let digest = send_file(ours.as_fd(), &file, len as u64, None, &moved).unwrap();
+            let digest = send_file(wire(&ours), &file, len as u64, None, &moved).unwrap();
             assert_eq!(digest, *blake3::hash(&data).as_bytes(), "{len} bytes");
             assert_eq!(reader.join().unwrap(), data, "{len} bytes");
             assert_eq!(moved.load(Ordering::Relaxed), len as u64);
@@ -442,7 +462,7 @@ mod tests {
     fn a_file_shorter_than_declared_is_an_error() {
         let file = file_holding(&noise(1000));
         let (ours, _theirs) = UnixStream::pair().unwrap();
-        let sent = send_file(ours.as_fd(), &file, 2000, None, &AtomicU64::new(0));
+        let sent = send_file(wire(&ours), &file, 2000, None, &AtomicU64::new(0));
         assert!(
             matches!(sent, Err(TransportError::FileShrank { .. })),
             "{sent:?}"
@@ -459,7 +479,7 @@ mod tests {
             let file = tempfile::tempfile().unwrap();
             let moved = AtomicU64::new(0);
             let received =
-                receive_file(ours.as_fd(), &data[..prefix_len], &file, len as u64, &moved).unwrap();
+                receive_file(wire(&ours), &data[..prefix_len], &file, len as u64, &moved).unwrap();
             assert!(received.sink_error.is_none());
             assert_eq!(received.digest, *blake3::hash(&data).as_bytes());
             assert_eq!(
@@ -483,7 +503,7 @@ mod tests {
             // Read-only: every write fails.
             let file = File::open(tempfile::NamedTempFile::new().unwrap().path()).unwrap();
             let received =
-                receive_file(ours.as_fd(), &[], &file, len as u64, &AtomicU64::new(0)).unwrap();
+                receive_file(wire(&ours), &[], &file, len as u64, &AtomicU64::new(0)).unwrap();
             assert!(received.sink_error.is_some(), "{len} bytes");
             sender.join().unwrap();
             let mut rest = Vec::new();
@@ -502,7 +522,7 @@ mod tests {
         let temp = tempfile::NamedTempFile::new().unwrap();
         let file = File::options().write(true).open(temp.path()).unwrap();
         let received =
-            receive_file(ours.as_fd(), &[], &file, len as u64, &AtomicU64::new(0)).unwrap();
+            receive_file(wire(&ours), &[], &file, len as u64, &AtomicU64::new(0)).unwrap();
         assert!(received.sink_error.is_some());
         sender.join().unwrap();
         let mut rest = Vec::new();
@@ -514,7 +534,7 @@ mod tests {
     fn a_body_cut_short_is_an_error() {
         let (ours, _sender) = peer_sending(noise(1 << 20));
         let file = tempfile::tempfile().unwrap();
-        let received = receive_file(ours.as_fd(), &[], &file, 2 << 20, &AtomicU64::new(0));
+        let received = receive_file(wire(&ours), &[], &file, 2 << 20, &AtomicU64::new(0));
         assert!(
             matches!(received, Err(TransportError::Closed)),
             "{:?}",

@@ -11,7 +11,7 @@ mod body;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use crate::protocol::{
     self, DecodeError, ErrorCode, Message, Preamble, PreambleError, PREAMBLE_LEN, VERSION,
 };
 pub use body::Digest;
-use body::Received;
+use body::{Received, Wire};
 
 /// Bytes asked of the socket per read while waiting for a frame.
 const FRAME_READ_CHUNK: usize = 8 * 1024;
@@ -67,6 +67,9 @@ pub enum TransportError {
     /// the declared number of bytes.
     #[error("file shrank to {sent} of its {declared} bytes while it was being sent")]
     FileShrank { sent: u64, declared: u64 },
+    /// The peer let the stall limit pass without sending or taking a byte.
+    #[error("no progress for {}s; gave up on the peer", .0.as_secs())]
+    Stalled(Duration),
     /// The body's digest did not match its trailer. The connection remains
     /// usable.
     #[error("BLAKE3 digest of the received data does not match the sender's")]
@@ -86,6 +89,7 @@ impl TransportError {
     pub fn kind(&self) -> &'static str {
         match self {
             TransportError::Closed | TransportError::Io(_) => "connection-lost",
+            TransportError::Stalled(_) => "timeout",
             TransportError::Malformed(_)
             | TransportError::Unexpected { .. }
             | TransportError::TooLarge(_) => "protocol-error",
@@ -106,7 +110,13 @@ pub struct Connection<S> {
     read_buf: Vec<u8>,
     /// Encoded frames not yet written.
     write_buf: Vec<u8>,
+    /// How long any one read or write may wait for the peer.
+    stall_limit: Duration,
 }
+
+/// How long a connection waits for its peer to move a byte, unless told
+/// otherwise with [`Connection::set_stall_limit`].
+pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(60);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a connected stream; nothing is sent yet.
@@ -115,7 +125,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             stream,
             read_buf: Vec::new(),
             write_buf: Vec::new(),
+            stall_limit: DEFAULT_STALL_LIMIT,
         }
+    }
+
+    /// Sets how long any one read or write, of a frame or of a body, may
+    /// wait for the peer before failing with [`TransportError::Stalled`].
+    pub fn set_stall_limit(&mut self, limit: Duration) {
+        self.stall_limit = limit;
     }
 
     /// The underlying stream.
@@ -166,6 +183,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Err(error);
         }
         self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Turns the peer away before any handshake: our preamble, so that a
+    /// ferry client reads on, then an `Error` frame saying why. Then waits,
+    /// within the stall limit, for the peer to hang up: closing with its
+    /// preamble still unread would reset the connection, and a reset can
+    /// discard the reason before the peer reads it.
+    pub async fn turn_away(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), TransportError> {
+        self.write_buf.extend_from_slice(&Preamble::OURS.to_bytes());
+        self.write_message(&Message::Error { code, message })
+            .await?;
+        self.stream.shutdown().await?;
+        while self.fill_read_buf().await? > 0 {
+            self.read_buf.clear();
+        }
         Ok(())
     }
 
@@ -221,12 +258,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// Waits until the peer sends something, without consuming it: `true`
+    /// once a byte is at hand, `false` if the peer closed the connection.
+    /// Has no stall limit; the caller decides how long to wait.
+    pub async fn wait_for_data(&mut self) -> Result<bool, TransportError> {
+        Ok(!self.read_buf.is_empty() || self.read_more().await? > 0)
+    }
+
     /// Sends everything queued.
     pub async fn flush(&mut self) -> Result<(), TransportError> {
-        self.stream.write_all(&self.write_buf).await?;
+        let limit = self.stall_limit;
+        let written = tokio::time::timeout(limit, async {
+            self.stream.write_all(&self.write_buf).await?;
+            self.stream.flush().await
+        })
+        .await;
         self.write_buf.clear();
-        self.stream.flush().await?;
-        Ok(())
+        match written {
+            Ok(done) => Ok(done?),
+            Err(_) => Err(TransportError::Stalled(limit)),
+        }
     }
 
     /// Sends one message now.
@@ -235,7 +286,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.flush().await
     }
 
+    /// Reads what the peer has sent into the read buffer, within the stall
+    /// limit; 0 means the peer closed the connection.
     async fn fill_read_buf(&mut self) -> Result<usize, TransportError> {
+        let limit = self.stall_limit;
+        match tokio::time::timeout(limit, self.read_more()).await {
+            Ok(read) => Ok(read?),
+            Err(_) => Err(TransportError::Stalled(limit)),
+        }
+    }
+
+    async fn read_more(&mut self) -> io::Result<usize> {
         let mut chunk = [0; FRAME_READ_CHUNK];
         let n = self.stream.read(&mut chunk).await?;
         self.read_buf.extend_from_slice(&chunk[..n]);
@@ -311,14 +372,21 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Connection<S> {
     async fn on_data_thread<T: Send + 'static>(
         &self,
         progress: &mut (dyn FnMut(u64) + Send),
-        work: impl FnOnce(BorrowedFd<'_>, &AtomicU64) -> T + Send + 'static,
+        work: impl FnOnce(Wire<'_>, &AtomicU64) -> T + Send + 'static,
     ) -> Result<T, TransportError> {
         let socket = Arc::new(self.stream.as_fd().try_clone_to_owned()?);
         let hang_up = ShutdownOnDrop(Some(Arc::clone(&socket)));
         let moved = Arc::new(AtomicU64::new(0));
         let mut task = tokio::task::spawn_blocking({
             let moved = Arc::clone(&moved);
-            move || work(socket.as_fd(), &moved)
+            let stall_limit = self.stall_limit;
+            move || {
+                let wire = Wire {
+                    fd: socket.as_fd(),
+                    stall_limit,
+                };
+                work(wire, &moved)
+            }
         });
         let mut reported = 0;
         let mut report = |progress: &mut (dyn FnMut(u64) + Send)| {
