@@ -1,17 +1,26 @@
 //! Atomic, never-overwriting file creation.
 //!
-//! A transfer is written to a hidden temporary file in the directory of its
+//! A transfer is written to a temporary file in the directory of its
 //! destination and appears under its real name only when [`Staged::commit`]
-//! moves it there with a rename that refuses to replace anything. Until
-//! then, and if the transfer fails or its task is dropped, the temporary file
-//! is removed, so a name only ever shows a complete, verified file.
+//! has synced it to disk and moved it there with a rename that refuses to
+//! replace anything, then synced the directory. Until then, and if the
+//! transfer fails or its task is dropped, the temporary file is removed, so
+//! a name only ever shows a complete, verified file that a power cut will
+//! not take back.
+//!
+//! The temporary file is hidden by a name ([`Staged::create`]), which a
+//! server can sweep up after a crash, or has no name at all
+//! ([`Staged::create_unnamed`], `O_TMPFILE`), so that even a process killed
+//! outright leaves nothing behind.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::fs::{Dir, OpenOptions};
-use rustix::fs::{AtFlags, RenameFlags};
+use std::os::fd::AsRawFd;
+
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::protocol::TEMP_PREFIX;
@@ -19,11 +28,12 @@ use crate::protocol::TEMP_PREFIX;
 /// Distinguishes the temporary files of one process.
 static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
 
-/// A file being written under a temporary name.
+/// A file being written under a temporary name, or none.
 #[derive(Debug)]
 pub struct Staged {
     dir: Dir,
-    temp_name: String,
+    /// `None` for an unnamed (`O_TMPFILE`) file.
+    temp_name: Option<String>,
     final_name: PathBuf,
     committed: bool,
 }
@@ -36,6 +46,36 @@ impl Staged {
         if dir.symlink_metadata(final_name).is_ok() {
             return Err(already_exists());
         }
+        Self::create_named(dir, final_name)
+    }
+
+    /// Like [`Staged::create`], but the file has no name until it is
+    /// committed, so nothing is left behind however the process ends. Falls
+    /// back to a named temporary file where the filesystem has no
+    /// `O_TMPFILE`.
+    pub fn create_unnamed(dir: Dir, final_name: &Path) -> io::Result<(Staged, std::fs::File)> {
+        if dir.symlink_metadata(final_name).is_ok() {
+            return Err(already_exists());
+        }
+        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+        match rustix::fs::openat(&dir, ".", flags, Mode::from_raw_mode(0o666)) {
+            Ok(fd) => {
+                let staged = Staged {
+                    dir,
+                    temp_name: None,
+                    final_name: final_name.to_owned(),
+                    committed: false,
+                };
+                Ok((staged, std::fs::File::from(fd)))
+            }
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {
+                Self::create_named(dir, final_name)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn create_named(dir: Dir, final_name: &Path) -> io::Result<(Staged, std::fs::File)> {
         let temp_name = format!(
             "{TEMP_PREFIX}{}-{}",
             std::process::id(),
@@ -49,56 +89,90 @@ impl Staged {
         )?;
         let staged = Staged {
             dir,
-            temp_name,
+            temp_name: Some(temp_name),
             final_name: final_name.to_owned(),
             committed: false,
         };
         Ok((staged, file.into_std()))
     }
 
-    /// Moves the temporary file to its final name, unless something else took
-    /// that name meanwhile (then `AlreadyExists`, and the temporary file goes).
-    pub fn commit(mut self) -> io::Result<()> {
+    /// Syncs `file`, the one [`Staged::create`] gave, to disk; moves it to
+    /// its final name unless something else took that name meanwhile (then
+    /// `AlreadyExists`, and the temporary file goes); then syncs the
+    /// directory, so the name survives a power cut too.
+    pub fn commit(mut self, file: &std::fs::File) -> io::Result<()> {
+        file.sync_data()?;
+        match &self.temp_name {
+            Some(temp_name) => self.rename_into_place(temp_name)?,
+            None => self.link_into_place(file)?,
+        }
+        self.committed = true;
+        // cap-std's handle may be O_PATH, which cannot be synced.
+        let readable = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::openat(&self.dir, ".", readable, Mode::empty())?;
+        rustix::fs::fsync(dir)?;
+        Ok(())
+    }
+
+    fn rename_into_place(&self, temp_name: &str) -> io::Result<()> {
         let renamed = rustix::fs::renameat_with(
             &self.dir,
-            &self.temp_name,
+            temp_name,
             &self.dir,
             &self.final_name,
             RenameFlags::NOREPLACE,
         );
         match renamed {
-            Ok(()) => {}
-            Err(Errno::EXIST) => return Err(already_exists()),
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => Err(already_exists()),
             // Filesystems without RENAME_NOREPLACE: a hard link also refuses
             // to replace, and the temporary name is then removed.
             Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
                 rustix::fs::linkat(
                     &self.dir,
-                    &self.temp_name,
+                    temp_name,
                     &self.dir,
                     &self.final_name,
                     AtFlags::empty(),
                 )
-                .map_err(|e| match e {
-                    Errno::EXIST => already_exists(),
-                    other => other.into(),
-                })?;
-                self.dir.remove_file(&self.temp_name)?;
+                .map_err(not_replacing)?;
+                self.dir.remove_file(temp_name)
             }
-            Err(other) => return Err(other.into()),
+            Err(other) => Err(other.into()),
         }
-        self.committed = true;
-        Ok(())
+    }
+
+    /// Gives an unnamed file its name; linking, like renaming without
+    /// replacement, fails if the name is taken.
+    fn link_into_place(&self, file: &std::fs::File) -> io::Result<()> {
+        // The way open(2) documents: through /proc, which needs no
+        // privilege, where AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
+        let through_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let linked = rustix::fs::linkat(
+            rustix::fs::CWD,
+            &through_proc,
+            &self.dir,
+            &self.final_name,
+            AtFlags::SYMLINK_FOLLOW,
+        );
+        match linked {
+            Err(Errno::NOENT) => {
+                rustix::fs::linkat(file, "", &self.dir, &self.final_name, AtFlags::EMPTY_PATH)
+            }
+            other => other,
+        }
+        .map_err(not_replacing)
     }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if !self.committed {
-            if let Err(e) = self.dir.remove_file(&self.temp_name) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(temp = %self.temp_name, error = %e, "cannot remove temporary file");
-                }
+        let Some(temp_name) = self.temp_name.as_ref().filter(|_| !self.committed) else {
+            return;
+        };
+        if let Err(e) = self.dir.remove_file(temp_name) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(temp = %temp_name, error = %e, "cannot remove temporary file");
             }
         }
     }
@@ -111,6 +185,13 @@ pub fn temp_file_owner(name: &str) -> Option<u32> {
     let (pid, counter) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
     counter.parse::<u64>().ok()?;
     pid.parse().ok()
+}
+
+fn not_replacing(error: Errno) -> io::Error {
+    match error {
+        Errno::EXIST => already_exists(),
+        other => other.into(),
+    }
 }
 
 fn already_exists() -> io::Error {
@@ -151,7 +232,7 @@ mod tests {
             names(&dir)[0].starts_with(TEMP_PREFIX),
             "hidden until committed"
         );
-        staged.commit().unwrap();
+        staged.commit(&file).unwrap();
         assert_eq!(names(&dir), ["a.txt"]);
         assert_eq!(dir.read("a.txt").unwrap(), b"hello");
     }
@@ -176,17 +257,50 @@ mod tests {
     #[test]
     fn a_name_taken_during_the_transfer_is_not_replaced() {
         let (_tmp, dir) = temp_dir();
-        let (first, _) = Staged::create(dir.try_clone().unwrap(), Path::new("a.txt")).unwrap();
+        let (first, first_file) =
+            Staged::create(dir.try_clone().unwrap(), Path::new("a.txt")).unwrap();
         let (second, mut file) =
             Staged::create(dir.try_clone().unwrap(), Path::new("a.txt")).unwrap();
         file.write_all(b"second").unwrap();
-        second.commit().unwrap();
+        second.commit(&file).unwrap();
         assert_eq!(
-            first.commit().unwrap_err().kind(),
+            first.commit(&first_file).unwrap_err().kind(),
             io::ErrorKind::AlreadyExists
         );
         assert_eq!(names(&dir), ["a.txt"]);
         assert_eq!(dir.read("a.txt").unwrap(), b"second");
+    }
+
+    #[test]
+    fn an_unnamed_file_shows_nothing_until_committed_and_nothing_if_dropped() {
+        let (_tmp, dir) = temp_dir();
+        let (staged, mut file) =
+            Staged::create_unnamed(dir.try_clone().unwrap(), Path::new("a.txt")).unwrap();
+        assert_eq!(staged.temp_name, None, "this filesystem has O_TMPFILE");
+        file.write_all(b"hello").unwrap();
+        assert!(names(&dir).is_empty());
+        staged.commit(&file).unwrap();
+        assert_eq!(names(&dir), ["a.txt"]);
+        assert_eq!(dir.read("a.txt").unwrap(), b"hello");
+
+        let (dropped, _file) =
+            Staged::create_unnamed(dir.try_clone().unwrap(), Path::new("b.txt")).unwrap();
+        drop(dropped);
+        assert_eq!(names(&dir), ["a.txt"]);
+    }
+
+    #[test]
+    fn an_unnamed_file_does_not_replace_a_name_taken_meanwhile() {
+        let (_tmp, dir) = temp_dir();
+        let (staged, file) =
+            Staged::create_unnamed(dir.try_clone().unwrap(), Path::new("a.txt")).unwrap();
+        dir.write("a.txt", b"theirs").unwrap();
+        assert_eq!(
+            staged.commit(&file).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(names(&dir), ["a.txt"]);
+        assert_eq!(dir.read("a.txt").unwrap(), b"theirs");
     }
 
     #[test]

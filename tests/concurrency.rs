@@ -223,10 +223,10 @@ fn ctrl_c_mid_download_keeps_nothing_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The download goes to an unnamed file, seen only among the client's
+    // open descriptors.
     eventually("the download has started", || {
-        common::files_under(server.client_dir())
-            .iter()
-            .any(|f| f.starts_with(TEMP_PREFIX))
+        common::has_file_open_under(client.id(), server.client_dir())
     });
     let pid = client.id().to_string();
     assert!(std::process::Command::new("kill")

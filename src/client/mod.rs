@@ -93,6 +93,10 @@ pub trait Progress: Send {
     fn advance(&mut self, bytes: u64);
 }
 
+/// The slowest disk a server is expected to sync an upload to, on top of
+/// the usual reply timeout: 10 MB/s allows 100 s more for a gigabyte.
+const SLOWEST_DISK_BYTES_PER_SEC: u64 = 10_000_000;
+
 /// A local file opened for upload.
 #[derive(Debug)]
 pub struct Upload {
@@ -221,7 +225,10 @@ impl Client {
         self.conn
             .send_file(file, size, None, &mut |n| progress.advance(n))
             .await?;
-        match self.reply().await? {
+        // The server answers once the file is on its disk, which for a large
+        // file on a slow disk takes a while after the last byte.
+        let syncing = Duration::from_secs(size / SLOWEST_DISK_BYTES_PER_SEC);
+        match self.reply_within(self.timeout + syncing).await? {
             Message::Done => Ok(size),
             other => Err(unexpected(other, "a done reply")),
         }
@@ -249,8 +256,8 @@ impl Client {
             .conn
             .recv_file(file, size, &mut |n| progress.advance(n))
             .await;
-        match received {
-            Ok(_) => {}
+        let file = match received {
+            Ok((file, _digest)) => file,
             Err(TransportError::File(source)) => {
                 return Err(ClientError::Local {
                     path: dest.to_owned(),
@@ -259,8 +266,8 @@ impl Client {
             }
             Err(TransportError::DigestMismatch) => return Err(ClientError::DigestMismatch),
             Err(other) => return Err(other.into()),
-        }
-        staged.commit().map_err(|source| match source.kind() {
+        };
+        staged.commit(&file).map_err(|source| match source.kind() {
             io::ErrorKind::AlreadyExists => ClientError::LocalExists(dest.to_owned()),
             _ => ClientError::Local {
                 path: dest.to_owned(),
@@ -310,15 +317,25 @@ impl Client {
 
     /// The server's next message; an `Error` frame becomes `Err`.
     async fn reply(&mut self) -> Result<Message, ClientError> {
-        match with_timeout(self.timeout, self.conn.expect_message()).await? {
+        self.reply_within(self.timeout).await
+    }
+
+    async fn reply_within(&mut self, timeout: Duration) -> Result<Message, ClientError> {
+        // `timeout` bounds this wait; the connection's stall limit is for
+        // bodies, and must not cut a long wait short.
+        let body_stall_limit = self.conn.stall_limit();
+        self.conn.set_stall_limit(Duration::MAX);
+        let reply = with_timeout(timeout, self.conn.expect_message()).await;
+        self.conn.set_stall_limit(body_stall_limit);
+        match reply? {
             Message::Error { code, message } => Err(ClientError::Remote { code, message }),
             message => Ok(message),
         }
     }
 }
 
-/// Checks that `dest` is free and creates the hidden temporary file that
-/// will become it.
+/// Checks that `dest` is free and creates the unnamed temporary file that
+/// will become it: a client killed mid-download leaves nothing behind.
 fn stage_download(dest: &Path) -> Result<(Staged, std::fs::File), ClientError> {
     let local = |source| ClientError::Local {
         path: dest.to_owned(),
@@ -338,7 +355,7 @@ fn stage_download(dest: &Path) -> Result<(Staged, std::fs::File), ClientError> {
         _ => Path::new("."),
     };
     let dir = Dir::open_ambient_dir(parent, cap_std::ambient_authority()).map_err(local)?;
-    Staged::create(dir, Path::new(file_name)).map_err(|source| match source.kind() {
+    Staged::create_unnamed(dir, Path::new(file_name)).map_err(|source| match source.kind() {
         io::ErrorKind::AlreadyExists => ClientError::LocalExists(dest.to_owned()),
         _ => local(source),
     })

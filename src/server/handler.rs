@@ -199,7 +199,7 @@ impl Session {
             if let Ok(stamp) = Stamp::of(&file) {
                 digest_cache::remember(&file, &stamp, &digest);
             }
-            staged.commit().map_err(classify)
+            staged.commit(&file).map_err(classify)
         })
         .await?;
         conn.write_message(&Message::Done).await?;

@@ -129,6 +129,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// How long any one read or write may wait for the peer.
+    pub fn stall_limit(&self) -> Duration {
+        self.stall_limit
+    }
+
     /// Sets how long any one read or write, of a frame or of a body, may
     /// wait for the peer before failing with [`TransportError::Stalled`].
     pub fn set_stall_limit(&mut self, limit: Duration) {

@@ -330,6 +330,15 @@ pub fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// Whether process `pid` has a file open beneath `dir`, named or not.
+pub fn has_file_open_under(pid: u32, dir: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| target.starts_with(dir))
+}
+
 /// Polls `condition` until it holds, failing after [`PATIENCE`].
 pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
