@@ -1,6 +1,6 @@
 //! Faults from outside ferry: clients killed mid-transfer, permissions,
-//! special files, files changed while they are sent, exhausted descriptors
-//! and symlinks swapped in. The server answers clearly, keeps
+//! special files, files changed while they are sent, exhausted descriptors,
+//! a full disk and symlinks swapped in. The server answers clearly, keeps
 //! nothing half-written and keeps serving. (A client killed mid-upload is
 //! tested in `concurrency.rs`.)
 
@@ -505,6 +505,55 @@ fn a_server_out_of_descriptors_refuses_clearly_does_not_spin_and_recovers() {
     assert_exit(&output, 0);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "file.txt\n");
     assert!(server.child.try_wait().unwrap().is_none(), "still running");
+}
+
+// --- A full disk ------------------------------------------------------
+
+#[test]
+fn a_disk_full_mid_upload_is_insufficient_storage_keeps_nothing_and_the_server_lives() {
+    // RLIMIT_FSIZE stands in for a full disk: a write past it fails with
+    // EFBIG (and raises SIGXFSZ, which by default would kill the server).
+    let root = tempfile::tempdir().unwrap();
+    let mut server = BinaryServer::start_configured(root, |command| {
+        with_limit(command, Resource::Fsize, 128 * 1024);
+    });
+    let local = tempfile::tempdir().unwrap();
+    // One body small enough to be received in line, one large enough to be
+    // spliced; both cross the limit.
+    write_file(
+        local.path(),
+        "inline.bin",
+        &pseudo_random_bytes(200 * 1024, 3),
+    );
+    write_file(
+        local.path(),
+        "spliced.bin",
+        &pseudo_random_bytes(4 << 20, 4),
+    );
+    write_file(local.path(), "small.txt", b"fits");
+    let port = server.port;
+    let put = |name: &str| {
+        client_at("127.0.0.1", port, &["put", name])
+            .current_dir(local.path())
+            .output()
+            .unwrap()
+    };
+    for name in ["inline.bin", "spliced.bin"] {
+        assert_exit_saying(&put(name), 1, "failed insufficient-storage");
+        let report = server.next_line();
+        assert!(
+            report.contains(&format!("put \"{name}\" failed insufficient-storage")),
+            "{report}"
+        );
+        assert!(
+            files_under(server.root.path()).is_empty(),
+            "{:?}",
+            files_under(server.root.path())
+        );
+    }
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+    assert_exit(&put("small.txt"), 0);
+    assert_eq!(files_under(server.root.path()), ["small.txt"]);
 }
 
 // --- Symlinks in the middle of a name, and swapped in -----------------
