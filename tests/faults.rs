@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{
-    assert_exit, assert_exit_saying, client_at, eventually, files_under, pseudo_random_bytes,
-    write_file, BinaryServer, RawClient, TestServer,
+    assert_exit, assert_exit_saying, client_at, describe, eventually, ferry_command, files_under,
+    pseudo_random_bytes, write_file, BinaryServer, RawClient, TestServer,
 };
 use ferry::protocol::{ErrorCode, Message};
 use rustix::process::{Resource, Rlimit};
@@ -263,6 +263,37 @@ fn a_root_that_becomes_inaccessible_is_refused_per_request_until_it_is_back() {
     assert_eq!(client.get("open.txt"), Ok(b"readable".to_vec()));
     assert_eq!(client.put("new.txt", b"accepted"), Message::Done);
     assert_eq!(files_under(&path), ["new.txt", "open.txt"]);
+}
+
+#[test]
+fn a_root_the_server_may_not_search_is_a_clear_error_at_start() {
+    let root = root_for_unprivileged_server();
+    let mut modes = Modes::default();
+    modes.set(root.path(), 0o000);
+    let mut command = ferry_command();
+    command
+        .args(["server", "0", "--bind", "127.0.0.1", "--root"])
+        .arg(root.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    unprivileged(&mut command);
+    let mut child = command.spawn().unwrap();
+    let status = common::wait_with_deadline(&mut child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("cannot serve directory {}", root.path().display());
+    assert!(
+        stderr.contains(&expected) && stderr.contains("Permission denied"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "no start line: {}",
+        describe(&output)
+    );
 }
 
 #[test]
