@@ -30,6 +30,11 @@ impl Root {
         std::fs::create_dir_all(path)?;
         let path = path.canonicalize()?;
         let dir = Dir::open_ambient_dir(&path, cap_std::ambient_authority())?;
+        // cap-std opens directories with O_PATH, which needs no permission on
+        // the directory itself. A root this process may not search would fail
+        // every request, so it is refused now rather than served. Search is
+        // enough: a root it may not read or write still serves gets or puts.
+        rustix::fs::statat(&dir, ".", rustix::fs::AtFlags::empty())?;
         Ok(Root { dir, path })
     }
 

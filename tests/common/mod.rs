@@ -254,15 +254,32 @@ impl BinaryServer {
         Self::start_serving(root, "127.0.0.1", &[])
     }
 
+    /// A server on 127.0.0.1 serving `root`, its command adjusted by
+    /// `configure` before it starts: resource limits, another user, where
+    /// its stderr goes.
+    pub fn start_configured(root: TempDir, configure: impl FnOnce(&mut Command)) -> BinaryServer {
+        Self::start_serving_with(root, "127.0.0.1", &[], configure)
+    }
+
     fn start_serving(root: TempDir, bind: &str, extra_args: &[&str]) -> BinaryServer {
-        let mut child = ferry_command()
+        Self::start_serving_with(root, bind, extra_args, |_| {})
+    }
+
+    fn start_serving_with(
+        root: TempDir,
+        bind: &str,
+        extra_args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> BinaryServer {
+        let mut command = ferry_command();
+        command
             .args(["server", "0", "--bind", bind, "--root"])
             .arg(root.path())
             .args(extra_args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut start_line = String::new();
         stdout.read_line(&mut start_line).unwrap();
@@ -274,6 +291,11 @@ impl BinaryServer {
             start_line,
             stdout,
         }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// The next report line on the server's stdout.
