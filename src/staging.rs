@@ -107,10 +107,15 @@ impl Staged {
             None => self.link_into_place(file)?,
         }
         self.committed = true;
-        // cap-std's handle may be O_PATH, which cannot be synced.
+        // cap-std's handle may be O_PATH, which cannot be synced. A
+        // directory we may write but not read (a drop box) cannot be opened
+        // to sync; syncing its whole filesystem covers it.
         let readable = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let dir = rustix::fs::openat(&self.dir, ".", readable, Mode::empty())?;
-        rustix::fs::fsync(dir)?;
+        match rustix::fs::openat(&self.dir, ".", readable, Mode::empty()) {
+            Ok(dir) => rustix::fs::fsync(dir)?,
+            Err(Errno::ACCESS) => rustix::fs::syncfs(file)?,
+            Err(e) => return Err(e.into()),
+        }
         Ok(())
     }
 

@@ -118,7 +118,6 @@ fn expect_error(reply: Option<Message>, code: ErrorCode, what: &str) -> String {
 // --- A client killed mid-download -------------------------------------
 
 #[test]
-#[ignore = "client temp file survives SIGKILL; fixed in main"]
 fn a_client_killed_mid_download_leaves_nothing_locally_and_the_server_keeps_serving() {
     let server = TestServer::start();
     sparse_file(&server.root().join("huge.bin"), 8 << 30);

@@ -34,7 +34,6 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     let server = Server::open(config, reporter)?;
     let shutdown = shutdown_signal()?;
-    let _file_too_large = survive_file_size_limit()?;
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
@@ -98,17 +97,6 @@ async fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<TcpListener> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot listen on port {port}")),
     }
-}
-
-/// Makes SIGXFSZ harmless for as long as the returned listener lives. A
-/// write past the file size limit (RLIMIT_FSIZE) raises it, and by default
-/// it kills the process, ending every connection; with a handler installed
-/// the write fails with EFBIG instead, and only that upload is refused
-/// (`insufficient-storage`). The signal itself needs no answer.
-fn survive_file_size_limit() -> anyhow::Result<tokio::signal::unix::Signal> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let xfsz = SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw());
-    signal(xfsz).context("cannot listen for SIGXFSZ")
 }
 
 /// Listens for SIGINT (Ctrl-C) and SIGTERM from now on; the future it

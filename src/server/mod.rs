@@ -66,7 +66,8 @@ impl Config {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot serve directory {path}: {source}")]
+    // The cause is the error's source; `{:#}` prints it after this.
+    #[error("cannot serve directory {path}")]
     Root {
         path: PathBuf,
         source: std::io::Error,

@@ -249,7 +249,11 @@ pub(super) fn classify(error: io::Error) -> Failure {
             ErrorCode::NotADirectory,
             "a component of the name is not a directory",
         ),
-        Kind::StorageFull | Kind::QuotaExceeded | Kind::FileTooLarge => (
+        Kind::FileTooLarge => (
+            ErrorCode::InsufficientStorage,
+            "the file is larger than the server may write (its file size limit)",
+        ),
+        Kind::StorageFull | Kind::QuotaExceeded => (
             ErrorCode::InsufficientStorage,
             "not enough space on the server's disk",
         ),
