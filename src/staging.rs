@@ -76,17 +76,27 @@ impl Staged {
     }
 
     fn create_named(dir: Dir, final_name: &Path) -> io::Result<(Staged, std::fs::File)> {
-        let temp_name = format!(
-            "{TEMP_PREFIX}{}-{}",
-            std::process::id(),
-            NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed)
-        );
         // Readable too: a body is hashed back from the page cache as it is
         // written.
-        let file = dir.open_with(
-            &temp_name,
-            OpenOptions::new().read(true).write(true).create_new(true),
-        )?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        let mut attempts = 0;
+        let (temp_name, file) = loop {
+            let temp_name = format!(
+                "{TEMP_PREFIX}{}-{}",
+                std::process::id(),
+                NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed)
+            );
+            match dir.open_with(&temp_name, &options) {
+                Ok(file) => break (temp_name, file),
+                // A process killed before us, with our id, left it; its
+                // name is not ours to take, and not the final name's fault.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let staged = Staged {
             dir,
             temp_name: Some(temp_name),
@@ -306,6 +316,20 @@ mod tests {
         );
         assert_eq!(names(&dir), ["a.txt"]);
         assert_eq!(dir.read("a.txt").unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn a_temporary_name_left_by_a_dead_process_with_our_id_is_stepped_over() {
+        let (_tmp, dir) = temp_dir();
+        let next = NEXT_TEMP_ID.load(Ordering::Relaxed);
+        let pid = std::process::id();
+        for n in next..next + 3 {
+            dir.write(format!("{TEMP_PREFIX}{pid}-{n}"), b"stale")
+                .unwrap();
+        }
+        let (staged, file) = Staged::create(dir.try_clone().unwrap(), Path::new("a.txt")).unwrap();
+        staged.commit(&file).unwrap();
+        assert!(names(&dir).contains(&"a.txt".to_owned()));
     }
 
     #[test]

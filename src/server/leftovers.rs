@@ -5,10 +5,12 @@
 //! clients, but they hold disk space, so a starting server looks for them.
 //! A temporary file is named after the process that made it; one whose
 //! process is still running, such as another server sharing the directory,
-//! is left alone.
+//! is left alone. One named after this very process is a dead one's whose
+//! id was reused if it is older than this process's start.
 
 use std::io;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use cap_std::fs::Dir;
 
@@ -21,9 +23,15 @@ pub struct Leftover {
     pub removed: io::Result<()>,
 }
 
-/// Removes every temporary file under `root` whose process is gone. Does
-/// not follow symlinks, so it never leaves `root`.
-pub fn remove_leftovers(root: &Dir) -> Vec<Leftover> {
+/// Removes every temporary file under `root` whose process is gone; this
+/// process started at `started`. Does not follow symlinks, so it never
+/// leaves `root`.
+pub fn remove_leftovers(root: &Dir, started: SystemTime) -> Vec<Leftover> {
+    // File times are coarse-grained; a second's margin keeps our own fresh
+    // files safe. A dead process whose id came back to us within a second
+    // of its death is not a real concern: ids are reused after tens of
+    // thousands of others.
+    let ours_before = started.checked_sub(Duration::from_secs(1));
     let mut found = Vec::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
@@ -44,7 +52,13 @@ pub fn remove_leftovers(root: &Dir) -> Vec<Leftover> {
             if kind.is_dir() {
                 pending.push(path);
             } else if let Some(owner) = name.to_str().and_then(temp_file_owner) {
-                if !is_running(owner) {
+                let stale = if owner == std::process::id() {
+                    let modified = entry.metadata().and_then(|m| m.modified());
+                    modified.is_ok_and(|m| Some(m.into_std()) < ours_before)
+                } else {
+                    !is_running(owner)
+                };
+                if stale {
                     let removed = root.remove_file(&path);
                     found.push(Leftover { path, removed });
                 }
@@ -71,9 +85,33 @@ fn is_running(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::TEMP_PREFIX;
 
     #[test]
     fn this_process_is_running() {
         assert!(is_running(std::process::id()));
+    }
+
+    #[test]
+    fn a_file_of_our_own_id_is_a_leftover_only_if_older_than_our_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        let pid = std::process::id();
+        let old = format!("{TEMP_PREFIX}{pid}-0");
+        let fresh = format!("{TEMP_PREFIX}{pid}-1");
+        root.write(&old, b"dead").unwrap();
+        root.write(&fresh, b"live").unwrap();
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let old_file = root.open_with(&old, cap_std::fs::OpenOptions::new().write(true));
+        old_file
+            .unwrap()
+            .into_std()
+            .set_modified(an_hour_ago)
+            .unwrap();
+
+        let found = remove_leftovers(&root, SystemTime::now());
+        let removed: Vec<_> = found.iter().map(|l| l.path.clone()).collect();
+        assert_eq!(removed, [PathBuf::from(&old)]);
+        assert!(root.exists(&fresh));
     }
 }

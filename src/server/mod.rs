@@ -172,8 +172,9 @@ impl Server {
     fn start_removing_leftovers(&self) {
         let root = Arc::clone(&self.root);
         let reporter = Arc::clone(&self.reporter);
+        let started = std::time::SystemTime::now();
         tokio::task::spawn_blocking(move || {
-            for leftover in root.remove_leftovers() {
+            for leftover in root.remove_leftovers(started) {
                 let outcome = match leftover.removed {
                     Ok(()) => Outcome::Ok(Detail::None),
                     Err(e) => Outcome::Failed {

@@ -44,8 +44,8 @@ impl Root {
     }
 
     /// Removes the temporary files of dead processes; see [`super::leftovers`].
-    pub fn remove_leftovers(&self) -> Vec<Leftover> {
-        super::leftovers::remove_leftovers(&self.dir)
+    pub fn remove_leftovers(&self, started: std::time::SystemTime) -> Vec<Leftover> {
+        super::leftovers::remove_leftovers(&self.dir, started)
     }
 
     /// Opens a regular file for reading and returns it with its size.
