@@ -64,7 +64,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The benchmark's helpers for sizes, tables, logs and /proc.
+# The benchmark's helpers for sizes, tables, logs and /proc; no
+# __pycache__ left in the clone for importing them.
+sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402  (after the path is set)
     FERRY_EXIT_CODES, KIB, MIB, GIB, file_sha256, human_size, log, log_tail,
@@ -583,12 +585,14 @@ def descriptors(pid):
 
 
 class Monitor:
-    """Samples the server's memory and descriptors once a second."""
+    """Samples the server's memory and descriptors once a second, and keeps
+    one sample every 30 s to show whether memory keeps growing."""
 
     def __init__(self, pid):
         self.pid = pid
         self.peak_fds = 0
         self.peak_rss = 0
+        self.history = []  # (seconds into the run, VmRSS KiB, descriptors)
 
     def sample(self):
         rss, _ = process_memory_kib(self.pid)
@@ -658,6 +662,7 @@ class Soak:
                 rss, fds = monitor.sample()
                 if time.monotonic() >= next_report:
                     next_report += 30
+                    monitor.history.append((time.monotonic() - started, rss, fds))
                     with self.ledger.lock:
                         done = sum(self.ledger.ok.values())
                         kills = sum(self.ledger.killed.values())
@@ -817,6 +822,8 @@ def details(soak, facts):
     ledger = soak.ledger
     lines = [f"kills sent by the killer: {dict(soak.kills_sent)}; landed"
              f" (client died of SIGKILL): {dict(ledger.killed)}"]
+    lines.append("server every 30 s (s: VmRSS MiB, descriptors): " + ", ".join(
+        f"{seconds:.0f}: {mib(rss)}, {fds}" for seconds, rss, fds in facts["monitor"].history))
     outcomes, other = facts["server_log"]
     lines.append("server log, requests by outcome: " + ", ".join(
         f"{kind} {outcome} {n}" for (kind, outcome), n in sorted(outcomes.items())))
