@@ -584,6 +584,17 @@ def descriptors(pid):
     return fds
 
 
+def memory_status(pid):
+    """VmRSS, RssAnon and RssFile in KiB, and the thread count: whether
+    growth is heap, code paged in, or thread stacks."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "Threads"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
 class Monitor:
     """Samples the server's memory and descriptors once a second, and keeps
     one sample every 30 s to show whether memory keeps growing."""
@@ -592,7 +603,7 @@ class Monitor:
         self.pid = pid
         self.peak_fds = 0
         self.peak_rss = 0
-        self.history = []  # (seconds into the run, VmRSS KiB, descriptors)
+        self.history = []  # (seconds into the run, memory_status, descriptors)
 
     def sample(self):
         rss, _ = process_memory_kib(self.pid)
@@ -662,7 +673,8 @@ class Soak:
                 rss, fds = monitor.sample()
                 if time.monotonic() >= next_report:
                     next_report += 30
-                    monitor.history.append((time.monotonic() - started, rss, fds))
+                    monitor.history.append(
+                        (time.monotonic() - started, memory_status(server.proc.pid), fds))
                     with self.ledger.lock:
                         done = sum(self.ledger.ok.values())
                         kills = sum(self.ledger.killed.values())
@@ -822,8 +834,16 @@ def details(soak, facts):
     ledger = soak.ledger
     lines = [f"kills sent by the killer: {dict(soak.kills_sent)}; landed"
              f" (client died of SIGKILL): {dict(ledger.killed)}"]
-    lines.append("server every 30 s (s: VmRSS MiB, descriptors): " + ", ".join(
-        f"{seconds:.0f}: {mib(rss)}, {fds}" for seconds, rss, fds in facts["monitor"].history))
+    lines.append("server memory in MiB (VmRSS = RssAnon + RssFile + RssShmem),"
+                 " threads and descriptors:")
+    samples = [("start", facts["status_idle"], facts["fds_idle"])]
+    samples += [(f"{seconds:.0f} s", status, fds)
+                for seconds, status, fds in facts["monitor"].history]
+    samples.append(("after settle", facts["status_end"], facts["fds_end"]))
+    for when, status, fds in samples:
+        lines.append(f"    {when:>12}: VmRSS {mib(status['VmRSS'])}, RssAnon"
+                     f" {mib(status['RssAnon'])}, RssFile {mib(status['RssFile'])},"
+                     f" {status['Threads']} threads, {fds} fds")
     outcomes, other = facts["server_log"]
     lines.append("server log, requests by outcome: " + ", ".join(
         f"{kind} {outcome} {n}" for (kind, outcome), n in sorted(outcomes.items())))
@@ -901,7 +921,8 @@ def soak_and_check(args, soak):
     try:
         # What the server holds once up, before any request.
         time.sleep(0.5)
-        facts["rss_idle"], _ = process_memory_kib(server.proc.pid)
+        facts["status_idle"] = memory_status(server.proc.pid)
+        facts["rss_idle"] = facts["status_idle"]["VmRSS"]
         facts["fds_idle_map"] = descriptors(server.proc.pid)
         facts["fds_idle"] = len(facts["fds_idle_map"])
         log(f"soak: server on port {server.port}, {mib(facts['rss_idle'])} MiB,"
@@ -912,7 +933,8 @@ def soak_and_check(args, soak):
         if server.proc.poll() is not None:
             raise SoakError(f"the server exited with {server.proc.returncode}"
                             + log_tail(server.log_path))
-        facts["rss_end"], _ = process_memory_kib(server.proc.pid)
+        facts["status_end"] = memory_status(server.proc.pid)
+        facts["rss_end"] = facts["status_end"]["VmRSS"]
         facts["fds_end_map"] = descriptors(server.proc.pid)
         facts["fds_end"] = len(facts["fds_end_map"])
         log("soak: checking the served root and the download directories")
