@@ -227,7 +227,8 @@ class Flights:
         self._lock = threading.Lock()
 
     def run(self, worker, kind, command, stdout_path, stderr_path):
-        """Runs command to its end. Returns (exit code or -signal, stderr)."""
+        """Runs command to its end. Returns (exit code or -signal, stderr,
+        process id)."""
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             proc = subprocess.Popen(
                 [str(part) for part in command], stdin=subprocess.DEVNULL,
@@ -253,7 +254,7 @@ class Flights:
         stderr = Path(stderr_path).read_text(errors="replace").strip()
         if not exited:
             stderr = f"hung: killed after {CLIENT_TIMEOUT_S} s. {stderr}"
-        return proc.returncode, stderr
+        return proc.returncode, stderr, proc.pid
 
     @staticmethod
     def kill(flight):
@@ -274,6 +275,22 @@ class Flights:
             live = list(self._live)
         for flight in live:
             self.kill(flight)
+
+
+@dataclass
+class ClientRun:
+    """One finished client request. start and end bound the moment the
+    server acted on it."""
+    command: list
+    code: int  # exit code, or minus the signal that killed it
+    stderr: str
+    pid: int
+    start: float
+    end: float
+
+    def sample(self):
+        return (f"{' '.join(map(str, self.command[1:]))}\n"
+                f"    exit {self.code}: {self.stderr or '(no output)'}")
 
 
 # ---------------------------------------------------------------- book-keeping
@@ -313,14 +330,13 @@ class Ledger:
     def count(self, title):
         return len(self.findings.get(title, []))
 
-    def unexpected_failure(self, kind, code, stderr, command):
-        failure = FAILURE_KIND.search(stderr)
-        key = (kind, code, failure.group(1) if failure else "-")
+    def unexpected_failure(self, kind, run, context):
+        failure = FAILURE_KIND.search(run.stderr)
+        key = (kind, run.code, failure.group(1) if failure else "-")
         with self.lock:
             self.unexpected[key] += 1
-            if len(self.unexpected_samples[key]) < SAMPLES_KEPT:
-                self.unexpected_samples[key].append(
-                    f"{' '.join(map(str, command[1:]))}\n    exit {code}: {stderr or '(no output)'}")
+            self.unexpected_samples[key].append(
+                run.sample() + (f"\n    {context}" if context else ""))
 
 
 # ---------------------------------------------------------------- workers
@@ -372,20 +388,20 @@ class Worker:
                 getattr(self, kind)(self.rng.choice(sorted(own)), pool=False)
 
     def client(self, kind, *request):
-        """Runs one client request. Returns (exit code, stderr, command,
-        start, end); the times bound the moment the server acted."""
+        """Runs one client request to its end."""
         command = [self.soak.ferry, "client", "127.0.0.1", self.soak.port, "-q", kind, *request]
         with self.soak.ledger.lock:
             self.soak.ledger.started[kind] += 1
         start = time.monotonic()
-        code, stderr = self.soak.flights.run(
+        code, stderr, pid = self.soak.flights.run(
             self.index, kind, command, self.scratch / "stdout", self.scratch / "stderr")
-        end = time.monotonic()
-        return code, stderr, command, start, end
+        return ClientRun(command, code, stderr, pid, start, time.monotonic())
 
-    def tally(self, kind, code, stderr, command, expected_refusals, size=0):
-        """Counts the outcome; returns ok, refused, killed or unexpected."""
+    def tally(self, kind, run, expected_refusals, size=0, context=""):
+        """Counts the outcome; returns ok, refused, killed or unexpected.
+        context goes with an unexpected failure's sample."""
         ledger = self.soak.ledger
+        code, stderr = run.code, run.stderr
         failure = FAILURE_KIND.search(stderr)
         if code == 0:
             with ledger.lock:
@@ -400,13 +416,13 @@ class Worker:
             with ledger.lock:
                 ledger.refused[kind, failure.group(1)] += 1
             return "refused"
-        ledger.unexpected_failure(kind, code, stderr, command)
+        ledger.unexpected_failure(kind, run, context)
         return "unexpected"
 
-    def record_pool(self, name, kind, start, end, result):
+    def record_pool(self, name, kind, run, result):
         outcome = result if result in ("ok", "refused") else "uncertain"
         with self.soak.ledger.lock:
-            self.soak.ledger.pool[name].append(Mutation(kind, start, end, outcome))
+            self.soak.ledger.pool[name].append(Mutation(kind, run.start, run.end, outcome))
 
     def put(self, name, pool):
         seed, size = parse_name(name)
@@ -415,12 +431,11 @@ class Worker:
         else:
             source = self.scratch / "upload.bin"
             self.soak.digests.write(source, seed, size)
-        code, stderr, command, start, end = self.client("put", source, name)
+        run = self.client("put", source, name)
         # A fresh own name can only be refused by a bug.
-        result = self.tally("put", code, stderr, command,
-                             ("already-exists",) if pool else (), size)
+        result = self.tally("put", run, ("already-exists",) if pool else (), size)
         if pool:
-            self.record_pool(name, "put", start, end, result)
+            self.record_pool(name, "put", run, result)
             if result == "ok":
                 self.soak.pool_put_acked = True
         elif result == "ok":
@@ -433,10 +448,10 @@ class Worker:
         # not-found is a race on pool names, and the answer to a put that
         # was killed before it landed on own names.
         refusals = ("not-found",) if pool or name in self.uncertain else ()
-        code, stderr, command, start, end = self.client("delete", name)
-        result = self.tally("delete", code, stderr, command, refusals)
+        run = self.client("delete", name)
+        result = self.tally("delete", run, refusals)
         if pool:
-            self.record_pool(name, "delete", start, end, result)
+            self.record_pool(name, "delete", run, result)
         elif result in ("ok", "refused"):
             self.acked.discard(name)
             self.uncertain.discard(name)
@@ -449,8 +464,8 @@ class Worker:
         self.gets += 1
         dest = self.downloads / f"got-{self.gets}.bin"
         refusals = ("not-found",) if pool or name in self.uncertain else ()
-        code, stderr, command, _, _ = self.client("get", name, dest)
-        result = self.tally("get", code, stderr, command, refusals, size)
+        run = self.client("get", name, dest)
+        result = self.tally("get", run, refusals, size, self.same_pid_leftovers(run.pid))
         ledger = self.soak.ledger
         if result == "ok":
             if dest.exists():
@@ -477,6 +492,16 @@ class Worker:
             ledger.finding(f"{result} get left {what} in the download directory",
                            f"{name} -> {path.name}, {path.stat().st_size} of {size} bytes")
 
+    def same_pid_leftovers(self, pid):
+        """Says so if an earlier client left a temporary file named after
+        the pid this one got: its own temporary name is then taken."""
+        stale = sorted(path.name for path in self.reported
+                       if path.name.startswith(f"{TEMP_PREFIX}{pid}-"))
+        if not stale:
+            return ""
+        return (f"an earlier killed client with the same pid {pid} left"
+                f" {', '.join(stale)} in {self.downloads.relative_to(WORK_DIR)}")
+
     def leftovers(self):
         """Files in the download directory not reported yet: after a get,
         anything there is left over. They stay for the final count."""
@@ -496,8 +521,8 @@ class Worker:
         else:
             may_be_missing = target == "pool" and not self.soak.pool_put_acked
         refusals = ("not-found",) if may_be_missing else ()
-        code, stderr, command, _, _ = self.client("list", *([target] if target else []))
-        if self.tally("list", code, stderr, command, refusals) != "ok":
+        run = self.client("list", *([target] if target else []))
+        if self.tally("list", run, refusals) != "ok":
             return
         entries = (self.scratch / "stdout").read_text(errors="replace").splitlines()
         ledger = self.soak.ledger
@@ -831,18 +856,19 @@ def report(args, soak, facts):
     return f"{header}\n\n{requests}\n\n{checks}\n"
 
 
-def details(soak, facts):
-    """Everything behind the verdict, for stderr and the findings log."""
+def details(soak, facts, samples=SAMPLES_KEPT):
+    """Everything behind the verdict, with up to samples examples of each
+    kind of failure and finding."""
     ledger = soak.ledger
     lines = [f"kills sent by the killer: {dict(soak.kills_sent)}; landed"
              f" (client died of SIGKILL): {dict(ledger.killed)}"]
     lines.append("server memory in MiB (VmRSS = RssAnon + RssFile + RssShmem),"
                  " threads and descriptors:")
-    samples = [("start", facts["status_idle"], facts["fds_idle"])]
-    samples += [(f"{seconds:.0f} s", status, fds)
+    memory_rows = [("start", facts["status_idle"], facts["fds_idle"])]
+    memory_rows += [(f"{seconds:.0f} s", status, fds)
                 for seconds, status, fds in facts["monitor"].history]
-    samples.append(("after settle", facts["status_end"], facts["fds_end"]))
-    for when, status, fds in samples:
+    memory_rows.append(("after settle", facts["status_end"], facts["fds_end"]))
+    for when, status, fds in memory_rows:
         lines.append(f"    {when:>12}: VmRSS {mib(status['VmRSS'])}, RssAnon"
                      f" {mib(status['RssAnon'])}, RssFile {mib(status['RssFile'])},"
                      f" {status['Threads']} threads, {fds} fds")
@@ -851,7 +877,7 @@ def details(soak, facts):
         f"{kind} {outcome} {n}" for (kind, outcome), n in sorted(outcomes.items())))
     if other:
         lines.append(f"server log lines that are not request reports ({len(other)}):")
-        lines += ["    " + line for line in other[:SAMPLES_KEPT * 2]]
+        lines += ["    " + line for line in other[:samples]]
     if facts["fds_idle_map"] != facts["fds_end_map"]:
         lines.append("server descriptors at start vs after settle:")
         for fd in sorted(set(facts["fds_idle_map"]) | set(facts["fds_end_map"])):
@@ -862,10 +888,11 @@ def details(soak, facts):
     for (kind, code, failure), n in sorted(ledger.unexpected.items()):
         meaning = FERRY_EXIT_CODES.get(code, "killed by a signal" if code < 0 else "?")
         lines.append(f"unexpected: {kind} exit {code} ({meaning}) {failure}: {n}, e.g.")
-        lines += ["    " + sample for sample in ledger.unexpected_samples[kind, code, failure]]
+        lines += ["    " + sample
+                  for sample in ledger.unexpected_samples[kind, code, failure][:samples]]
     for title, items in ledger.findings.items():
         lines.append(f"finding: {title}: {len(items)}, e.g.")
-        lines += ["    " + item for item in items[:SAMPLES_KEPT]]
+        lines += ["    " + item for item in items[:samples]]
     return "\n".join(lines)
 
 
@@ -977,12 +1004,12 @@ def main():
 
     facts["verdict"] = verdict(soak, facts)
     text = report(args, soak, facts)
-    detail = details(soak, facts)
-    (LOG_DIR / "details.txt").write_text(detail + "\n")
-    log(detail)
+    # Every example in the log, a few on stderr.
+    (LOG_DIR / "details.txt").write_text(details(soak, facts, samples=None) + "\n")
+    log(details(soak, facts))
     RESULTS_FILE.write_text(text)
     print(text, end="")
-    log(f"saved to {RESULTS_FILE}; details in {LOG_DIR / 'details.txt'}")
+    log(f"saved to {RESULTS_FILE}; every finding in {LOG_DIR / 'details.txt'}")
     return 0 if facts["verdict"] == "PASS" else 1
 
 
