@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One command for the soak: build ferry, then hand over to soak.py, which
+# runs many clients and a killer against one server and checks the result.
+#
+#   scripts/soak.sh [--workers N] [--seconds S] [--seed SEED] [--max-size SIZE]
+#
+# FERRY_BIN=/path/to/ferry skips the build and soaks that binary instead.
+# Every argument is passed on to soak.py; see `python3 scripts/soak.py --help`.
+# Needs only python3 and the Rust toolchain.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+for arg in "$@"; do
+    case "$arg" in
+        # Help needs no build.
+        -h | --help) exec python3 "$repo_root/scripts/soak.py" --help ;;
+    esac
+done
+
+log() { printf 'soak.sh: %s\n' "$*" >&2; }
+
+if [[ -n "${FERRY_BIN:-}" ]]; then
+    log "using FERRY_BIN=$FERRY_BIN, not building"
+    ferry_bin="$FERRY_BIN"
+else
+    log "building ferry (cargo build --release)"
+    cargo build --release >&2
+    ferry_bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/ferry"
+fi
+if [[ ! -x "$ferry_bin" ]]; then
+    log "no ferry binary at $ferry_bin"
+    exit 1
+fi
+
+exec python3 "$repo_root/scripts/soak.py" --ferry-bin "$ferry_bin" "$@"
