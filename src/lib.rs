@@ -17,6 +17,13 @@
 //! The `ferry` binary (`src/main.rs` and `src/cli/`) parses the command line
 //! and drives [`server`] and [`client`]; the library never sees clap types.
 
+// Network and file input must not be able to panic the server or client:
+// no unwrap, expect or unchecked indexing outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 pub mod client;
 pub mod protocol;
 pub mod report;

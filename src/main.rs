@@ -1,5 +1,7 @@
 //! The `ferry` binary: parse the command line, set up diagnostics, run.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod cli;
 
 use std::io::IsTerminal;

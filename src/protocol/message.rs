@@ -185,7 +185,10 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
         return Err(EncodeTooLarge(frame_len));
     }
     // Cannot truncate: frame_len <= MAX_FRAME_LEN, far below u32::MAX.
-    out[start..start + 4].copy_from_slice(&(frame_len as u32).to_be_bytes());
+    let prefix = (frame_len as u32).to_be_bytes();
+    for (slot, byte) in out.iter_mut().skip(start).zip(prefix) {
+        *slot = byte;
+    }
     Ok(())
 }
 
@@ -277,7 +280,8 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     // frame-length check in `encode`, since such a frame exceeds the limit.
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+    let bytes = s.as_bytes();
+    out.extend_from_slice(bytes.get(..usize::from(len)).unwrap_or(bytes));
 }
 
 fn truncate_at_char(s: &str, max: usize) -> &str {

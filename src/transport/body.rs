@@ -220,14 +220,14 @@ fn hash_written(
     for written_to in written {
         while hashed < written_to {
             let want = buffer_len(written_to - hashed, buffer.len());
-            match file.read_at(&mut buffer[..want], hashed) {
+            match file.read_at(head_mut(&mut buffer, want), hashed) {
                 Ok(0) => {
                     return Err(io::Error::other(
                         "the file being received was truncated by someone else",
                     ))
                 }
                 Ok(n) => {
-                    hasher.update(&buffer[..n]);
+                    hasher.update(head(&buffer, n));
                     hashed += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -288,7 +288,7 @@ impl<'a> FileWriter<'a> {
         let mut scrap = [0; 8192];
         while len > 0 {
             let want = len.min(scrap.len());
-            match rustix::io::read(pipe, &mut scrap[..want]) {
+            match rustix::io::read(pipe, head_mut(&mut scrap, want)) {
                 Ok(n) => len -= n,
                 Err(Errno::INTR) => {}
                 Err(e) => return Err(TransportError::Io(e.into())),
@@ -312,7 +312,7 @@ fn hash_file(file: &File, size: u64, stop: &AtomicBool) -> Result<Digest, Transp
     let mut offset = 0;
     while offset < size && !stop.load(Ordering::Relaxed) {
         let want = buffer_len(size - offset, buffer.len());
-        let n = match file.read_at(&mut buffer[..want], offset) {
+        let n = match file.read_at(head_mut(&mut buffer, want), offset) {
             Ok(0) => {
                 return Err(TransportError::FileShrank {
                     sent: offset,
@@ -323,7 +323,7 @@ fn hash_file(file: &File, size: u64, stop: &AtomicBool) -> Result<Digest, Transp
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(TransportError::SourceFailed(e)),
         };
-        hasher.update(&buffer[..n]);
+        hasher.update(head(&buffer, n));
         offset += n as u64;
     }
     Ok(*hasher.finalize().as_bytes())
@@ -366,7 +366,7 @@ fn fill(socket: Wire<'_>, buffer: &mut [u8]) -> Result<(), TransportError> {
     while filled < buffer.len() {
         match rustix::net::recv(
             socket.fd,
-            &mut buffer[filled..],
+            buffer.get_mut(filled..).unwrap_or_default(),
             rustix::net::RecvFlags::empty(),
         ) {
             Ok((0, _)) => return Err(TransportError::Closed),
@@ -391,6 +391,19 @@ fn wait_for(socket: Wire<'_>, interest: PollFlags) -> Result<(), TransportError>
         Ok(_) | Err(Errno::INTR) => Ok(()),
         Err(e) => Err(TransportError::Io(e.into())),
     }
+}
+
+/// The first `len` bytes of `buffer`, or all of it if shorter. Callers
+/// never ask for more than there is; this spares the data path a panic if
+/// one ever did.
+fn head(buffer: &[u8], len: usize) -> &[u8] {
+    buffer.get(..len).unwrap_or(buffer)
+}
+
+/// [`head`] for writing into.
+fn head_mut(buffer: &mut [u8], len: usize) -> &mut [u8] {
+    let len = len.min(buffer.len());
+    buffer.split_at_mut(len).0
 }
 
 /// The length of the next piece: `limit`, or what is left if less.

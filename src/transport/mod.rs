@@ -221,16 +221,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     TransportError::NotFerry
                 });
             }
+            // As far as both go, what arrived must be the magic.
             if !self
                 .read_buf
-                .starts_with(&protocol::MAGIC[..self.read_buf.len().min(protocol::MAGIC.len())])
+                .iter()
+                .zip(protocol::MAGIC)
+                .all(|(a, b)| *a == b)
             {
                 return Err(TransportError::NotFerry);
             }
         }
         let mut bytes = [0; PREAMBLE_LEN];
-        bytes.copy_from_slice(&self.read_buf[..PREAMBLE_LEN]);
-        self.read_buf.drain(..PREAMBLE_LEN);
+        for (slot, byte) in bytes.iter_mut().zip(self.read_buf.drain(..PREAMBLE_LEN)) {
+            *slot = byte;
+        }
         Preamble::from_bytes(&bytes).map_err(|PreambleError::NotFerry| TransportError::NotFerry)
     }
 
@@ -304,7 +308,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn read_more(&mut self) -> io::Result<usize> {
         let mut chunk = [0; FRAME_READ_CHUNK];
         let n = self.stream.read(&mut chunk).await?;
-        self.read_buf.extend_from_slice(&chunk[..n]);
+        self.read_buf
+            .extend_from_slice(chunk.get(..n).unwrap_or_default());
         Ok(n)
     }
 }
