@@ -68,9 +68,8 @@ impl Root {
     }
 
     /// Prepares to receive `size` bytes as `name`: creates missing parent
-    /// directories and a hidden temporary file beside the final name, and
-    /// claims the disk space. Refuses a taken name, and a file the disk
-    /// cannot hold.
+    /// directories and a hidden temporary file beside the final name.
+    /// Refuses a taken name, and a file larger than the disk's free space.
     pub fn stage(&self, name: &RemoteName, size: u64) -> Result<(Staged, std::fs::File), Failure> {
         // Open first and create only what is missing, so that a parent that
         // is a file, or a symlink leading outside, is reported as such rather
@@ -91,7 +90,7 @@ impl Root {
             ));
         }
         let (staged, file) = Staged::create(parent, Path::new(file_name)).map_err(classify)?;
-        reserve(&file, size)?;
+        check_free_space(&file, size)?;
         Ok((staged, file))
     }
 
@@ -176,27 +175,18 @@ impl Root {
     }
 }
 
-/// Claims `size` bytes of disk for `file` before its body is sent, so that
-/// an upload the disk cannot hold is refused up front rather than failing
-/// part way. Where the filesystem cannot reserve space, its free space is
-/// checked instead.
-fn reserve(file: &std::fs::File, size: u64) -> Result<(), Failure> {
-    use rustix::fs::FallocateFlags;
-    use rustix::io::Errno;
-    if size == 0 {
-        return Ok(());
-    }
-    let fits = match rustix::fs::fallocate(file, FallocateFlags::KEEP_SIZE, 0, size) {
-        Ok(()) => return Ok(()),
-        Err(Errno::NOSPC | Errno::DQUOT | Errno::FBIG) => false,
-        // Not supported here; the write will find out for sure.
-        Err(_) => rustix::fs::fstatvfs(file)
-            .map_or(true, |fs| size <= fs.f_bavail.saturating_mul(fs.f_frsize)),
+/// Refuses an upload the disk cannot hold, before its body is sent, rather
+/// than letting it fail part way. Only checked, not reserved: a reservation
+/// would let a client claim any amount of disk with one small request; the
+/// receiver reserves as the data arrives instead.
+fn check_free_space(file: &std::fs::File, size: u64) -> Result<(), Failure> {
+    let Ok(fs) = rustix::fs::fstatvfs(file) else {
+        return Ok(()); // unknown; the writes will find out
     };
-    if fits {
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    if size <= free {
         return Ok(());
     }
-    let free = rustix::fs::fstatvfs(file).map_or(0, |fs| fs.f_bavail.saturating_mul(fs.f_frsize));
     Err(Failure::new(
         ErrorCode::InsufficientStorage,
         format!("not enough space on the server's disk: {size} bytes needed, {free} free"),

@@ -43,6 +43,12 @@ const PIPE_BUFFER: usize = 1024 * 1024;
 /// enough to stay in the L2 cache between the read and the hash.
 const HASH_READ: usize = 256 * 1024;
 
+/// How much disk space a receiver claims ahead of the data.
+const RESERVE_STEP: u64 = 64 * 1024 * 1024;
+
+/// How much of a body is written between syncs while it arrives.
+const FLUSH_STEP: u64 = 64 * 1024 * 1024;
+
 /// The most one sendfile(2) call is asked to move. Bounded so progress is
 /// seen during a large file; the socket buffer bounds each call anyway.
 const SENDFILE_STEP: usize = 16 * 1024 * 1024;
@@ -146,17 +152,13 @@ fn receive_spliced(
     // A bigger pipe means fewer splices; the default is 64 KiB.
     let pipe_len = rustix::pipe::fcntl_setpipe_size(&pipe_in, PIPE_BUFFER).unwrap_or(64 * 1024);
     let file = writer.file;
-    // Reserving the blocks up front spares the filesystem work per block.
-    let _ = rustix::fs::fallocate(
-        file,
-        rustix::fs::FallocateFlags::KEEP_SIZE,
-        writer.offset,
-        remaining,
-    );
     let (to_hasher, written) = mpsc::channel::<u64>();
+    let (to_flusher, unflushed) = mpsc::channel::<()>();
     let start = writer.offset;
     std::thread::scope(|scope| {
         let hashing = scope.spawn(move || hash_written(file, start, hasher, written));
+        scope.spawn(move || flush_written(file, unflushed));
+        let mut flushed = start;
         let mut left = remaining;
         let mut outcome = Ok(());
         while left > 0 {
@@ -181,6 +183,7 @@ fn receive_spliced(
                     break;
                 }
             };
+            writer.reserve_ahead(left);
             if let Err(e) = writer.write_from_pipe(&pipe_out, n) {
                 outcome = Err(e);
                 break;
@@ -190,9 +193,14 @@ fn receive_spliced(
             if writer.error.is_none() {
                 // The hasher may be gone only after a panic; join reports it.
                 let _ = to_hasher.send(writer.offset);
+                if writer.offset - flushed >= FLUSH_STEP {
+                    let _ = to_flusher.send(());
+                    flushed = writer.offset;
+                }
             }
         }
         drop(to_hasher);
+        drop(to_flusher);
         let hashed = hashing
             .join()
             .map_err(|_| TransportError::Io(io::Error::other("the hashing thread panicked")))?;
@@ -238,11 +246,28 @@ fn hash_written(
     Ok(hasher)
 }
 
+/// Syncs `file` to disk each time the receiving thread reports another
+/// [`FLUSH_STEP`] written, until it reports no more. The receiver syncs the
+/// whole file before it gives it a name; writing it back while the body
+/// still arrives leaves that final sync only the tail to wait for. A
+/// failure here is not reported: the final sync meets it again.
+fn flush_written(file: &File, unflushed: mpsc::Receiver<()>) {
+    while unflushed.recv().is_ok() {
+        // Reports that came in during the last sync are covered by this one.
+        while unflushed.try_recv().is_ok() {}
+        if file.sync_data().is_err() {
+            return;
+        }
+    }
+}
+
 /// Writes a body to its file, remembering the first failure instead of
 /// stopping: the body must still be consumed.
 struct FileWriter<'a> {
     file: &'a File,
     offset: u64,
+    /// Where the disk space claimed so far ends.
+    reserved: u64,
     error: Option<io::Error>,
 }
 
@@ -251,7 +276,28 @@ impl<'a> FileWriter<'a> {
         FileWriter {
             file,
             offset: 0,
+            reserved: 0,
             error: None,
+        }
+    }
+
+    /// Claims disk space for what comes next of the `left` bytes still to
+    /// be written, [`RESERVE_STEP`] at a time: one large extent is less
+    /// filesystem work than many small ones. Only ever a step beyond the
+    /// data, so a peer that declares a huge body and sends little claims
+    /// little; and never past the body's end, since space kept beyond a
+    /// file's size stays claimed.
+    fn reserve_ahead(&mut self, left: u64) {
+        if self.offset >= self.reserved && self.error.is_none() {
+            let step = left.min(RESERVE_STEP);
+            // Where the filesystem cannot, the writes do without.
+            let _ = rustix::fs::fallocate(
+                self.file,
+                rustix::fs::FallocateFlags::KEEP_SIZE,
+                self.offset,
+                step,
+            );
+            self.reserved = self.offset + step;
         }
     }
 
@@ -552,6 +598,34 @@ mod tests {
             matches!(received, Err(TransportError::Closed)),
             "{:?}",
             received.err()
+        );
+    }
+
+    #[test]
+    fn a_huge_declared_body_claims_disk_only_a_step_ahead_of_the_data() {
+        use std::os::unix::fs::MetadataExt;
+        let (ours, _sender) = peer_sending(noise(2 << 20));
+        let file = tempfile::tempfile().unwrap();
+        let declared = 1 << 40;
+        let _ = receive_file(wire(&ours), &[], &file, declared, &AtomicU64::new(0));
+        let claimed = file.metadata().unwrap().blocks() * 512;
+        assert!(
+            claimed <= RESERVE_STEP + (2 << 20),
+            "{claimed} bytes claimed"
+        );
+    }
+
+    #[test]
+    fn a_received_file_claims_no_disk_beyond_its_end() {
+        use std::os::unix::fs::MetadataExt;
+        let len = (3 << 20) + 5;
+        let (ours, _sender) = peer_sending(noise(len));
+        let file = tempfile::tempfile().unwrap();
+        receive_file(wire(&ours), &[], &file, len as u64, &AtomicU64::new(0)).unwrap();
+        let claimed = file.metadata().unwrap().blocks() * 512;
+        assert!(
+            claimed <= (len as u64).next_multiple_of(64 * 1024),
+            "{claimed} bytes claimed"
         );
     }
 
