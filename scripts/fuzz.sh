@@ -11,8 +11,9 @@
 #
 # Runs each TARGET named (all three by default) for N seconds (default 60),
 # then prints one line per target: runs, executions per second, corpus size
-# and crashes found. Exits 1 if any target crashed or failed to run, 2 on
-# bad usage. Installs cargo-fuzz first if it is missing.
+# (units/bytes libFuzzer keeps, and files on disk) and crashes found.
+# Exits 1 if any target crashed or failed to run, 2 on bad usage.
+# Installs cargo-fuzz first if it is missing.
 #
 # Toolchain: stable. With the default sanitizer, none, cargo-fuzz gives rustc
 # only stable flags (SanitizerCoverage through -Cpasses and -Cllvm-args,
@@ -48,7 +49,7 @@ cd "$repo_root"
 all_targets=(decode name session)
 
 usage() {
-    sed -n '/^# Usage:/,/^# bad usage/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '/^# Usage:/,/^# Installs cargo-fuzz/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -126,6 +127,13 @@ final_stat() {
     awk -v key="stat::$1:" '$1 == key { print $2 }' "$2" | tail -n 1
 }
 
+last_corpus() {
+    # libFuzzer's last status line says `corp: UNITS/BYTES`: the corpus it
+    # keeps in memory, without the inputs it has since replaced by smaller
+    # ones (those stay on disk).
+    awk '{ for (i = 1; i < NF; i++) if ($i == "corp:") c = $(i + 1) } END { print c }' "$1"
+}
+
 log_dir=fuzz/target/fuzz-logs
 mkdir -p "$log_dir"
 rows=()
@@ -152,14 +160,16 @@ for target in "${targets[@]}"; do
         status=crashed
         new_crashes+=("$found")
     fi
-    corpus="$(find "fuzz/corpus/$target" -maxdepth 1 -type f | wc -l)"
+    files="$(find "fuzz/corpus/$target" -maxdepth 1 -type f | wc -l)"
+    corpus="$(last_corpus "$log_dir/$target.log")"
     runs="$(final_stat number_of_executed_units "$log_dir/$target.log")"
     speed="$(final_stat average_exec_per_sec "$log_dir/$target.log")"
-    rows+=("$(printf '%-8s %12s %8s %7s %8s  %s' "$target" "${runs:--}" "${speed:--}" \
-        "$corpus" "$crashes" "$status")")
+    rows+=("$(printf '%-8s %12s %8s %13s %7s %8s  %s' "$target" "${runs:--}" "${speed:--}" \
+        "${corpus:--}" "$files" "$crashes" "$status")")
 done
 
-printf '\n%-8s %12s %8s %7s %8s  %s\n' target runs exec/s corpus crashes result
+printf '\n%-8s %12s %8s %13s %7s %8s  %s\n' \
+    target runs exec/s corpus files crashes result
 printf '%s\n' "${rows[@]}"
 if ((${#new_crashes[@]} > 0)); then
     printf '\nnew crashing inputs:\n'
