@@ -38,13 +38,6 @@ use tokio::net::TcpStream;
 /// How long the server may take to hang up once the input has ended.
 pub const REPLY_WAIT: Duration = Duration::from_secs(5);
 
-/// The largest body size a `Put` in an input may declare. The server
-/// reserves the declared size on disk before any body byte arrives
-/// (`fallocate` in `src/transport/body.rs`), so a fuzzed size of many
-/// gigabytes would fill the disk this machine shares with other work.
-/// Above the 256 KiB `INLINE_BODY`, so both ways of receiving are reached.
-const MAX_DECLARED_BODY: u64 = 1 << 20;
-
 /// `Error` messages are cut to this many bytes (PROTOCOL.md §3).
 const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 
@@ -110,9 +103,6 @@ impl Harness {
             stream.extend_from_slice(&Preamble::OURS.to_bytes());
         }
         stream.extend_from_slice(payload);
-        if !cap_declared_sizes(&mut stream) {
-            return Ok(Vec::new());
-        }
         let panics = PANICS.load(Ordering::SeqCst);
         let reply = self.runtime.block_on(exchange(self.addr, &stream));
         if PANICS.load(Ordering::SeqCst) != panics {
@@ -184,34 +174,6 @@ impl Harness {
         }
         Ok(())
     }
-}
-
-/// Rewrites the declared size of every `Put` frame that decodes at any
-/// offset of `stream` (the server may find one at any of them) to at most
-/// [`MAX_DECLARED_BODY`]. Returns false if rewriting keeps making new ones,
-/// and the input is then not run.
-fn cap_declared_sizes(stream: &mut [u8]) -> bool {
-    // PROTOCOL.md §4: length (4 bytes), tag 0x01, size (8 bytes), name.
-    const PUT_TAG: u8 = 0x01;
-    for _ in 0..8 {
-        let mut changed = false;
-        for start in 0..stream.len() {
-            if stream.get(start + 4) != Some(&PUT_TAG) {
-                continue;
-            }
-            if let Ok(Some((Message::Put { size, .. }, _))) = decode(&stream[start..]) {
-                if size > MAX_DECLARED_BODY {
-                    let capped = size % (MAX_DECLARED_BODY + 1);
-                    stream[start + 5..start + 13].copy_from_slice(&capped.to_be_bytes());
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            return true;
-        }
-    }
-    false
 }
 
 /// What the server sent on one connection.
