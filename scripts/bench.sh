@@ -94,17 +94,6 @@ if $want_dufs; then
     bench_args+=(--dufs-bin "$dufs_root/bin/dufs")
 fi
 
-if [[ -n "${FERRY_BIN:-}" ]]; then
-    log "using FERRY_BIN=$FERRY_BIN, not building"
-    ferry_bin="$FERRY_BIN"
-else
-    log "building ferry (cargo build --release)"
-    cargo build --release >&2
-    ferry_bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/ferry"
-fi
-if [[ ! -x "$ferry_bin" ]]; then
-    log "no ferry binary at $ferry_bin"
-    exit 1
-fi
+source "$repo_root/scripts/ferry-bin.sh"
 
 exec python3 "$repo_root/scripts/bench.py" --ferry-bin "$ferry_bin" "${bench_args[@]}" "$@"

@@ -21,17 +21,6 @@ done
 
 log() { printf 'soak.sh: %s\n' "$*" >&2; }
 
-if [[ -n "${FERRY_BIN:-}" ]]; then
-    log "using FERRY_BIN=$FERRY_BIN, not building"
-    ferry_bin="$FERRY_BIN"
-else
-    log "building ferry (cargo build --release)"
-    cargo build --release >&2
-    ferry_bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/ferry"
-fi
-if [[ ! -x "$ferry_bin" ]]; then
-    log "no ferry binary at $ferry_bin"
-    exit 1
-fi
+source "$repo_root/scripts/ferry-bin.sh"
 
 exec python3 "$repo_root/scripts/soak.py" --ferry-bin "$ferry_bin" "$@"
