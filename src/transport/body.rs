@@ -12,6 +12,10 @@
 //!   each byte is copied once, into the page cache. A second thread reads
 //!   back what has been written and hashes it: BLAKE3 runs on the other
 //!   core while the next piece arrives, instead of in line with the I/O.
+//!   A third syncs what has been written every [`FLUSH_STEP`], so the sync
+//!   before the file takes its name has only the tail left to wait for;
+//!   disk space is claimed a step ahead of the data, never for the size a
+//!   peer merely declares.
 //!
 //! Bodies of at most [`INLINE_BODY`] bytes skip the second thread: starting
 //! one would cost more than hashing them.
