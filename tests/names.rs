@@ -276,3 +276,14 @@ fn put_under_a_file_is_not_a_directory() {
         "{reply:?}"
     );
 }
+
+#[test]
+fn names_no_client_could_ask_for_are_left_out_of_listings() {
+    let server = TestServer::start();
+    for name in ["plain.txt", "bell\x07.txt", "back\\slash.txt"] {
+        write_file(server.root(), name, b"x");
+    }
+    let output = server.run_client(&["list"]);
+    assert_exit(&output, 0);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "plain.txt\n");
+}

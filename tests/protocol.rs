@@ -10,7 +10,7 @@ use std::thread;
 use common::{
     assert_exit, assert_exit_saying, client_at, files_under, write_file, RawClient, TestServer,
 };
-use ferry::protocol::{encode, ErrorCode, Message, Preamble, PREAMBLE_LEN};
+use ferry::protocol::{encode, Entry, EntryKind, ErrorCode, Message, Preamble, PREAMBLE_LEN};
 
 #[test]
 fn a_refused_put_is_answered_before_any_body_is_sent() {
@@ -285,4 +285,38 @@ fn a_download_cut_short_keeps_nothing() {
     let (output, left) = get_from(port);
     assert_exit_saying(&output, 3, "failed connection-lost");
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_listing_with_a_name_no_ferry_server_would_send_is_refused() {
+    for hostile in [
+        "../../etc/passwd",
+        "a/b",
+        "evil\x1b[2J",
+        ".ferry-tmp-1-2",
+        "",
+    ] {
+        let mut reply = frame(&Message::Entry(Entry {
+            kind: EntryKind::File,
+            size: 0,
+            modified: 0,
+            name: "fine.txt".into(),
+        }));
+        reply.extend(frame(&Message::Entry(Entry {
+            kind: EntryKind::File,
+            size: 0,
+            modified: 0,
+            name: hostile.into(),
+        })));
+        reply.extend(frame(&Message::Done));
+        let output = client_at("127.0.0.1", fake_download_server(reply), &["list"])
+            .output()
+            .unwrap();
+        assert_exit_saying(&output, 3, "failed protocol-error: server misbehaved");
+        let listed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !listed.contains(hostile) || hostile.is_empty(),
+            "{hostile:?} was listed: {listed}"
+        );
+    }
 }

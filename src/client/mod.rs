@@ -43,6 +43,10 @@ pub enum ClientError {
     /// The local destination exists; ferry never overwrites.
     #[error("{} already exists locally; ferry never overwrites", .0.display())]
     LocalExists(PathBuf),
+    /// The server sent something no ferry server would, such as a listed
+    /// name that breaks the naming rules; the connection is abandoned.
+    #[error("server misbehaved: {0}")]
+    BadReply(String),
     /// The downloaded data did not match the server's digest.
     #[error("data arrived damaged (BLAKE3 digest mismatch); nothing was kept")]
     DigestMismatch,
@@ -58,6 +62,7 @@ impl ClientError {
             ClientError::Remote { code, .. } => code.to_string(),
             ClientError::Local { .. } => "local-io-error".into(),
             ClientError::LocalExists(_) => "local-exists".into(),
+            ClientError::BadReply(_) => "protocol-error".into(),
             ClientError::DigestMismatch => "digest-mismatch".into(),
         }
     }
@@ -66,9 +71,10 @@ impl ClientError {
     /// request having failed on a connection that still works.
     pub fn is_connection_lost(&self) -> bool {
         match self {
-            ClientError::Resolve { .. } | ClientError::Connect { .. } | ClientError::Timeout(_) => {
-                true
-            }
+            ClientError::Resolve { .. }
+            | ClientError::Connect { .. }
+            | ClientError::Timeout(_)
+            | ClientError::BadReply(_) => true,
             ClientError::Transport(e) => !e.is_connection_usable(),
             // The server closes the connection after these.
             ClientError::Remote { code, .. } => {
@@ -293,6 +299,7 @@ impl Client {
         loop {
             match self.reply().await? {
                 Message::Entry(entry) => {
+                    check_listed_name(&entry.name)?;
                     count += 1;
                     on_entry(entry);
                 }
@@ -331,6 +338,18 @@ impl Client {
             Message::Error { code, message } => Err(ClientError::Remote { code, message }),
             message => Ok(message),
         }
+    }
+}
+
+/// A listed name must be one valid component: what a ferry server lists.
+/// Anything else comes from a misbehaving server and is not passed on.
+fn check_listed_name(name: &str) -> Result<(), ClientError> {
+    match RemoteName::parse(name) {
+        Ok(parsed) if parsed.parent().is_none() => Ok(()),
+        Ok(_) => Err(ClientError::BadReply(format!(
+            "listed {name:?}, a path rather than a name"
+        ))),
+        Err(e) => Err(ClientError::BadReply(format!("listed {name:?}: {e}"))),
     }
 }
 

@@ -14,7 +14,7 @@ use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 
 use super::leftovers::Leftover;
 use super::Failure;
-use crate::protocol::{Entry, EntryKind, ErrorCode, RemoteName, TEMP_PREFIX};
+use crate::protocol::{Entry, EntryKind, ErrorCode, RemoteName};
 use crate::staging::Staged;
 
 /// An open handle on the served directory.
@@ -95,8 +95,8 @@ impl Root {
     }
 
     /// The entries of the root, or of the directory `dir` beneath it, sorted
-    /// by name. Transfers in progress, names that are not UTF-8 and symlinks
-    /// that lead outside the root are left out. Sizes and times are filled
+    /// by name. Transfers in progress, names that are not UTF-8 or break the
+    /// naming rules, and symlinks that lead outside the root are left out. Sizes and times are filled
     /// in only when `long` is set.
     pub fn list(&self, dir: Option<&RemoteName>, long: bool) -> Result<Vec<Entry>, Failure> {
         let dir = self.dir_at(dir.map(RemoteName::as_str)).map_err(classify)?;
@@ -106,7 +106,10 @@ impl Root {
             let Ok(name) = dir_entry.file_name().into_string() else {
                 continue;
             };
-            if name.starts_with(TEMP_PREFIX) {
+            // Transfers in progress, and names no client could ask for
+            // (control characters, backslashes): a ferry server never lists
+            // a name that breaks the rules, so a client may refuse one.
+            if RemoteName::parse(&name).is_err() {
                 continue;
             }
             let file_type = dir_entry.file_type().map_err(classify)?;
