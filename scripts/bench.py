@@ -129,6 +129,18 @@ def human_size(size):
     return f"{size} B"
 
 
+def exits_within(pid, timeout):
+    """Whether child pid exits within timeout seconds; it is not reaped.
+    A pidfd bounds the wait without a timer that could fire on a recycled
+    pid."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        exited, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    return bool(exited)
+
+
 def shell_line(command):
     return " ".join(str(part) for part in command)
 
@@ -159,15 +171,9 @@ class Processes:
         """Waits for proc to exit and returns its resource usage.
 
         os.wait4 rather than Popen.wait, because only wait4 reports the CPU
-        time of that one child. A pidfd bounds the wait without a timer that
-        could fire on a recycled pid.
+        time of that one child.
         """
-        pidfd = os.pidfd_open(proc.pid)
-        try:
-            exited, _, _ = select.select([pidfd], [], [], timeout)
-        finally:
-            os.close(pidfd)
-        if not exited:
+        if not exits_within(proc.pid, timeout):
             self.stop(proc)
             raise BenchError(f"ran over {timeout} s: {shell_line(proc.args)}")
         _, status, usage = os.wait4(proc.pid, 0)

@@ -54,7 +54,6 @@ import os
 import platform
 import random
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -69,8 +68,8 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402  (after the path is set)
-    FERRY_EXIT_CODES, KIB, MIB, GIB, file_sha256, human_size, log, log_tail,
-    markdown_table)
+    FERRY_EXIT_CODES, KIB, MIB, GIB, exits_within, file_sha256, human_size,
+    log, log_tail, markdown_table)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOAK_DIR = REPO_ROOT / "target" / "soak"
@@ -237,11 +236,7 @@ class Flights:
         with self._lock:
             self._live.add(flight)
         try:
-            pidfd = os.pidfd_open(proc.pid)
-            try:
-                exited, _, _ = select.select([pidfd], [], [], CLIENT_TIMEOUT_S)
-            finally:
-                os.close(pidfd)
+            exited = exits_within(proc.pid, CLIENT_TIMEOUT_S)
             if not exited:
                 self.kill(flight)
             with flight.lock:

@@ -89,9 +89,8 @@ impl Root {
                 "a directory by that name exists",
             ));
         }
-        let (staged, file) = Staged::create(parent, Path::new(file_name)).map_err(classify)?;
-        check_free_space(&file, size)?;
-        Ok((staged, file))
+        check_free_space(&parent, size)?;
+        Staged::create(parent, Path::new(file_name)).map_err(classify)
     }
 
     /// The entries of the root, or of the directory `dir` beneath it, sorted
@@ -182,8 +181,8 @@ impl Root {
 /// than letting it fail part way. Only checked, not reserved: a reservation
 /// would let a client claim any amount of disk with one small request; the
 /// receiver reserves as the data arrives instead.
-fn check_free_space(file: &std::fs::File, size: u64) -> Result<(), Failure> {
-    let Ok(fs) = rustix::fs::fstatvfs(file) else {
+fn check_free_space(dir: &Dir, size: u64) -> Result<(), Failure> {
+    let Ok(fs) = rustix::fs::fstatvfs(dir) else {
         return Ok(()); // unknown; the writes will find out
     };
     let free = fs.f_bavail.saturating_mul(fs.f_frsize);
