@@ -261,9 +261,23 @@ fn the_limit_flags_reach_the_server() {
         .unwrap();
     assert_exit_saying(&refused, 1, "too-large");
 
-    let _holder = RawClient::handshake(format!("127.0.0.1:{port}").parse().unwrap());
+    // The put's connection may not have ended yet on the server's side:
+    // take the one slot only once it is free.
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut holder = None;
+    eventually("the one connection slot to be taken", || {
+        let mut client = RawClient::handshake(addr);
+        client.send(&Message::List {
+            dir: String::new(),
+            long: false,
+        });
+        let admitted = client.recv() == Some(Message::Done);
+        holder = admitted.then_some(client);
+        admitted
+    });
     let busy = client_at("127.0.0.1", port, &["list"]).output().unwrap();
     assert_exit_saying(&busy, 3, "busy");
+    drop(holder);
 }
 
 #[test]
