@@ -27,6 +27,7 @@
 pub mod client;
 pub mod protocol;
 pub mod report;
+pub mod security;
 pub mod server;
 pub mod staging;
 pub mod transport;

@@ -271,7 +271,7 @@ fn a_root_the_server_may_not_search_is_a_clear_error_at_start() {
     modes.set(root.path(), 0o000);
     let mut command = ferry_command();
     command
-        .args(["server", "0", "--bind", "127.0.0.1", "--root"])
+        .args(["server", "0", "--bind", "127.0.0.1", "--plain", "--root"])
         .arg(root.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -62,7 +62,8 @@ fn a_connection_over_the_limit_is_told_busy_and_the_next_after_a_close_is_served
 }
 
 #[test]
-fn a_raw_peer_over_the_limit_reads_the_preamble_then_busy_then_the_end() {
+fn a_raw_peer_over_the_limit_reads_the_preamble_then_busy_as_the_answer_to_its_hello_then_the_end()
+{
     let server = TestServer::start_with(|config| {
         config.limits = Limits {
             total: 1,
@@ -70,8 +71,8 @@ fn a_raw_peer_over_the_limit_reads_the_preamble_then_busy_then_the_end() {
         }
     });
     let _holder = RawClient::handshake(server.addr());
-    let mut turned_away = RawClient::handshake(server.addr());
-    assert_error(turned_away.recv(), ErrorCode::Busy);
+    let (mut turned_away, answer) = RawClient::hello(server.addr(), "");
+    assert_error(answer, ErrorCode::Busy);
     assert!(turned_away.is_closed());
 }
 
@@ -85,8 +86,8 @@ fn the_per_address_limit_turns_away_only_the_address_over_it() {
     });
     let _one = RawClient::handshake(server.addr());
     let two = RawClient::handshake(server.addr());
-    let mut three = RawClient::handshake(server.addr());
-    let message = assert_error(three.recv(), ErrorCode::Busy);
+    let (_three, answer) = RawClient::hello(server.addr(), "");
+    let message = assert_error(answer, ErrorCode::Busy);
     assert!(message.contains("per address"), "{message}");
     drop(two);
     eventually("the address to fall under its limit", || {

@@ -89,7 +89,7 @@ fn a_foreign_client_gets_a_clear_error_and_is_reported() {
 fn a_client_of_another_version_is_told_so() {
     let server = TestServer::start();
     let mut client = RawClient::connect(server.addr());
-    client.send_raw(&Preamble { version: 2 }.to_bytes());
+    client.send_raw(&Preamble { version: 7 }.to_bytes());
     let mut preamble = [0; PREAMBLE_LEN];
     client.read_exact(&mut preamble);
     match client.recv() {
@@ -98,7 +98,7 @@ fn a_client_of_another_version_is_told_so() {
             message,
         }) => {
             assert!(
-                message.contains("version 1") && message.contains("version 2"),
+                message.contains("version 2") && message.contains("version 7"),
                 "{message}"
             );
         }
@@ -236,15 +236,35 @@ fn the_client_refuses_a_server_of_another_version() {
     );
 }
 
-/// A fake server that answers a Get with `reply`, then waits for the
+/// A fake server that makes the handshake, welcoming any client, then
+/// plays `script`.
+fn fake_ferry_server(script: impl FnOnce(&mut std::net::TcpStream) + Send + 'static) -> u16 {
+    fake_server(move |stream| {
+        let _hello = read_frame(stream);
+        let mut welcome = Preamble::OURS.to_bytes().to_vec();
+        welcome.extend(frame(&Message::Done));
+        let _ = stream.write_all(&welcome);
+        script(stream);
+    })
+}
+
+/// Reads one whole frame, whatever it holds.
+fn read_frame(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut length = [0; 4];
+    let _ = stream.read_exact(&mut length);
+    let mut rest = vec![0; u32::from_be_bytes(length) as usize];
+    let _ = stream.read_exact(&mut rest);
+    rest
+}
+
+/// A fake server that answers a request with `reply`, then waits for the
 /// client to hang up.
 fn fake_download_server(reply: Vec<u8>) -> u16 {
-    fake_server(move |stream| {
-        let _ = stream.write_all(&Preamble::OURS.to_bytes());
-        let mut request = [0; 64];
-        let _ = stream.read(&mut request);
+    fake_ferry_server(move |stream| {
+        let _request = read_frame(stream);
         let _ = stream.write_all(&reply);
-        let _ = stream.read(&mut request);
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
     })
 }
 
@@ -275,11 +295,9 @@ fn a_download_whose_digest_does_not_match_keeps_nothing() {
 fn a_download_cut_short_keeps_nothing() {
     let mut reply = frame(&Message::Body { size: 1000 });
     reply.extend_from_slice(&[7; 10]);
-    let port = fake_server(move |stream| {
+    let port = fake_ferry_server(move |stream| {
         // Hang up after 10 of the 1000 bytes.
-        let _ = stream.write_all(&Preamble::OURS.to_bytes());
-        let mut request = [0; 64];
-        let _ = stream.read(&mut request);
+        let _request = read_frame(stream);
         let _ = stream.write_all(&reply);
     });
     let (output, left) = get_from(port);

@@ -159,7 +159,7 @@ fn on_a_terminal_delete_asks_first_and_no_keeps_the_file() {
     let server = TestServer::start();
     write_file(server.root(), "precious.txt", b"p");
     let shell = format!(
-        "{} client 127.0.0.1 {}",
+        "{} client 127.0.0.1 {} --plain",
         env!("CARGO_BIN_EXE_ferry"),
         server.port()
     );

@@ -3,8 +3,8 @@
 //!
 //! [`Harness`] runs a real [`Server`] on 127.0.0.1 over a small fixture
 //! tree. For each input it opens a connection, writes the input (after the
-//! ferry preamble if the input's first byte is odd, so the fuzzer gets past
-//! the handshake cheaply), closes its sending side and reads until the server
+//! ferry preamble and a `Hello` if the input's first byte is odd, so the
+//! fuzzer gets past the handshake cheaply), closes its sending side and reads until the server
 //! hangs up. Then:
 //!
 //! - the server hung up within [`REPLY_WAIT`]: it always sees the end of the
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::protocol::{
-    decode, encode, EntryKind, ErrorCode, Message, Preamble, PREAMBLE_LEN, TEMP_PREFIX,
+    decode, encode, EntryKind, ErrorCode, Message, Preamble, Token, PREAMBLE_LEN, TEMP_PREFIX,
 };
 use ferry::report::{Report, Reporter};
 use ferry::server::{Config, Server};
@@ -100,7 +100,7 @@ impl Harness {
         let (selector, payload) = input.split_first().unwrap_or((&0, &[]));
         let mut stream = Vec::with_capacity(PREAMBLE_LEN + payload.len());
         if selector & 1 == 1 {
-            stream.extend_from_slice(&Preamble::OURS.to_bytes());
+            stream.extend_from_slice(&handshake());
         }
         stream.extend_from_slice(payload);
         let panics = PANICS.load(Ordering::SeqCst);
@@ -144,7 +144,7 @@ impl Harness {
 
     /// A fresh connection's listing of the root must be the fixture's.
     fn check_still_serving(&self) -> Result<(), String> {
-        let mut request = Preamble::OURS.to_bytes().to_vec();
+        let mut request = handshake();
         let list = Message::List {
             dir: String::new(),
             long: false,
@@ -174,6 +174,16 @@ impl Harness {
         }
         Ok(())
     }
+}
+
+/// A client's preamble and a `Hello` without a token.
+fn handshake() -> Vec<u8> {
+    let mut bytes = Preamble::OURS.to_bytes().to_vec();
+    let hello = Message::Hello {
+        token: Token::default(),
+    };
+    encode(&hello, &mut bytes).expect("a hello fits a frame");
+    bytes
 }
 
 /// What the server sent on one connection.

@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ferry::client::{Security, Trust};
+use ferry::protocol::Token;
+use ferry::security::{access, KnownHosts};
 
 /// ferry: move files between machines, fast and safely.
 ///
@@ -70,6 +73,29 @@ struct ServerArgs {
     /// abandoned and its partial upload removed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
+    /// Serve plain, unencrypted TCP instead of TLS: only on a network you
+    /// trust, or to measure.
+    #[arg(long, conflicts_with = "identity")]
+    plain: bool,
+    /// The server's identity (certificate and key, made on first start,
+    /// mode 0600) [default: identity.pem in ~/.config/ferry].
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Accept only clients with a token from FILE: one `TOKEN MODE` a line,
+    /// the mode rw, ro or wo; the file must be mode 0600 [default: the one
+    /// read-write token in FERRY_TOKEN if set, else open to anyone].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Allow only get and list.
+    #[arg(long, group = "mode")]
+    read_only: bool,
+    /// Allow everything but delete.
+    #[arg(long, group = "mode")]
+    no_delete: bool,
+    /// Allow only put: a drop box whose content clients cannot list or
+    /// fetch.
+    #[arg(long, group = "mode")]
+    upload_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +110,21 @@ struct ClientArgs {
     /// Seconds to wait for the server to connect or answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, global = true)]
     timeout: u64,
+    /// Speak plain, unencrypted TCP, to a server run with --plain.
+    #[arg(long, global = true, conflicts_with_all = ["fingerprint", "known_hosts"])]
+    plain: bool,
+    /// Trust only the server whose identity has this SHA-256 fingerprint
+    /// (from its start line); the known-hosts file is then not used.
+    #[arg(long, value_name = "HEX", global = true, value_parser = parse_fingerprint)]
+    fingerprint: Option<ferry::security::Fingerprint>,
+    /// Where servers met before are recorded, one `HOST:PORT FINGERPRINT`
+    /// a line [default: known_hosts in ~/.config/ferry].
+    #[arg(long, value_name = "FILE", global = true)]
+    known_hosts: Option<PathBuf>,
+    /// Read the access token from FILE (mode 0600) [default: FERRY_TOKEN if
+    /// set]. Never given on the command line, where others could see it.
+    #[arg(long, value_name = "FILE", global = true)]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     request: Option<Request>,
 }
@@ -130,8 +171,13 @@ pub enum Request {
 pub mod exit {
     /// The request failed: not found, already exists, bad name, refused.
     pub const FAILED: u8 = 1;
+    /// The command line could not be used (clap's own code for this).
+    pub const USAGE: u8 = 2;
     /// The server could not be reached or does not speak ferry.
     pub const UNREACHABLE: u8 = 3;
+    /// Trust failed: the server's identity is not the one expected, or the
+    /// server did not accept our token.
+    pub const UNTRUSTED: u8 = 4;
     /// Ctrl-C abandoned the request (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -161,11 +207,19 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         TopCommand::Client(args) => {
+            let security = match client_security(&args) {
+                Ok(security) => security,
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    return ExitCode::from(exit::USAGE);
+                }
+            };
             let settings = request::Settings {
                 host: args.host,
                 port: args.port,
                 quiet: args.quiet,
                 timeout: Duration::from_secs(args.timeout),
+                security,
             };
             match args.request {
                 Some(request) => runtime.block_on(request::run_once(&settings, request)),
@@ -174,3 +228,29 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     }
 }
+
+fn parse_fingerprint(text: &str) -> Result<ferry::security::Fingerprint, String> {
+    ferry::security::Fingerprint::parse(text).map_err(|e| e.to_string())
+}
+
+/// Whom the client trusts and which token it presents, from its flags and
+/// FERRY_TOKEN.
+fn client_security(args: &ClientArgs) -> anyhow::Result<Security> {
+    let trust = if args.plain {
+        Trust::Plain
+    } else if let Some(fingerprint) = args.fingerprint {
+        Trust::Pinned(fingerprint)
+    } else if let Some(path) = &args.known_hosts {
+        Trust::KnownHosts(KnownHosts::at(path.clone()))
+    } else {
+        Trust::KnownHosts(KnownHosts::default_location()?)
+    };
+    let token = match &args.token_file {
+        Some(path) => access::read_client_token(path)?,
+        None => Token::new(std::env::var(TOKEN_VARIABLE).unwrap_or_default()),
+    };
+    Ok(Security { trust, token })
+}
+
+/// The environment variable holding a token, for client and server.
+const TOKEN_VARIABLE: &str = "FERRY_TOKEN";

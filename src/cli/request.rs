@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ferry::client::{format_target, Client, ClientError, Upload};
+use ferry::client::{format_target, Client, ClientError, Security, Upload};
 use ferry::protocol::{NameError, RemoteName};
 use ferry::report::{Detail, Outcome, Report, RequestKind};
 
@@ -19,6 +19,7 @@ pub struct Settings {
     pub port: u16,
     pub quiet: bool,
     pub timeout: Duration,
+    pub security: Security,
 }
 
 impl Settings {
@@ -27,9 +28,19 @@ impl Settings {
         format_target(&self.host, self.port)
     }
 
-    /// Connects to the server.
+    /// Connects to the server, saying so if its identity is trusted for
+    /// the first time.
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect(&self.host, self.port, self.timeout).await
+        let client = Client::connect(&self.host, self.port, self.timeout, &self.security).await?;
+        if let Some(first) = client.first_use() {
+            eprintln!(
+                "ferry: first connection to {}: trusting its identity {} from now on (recorded in {})",
+                self.target(),
+                first.fingerprint,
+                first.recorded_in.display()
+            );
+        }
+        Ok(client)
     }
 }
 
@@ -69,6 +80,7 @@ impl CommandError {
     fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CommandError::Interrupted => exit::INTERRUPTED,
+            CommandError::Client(e) if e.is_trust_failure() => exit::UNTRUSTED,
             e if e.is_connection_lost() => exit::UNREACHABLE,
             _ => exit::FAILED,
         })

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry::report::Reporter;
+use ferry::security::access::{Access, ServerMode, Tokens};
+use ferry::security::Identity;
 use ferry::server::{Config, Limits, Server};
 use tokio::net::TcpListener;
 
-use super::ServerArgs;
+use super::{ServerArgs, TOKEN_VARIABLE};
 
 pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
@@ -20,6 +22,7 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         // A closed stdout must not stop the server; the request is done.
         let _ = writeln!(std::io::stdout().lock(), "{report}");
     });
+    let security = ServerSecurity::from_args(&args)?;
     let config = Config {
         limits: Limits {
             total: saturating_usize(args.max_connections),
@@ -30,6 +33,8 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         stall_timeout: Duration::from_secs(args.stall_timeout),
         max_file_size: args.max_file_size.map(|size| size.as_u64()),
         shutdown_grace: Duration::from_secs(args.grace),
+        tls: security.tls,
+        access: Arc::new(security.access),
         ..Config::new(&args.root)
     };
     let server = Server::open(config, reporter)?;
@@ -40,14 +45,76 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "ferry server up and running on {local}, serving {}",
-        server.root_path().display()
+        "ferry server up and running on {local}, serving {}; {}; {}",
+        server.root_path().display(),
+        security.encryption,
+        security.access_summary
     )
     .context("cannot write to stdout")?;
     drop(stdout);
     server.run(listener, shutdown).await;
     tracing::info!("ferry server stopped");
     Ok(())
+}
+
+/// The server's TLS and access settings, and how the start line tells
+/// them.
+struct ServerSecurity {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    access: Access,
+    encryption: String,
+    access_summary: String,
+}
+
+impl ServerSecurity {
+    fn from_args(args: &ServerArgs) -> anyhow::Result<ServerSecurity> {
+        let (tls, encryption) = if args.plain {
+            (None, "plain TCP, not encrypted (--plain)".to_owned())
+        } else {
+            let path = match &args.identity {
+                Some(path) => path.clone(),
+                None => Identity::default_path()?,
+            };
+            let (identity, created) = Identity::load_or_create(&path)?;
+            if created {
+                tracing::warn!(path = %path.display(), "made a new server identity");
+            }
+            let said = format!("TLS, identity {}", identity.fingerprint());
+            (Some(identity.server_config()?), said)
+        };
+        let (tokens, whose) = match (&args.token_file, std::env::var(TOKEN_VARIABLE)) {
+            (Some(path), _) => {
+                let tokens = Tokens::load(path)?;
+                let count = tokens.len();
+                let plural = if count == 1 { "" } else { "s" };
+                let whose = format!("{count} token{plural} from {}", path.display());
+                (Some(tokens), whose)
+            }
+            (None, Ok(token)) if !token.is_empty() => (
+                Some(Tokens::single(&token)?),
+                format!("the token in {TOKEN_VARIABLE}"),
+            ),
+            (None, _) => (
+                None,
+                "open to anyone who can connect (no token file)".to_owned(),
+            ),
+        };
+        let mode = if args.read_only {
+            ServerMode::ReadOnly
+        } else if args.no_delete {
+            ServerMode::NoDelete
+        } else if args.upload_only {
+            ServerMode::UploadOnly
+        } else {
+            ServerMode::Full
+        };
+        Ok(ServerSecurity {
+            tls,
+            access: Access { tokens, mode },
+            encryption,
+            access_summary: format!("{whose}, {mode}"),
+        })
+    }
 }
 
 /// Lifts the soft limit on open descriptors to the hard one: each

@@ -7,6 +7,8 @@
 //! hidden temporary file and moved into place only when complete and
 //! verified, never over an existing file.
 
+mod trust;
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,8 +18,10 @@ use cap_std::fs::Dir;
 use tokio::net::TcpStream;
 
 use crate::protocol::{Entry, ErrorCode, Message, RemoteName};
+use crate::security::{Fingerprint, KnownHostsError};
 use crate::staging::Staged;
-use crate::transport::{Connection, TransportError};
+use crate::transport::{Connection, Link, TransportError};
+pub use trust::{FirstUse, Security, Trust};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,37 @@ pub enum ClientError {
     /// The downloaded data did not match the server's digest.
     #[error("data arrived damaged (BLAKE3 digest mismatch); nothing was kept")]
     DigestMismatch,
+    /// A server met before proved another identity than the one recorded.
+    #[error(
+        "WARNING: SERVER IDENTITY CHANGED: {target} proved identity {seen}, but line {line} of \
+         {} records {expected}. Someone may be intercepting this connection, or the server's \
+         identity was replaced; nothing was sent. If the change is expected, remove line \
+         {line} of {} and connect again",
+        file.display(),
+        file.display()
+    )]
+    IdentityChanged {
+        target: String,
+        seen: Fingerprint,
+        expected: Fingerprint,
+        file: PathBuf,
+        line: usize,
+    },
+    /// The server did not prove the identity given with `--fingerprint`.
+    #[error(
+        "WARNING: SERVER IDENTITY MISMATCH: {target} proved identity {seen}, not the one \
+         given with --fingerprint; nothing was sent"
+    )]
+    NotPinned { target: String, seen: Fingerprint },
+    /// The server answered TLS with something else.
+    #[error("the server did not answer with TLS; if it runs with --plain, pass --plain too")]
+    NotTls,
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
+    /// The known-hosts file could not be read or written.
+    #[error("{0}")]
+    KnownHosts(#[from] KnownHostsError),
 }
 
 impl ClientError {
@@ -64,7 +99,27 @@ impl ClientError {
             ClientError::LocalExists(_) => "local-exists".into(),
             ClientError::BadReply(_) => "protocol-error".into(),
             ClientError::DigestMismatch => "digest-mismatch".into(),
+            ClientError::IdentityChanged { .. } | ClientError::NotPinned { .. } => {
+                "identity-changed".into()
+            }
+            ClientError::NotTls => "not-tls".into(),
+            ClientError::Tls(_) => "tls-error".into(),
+            ClientError::KnownHosts(_) => "known-hosts".into(),
         }
+    }
+
+    /// Whether trust failed either way: the server is not who it was, or
+    /// it does not accept us.
+    pub fn is_trust_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::IdentityChanged { .. }
+                | ClientError::NotPinned { .. }
+                | ClientError::Remote {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                }
+        )
     }
 
     /// Whether the connection is gone (or never was), as opposed to one
@@ -74,12 +129,21 @@ impl ClientError {
             ClientError::Resolve { .. }
             | ClientError::Connect { .. }
             | ClientError::Timeout(_)
-            | ClientError::BadReply(_) => true,
+            | ClientError::BadReply(_)
+            | ClientError::IdentityChanged { .. }
+            | ClientError::NotPinned { .. }
+            | ClientError::NotTls
+            | ClientError::Tls(_)
+            | ClientError::KnownHosts(_) => true,
             ClientError::Transport(e) => !e.is_connection_usable(),
             // The server closes the connection after these.
-            ClientError::Remote { code, .. } => {
-                matches!(code, ErrorCode::Busy | ErrorCode::Timeout)
-            }
+            ClientError::Remote { code, .. } => matches!(
+                code,
+                ErrorCode::Busy
+                    | ErrorCode::Timeout
+                    | ErrorCode::Unauthorized
+                    | ErrorCode::TlsRequired
+            ),
             _ => false,
         }
     }
@@ -144,16 +208,23 @@ impl Upload {
 
 /// A connection to a ferry server.
 pub struct Client {
-    conn: Connection<TcpStream>,
+    conn: Connection<Link>,
     server: SocketAddr,
     timeout: Duration,
+    first_use: Option<FirstUse>,
 }
 
 impl Client {
-    /// Resolves `host`, connects to the first of its addresses that answers
-    /// and exchanges preambles. `timeout` bounds each connection attempt,
-    /// the handshake, and every later wait for a reply.
-    pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Client, ClientError> {
+    /// Resolves `host`, connects to the first of its addresses that answers,
+    /// sets up TLS as `security` says, and makes the handshake. `timeout`
+    /// bounds each connection attempt, the TLS and ferry handshakes, and
+    /// every later wait for a reply.
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Client, ClientError> {
         let target = format_target(host, port);
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
@@ -177,18 +248,32 @@ impl Client {
             };
             // Requests and replies are small frames; don't let Nagle hold them.
             stream.set_nodelay(true).map_err(TransportError::Io)?;
-            let mut conn = Connection::new(stream);
-            with_timeout(timeout, conn.client_handshake()).await?;
+            let (link, first_use) = security.trust.open(stream, host, &target, timeout).await?;
+            let mut conn = Connection::new(link);
+            match with_timeout(timeout, conn.client_handshake(&security.token)).await? {
+                Message::Done => {}
+                Message::Error { code, message } => {
+                    return Err(ClientError::Remote { code, message })
+                }
+                other => return Err(unexpected(other, "an answer to the hello")),
+            }
             return Ok(Client {
                 conn,
                 server: addr,
                 timeout,
+                first_use,
             });
         }
         Err(ClientError::Connect {
             target,
             source: last_error,
         })
+    }
+
+    /// The server's identity, if this connection trusted it for the first
+    /// time and recorded it.
+    pub fn first_use(&self) -> Option<&FirstUse> {
+        self.first_use.as_ref()
     }
 
     /// The address of the server this client is connected to.
@@ -201,7 +286,7 @@ impl Client {
     pub fn is_closed_by_server(&self) -> bool {
         let mut byte = [0u8; 1];
         let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
-        match rustix::net::recv(self.conn.get_ref(), &mut byte, flags) {
+        match rustix::net::recv(self.conn.get_ref().tcp(), &mut byte, flags) {
             Ok((0, _)) => true,
             Ok(_) | Err(rustix::io::Errno::AGAIN) => false,
             Err(_) => true,

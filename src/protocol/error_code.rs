@@ -38,6 +38,14 @@ pub enum ErrorCode {
     TooLarge,
     /// The server gave up waiting for the client; the connection is closed.
     Timeout,
+    /// The client's token is missing or not accepted; the connection is
+    /// closed.
+    Unauthorized,
+    /// The request is not allowed by the server's mode or the token's.
+    Forbidden,
+    /// The client spoke plain TCP to a server that requires TLS; the
+    /// connection is closed.
+    TlsRequired,
     /// A code this build does not know.
     Unknown(u16),
 }
@@ -61,6 +69,9 @@ impl ErrorCode {
             ErrorCode::Busy => 13,
             ErrorCode::TooLarge => 14,
             ErrorCode::Timeout => 15,
+            ErrorCode::Unauthorized => 16,
+            ErrorCode::Forbidden => 17,
+            ErrorCode::TlsRequired => 18,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -83,6 +94,9 @@ impl ErrorCode {
             13 => ErrorCode::Busy,
             14 => ErrorCode::TooLarge,
             15 => ErrorCode::Timeout,
+            16 => ErrorCode::Unauthorized,
+            17 => ErrorCode::Forbidden,
+            18 => ErrorCode::TlsRequired,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -106,6 +120,9 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TlsRequired => "tls-required",
             ErrorCode::Unknown(code) => return write!(f, "error-{code}"),
         };
         f.write_str(word)
@@ -125,10 +142,10 @@ mod tests {
 
     #[test]
     fn known_codes_have_distinct_words() {
-        let words: std::collections::HashSet<String> = (1..=15)
+        let words: std::collections::HashSet<String> = (1..=18)
             .map(|n| ErrorCode::from_u16(n).to_string())
             .collect();
-        assert_eq!(words.len(), 15);
+        assert_eq!(words.len(), 18);
         assert!(!words.iter().any(|w| w.starts_with("error-")));
     }
 }

@@ -7,6 +7,7 @@
 //! anything is allocated.
 
 use super::error_code::ErrorCode;
+use super::token::Token;
 use super::DIGEST_LEN;
 
 /// Largest frame length accepted or produced (tag and fields, without the
@@ -21,6 +22,7 @@ const TAG_PUT: u8 = 0x01;
 const TAG_GET: u8 = 0x02;
 const TAG_LIST: u8 = 0x03;
 const TAG_DELETE: u8 = 0x04;
+const TAG_HELLO: u8 = 0x05;
 const TAG_TRAILER: u8 = 0x10;
 const TAG_PROCEED: u8 = 0x20;
 const TAG_BODY: u8 = 0x21;
@@ -33,6 +35,9 @@ const LIST_FLAG_LONG: u8 = 0x01;
 /// Every message of the protocol, in both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    /// Client, once, right after the preambles: who is asking. The server
+    /// answers `Done`, or `Error` and closes the connection.
+    Hello { token: Token },
     /// Client: store `size` bytes under `name`. The server answers
     /// `Proceed` or `Error` before any body byte is sent.
     Put { name: String, size: u64 },
@@ -62,6 +67,7 @@ impl Message {
     /// A short description of the message kind, for error messages.
     pub fn name(&self) -> &'static str {
         match self {
+            Message::Hello { .. } => "a hello",
             Message::Put { .. } => "a put request",
             Message::Get { .. } => "a get request",
             Message::List { .. } => "a list request",
@@ -152,6 +158,10 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
             out.push(TAG_DELETE);
             put_str(out, name);
         }
+        Message::Hello { token } => {
+            out.push(TAG_HELLO);
+            put_str(out, token.expose());
+        }
         Message::Trailer { digest } => {
             out.push(TAG_TRAILER);
             out.extend_from_slice(digest);
@@ -219,6 +229,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
                 size,
             }
         }
+        TAG_HELLO => Message::Hello {
+            token: Token::new(fields.string()?),
+        },
         TAG_GET => Message::Get {
             name: fields.string()?,
         },
@@ -401,6 +414,21 @@ mod tests {
     }
 
     #[test]
+    fn hello_wire_format() {
+        let hello = Message::Hello {
+            token: Token::new("tok".into()),
+        };
+        assert_eq!(
+            encoded(&hello),
+            [0, 0, 0, 6, 0x05, 0x00, 0x03, b't', b'o', b'k']
+        );
+        let anonymous = Message::Hello {
+            token: Token::default(),
+        };
+        assert_eq!(encoded(&anonymous), [0, 0, 0, 3, 0x05, 0x00, 0x00]);
+    }
+
+    #[test]
     fn oversized_length_is_refused_before_the_frame_arrives() {
         let prefix = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
         assert_eq!(
@@ -462,6 +490,9 @@ mod tests {
             name.prop_map(|name| Message::Get { name }),
             (name, any::<bool>()).prop_map(|(dir, long)| Message::List { dir, long }),
             name.prop_map(|name| Message::Delete { name }),
+            name.prop_map(|token| Message::Hello {
+                token: Token::new(token)
+            }),
             any::<[u8; 32]>().prop_map(|digest| Message::Trailer { digest }),
             Just(Message::Proceed),
             any::<u64>().prop_map(|size| Message::Body { size }),

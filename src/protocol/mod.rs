@@ -4,8 +4,8 @@
 //! and never touches a socket or a file. `PROTOCOL.md` at the repository root
 //! is the prose form of this module; keep the two in step.
 //!
-//! A connection starts with an 8-byte [`Preamble`] from each side, then
-//! carries length-prefixed [`Message`] frames. File bodies are not framed:
+//! A connection starts with an 8-byte [`Preamble`] from each side and the
+//! client's `Hello`, then carries length-prefixed [`Message`] frames. File bodies are not framed:
 //! after a `Put` is answered with `Proceed`, or a `Get` with `Body`, exactly
 //! the declared number of raw bytes follow, then a `Trailer` frame with the
 //! BLAKE3 digest of those bytes. Raw bodies let the data path use `sendfile`
@@ -15,6 +15,7 @@ mod error_code;
 mod handshake;
 mod message;
 mod name;
+mod token;
 
 pub use error_code::ErrorCode;
 pub use handshake::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, VERSION};
@@ -22,6 +23,7 @@ pub use message::{
     decode, encode, DecodeError, EncodeTooLarge, Entry, EntryKind, Message, MAX_FRAME_LEN,
 };
 pub use name::{NameError, RemoteName, MAX_COMPONENT_LEN, MAX_NAME_LEN, TEMP_PREFIX};
+pub use token::Token;
 
 /// Length in bytes of a BLAKE3 digest as carried by a `Trailer` frame.
 pub const DIGEST_LEN: usize = 32;

@@ -10,9 +10,10 @@ use super::connections::Refusal;
 use super::digest_cache::{self, Stamp};
 use super::root::{classify, Root};
 use super::{Config, Failure};
-use crate::protocol::{ErrorCode, Message, RemoteName};
+use crate::protocol::{ErrorCode, Message, RemoteName, Token};
 use crate::report::{Detail, Outcome, Report, Reporter, RequestKind};
-use crate::transport::{Connection, TransportError};
+use crate::security::access::{Grant, Operation};
+use crate::transport::{Connection, Link, TransportError, TLS_HANDSHAKE_BYTE};
 
 /// Listing entries are sent in batches of this many frames per write.
 const ENTRIES_PER_WRITE: usize = 256;
@@ -62,18 +63,71 @@ impl Session {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(peer = %self.peer, error = %e, "cannot set TCP_NODELAY");
         }
-        let mut conn = Connection::new(stream);
-        conn.set_stall_limit(self.config.stall_timeout);
         let header_timeout = self.config.header_timeout;
-        match tokio::time::timeout(header_timeout, conn.server_handshake()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return self.report_connection(e.kind(), e.to_string()),
+        let (mut conn, token) = match tokio::time::timeout(header_timeout, self.open(stream)).await
+        {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(Unopened { kind, message })) => return self.report_connection(&kind, message),
             Err(_) => {
                 // Before the preamble there is no frame the peer could read.
                 let waited = header_timeout.as_secs();
                 return self.report_connection("timeout", format!("no handshake within {waited}s"));
             }
+        };
+        let grant = match self.config.access.admit(&token) {
+            Ok(grant) => grant,
+            Err(why) => {
+                return self
+                    .hang_up(&mut conn, ErrorCode::Unauthorized, why.to_owned())
+                    .await
+            }
+        };
+        if let Err(e) = conn.write_message(&Message::Done).await {
+            return self.report_connection(e.kind(), e.to_string());
         }
+        self.serve_requests(conn, grant).await;
+    }
+
+    /// Opens the connection as the server is configured: TLS, or plain
+    /// TCP with `--plain`; then the ferry handshake, up to the client's
+    /// token. A plain client meeting a TLS server is told so in plain ferry
+    /// frames, which it can read, and turned away at once.
+    async fn open(&self, stream: TcpStream) -> Result<(Connection<Link>, Token), Unopened> {
+        let link = match &self.config.tls {
+            None => Link::Plain(stream),
+            Some(tls) => {
+                let mut first = [0u8; 1];
+                let peeked = stream.peek(&mut first).await;
+                let starts_tls = matches!(peeked, Ok(1)) && first[0] == TLS_HANDSHAKE_BYTE;
+                if !starts_tls && matches!(peeked, Ok(1)) {
+                    let mut conn = Connection::new(Link::Plain(stream));
+                    conn.set_stall_limit(TURN_AWAY_TIME);
+                    let why = "this server requires TLS; connect without --plain";
+                    let told = conn.turn_away(ErrorCode::TlsRequired, why.to_owned());
+                    let _ = tokio::time::timeout(2 * TURN_AWAY_TIME, told).await;
+                    return Err(Unopened::new(
+                        "tls-required",
+                        "the client did not start TLS (a --plain client?); this server requires TLS",
+                    ));
+                }
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+                match acceptor.accept(stream).await {
+                    Ok(tls) => Link::Tls(Box::new(tls.into())),
+                    Err(e) => return Err(Unopened::new("tls-error", tls_failure(&e))),
+                }
+            }
+        };
+        let mut conn = Connection::new(link);
+        conn.set_stall_limit(self.config.stall_timeout);
+        match conn.server_handshake().await {
+            Ok(token) => Ok((conn, token)),
+            Err(e) => Err(Unopened::new(e.kind(), e.to_string())),
+        }
+    }
+
+    /// Answers requests until the client leaves or the connection breaks.
+    async fn serve_requests(&self, mut conn: Connection<Link>, grant: Grant) {
+        let header_timeout = self.config.header_timeout;
         loop {
             // Waiting for the next request is idling; once its first byte
             // is in, the rest must follow within the header deadline, so
@@ -103,21 +157,37 @@ impl Session {
                 }
             };
             let started = Instant::now();
+            let forbidden = |operation| {
+                let why = grant.check(operation).err()?;
+                Some(Err(Failure::new(ErrorCode::Forbidden, why).into()))
+            };
             let (request, name, result) = match message {
                 Message::Put { name, size } => {
-                    let result = self.put(&mut conn, &name, size, started).await;
+                    let result = match forbidden(Operation::Put) {
+                        Some(refused) => refused,
+                        None => self.put(&mut conn, &name, size, started).await,
+                    };
                     (RequestKind::Put, Some(name), result)
                 }
                 Message::Get { name } => {
-                    let result = self.get(&mut conn, &name, started).await;
+                    let result = match forbidden(Operation::Get) {
+                        Some(refused) => refused,
+                        None => self.get(&mut conn, &name, started).await,
+                    };
                     (RequestKind::Get, Some(name), result)
                 }
                 Message::List { dir, long } => {
-                    let result = self.list(&mut conn, &dir, long).await;
+                    let result = match forbidden(Operation::List) {
+                        Some(refused) => refused,
+                        None => self.list(&mut conn, &dir, long).await,
+                    };
                     (RequestKind::List, (!dir.is_empty()).then_some(dir), result)
                 }
                 Message::Delete { name } => {
-                    let result = self.delete(&mut conn, &name).await;
+                    let result = match forbidden(Operation::Delete) {
+                        Some(refused) => refused,
+                        None => self.delete(&mut conn, &name).await,
+                    };
                     (RequestKind::Delete, Some(name), result)
                 }
                 other => {
@@ -151,7 +221,7 @@ impl Session {
     /// Tells a client that broke the protocol, or kept the server waiting
     /// too long, why it is being dropped, and closes the connection: the
     /// stream may be out of step, but the client still learns why.
-    async fn hang_up(&self, conn: &mut Connection<TcpStream>, code: ErrorCode, reason: String) {
+    async fn hang_up(&self, conn: &mut Connection<Link>, code: ErrorCode, reason: String) {
         let refusal = Message::Error {
             code,
             message: reason.clone(),
@@ -165,11 +235,26 @@ impl Session {
     }
 
     /// Turns away a connection over the limits: it is told it is `busy`,
-    /// and closed within a second or two whatever the peer does.
+    /// over TLS if the server speaks it, and closed within a few seconds
+    /// whatever the peer does.
     pub async fn turn_away(self, stream: TcpStream, refusal: Refusal) {
-        let mut conn = Connection::new(stream);
-        conn.set_stall_limit(TURN_AWAY_TIME);
+        let link = match &self.config.tls {
+            None => Ok(Link::Plain(stream)),
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+                match tokio::time::timeout(TURN_AWAY_TIME, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => Ok(Link::Tls(Box::new(tls.into()))),
+                    Ok(Err(e)) => Err(tls_failure(&e)),
+                    Err(_) => Err("no TLS handshake within a second".to_owned()),
+                }
+            }
+        };
         let reason = refusal.to_string();
+        let mut conn = match link {
+            Ok(link) => Connection::new(link),
+            Err(why) => return self.report_connection("busy", format!("{reason}; {why}")),
+        };
+        conn.set_stall_limit(TURN_AWAY_TIME);
         let told = conn.turn_away(ErrorCode::Busy, reason.clone());
         // Whether the peer read it or not, the connection ends here.
         let _ = tokio::time::timeout(2 * TURN_AWAY_TIME, told).await;
@@ -178,7 +263,7 @@ impl Session {
 
     async fn put(
         &self,
-        conn: &mut Connection<TcpStream>,
+        conn: &mut Connection<Link>,
         name: &str,
         size: u64,
         started: Instant,
@@ -211,7 +296,7 @@ impl Session {
 
     async fn get(
         &self,
-        conn: &mut Connection<TcpStream>,
+        conn: &mut Connection<Link>,
         name: &str,
         started: Instant,
     ) -> Result<Detail, Abort> {
@@ -246,7 +331,7 @@ impl Session {
 
     async fn list(
         &self,
-        conn: &mut Connection<TcpStream>,
+        conn: &mut Connection<Link>,
         dir: &str,
         long: bool,
     ) -> Result<Detail, Abort> {
@@ -268,7 +353,7 @@ impl Session {
         Ok(Detail::Entries(count))
     }
 
-    async fn delete(&self, conn: &mut Connection<TcpStream>, name: &str) -> Result<Detail, Abort> {
+    async fn delete(&self, conn: &mut Connection<Link>, name: &str) -> Result<Detail, Abort> {
         let name = RemoteName::parse(name).map_err(Failure::from)?;
         self.blocking(move |root| root.delete(&name)).await?;
         conn.write_message(&Message::Done).await?;
@@ -299,5 +384,37 @@ impl Session {
             message,
         };
         self.report(RequestKind::Connection, None, outcome);
+    }
+}
+
+/// Why a connection never got as far as its first request.
+struct Unopened {
+    kind: String,
+    message: String,
+}
+
+impl Unopened {
+    fn new(kind: &str, message: impl Into<String>) -> Self {
+        Unopened {
+            kind: kind.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Describes a failed TLS handshake for the report.
+fn tls_failure(error: &std::io::Error) -> String {
+    let tls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::AlertReceived(alert)) => format!(
+            "the client ended the TLS handshake ({alert:?}); \
+             did it refuse this server's identity?"
+        ),
+        Some(rustls::Error::InvalidMessage(_)) => {
+            "the client's bytes are not TLS; this server requires TLS".to_owned()
+        }
+        _ => format!("TLS handshake failed: {error}"),
     }
 }

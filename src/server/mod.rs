@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::protocol::{ErrorCode, NameError};
 use crate::report::{Detail, Outcome, Report, Reporter, RequestKind};
+use crate::security::access::Access;
 pub use connections::Limits;
 use connections::{Connections, Ended};
 use root::Root;
@@ -43,10 +44,16 @@ pub struct Config {
     pub max_file_size: Option<u64>,
     /// How long requests in flight may run on after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// The TLS configuration presenting the server's identity; `None`
+    /// serves plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Who may connect and what they may do.
+    pub access: Arc<Access>,
 }
 
 impl Config {
-    /// Defaults for serving `root`.
+    /// Defaults for serving `root`: plain TCP, open to anyone. The command
+    /// line's defaults are TLS and a persistent identity.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Config {
             root: root.into(),
@@ -59,6 +66,8 @@ impl Config {
             stall_timeout: Duration::from_secs(60),
             max_file_size: None,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
+            access: Arc::new(Access::open()),
         }
     }
 }

@@ -51,7 +51,7 @@ const HASH_READ: usize = 256 * 1024;
 const RESERVE_STEP: u64 = 64 * 1024 * 1024;
 
 /// How much of a body is written between syncs while it arrives.
-const FLUSH_STEP: u64 = 64 * 1024 * 1024;
+pub(super) const FLUSH_STEP: u64 = 64 * 1024 * 1024;
 
 /// The most one sendfile(2) call is asked to move. Bounded so progress is
 /// seen during a large file; the socket buffer bounds each call anyway.
@@ -255,7 +255,7 @@ fn hash_written(
 /// whole file before it gives it a name; writing it back while the body
 /// still arrives leaves that final sync only the tail to wait for. A
 /// failure here is not reported: the final sync meets it again.
-fn flush_written(file: &File, unflushed: mpsc::Receiver<()>) {
+pub(super) fn flush_written(file: &File, unflushed: mpsc::Receiver<()>) {
     while unflushed.recv().is_ok() {
         // Reports that came in during the last sync are covered by this one.
         while unflushed.try_recv().is_ok() {}
@@ -267,16 +267,16 @@ fn flush_written(file: &File, unflushed: mpsc::Receiver<()>) {
 
 /// Writes a body to its file, remembering the first failure instead of
 /// stopping: the body must still be consumed.
-struct FileWriter<'a> {
+pub(super) struct FileWriter<'a> {
     file: &'a File,
-    offset: u64,
+    pub(super) offset: u64,
     /// Where the disk space claimed so far ends.
     reserved: u64,
     error: Option<io::Error>,
 }
 
 impl<'a> FileWriter<'a> {
-    fn new(file: &'a File) -> Self {
+    pub(super) fn new(file: &'a File) -> Self {
         FileWriter {
             file,
             offset: 0,
@@ -291,7 +291,7 @@ impl<'a> FileWriter<'a> {
     /// data, so a peer that declares a huge body and sends little claims
     /// little; and never past the body's end, since space kept beyond a
     /// file's size stays claimed.
-    fn reserve_ahead(&mut self, left: u64) {
+    pub(super) fn reserve_ahead(&mut self, left: u64) {
         if self.offset >= self.reserved && self.error.is_none() {
             let step = left.min(RESERVE_STEP);
             // Where the filesystem cannot, the writes do without.
@@ -305,7 +305,7 @@ impl<'a> FileWriter<'a> {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    pub(super) fn write(&mut self, bytes: &[u8]) {
         if self.error.is_none() {
             match self.file.write_all_at(bytes, self.offset) {
                 Ok(()) => self.offset += bytes.len() as u64,
@@ -347,7 +347,7 @@ impl<'a> FileWriter<'a> {
         Ok(())
     }
 
-    fn finish(self, hasher: &blake3::Hasher) -> Received {
+    pub(super) fn finish(self, hasher: &blake3::Hasher) -> Received {
         Received {
             digest: *hasher.finalize().as_bytes(),
             sink_error: self.error,
@@ -457,7 +457,7 @@ fn head_mut(buffer: &mut [u8], len: usize) -> &mut [u8] {
 }
 
 /// The length of the next piece: `limit`, or what is left if less.
-fn buffer_len(left: u64, limit: usize) -> usize {
+pub(super) fn buffer_len(left: u64, limit: usize) -> usize {
     usize::try_from(left).map_or(limit, |left| left.min(limit))
 }
 

@@ -1,17 +1,21 @@
 //! The one place bytes meet a socket: the preamble exchange, message frames
 //! and raw file bodies.
 //!
-//! [`Connection`] speaks frames over any async stream. Bodies bypass it:
-//! they move between a file and the socket's descriptor on a thread of their
-//! own (see `body`), with sendfile(2) on the way out and a few large buffers
-//! on the way in, hashed with BLAKE3 alongside the I/O. Memory per transfer is
-//! bounded whatever the file size.
+//! [`Connection`] speaks frames over any async stream. On plain TCP, bodies
+//! bypass it: they move between a file and the socket's descriptor on a
+//! thread of their own (see `body`), with sendfile(2) on the way out and
+//! splice(2) on the way in, hashed with BLAKE3 alongside the I/O. Over TLS
+//! every byte must pass through the encryption, so bodies move in chunks
+//! between the stream and a file thread (see `buffered`). Memory per
+//! transfer is bounded whatever the file size.
 
 mod body;
+mod buffered;
+mod link;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +23,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{
-    self, DecodeError, ErrorCode, Message, Preamble, PreambleError, PREAMBLE_LEN, VERSION,
+    self, DecodeError, ErrorCode, Message, Preamble, PreambleError, Token, PREAMBLE_LEN, VERSION,
 };
 pub use body::Digest;
 use body::{Received, Wire};
+pub use link::{Link, Stream};
+
+/// The first byte of a TLS handshake record: what a TLS client sends first.
+pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
 
 /// Bytes asked of the socket per read while waiting for a frame.
 const FRAME_READ_CHUNK: usize = 8 * 1024;
@@ -42,6 +50,10 @@ pub enum TransportError {
     /// The peer's preamble is not ferry's.
     #[error("peer does not speak the ferry protocol")]
     NotFerry,
+    /// The peer opened with a TLS handshake where the ferry preamble was
+    /// expected: a TLS client meeting a `--plain` server.
+    #[error("the client started TLS, but this server runs with --plain")]
+    UnexpectedTls,
     /// The peer speaks another protocol version.
     #[error("peer speaks ferry protocol version {theirs}, this side speaks version {VERSION}")]
     Version { theirs: u16 },
@@ -94,6 +106,7 @@ impl TransportError {
             | TransportError::Unexpected { .. }
             | TransportError::TooLarge(_) => "protocol-error",
             TransportError::NotFerry => "not-ferry",
+            TransportError::UnexpectedTls => "tls-unexpected",
             TransportError::Version { .. } => "unsupported-version",
             TransportError::File(_) | TransportError::SourceFailed(_) => "io-error",
             TransportError::FileShrank { .. } => "file-changed",
@@ -145,23 +158,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &self.stream
     }
 
-    /// The client's side of the preamble exchange: send ours, check theirs.
-    pub async fn client_handshake(&mut self) -> Result<(), TransportError> {
-        self.stream.write_all(&Preamble::OURS.to_bytes()).await?;
-        self.stream.flush().await?;
+    /// The client's side of the handshake: send our preamble and `Hello`
+    /// at once, check the server's preamble, and return its answer to the
+    /// `Hello`: `Done` if we are welcome, `Error` if not.
+    pub async fn client_handshake(&mut self, token: &Token) -> Result<Message, TransportError> {
+        self.write_buf.extend_from_slice(&Preamble::OURS.to_bytes());
+        self.queue(&Message::Hello {
+            token: token.clone(),
+        })?;
+        self.flush().await?;
         let preamble = self.read_preamble().await?;
         if preamble.version != VERSION {
             return Err(TransportError::Version {
                 theirs: preamble.version,
             });
         }
-        Ok(())
+        self.expect_message().await
     }
 
-    /// The server's side of the preamble exchange: check the client's, then
-    /// answer with ours. A foreign or mismatched client also gets an `Error`
-    /// frame explaining why, before the caller closes the connection.
-    pub async fn server_handshake(&mut self) -> Result<(), TransportError> {
+    /// The server's side of the handshake: check the client's preamble,
+    /// answer with ours, and return the token of the client's `Hello`; the
+    /// caller answers that. A foreign or mismatched client also gets an
+    /// `Error` frame explaining why, before the caller closes the connection.
+    pub async fn server_handshake(&mut self) -> Result<Token, TransportError> {
         let refusal = match self.read_preamble().await {
             Ok(preamble) if preamble.version == VERSION => None,
             Ok(preamble) => Some((
@@ -174,6 +193,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     theirs: preamble.version,
                 },
             )),
+            Err(TransportError::NotFerry) if self.read_buf.first() == Some(&TLS_HANDSHAKE_BYTE) => {
+                Some((
+                    ErrorCode::BadRequest,
+                    "this server runs with --plain; connect with --plain too".to_owned(),
+                    TransportError::UnexpectedTls,
+                ))
+            }
             Err(TransportError::NotFerry) => Some((
                 ErrorCode::BadRequest,
                 "expected the ferry preamble; is this a ferry client?".to_owned(),
@@ -181,14 +207,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             )),
             Err(other) => return Err(other),
         };
-        self.stream.write_all(&Preamble::OURS.to_bytes()).await?;
+        self.write_buf.extend_from_slice(&Preamble::OURS.to_bytes());
         if let Some((code, message, error)) = refusal {
             self.write_message(&Message::Error { code, message })
                 .await?;
             return Err(error);
         }
-        self.stream.flush().await?;
-        Ok(())
+        self.flush().await?;
+        match self.expect_message().await? {
+            Message::Hello { token } => Ok(token),
+            other => {
+                let message = format!("expected a hello, got {}", other.name());
+                self.write_message(&Message::Error {
+                    code: ErrorCode::BadRequest,
+                    message,
+                })
+                .await?;
+                Err(TransportError::Unexpected {
+                    expected: "a hello",
+                    got: other.name(),
+                })
+            }
+        }
     }
 
     /// Turns the peer away before any handshake: our preamble, so that a
@@ -307,14 +347,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     async fn read_more(&mut self) -> io::Result<usize> {
         let mut chunk = [0; FRAME_READ_CHUNK];
-        let n = self.stream.read(&mut chunk).await?;
+        let n = match self.stream.read(&mut chunk).await {
+            // TLS's word for a peer that hung up without saying goodbye
+            // (close_notify). Frames carry their length and bodies their
+            // digest, so a cut is caught without it: this is an end of
+            // stream like any other.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            read => read?,
+        };
         self.read_buf
             .extend_from_slice(chunk.get(..n).unwrap_or_default());
         Ok(n)
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Connection<S> {
+impl<S: Stream> Connection<S> {
     /// Sends the first `size` bytes of `file` as a raw body, then the trailer
     /// with their digest: `known` if the caller has it, otherwise computed as
     /// the file is sent. Gives back the file and the digest.
@@ -326,13 +373,18 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Connection<S> {
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(File, Digest), TransportError> {
         self.flush().await?;
-        let (file, sent) = self
-            .on_data_thread(progress, move |socket, moved| {
-                let sent = body::send_file(socket, &file, size, known, moved);
-                (file, sent)
-            })
-            .await?;
-        let digest = sent?;
+        let (file, digest) = match self.stream.raw_socket() {
+            Some(socket) => {
+                let (file, sent) = self
+                    .on_data_thread(socket, progress, move |socket, moved| {
+                        let sent = body::send_file(socket, &file, size, known, moved);
+                        (file, sent)
+                    })
+                    .await?;
+                (file, sent?)
+            }
+            None => self.send_chunks(file, size, known, progress).await?,
+        };
         self.write_message(&Message::Trailer { digest }).await?;
         Ok((file, digest))
     }
@@ -352,12 +404,16 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Connection<S> {
         let prefix_len =
             usize::try_from(size).map_or(self.read_buf.len(), |size| size.min(self.read_buf.len()));
         let prefix: Vec<u8> = self.read_buf.drain(..prefix_len).collect();
-        let (file, received) = self
-            .on_data_thread(progress, move |socket, moved| {
-                let received = body::receive_file(socket, &prefix, &file, size, moved);
-                (file, received)
-            })
-            .await?;
+        let (file, received) = match self.stream.raw_socket() {
+            Some(socket) => {
+                self.on_data_thread(socket, progress, move |socket, moved| {
+                    let received = body::receive_file(socket, &prefix, &file, size, moved);
+                    (file, received)
+                })
+                .await?
+            }
+            None => self.recv_chunks(prefix, file, size, progress).await?,
+        };
         let Received { digest, sink_error } = received?;
         let trailer = self.expect_message().await?;
         let Message::Trailer { digest: expected } = trailer else {
@@ -375,16 +431,117 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Connection<S> {
         Ok((file, digest))
     }
 
+    /// The body of [`Connection::send_file`] over a stream that must see
+    /// every byte: a file thread reads and hashes chunks, this task writes
+    /// them to the stream. Dropping this future drops the channel, which
+    /// stops the file thread.
+    async fn send_chunks(
+        &mut self,
+        file: File,
+        size: u64,
+        known: Option<Digest>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(File, Digest), TransportError> {
+        let (chunks, mut arriving) = tokio::sync::mpsc::channel(buffered::CHUNKS_IN_FLIGHT);
+        let reader = tokio::task::spawn_blocking(move || {
+            let read = buffered::read_chunks(&file, size, known, &chunks);
+            (file, read)
+        });
+        let mut written = Ok(());
+        while let Some(chunk) = arriving.recv().await {
+            written = self.write_all_within_stall_limit(&chunk).await;
+            if written.is_err() {
+                break;
+            }
+            progress(chunk.len() as u64);
+        }
+        // Stops the reader if writing failed; it has finished otherwise.
+        drop(arriving);
+        let (file, read) = reader.await.map_err(data_thread_failed)?;
+        written?;
+        Ok((file, read?))
+    }
+
+    /// The body of [`Connection::recv_file`] over a stream that must see
+    /// every byte: this task reads chunks, a file thread hashes and writes
+    /// them. Never reads past the body's end.
+    async fn recv_chunks(
+        &mut self,
+        prefix: Vec<u8>,
+        file: File,
+        size: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(File, Result<Received, TransportError>), TransportError> {
+        let (chunks, arriving) = tokio::sync::mpsc::channel(buffered::CHUNKS_IN_FLIGHT);
+        let writer = tokio::task::spawn_blocking(move || {
+            let received = buffered::write_chunks(&file, size, arriving);
+            (file, received)
+        });
+        let mut left = size - prefix.len() as u64;
+        progress(prefix.len() as u64);
+        let mut read = Ok(());
+        if !prefix.is_empty() && chunks.send(prefix).await.is_err() {
+            read = Err(data_thread_failed("the file thread stopped"));
+        }
+        while left > 0 && read.is_ok() {
+            let mut chunk = Vec::with_capacity(buffered::next_chunk_len(left));
+            read = self.fill_within_stall_limit(&mut chunk).await;
+            left -= chunk.len() as u64;
+            progress(chunk.len() as u64);
+            if chunks.send(chunk).await.is_err() {
+                read = Err(data_thread_failed("the file thread stopped"));
+            }
+        }
+        drop(chunks);
+        let (file, received) = writer.await.map_err(data_thread_failed)?;
+        read?;
+        Ok((file, Ok(received)))
+    }
+
+    /// Writes all of `bytes`, failing if the peer takes none of them for
+    /// the stall limit.
+    async fn write_all_within_stall_limit(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        let limit = self.stall_limit;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match tokio::time::timeout(limit, self.stream.write(rest)).await {
+                Ok(Ok(0)) => return Err(TransportError::Closed),
+                Ok(Ok(n)) => rest = rest.get(n..).unwrap_or_default(),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(TransportError::Stalled(limit)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads into `chunk` until its capacity is full, failing if the peer
+    /// sends nothing for the stall limit or closes the connection first.
+    async fn fill_within_stall_limit(&mut self, chunk: &mut Vec<u8>) -> Result<(), TransportError> {
+        let limit = self.stall_limit;
+        while chunk.len() < chunk.capacity() {
+            let want = (chunk.capacity() - chunk.len()) as u64;
+            let mut body = (&mut self.stream).take(want);
+            match tokio::time::timeout(limit, body.read_buf(chunk)).await {
+                Ok(Ok(0)) => return Err(TransportError::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(TransportError::Stalled(limit)),
+            }
+        }
+        Ok(())
+    }
+
     /// Runs blocking data-path `work` on the socket in a thread of the
     /// blocking pool, telling `progress` how it advances. If this future is
     /// dropped first, the socket is shut down so the thread stops at once
     /// rather than finishing, or stalling, a transfer nobody awaits.
     async fn on_data_thread<T: Send + 'static>(
         &self,
+        socket: BorrowedFd<'_>,
         progress: &mut (dyn FnMut(u64) + Send),
         work: impl FnOnce(Wire<'_>, &AtomicU64) -> T + Send + 'static,
     ) -> Result<T, TransportError> {
-        let socket = Arc::new(self.stream.as_fd().try_clone_to_owned()?);
+        let socket = Arc::new(socket.try_clone_to_owned()?);
         let hang_up = ShutdownOnDrop(Some(Arc::clone(&socket)));
         let moved = Arc::new(AtomicU64::new(0));
         let mut task = tokio::task::spawn_blocking({
@@ -415,8 +572,12 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Connection<S> {
         };
         hang_up.disarm();
         report(progress);
-        joined.map_err(|e| TransportError::Io(io::Error::other(format!("data thread failed: {e}"))))
+        joined.map_err(data_thread_failed)
     }
+}
+
+fn data_thread_failed(why: impl std::fmt::Display) -> TransportError {
+    TransportError::Io(io::Error::other(format!("data thread failed: {why}")))
 }
 
 /// How often a transfer's progress is passed on.

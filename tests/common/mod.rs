@@ -7,11 +7,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ferry::protocol::{decode, encode, Message, Preamble, PREAMBLE_LEN};
+use ferry::protocol::{decode, encode, Message, Preamble, Token, PREAMBLE_LEN};
 use ferry::report::{Report, Reporter};
 use ferry::server::{Config, Server};
 use tempfile::TempDir;
@@ -173,13 +173,30 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     found
 }
 
-/// The real `ferry` binary.
+/// The real `ferry` binary, with a configuration directory of this test
+/// process's own (identities, known hosts) and no token from the
+/// environment of whoever runs the tests.
 pub fn ferry_command() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
+    static CONFIG_HOME: OnceLock<TempDir> = OnceLock::new();
+    let config_home = CONFIG_HOME.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .env("XDG_CONFIG_HOME", config_home.path())
+        .env_remove("FERRY_TOKEN");
+    command
 }
 
-/// `ferry client HOST PORT <args>`.
+/// `ferry client HOST PORT --plain <args>`: most tests are about what
+/// happens inside the connection, and test servers are plain unless a test
+/// asks for TLS.
 pub fn client_at(host: &str, port: u16, args: &[&str]) -> Command {
+    let mut command = tls_client_at(host, port, &["--plain"]);
+    command.args(args);
+    command
+}
+
+/// `ferry client HOST PORT <args>`, over TLS unless `args` say otherwise.
+pub fn tls_client_at(host: &str, port: u16, args: &[&str]) -> Command {
     let mut command = ferry_command();
     command.args(["client", host, &port.to_string()]).args(args);
     command
@@ -236,8 +253,23 @@ pub struct BinaryServer {
 }
 
 impl BinaryServer {
+    /// A plain server on 127.0.0.1 serving a fresh directory.
     pub fn start(extra_args: &[&str]) -> BinaryServer {
         Self::start_at("127.0.0.1", extra_args)
+    }
+
+    /// A server as a user starts it, TLS and all, with `extra_args`.
+    pub fn start_tls(extra_args: &[&str]) -> BinaryServer {
+        Self::start_tls_configured(extra_args, |_| {})
+    }
+
+    /// [`BinaryServer::start_tls`], its command adjusted by `configure`.
+    pub fn start_tls_configured(
+        extra_args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> BinaryServer {
+        let root = tempfile::tempdir().unwrap();
+        Self::launch(root, "127.0.0.1", extra_args, false, configure)
     }
 
     /// A server listening on `bind` instead of 127.0.0.1.
@@ -271,10 +303,21 @@ impl BinaryServer {
         extra_args: &[&str],
         configure: impl FnOnce(&mut Command),
     ) -> BinaryServer {
+        Self::launch(root, bind, extra_args, true, configure)
+    }
+
+    fn launch(
+        root: TempDir,
+        bind: &str,
+        extra_args: &[&str],
+        plain: bool,
+        configure: impl FnOnce(&mut Command),
+    ) -> BinaryServer {
         let mut command = ferry_command();
         command
             .args(["server", "0", "--bind", bind, "--root"])
             .arg(root.path())
+            .args(plain.then_some("--plain"))
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -388,14 +431,31 @@ impl RawClient {
         }
     }
 
-    /// Connects and exchanges preambles.
+    /// Connects and makes the handshake, presenting no token.
     pub fn handshake(addr: SocketAddr) -> RawClient {
+        Self::handshake_with(addr, "")
+    }
+
+    /// Connects and makes the handshake, presenting `token`.
+    pub fn handshake_with(addr: SocketAddr, token: &str) -> RawClient {
+        let (client, answer) = RawClient::hello(addr, token);
+        assert_eq!(answer, Some(Message::Done), "the hello was not welcome");
+        client
+    }
+
+    /// Connects, sends the preamble and a `Hello` with `token`, checks the
+    /// server's preamble, and returns the server's answer to the `Hello`.
+    pub fn hello(addr: SocketAddr, token: &str) -> (RawClient, Option<Message>) {
         let mut client = RawClient::connect(addr);
         client.send_raw(&Preamble::OURS.to_bytes());
+        client.send(&Message::Hello {
+            token: Token::new(token.to_owned()),
+        });
         let mut theirs = [0; PREAMBLE_LEN];
         client.read_exact(&mut theirs);
         assert_eq!(Preamble::from_bytes(&theirs), Ok(Preamble::OURS));
-        client
+        let answer = client.recv();
+        (client, answer)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {

@@ -1,0 +1,389 @@
+//! Who may do what: access tokens with their modes, and the server's own
+//! mode. A request runs only if both allow it.
+
+use std::fmt;
+use std::path::Path;
+
+use super::{secret_file, SecretFileError};
+use crate::protocol::Token;
+
+/// The shortest token accepted: shorter ones could be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// `rw`: everything.
+    ReadWrite,
+    /// `ro`: get and list.
+    ReadOnly,
+    /// `wo`: put only, for a drop box.
+    WriteOnly,
+}
+
+/// What the whole server allows, whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerMode {
+    /// Everything.
+    #[default]
+    Full,
+    /// `--read-only`: get and list.
+    ReadOnly,
+    /// `--no-delete`: all but delete.
+    NoDelete,
+    /// `--upload-only`: put only; not even list.
+    UploadOnly,
+}
+
+/// The requests, as access sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Put,
+    Get,
+    List,
+    Delete,
+}
+
+impl TokenMode {
+    fn allows(self, operation: Operation) -> bool {
+        match self {
+            TokenMode::ReadWrite => true,
+            TokenMode::ReadOnly => matches!(operation, Operation::Get | Operation::List),
+            TokenMode::WriteOnly => operation == Operation::Put,
+        }
+    }
+}
+
+impl ServerMode {
+    fn allows(self, operation: Operation) -> bool {
+        match self {
+            ServerMode::Full => true,
+            ServerMode::ReadOnly => matches!(operation, Operation::Get | Operation::List),
+            ServerMode::NoDelete => operation != Operation::Delete,
+            ServerMode::UploadOnly => operation == Operation::Put,
+        }
+    }
+}
+
+impl fmt::Display for TokenMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenMode::ReadWrite => "rw",
+            TokenMode::ReadOnly => "ro",
+            TokenMode::WriteOnly => "wo",
+        })
+    }
+}
+
+impl fmt::Display for ServerMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerMode::Full => "read-write",
+            ServerMode::ReadOnly => "read-only",
+            ServerMode::NoDelete => "no-delete",
+            ServerMode::UploadOnly => "upload-only",
+        })
+    }
+}
+
+/// The tokens a server accepts. Only their BLAKE3 hashes are kept: a
+/// comparison of hashes takes the same time wherever the bytes differ
+/// (BLAKE3's `Hash` compares in constant time), and no token is held in
+/// memory longer than it takes to load it.
+pub struct Tokens {
+    accepted: Vec<(blake3::Hash, TokenMode)>,
+}
+
+/// Why a token file or token could not be used. Names lines, never tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}")]
+    File(#[from] SecretFileError),
+    #[error("line {line} of {path}: {why}")]
+    Line {
+        path: String,
+        line: usize,
+        why: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Shows how many tokens there are, never the tokens or their hashes.
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tokens({})", self.accepted.len())
+    }
+}
+
+impl Tokens {
+    /// Reads a token file: one `TOKEN MODE` a line, the mode `rw`, `ro` or
+    /// `wo`; blank lines and `#` comments are skipped.
+    pub fn load(path: &Path) -> Result<Tokens, TokenError> {
+        let text = secret_file::read(path)?;
+        Tokens::parse(&text).map_err(|(line, why)| TokenError::Line {
+            path: path.display().to_string(),
+            line,
+            why,
+        })
+    }
+
+    /// The one read-write token of `FERRY_TOKEN`.
+    pub fn single(token: &str) -> Result<Tokens, TokenError> {
+        check_token(token).map_err(|why| TokenError::Invalid(format!("FERRY_TOKEN {why}")))?;
+        Ok(Tokens {
+            accepted: vec![(blake3::hash(token.as_bytes()), TokenMode::ReadWrite)],
+        })
+    }
+
+    fn parse(text: &str) -> Result<Tokens, (usize, String)> {
+        let mut accepted: Vec<(blake3::Hash, TokenMode)> = Vec::new();
+        let mut last_line = 0;
+        for (index, line) in text.lines().enumerate() {
+            let line_number = index + 1;
+            last_line = line_number;
+            let fail = |why: &str| (line_number, why.to_owned());
+            let mut words = line.split_whitespace();
+            let Some(token) = words.next().filter(|word| !word.starts_with('#')) else {
+                continue;
+            };
+            check_token(token).map_err(|why| fail(&format!("the token {why}")))?;
+            let mode = match (words.next(), words.next()) {
+                (Some("rw"), None) => TokenMode::ReadWrite,
+                (Some("ro"), None) => TokenMode::ReadOnly,
+                (Some("wo"), None) => TokenMode::WriteOnly,
+                (None, _) => return Err(fail("no mode after the token (rw, ro or wo)")),
+                _ => return Err(fail("expected `TOKEN MODE`, the mode rw, ro or wo")),
+            };
+            let hash = blake3::hash(token.as_bytes());
+            if accepted.iter().any(|(known, _)| *known == hash) {
+                return Err(fail("the same token appears on an earlier line"));
+            }
+            accepted.push((hash, mode));
+        }
+        if accepted.is_empty() {
+            return Err((
+                last_line,
+                "no tokens in the file; it would refuse everyone".into(),
+            ));
+        }
+        Ok(Tokens { accepted })
+    }
+
+    /// The mode of `offered`, if it is one of the tokens. Every token is
+    /// compared, each in constant time.
+    pub fn check(&self, offered: &Token) -> Option<TokenMode> {
+        let offered = blake3::hash(offered.expose().as_bytes());
+        let mut found = None;
+        for (accepted, mode) in &self.accepted {
+            if *accepted == offered {
+                found = Some(*mode);
+            }
+        }
+        found
+    }
+
+    /// How many tokens there are.
+    pub fn len(&self) -> usize {
+        self.accepted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty()
+    }
+}
+
+/// Reads the client's token from a file holding it alone on a line
+/// (blank lines and `#` comments aside).
+pub fn read_client_token(path: &Path) -> Result<Token, TokenError> {
+    let text = secret_file::read(path)?;
+    let mut tokens = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'));
+    let invalid = |why: &str| TokenError::Invalid(format!("{}: {why}", path.display()));
+    let token = tokens.next().ok_or_else(|| invalid("no token in it"))?;
+    if tokens.next().is_some() {
+        return Err(invalid("more than one line; a client uses one token"));
+    }
+    Ok(Token::new(token.to_owned()))
+}
+
+/// Whether `token` may be a token: long enough, and one word.
+fn check_token(token: &str) -> Result<(), String> {
+    if token.chars().count() < MIN_TOKEN_LEN {
+        return Err(format!("is shorter than {MIN_TOKEN_LEN} characters"));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("holds a space or a control character".into());
+    }
+    Ok(())
+}
+
+/// What a connection may do, settled once its token is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant {
+    token: Option<TokenMode>,
+    server: ServerMode,
+}
+
+/// Who may use a server.
+#[derive(Debug)]
+pub struct Access {
+    /// `None`: open to anyone who can connect.
+    pub tokens: Option<Tokens>,
+    pub mode: ServerMode,
+}
+
+impl Access {
+    /// Anyone may do anything: the library's default.
+    pub fn open() -> Access {
+        Access {
+            tokens: None,
+            mode: ServerMode::Full,
+        }
+    }
+
+    /// Admits a connection that presented `offered` (empty if none), or
+    /// says why not, in words for the client and the report.
+    pub fn admit(&self, offered: &Token) -> Result<Grant, &'static str> {
+        let token = match &self.tokens {
+            None => None,
+            Some(_) if offered.is_empty() => {
+                return Err("this server requires a token: set FERRY_TOKEN or pass --token-file")
+            }
+            Some(tokens) => Some(tokens.check(offered).ok_or("the token was not accepted")?),
+        };
+        Ok(Grant {
+            token,
+            server: self.mode,
+        })
+    }
+}
+
+impl Grant {
+    /// Whether `operation` is allowed, or why not.
+    pub fn check(&self, operation: Operation) -> Result<(), String> {
+        if !self.server.allows(operation) {
+            return Err(format!("this server is {}", self.server));
+        }
+        match self.token {
+            Some(mode) if !mode.allows(operation) => {
+                Err(format!("this token is {mode}: {}", mode.describe()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl TokenMode {
+    fn describe(self) -> &'static str {
+        match self {
+            TokenMode::ReadWrite => "read and write",
+            TokenMode::ReadOnly => "read only",
+            TokenMode::WriteOnly => "upload only",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RW: &str = "read-write-token-0001";
+    const RO: &str = "read-only-token-00002";
+    const WO: &str = "write-only-token-0003";
+
+    fn tokens() -> Tokens {
+        Tokens::parse(&format!("# team\n{RW} rw\n\n{RO}   ro\n{WO}\two\n")).unwrap()
+    }
+
+    fn token(text: &str) -> Token {
+        Token::new(text.to_owned())
+    }
+
+    #[test]
+    fn each_token_has_its_mode_and_others_have_none() {
+        let tokens = tokens();
+        assert_eq!(tokens.len(), 3);
+        assert_eq!(tokens.check(&token(RW)), Some(TokenMode::ReadWrite));
+        assert_eq!(tokens.check(&token(RO)), Some(TokenMode::ReadOnly));
+        assert_eq!(tokens.check(&token(WO)), Some(TokenMode::WriteOnly));
+        assert_eq!(tokens.check(&token("read-write-token-0002")), None);
+        assert_eq!(tokens.check(&token(&RW[..RW.len() - 1])), None);
+        assert_eq!(tokens.check(&token("")), None);
+    }
+
+    #[test]
+    fn bad_lines_are_named_without_their_token() {
+        let cases = [
+            ("short rw\n", 1, "shorter"),
+            (&format!("{RW}\n") as &str, 1, "no mode"),
+            (&format!("\n{RW} admin\n"), 2, "rw, ro or wo"),
+            (&format!("{RW} rw extra\n"), 1, "TOKEN MODE"),
+            (&format!("{RW} rw\n{RW} ro\n"), 2, "earlier line"),
+            ("# only a comment\n", 1, "no tokens"),
+        ];
+        for (text, line, why) in cases {
+            let (got_line, got_why) = Tokens::parse(text).err().unwrap();
+            assert_eq!(got_line, line, "{text:?}");
+            assert!(got_why.contains(why), "{text:?}: {got_why}");
+            assert!(!got_why.contains(RW), "{got_why}");
+        }
+    }
+
+    #[test]
+    fn modes_combine_with_the_servers() {
+        use Operation::*;
+        let all = [Put, Get, List, Delete];
+        let allowed = |access: &Access, offered: &str| -> Vec<Operation> {
+            let grant = access.admit(&token(offered)).unwrap();
+            all.into_iter()
+                .filter(|op| grant.check(*op).is_ok())
+                .collect()
+        };
+        let with = |mode| Access {
+            tokens: Some(tokens()),
+            mode,
+        };
+        assert_eq!(allowed(&with(ServerMode::Full), RW), all);
+        assert_eq!(allowed(&with(ServerMode::Full), RO), [Get, List]);
+        assert_eq!(allowed(&with(ServerMode::Full), WO), [Put]);
+        assert_eq!(allowed(&with(ServerMode::NoDelete), RW), [Put, Get, List]);
+        assert_eq!(allowed(&with(ServerMode::ReadOnly), RW), [Get, List]);
+        assert_eq!(allowed(&with(ServerMode::ReadOnly), WO), []);
+        assert_eq!(allowed(&with(ServerMode::UploadOnly), RW), [Put]);
+        let open = Access {
+            tokens: None,
+            mode: ServerMode::NoDelete,
+        };
+        assert_eq!(allowed(&open, ""), [Put, Get, List]);
+        assert_eq!(
+            allowed(&open, "any token at all is ignored"),
+            [Put, Get, List]
+        );
+    }
+
+    #[test]
+    fn a_server_with_tokens_turns_away_missing_and_wrong_ones() {
+        let access = Access {
+            tokens: Some(tokens()),
+            mode: ServerMode::Full,
+        };
+        assert!(access
+            .admit(&token(""))
+            .unwrap_err()
+            .contains("requires a token"));
+        assert!(access
+            .admit(&token("not-a-known-token-at-all"))
+            .unwrap_err()
+            .contains("not accepted"));
+    }
+
+    #[test]
+    fn ferry_token_must_be_a_real_token() {
+        assert!(Tokens::single("abc").is_err());
+        let single = Tokens::single(RW).unwrap();
+        assert_eq!(single.check(&token(RW)), Some(TokenMode::ReadWrite));
+    }
+}

@@ -1,0 +1,126 @@
+//! The client's side of TLS: the server is trusted by the fingerprint of
+//! its certificate, not by a certificate authority. The handshake's
+//! signature is still checked against that certificate's key, so only the
+//! holder of the server's private key can complete it.
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::Fingerprint;
+
+/// Why the TLS handshake failed.
+#[derive(Debug)]
+pub enum TlsFailure {
+    /// The server proved an identity other than the one expected.
+    Mismatch { seen: Fingerprint },
+    /// The server answered with something other than TLS: a `--plain`
+    /// server, most likely.
+    NotTls,
+    /// The connection failed, or TLS did for another reason.
+    Other(io::Error),
+}
+
+/// Runs the TLS handshake on `tcp`, accepting the server if its identity
+/// has the `expected` fingerprint or, with none expected, whatever identity
+/// it proves. Returns the stream and the fingerprint the server proved.
+pub async fn connect_tls(
+    tcp: TcpStream,
+    host: &str,
+    expected: Option<Fingerprint>,
+) -> Result<(TlsStream<TcpStream>, Fingerprint), TlsFailure> {
+    let provider = super::provider();
+    let verifier = Arc::new(PinVerifier {
+        expected,
+        seen: Mutex::new(None),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsFailure::Other(io::Error::other(e)))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    // The name is only sent as SNI; the identity is checked by fingerprint.
+    let name = ServerName::try_from(host.to_owned())
+        .unwrap_or_else(|_| ServerName::from(std::net::IpAddr::from([0, 0, 0, 0])));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connected = connector.connect(name, tcp).await;
+    let seen = *verifier.seen.lock().unwrap_or_else(PoisonError::into_inner);
+    match (connected, seen) {
+        (Ok(stream), Some(seen)) => Ok((stream, seen)),
+        (Err(_), Some(seen)) if expected.is_some_and(|expected| expected != seen) => {
+            Err(TlsFailure::Mismatch { seen })
+        }
+        (Err(e), _) if is_not_tls(&e) => Err(TlsFailure::NotTls),
+        (Err(e), _) => Err(TlsFailure::Other(e)),
+        (Ok(_), None) => Err(TlsFailure::Other(io::Error::other(
+            "TLS completed without a server certificate",
+        ))),
+    }
+}
+
+/// Whether the handshake failed because the peer's bytes were not TLS.
+fn is_not_tls(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)))
+}
+
+/// Accepts the certificate with the expected fingerprint, or any if none is
+/// expected, and remembers which it saw.
+#[derive(Debug)]
+struct PinVerifier {
+    expected: Option<Fingerprint>,
+    seen: Mutex<Option<Fingerprint>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = Fingerprint::of_certificate(end_entity);
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(seen);
+        match self.expected {
+            Some(expected) if expected != seen => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
