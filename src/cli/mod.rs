@@ -107,7 +107,8 @@ struct ClientArgs {
     /// Print no report line when a request succeeds; failures still do.
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Seconds to wait for the server to connect or answer.
+    /// Seconds to wait for the server to connect or answer, or for a
+    /// transfer to move again.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, global = true)]
     timeout: u64,
     /// Speak plain, unencrypted TCP, to a server run with --plain.

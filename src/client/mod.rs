@@ -217,8 +217,8 @@ pub struct Client {
 impl Client {
     /// Resolves `host`, connects to the first of its addresses that answers,
     /// sets up TLS as `security` says, and makes the handshake. `timeout`
-    /// bounds each connection attempt, the TLS and ferry handshakes, and
-    /// every later wait for a reply.
+    /// bounds each connection attempt, the TLS and ferry handshakes, every
+    /// later wait for a reply, and how long a body may go without moving.
     pub async fn connect(
         host: &str,
         port: u16,
@@ -250,6 +250,9 @@ impl Client {
             stream.set_nodelay(true).map_err(TransportError::Io)?;
             let (link, first_use) = security.trust.open(stream, host, &target, timeout).await?;
             let mut conn = Connection::new(link);
+            // A body that stops moving is given up after the same wait as
+            // a reply: a server that stalls must not hold the client.
+            conn.set_stall_limit(timeout);
             match with_timeout(timeout, conn.client_handshake(&security.token)).await? {
                 Message::Done => {}
                 Message::Error { code, message } => {
