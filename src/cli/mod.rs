@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ferry::client::{Security, Trust};
+use ferry::client::{FirstUse, Security, Trust};
 use ferry::protocol::Token;
 use ferry::security::{access, KnownHosts};
 
@@ -250,7 +250,20 @@ fn client_security(args: &ClientArgs) -> anyhow::Result<Security> {
         Some(path) => access::read_client_token(path)?,
         None => Token::new(std::env::var(TOKEN_VARIABLE).unwrap_or_default()),
     };
-    Ok(Security { trust, token })
+    Ok(Security {
+        trust,
+        token,
+        on_first_use: announce_first_use,
+    })
+}
+
+/// Says, in one line, that a server met for the first time is trusted.
+fn announce_first_use(target: &str, first: &FirstUse) {
+    eprintln!(
+        "ferry: first connection to {target}: trusting its identity {} from now on (recorded in {})",
+        first.fingerprint,
+        first.recorded_in.display()
+    );
 }
 
 /// The environment variable holding a token, for client and server.

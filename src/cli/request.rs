@@ -28,19 +28,9 @@ impl Settings {
         format_target(&self.host, self.port)
     }
 
-    /// Connects to the server, saying so if its identity is trusted for
-    /// the first time.
+    /// Connects to the server.
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        let client = Client::connect(&self.host, self.port, self.timeout, &self.security).await?;
-        if let Some(first) = client.first_use() {
-            eprintln!(
-                "ferry: first connection to {}: trusting its identity {} from now on (recorded in {})",
-                self.target(),
-                first.fingerprint,
-                first.recorded_in.display()
-            );
-        }
-        Ok(client)
+        Client::connect(&self.host, self.port, self.timeout, &self.security).await
     }
 }
 

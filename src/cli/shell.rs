@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry::client::Client;
+use ferry::report::escape_controls;
 use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
@@ -173,6 +174,9 @@ impl Session<'_> {
                 true
             }
             Err(e) => {
+                // The message may come from the server: escaped, it cannot
+                // drive the terminal.
+                let e = escape_controls(&e.to_string());
                 eprintln!("ferry: {e}; will try again at the next command");
                 false
             }

@@ -211,7 +211,6 @@ pub struct Client {
     conn: Connection<Link>,
     server: SocketAddr,
     timeout: Duration,
-    first_use: Option<FirstUse>,
 }
 
 impl Client {
@@ -248,7 +247,10 @@ impl Client {
             };
             // Requests and replies are small frames; don't let Nagle hold them.
             stream.set_nodelay(true).map_err(TransportError::Io)?;
-            let (link, first_use) = security.trust.open(stream, host, &target, timeout).await?;
+            let link = security
+                .trust
+                .open(stream, host, &target, timeout, security.on_first_use)
+                .await?;
             let mut conn = Connection::new(link);
             // A body that stops moving is given up after the same wait as
             // a reply: a server that stalls must not hold the client.
@@ -264,19 +266,12 @@ impl Client {
                 conn,
                 server: addr,
                 timeout,
-                first_use,
             });
         }
         Err(ClientError::Connect {
             target,
             source: last_error,
         })
-    }
-
-    /// The server's identity, if this connection trusted it for the first
-    /// time and recorded it.
-    pub fn first_use(&self) -> Option<&FirstUse> {
-        self.first_use.as_ref()
     }
 
     /// The address of the server this client is connected to.

@@ -17,6 +17,9 @@ pub struct Security {
     pub trust: Trust,
     /// Sent in the handshake; empty for none.
     pub token: Token,
+    /// Told of a server trusted for the first time, with its `host:port`,
+    /// as soon as it is recorded: whatever happens to the connection next.
+    pub on_first_use: fn(&str, &FirstUse),
 }
 
 /// Whom the client trusts.
@@ -41,16 +44,17 @@ pub struct FirstUse {
 impl Trust {
     /// Opens the link to `target` (`host:port`) over `tcp`: plain, or TLS
     /// with the server's identity checked. A new server is recorded, and
-    /// reported in the second value.
+    /// `on_first_use` told.
     pub(super) async fn open(
         &self,
         tcp: TcpStream,
         host: &str,
         target: &str,
         timeout: Duration,
-    ) -> Result<(Link, Option<FirstUse>), ClientError> {
+        on_first_use: fn(&str, &FirstUse),
+    ) -> Result<Link, ClientError> {
         let known = match self {
-            Trust::Plain => return Ok((Link::Plain(tcp), None)),
+            Trust::Plain => return Ok(Link::Plain(tcp)),
             Trust::Pinned(_) => None,
             Trust::KnownHosts(hosts) => hosts.lookup(target)?,
         };
@@ -80,16 +84,14 @@ impl Trust {
             Ok(Err(TlsFailure::NotTls)) => return Err(ClientError::NotTls),
             Ok(Err(TlsFailure::Other(e))) => return Err(ClientError::Tls(e)),
         };
-        let first_use = match (self, known) {
-            (Trust::KnownHosts(hosts), None) => {
-                hosts.record(target, seen)?;
-                Some(FirstUse {
-                    fingerprint: seen,
-                    recorded_in: hosts.path().to_owned(),
-                })
-            }
-            _ => None,
-        };
-        Ok((Link::Tls(Box::new(stream.into())), first_use))
+        if let (Trust::KnownHosts(hosts), None) = (self, known) {
+            hosts.record(target, seen)?;
+            let first_use = FirstUse {
+                fingerprint: seen,
+                recorded_in: hosts.path().to_owned(),
+            };
+            on_first_use(target, &first_use);
+        }
+        Ok(Link::Tls(Box::new(stream.into())))
     }
 }

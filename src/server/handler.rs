@@ -97,9 +97,15 @@ impl Session {
             None => Link::Plain(stream),
             Some(tls) => {
                 let mut first = [0u8; 1];
-                let peeked = stream.peek(&mut first).await;
-                let starts_tls = matches!(peeked, Ok(1)) && first[0] == TLS_HANDSHAKE_BYTE;
-                if !starts_tls && matches!(peeked, Ok(1)) {
+                match stream.peek(&mut first).await {
+                    Ok(1..) => {}
+                    Ok(0) => {
+                        let closed = TransportError::Closed.to_string();
+                        return Err(Unopened::new("connection-lost", closed));
+                    }
+                    Err(e) => return Err(Unopened::new("connection-lost", e.to_string())),
+                }
+                if first[0] != TLS_HANDSHAKE_BYTE {
                     let mut conn = Connection::new(Link::Plain(stream));
                     conn.set_stall_limit(TURN_AWAY_TIME);
                     let why = "this server requires TLS; connect without --plain";
