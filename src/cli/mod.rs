@@ -250,6 +250,9 @@ fn client_security(args: &ClientArgs) -> anyhow::Result<Security> {
         Some(path) => access::read_client_token(path)?,
         None => Token::new(std::env::var(TOKEN_VARIABLE).unwrap_or_default()),
     };
+    if args.plain && !token.is_empty() {
+        tracing::warn!("--plain: the token crosses the network unencrypted");
+    }
     Ok(Security {
         trust,
         token,

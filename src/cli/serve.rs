@@ -99,6 +99,9 @@ impl ServerSecurity {
                 "open to anyone who can connect (no token file)".to_owned(),
             ),
         };
+        if tls.is_none() && tokens.is_some() {
+            tracing::warn!("--plain: clients' tokens cross the network unencrypted");
+        }
         let mode = if args.read_only {
             ServerMode::ReadOnly
         } else if args.no_delete {
