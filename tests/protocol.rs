@@ -4,13 +4,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::thread;
 
 use common::{
-    assert_exit, assert_exit_saying, client_at, files_under, write_file, RawClient, TestServer,
+    assert_exit, assert_exit_saying, client_at, fake_download_server, fake_ferry_server,
+    fake_server, files_under, frame, read_frame, write_file, RawClient, TestServer,
 };
-use ferry::protocol::{encode, Entry, EntryKind, ErrorCode, Message, Preamble, PREAMBLE_LEN};
+use ferry::protocol::{Entry, EntryKind, ErrorCode, Message, Preamble, PREAMBLE_LEN};
 
 #[test]
 fn a_refused_put_is_answered_before_any_body_is_sent() {
@@ -181,26 +180,6 @@ fn a_put_whose_digest_does_not_match_keeps_nothing() {
     assert_eq!(client.put("damaged.bin", b"hello"), Message::Done);
 }
 
-/// A one-connection fake server: reads the client's preamble and then
-/// plays `script` with whatever the client sent so far.
-fn fake_server(script: impl FnOnce(&mut std::net::TcpStream) + Send + 'static) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut preamble = [0; PREAMBLE_LEN];
-        let _ = stream.read_exact(&mut preamble);
-        script(&mut stream);
-    });
-    port
-}
-
-fn frame(message: &Message) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    encode(message, &mut bytes).unwrap();
-    bytes
-}
-
 #[test]
 fn the_client_recognises_a_server_that_is_not_ferry() {
     let port = fake_server(|stream| {
@@ -234,38 +213,6 @@ fn the_client_refuses_a_server_of_another_version() {
         stderr.contains("unsupported-version") && stderr.contains("version 9"),
         "{stderr}"
     );
-}
-
-/// A fake server that makes the handshake, welcoming any client, then
-/// plays `script`.
-fn fake_ferry_server(script: impl FnOnce(&mut std::net::TcpStream) + Send + 'static) -> u16 {
-    fake_server(move |stream| {
-        let _hello = read_frame(stream);
-        let mut welcome = Preamble::OURS.to_bytes().to_vec();
-        welcome.extend(frame(&Message::Done));
-        let _ = stream.write_all(&welcome);
-        script(stream);
-    })
-}
-
-/// Reads one whole frame, whatever it holds.
-fn read_frame(stream: &mut std::net::TcpStream) -> Vec<u8> {
-    let mut length = [0; 4];
-    let _ = stream.read_exact(&mut length);
-    let mut rest = vec![0; u32::from_be_bytes(length) as usize];
-    let _ = stream.read_exact(&mut rest);
-    rest
-}
-
-/// A fake server that answers a request with `reply`, then waits for the
-/// client to hang up.
-fn fake_download_server(reply: Vec<u8>) -> u16 {
-    fake_ferry_server(move |stream| {
-        let _request = read_frame(stream);
-        let _ = stream.write_all(&reply);
-        let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest);
-    })
 }
 
 /// Runs `ferry client … get file.txt` in a fresh directory; returns the

@@ -1,5 +1,6 @@
 //! Shared test helpers: an in-process server on port 0, the real binary,
-//! and a raw protocol client that bypasses ferry's own client code.
+//! a raw protocol client that bypasses ferry's own client code, and fake
+//! servers that send what ferry's own server never would.
 
 #![allow(dead_code)] // Each test crate uses a different subset of these helpers.
 
@@ -348,6 +349,39 @@ impl BinaryServer {
         line
     }
 
+    /// The next report line on the server's stdout; fails, killing the
+    /// server so the read ends, if none comes within [`PATIENCE`].
+    pub fn next_report(&mut self) -> String {
+        let pid = self.child.id().to_string();
+        let (arrived, waiting) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if waiting.recv_timeout(PATIENCE).is_err() {
+                // The child is not reaped before the server is dropped, so
+                // its pid cannot have been reused.
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+        });
+        let line = self.next_line();
+        let _ = arrived.send(());
+        watchdog.join().unwrap();
+        assert!(!line.is_empty(), "no report line within {PATIENCE:?}");
+        line
+    }
+
+    /// Stops the server and returns what it wrote after the lines read so
+    /// far: the rest of its stdout, and its stderr.
+    pub fn stop_and_collect(mut self) -> (String, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        (rest, stderr)
+    }
+
     /// Sends `signal` and waits for the process to exit.
     pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -543,4 +577,101 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     }
     std::fs::write(&path, data).unwrap();
     path
+}
+
+/// A one-connection fake server on 127.0.0.1: reads the client's preamble
+/// and then plays `script` with whatever the client sent so far. Returns
+/// its port.
+pub fn fake_server(script: impl FnOnce(&mut TcpStream) + Send + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut preamble = [0; PREAMBLE_LEN];
+        let _ = stream.read_exact(&mut preamble);
+        script(&mut stream);
+    });
+    port
+}
+
+/// The bytes of one frame holding `message`.
+pub fn frame(message: &Message) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode(message, &mut bytes).unwrap();
+    bytes
+}
+
+/// A fake server that makes the handshake, welcoming any client, then
+/// plays `script`.
+pub fn fake_ferry_server(script: impl FnOnce(&mut TcpStream) + Send + 'static) -> u16 {
+    fake_server(move |stream| {
+        let _hello = read_frame(stream);
+        let mut welcome = Preamble::OURS.to_bytes().to_vec();
+        welcome.extend(frame(&Message::Done));
+        let _ = stream.write_all(&welcome);
+        script(stream);
+    })
+}
+
+/// Reads one whole frame, whatever it holds.
+pub fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let mut length = [0; 4];
+    let _ = stream.read_exact(&mut length);
+    let mut rest = vec![0; u32::from_be_bytes(length) as usize];
+    let _ = stream.read_exact(&mut rest);
+    rest
+}
+
+/// A fake server that answers a request with `reply`, then waits for the
+/// client to hang up.
+pub fn fake_download_server(reply: Vec<u8>) -> u16 {
+    fake_ferry_server(move |stream| {
+        let _request = read_frame(stream);
+        let _ = stream.write_all(&reply);
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    })
+}
+
+/// Runs `command` to its end and returns its output and how long it took;
+/// fails, killing it, if it is still running after `limit`.
+pub fn output_within(command: &mut Command, limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        bytes
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+            panic!("still running after {limit:?}, killed; its stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    let output = Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    (output, elapsed)
 }
