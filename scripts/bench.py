@@ -115,6 +115,7 @@ FERRY_EXIT_CODES = {
     1: "the request failed",
     2: "usage error",
     3: "server unreachable, silent past --timeout, or not ferry",
+    4: "trust failed: server identity not the one pinned, or token refused",
     130: "interrupted",
 }
 
