@@ -14,14 +14,25 @@ for --only:
 
   transfer methods  put/get (or one-way send) of 1 KiB, 1 MiB, 100 MiB and
                     1 GiB of random data; every copy is checked by SHA-256:
-                    ferry, socat (-b131072, the reference of every ratio),
-                    socat-default, nc, iperf3, rsync, scp, sftp, http,
-                    dufs (needs --dufs)
-  latency           ferry `list` against spawning /bin/true plus one TCP
-                    round trip
-  concurrent        N ferry clients at once, each with its own 1 MiB file
-  idle-memory       ferry server RSS with 1,000 idle handshaken connections
-  transfer-memory   ferry client peak RSS, big file against a 1 MiB one
+                    ferry-plain (--plain on both ends: sendfile/splice),
+                    ferry-tls (TLS 1.3, the client pinned to the server's
+                    fingerprint), socat (-b131072, the reference of every
+                    ratio), socat-default, nc, iperf3, rsync, scp, sftp,
+                    http, dufs (needs --dufs); `ferry` selects both ferry
+                    modes
+  latency           ferry `list` (plain) against spawning /bin/true plus one
+                    TCP round trip
+  concurrent        N ferry clients (plain) at once, each with its own 1 MiB
+                    file
+  idle-memory       ferry server (plain) RSS with 1,000 idle handshaken
+                    connections
+  transfer-memory   ferry client (plain) peak RSS, big file against a 1 MiB
+                    one
+
+Every ferry process runs with XDG_CONFIG_HOME set to a temporary directory
+made for the run and removed at its end, and without FERRY_TOKEN, so neither
+the TLS server's identity nor the client's known hosts touch the invoking
+user's ~/.config/ferry.
 
 Standard library only.
 """
@@ -41,6 +52,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -62,13 +74,15 @@ class Method:
 
 
 # In table order. "send" is a one-way pipe into /dev/null (or iperf3's memory).
+# The TLS rows sit next to scp and sftp, the other encrypted transfers.
 METHODS = {
-    "ferry": Method("ferry", ("put", "get")),
+    "ferry-plain": Method("ferry (plain)", ("put", "get")),
     "socat": Method("socat -b131072", ("send",)),
     "socat-default": Method("socat (default 8 KiB buffer)", ("send",)),
     "nc": Method("nc (openbsd)", ("send",)),
     "iperf3": Method("iperf3 (memory to memory)", ("send",)),
     "rsync": Method("rsync daemon", ("put", "get")),
+    "ferry-tls": Method("ferry (TLS)", ("put", "get")),
     "scp": Method("scp", ("put", "get")),
     "sftp": Method("sftp", ("put", "get")),
     "http": Method("python http.server + curl", ("get",)),
@@ -76,6 +90,11 @@ METHODS = {
 }
 # Every row's ratio is against this one, so it runs whenever any method does.
 REFERENCE = "socat"
+FERRY_METHODS = ("ferry-plain", "ferry-tls")
+# What ferry is compared with in the summary below the transfers table.
+FERRY_PEERS = (REFERENCE, "rsync", "scp", "sftp")
+# Names for --only that stand for several cases.
+CASE_GROUPS = {"ferry": FERRY_METHODS}
 OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory"]
 ALL_CASES = list(METHODS) + OTHER_CASES
 
@@ -84,13 +103,19 @@ IDLE_CONNECTIONS = 1000
 IDLE_RSS_GOAL_MIB = 64
 LATENCY_RATIO_GOAL = 2
 CONCURRENT_FILE_SIZE = MIB
-FERRY_PREAMBLE = b"FERRY\x00\x00\x01"
+# The handshake of protocol version 2 (src/protocol): each side's preamble,
+# the client's Hello with an empty token (a u32 length, tag 0x05, an empty
+# u16-prefixed string), and the server's Done (tag 0x23) welcoming it.
+FERRY_PREAMBLE = b"FERRY\x00\x00\x02"
+FERRY_ANONYMOUS_HELLO = b"\x00\x00\x00\x03\x05\x00\x00"
+FERRY_DONE = b"\x00\x00\x00\x01\x23"
 # From README.md: with -q a failed client prints nothing, so its exit code is
 # all a failure report has to go on.
 FERRY_EXIT_CODES = {
     1: "the request failed",
     2: "usage error",
     3: "server unreachable, silent past --timeout, or not ferry",
+    4: "trust failed: server identity not the one pinned, or token refused",
     130: "interrupted",
 }
 
@@ -145,6 +170,46 @@ def shell_line(command):
     return " ".join(str(part) for part in command)
 
 
+class FerryConfig:
+    """A throwaway configuration directory for every ferry process.
+
+    ferry keeps its TLS identity and known hosts under $XDG_CONFIG_HOME/ferry
+    and takes a token from FERRY_TOKEN: env points XDG_CONFIG_HOME at a fresh
+    temporary directory and leaves FERRY_TOKEN out, so that a run neither
+    reads nor writes the invoking user's configuration. remove() deletes the
+    directory.
+    """
+
+    def __init__(self, prefix):
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+        self.env = {key: value for key, value in os.environ.items() if key != "FERRY_TOKEN"}
+        self.env["XDG_CONFIG_HOME"] = str(self.path)
+
+    def remove(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def read_start_line(log_path):
+    """The server's start line from its log, once written in full, else
+    None. Log lines may come before it on the merged stderr, such as the
+    warning that a new identity was made."""
+    for line in log_path.read_text(errors="replace").splitlines(keepends=True):
+        if line.startswith("ferry server up and running on ") and line.endswith("\n"):
+            return line
+    return None
+
+
+# The port and, with TLS, the identity, in the server's start line.
+START_PATTERN = re.compile(r"up and running on 127\.0\.0\.1:(\d+)")
+FINGERPRINT_PATTERN = re.compile(r"; TLS, identity ([0-9a-f]{64});")
+
+
+def ferry_trust(fingerprint):
+    """The client flags that match a server: --plain, or the fingerprint it
+    printed, pinned, so that no known_hosts file is read or written."""
+    return ["--plain"] if fingerprint is None else ["--fingerprint", fingerprint]
+
+
 # ---------------------------------------------------------------- processes
 
 
@@ -160,10 +225,10 @@ class Processes:
         self._live = []
 
     def start(self, command, *, stdin=subprocess.DEVNULL,
-              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=None):
         proc = subprocess.Popen(
             [str(part) for part in command], stdin=stdin, stdout=stdout,
-            stderr=stderr, start_new_session=True)
+            stderr=stderr, env=env, start_new_session=True)
         self._live.append(proc)
         return proc
 
@@ -377,10 +442,12 @@ def remove_file(path):
 
 @dataclass
 class Server:
-    """A long-running server and where it logs."""
+    """A long-running server and where it logs; fingerprint is a TLS ferry
+    server's identity."""
     proc: subprocess.Popen
     port: int
     log_path: Path
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -392,6 +459,7 @@ class Step:
     when the bytes go to /dev/null or never touch a file.
     """
     client: list
+    env: dict | None = None  # None: this process's environment
     stdin: Path | None = None
     listener: list | None = None
     listener_port: int | None = None
@@ -399,10 +467,11 @@ class Step:
 
 
 class Bench:
-    def __init__(self, args, procs):
+    def __init__(self, args, procs, ferry_env):
         self.args = args
         self.procs = procs
         self.ferry = Path(args.ferry_bin).resolve()
+        self.ferry_env = ferry_env  # the environment of every ferry process
         self.root = WORK_DIR / "root"  # served by every long-running server
         self.downloads = WORK_DIR / "downloads"
         self.sources = {}
@@ -412,7 +481,7 @@ class Bench:
         self.methods = self.choose_methods()
 
     def choose_methods(self):
-        chosen = set(self.args.only or ALL_CASES)
+        chosen = chosen_cases(self.args)
         if "dufs" in chosen and not self.args.dufs_bin:
             if self.args.only:
                 raise BenchError("dufs needs --dufs, with which bench.sh installs it")
@@ -423,22 +492,38 @@ class Bench:
 
     # ------------------------------------------------ servers
 
-    def start_ferry(self, root, log_path):
-        """Starts `ferry server 0` and reads its port from the start line."""
+    def start_ferry(self, root, log_path, tls=False):
+        """Starts `ferry server 0`, with --plain unless tls, and reads its
+        port, and with TLS its fingerprint, from the start line. A TLS
+        server makes its identity in the temporary XDG_CONFIG_HOME."""
         root.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log_file:
             proc = self.procs.start(
-                [self.ferry, "server", "0", "--root", root, "--bind", "127.0.0.1"],
-                stdout=log_file, stderr=subprocess.STDOUT)
+                [self.ferry, "server", "0", "--root", root, "--bind", "127.0.0.1",
+                 *([] if tls else ["--plain"])],
+                stdout=log_file, stderr=subprocess.STDOUT, env=self.ferry_env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
-            match = re.search(r"up and running on 127\.0\.0\.1:(\d+)",
-                              log_path.read_text(errors="replace"))
+            start_line = read_start_line(log_path)
+            match = start_line and START_PATTERN.search(start_line)
             if match:
-                return Server(proc, int(match.group(1)), log_path)
+                fingerprint = FINGERPRINT_PATTERN.search(start_line)
+                if tls and not fingerprint:
+                    raise BenchError("no TLS identity in the ferry server's start line"
+                                     + log_tail(log_path))
+                if not tls and (fingerprint or "plain TCP" not in start_line):
+                    raise BenchError("the ferry server started with --plain does not say"
+                                     " plain TCP" + log_tail(log_path))
+                return Server(proc, int(match.group(1)), log_path,
+                              fingerprint.group(1) if tls else None)
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise BenchError("ferry server did not start" + log_tail(log_path))
             time.sleep(0.002)
+
+    def ferry_client(self, server):
+        """The start of a one-shot ferry client command for server."""
+        return [self.ferry, "client", "127.0.0.1", server.port, "-q",
+                *ferry_trust(server.fingerprint)]
 
     def start_listening(self, command, port, log_path):
         with open(log_path, "wb") as log_file:
@@ -504,8 +589,9 @@ class Bench:
 
     def start_server(self, name):
         """The long-running server of a method, or None for the pipes."""
-        if name == "ferry":
-            return self.start_ferry(self.root, LOG_DIR / "ferry-transfers.log")
+        if name in FERRY_METHODS:
+            return self.start_ferry(self.root, LOG_DIR / f"{name}-transfers.log",
+                                    tls=name == "ferry-tls")
         if name == "rsync":
             return self.start_rsync()
         if name in ("scp", "sftp"):
@@ -536,11 +622,13 @@ class Bench:
         upload_path = self.root / upload_name
         download_path = self.downloads / f"{name}-{source.label}"
         output = upload_path if direction == "put" else download_path
-        if name == "ferry":
-            base = [self.ferry, "client", "127.0.0.1", server.port, "-q"]
+        if name in FERRY_METHODS:
+            base = self.ferry_client(server)
             if direction == "put":
-                return Step(base + ["put", source.path, upload_name], output=output)
-            return Step(base + ["get", source.served_name, download_path], output=output)
+                return Step(base + ["put", source.path, upload_name],
+                            env=self.ferry_env, output=output)
+            return Step(base + ["get", source.served_name, download_path],
+                        env=self.ferry_env, output=output)
         if name in ("socat", "socat-default"):
             buffer = ["-b", "131072"] if name == "socat" else []
             port = free_port()
@@ -608,7 +696,8 @@ class Bench:
         with open(client_log, "wb") as client_stderr, \
                 open(step.stdin or os.devnull, "rb") as client_stdin:
             started = time.perf_counter()
-            client = self.procs.start(step.client, stdin=client_stdin, stderr=client_stderr)
+            client = self.procs.start(step.client, stdin=client_stdin, stderr=client_stderr,
+                                      env=step.env)
             usages = [self.procs.reap(client)]
             if listener:
                 usages.append(self.procs.reap(listener))
@@ -620,7 +709,7 @@ class Bench:
                 f"{what}: "
                 + "; ".join(f"{shell_line(p.args)} exited with {p.returncode}"
                             + (f" ({FERRY_EXIT_CODES.get(p.returncode, 'unknown')})"
-                               if name == "ferry" else "")
+                               if name in FERRY_METHODS else "")
                             for p in failed)
                 + log_tail(client_log) + (log_tail(server.log_path) if server else ""))
         server_cpu = 0.0
@@ -648,8 +737,10 @@ class Bench:
             self.sources[label] = Source(label, size, path, sha256, served_name)
 
     def transfers(self, sizes):
-        """Rows of the transfers table, size by size."""
+        """Rows of the transfers table, size by size, and every median:
+        (method, direction, size) -> seconds."""
         rows = []
+        medians = {}
         try:
             for name in self.methods:
                 log(f"starting {METHODS[name].label}")
@@ -671,11 +762,12 @@ class Bench:
                 reference = statistics.median(s for s, _ in runs[(REFERENCE, "send")])
                 for (name, direction), results in runs.items():
                     rows.append(transfer_row(name, direction, size, results, reference))
+                    medians[name, direction, size] = statistics.median(s for s, _ in results)
         finally:
             for server in self.servers.values():
                 self.procs.stop(server.proc)
             self.servers.clear()
-        return rows
+        return rows, medians
 
     def transfer_memory(self, big_label):
         """Peak RSS of the ferry client, big file against 1 MiB.
@@ -693,7 +785,7 @@ class Bench:
             for label in ("1MiB", big_label):
                 source = self.sources[label]
                 for direction in ("put", "get"):
-                    what = f"ferry client {direction} {human_size(source.size)}"
+                    what = f"ferry client (plain) {direction} {human_size(source.size)}"
                     if direction == "put":
                         output = self.root / f"put-memory-{label}"
                         request = ["put", source.path, output.name]
@@ -704,7 +796,7 @@ class Bench:
                     warm_page_cache(source.path)
                     client = self.procs.start(
                         ["/usr/bin/time", "-f", "%M", "-o", peak_file,
-                         self.ferry, "client", "127.0.0.1", server.port, "-q", *request])
+                         *self.ferry_client(server), *request], env=self.ferry_env)
                     self.procs.reap(client)
                     if client.returncode != 0:
                         raise BenchError(f"{shell_line(client.args)} exited with"
@@ -726,14 +818,14 @@ class Bench:
         for name in ("a.txt", "b.txt", "notes/c.txt"):
             (root / name).write_text(f"{name}\n")
         server = self.start_ferry(root, LOG_DIR / "ferry-latency.log")
-        command = [self.ferry, "client", "127.0.0.1", server.port, "-q", "list"]
+        command = self.ferry_client(server) + ["list"]
         try:
-            listing = subprocess.run([str(part) for part in command],
+            listing = subprocess.run([str(part) for part in command], env=self.ferry_env,
                                      capture_output=True, text=True, timeout=60)
             if listing.returncode != 0 or listing.stdout.split() != ["a.txt", "b.txt", "notes/"]:
                 raise BenchError(f"ferry list exited with {listing.returncode}, printed"
                                  f" {listing.stdout!r}, stderr {listing.stderr!r}")
-            ferry_s = self.median_spawn(command)
+            ferry_s = self.median_spawn(command, env=self.ferry_env)
         finally:
             self.procs.stop(server.proc)
         true_s = self.median_spawn(["/bin/true"])
@@ -742,13 +834,13 @@ class Bench:
             f" TCP round trip {rtt_s * 1e3:.3f} ms")
         return ferry_s, true_s, rtt_s
 
-    def median_spawn(self, command):
+    def median_spawn(self, command, env=None):
         """Median wall time from start to exit, every command spawned the
         same way so that the cost of spawning cancels out in the ratio."""
         times = []
         for _ in range(LATENCY_RUNS):
             started = time.perf_counter()
-            proc = self.procs.start(command)
+            proc = self.procs.start(command, env=env)
             self.procs.reap(proc, timeout=60)
             times.append(time.perf_counter() - started)
             if proc.returncode != 0:
@@ -769,7 +861,7 @@ class Bench:
             path = sources_dir / f"c-{index:04d}.bin"
             files.append((path, write_random_file(path, CONCURRENT_FILE_SIZE)))
         server = self.start_ferry(served_dir, LOG_DIR / "ferry-concurrent.log")
-        base = [self.ferry, "client", "127.0.0.1", server.port, "-q"]
+        base = self.ferry_client(server)
         rows = []
         try:
             for direction in ("put", "get"):
@@ -805,7 +897,8 @@ class Bench:
         procs = []
         for command, client_log in zip(commands, client_logs):
             with open(client_log, "wb") as client_stderr:
-                procs.append(self.procs.start(command, stderr=client_stderr))
+                procs.append(self.procs.start(command, stderr=client_stderr,
+                                              env=self.ferry_env))
         for proc in procs:
             self.procs.reap(proc)
         return time.perf_counter() - started, [proc.returncode for proc in procs]
@@ -820,10 +913,12 @@ class Bench:
             for _ in range(IDLE_CONNECTIONS):
                 conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
                 connections.append(conn)
-                conn.sendall(FERRY_PREAMBLE)
-                reply = receive_exactly(conn, len(FERRY_PREAMBLE))
-                if reply != FERRY_PREAMBLE:
-                    raise BenchError(f"ferry answered the preamble with {reply!r}")
+                conn.sendall(FERRY_PREAMBLE + FERRY_ANONYMOUS_HELLO)
+                expected = FERRY_PREAMBLE + FERRY_DONE
+                reply = receive_exactly(conn, len(expected))
+                if reply != expected:
+                    raise BenchError(f"ferry answered the preamble and hello with {reply!r},"
+                                     f" not {expected!r}")
             # Lets the server settle whatever it does after a handshake.
             time.sleep(1)
             if server.proc.poll() is not None:
@@ -905,6 +1000,46 @@ def format_rate(mb_per_s):
     return f"{mb_per_s:.1f}" if mb_per_s >= 10 else f"{mb_per_s:#.3g}"
 
 
+def peer_summary(medians):
+    """ferry against socat, rsync, scp and sftp: each peer's median over ferry's,
+    so above 1 ferry is the faster; then whether TLS beat scp and sftp in
+    every row. Empty when no ferry row or no peer was measured."""
+    sizes = sorted({size for _, _, size in medians}, reverse=True)
+    peers = [peer for peer in FERRY_PEERS if any(name == peer for name, _, _ in medians)]
+    rows = []
+    slower = []  # TLS rows not faster than scp or sftp
+    tls_compared = 0
+    for size in sizes:
+        for direction in ("put", "get"):
+            for name in FERRY_METHODS:
+                ferry_s = medians.get((name, direction, size))
+                if ferry_s is None:
+                    continue
+                row = [METHODS[name].label, direction, human_size(size), f"{ferry_s:.4f}"]
+                for peer in peers:
+                    peer_s = medians.get((peer, "send" if peer == REFERENCE else direction,
+                                          size))
+                    row.append("" if peer_s is None else f"{peer_s / ferry_s:.2f}")
+                    if name == "ferry-tls" and peer in ("scp", "sftp") and peer_s is not None:
+                        tls_compared += 1
+                        if not ferry_s < peer_s:
+                            slower.append(f"{direction} {human_size(size)} vs {peer}"
+                                          f" ({peer_s / ferry_s:.2f})")
+                rows.append(row)
+    if not rows or not peers:
+        return ""
+    text = ("ferry against its peers: peer median / ferry median, so above 1 ferry is"
+            " the faster.\n\n"
+            + markdown_table(["ferry", "direction", "size", "median s"]
+                             + [f"{METHODS[peer].label} / ferry" for peer in peers],
+                             rows, right_aligned=tuple(range(3, 4 + len(peers)))))
+    if tls_compared:
+        verdict = ("met" if not slower
+                   else "NOT met: " + ", ".join(slower))
+        text += f"\n\nferry (TLS) faster than scp and sftp in every row: {verdict}"
+    return text
+
+
 def markdown_table(header, rows, right_aligned=()):
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if column in right_aligned else "---"
@@ -936,17 +1071,22 @@ def report(args, sections):
             "Transfers: seconds from client start to exit (for the pipes, to receiver"
             " exit too), source in the page cache, every copy checked by SHA-256."
             " Ratio = socat -b131072 median / this median: >1 is faster than the pipe."
-            " CPU s = median user+sys of client, one-shot receiver and server per run.\n\n"
+            " CPU s = median user+sys of client, one-shot receiver and server per run."
+            " ferry (plain): server and client with --plain (sendfile/splice);"
+            " ferry (TLS): TLS 1.3, the client pinned to the server's fingerprint.\n\n"
             + markdown_table(
                 ["method", "direction", "size", "median s", "min-max s", "MB/s",
                  "ratio to socat -b131072", "CPU s"],
                 sections["transfers"], right_aligned=(3, 5, 6, 7)))
+        summary = peer_summary(sections["transfer-medians"])
+        if summary:
+            parts.append(summary)
     if "latency" in sections:
         ferry_s, true_s, rtt_s = sections["latency"]
         ratio = ferry_s / (true_s + rtt_s)
         parts.append(markdown_table(
             [f"no-data request, median of {LATENCY_RUNS}", "ms"],
-            [["`ferry client -q list`", f"{ferry_s * 1e3:.3f}"],
+            [["`ferry client --plain -q list`", f"{ferry_s * 1e3:.3f}"],
              ["spawn `/bin/true`", f"{true_s * 1e3:.3f}"],
              ["TCP round trip (connect, 1 byte echoed)", f"{rtt_s * 1e3:.3f}"],
              [f"ratio ferry / (true + round trip), goal <= {LATENCY_RATIO_GOAL}:"
@@ -954,7 +1094,8 @@ def report(args, sections):
             right_aligned=(1,)))
     if "concurrent" in sections:
         parts.append(markdown_table(
-            [f"{args.concurrent} ferry clients at once, {human_size(CONCURRENT_FILE_SIZE)} each",
+            [f"{args.concurrent} ferry clients (plain) at once,"
+             f" {human_size(CONCURRENT_FILE_SIZE)} each",
              "wall s", "aggregate MB/s", "failures"],
             [[direction, f"{elapsed:.3f}", f"{rate:.1f}", failures]
              for direction, elapsed, rate, failures in sections["concurrent"]],
@@ -963,11 +1104,12 @@ def report(args, sections):
     if "idle-memory" in sections:
         rss_fresh, rss_idle, hwm_idle = (kib / 1024 for kib in sections["idle-memory"])
         memory_rows += [
-            ["ferry server VmRSS, fresh", f"{rss_fresh:.1f}"],
-            [f"ferry server VmRSS, {IDLE_CONNECTIONS} idle connections"
+            ["ferry server (plain) VmRSS, fresh", f"{rss_fresh:.1f}"],
+            [f"ferry server (plain) VmRSS, {IDLE_CONNECTIONS} idle connections"
              f" (goal < {IDLE_RSS_GOAL_MIB}: {goal_word(rss_idle < IDLE_RSS_GOAL_MIB)})",
              f"{rss_idle:.1f}"],
-            [f"ferry server VmHWM, {IDLE_CONNECTIONS} idle connections", f"{hwm_idle:.1f}"],
+            [f"ferry server (plain) VmHWM, {IDLE_CONNECTIONS} idle connections",
+             f"{hwm_idle:.1f}"],
         ]
     memory_rows += sections.get("transfer-memory", [])
     if memory_rows:
@@ -987,14 +1129,15 @@ def parse_args():
     parser.add_argument("--quick", action="store_true",
                         help="3 runs per transfer and no 1 GiB file (transfer-memory uses 100 MiB)")
     parser.add_argument("--only", type=lambda text: [name for name in text.split(",") if name],
-                        help="comma-separated cases from: " + ",".join(ALL_CASES))
+                        help="comma-separated cases from: " + ", ".join(ALL_CASES)
+                        + "; ferry means ferry-plain,ferry-tls")
     parser.add_argument("--dufs", action="store_true", help="include dufs rows")
     parser.add_argument("--dufs-bin", help="the dufs binary (default: dufs on PATH); implies --dufs")
     parser.add_argument("--concurrent", type=int, default=200,
                         help="clients at once in the concurrent case (default 200)")
     args = parser.parse_args()
     if args.only:
-        unknown = set(args.only) - set(ALL_CASES)
+        unknown = set(args.only) - set(ALL_CASES) - set(CASE_GROUPS)
         if unknown:
             parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
     if args.dufs and not args.dufs_bin:
@@ -1006,6 +1149,14 @@ def parse_args():
     if args.reps < 1 or args.concurrent < 1:
         parser.error("--reps and --concurrent must be at least 1")
     return args
+
+
+def chosen_cases(args):
+    """The cases --only names, groups expanded; every case without it."""
+    chosen = set()
+    for name in args.only or ALL_CASES:
+        chosen.update(CASE_GROUPS.get(name, (name,)))
+    return chosen
 
 
 def raise_open_file_limit(needed):
@@ -1037,7 +1188,7 @@ def run(args, bench, chosen):
     sections = {}
     if bench.methods:
         log("transfers")
-        sections["transfers"] = bench.transfers(sizes)
+        sections["transfers"], sections["transfer-medians"] = bench.transfers(sizes)
     if "transfer-memory" in chosen:
         log("transfer memory")
         sections["transfer-memory"] = bench.transfer_memory(big_label)
@@ -1055,7 +1206,7 @@ def run(args, bench, chosen):
 
 def main():
     args = parse_args()
-    chosen = set(args.only or ALL_CASES)
+    chosen = chosen_cases(args)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     for directory in (WORK_DIR, LOG_DIR):
@@ -1063,9 +1214,10 @@ def main():
         directory.mkdir(parents=True)
 
     procs = Processes()
+    ferry_config = FerryConfig("ferry-bench-config-")
     try:
         raise_open_file_limit(2 * IDLE_CONNECTIONS + 4 * args.concurrent + 256)
-        sections = run(args, Bench(args, procs), chosen)
+        sections = run(args, Bench(args, procs, ferry_config.env), chosen)
     except BenchError as error:
         log(f"bench.py: stopped: {error}")
         return 1
@@ -1075,6 +1227,7 @@ def main():
     finally:
         procs.stop_all()
         shutil.rmtree(WORK_DIR, ignore_errors=True)
+        ferry_config.remove()
 
     text = report(args, sections)
     RESULTS_FILE.write_text(text)

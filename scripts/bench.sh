@@ -5,6 +5,8 @@
 #
 #   scripts/bench.sh [--reps N] [--quick] [--only ferry,socat,...] [--dufs] [--concurrent N]
 #
+# --only ferry runs both ferry modes; ferry-plain or ferry-tls runs one.
+#
 # FERRY_BIN=/path/to/ferry skips the build and benchmarks that binary instead.
 # Every argument is passed on to bench.py; see `python3 scripts/bench.py --help`.
 set -euo pipefail

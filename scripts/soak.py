@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Soak ferry: many clients, random requests, random kills, one server.
 
-    scripts/soak.sh [--workers N] [--seconds S] [--seed SEED] [--max-size SIZE]
+    scripts/soak.sh [--workers N] [--seconds S] [--seed SEED] [--max-size SIZE] [--tls]
 
 Not a timed test: it looks for what only shows after thousands of requests
 racing each other. One `ferry server 0` serves a fresh directory on
-127.0.0.1. Each of --workers threads runs one `ferry client` process at a
-time, a random put, get, list or delete, for --seconds. A killer thread
+127.0.0.1, over plain TCP (--plain on both ends, as in earlier runs) or,
+with --tls, over TLS 1.3 with every client pinned to the server's
+fingerprint. Every ferry process runs with XDG_CONFIG_HOME set to a
+temporary directory made for the run and removed at its end, and without
+FERRY_TOKEN, so the invoking user's ~/.config/ferry is never touched.
+Each of --workers threads runs one `ferry client` process at a time, a
+random put, get, list or delete, for --seconds. A killer thread
 SIGKILLs a random client in flight every --kill-every seconds on average;
 its worker simply starts its next request, as a restarted client would.
 The killer is a thread, not a second program, because it then kills by a
@@ -68,8 +73,9 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402  (after the path is set)
-    FERRY_EXIT_CODES, KIB, MIB, GIB, exits_within, file_sha256, human_size,
-    log, log_tail, markdown_table)
+    FERRY_EXIT_CODES, FINGERPRINT_PATTERN, KIB, MIB, GIB, START_PATTERN, FerryConfig,
+    exits_within, ferry_trust, file_sha256, human_size, log, log_tail, markdown_table,
+    read_start_line)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOAK_DIR = REPO_ROOT / "target" / "soak"
@@ -225,13 +231,13 @@ class Flights:
         self._live = set()
         self._lock = threading.Lock()
 
-    def run(self, worker, kind, command, stdout_path, stderr_path):
-        """Runs command to its end. Returns (exit code or -signal, stderr,
-        process id)."""
+    def run(self, worker, kind, command, stdout_path, stderr_path, env):
+        """Runs command to its end in environment env. Returns (exit code or
+        -signal, stderr, process id)."""
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             proc = subprocess.Popen(
                 [str(part) for part in command], stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True)
+                stdout=out, stderr=err, env=env, start_new_session=True)
         flight = Flight(worker, kind, proc)
         with self._lock:
             self._live.add(flight)
@@ -384,12 +390,14 @@ class Worker:
 
     def client(self, kind, *request):
         """Runs one client request to its end."""
-        command = [self.soak.ferry, "client", "127.0.0.1", self.soak.port, "-q", kind, *request]
+        command = [self.soak.ferry, "client", "127.0.0.1", self.soak.port, "-q",
+                   *ferry_trust(self.soak.fingerprint), kind, *request]
         with self.soak.ledger.lock:
             self.soak.ledger.started[kind] += 1
         start = time.monotonic()
         code, stderr, pid = self.soak.flights.run(
-            self.index, kind, command, self.scratch / "stdout", self.scratch / "stderr")
+            self.index, kind, command, self.scratch / "stdout", self.scratch / "stderr",
+            self.soak.ferry_config.env)
         return ClientRun(command, code, stderr, pid, start, time.monotonic())
 
     def tally(self, kind, run, expected_refusals, size=0, context=""):
@@ -554,22 +562,31 @@ class Server:
     proc: subprocess.Popen
     port: int
     log_path: Path
+    fingerprint: str | None  # the identity of a TLS server
 
 
-def start_server(ferry, root, log_path):
-    """Starts `ferry server 0` and reads its port from the start line."""
+def start_server(ferry, root, log_path, tls, env):
+    """Starts `ferry server 0`, with --plain unless tls, in environment env;
+    reads its port, and with TLS its fingerprint, from the start line."""
     root.mkdir(parents=True)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [str(ferry), "server", "0", "--root", str(root), "--bind", "127.0.0.1"],
+            [str(ferry), "server", "0", "--root", str(root), "--bind", "127.0.0.1",
+             *([] if tls else ["--plain"])],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            env=env, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
-        match = re.search(r"up and running on 127\.0\.0\.1:(\d+)",
-                          log_path.read_text(errors="replace"))
+        start_line = read_start_line(log_path)
+        match = start_line and START_PATTERN.search(start_line)
         if match:
-            return Server(proc, int(match.group(1)), log_path)
+            fingerprint = FINGERPRINT_PATTERN.search(start_line)
+            if bool(fingerprint) != tls or not (tls or "plain TCP" in start_line):
+                stop_server(proc)
+                raise SoakError(f"the ferry server's start line does not say"
+                                f" {'TLS' if tls else 'plain TCP'}: {start_line}")
+            return Server(proc, int(match.group(1)), log_path,
+                          fingerprint.group(1) if tls else None)
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_server(proc)
             raise SoakError("ferry server did not start" + log_tail(log_path))
@@ -635,9 +652,11 @@ class Monitor:
 
 
 class Soak:
-    def __init__(self, args):
+    def __init__(self, args, ferry_config):
         self.args = args
         self.ferry = Path(args.ferry_bin).resolve()
+        self.ferry_config = ferry_config
+        self.fingerprint = None  # the server's, with --tls
         self.stop = threading.Event()
         self.flights = Flights()
         self.ledger = Ledger()
@@ -671,6 +690,7 @@ class Soak:
         elapsed time."""
         args = self.args
         self.port = server.port
+        self.fingerprint = server.fingerprint
         workers = [Worker(index, self) for index in range(args.workers)]
         threads = [threading.Thread(target=w.run, name=f"worker-{w.index}", daemon=True)
                    for w in workers]
@@ -779,7 +799,9 @@ def server_log_summary(log_path):
     """Request outcomes by kind, and lines that are not request reports."""
     outcomes = collections.Counter()
     other = []
-    for line in log_path.read_text(errors="replace").splitlines()[1:]:
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("ferry server up and running on "):
+            continue  # the start line
         match = SERVER_REPORT.match(line)
         if match:
             outcomes[match.group(1), match.group(3) or "ok"] += 1
@@ -798,11 +820,14 @@ def mib(kib):
 def report(args, soak, facts):
     ledger = soak.ledger
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    transport = ("TLS 1.3, clients pinned to the server's fingerprint" if args.tls
+                 else "plain TCP (--plain)")
     cpu_model = next((line.split(":", 1)[1].strip()
                       for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), "unknown CPU")
     header = (
-        f"Soak: {args.workers} workers for {facts['elapsed']:.0f} s, seed {args.seed},"
+        f"Soak over {transport}:"
+        f" {args.workers} workers for {facts['elapsed']:.0f} s, seed {args.seed},"
         f" sizes 0 B-{human_size(args.max_size)} ({EMPTY_SHARE:.0%} empty,"
         f" {BIG_SHARE:.0%} over 1 MiB), a client SIGKILLed every {args.kill_every} s on"
         f" average, {POOL_NAMES} shared names. Machine: {os.cpu_count()} CPUs ({cpu_model}),"
@@ -928,6 +953,9 @@ def parse_args():
     # server is measured with its threads gone, as at start.
     parser.add_argument("--settle", type=float, default=15,
                         help="seconds the server rests before the final checks (default 15)")
+    parser.add_argument("--tls", action="store_true",
+                        help="server and clients speak TLS (default: --plain on both,"
+                        " as in earlier runs)")
     parser.add_argument("--keep", action="store_true",
                         help="keep target/soak/work (served root, downloads) after the run")
     args = parser.parse_args()
@@ -944,7 +972,8 @@ def on_signal(signum, _frame):
 
 def soak_and_check(args, soak):
     soak.make_pool_sources()
-    server = start_server(soak.ferry, soak.root, LOG_DIR / "ferry-server.log")
+    server = start_server(soak.ferry, soak.root, LOG_DIR / "ferry-server.log",
+                          args.tls, soak.ferry_config.env)
     facts = {}
     try:
         # What the server holds once up, before any request.
@@ -953,7 +982,8 @@ def soak_and_check(args, soak):
         facts["rss_idle"] = facts["status_idle"]["VmRSS"]
         facts["fds_idle_map"] = descriptors(server.proc.pid)
         facts["fds_idle"] = len(facts["fds_idle_map"])
-        log(f"soak: server on port {server.port}, {mib(facts['rss_idle'])} MiB,"
+        log(f"soak: {'TLS' if args.tls else 'plain'} server on port {server.port},"
+            f" {mib(facts['rss_idle'])} MiB,"
             f" {facts['fds_idle']} fds; {args.workers} workers for {args.seconds:g} s")
         facts["elapsed"], facts["monitor"], workers = soak.run(server)
         log(f"soak: workers stopped after {facts['elapsed']:.1f} s; settling {args.settle:g} s")
@@ -982,7 +1012,8 @@ def main():
     for directory in (WORK_DIR, LOG_DIR):
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
-    soak = Soak(args)
+    ferry_config = FerryConfig("ferry-soak-config-")
+    soak = Soak(args, ferry_config)
     try:
         facts = soak_and_check(args, soak)
     except SoakError as error:
@@ -996,6 +1027,7 @@ def main():
         soak.flights.kill_all()
         if not args.keep:
             shutil.rmtree(WORK_DIR, ignore_errors=True)
+        ferry_config.remove()
 
     facts["verdict"] = verdict(soak, facts)
     text = report(args, soak, facts)

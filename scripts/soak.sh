@@ -2,7 +2,9 @@
 # One command for the soak: build ferry, then hand over to soak.py, which
 # runs many clients and a killer against one server and checks the result.
 #
-#   scripts/soak.sh [--workers N] [--seconds S] [--seed SEED] [--max-size SIZE]
+#   scripts/soak.sh [--workers N] [--seconds S] [--seed SEED] [--max-size SIZE] [--tls]
+#
+# Plain TCP by default, as in earlier runs; --tls soaks the TLS path.
 #
 # FERRY_BIN=/path/to/ferry skips the build and soaks that binary instead.
 # Every argument is passed on to soak.py; see `python3 scripts/soak.py --help`.
