@@ -97,3 +97,75 @@ pub fn write_chunks(
 pub fn next_chunk_len(left: u64) -> usize {
     buffer_len(left, CHUNK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_holding(data: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(data).unwrap();
+        file
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn chunks_read_from_a_file_are_whole_in_order_and_hashed() {
+        let data = noise(3 * CHUNK + 5);
+        let file = file_holding(&data);
+        let (chunks, mut arriving) = chunk_channel::channel(CHUNKS_IN_FLIGHT);
+        let reader =
+            std::thread::spawn(move || read_chunks(&file, data.len() as u64, None, &chunks));
+        let mut read = Vec::new();
+        while let Some(chunk) = arriving.blocking_recv() {
+            assert!(chunk.len() <= CHUNK);
+            read.extend(chunk);
+        }
+        let digest = reader.join().unwrap().unwrap();
+        assert_eq!(read, noise(3 * CHUNK + 5));
+        assert_eq!(digest, *blake3::hash(&read).as_bytes());
+    }
+
+    #[test]
+    fn a_file_shorter_than_declared_is_an_error_not_a_short_body() {
+        let file = file_holding(&noise(100));
+        let (chunks, mut arriving) = chunk_channel::channel(CHUNKS_IN_FLIGHT);
+        let reader = std::thread::spawn(move || read_chunks(&file, 200, None, &chunks));
+        while arriving.blocking_recv().is_some() {}
+        let error = reader.join().unwrap().unwrap_err();
+        assert!(matches!(
+            error,
+            TransportError::FileShrank {
+                sent: 100,
+                declared: 200
+            }
+        ));
+    }
+
+    #[test]
+    fn chunks_written_to_a_file_land_whole_with_their_digest() {
+        let data = noise(2 * CHUNK + 17);
+        let file = tempfile::tempfile().unwrap();
+        let (chunks, arriving) = chunk_channel::channel(CHUNKS_IN_FLIGHT);
+        let size = data.len() as u64;
+        let writer = std::thread::spawn(move || {
+            let received = write_chunks(&file, size, arriving);
+            (file, received)
+        });
+        for piece in data.chunks(CHUNK / 3) {
+            chunks.blocking_send(piece.to_vec()).unwrap();
+        }
+        drop(chunks);
+        let (file, received) = writer.join().unwrap();
+        assert!(received.sink_error.is_none());
+        assert_eq!(received.digest, *blake3::hash(&data).as_bytes());
+        let mut written = vec![0; data.len()];
+        file.read_exact_at(&mut written, 0).unwrap();
+        assert_eq!(written, data);
+        assert_eq!(file.metadata().unwrap().len(), size);
+    }
+}
