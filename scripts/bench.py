@@ -191,8 +191,8 @@ class FerryConfig:
 
 def read_start_line(log_path):
     """The server's start line from its log, once written in full, else
-    None. Log lines may come before it on the merged stderr, such as the
-    warning that a new identity was made."""
+    None. Lines may come before it on the merged stderr, such as the note
+    that a new identity was made."""
     for line in log_path.read_text(errors="replace").splitlines(keepends=True):
         if line.startswith("ferry server up and running on ") and line.endswith("\n"):
             return line

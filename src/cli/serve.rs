@@ -77,7 +77,10 @@ impl ServerSecurity {
             };
             let (identity, created) = Identity::load_or_create(&path)?;
             if created {
-                tracing::warn!(path = %path.display(), "made a new server identity");
+                eprintln!(
+                    "ferry: made a new server identity in {}; clients pin its fingerprint",
+                    path.display()
+                );
             }
             let said = format!("TLS, identity {}", identity.fingerprint());
             (Some(identity.server_config()?), said)
