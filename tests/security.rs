@@ -670,24 +670,29 @@ fn without_any_token_source_the_server_says_it_is_open_to_anyone() {
     assert_exit(&pinned(&server, &["list"]).output().unwrap(), 0);
 }
 
+/// A plain server started with a mode `flag`, whose start line names the
+/// mode `shown`, and a fresh directory for its client.
+fn server_in_mode(flag: &str, shown: &str) -> (BinaryServer, tempfile::TempDir) {
+    let server = BinaryServer::start(&[flag]);
+    assert!(server.start_line.contains(shown), "{}", server.start_line);
+    (server, tempfile::tempdir().unwrap())
+}
+
+/// Runs a plain client of the server on `port` in `dir`.
+fn client_in(port: u16, dir: &tempfile::TempDir, args: &[&str]) -> Output {
+    client_at("127.0.0.1", port, args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_read_only_server_refuses_put_and_delete_and_touches_nothing() {
-    let mut server = BinaryServer::start(&["--read-only"]);
-    assert!(
-        server.start_line.contains("read-only"),
-        "{}",
-        server.start_line
-    );
+    let (mut server, local) = server_in_mode("--read-only", "read-only");
     write_file(server.root.path(), "kept.txt", b"kept");
-    let local = tempfile::tempdir().unwrap();
     let upload = write_file(local.path(), "new.txt", b"new");
     let port = server.port;
-    let client = |args: &[&str]| {
-        client_at("127.0.0.1", port, args)
-            .current_dir(local.path())
-            .output()
-            .unwrap()
-    };
+    let client = |args: &[&str]| client_in(port, &local, args);
 
     assert_exit_saying(&client(&["put", path_str(&upload)]), 1, "forbidden");
     assert!(server
@@ -704,21 +709,10 @@ fn a_read_only_server_refuses_put_and_delete_and_touches_nothing() {
 
 #[test]
 fn a_no_delete_server_takes_uploads_but_refuses_delete() {
-    let mut server = BinaryServer::start(&["--no-delete"]);
-    assert!(
-        server.start_line.contains("no-delete"),
-        "{}",
-        server.start_line
-    );
-    let local = tempfile::tempdir().unwrap();
+    let (mut server, local) = server_in_mode("--no-delete", "no-delete");
     let upload = write_file(local.path(), "new.txt", b"new");
     let port = server.port;
-    let client = |args: &[&str]| {
-        client_at("127.0.0.1", port, args)
-            .current_dir(local.path())
-            .output()
-            .unwrap()
-    };
+    let client = |args: &[&str]| client_in(port, &local, args);
 
     assert_exit(&client(&["put", path_str(&upload)]), 0);
     assert!(server.next_report().contains("put \"new.txt\" ok"));
@@ -733,21 +727,10 @@ fn a_no_delete_server_takes_uploads_but_refuses_delete() {
 
 #[test]
 fn an_upload_only_server_takes_uploads_and_shows_and_removes_nothing() {
-    let mut server = BinaryServer::start(&["--upload-only"]);
-    assert!(
-        server.start_line.contains("upload-only"),
-        "{}",
-        server.start_line
-    );
-    let local = tempfile::tempdir().unwrap();
+    let (mut server, local) = server_in_mode("--upload-only", "upload-only");
     let upload = write_file(local.path(), "drop.txt", b"dropped");
     let port = server.port;
-    let client = |args: &[&str]| {
-        client_at("127.0.0.1", port, args)
-            .current_dir(local.path())
-            .output()
-            .unwrap()
-    };
+    let client = |args: &[&str]| client_in(port, &local, args);
 
     assert_exit(&client(&["put", path_str(&upload)]), 0);
     assert!(server.next_report().contains("put \"drop.txt\" ok"));
