@@ -162,8 +162,10 @@ impl Tokens {
             accepted.push((hash, mode));
         }
         if accepted.is_empty() {
+            // Named at its last line, or its first if the file is empty.
+            let line = last_line.max(1);
             return Err((
-                last_line,
+                line,
                 "no tokens in the file; it would refuse everyone".into(),
             ));
         }
@@ -323,6 +325,7 @@ mod tests {
             (&format!("{RW} rw extra\n"), 1, "TOKEN MODE"),
             (&format!("{RW} rw\n{RW} ro\n"), 2, "earlier line"),
             ("# only a comment\n", 1, "no tokens"),
+            ("", 1, "no tokens"),
         ];
         for (text, line, why) in cases {
             let (got_line, got_why) = Tokens::parse(text).err().unwrap();
