@@ -52,6 +52,14 @@ impl TokenMode {
             TokenMode::WriteOnly => operation == Operation::Put,
         }
     }
+
+    fn describe(self) -> &'static str {
+        match self {
+            TokenMode::ReadWrite => "read and write",
+            TokenMode::ReadOnly => "read only",
+            TokenMode::WriteOnly => "upload only",
+        }
+    }
 }
 
 impl ServerMode {
@@ -274,16 +282,6 @@ impl Grant {
                 Err(format!("this token is {mode}: {}", mode.describe()))
             }
             _ => Ok(()),
-        }
-    }
-}
-
-impl TokenMode {
-    fn describe(self) -> &'static str {
-        match self {
-            TokenMode::ReadWrite => "read and write",
-            TokenMode::ReadOnly => "read only",
-            TokenMode::WriteOnly => "upload only",
         }
     }
 }
