@@ -521,6 +521,9 @@ impl RawClient {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                // A signal landed during the read (read(2) is not restarted
+                // for every handler); nothing was read, so read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("reading from the server: {e}"),
             }
         }
