@@ -83,7 +83,7 @@ impl ServerSecurity {
                 );
             }
             let said = format!("TLS, identity {}", identity.fingerprint());
-            (Some(identity.server_config()?), said)
+            (Some(identity.server_config()), said)
         };
         let (tokens, whose) = match (&args.token_file, std::env::var(TOKEN_VARIABLE)) {
             (Some(path), _) => {

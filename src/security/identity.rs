@@ -15,9 +15,8 @@ use super::{secret_file, Fingerprint, SecretFileError};
 
 /// A server identity, ready to serve TLS.
 pub struct Identity {
-    certificate: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
     fingerprint: Fingerprint,
+    config: Arc<rustls::ServerConfig>,
 }
 
 /// Why the identity could not be loaded or made.
@@ -37,8 +36,6 @@ pub enum IdentityError {
     Create { path: PathBuf, source: io::Error },
     #[error("cannot make a certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("cannot set up TLS: {0}")]
-    Tls(#[from] rustls::Error),
 }
 
 impl Identity {
@@ -68,16 +65,9 @@ impl Identity {
         self.fingerprint
     }
 
-    /// A rustls server configuration presenting this identity: TLS 1.3
-    /// only, no client certificates, and no session tickets, which ferry's
-    /// long connections do not need.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, IdentityError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(super::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(vec![self.certificate.clone()], self.key.clone_key())?;
-        config.send_tls13_tickets = 0;
-        Ok(Arc::new(config))
+    /// The rustls server configuration presenting this identity.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.config)
     }
 
     fn load(path: &Path) -> Result<Identity, IdentityError> {
@@ -92,16 +82,13 @@ impl Identity {
             .map_err(|_| invalid("its certificate is damaged"))?;
         let key = PrivateKeyDer::from_pem_slice(text.as_bytes())
             .map_err(|_| invalid("no usable private key in it"))?;
-        let identity = Identity {
-            fingerprint: Fingerprint::of_certificate(&certificate),
-            certificate,
-            key,
-        };
-        // Refuses a key that does not belong to the certificate.
-        identity
-            .server_config()
-            .map_err(|e| invalid(&e.to_string()))?;
-        Ok(identity)
+        let fingerprint = Fingerprint::of_certificate(&certificate);
+        // Also refuses a key that does not belong to the certificate.
+        let config = tls_config(certificate, key).map_err(|e| invalid(&e.to_string()))?;
+        Ok(Identity {
+            fingerprint,
+            config,
+        })
     }
 
     /// Makes a new identity at `path`, readable by its owner only. Written
@@ -141,6 +128,21 @@ impl Identity {
             Err(e) => Err(failed(e)),
         }
     }
+}
+
+/// A rustls server configuration presenting `certificate`: TLS 1.3 only,
+/// no client certificates, and no session tickets, which ferry's long
+/// connections do not need.
+fn tls_config(
+    certificate: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate], key)?;
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]
