@@ -42,6 +42,7 @@ fn messages() -> Vec<(&'static str, Message)> {
             "delete",
             Message::Delete {
                 name: NAME.to_owned(),
+                recursive: false,
             },
         ),
         (

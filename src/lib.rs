@@ -30,4 +30,5 @@ pub mod report;
 pub mod security;
 pub mod server;
 pub mod staging;
+pub mod store;
 pub mod transport;

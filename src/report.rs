@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::protocol::{FailureKind, RequestKind};
+
 /// Receives the server's reports; the binary prints them, tests collect them.
 pub type Reporter = Arc<dyn Fn(&Report) + Send + Sync>;
 
@@ -15,21 +17,19 @@ pub struct Report {
     /// The other side: the client for the server's reports, the server for
     /// the client's.
     pub peer: String,
-    /// The request type.
-    pub request: RequestKind,
+    /// What the report is about.
+    pub subject: Subject,
     /// The remote name the request was about, if any.
     pub name: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
 }
 
-/// The kinds of request a report can be about.
+/// What a report can be about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
-    Put,
-    Get,
-    List,
-    Delete,
+pub enum Subject {
+    /// One request.
+    Request(RequestKind),
     /// The connection itself: the handshake, or a message outside any request.
     Connection,
     /// The server removing a temporary file that a dead process left.
@@ -41,12 +41,25 @@ pub enum RequestKind {
 pub enum Outcome {
     /// It succeeded.
     Ok(Detail),
-    /// It failed: a stable kebab-case kind and a human message.
-    Failed { kind: String, message: String },
+    /// It failed: a stable kind and a human message.
+    Failed { kind: FailureKind, message: String },
+    /// A connection was closed as it should be (idle, shutting down): no
+    /// failure, but worth a line.
+    Closed(String),
+}
+
+impl Outcome {
+    /// A failure of `kind`, described by `message`.
+    pub fn failed(kind: impl Into<FailureKind>, message: impl Into<String>) -> Self {
+        Outcome::Failed {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// What a successful request is worth mentioning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detail {
     None,
     /// A file body moved.
@@ -56,15 +69,22 @@ pub enum Detail {
     },
     /// A listing was sent or received.
     Entries(usize),
+    /// A recursive delete removed this much.
+    Removed {
+        files: u64,
+        directories: u64,
+    },
+    /// A rename gave the name this new one.
+    Renamed(String),
 }
 
 impl Report {
     /// A report stamped with the current time.
-    pub fn now(peer: String, request: RequestKind, name: Option<String>, outcome: Outcome) -> Self {
+    pub fn now(peer: String, subject: Subject, name: Option<String>, outcome: Outcome) -> Self {
         Report {
             time: SystemTime::now(),
             peer,
-            request,
+            subject,
             name,
             outcome,
         }
@@ -76,16 +96,13 @@ impl Report {
     }
 }
 
-impl fmt::Display for RequestKind {
+impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RequestKind::Put => "put",
-            RequestKind::Get => "get",
-            RequestKind::List => "list",
-            RequestKind::Delete => "delete",
-            RequestKind::Connection => "connection",
-            RequestKind::Cleanup => "cleanup",
-        })
+        match self {
+            Subject::Request(kind) => kind.fmt(f),
+            Subject::Connection => f.write_str("connection"),
+            Subject::Cleanup => f.write_str("cleanup"),
+        }
     }
 }
 
@@ -98,7 +115,7 @@ impl fmt::Display for Report {
             "{} {} {}",
             humantime::format_rfc3339_millis(self.time),
             self.peer,
-            self.request
+            self.subject
         )?;
         if let Some(name) = &self.name {
             // Debug quoting escapes control characters, quotes and backslashes.
@@ -117,9 +134,14 @@ impl fmt::Display for Report {
             }
             Outcome::Ok(Detail::Entries(1)) => f.write_str(" ok 1 entry"),
             Outcome::Ok(Detail::Entries(count)) => write!(f, " ok {count} entries"),
+            Outcome::Ok(Detail::Removed { files, directories }) => {
+                write!(f, " ok removed {files} files and {directories} directories")
+            }
+            Outcome::Ok(Detail::Renamed(to)) => write!(f, " ok -> {to:?}"),
             Outcome::Failed { kind, message } => {
                 write!(f, " failed {kind}: {}", escape_controls(message))
             }
+            Outcome::Closed(why) => write!(f, " closed: {}", escape_controls(why)),
         }
     }
 }
@@ -142,11 +164,13 @@ pub fn escape_controls(s: &str) -> String {
 mod tests {
     use super::*;
 
+    use crate::protocol::ErrorCode;
+
     fn at_epoch(request: RequestKind, name: Option<&str>, outcome: Outcome) -> String {
         let report = Report {
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             peer: "127.0.0.1:4242".to_owned(),
-            request,
+            subject: Subject::Request(request),
             name: name.map(str::to_owned),
             outcome,
         };
@@ -167,10 +191,7 @@ mod tests {
 
     #[test]
     fn failure_line() {
-        let outcome = Outcome::Failed {
-            kind: "not-found".into(),
-            message: "no such file".into(),
-        };
+        let outcome = Outcome::failed(ErrorCode::NotFound, "no such file");
         assert_eq!(
             at_epoch(RequestKind::Get, Some("x"), outcome),
             "2023-11-14T22:13:20.123Z 127.0.0.1:4242 get \"x\" failed not-found: no such file"
@@ -179,10 +200,7 @@ mod tests {
 
     #[test]
     fn hostile_names_and_messages_stay_on_one_line() {
-        let outcome = Outcome::Failed {
-            kind: "bad-name".into(),
-            message: "bad\nname\x1b[2J".into(),
-        };
+        let outcome = Outcome::failed(ErrorCode::BadName, "bad\nname\x1b[2J");
         let line = at_epoch(RequestKind::Put, Some("evil\n\r\x1b[31m\"name"), outcome);
         assert!(!line.chars().any(char::is_control), "{line}");
         assert!(line.contains(r#""evil\n\r\u{1b}[31m\"name""#), "{line}");

@@ -196,13 +196,17 @@ fn list_long_shows_size_and_modification_time() {
 }
 
 #[test]
-fn list_of_a_missing_directory_or_a_file_fails() {
+fn list_of_a_missing_directory_fails_and_of_a_file_shows_the_file() {
     let server = TestServer::start();
-    write_file(server.root(), "file", b"f");
+    write_file(server.root(), "file", b"four");
     let output = server.run_client(&["list", "nope"]);
     assert_exit_saying(&output, 1, "failed not-found");
-    let output = server.run_client(&["list", "file"]);
-    assert_exit_saying(&output, 1, "failed not-a-directory");
+    // As `ls -l file` shows the file (issue 11).
+    let output = server.run_client(&["list", "-l", "file"]);
+    assert_exit(&output, 0);
+    let listed = String::from_utf8_lossy(&output.stdout);
+    assert!(listed.ends_with("  file\n"), "{listed}");
+    assert!(listed.trim_start().starts_with("4 "), "{listed}");
 }
 
 #[test]

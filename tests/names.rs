@@ -8,19 +8,18 @@ use std::os::unix::fs::symlink;
 use common::{assert_exit, assert_exit_saying, files_under, write_file, RawClient, TestServer};
 use ferry::protocol::{ErrorCode, Message};
 
-/// Every kind of name the rules refuse, as the server sees it on the wire.
+/// Every kind of name the rules refuse, as the server sees it on the wire,
+/// for every request.
 fn hostile_names() -> Vec<String> {
     vec![
-        String::new(),
         "/etc/passwd".into(),
-        "/".into(),
-        ".".into(),
+        "//".into(),
         "..".into(),
         "../outside.txt".into(),
+        "./..".into(),
         "dir/../../outside.txt".into(),
-        "dir/./file".into(),
         "dir//file".into(),
-        "trailing/".into(),
+        "dir//".into(),
         "..\\outside.txt".into(),
         "dir\\file".into(),
         "nul\0byte".into(),
@@ -31,6 +30,10 @@ fn hostile_names() -> Vec<String> {
         ".ferry-tmp-1-1".into(),
     ]
 }
+
+/// Names of the served directory itself: refused where a name beneath it
+/// is needed, the root for `list` and `stat` (issue 11).
+const ROOT_NAMES: [&str; 5] = ["", "/", ".", "./", "./."];
 
 fn assert_bad_name(reply: Option<Message>, what: &str) {
     match reply {
@@ -48,22 +51,66 @@ fn the_server_refuses_every_hostile_name_for_every_request() {
     let outside = tempfile::tempdir().unwrap();
     write_file(server.root(), "dir/file", b"inside");
     let mut client = RawClient::handshake(server.addr());
-    for name in hostile_names() {
-        client.send(&Message::Put {
-            name: name.clone(),
-            size: 4,
-        });
-        assert_bad_name(client.recv(), &format!("put {name:?}"));
-        client.send(&Message::Get { name: name.clone() });
-        assert_bad_name(client.recv(), &format!("get {name:?}"));
-        client.send(&Message::Delete { name: name.clone() });
-        assert_bad_name(client.recv(), &format!("delete {name:?}"));
-        if !name.is_empty() {
-            client.send(&Message::List {
+    let names = hostile_names()
+        .into_iter()
+        .chain(ROOT_NAMES.map(String::from));
+    for name in names {
+        let is_root = ROOT_NAMES.contains(&name.as_str());
+        let named = |other: &str| -> Vec<Message> {
+            vec![
+                Message::Put {
+                    name: name.clone(),
+                    size: 4,
+                },
+                Message::Get { name: name.clone() },
+                Message::Delete {
+                    name: name.clone(),
+                    recursive: false,
+                },
+                Message::Delete {
+                    name: name.clone(),
+                    recursive: true,
+                },
+                Message::MakeDir {
+                    name: name.clone(),
+                    parents: true,
+                },
+                Message::RemoveDir { name: name.clone() },
+                Message::Rename {
+                    from: name.clone(),
+                    to: other.into(),
+                },
+                Message::Rename {
+                    from: other.into(),
+                    to: name.clone(),
+                },
+            ]
+        };
+        for request in named("dir/file") {
+            client.send(&request);
+            assert_bad_name(client.recv(), &format!("{request:?}"));
+        }
+        let about_a_directory = [
+            Message::List {
                 dir: name.clone(),
                 long: false,
-            });
-            assert_bad_name(client.recv(), &format!("list {name:?}"));
+            },
+            Message::Stat { name: name.clone() },
+        ];
+        for request in about_a_directory {
+            client.send(&request);
+            if is_root {
+                // Served as the root: read to its end.
+                loop {
+                    match client.recv() {
+                        Some(Message::Done | Message::Info(_)) => break,
+                        Some(Message::Entry(_) | Message::Omitted { .. }) => {}
+                        other => panic!("{request:?}: got {other:?}"),
+                    }
+                }
+            } else {
+                assert_bad_name(client.recv(), &format!("{request:?}"));
+            }
         }
     }
     // The connection survived every refusal, and nothing was touched.
@@ -173,6 +220,7 @@ fn symlinks_leading_outside_are_refused_for_every_request() {
     }
     client.send(&Message::Delete {
         name: "abs-dir-out/secret.txt".into(),
+        recursive: false,
     });
     assert_bad_name(client.recv(), "delete through a symlink");
     assert_eq!(files_under(world.outside.path()), ["secret.txt"]);

@@ -52,7 +52,10 @@ fn several_requests_share_one_connection() {
         names.push((entry.name, entry.size));
     }
     assert_eq!(names, [("one".to_owned(), 1), ("two".to_owned(), 2)]);
-    client.send(&Message::Delete { name: "one".into() });
+    client.send(&Message::Delete {
+        name: "one".into(),
+        recursive: false,
+    });
     assert_eq!(client.recv(), Some(Message::Done));
     assert_eq!(client.get("two"), Ok(b"22".to_vec()));
     let reports = server.wait_for_reports(5);
@@ -87,26 +90,50 @@ fn a_foreign_client_gets_a_clear_error_and_is_reported() {
 #[test]
 fn a_client_of_another_version_is_told_so() {
     let server = TestServer::start();
-    let mut client = RawClient::connect(server.addr());
-    client.send_raw(&Preamble { version: 7 }.to_bytes());
-    let mut preamble = [0; PREAMBLE_LEN];
-    client.read_exact(&mut preamble);
-    match client.recv() {
-        Some(Message::Error {
-            code: ErrorCode::UnsupportedVersion,
-            message,
-        }) => {
-            assert!(
-                message.contains("version 2") && message.contains("version 7"),
-                "{message}"
-            );
+    // 2 is the version before this one, whose clients are out there; 7 is
+    // one from the future.
+    for version in [2, 7] {
+        let mut client = RawClient::connect(server.addr());
+        client.send_raw(&Preamble { version }.to_bytes());
+        let mut preamble = [0; PREAMBLE_LEN];
+        client.read_exact(&mut preamble);
+        assert_eq!(Preamble::from_bytes(&preamble), Ok(Preamble::OURS));
+        match client.recv() {
+            Some(Message::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message,
+            }) => {
+                let both = format!("version 3, the client version {version}");
+                assert!(message.contains(&both), "{message}");
+            }
+            other => panic!("expected unsupported-version, got {other:?}"),
         }
-        other => panic!("expected unsupported-version, got {other:?}"),
+        assert!(client.is_closed());
     }
-    assert!(client.is_closed());
     assert!(server.wait_for_reports(1)[0]
         .to_string()
         .contains("unsupported-version"));
+}
+
+/// What a version 2 client sends first, byte for byte, as PROTOCOL.md §9
+/// documents the answer to it.
+#[test]
+fn a_version_2_client_reads_our_preamble_then_unsupported_version() {
+    let server = TestServer::start();
+    let mut client = RawClient::connect(server.addr());
+    client.send_raw(&[0x46, 0x45, 0x52, 0x52, 0x59, 0x00, 0x00, 0x02]);
+    client.send_raw(&[0, 0, 0, 3, 0x05, 0x00, 0x00]); // its Hello, no token
+    let mut preamble = [0; PREAMBLE_LEN];
+    client.read_exact(&mut preamble);
+    assert_eq!(preamble, [0x46, 0x45, 0x52, 0x52, 0x59, 0x00, 0x00, 0x03]);
+    let expected = frame(&Message::Error {
+        code: ErrorCode::UnsupportedVersion,
+        message: "this server speaks ferry protocol version 3, the client version 2".into(),
+    });
+    let mut answer = vec![0; expected.len()];
+    client.read_exact(&mut answer);
+    assert_eq!(answer, expected);
+    assert!(client.is_closed());
 }
 
 #[test]
@@ -133,13 +160,13 @@ fn an_oversized_header_is_refused_without_waiting_for_it() {
 }
 
 #[test]
-fn garbage_after_the_handshake_closes_only_that_connection() {
+fn malformed_frames_close_only_that_connection() {
     let server = TestServer::start();
     let mut bystander = RawClient::handshake(server.addr());
     for garbage in [
-        &[0, 0, 0, 1, 0x99][..],
-        &[0, 0, 0, 3, 0x02, 0xff, 0xff],
-        &[0, 0, 0, 1, 0x23],
+        &[0, 0, 0, 3, 0x02, 0xff, 0xff][..],
+        &[0, 0, 0, 2, 0x23, 0x00],
+        &[0, 0, 0, 3, 0x04, 0x07, 0x00],
     ] {
         let mut client = RawClient::handshake(server.addr());
         client.send_raw(garbage);
@@ -153,6 +180,40 @@ fn garbage_after_the_handshake_closes_only_that_connection() {
         assert!(client.is_closed(), "{garbage:02x?}");
     }
     assert_eq!(bystander.put("still-served", b"yes"), Message::Done);
+}
+
+/// A whole frame the server does not serve leaves the stream in step: it
+/// is answered, and the next request on the same connection is served
+/// (issue 11).
+#[test]
+fn an_unknown_or_unserved_message_is_answered_and_the_connection_lives_on() {
+    let server = TestServer::start();
+    let mut client = RawClient::handshake(server.addr());
+    let unserved = [
+        &[0, 0, 0, 1, 0x99][..],                   // unknown tag
+        &[0, 0, 0, 4, 0x3a, 1, 2, 3],              // a later request's tag, with fields
+        &[0, 0, 0, 1, 0x23],                       // Done: a reply, not a request
+        &[0, 0, 0, 4, 0x05, 0x00, 0x01, b't'][..], // a second Hello
+    ];
+    for bytes in unserved {
+        client.send_raw(bytes);
+        match client.recv() {
+            Some(Message::Error {
+                code: ErrorCode::UnsupportedRequest,
+                ..
+            }) => {}
+            other => panic!("{bytes:02x?}: expected unsupported-request, got {other:?}"),
+        }
+        assert_eq!(client.put("after.txt", b"served"), Message::Done);
+        std::fs::remove_file(server.root().join("after.txt")).unwrap();
+    }
+    let reports = server.reports();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.to_string().contains("failed unsupported-request")),
+        "{reports:?}"
+    );
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! An accepted name must be one the server's path gate can rely on, checked
 //! here by other means than the parser's own (std's path components beside
 //! the spelled-out rules of PROTOCOL.md §7), with `parent` and `file_name`
-//! consistent with it; a refused name must really break the rule its error
-//! names.
+//! consistent with it, and be the typed name made plain (`.` components and
+//! one trailing `/` dropped); a refused name must really break the rule its
+//! error names.
 
 use std::path::{Component, Path};
 
@@ -23,10 +24,15 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-fn check_accepted(name: &str, parsed: &RemoteName) -> Result<(), String> {
+fn check_accepted(typed: &str, parsed: &RemoteName) -> Result<(), String> {
+    if typed.len() > MAX_NAME_LEN {
+        return Err(format!("but it is {} bytes long", typed.len()));
+    }
+    let name = plain_form(typed);
     if parsed.as_str() != name || parsed.to_string() != name {
         return Err(format!("but it reads back as {:?}", parsed.as_str()));
     }
+    let name = name.as_str();
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(format!("but it is {} bytes long", name.len()));
     }
@@ -107,17 +113,27 @@ fn check_fits_in_frames(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `typed` as PROTOCOL.md §7 says a server takes it: one trailing `/` and
+/// every `.` component dropped.
+fn plain_form(typed: &str) -> String {
+    let trimmed = typed.strip_suffix('/').unwrap_or(typed);
+    let kept: Vec<&str> = trimmed.split('/').filter(|c| *c != ".").collect();
+    kept.join("/")
+}
+
 /// The rule named by `error` is one that `name` breaks.
 fn check_refused(name: &str, error: &NameError) -> Result<(), String> {
-    let mut components = name.split('/');
+    let trimmed = name.strip_suffix('/').unwrap_or(name);
+    let mut components = trimmed.split('/');
     let holds = match *error {
         NameError::Empty => name.is_empty(),
         NameError::TooLong(len) => len == name.len() && len > MAX_NAME_LEN,
-        NameError::Absolute => name.starts_with('/'),
+        NameError::Absolute => name.starts_with('/') && name != "/",
         NameError::Backslash => name.contains('\\'),
         NameError::ControlCharacter => name.chars().any(char::is_control),
         NameError::EmptyComponent => components.any(str::is_empty),
-        NameError::DotComponent => components.any(|c| c == "." || c == ".."),
+        NameError::DotComponent => components.any(|c| c == ".."),
+        NameError::Root => plain_form(name).is_empty(),
         NameError::ComponentTooLong(len) => {
             len > MAX_COMPONENT_LEN && components.any(|c| c.len() == len)
         }

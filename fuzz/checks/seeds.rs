@@ -193,6 +193,7 @@ fn list(dir: &str, long: bool) -> Message {
 fn delete(name: &str) -> Message {
     Message::Delete {
         name: name.to_owned(),
+        recursive: false,
     }
 }
 

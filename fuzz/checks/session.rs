@@ -10,9 +10,9 @@
 //! - the server hung up within [`REPLY_WAIT`]: it always sees the end of the
 //!   input, so waiting longer means it is stuck;
 //! - what it sent is well formed: its preamble, whole frames of server
-//!   messages, each body followed by a trailer with the body's BLAKE3 digest,
-//!   listings ended by `Done`, nothing after a hang-up error, no temporary
-//!   file listed;
+//!   messages, a welcome only first, each body followed by a trailer with
+//!   the body's BLAKE3 digest, listings ended by `Done`, nothing after an
+//!   error that ends the connection, no temporary file listed;
 //! - no server task panicked;
 //! - no temporary file outlived the connection and nothing outside the
 //!   served directory changed (a symlink in the fixture points there);
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::protocol::{
-    decode, encode, EntryKind, ErrorCode, Message, Preamble, Token, PREAMBLE_LEN, TEMP_PREFIX,
+    decode, encode, EntryKind, Message, OmitReason, Preamble, Token, PREAMBLE_LEN, TEMP_PREFIX,
 };
 use ferry::report::{Report, Reporter};
 use ferry::server::{Config, Server};
@@ -162,14 +162,24 @@ impl Harness {
             ("link", EntryKind::File),
         ];
         let mut entries = Vec::new();
-        for message in &listed {
+        let mut omitted = Vec::new();
+        for message in listed.iter().skip(1) {
             match message {
                 Message::Entry(entry) => entries.push((entry.name.as_str(), entry.kind)),
+                Message::Omitted { reason, count } => omitted.push((*reason, *count)),
                 Message::Done => {}
                 _ => return Err(format!("afterwards, a listing got {listed:?}")),
             }
         }
-        if entries != expected || listed.last() != Some(&Message::Done) {
+        // Entries come in the directory's order.
+        entries.sort_by_key(|(name, _)| *name);
+        // `escape` leads outside and `dangling` nowhere: counted, not shown.
+        let links_left_out = [(OmitReason::LinkOutside, 2)];
+        if entries != expected
+            || omitted != links_left_out
+            || !matches!(listed.first(), Some(Message::Welcome { .. }))
+            || listed.last() != Some(&Message::Done)
+        {
             return Err(format!("afterwards, the root lists as {listed:?}"));
         }
         Ok(())
@@ -250,11 +260,11 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
             ))
         }
     }
-    let mut messages = Vec::new();
+    let mut messages: Vec<Message> = Vec::new();
     let mut in_listing = false;
     while !rest.is_empty() {
         if let Some(Message::Error { code, .. }) = messages.last() {
-            if matches!(code, ErrorCode::BadRequest | ErrorCode::UnsupportedVersion) {
+            if code.ends_connection() {
                 return Err(format!("bytes follow the hang-up {messages:?}"));
             }
         }
@@ -265,8 +275,15 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
             Err(e) => return Err(format!("the server sent a malformed frame: {e}")),
         };
         rest = &rest[used..];
-        if in_listing && !matches!(message, Message::Entry(_) | Message::Done) {
+        let listing_goes_on = matches!(
+            message,
+            Message::Entry(_) | Message::Omitted { .. } | Message::Done | Message::Error { .. }
+        );
+        if in_listing && !listing_goes_on {
             return Err(format!("{message:?} in the middle of a listing"));
+        }
+        if matches!(message, Message::Welcome { .. }) && !messages.is_empty() {
+            return Err(format!("a welcome after {messages:?}"));
         }
         match &message {
             Message::Entry(entry) => {
@@ -281,19 +298,31 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
                 }
                 in_listing = true;
             }
-            Message::Done => in_listing = false,
-            Message::Proceed => {}
+            Message::Omitted { .. } => in_listing = true,
+            Message::Error { message: text, .. } if text.len() > MAX_ERROR_MESSAGE_LEN => {
+                return Err(format!("an error message of {} bytes", text.len()));
+            }
+            Message::Done | Message::Error { .. } => in_listing = false,
+            Message::Welcome { .. }
+            | Message::Proceed
+            | Message::Info(_)
+            | Message::Removed { .. } => {}
             Message::Body { size } => match read_body(rest, *size) {
                 Ok(Some(after)) => rest = after,
                 Ok(None) if reply.reset => break,
                 Ok(None) => return Err(format!("a body of {size} bytes is cut short")),
                 Err(e) => return Err(e),
             },
-            Message::Error { message: text, .. } if text.len() > MAX_ERROR_MESSAGE_LEN => {
-                return Err(format!("an error message of {} bytes", text.len()));
-            }
-            Message::Error { .. } => {}
-            other => return Err(format!("the server sent {}", other.name())),
+            Message::Hello { .. }
+            | Message::Put { .. }
+            | Message::Get { .. }
+            | Message::List { .. }
+            | Message::Delete { .. }
+            | Message::MakeDir { .. }
+            | Message::RemoveDir { .. }
+            | Message::Rename { .. }
+            | Message::Stat { .. }
+            | Message::Trailer { .. } => return Err(format!("the server sent {}", message.name())),
         }
         messages.push(message);
     }

@@ -19,7 +19,7 @@ use ferry::security::{access, KnownHosts};
 /// ferry: move files between machines, fast and safely.
 ///
 /// A server serves one directory over TCP; a client uploads, downloads,
-/// lists and deletes files in it. Nothing is ever overwritten, and a file
+/// lists, renames and deletes files and directories in it. Nothing is ever overwritten, and a file
 /// appears complete and verified (BLAKE3) or not at all.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, propagate_version = true)]
@@ -160,11 +160,45 @@ pub enum Request {
         /// Directory to list [default: the served directory].
         remote_dir: Option<String>,
     },
-    /// Delete a file on the server (never a directory).
+    /// Delete a file or symlink on the server; with -r, a directory and
+    /// everything in it.
     #[command(visible_aliases = ["delf", "rm"])]
     Delete {
-        /// Name of the file on the server.
+        /// Remove a directory and everything in it (symlinks are removed
+        /// as links, never followed).
+        #[arg(short, long)]
+        recursive: bool,
+        /// Name on the server.
         remote_name: String,
+    },
+    /// Make a directory on the server.
+    Mkdir {
+        /// Make missing parent directories too; an existing directory is
+        /// then no error.
+        #[arg(short, long)]
+        parents: bool,
+        /// Name of the new directory.
+        remote_name: String,
+    },
+    /// Remove an empty directory on the server.
+    Rmdir {
+        /// Name of the directory.
+        remote_name: String,
+    },
+    /// Rename a file or directory on the server, atomically; never
+    /// replaces anything, and never moves into an existing directory.
+    #[command(visible_alias = "mv")]
+    Rename {
+        /// The current name.
+        from: String,
+        /// The new name; it must not exist.
+        to: String,
+    },
+    /// Show what the server knows of a name: kind, size, modification
+    /// time, mode, and the BLAKE3 digest if the server has it.
+    Stat {
+        /// Name on the server [default: the served directory].
+        remote_name: Option<String>,
     },
 }
 

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use ferry::client::Progress;
-use ferry::protocol::{Entry, EntryKind};
+use ferry::protocol::{Entry, EntryKind, Info, OmitReason};
 use ferry::report::{escape_controls, Report};
 use indicatif::ProgressStyle;
 
@@ -26,16 +26,58 @@ pub fn print_entry(out: &mut impl Write, entry: &Entry, long: bool) {
     };
     let name = escape_controls(&entry.name);
     let _ = if long {
-        let time = std::time::UNIX_EPOCH
-            .checked_add(std::time::Duration::from_secs(
-                entry.modified.max(0).unsigned_abs(),
-            ))
-            .map(humantime::format_rfc3339_seconds)
-            .map_or_else(|| "-".to_owned(), |t| t.to_string());
+        let time = format_time(entry.modified);
         writeln!(out, "{:>14}  {time}  {name}{slash}", entry.size)
     } else {
         writeln!(out, "{name}{slash}")
     };
+}
+
+/// Says on stderr, one line per reason, how many names a listing left out.
+pub fn print_omitted(omitted: &[(OmitReason, u64)]) {
+    for (reason, count) in omitted {
+        let why = match reason {
+            OmitReason::UnusableName => {
+                "not valid UTF-8, or holding control characters or backslashes".to_owned()
+            }
+            OmitReason::LinkOutside => {
+                "symlinks leading outside the served directory, or nowhere".to_owned()
+            }
+            OmitReason::Vanished => "removed while the directory was being listed".to_owned(),
+            OmitReason::Unknown(code) => format!("for a reason this client does not know ({code})"),
+        };
+        let names = if *count == 1 { "name" } else { "names" };
+        let _ = writeln!(std::io::stderr().lock(), "{count} {names} not shown: {why}");
+    }
+}
+
+/// Prints what a stat found, one `field: value` a line.
+pub fn print_info(out: &mut impl Write, name: &str, info: &Info) {
+    let kind = match info.kind {
+        EntryKind::File => "file",
+        EntryKind::Directory => "directory",
+        EntryKind::Other => "other (fifo, socket or device)",
+    };
+    let digest = info.digest.map_or_else(
+        || "not known to the server yet (a get computes it)".to_owned(),
+        |digest| digest.iter().map(|byte| format!("{byte:02x}")).collect(),
+    );
+    let _ = writeln!(out, "name:     {}", escape_controls(name));
+    let _ = writeln!(out, "kind:     {kind}");
+    let _ = writeln!(out, "size:     {}", info.size);
+    let _ = writeln!(out, "modified: {}", format_time(info.modified));
+    let _ = writeln!(out, "mode:     {:04o}", info.mode);
+    let _ = writeln!(out, "blake3:   {digest}");
+}
+
+/// Seconds since the Unix epoch as an RFC 3339 time, `-` if out of range.
+fn format_time(seconds: i64) -> String {
+    std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(
+            seconds.max(0).unsigned_abs(),
+        ))
+        .map(humantime::format_rfc3339_seconds)
+        .map_or_else(|| "-".to_owned(), |t| t.to_string())
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.

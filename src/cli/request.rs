@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ferry::client::{format_target, Client, ClientError, Security, Upload};
-use ferry::protocol::{NameError, RemoteName};
-use ferry::report::{Detail, Outcome, Report, RequestKind};
+use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
+use ferry::report::{Detail, Outcome, Report, Subject};
 
-use super::output::{print_entry, print_report, ProgressBar};
+use super::output::{print_entry, print_info, print_omitted, print_report, ProgressBar};
 use super::{exit, Request};
 
 /// What every request needs to know besides itself.
@@ -48,12 +48,12 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    fn kind(&self) -> String {
+    fn kind(&self) -> FailureKind {
         match self {
-            CommandError::BadName(_) => "bad-name".into(),
-            CommandError::LocalName(_) => "bad-local-name".into(),
+            CommandError::BadName(_) => ErrorCode::BadName.into(),
+            CommandError::LocalName(_) => FailureKind::BadLocalName,
             CommandError::Client(e) => e.kind(),
-            CommandError::Interrupted => "interrupted".into(),
+            CommandError::Interrupted => FailureKind::Interrupted,
         }
     }
 
@@ -83,12 +83,16 @@ pub enum Prepared {
     Put { upload: Upload, name: RemoteName },
     Get { name: RemoteName, dest: PathBuf },
     List { dir: Option<RemoteName>, long: bool },
-    Delete { name: RemoteName },
+    Delete { name: RemoteName, recursive: bool },
+    MakeDir { name: RemoteName, parents: bool },
+    RemoveDir { name: RemoteName },
+    Rename { from: RemoteName, to: RemoteName },
+    Stat { name: Option<RemoteName> },
 }
 
 /// The kind of `request` and the remote name it is about, for its report.
-pub fn describe(request: &Request) -> (RequestKind, Option<String>) {
-    match request {
+pub fn describe(request: &Request) -> (Subject, Option<String>) {
+    let (kind, name) = match request {
         Request::Put {
             local_path,
             remote_name,
@@ -98,8 +102,13 @@ pub fn describe(request: &Request) -> (RequestKind, Option<String>) {
         }
         Request::Get { remote_name, .. } => (RequestKind::Get, Some(remote_name.clone())),
         Request::List { remote_dir, .. } => (RequestKind::List, remote_dir.clone()),
-        Request::Delete { remote_name } => (RequestKind::Delete, Some(remote_name.clone())),
-    }
+        Request::Delete { remote_name, .. } => (RequestKind::Delete, Some(remote_name.clone())),
+        Request::Mkdir { remote_name, .. } => (RequestKind::MakeDir, Some(remote_name.clone())),
+        Request::Rmdir { remote_name } => (RequestKind::RemoveDir, Some(remote_name.clone())),
+        Request::Rename { from, .. } => (RequestKind::Rename, Some(from.clone())),
+        Request::Stat { remote_name } => (RequestKind::Stat, remote_name.clone()),
+    };
+    (Subject::Request(kind), name)
 }
 
 /// Checks everything that can be checked without the server.
@@ -131,15 +140,33 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
             }
             Prepared::Get { name, dest }
         }
-        Request::List { long, remote_dir } => {
-            let dir = match remote_dir.as_deref().map(|d| d.trim_end_matches('/')) {
-                None | Some("") => None,
-                Some(dir) => Some(RemoteName::parse(dir)?),
-            };
-            Prepared::List { dir, long }
-        }
-        Request::Delete { remote_name } => Prepared::Delete {
+        Request::List { long, remote_dir } => Prepared::List {
+            dir: RemoteName::parse_dir(remote_dir.as_deref().unwrap_or_default())?,
+            long,
+        },
+        Request::Delete {
+            remote_name,
+            recursive,
+        } => Prepared::Delete {
             name: RemoteName::parse(&remote_name)?,
+            recursive,
+        },
+        Request::Mkdir {
+            remote_name,
+            parents,
+        } => Prepared::MakeDir {
+            name: RemoteName::parse(&remote_name)?,
+            parents,
+        },
+        Request::Rmdir { remote_name } => Prepared::RemoveDir {
+            name: RemoteName::parse(&remote_name)?,
+        },
+        Request::Rename { from, to } => Prepared::Rename {
+            from: RemoteName::parse(&from)?,
+            to: RemoteName::parse(&to)?,
+        },
+        Request::Stat { remote_name } => Prepared::Stat {
+            name: RemoteName::parse_dir(remote_name.as_deref().unwrap_or_default())?,
         },
     })
 }
@@ -199,14 +226,41 @@ async fn send(
             client.get(&name, &dest, &mut bar).await.map(transfer)
         }
         Prepared::List { dir, long } => {
+            // Servers send entries in their directory's order; sorted by
+            // name, as ls does.
+            let mut entries = Vec::new();
+            let listed = client
+                .list(dir.as_ref(), long, &mut |entry| entries.push(entry))
+                .await?;
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
             let mut stdout = std::io::stdout().lock();
-            let mut print = |entry| print_entry(&mut stdout, &entry, long);
-            client
-                .list(dir.as_ref(), long, &mut print)
-                .await
-                .map(Detail::Entries)
+            for entry in &entries {
+                print_entry(&mut stdout, entry, long);
+            }
+            print_omitted(&listed.omitted);
+            Ok(Detail::Entries(listed.entries))
         }
-        Prepared::Delete { name } => client.delete(&name).await.map(|()| Detail::None),
+        Prepared::Delete { name, recursive } => {
+            let removed = client.delete(&name, recursive).await?;
+            Ok(removed.map_or(Detail::None, |removed| Detail::Removed {
+                files: removed.files,
+                directories: removed.directories,
+            }))
+        }
+        Prepared::MakeDir { name, parents } => {
+            client.make_dir(&name, parents).await.map(|()| Detail::None)
+        }
+        Prepared::RemoveDir { name } => client.remove_dir(&name).await.map(|()| Detail::None),
+        Prepared::Rename { from, to } => {
+            client.rename(&from, &to).await?;
+            Ok(Detail::Renamed(to.to_string()))
+        }
+        Prepared::Stat { name } => {
+            let info = client.stat(name.as_ref()).await?;
+            let shown = name.as_ref().map_or("/", RemoteName::as_str);
+            print_info(&mut std::io::stdout().lock(), shown, &info);
+            Ok(Detail::None)
+        }
     }
 }
 
@@ -214,19 +268,16 @@ async fn send(
 pub fn report(
     settings: &Settings,
     peer: String,
-    (request, name): (RequestKind, Option<String>),
+    (subject, name): (Subject, Option<String>),
     result: &Result<Detail, CommandError>,
 ) {
     let outcome = match result {
-        Ok(detail) => Outcome::Ok(*detail),
-        Err(e) => Outcome::Failed {
-            kind: e.kind(),
-            message: e.to_string(),
-        },
+        Ok(detail) => Outcome::Ok(detail.clone()),
+        Err(e) => Outcome::failed(e.kind(), e.to_string()),
     };
     // Quiet drops the line for success only: a failure always says why.
     if !settings.quiet || result.is_err() {
-        print_report(&Report::now(peer, request, name, outcome));
+        print_report(&Report::now(peer, subject, name, outcome));
     }
 }
 

@@ -184,6 +184,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        eprintln!(
+            "ferry server shutting down: no new connections, idle ones closed, \
+             requests in flight finishing"
+        );
     })
 }

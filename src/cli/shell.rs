@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry::client::Client;
-use ferry::report::escape_controls;
+use ferry::protocol::{EntryKind, RemoteName};
+use ferry::report::{escape_controls, Detail, Subject};
 use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
@@ -139,10 +140,21 @@ pub fn run(runtime: &Runtime, settings: &Settings) -> ExitCode {
                 session.client = None;
                 failed |= !runtime.block_on(session.connect());
             }
-            ShellCommand::Request(Request::Delete { remote_name })
-                if !input.confirm(&format!("delete {remote_name:?} on the server?")) =>
-            {
-                eprintln!("not deleted");
+            ShellCommand::Request(request @ Request::Delete { .. }) if input.is_terminal() => {
+                // Look first: asking about a name that is not there, or a
+                // directory without -r, would only be refused afterwards.
+                let Some(question) = runtime.block_on(session.deletion_question(&request)) else {
+                    failed = true;
+                    continue;
+                };
+                if question
+                    .as_ref()
+                    .is_none_or(|question| input.confirm(question))
+                {
+                    failed |= !runtime.block_on(session.execute(request));
+                } else {
+                    eprintln!("not deleted");
+                }
             }
             ShellCommand::Request(request) => {
                 failed |= !runtime.block_on(session.execute(request));
@@ -194,6 +206,58 @@ impl Session<'_> {
                 return false;
             }
         };
+        let settings = self.settings;
+        let Some(client) = self.client().await else {
+            return false;
+        };
+        let peer = client.server_addr().to_string();
+        let result = perform(client, prepared, settings).await;
+        self.finish(peer, description, &result);
+        result.is_ok()
+    }
+
+    /// What to ask before the delete `request`: `Some(None)` if nothing
+    /// needs asking (a directory without -r, which the server will refuse
+    /// with its reason), `None` if the name cannot be deleted at all, which
+    /// is then reported as the delete's failure.
+    async fn deletion_question(&mut self, request: &Request) -> Option<Option<String>> {
+        let Request::Delete {
+            remote_name,
+            recursive,
+        } = request
+        else {
+            return Some(None);
+        };
+        let description = describe(request);
+        let name = match RemoteName::parse(remote_name) {
+            Ok(name) => name,
+            Err(e) => {
+                let failed = Err(e.into());
+                request::report(self.settings, self.settings.target(), description, &failed);
+                return None;
+            }
+        };
+        let client = self.client().await?;
+        let peer = client.server_addr().to_string();
+        let info = match client.stat(Some(&name)).await {
+            Ok(info) => info,
+            Err(e) => {
+                self.finish(peer, description, &Err(e.into()));
+                return None;
+            }
+        };
+        Some(match (info.kind, recursive) {
+            (EntryKind::Directory, false) => None,
+            (EntryKind::Directory, true) => Some(format!(
+                "delete {remote_name:?} and everything in it on the server?"
+            )),
+            _ => Some(format!("delete {remote_name:?} on the server?")),
+        })
+    }
+
+    /// The connection, made again first if it is gone; `None` if it
+    /// cannot be made (already reported).
+    async fn client(&mut self) -> Option<&mut Client> {
         if self
             .client
             .as_ref()
@@ -203,14 +267,19 @@ impl Session<'_> {
             self.client = None;
         }
         if self.client.is_none() && !self.connect().await {
-            return false;
+            return None;
         }
-        let Some(client) = self.client.as_mut() else {
-            return false;
-        };
-        let peer = client.server_addr().to_string();
-        let result = perform(client, prepared, self.settings).await;
-        request::report(self.settings, peer, description, &result);
+        self.client.as_mut()
+    }
+
+    /// Reports a request's result, and forgets a connection it lost.
+    fn finish(
+        &mut self,
+        peer: String,
+        description: (Subject, Option<String>),
+        result: &Result<Detail, CommandError>,
+    ) {
+        request::report(self.settings, peer, description, result);
         if result.as_ref().is_err_and(CommandError::is_connection_lost) {
             eprintln!(
                 "connection to {} lost; will reconnect at the next command",
@@ -218,6 +287,5 @@ impl Session<'_> {
             );
             self.client = None;
         }
-        result.is_ok()
     }
 }

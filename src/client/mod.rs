@@ -1,5 +1,5 @@
-//! A typed ferry client: connect once, then put, get, list and delete over
-//! the same connection.
+//! A typed ferry client: connect once, then put, get, list, delete and
+//! manage directories over the same connection.
 //!
 //! Local checks come first and cost no round trip: [`Upload::open`] fails on
 //! a missing file before anything is sent, and [`Client::get`] refuses an
@@ -17,7 +17,9 @@ use std::time::Duration;
 use cap_std::fs::Dir;
 use tokio::net::TcpStream;
 
-use crate::protocol::{Entry, ErrorCode, Message, RemoteName};
+use crate::protocol::{
+    Entry, ErrorCode, FailureKind, Info, Message, OmitReason, RemoteName, RequestKind,
+};
 use crate::security::{Fingerprint, KnownHostsError};
 use crate::staging::Staged;
 use crate::transport::{Connection, Link, TransportError};
@@ -54,6 +56,10 @@ pub enum ClientError {
     /// The downloaded data did not match the server's digest.
     #[error("data arrived damaged (BLAKE3 digest mismatch); nothing was kept")]
     DigestMismatch,
+    /// The server does not serve this kind of request (an older or
+    /// narrower server); nothing was sent.
+    #[error("this server does not support {0} requests")]
+    Unsupported(RequestKind),
     /// A server met before proved another identity than the one recorded.
     #[error(
         "WARNING: SERVER IDENTITY CHANGED: {target} proved identity {seen}, but line {line} of \
@@ -88,23 +94,24 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// A stable kebab-case word for reports.
-    pub fn kind(&self) -> String {
+    /// What kind of failure this is, for reports.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            ClientError::Resolve { .. } | ClientError::Connect { .. } => "unreachable".into(),
-            ClientError::Timeout(_) => "timeout".into(),
-            ClientError::Transport(e) => e.kind().into(),
-            ClientError::Remote { code, .. } => code.to_string(),
-            ClientError::Local { .. } => "local-io-error".into(),
-            ClientError::LocalExists(_) => "local-exists".into(),
-            ClientError::BadReply(_) => "protocol-error".into(),
-            ClientError::DigestMismatch => "digest-mismatch".into(),
+            ClientError::Resolve { .. } | ClientError::Connect { .. } => FailureKind::Unreachable,
+            ClientError::Timeout(_) => ErrorCode::Timeout.into(),
+            ClientError::Transport(e) => e.kind(),
+            ClientError::Remote { code, .. } => (*code).into(),
+            ClientError::Local { .. } => FailureKind::LocalIo,
+            ClientError::LocalExists(_) => FailureKind::LocalExists,
+            ClientError::BadReply(_) => FailureKind::ProtocolError,
+            ClientError::DigestMismatch => ErrorCode::DigestMismatch.into(),
+            ClientError::Unsupported(_) => ErrorCode::UnsupportedRequest.into(),
             ClientError::IdentityChanged { .. } | ClientError::NotPinned { .. } => {
-                "identity-changed".into()
+                FailureKind::IdentityChanged
             }
-            ClientError::NotTls => "not-tls".into(),
-            ClientError::Tls(_) => "tls-error".into(),
-            ClientError::KnownHosts(_) => "known-hosts".into(),
+            ClientError::NotTls => FailureKind::NotTls,
+            ClientError::Tls(_) => FailureKind::TlsError,
+            ClientError::KnownHosts(_) => FailureKind::KnownHosts,
         }
     }
 
@@ -136,15 +143,11 @@ impl ClientError {
             | ClientError::Tls(_)
             | ClientError::KnownHosts(_) => true,
             ClientError::Transport(e) => !e.is_connection_usable(),
-            // The server closes the connection after these.
-            ClientError::Remote { code, .. } => matches!(
-                code,
-                ErrorCode::Busy
-                    | ErrorCode::Timeout
-                    | ErrorCode::Unauthorized
-                    | ErrorCode::TlsRequired
-            ),
-            _ => false,
+            ClientError::Remote { code, .. } => code.ends_connection(),
+            ClientError::Local { .. }
+            | ClientError::LocalExists(_)
+            | ClientError::DigestMismatch
+            | ClientError::Unsupported(_) => false,
         }
     }
 }
@@ -211,6 +214,24 @@ pub struct Client {
     conn: Connection<Link>,
     server: SocketAddr,
     timeout: Duration,
+    /// The requests the server said it serves, in its welcome.
+    serves: Vec<RequestKind>,
+}
+
+/// What a listing brought besides its entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// How many entries there were.
+    pub entries: usize,
+    /// Names the server left out, and why.
+    pub omitted: Vec<(OmitReason, u64)>,
+}
+
+/// What a recursive delete removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub files: u64,
+    pub directories: u64,
 }
 
 impl Client {
@@ -255,17 +276,19 @@ impl Client {
             // A body that stops moving is given up after the same wait as
             // a reply: a server that stalls must not hold the client.
             conn.set_stall_limit(timeout);
-            match with_timeout(timeout, conn.client_handshake(&security.token)).await? {
-                Message::Done => {}
+            let serves = match with_timeout(timeout, conn.client_handshake(&security.token)).await?
+            {
+                Message::Welcome { requests } => requests,
                 Message::Error { code, message } => {
                     return Err(ClientError::Remote { code, message })
                 }
-                other => return Err(unexpected(other, "an answer to the hello")),
-            }
+                other => return Err(unexpected(other, "a welcome")),
+            };
             return Ok(Client {
                 conn,
                 server: addr,
                 timeout,
+                serves,
             });
         }
         Err(ClientError::Connect {
@@ -279,16 +302,18 @@ impl Client {
         self.server
     }
 
-    /// Whether the server has closed the connection while it sat idle: a
-    /// peek that does not wait sees the end of the stream.
+    /// Whether the server has closed the connection, or said it will,
+    /// while it sat idle: a peek that does not wait sees the end of the
+    /// stream, or bytes nobody asked for. Between requests a server speaks
+    /// only to say goodbye (`shutting-down`), so anything at all means the
+    /// connection is over.
     pub fn is_closed_by_server(&self) -> bool {
         let mut byte = [0u8; 1];
         let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
-        match rustix::net::recv(self.conn.get_ref().tcp(), &mut byte, flags) {
-            Ok((0, _)) => true,
-            Ok(_) | Err(rustix::io::Errno::AGAIN) => false,
-            Err(_) => true,
-        }
+        !matches!(
+            rustix::net::recv(self.conn.get_ref().tcp(), &mut byte, flags),
+            Err(rustix::io::Errno::AGAIN)
+        )
     }
 
     /// Uploads `upload` as `name`. The server says yes or no before any of
@@ -299,6 +324,7 @@ impl Client {
         name: &RemoteName,
         progress: &mut dyn Progress,
     ) -> Result<u64, ClientError> {
+        self.require(RequestKind::Put)?;
         let Upload { file, size } = upload;
         self.conn
             .write_message(&Message::Put {
@@ -312,7 +338,7 @@ impl Client {
         }
         progress.begin(size);
         self.conn
-            .send_file(file, size, None, &mut |n| progress.advance(n))
+            .send_body(file, size, None, &mut |n| progress.advance(n))
             .await?;
         // The server answers once the file is on its disk, which for a large
         // file on a slow disk takes a while after the last byte.
@@ -330,6 +356,7 @@ impl Client {
         dest: &Path,
         progress: &mut dyn Progress,
     ) -> Result<u64, ClientError> {
+        self.require(RequestKind::Get)?;
         let (staged, file) = stage_download(dest)?;
         self.conn
             .write_message(&Message::Get {
@@ -343,11 +370,11 @@ impl Client {
         progress.begin(size);
         let received = self
             .conn
-            .recv_file(file, size, &mut |n| progress.advance(n))
+            .recv_body(file, size, &mut |n| progress.advance(n))
             .await;
         let file = match received {
             Ok((file, _digest)) => file,
-            Err(TransportError::File(source)) => {
+            Err(TransportError::Sink(source)) => {
                 return Err(ClientError::Local {
                     path: dest.to_owned(),
                     source,
@@ -366,40 +393,122 @@ impl Client {
         Ok(size)
     }
 
-    /// Lists the root, or `dir` beneath it, handing each entry to
-    /// `on_entry` as it arrives; returns how many there were.
+    /// Lists the root, or `dir` beneath it (or the one entry `dir` if it
+    /// is not a directory), handing each entry to `on_entry` as it arrives,
+    /// in the server's order.
     pub async fn list(
         &mut self,
         dir: Option<&RemoteName>,
         long: bool,
         on_entry: &mut dyn FnMut(Entry),
-    ) -> Result<usize, ClientError> {
+    ) -> Result<Listed, ClientError> {
+        self.require(RequestKind::List)?;
         let dir = dir.map(RemoteName::to_string).unwrap_or_default();
         self.conn
             .write_message(&Message::List { dir, long })
             .await?;
-        let mut count = 0;
+        let mut listed = Listed::default();
         loop {
             match self.reply().await? {
                 Message::Entry(entry) => {
                     check_listed_name(&entry.name)?;
-                    count += 1;
+                    listed.entries += 1;
                     on_entry(entry);
                 }
-                Message::Done => return Ok(count),
+                Message::Omitted { reason, count } => listed.omitted.push((reason, count)),
+                Message::Done => return Ok(listed),
                 other => return Err(unexpected(other, "a listing entry")),
             }
         }
     }
 
-    /// Deletes the remote file `name`.
-    pub async fn delete(&mut self, name: &RemoteName) -> Result<(), ClientError> {
-        self.conn
-            .write_message(&Message::Delete {
-                name: name.to_string(),
-            })
-            .await?;
-        match self.reply().await? {
+    /// Deletes the remote file (or symlink) `name`; with `recursive`, a
+    /// directory and everything in it, saying how much went.
+    pub async fn delete(
+        &mut self,
+        name: &RemoteName,
+        recursive: bool,
+    ) -> Result<Option<Removed>, ClientError> {
+        self.require(RequestKind::Delete)?;
+        let request = Message::Delete {
+            name: name.to_string(),
+            recursive,
+        };
+        match (self.request(&request).await?, recursive) {
+            (Message::Done, false) => Ok(None),
+            (Message::Removed { files, directories }, true) => {
+                Ok(Some(Removed { files, directories }))
+            }
+            (other, _) => Err(unexpected(other, "a reply to a delete")),
+        }
+    }
+
+    /// Makes the remote directory `name`; with `parents`, its missing
+    /// parents too, and an existing directory is then no error.
+    pub async fn make_dir(&mut self, name: &RemoteName, parents: bool) -> Result<(), ClientError> {
+        self.require(RequestKind::MakeDir)?;
+        let request = Message::MakeDir {
+            name: name.to_string(),
+            parents,
+        };
+        self.expect_done(&request).await
+    }
+
+    /// Removes the empty remote directory `name`.
+    pub async fn remove_dir(&mut self, name: &RemoteName) -> Result<(), ClientError> {
+        self.require(RequestKind::RemoveDir)?;
+        let request = Message::RemoveDir {
+            name: name.to_string(),
+        };
+        self.expect_done(&request).await
+    }
+
+    /// Renames `from` to `to` on the server, never replacing anything.
+    pub async fn rename(&mut self, from: &RemoteName, to: &RemoteName) -> Result<(), ClientError> {
+        self.require(RequestKind::Rename)?;
+        let request = Message::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+        };
+        self.expect_done(&request).await
+    }
+
+    /// What the server knows of `name` (`None`: the served directory).
+    pub async fn stat(&mut self, name: Option<&RemoteName>) -> Result<Info, ClientError> {
+        self.require(RequestKind::Stat)?;
+        let request = Message::Stat {
+            name: name.map(RemoteName::to_string).unwrap_or_default(),
+        };
+        match self.request(&request).await? {
+            Message::Info(info) => Ok(info),
+            other => Err(unexpected(other, "an info reply")),
+        }
+    }
+
+    /// Whether the server said it serves requests of `kind`.
+    pub fn serves(&self, kind: RequestKind) -> bool {
+        self.serves.contains(&kind)
+    }
+
+    /// Refuses, before sending anything, a request the server does not
+    /// serve.
+    fn require(&self, kind: RequestKind) -> Result<(), ClientError> {
+        if self.serves(kind) {
+            Ok(())
+        } else {
+            Err(ClientError::Unsupported(kind))
+        }
+    }
+
+    /// Sends `request` and returns the server's reply.
+    async fn request(&mut self, request: &Message) -> Result<Message, ClientError> {
+        self.conn.write_message(request).await?;
+        self.reply().await
+    }
+
+    /// Sends `request`, which succeeds with `Done`.
+    async fn expect_done(&mut self, request: &Message) -> Result<(), ClientError> {
+        match self.request(request).await? {
             Message::Done => Ok(()),
             other => Err(unexpected(other, "a done reply")),
         }
@@ -417,9 +526,16 @@ impl Client {
         self.conn.set_stall_limit(Duration::MAX);
         let reply = with_timeout(timeout, self.conn.expect_message()).await;
         self.conn.set_stall_limit(body_stall_limit);
-        match reply? {
-            Message::Error { code, message } => Err(ClientError::Remote { code, message }),
-            message => Ok(message),
+        match reply {
+            // Whatever it was, the reply to this request is lost with it.
+            Err(ClientError::Transport(TransportError::UnknownMessage(tag))) => {
+                Err(ClientError::BadReply(format!(
+                    "replied with a message of unknown kind 0x{tag:02x}"
+                )))
+            }
+            Err(other) => Err(other),
+            Ok(Message::Error { code, message }) => Err(ClientError::Remote { code, message }),
+            Ok(message) => Ok(message),
         }
     }
 }

@@ -46,6 +46,14 @@ pub enum ErrorCode {
     /// The client spoke plain TCP to a server that requires TLS; the
     /// connection is closed.
     TlsRequired,
+    /// The server does not serve this kind of request (an unknown tag, or
+    /// a message that is not a request); the connection carries on.
+    UnsupportedRequest,
+    /// The server is shutting down and takes no more requests; the
+    /// connection is closed.
+    ShuttingDown,
+    /// The directory is not empty.
+    NotEmpty,
     /// A code this build does not know.
     Unknown(u16),
 }
@@ -72,7 +80,41 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 16,
             ErrorCode::Forbidden => 17,
             ErrorCode::TlsRequired => 18,
+            ErrorCode::UnsupportedRequest => 19,
+            ErrorCode::ShuttingDown => 20,
+            ErrorCode::NotEmpty => 21,
             ErrorCode::Unknown(code) => code,
+        }
+    }
+
+    /// Whether the server closes the connection after sending this code:
+    /// the one place that decides it, for server and client alike.
+    pub fn ends_connection(self) -> bool {
+        match self {
+            ErrorCode::BadRequest
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::Busy
+            | ErrorCode::Timeout
+            | ErrorCode::Unauthorized
+            | ErrorCode::TlsRequired
+            | ErrorCode::ShuttingDown => true,
+            ErrorCode::BadName
+            | ErrorCode::NotFound
+            | ErrorCode::AlreadyExists
+            | ErrorCode::IsADirectory
+            | ErrorCode::NotADirectory
+            | ErrorCode::NotARegularFile
+            | ErrorCode::PermissionDenied
+            | ErrorCode::InsufficientStorage
+            | ErrorCode::DigestMismatch
+            | ErrorCode::Io
+            | ErrorCode::TooLarge
+            | ErrorCode::Forbidden
+            | ErrorCode::UnsupportedRequest
+            | ErrorCode::NotEmpty
+            // A newer server's code for a failed request; a closed
+            // connection is noticed anyway at the next request.
+            | ErrorCode::Unknown(_) => false,
         }
     }
 
@@ -97,6 +139,9 @@ impl ErrorCode {
             16 => ErrorCode::Unauthorized,
             17 => ErrorCode::Forbidden,
             18 => ErrorCode::TlsRequired,
+            19 => ErrorCode::UnsupportedRequest,
+            20 => ErrorCode::ShuttingDown,
+            21 => ErrorCode::NotEmpty,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -123,6 +168,9 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TlsRequired => "tls-required",
+            ErrorCode::UnsupportedRequest => "unsupported-request",
+            ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::NotEmpty => "not-empty",
             ErrorCode::Unknown(code) => return write!(f, "error-{code}"),
         };
         f.write_str(word)
@@ -142,10 +190,10 @@ mod tests {
 
     #[test]
     fn known_codes_have_distinct_words() {
-        let words: std::collections::HashSet<String> = (1..=18)
+        let words: std::collections::HashSet<String> = (1..=21)
             .map(|n| ErrorCode::from_u16(n).to_string())
             .collect();
-        assert_eq!(words.len(), 18);
+        assert_eq!(words.len(), 21);
         assert!(!words.iter().any(|w| w.starts_with("error-")));
     }
 }

@@ -8,7 +8,7 @@
 /// Bytes that open every ferry connection, in both directions.
 pub const MAGIC: [u8; 5] = *b"FERRY";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Length of the preamble on the wire.
 pub const PREAMBLE_LEN: usize = 8;
 
@@ -56,10 +56,10 @@ mod tests {
 
     #[test]
     fn preamble_golden_bytes() {
-        // "FERRY", reserved 0x00, version 0x0002.
+        // "FERRY", reserved 0x00, version 0x0003.
         assert_eq!(
             Preamble::OURS.to_bytes(),
-            [0x46, 0x45, 0x52, 0x52, 0x59, 0x00, 0x00, 0x02]
+            [0x46, 0x45, 0x52, 0x52, 0x59, 0x00, 0x00, 0x03]
         );
     }
 

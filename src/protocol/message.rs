@@ -7,49 +7,72 @@
 //! anything is allocated.
 
 use super::error_code::ErrorCode;
+use super::request::{
+    RequestKind, TAG_DELETE, TAG_GET, TAG_LIST, TAG_MAKE_DIR, TAG_PUT, TAG_REMOVE_DIR, TAG_RENAME,
+    TAG_STAT,
+};
 use super::token::Token;
-use super::DIGEST_LEN;
+use super::Digest;
 
 /// Largest frame length accepted or produced (tag and fields, without the
 /// 4-byte length prefix). Names are at most 4 KiB, so 16 KiB leaves room for
-/// every message while keeping a hostile peer's cost small.
+/// every message, a rename's two names included, while keeping a hostile
+/// peer's cost small.
 pub const MAX_FRAME_LEN: usize = 16 * 1024;
 
 /// Longest error message sent; longer ones are cut at a character boundary.
 const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 
-const TAG_PUT: u8 = 0x01;
-const TAG_GET: u8 = 0x02;
-const TAG_LIST: u8 = 0x03;
-const TAG_DELETE: u8 = 0x04;
 const TAG_HELLO: u8 = 0x05;
 const TAG_TRAILER: u8 = 0x10;
 const TAG_PROCEED: u8 = 0x20;
 const TAG_BODY: u8 = 0x21;
 const TAG_ENTRY: u8 = 0x22;
 const TAG_DONE: u8 = 0x23;
+const TAG_WELCOME: u8 = 0x24;
+const TAG_INFO: u8 = 0x25;
+const TAG_OMITTED: u8 = 0x26;
+const TAG_REMOVED: u8 = 0x27;
 const TAG_ERROR: u8 = 0x7f;
 
 const LIST_FLAG_LONG: u8 = 0x01;
+const DELETE_FLAG_RECURSIVE: u8 = 0x01;
+const MAKE_DIR_FLAG_PARENTS: u8 = 0x01;
 
 /// Every message of the protocol, in both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Client, once, right after the preambles: who is asking. The server
-    /// answers `Done`, or `Error` and closes the connection.
+    /// answers `Welcome`, or `Error` and closes the connection.
     Hello { token: Token },
     /// Client: store `size` bytes under `name`. The server answers
     /// `Proceed` or `Error` before any body byte is sent.
     Put { name: String, size: u64 },
     /// Client: send me the file `name`. Answered by `Body` or `Error`.
     Get { name: String },
-    /// Client: list the directory `dir` (empty for the root). Answered by
-    /// zero or more `Entry` then `Done`, or by `Error`.
+    /// Client: list the directory `dir` (empty for the root), or show the
+    /// one entry `dir` if it is not a directory. Answered by `Entry` and
+    /// `Omitted` frames then `Done`, or by `Error`.
     List { dir: String, long: bool },
-    /// Client: remove the file `name`. Answered by `Done` or `Error`.
-    Delete { name: String },
+    /// Client: remove the file `name`; with `recursive`, a directory and
+    /// everything in it. Answered by `Done` (a file) or `Removed`
+    /// (recursive), or by `Error`.
+    Delete { name: String, recursive: bool },
+    /// Client: make the directory `name`; with `parents`, its missing
+    /// parents too, and an existing directory is then no error. Answered by
+    /// `Done` or `Error`.
+    MakeDir { name: String, parents: bool },
+    /// Client: remove the empty directory `name`. Answered by `Done` or
+    /// `Error`.
+    RemoveDir { name: String },
+    /// Client: give `from` the name `to`, never replacing anything.
+    /// Answered by `Done` or `Error`.
+    Rename { from: String, to: String },
+    /// Client: describe `name` (empty for the root). Answered by `Info` or
+    /// `Error`.
+    Stat { name: String },
     /// Either side, right after a body: the BLAKE3 digest of its bytes.
-    Trailer { digest: [u8; DIGEST_LEN] },
+    Trailer { digest: Digest },
     /// Server: go ahead and send the body of a `Put`.
     Proceed,
     /// Server: `size` raw bytes of the requested file follow, then a `Trailer`.
@@ -59,7 +82,16 @@ pub enum Message {
     /// Server: the request succeeded (a put is stored, a delete done, a
     /// listing complete).
     Done,
-    /// Server: the request failed; the connection stays usable.
+    /// Server: the client is welcome; these are the requests it serves.
+    Welcome { requests: Vec<RequestKind> },
+    /// Server: what a `Stat` asked about.
+    Info(Info),
+    /// Server, within a listing: `count` names were left out, for `reason`.
+    Omitted { reason: OmitReason, count: u64 },
+    /// Server: a recursive delete is done; this is what went.
+    Removed { files: u64, directories: u64 },
+    /// Server: the request failed; the connection stays usable unless the
+    /// code says otherwise ([`ErrorCode::ends_connection`]).
     Error { code: ErrorCode, message: String },
 }
 
@@ -72,13 +104,46 @@ impl Message {
             Message::Get { .. } => "a get request",
             Message::List { .. } => "a list request",
             Message::Delete { .. } => "a delete request",
+            Message::MakeDir { .. } => "a mkdir request",
+            Message::RemoveDir { .. } => "an rmdir request",
+            Message::Rename { .. } => "a rename request",
+            Message::Stat { .. } => "a stat request",
             Message::Trailer { .. } => "a trailer",
             Message::Proceed => "a proceed reply",
             Message::Body { .. } => "a body reply",
             Message::Entry(_) => "a listing entry",
             Message::Done => "a done reply",
+            Message::Welcome { .. } => "a welcome",
+            Message::Info(_) => "an info reply",
+            Message::Omitted { .. } => "an omitted-names note",
+            Message::Removed { .. } => "a removed reply",
             Message::Error { .. } => "an error reply",
         }
+    }
+
+    /// Which request this is, if it is one.
+    pub fn request_kind(&self) -> Option<RequestKind> {
+        Some(match self {
+            Message::Put { .. } => RequestKind::Put,
+            Message::Get { .. } => RequestKind::Get,
+            Message::List { .. } => RequestKind::List,
+            Message::Delete { .. } => RequestKind::Delete,
+            Message::MakeDir { .. } => RequestKind::MakeDir,
+            Message::RemoveDir { .. } => RequestKind::RemoveDir,
+            Message::Rename { .. } => RequestKind::Rename,
+            Message::Stat { .. } => RequestKind::Stat,
+            Message::Hello { .. }
+            | Message::Trailer { .. }
+            | Message::Proceed
+            | Message::Body { .. }
+            | Message::Entry(_)
+            | Message::Done
+            | Message::Welcome { .. }
+            | Message::Info(_)
+            | Message::Omitted { .. }
+            | Message::Removed { .. }
+            | Message::Error { .. } => return None,
+        })
     }
 }
 
@@ -104,15 +169,65 @@ pub enum EntryKind {
     Other,
 }
 
+/// What the server knows of one name, in answer to `Stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// What it is (a symlink inside the root: what it leads to).
+    pub kind: EntryKind,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Modification time, in whole seconds since the Unix epoch.
+    pub modified: i64,
+    /// Unix permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// The file's BLAKE3 digest, if the server has it at hand.
+    pub digest: Option<Digest>,
+}
+
+/// Why a listing left names out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OmitReason {
+    /// Names no client could ask for: not UTF-8, or breaking the naming
+    /// rules (control characters, backslashes).
+    UnusableName,
+    /// Symlinks that lead outside the served directory, or nowhere.
+    LinkOutside,
+    /// Entries that disappeared while the directory was being listed.
+    Vanished,
+    /// A reason this build does not know, from a newer server.
+    Unknown(u8),
+}
+
+impl OmitReason {
+    fn to_u8(self) -> u8 {
+        match self {
+            OmitReason::UnusableName => 0,
+            OmitReason::LinkOutside => 1,
+            OmitReason::Vanished => 2,
+            OmitReason::Unknown(other) => other,
+        }
+    }
+
+    fn from_u8(byte: u8) -> OmitReason {
+        match byte {
+            0 => OmitReason::UnusableName,
+            1 => OmitReason::LinkOutside,
+            2 => OmitReason::Vanished,
+            other => OmitReason::Unknown(other),
+        }
+    }
+}
+
 /// Why bytes could not be decoded into a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The length prefix is 0 or above [`MAX_FRAME_LEN`].
     #[error("frame length {0} is outside 1..={MAX_FRAME_LEN}")]
     FrameLength(u32),
-    /// The tag names no message.
-    #[error("unknown message tag 0x{0:02x}")]
-    UnknownTag(u8),
+    /// The tag names no message this build knows. The frame was whole, and
+    /// took `used` bytes: skipping them keeps the stream in step.
+    #[error("unknown message tag 0x{tag:02x}")]
+    UnknownTag { tag: u8, used: usize },
     /// The frame ends before its fields do.
     #[error("frame is shorter than its fields")]
     Truncated,
@@ -134,7 +249,7 @@ pub struct EncodeTooLarge(pub usize);
 
 /// Appends `message` as one frame to `out`.
 ///
-/// Fails only for a name too long for a frame; names that passed
+/// Fails only for names too long for a frame; names that passed
 /// [`RemoteName::parse`](super::RemoteName::parse) always fit.
 pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge> {
     let start = out.len();
@@ -151,11 +266,30 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
         }
         Message::List { dir, long } => {
             out.push(TAG_LIST);
-            out.push(if *long { LIST_FLAG_LONG } else { 0 });
+            out.push(flag(*long, LIST_FLAG_LONG));
             put_str(out, dir);
         }
-        Message::Delete { name } => {
+        Message::Delete { name, recursive } => {
             out.push(TAG_DELETE);
+            out.push(flag(*recursive, DELETE_FLAG_RECURSIVE));
+            put_str(out, name);
+        }
+        Message::MakeDir { name, parents } => {
+            out.push(TAG_MAKE_DIR);
+            out.push(flag(*parents, MAKE_DIR_FLAG_PARENTS));
+            put_str(out, name);
+        }
+        Message::RemoveDir { name } => {
+            out.push(TAG_REMOVE_DIR);
+            put_str(out, name);
+        }
+        Message::Rename { from, to } => {
+            out.push(TAG_RENAME);
+            put_str(out, from);
+            put_str(out, to);
+        }
+        Message::Stat { name } => {
+            out.push(TAG_STAT);
             put_str(out, name);
         }
         Message::Hello { token } => {
@@ -173,16 +307,42 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
         }
         Message::Entry(entry) => {
             out.push(TAG_ENTRY);
-            out.push(match entry.kind {
-                EntryKind::File => 0,
-                EntryKind::Directory => 1,
-                EntryKind::Other => 2,
-            });
+            out.push(kind_to_u8(entry.kind));
             out.extend_from_slice(&entry.size.to_be_bytes());
             out.extend_from_slice(&entry.modified.to_be_bytes());
             put_str(out, &entry.name);
         }
         Message::Done => out.push(TAG_DONE),
+        Message::Welcome { requests } => {
+            out.push(TAG_WELCOME);
+            // At most a few dozen kinds exist; the frame limit catches more.
+            out.push(u8::try_from(requests.len()).unwrap_or(u8::MAX));
+            out.extend(requests.iter().map(|kind| kind.tag()));
+        }
+        Message::Info(info) => {
+            out.push(TAG_INFO);
+            out.push(kind_to_u8(info.kind));
+            out.extend_from_slice(&info.size.to_be_bytes());
+            out.extend_from_slice(&info.modified.to_be_bytes());
+            out.extend_from_slice(&info.mode.to_be_bytes());
+            match &info.digest {
+                Some(digest) => {
+                    out.push(1);
+                    out.extend_from_slice(digest);
+                }
+                None => out.push(0),
+            }
+        }
+        Message::Omitted { reason, count } => {
+            out.push(TAG_OMITTED);
+            out.push(reason.to_u8());
+            out.extend_from_slice(&count.to_be_bytes());
+        }
+        Message::Removed { files, directories } => {
+            out.push(TAG_REMOVED);
+            out.extend_from_slice(&files.to_be_bytes());
+            out.extend_from_slice(&directories.to_be_bytes());
+        }
         Message::Error { code, message } => {
             out.push(TAG_ERROR);
             out.extend_from_slice(&code.to_u16().to_be_bytes());
@@ -236,17 +396,37 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             name: fields.string()?,
         },
         TAG_LIST => {
-            let long = match fields.u8()? {
-                0 => false,
-                LIST_FLAG_LONG => true,
-                other => return Err(DecodeError::InvalidValue(other)),
-            };
+            let long = fields.flag(LIST_FLAG_LONG)?;
             Message::List {
                 dir: fields.string()?,
                 long,
             }
         }
-        TAG_DELETE => Message::Delete {
+        TAG_DELETE => {
+            let recursive = fields.flag(DELETE_FLAG_RECURSIVE)?;
+            Message::Delete {
+                name: fields.string()?,
+                recursive,
+            }
+        }
+        TAG_MAKE_DIR => {
+            let parents = fields.flag(MAKE_DIR_FLAG_PARENTS)?;
+            Message::MakeDir {
+                name: fields.string()?,
+                parents,
+            }
+        }
+        TAG_REMOVE_DIR => Message::RemoveDir {
+            name: fields.string()?,
+        },
+        TAG_RENAME => {
+            let from = fields.string()?;
+            Message::Rename {
+                from,
+                to: fields.string()?,
+            }
+        }
+        TAG_STAT => Message::Stat {
             name: fields.string()?,
         },
         TAG_TRAILER => Message::Trailer {
@@ -257,12 +437,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             size: fields.u64()?,
         },
         TAG_ENTRY => {
-            let kind = match fields.u8()? {
-                0 => EntryKind::File,
-                1 => EntryKind::Directory,
-                2 => EntryKind::Other,
-                other => return Err(DecodeError::InvalidValue(other)),
-            };
+            let kind = fields.kind()?;
             let size = fields.u64()?;
             let modified = i64::from_be_bytes(fields.array()?);
             Message::Entry(Entry {
@@ -273,6 +448,47 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             })
         }
         TAG_DONE => Message::Done,
+        TAG_WELCOME => {
+            let count = fields.u8()?;
+            let tags = fields.take(usize::from(count))?;
+            // A kind this build does not know is one it will not ask for.
+            let requests = tags.iter().filter_map(|&tag| RequestKind::from_tag(tag));
+            Message::Welcome {
+                requests: requests.collect(),
+            }
+        }
+        TAG_INFO => {
+            let kind = fields.kind()?;
+            let size = fields.u64()?;
+            let modified = i64::from_be_bytes(fields.array()?);
+            let mode = u32::from_be_bytes(fields.array()?);
+            let digest = match fields.u8()? {
+                0 => None,
+                1 => Some(fields.array()?),
+                other => return Err(DecodeError::InvalidValue(other)),
+            };
+            Message::Info(Info {
+                kind,
+                size,
+                modified,
+                mode,
+                digest,
+            })
+        }
+        TAG_OMITTED => {
+            let reason = OmitReason::from_u8(fields.u8()?);
+            Message::Omitted {
+                reason,
+                count: fields.u64()?,
+            }
+        }
+        TAG_REMOVED => {
+            let files = fields.u64()?;
+            Message::Removed {
+                files,
+                directories: fields.u64()?,
+            }
+        }
         TAG_ERROR => {
             let code = ErrorCode::from_u16(u16::from_be_bytes(fields.array()?));
             Message::Error {
@@ -280,12 +496,33 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
                 message: fields.string()?,
             }
         }
-        other => return Err(DecodeError::UnknownTag(other)),
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                tag,
+                used: 4 + frame_len,
+            })
+        }
     };
     if !fields.0.is_empty() {
         return Err(DecodeError::TrailingBytes(fields.0.len()));
     }
     Ok(Some((message, 4 + frame_len)))
+}
+
+fn flag(set: bool, bit: u8) -> u8 {
+    if set {
+        bit
+    } else {
+        0
+    }
+}
+
+fn kind_to_u8(kind: EntryKind) -> u8 {
+    match kind {
+        EntryKind::File => 0,
+        EntryKind::Directory => 1,
+        EntryKind::Other => 2,
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -333,6 +570,24 @@ impl Fields<'_> {
 
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// A flag byte that may be 0 or `bit`; anything else is malformed.
+    fn flag(&mut self, bit: u8) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            byte if byte == bit => Ok(true),
+            other => Err(DecodeError::InvalidValue(other)),
+        }
+    }
+
+    fn kind(&mut self) -> Result<EntryKind, DecodeError> {
+        match self.u8()? {
+            0 => Ok(EntryKind::File),
+            1 => Ok(EntryKind::Directory),
+            2 => Ok(EntryKind::Other),
+            other => Err(DecodeError::InvalidValue(other)),
+        }
     }
 
     fn string(&mut self) -> Result<String, DecodeError> {
@@ -414,6 +669,105 @@ mod tests {
     }
 
     #[test]
+    fn directory_request_wire_formats() {
+        assert_eq!(
+            encoded(&Message::Delete {
+                name: "d".into(),
+                recursive: true
+            }),
+            [0, 0, 0, 5, 0x04, 0x01, 0x00, 0x01, b'd']
+        );
+        assert_eq!(
+            encoded(&Message::MakeDir {
+                name: "d".into(),
+                parents: true
+            }),
+            [0, 0, 0, 5, 0x06, 0x01, 0x00, 0x01, b'd']
+        );
+        assert_eq!(
+            encoded(&Message::RemoveDir { name: "d".into() }),
+            [0, 0, 0, 4, 0x07, 0x00, 0x01, b'd']
+        );
+        #[rustfmt::skip]
+        let rename = [
+            0x00, 0x00, 0x00, 0x08, // frame length 8
+            0x08,                   // tag: Rename
+            0x00, 0x01, b'a',       // from "a"
+            0x00, 0x02, b'b', b'c', // to "bc"
+        ];
+        assert_eq!(
+            encoded(&Message::Rename {
+                from: "a".into(),
+                to: "bc".into()
+            }),
+            rename
+        );
+        assert_eq!(
+            encoded(&Message::Stat {
+                name: String::new()
+            }),
+            [0, 0, 0, 3, 0x09, 0x00, 0x00]
+        );
+    }
+
+    #[test]
+    fn reply_wire_formats() {
+        assert_eq!(
+            encoded(&Message::Welcome {
+                requests: vec![RequestKind::Put, RequestKind::Stat]
+            }),
+            [0, 0, 0, 4, 0x24, 0x02, 0x01, 0x09]
+        );
+        #[rustfmt::skip]
+        let info = [
+            0x00, 0x00, 0x00, 0x17, // frame length 23
+            0x25, 0x00,             // tag: Info, kind: file
+            0, 0, 0, 0, 0, 0, 0, 5, // size 5
+            0, 0, 0, 0, 0, 0, 0, 7, // modified 7
+            0x00, 0x00, 0x01, 0xa4, // mode 0o644
+            0x00,                   // no digest
+        ];
+        assert_eq!(
+            encoded(&Message::Info(Info {
+                kind: EntryKind::File,
+                size: 5,
+                modified: 7,
+                mode: 0o644,
+                digest: None,
+            })),
+            info
+        );
+        assert_eq!(
+            encoded(&Message::Omitted {
+                reason: OmitReason::LinkOutside,
+                count: 3
+            }),
+            [0, 0, 0, 10, 0x26, 0x01, 0, 0, 0, 0, 0, 0, 0, 3]
+        );
+        assert_eq!(
+            encoded(&Message::Removed {
+                files: 2,
+                directories: 1
+            }),
+            [0, 0, 0, 17, 0x27, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
+    }
+
+    #[test]
+    fn a_welcome_naming_unknown_requests_keeps_the_known_ones() {
+        let bytes = [0, 0, 0, 5, 0x24, 0x03, 0x01, 0x3a, 0x02];
+        assert_eq!(
+            decode(&bytes),
+            Ok(Some((
+                Message::Welcome {
+                    requests: vec![RequestKind::Put, RequestKind::Get]
+                },
+                bytes.len()
+            )))
+        );
+    }
+
+    #[test]
     fn hello_wire_format() {
         let hello = Message::Hello {
             token: Token::new("tok".into()),
@@ -445,7 +799,14 @@ mod tests {
     #[test]
     fn malformed_frames_are_errors() {
         let cases: &[(&[u8], DecodeError)] = &[
-            (&[0, 0, 0, 1, 0x55], DecodeError::UnknownTag(0x55)),
+            (
+                &[0, 0, 0, 1, 0x55],
+                DecodeError::UnknownTag { tag: 0x55, used: 5 },
+            ),
+            (
+                &[0, 0, 0, 3, 0x3a, 0x00, 0x00, 0xff],
+                DecodeError::UnknownTag { tag: 0x3a, used: 7 },
+            ),
             (&[0, 0, 0, 2, 0x20, 0x00], DecodeError::TrailingBytes(1)),
             (&[0, 0, 0, 3, 0x02, 0x00, 0x05], DecodeError::Truncated),
             (
@@ -489,7 +850,33 @@ mod tests {
             (name, any::<u64>()).prop_map(|(name, size)| Message::Put { name, size }),
             name.prop_map(|name| Message::Get { name }),
             (name, any::<bool>()).prop_map(|(dir, long)| Message::List { dir, long }),
-            name.prop_map(|name| Message::Delete { name }),
+            (name, any::<bool>()).prop_map(|(name, recursive)| Message::Delete { name, recursive }),
+            (name, any::<bool>()).prop_map(|(name, parents)| Message::MakeDir { name, parents }),
+            name.prop_map(|name| Message::RemoveDir { name }),
+            (name, name).prop_map(|(from, to)| Message::Rename { from, to }),
+            name.prop_map(|name| Message::Stat { name }),
+            proptest::sample::subsequence(RequestKind::ALL.to_vec(), 0..=8)
+                .prop_map(|requests| Message::Welcome { requests }),
+            (
+                0..3u8,
+                any::<u64>(),
+                any::<i64>(),
+                any::<u32>(),
+                any::<Option<[u8; 32]>>()
+            )
+                .prop_map(|(kind, size, modified, mode, digest)| Message::Info(Info {
+                    kind: [EntryKind::File, EntryKind::Directory, EntryKind::Other][kind as usize],
+                    size,
+                    modified,
+                    mode,
+                    digest,
+                })),
+            (any::<u8>(), any::<u64>()).prop_map(|(reason, count)| Message::Omitted {
+                reason: OmitReason::from_u8(reason),
+                count
+            }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(files, directories)| Message::Removed { files, directories }),
             name.prop_map(|token| Message::Hello {
                 token: Token::new(token)
             }),

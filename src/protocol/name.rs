@@ -3,6 +3,12 @@
 //! A remote name is a relative path with `/` separators. The rules here are
 //! purely lexical; the server additionally resolves every name beneath an
 //! open handle on its root so that symlinks cannot lead outside it.
+//!
+//! Names are taken the way people type them: `.` components and one
+//! trailing `/` are dropped (`./x`, `x/./y`, `dir/`), so a parsed name is
+//! always in its plain form. A name that is nothing but the served
+//! directory itself (`.`, `./`, `/`) is a [`NameError::Root`] for
+//! [`RemoteName::parse`], and the root for [`RemoteName::parse_dir`].
 
 use std::fmt;
 
@@ -31,15 +37,19 @@ pub enum NameError {
     /// A component is longer than [`MAX_COMPONENT_LEN`] bytes.
     #[error("a component is {0} bytes long, the limit is {MAX_COMPONENT_LEN}")]
     ComponentTooLong(usize),
-    /// The name starts with `/`.
+    /// The name starts with `/` (and is more than `/` alone).
     #[error("name is absolute; names are relative to the served directory")]
     Absolute,
-    /// The name has a `.` or `..` component.
-    #[error("name has a '.' or '..' component")]
+    /// The name has a `..` component.
+    #[error("name has a '..' component")]
     DotComponent,
-    /// The name has an empty component (`a//b`, or a trailing `/`).
+    /// The name has an empty component (`a//b`).
     #[error("name has an empty component")]
     EmptyComponent,
+    /// The name is the served directory itself (`.`, `/`), where a name
+    /// beneath it is needed.
+    #[error("name is the served directory itself")]
+    Root,
     /// The name has a backslash, which is a separator on some systems.
     #[error("name contains a backslash; use '/' to separate directories")]
     Backslash,
@@ -52,13 +62,24 @@ pub enum NameError {
 }
 
 impl RemoteName {
-    /// Checks `name` against every rule.
+    /// Checks `name` against every rule and returns it in its plain form;
+    /// the served directory itself is refused with [`NameError::Root`].
     pub fn parse(name: &str) -> Result<RemoteName, NameError> {
         if name.is_empty() {
             return Err(NameError::Empty);
         }
+        Self::parse_dir(name)?.ok_or(NameError::Root)
+    }
+
+    /// Like [`RemoteName::parse`], but the served directory itself (`""`,
+    /// `/`, `.`, `./`) is accepted, as `None`: for requests about a
+    /// directory, such as a listing.
+    pub fn parse_dir(name: &str) -> Result<Option<RemoteName>, NameError> {
         if name.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong(name.len()));
+        }
+        if name.is_empty() || name == "/" {
+            return Ok(None);
         }
         if name.starts_with('/') {
             return Err(NameError::Absolute);
@@ -69,18 +90,22 @@ impl RemoteName {
         if name.chars().any(char::is_control) {
             return Err(NameError::ControlCharacter);
         }
+        // One trailing `/` says "a directory", as in a shell; it adds nothing.
+        let name = name.strip_suffix('/').unwrap_or(name);
+        let mut plain = Vec::new();
         for component in name.split('/') {
             match component {
                 "" => return Err(NameError::EmptyComponent),
-                "." | ".." => return Err(NameError::DotComponent),
+                "." => {}
+                ".." => return Err(NameError::DotComponent),
                 c if c.len() > MAX_COMPONENT_LEN => {
                     return Err(NameError::ComponentTooLong(c.len()))
                 }
                 c if c.starts_with(TEMP_PREFIX) => return Err(NameError::Reserved),
-                _ => {}
+                c => plain.push(c),
             }
         }
-        Ok(RemoteName(name.to_owned()))
+        Ok((!plain.is_empty()).then(|| RemoteName(plain.join("/"))))
     }
 
     /// The name as sent on the wire.
@@ -128,21 +153,49 @@ mod tests {
     }
 
     #[test]
+    fn names_as_people_type_them_are_made_plain() {
+        for (typed, plain) in [
+            ("./x", "x"),
+            ("x/./y", "x/y"),
+            ("x/.", "x"),
+            ("dir/", "dir"),
+            ("./a/b/", "a/b"),
+            ("././a", "a"),
+        ] {
+            assert_eq!(RemoteName::parse(typed).map(|n| n.0), Ok(plain.to_owned()));
+        }
+    }
+
+    #[test]
+    fn the_root_is_a_directory_but_never_a_name() {
+        for root in ["", "/", ".", "./", "./."] {
+            assert_eq!(RemoteName::parse_dir(root), Ok(None), "{root:?}");
+        }
+        for root in ["/", ".", "./"] {
+            assert_eq!(RemoteName::parse(root), Err(NameError::Root), "{root:?}");
+        }
+        assert_eq!(
+            RemoteName::parse_dir("a/b").unwrap().map(|n| n.0),
+            Some("a/b".to_owned())
+        );
+    }
+
+    #[test]
     fn refused_names() {
         let long_component = "x".repeat(MAX_COMPONENT_LEN + 1);
         let long_name = vec!["y".repeat(200); 21].join("/");
         let cases: &[(&str, NameError)] = &[
             ("", NameError::Empty),
             ("/etc/passwd", NameError::Absolute),
-            ("/", NameError::Absolute),
+            ("//", NameError::Absolute),
             ("..", NameError::DotComponent),
-            (".", NameError::DotComponent),
             ("../secret", NameError::DotComponent),
             ("a/../../b", NameError::DotComponent),
-            ("a/./b", NameError::DotComponent),
+            ("./..", NameError::DotComponent),
             ("a/..", NameError::DotComponent),
             ("a//b", NameError::EmptyComponent),
-            ("a/", NameError::EmptyComponent),
+            ("a//", NameError::EmptyComponent),
+            ("//a", NameError::Absolute),
             ("..\\windows", NameError::Backslash),
             ("a\\b", NameError::Backslash),
             ("nul\0byte", NameError::ControlCharacter),

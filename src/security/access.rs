@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::{secret_file, SecretFileError};
-use crate::protocol::Token;
+use crate::protocol::{RequestKind, Token};
 
 /// The shortest token accepted: shorter ones could be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -15,9 +15,9 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub enum TokenMode {
     /// `rw`: everything.
     ReadWrite,
-    /// `ro`: get and list.
+    /// `ro`: get, list and stat; no change at all.
     ReadOnly,
-    /// `wo`: put only, for a drop box.
+    /// `wo`: put and mkdir only, for a drop box.
     WriteOnly,
 }
 
@@ -27,29 +27,44 @@ pub enum ServerMode {
     /// Everything.
     #[default]
     Full,
-    /// `--read-only`: get and list.
+    /// `--read-only`: get, list and stat; no change at all.
     ReadOnly,
-    /// `--no-delete`: all but delete.
+    /// `--no-delete`: everything but taking a name away (delete, rmdir,
+    /// rename).
     NoDelete,
-    /// `--upload-only`: put only; not even list.
+    /// `--upload-only`: put and mkdir only; not even list.
     UploadOnly,
 }
 
-/// The requests, as access sees them.
+/// What a request does to the served directory, as access sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Put,
-    Get,
-    List,
-    Delete,
+enum Effect {
+    /// Reads: changes nothing.
+    Read,
+    /// Adds a name; takes none away.
+    Create,
+    /// Takes a name away (a rename takes its old name away).
+    Remove,
+}
+
+/// The one decision of what each kind of request does. No catch-all arm:
+/// a new kind of request does not compile until it is placed here.
+fn effect(kind: RequestKind) -> Effect {
+    match kind {
+        RequestKind::Get | RequestKind::List | RequestKind::Stat => Effect::Read,
+        RequestKind::Put | RequestKind::MakeDir => Effect::Create,
+        RequestKind::Delete | RequestKind::RemoveDir | RequestKind::Rename => Effect::Remove,
+    }
 }
 
 impl TokenMode {
-    fn allows(self, operation: Operation) -> bool {
-        match self {
-            TokenMode::ReadWrite => true,
-            TokenMode::ReadOnly => matches!(operation, Operation::Get | Operation::List),
-            TokenMode::WriteOnly => operation == Operation::Put,
+    fn allows(self, kind: RequestKind) -> bool {
+        match (self, effect(kind)) {
+            (TokenMode::ReadWrite, _) => true,
+            (TokenMode::ReadOnly, Effect::Read) => true,
+            (TokenMode::ReadOnly, Effect::Create | Effect::Remove) => false,
+            (TokenMode::WriteOnly, Effect::Create) => true,
+            (TokenMode::WriteOnly, Effect::Read | Effect::Remove) => false,
         }
     }
 
@@ -57,18 +72,21 @@ impl TokenMode {
         match self {
             TokenMode::ReadWrite => "read and write",
             TokenMode::ReadOnly => "read only",
-            TokenMode::WriteOnly => "upload only",
+            TokenMode::WriteOnly => "upload and mkdir only",
         }
     }
 }
 
 impl ServerMode {
-    fn allows(self, operation: Operation) -> bool {
-        match self {
-            ServerMode::Full => true,
-            ServerMode::ReadOnly => matches!(operation, Operation::Get | Operation::List),
-            ServerMode::NoDelete => operation != Operation::Delete,
-            ServerMode::UploadOnly => operation == Operation::Put,
+    fn allows(self, kind: RequestKind) -> bool {
+        match (self, effect(kind)) {
+            (ServerMode::Full, _) => true,
+            (ServerMode::ReadOnly, Effect::Read) => true,
+            (ServerMode::ReadOnly, Effect::Create | Effect::Remove) => false,
+            (ServerMode::NoDelete, Effect::Read | Effect::Create) => true,
+            (ServerMode::NoDelete, Effect::Remove) => false,
+            (ServerMode::UploadOnly, Effect::Create) => true,
+            (ServerMode::UploadOnly, Effect::Read | Effect::Remove) => false,
         }
     }
 }
@@ -272,13 +290,13 @@ impl Access {
 }
 
 impl Grant {
-    /// Whether `operation` is allowed, or why not.
-    pub fn check(&self, operation: Operation) -> Result<(), String> {
-        if !self.server.allows(operation) {
+    /// Whether a request of `kind` is allowed, or why not.
+    pub fn check(&self, kind: RequestKind) -> Result<(), String> {
+        if !self.server.allows(kind) {
             return Err(format!("this server is {}", self.server));
         }
         match self.token {
-            Some(mode) if !mode.allows(operation) => {
+            Some(mode) if !mode.allows(kind) => {
                 Err(format!("this token is {mode}: {}", mode.describe()))
             }
             _ => Ok(()),
@@ -335,9 +353,9 @@ mod tests {
 
     #[test]
     fn modes_combine_with_the_servers() {
-        use Operation::*;
-        let all = [Put, Get, List, Delete];
-        let allowed = |access: &Access, offered: &str| -> Vec<Operation> {
+        use RequestKind::*;
+        let all = RequestKind::ALL;
+        let allowed = |access: &Access, offered: &str| -> Vec<RequestKind> {
             let grant = access.admit(&token(offered)).unwrap();
             all.into_iter()
                 .filter(|op| grant.check(*op).is_ok())
@@ -348,20 +366,25 @@ mod tests {
             mode,
         };
         assert_eq!(allowed(&with(ServerMode::Full), RW), all);
-        assert_eq!(allowed(&with(ServerMode::Full), RO), [Get, List]);
-        assert_eq!(allowed(&with(ServerMode::Full), WO), [Put]);
-        assert_eq!(allowed(&with(ServerMode::NoDelete), RW), [Put, Get, List]);
-        assert_eq!(allowed(&with(ServerMode::ReadOnly), RW), [Get, List]);
+        assert_eq!(allowed(&with(ServerMode::Full), RO), [Get, List, Stat]);
+        assert_eq!(allowed(&with(ServerMode::Full), WO), [Put, MakeDir]);
+        assert_eq!(
+            allowed(&with(ServerMode::NoDelete), RW),
+            [Put, Get, List, MakeDir, Stat]
+        );
+        assert_eq!(allowed(&with(ServerMode::ReadOnly), RW), [Get, List, Stat]);
         assert_eq!(allowed(&with(ServerMode::ReadOnly), WO), []);
-        assert_eq!(allowed(&with(ServerMode::UploadOnly), RW), [Put]);
+        assert_eq!(allowed(&with(ServerMode::UploadOnly), RW), [Put, MakeDir]);
+        assert_eq!(allowed(&with(ServerMode::UploadOnly), RO), []);
+        assert_eq!(allowed(&with(ServerMode::NoDelete), WO), [Put, MakeDir]);
         let open = Access {
             tokens: None,
             mode: ServerMode::NoDelete,
         };
-        assert_eq!(allowed(&open, ""), [Put, Get, List]);
+        assert_eq!(allowed(&open, ""), [Put, Get, List, MakeDir, Stat]);
         assert_eq!(
             allowed(&open, "any token at all is ignored"),
-            [Put, Get, List]
+            [Put, Get, List, MakeDir, Stat]
         );
     }
 

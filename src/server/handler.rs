@@ -1,22 +1,26 @@
 //! One connection: the handshake, then requests until the client leaves.
+//!
+//! The handler speaks requests only: names are checked by
+//! [`RemoteName`], files are the [`Store`]'s, bytes are the transport's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-use super::connections::Refusal;
-use super::digest_cache::{self, Stamp};
-use super::root::{classify, Root};
-use super::{Config, Failure};
-use crate::protocol::{ErrorCode, Message, RemoteName, Token};
-use crate::report::{Detail, Outcome, Report, Reporter, RequestKind};
-use crate::security::access::{Grant, Operation};
+use super::connections::Refusal as TurnAway;
+use super::Config;
+use crate::protocol::{ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token};
+use crate::report::{Detail, Outcome, Report, Reporter, Subject};
+use crate::security::access::Grant;
+use crate::store::{self, Store};
 use crate::transport::{Connection, Link, TransportError, TLS_HANDSHAKE_BYTE};
 
-/// Listing entries are sent in batches of this many frames per write.
-const ENTRIES_PER_WRITE: usize = 256;
+/// Listing entries are read from the directory and sent in batches of
+/// this many: the most a listing holds in memory at once.
+const ENTRIES_PER_BATCH: usize = 256;
 
 /// How long a connection turned away may take to read why before it is
 /// closed anyway.
@@ -24,34 +28,43 @@ const TURN_AWAY_TIME: Duration = Duration::from_secs(1);
 
 /// Everything one connection's task needs.
 pub(super) struct Session {
-    pub root: Arc<Root>,
+    pub store: Arc<Store>,
     pub reporter: Reporter,
     pub peer: SocketAddr,
     pub config: Arc<Config>,
+    /// Turns true when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Why a request ended early.
 enum Abort {
     /// Refused with an answer to the client; the connection goes on.
-    Refused(Failure),
+    Refused(Refusal),
     /// The connection cannot go on.
     Broken(TransportError),
 }
 
-impl From<Failure> for Abort {
-    fn from(failure: Failure) -> Self {
-        Abort::Refused(failure)
+impl From<Refusal> for Abort {
+    fn from(refusal: Refusal) -> Self {
+        Abort::Refused(refusal)
+    }
+}
+
+impl From<crate::protocol::NameError> for Abort {
+    fn from(error: crate::protocol::NameError) -> Self {
+        Abort::Refused(error.into())
     }
 }
 
 impl From<TransportError> for Abort {
     fn from(error: TransportError) -> Self {
         match error {
-            TransportError::DigestMismatch => Abort::Refused(Failure::new(
+            TransportError::DigestMismatch => Abort::Refused(Refusal::new(
                 ErrorCode::DigestMismatch,
                 "data arrived damaged (BLAKE3 digest mismatch); nothing was kept",
             )),
-            TransportError::File(e) => Abort::Refused(classify(e)),
+            // The body could not be stored; the store says why in its words.
+            TransportError::Sink(e) => Abort::Refused(store::classify(e)),
             broken => Abort::Broken(broken),
         }
     }
@@ -61,17 +74,18 @@ impl Session {
     /// Serves the connection until the client closes it or it breaks.
     pub async fn serve(self, stream: TcpStream) {
         if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(peer = %self.peer, error = %e, "cannot set TCP_NODELAY");
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let header_timeout = self.config.header_timeout;
         let (mut conn, token) = match tokio::time::timeout(header_timeout, self.open(stream)).await
         {
             Ok(Ok(opened)) => opened,
-            Ok(Err(Unopened { kind, message })) => return self.report_connection(&kind, message),
+            Ok(Err(Unopened { kind, message })) => return self.report_connection(kind, message),
             Err(_) => {
                 // Before the preamble there is no frame the peer could read.
                 let waited = header_timeout.as_secs();
-                return self.report_connection("timeout", format!("no handshake within {waited}s"));
+                let message = format!("no handshake within {waited}s");
+                return self.report_connection(ErrorCode::Timeout.into(), message);
             }
         };
         let grant = match self.config.access.admit(&token) {
@@ -82,7 +96,10 @@ impl Session {
                     .await
             }
         };
-        if let Err(e) = conn.write_message(&Message::Done).await {
+        let welcome = Message::Welcome {
+            requests: RequestKind::ALL.to_vec(),
+        };
+        if let Err(e) = conn.write_message(&welcome).await {
             return self.report_connection(e.kind(), e.to_string());
         }
         self.serve_requests(conn, grant).await;
@@ -100,10 +117,12 @@ impl Session {
                 match stream.peek(&mut first).await {
                     Ok(1..) => {}
                     Ok(0) => {
-                        let closed = TransportError::Closed.to_string();
-                        return Err(Unopened::new("connection-lost", closed));
+                        let closed = "the client closed the connection before the handshake";
+                        return Err(Unopened::new(FailureKind::ConnectionLost, closed));
                     }
-                    Err(e) => return Err(Unopened::new("connection-lost", e.to_string())),
+                    Err(e) => {
+                        return Err(Unopened::new(FailureKind::ConnectionLost, e.to_string()))
+                    }
                 }
                 if first[0] != TLS_HANDSHAKE_BYTE {
                     let mut conn = Connection::new(Link::Plain(stream));
@@ -112,14 +131,14 @@ impl Session {
                     let told = conn.turn_away(ErrorCode::TlsRequired, why.to_owned());
                     let _ = tokio::time::timeout(2 * TURN_AWAY_TIME, told).await;
                     return Err(Unopened::new(
-                        "tls-required",
+                        ErrorCode::TlsRequired.into(),
                         "the client did not start TLS (a --plain client?); this server requires TLS",
                     ));
                 }
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
                 match acceptor.accept(stream).await {
                     Ok(tls) => Link::Tls(Box::new(tls.into())),
-                    Err(e) => return Err(Unopened::new("tls-error", tls_failure(&e))),
+                    Err(e) => return Err(Unopened::new(FailureKind::TlsError, tls_failure(&e))),
                 }
             }
         };
@@ -131,26 +150,46 @@ impl Session {
         }
     }
 
-    /// Answers requests until the client leaves or the connection breaks.
+    /// Answers requests until the client leaves, the connection breaks, or
+    /// the server shuts down.
     async fn serve_requests(&self, mut conn: Connection<Link>, grant: Grant) {
         let header_timeout = self.config.header_timeout;
+        let mut shutdown = self.shutdown.clone();
         loop {
+            if *shutdown.borrow() {
+                return self.close_for_shutdown(&mut conn).await;
+            }
             // Waiting for the next request is idling; once its first byte
             // is in, the rest must follow within the header deadline, so
             // a client trickling a byte at a time cannot hold the slot.
-            match tokio::time::timeout(self.config.idle_timeout, conn.wait_for_data()).await {
+            let idle = self.config.idle_timeout;
+            let waited = tokio::select! {
+                waited = tokio::time::timeout(idle, conn.wait_for_data()) => waited,
+                () = stopping(&mut shutdown) => continue,
+            };
+            match waited {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => return,
                 Ok(Err(e)) => return self.report_connection(e.kind(), e.to_string()),
                 Err(_) => {
-                    let idle = self.config.idle_timeout.as_secs();
-                    let reason = format!("idle for {idle}s; closed");
-                    return self.report_connection("timeout", reason);
+                    let why = format!("idle for {}s", idle.as_secs());
+                    return self.report(Subject::Connection, None, Outcome::Closed(why));
                 }
             }
             let message = match tokio::time::timeout(header_timeout, conn.read_message()).await {
                 Ok(Ok(Some(message))) => message,
                 Ok(Ok(None)) => return,
+                Ok(Err(TransportError::UnknownMessage(tag))) => {
+                    let why = format!("this server does not know requests of tag 0x{tag:02x}");
+                    if self
+                        .refuse(&mut conn, None, unsupported(why))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 Ok(Err(TransportError::Malformed(e))) => {
                     let reason = format!("malformed message: {e}");
                     return self.hang_up(&mut conn, ErrorCode::BadRequest, reason).await;
@@ -162,109 +201,92 @@ impl Session {
                     return self.hang_up(&mut conn, ErrorCode::Timeout, reason).await;
                 }
             };
+            let Some(kind) = message.request_kind() else {
+                let why = format!("expected a request, got {}", message.name());
+                if self
+                    .refuse(&mut conn, None, unsupported(why))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            };
+            let subject = Subject::Request(kind);
+            let name = report_name(&message);
+            if let Err(why) = grant.check(kind) {
+                let refused = Refusal::new(ErrorCode::Forbidden, why);
+                if self
+                    .refuse(&mut conn, Some((subject, name)), refused)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             let started = Instant::now();
-            let forbidden = |operation| {
-                let why = grant.check(operation).err()?;
-                Some(Err(Failure::new(ErrorCode::Forbidden, why).into()))
-            };
-            let (request, name, result) = match message {
-                Message::Put { name, size } => {
-                    let result = match forbidden(Operation::Put) {
-                        Some(refused) => refused,
-                        None => self.put(&mut conn, &name, size, started).await,
-                    };
-                    (RequestKind::Put, Some(name), result)
-                }
-                Message::Get { name } => {
-                    let result = match forbidden(Operation::Get) {
-                        Some(refused) => refused,
-                        None => self.get(&mut conn, &name, started).await,
-                    };
-                    (RequestKind::Get, Some(name), result)
-                }
-                Message::List { dir, long } => {
-                    let result = match forbidden(Operation::List) {
-                        Some(refused) => refused,
-                        None => self.list(&mut conn, &dir, long).await,
-                    };
-                    (RequestKind::List, (!dir.is_empty()).then_some(dir), result)
-                }
-                Message::Delete { name } => {
-                    let result = match forbidden(Operation::Delete) {
-                        Some(refused) => refused,
-                        None => self.delete(&mut conn, &name).await,
-                    };
-                    (RequestKind::Delete, Some(name), result)
-                }
-                other => {
-                    let reason = format!("expected a request, got {}", other.name());
-                    return self.hang_up(&mut conn, ErrorCode::BadRequest, reason).await;
-                }
-            };
-            match result {
-                Ok(detail) => self.report(request, name, Outcome::Ok(detail)),
-                Err(Abort::Refused(Failure { code, message })) => {
-                    let reply = Message::Error {
-                        code,
-                        message: message.clone(),
-                    };
-                    let sent = conn.write_message(&reply).await;
-                    let kind = code.to_string();
-                    self.report(request, name, Outcome::Failed { kind, message });
-                    if let Err(e) = sent {
-                        return self.report_connection(e.kind(), e.to_string());
+            match self.handle(&mut conn, message, started).await {
+                Ok(detail) => self.report(subject, name, Outcome::Ok(detail)),
+                Err(Abort::Refused(refusal)) => {
+                    if self
+                        .refuse(&mut conn, Some((subject, name)), refusal)
+                        .await
+                        .is_err()
+                    {
+                        return;
                     }
                 }
                 Err(Abort::Broken(e)) => {
-                    let kind = e.kind().to_owned();
-                    let message = e.to_string();
-                    return self.report(request, name, Outcome::Failed { kind, message });
+                    return self.report(subject, name, Outcome::failed(e.kind(), e.to_string()));
                 }
             }
         }
     }
 
-    /// Tells a client that broke the protocol, or kept the server waiting
-    /// too long, why it is being dropped, and closes the connection: the
-    /// stream may be out of step, but the client still learns why.
-    async fn hang_up(&self, conn: &mut Connection<Link>, code: ErrorCode, reason: String) {
-        let refusal = Message::Error {
-            code,
-            message: reason.clone(),
-        };
-        let _ = conn.write_message(&refusal).await;
-        let kind = match code {
-            ErrorCode::BadRequest => "protocol-error".to_owned(),
-            other => other.to_string(),
-        };
-        self.report_connection(&kind, reason);
-    }
-
-    /// Turns away a connection over the limits: it is told it is `busy`,
-    /// over TLS if the server speaks it, and closed within a few seconds
-    /// whatever the peer does.
-    pub async fn turn_away(self, stream: TcpStream, refusal: Refusal) {
-        let link = match &self.config.tls {
-            None => Ok(Link::Plain(stream)),
-            Some(tls) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-                match tokio::time::timeout(TURN_AWAY_TIME, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => Ok(Link::Tls(Box::new(tls.into()))),
-                    Ok(Err(e)) => Err(tls_failure(&e)),
-                    Err(_) => Err("no TLS handshake within a second".to_owned()),
-                }
+    /// Carries out one request and answers it.
+    async fn handle(
+        &self,
+        conn: &mut Connection<Link>,
+        request: Message,
+        started: Instant,
+    ) -> Result<Detail, Abort> {
+        match request {
+            Message::Put { name, size } => self.put(conn, &name, size, started).await,
+            Message::Get { name } => self.get(conn, &name, started).await,
+            Message::List { dir, long } => self.list(conn, &dir, long).await,
+            Message::Delete { name, recursive } => self.delete(conn, &name, recursive).await,
+            Message::MakeDir { name, parents } => {
+                let name = RemoteName::parse(&name)?;
+                self.blocking(move |store| store.make_dir(&name, parents))
+                    .await?;
+                conn.write_message(&Message::Done).await?;
+                Ok(Detail::None)
             }
-        };
-        let reason = refusal.to_string();
-        let mut conn = match link {
-            Ok(link) => Connection::new(link),
-            Err(why) => return self.report_connection("busy", format!("{reason}; {why}")),
-        };
-        conn.set_stall_limit(TURN_AWAY_TIME);
-        let told = conn.turn_away(ErrorCode::Busy, reason.clone());
-        // Whether the peer read it or not, the connection ends here.
-        let _ = tokio::time::timeout(2 * TURN_AWAY_TIME, told).await;
-        self.report_connection("busy", reason);
+            Message::RemoveDir { name } => {
+                let name = RemoteName::parse(&name)?;
+                self.blocking(move |store| store.remove_dir(&name)).await?;
+                conn.write_message(&Message::Done).await?;
+                Ok(Detail::None)
+            }
+            Message::Rename { from, to } => {
+                let from = RemoteName::parse(&from)?;
+                let to = RemoteName::parse(&to)?;
+                let detail = Detail::Renamed(to.to_string());
+                self.blocking(move |store| store.rename(&from, &to)).await?;
+                conn.write_message(&Message::Done).await?;
+                Ok(detail)
+            }
+            Message::Stat { name } => {
+                let name = RemoteName::parse_dir(&name)?;
+                let info = self
+                    .blocking(move |store| store.stat(name.as_ref()))
+                    .await?;
+                conn.write_message(&Message::Info(info)).await?;
+                Ok(Detail::None)
+            }
+            other => Err(unsupported(format!("expected a request, got {}", other.name())).into()),
+        }
     }
 
     async fn put(
@@ -274,25 +296,20 @@ impl Session {
         size: u64,
         started: Instant,
     ) -> Result<Detail, Abort> {
-        let name = RemoteName::parse(name).map_err(Failure::from)?;
+        let name = RemoteName::parse(name)?;
         if let Some(limit) = self.config.max_file_size.filter(|&limit| size > limit) {
             let reason = format!("{size} bytes is more than this server accepts ({limit} bytes)");
-            return Err(Failure::new(ErrorCode::TooLarge, reason).into());
+            return Err(Refusal::new(ErrorCode::TooLarge, reason).into());
         }
-        let (staged, file) = self.blocking(move |root| root.stage(&name, size)).await?;
+        let (upload, sink) = self
+            .blocking(move |store| store.begin_write(&name, size))
+            .await?;
         // The go-ahead comes only now, so a refused upload costs the client
         // one round trip and no body.
         conn.write_message(&Message::Proceed).await?;
-        let (file, digest) = conn.recv_file(file, size, &mut |_| {}).await?;
-        self.blocking(move |_| {
-            // Stamped after the last write, so the record matches the file
-            // as it will appear under its name.
-            if let Ok(stamp) = Stamp::of(&file) {
-                digest_cache::remember(&file, &stamp, &digest);
-            }
-            staged.commit(&file).map_err(classify)
-        })
-        .await?;
+        // Dropping the upload on any failure below removes what was written.
+        let (sink, digest) = conn.recv_body(sink, size, &mut |_| {}).await?;
+        self.blocking(move |_| upload.commit(sink, &digest)).await?;
         conn.write_message(&Message::Done).await?;
         Ok(Detail::Transfer {
             bytes: size,
@@ -306,25 +323,15 @@ impl Session {
         name: &str,
         started: Instant,
     ) -> Result<Detail, Abort> {
-        let name = RemoteName::parse(name).map_err(Failure::from)?;
-        let (file, size, stamp, cached) = self
-            .blocking(move |root| {
-                let (file, size) = root.open_file(&name)?;
-                let stamp = Stamp::of(&file).map_err(classify)?;
-                let cached = digest_cache::lookup(&file, &stamp);
-                Ok((file, size, stamp, cached))
-            })
-            .await?;
+        let name = RemoteName::parse(name)?;
+        let file = self.blocking(move |store| store.open_read(&name)).await?;
+        let (size, cached) = (file.size(), file.cached_digest());
         conn.queue(&Message::Body { size })?;
-        let (file, digest) = conn.send_file(file, size, cached, &mut |_| {}).await?;
-        if cached.is_none() && stamp.is_settled() {
-            // Only if the file did not change while it was read: otherwise
-            // the digest may describe neither its old content nor its new.
+        let (file, digest) = conn.send_body(file, size, cached, &mut |_| {}).await?;
+        if cached.is_none() {
             let _ = self
                 .blocking(move |_| {
-                    if Stamp::of(&file).is_ok_and(|now| now == stamp) {
-                        digest_cache::remember(&file, &stamp, &digest);
-                    }
+                    file.remember(&digest);
                     Ok(())
                 })
                 .await;
@@ -335,74 +342,212 @@ impl Session {
         })
     }
 
+    /// Streams a listing: a batch is read from the directory only once the
+    /// one before it is on its way, so a client that reads slowly, or not
+    /// at all, holds at most one batch.
     async fn list(
         &self,
         conn: &mut Connection<Link>,
         dir: &str,
         long: bool,
     ) -> Result<Detail, Abort> {
-        let dir = match dir {
-            "" => None,
-            dir => Some(RemoteName::parse(dir).map_err(Failure::from)?),
-        };
-        let entries = self
-            .blocking(move |root| root.list(dir.as_ref(), long))
+        let dir = RemoteName::parse_dir(dir)?;
+        let mut listing = self
+            .blocking(move |store| store.list(dir.as_ref(), long))
             .await?;
-        let count = entries.len();
-        for batch in entries.chunks(ENTRIES_PER_WRITE) {
+        let mut count = 0;
+        loop {
+            let (back, batch) = self
+                .blocking(move |_| {
+                    let batch = listing.next_batch(ENTRIES_PER_BATCH);
+                    Ok((listing, batch))
+                })
+                .await?;
+            listing = back;
+            let batch = batch?;
+            if batch.is_empty() {
+                break;
+            }
+            count += batch.len();
             for entry in batch {
-                conn.queue(&Message::Entry(entry.clone()))?;
+                conn.queue(&Message::Entry(entry))?;
             }
             conn.flush().await?;
+        }
+        for (reason, count) in listing.omitted() {
+            conn.queue(&Message::Omitted { reason, count })?;
         }
         conn.write_message(&Message::Done).await?;
         Ok(Detail::Entries(count))
     }
 
-    async fn delete(&self, conn: &mut Connection<Link>, name: &str) -> Result<Detail, Abort> {
-        let name = RemoteName::parse(name).map_err(Failure::from)?;
-        self.blocking(move |root| root.delete(&name)).await?;
-        conn.write_message(&Message::Done).await?;
-        Ok(Detail::None)
+    async fn delete(
+        &self,
+        conn: &mut Connection<Link>,
+        name: &str,
+        recursive: bool,
+    ) -> Result<Detail, Abort> {
+        let name = RemoteName::parse(name)?;
+        if !recursive {
+            self.blocking(move |store| store.delete(&name)).await?;
+            conn.write_message(&Message::Done).await?;
+            return Ok(Detail::None);
+        }
+        let removed = self.blocking(move |store| store.delete_tree(&name)).await?;
+        conn.write_message(&Message::Removed {
+            files: removed.files,
+            directories: removed.directories,
+        })
+        .await?;
+        Ok(Detail::Removed {
+            files: removed.files,
+            directories: removed.directories,
+        })
     }
 
-    /// Runs filesystem work on the blocking pool.
+    /// Answers a request with an error frame and reports it (as `about`,
+    /// or as the connection's if no request could be made out). `Err` if
+    /// the connection is gone, or the code ends it.
+    async fn refuse(
+        &self,
+        conn: &mut Connection<Link>,
+        about: Option<(Subject, Option<String>)>,
+        refusal: Refusal,
+    ) -> Result<(), ()> {
+        let Refusal { code, message } = refusal;
+        let sent = conn
+            .write_message(&Message::Error {
+                code,
+                message: message.clone(),
+            })
+            .await;
+        let (subject, name) = about.unwrap_or((Subject::Connection, None));
+        self.report(subject, name, Outcome::failed(code, message));
+        match sent {
+            Err(e) => {
+                self.report_connection(e.kind(), e.to_string());
+                Err(())
+            }
+            Ok(()) if code.ends_connection() => Err(()),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Tells the client the server is shutting down, in the frame its
+    /// next request will read as the answer, and closes the connection.
+    async fn close_for_shutdown(&self, conn: &mut Connection<Link>) {
+        let refusal = Message::Error {
+            code: ErrorCode::ShuttingDown,
+            message: "the server is shutting down; no more requests on this connection".into(),
+        };
+        let _ = tokio::time::timeout(TURN_AWAY_TIME, conn.write_message(&refusal)).await;
+    }
+
+    /// Tells a client that broke the protocol, or kept the server waiting
+    /// too long, why it is being dropped, and closes the connection: the
+    /// stream may be out of step, but the client still learns why.
+    async fn hang_up(&self, conn: &mut Connection<Link>, code: ErrorCode, reason: String) {
+        let refusal = Message::Error {
+            code,
+            message: reason.clone(),
+        };
+        let _ = conn.write_message(&refusal).await;
+        let kind = match code {
+            ErrorCode::BadRequest => FailureKind::ProtocolError,
+            other => other.into(),
+        };
+        self.report_connection(kind, reason);
+    }
+
+    /// Turns away a connection over the limits: it is told it is `busy`,
+    /// over TLS if the server speaks it, and closed within a few seconds
+    /// whatever the peer does.
+    pub async fn turn_away(self, stream: TcpStream, refusal: TurnAway) {
+        let link = match &self.config.tls {
+            None => Ok(Link::Plain(stream)),
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+                match tokio::time::timeout(TURN_AWAY_TIME, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => Ok(Link::Tls(Box::new(tls.into()))),
+                    Ok(Err(e)) => Err(tls_failure(&e)),
+                    Err(_) => Err("no TLS handshake within a second".to_owned()),
+                }
+            }
+        };
+        let reason = refusal.to_string();
+        let busy = ErrorCode::Busy.into();
+        let mut conn = match link {
+            Ok(link) => Connection::new(link),
+            Err(why) => return self.report_connection(busy, format!("{reason}; {why}")),
+        };
+        conn.set_stall_limit(TURN_AWAY_TIME);
+        let told = conn.turn_away(ErrorCode::Busy, reason.clone());
+        // Whether the peer read it or not, the connection ends here.
+        let _ = tokio::time::timeout(2 * TURN_AWAY_TIME, told).await;
+        self.report_connection(busy, reason);
+    }
+
+    /// Runs store work on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Root) -> Result<T, Failure> + Send + 'static,
-    ) -> Result<T, Failure> {
-        let root = Arc::clone(&self.root);
-        tokio::task::spawn_blocking(move || work(&root))
+        work: impl FnOnce(&Store) -> Result<T, Refusal> + Send + 'static,
+    ) -> Result<T, Refusal> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || work(&store))
             .await
             .unwrap_or_else(|e| {
-                tracing::error!(peer = %self.peer, error = %e, "filesystem task failed");
-                Err(Failure::new(ErrorCode::Io, "internal server error"))
+                tracing::error!(error = %e, "store task failed");
+                Err(Refusal::new(ErrorCode::Io, "internal server error"))
             })
     }
 
-    fn report(&self, request: RequestKind, name: Option<String>, outcome: Outcome) {
-        (self.reporter)(&Report::now(self.peer.to_string(), request, name, outcome));
+    fn report(&self, subject: Subject, name: Option<String>, outcome: Outcome) {
+        (self.reporter)(&Report::now(self.peer.to_string(), subject, name, outcome));
     }
 
-    fn report_connection(&self, kind: &str, message: String) {
-        let outcome = Outcome::Failed {
-            kind: kind.to_owned(),
-            message,
-        };
-        self.report(RequestKind::Connection, None, outcome);
+    fn report_connection(&self, kind: FailureKind, message: String) {
+        self.report(Subject::Connection, None, Outcome::failed(kind, message));
+    }
+}
+
+/// Completes once the server starts shutting down; never, if the server
+/// is gone without saying so.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|&stopping| stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The refusal of something that is not a request this server serves.
+fn unsupported(why: String) -> Refusal {
+    Refusal::new(ErrorCode::UnsupportedRequest, why)
+}
+
+/// The name a request's report line shows: what it is about.
+fn report_name(request: &Message) -> Option<String> {
+    match request {
+        Message::Put { name, .. }
+        | Message::Get { name }
+        | Message::Delete { name, .. }
+        | Message::MakeDir { name, .. }
+        | Message::RemoveDir { name }
+        | Message::Stat { name } => Some(name.clone()),
+        Message::List { dir, .. } => (!dir.is_empty()).then(|| dir.clone()),
+        Message::Rename { from, .. } => Some(from.clone()),
+        _ => None,
     }
 }
 
 /// Why a connection never got as far as its first request.
 struct Unopened {
-    kind: String,
+    kind: FailureKind,
     message: String,
 }
 
 impl Unopened {
-    fn new(kind: &str, message: impl Into<String>) -> Self {
+    fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Unopened {
-            kind: kind.to_owned(),
+            kind,
             message: message.into(),
         }
     }

@@ -5,10 +5,7 @@
 //! so tests can bind port 0 and stop the server when they are done.
 
 mod connections;
-mod digest_cache;
 mod handler;
-mod leftovers;
-mod root;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,13 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
-use crate::protocol::{ErrorCode, NameError};
-use crate::report::{Detail, Outcome, Report, Reporter, RequestKind};
+use crate::protocol::{ErrorCode, FailureKind};
+use crate::report::{Detail, Outcome, Report, Reporter, Subject};
 use crate::security::access::Access;
+use crate::store::Store;
 pub use connections::Limits;
 use connections::{Connections, Ended};
-use root::Root;
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -83,9 +81,9 @@ pub enum ServerError {
     },
 }
 
-/// A server ready to run: its root is open.
+/// A server ready to run: its store is open.
 pub struct Server {
-    root: Arc<Root>,
+    store: Arc<Store>,
     config: Arc<Config>,
     reporter: Reporter,
 }
@@ -93,12 +91,12 @@ pub struct Server {
 impl Server {
     /// Opens (and if needed creates) the root directory.
     pub fn open(config: Config, reporter: Reporter) -> Result<Server, ServerError> {
-        let root = Root::open(&config.root).map_err(|source| ServerError::Root {
+        let store = Store::open(&config.root).map_err(|source| ServerError::Root {
             path: config.root.clone(),
             source,
         })?;
         Ok(Server {
-            root: Arc::new(root),
+            store: Arc::new(store),
             config: Arc::new(config),
             reporter,
         })
@@ -106,15 +104,19 @@ impl Server {
 
     /// The absolute path of the served directory.
     pub fn root_path(&self) -> &Path {
-        self.root.path()
+        self.store.path()
     }
 
     /// Serves connections from `listener` until `shutdown` completes, then
-    /// stops accepting, gives requests in flight the grace period to finish,
-    /// and cancels the rest. A cancelled upload removes its temporary file.
+    /// stops accepting and closes idle connections at once (a client's next
+    /// request reads `shutting-down`), gives requests in flight the grace
+    /// period to finish, and cancels the rest. A cancelled upload removes
+    /// its temporary file. Returns as soon as no connection is left.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.start_removing_leftovers();
         let mut connections = Connections::new(self.config.limits);
+        let (stopping, stop_watch) = tokio::sync::watch::channel(false);
+        let mut next_id: u64 = 0;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -122,16 +124,21 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let peer = canonical_peer(peer);
+                        next_id += 1;
+                        let span = tracing::info_span!("connection", id = next_id, %peer);
                         let session = handler::Session {
-                            root: Arc::clone(&self.root),
+                            store: Arc::clone(&self.store),
                             reporter: Arc::clone(&self.reporter),
                             peer,
                             config: Arc::clone(&self.config),
+                            shutdown: stop_watch.clone(),
                         };
                         match connections.admit(peer.ip()) {
-                            Ok(()) => connections.spawn(peer, session.serve(stream)),
+                            Ok(()) => connections.spawn(peer, session.serve(stream).instrument(span)),
                             // Detached: it ends within a second or two.
-                            Err(refusal) => drop(tokio::spawn(session.turn_away(stream, refusal))),
+                            Err(refusal) => drop(tokio::spawn(
+                                session.turn_away(stream, refusal).instrument(span),
+                            )),
                         }
                     }
                     Err(e) => {
@@ -146,6 +153,8 @@ impl Server {
             }
         }
         drop(listener);
+        // Every session sees this; the receivers outlive a closed sender.
+        let _ = stopping.send(true);
         let drained = tokio::time::timeout(self.config.shutdown_grace, async {
             while let Some(ended) = connections.join_next().await {
                 self.report_panic(ended);
@@ -166,12 +175,12 @@ impl Server {
     /// only that connection.
     fn report_panic(&self, ended: Ended) {
         if let Some(panic) = ended.panic {
-            let outcome = Outcome::Failed {
-                kind: "internal-error".to_owned(),
-                message: format!("server bug, this connection was closed: {panic}"),
-            };
+            let outcome = Outcome::failed(
+                FailureKind::InternalError,
+                format!("server bug, this connection was closed: {panic}"),
+            );
             let peer = ended.peer.to_string();
-            (self.reporter)(&Report::now(peer, RequestKind::Connection, None, outcome));
+            (self.reporter)(&Report::now(peer, Subject::Connection, None, outcome));
         }
     }
 
@@ -179,27 +188,19 @@ impl Server {
     /// left in the root, reporting each one. Clients are served meanwhile:
     /// a large tree must not delay the start.
     fn start_removing_leftovers(&self) {
-        let root = Arc::clone(&self.root);
+        let store = Arc::clone(&self.store);
         let reporter = Arc::clone(&self.reporter);
         let started = std::time::SystemTime::now();
         tokio::task::spawn_blocking(move || {
-            for leftover in root.remove_leftovers(started) {
+            for leftover in store.remove_leftovers(started) {
                 let outcome = match leftover.removed {
                     Ok(()) => Outcome::Ok(Detail::None),
-                    Err(e) => Outcome::Failed {
-                        kind: "io-error".to_owned(),
-                        message: format!("cannot remove it: {e}"),
-                    },
+                    Err(e) => Outcome::failed(ErrorCode::Io, format!("cannot remove it: {e}")),
                 };
                 let name = leftover.path.to_string_lossy().into_owned();
                 // No client is involved; the name carries the dead process's id.
                 let peer = "local".to_owned();
-                reporter(&Report::now(
-                    peer,
-                    RequestKind::Cleanup,
-                    Some(name),
-                    outcome,
-                ));
+                reporter(&Report::now(peer, Subject::Cleanup, Some(name), outcome));
             }
         });
     }
@@ -214,27 +215,5 @@ fn canonical_peer(peer: SocketAddr) -> SocketAddr {
             None => peer,
         },
         v4 => v4,
-    }
-}
-
-/// A request refused with a code and message for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failure {
-    code: ErrorCode,
-    message: String,
-}
-
-impl Failure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<NameError> for Failure {
-    fn from(error: NameError) -> Self {
-        Failure::new(ErrorCode::BadName, error.to_string())
     }
 }

@@ -20,10 +20,8 @@
 //! Bodies of at most [`INLINE_BODY`] bytes skip the second thread: starting
 //! one would cost more than hashing them.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,10 +30,8 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 
-use super::TransportError;
-
-/// A BLAKE3 digest.
-pub type Digest = [u8; 32];
+use super::{BodySink, BodySource, TransportError};
+use crate::protocol::Digest;
 
 /// Bodies up to this size are hashed in line with the I/O.
 pub const INLINE_BODY: u64 = 256 * 1024;
@@ -65,12 +61,12 @@ pub struct Wire<'a> {
     pub stall_limit: Duration,
 }
 
-/// Sends the first `size` bytes of `file` on `socket` and returns their
-/// digest: `known` if given, otherwise computed from the file as it is sent.
-/// `moved` counts the bytes sent so far.
+/// Sends the first `size` bytes of `file`, a source with a descriptor, on
+/// `socket` and returns their digest: `known` if given, otherwise computed
+/// from the file as it is sent. `moved` counts the bytes sent so far.
 pub fn send_file(
     socket: Wire<'_>,
-    file: &File,
+    file: &dyn BodySource,
     size: u64,
     known: Option<Digest>,
     moved: &AtomicU64,
@@ -110,13 +106,14 @@ pub struct Received {
     pub sink_error: Option<io::Error>,
 }
 
-/// Receives a body of `size` bytes into `file`: first `prefix`, the part
-/// that arrived along with the frame before it, then the rest from
-/// `socket`. Never reads past the body's end. `moved` counts bytes received.
+/// Receives a body of `size` bytes into `file`, a sink with a descriptor:
+/// first `prefix`, the part that arrived along with the frame before it,
+/// then the rest from `socket`. Never reads past the body's end. `moved`
+/// counts bytes received.
 pub fn receive_file(
     socket: Wire<'_>,
     prefix: &[u8],
-    file: &File,
+    file: &dyn BodySink,
     size: u64,
     moved: &AtomicU64,
 ) -> Result<Received, TransportError> {
@@ -222,7 +219,7 @@ fn receive_spliced(
 /// Hashes `file` from `start` on, as far as the receiving thread reports it
 /// written, until it reports no more.
 fn hash_written(
-    file: &File,
+    file: &dyn BodySink,
     start: u64,
     mut hasher: blake3::Hasher,
     written: mpsc::Receiver<u64>,
@@ -242,7 +239,6 @@ fn hash_written(
                     hasher.update(head(&buffer, n));
                     hashed += n as u64;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
@@ -255,11 +251,11 @@ fn hash_written(
 /// whole file before it gives it a name; writing it back while the body
 /// still arrives leaves that final sync only the tail to wait for. A
 /// failure here is not reported: the final sync meets it again.
-pub(super) fn flush_written(file: &File, unflushed: mpsc::Receiver<()>) {
+pub(super) fn flush_written(file: &dyn BodySink, unflushed: mpsc::Receiver<()>) {
     while unflushed.recv().is_ok() {
         // Reports that came in during the last sync are covered by this one.
         while unflushed.try_recv().is_ok() {}
-        if file.sync_data().is_err() {
+        if file.sync_written().is_err() {
             return;
         }
     }
@@ -268,7 +264,7 @@ pub(super) fn flush_written(file: &File, unflushed: mpsc::Receiver<()>) {
 /// Writes a body to its file, remembering the first failure instead of
 /// stopping: the body must still be consumed.
 pub(super) struct FileWriter<'a> {
-    file: &'a File,
+    file: &'a dyn BodySink,
     pub(super) offset: u64,
     /// Where the disk space claimed so far ends.
     reserved: u64,
@@ -276,7 +272,7 @@ pub(super) struct FileWriter<'a> {
 }
 
 impl<'a> FileWriter<'a> {
-    pub(super) fn new(file: &'a File) -> Self {
+    pub(super) fn new(file: &'a dyn BodySink) -> Self {
         FileWriter {
             file,
             offset: 0,
@@ -294,13 +290,7 @@ impl<'a> FileWriter<'a> {
     pub(super) fn reserve_ahead(&mut self, left: u64) {
         if self.offset >= self.reserved && self.error.is_none() {
             let step = left.min(RESERVE_STEP);
-            // Where the filesystem cannot, the writes do without.
-            let _ = rustix::fs::fallocate(
-                self.file,
-                rustix::fs::FallocateFlags::KEEP_SIZE,
-                self.offset,
-                step,
-            );
+            self.file.reserve(self.offset, step);
             self.reserved = self.offset + step;
         }
     }
@@ -317,16 +307,13 @@ impl<'a> FileWriter<'a> {
     /// Moves `len` bytes from `pipe` into the file, or, once writing has
     /// failed, reads and discards them.
     fn write_from_pipe(&mut self, pipe: &OwnedFd, mut len: usize) -> Result<(), TransportError> {
-        while len > 0 && self.error.is_none() {
+        if self.file.raw_fd().is_none() {
+            self.error
+                .get_or_insert_with(|| io::Error::other("the sink has no descriptor to splice to"));
+        }
+        while let (true, None, Some(fd)) = (len > 0, &self.error, self.file.raw_fd()) {
             let mut offset = self.offset;
-            match rustix::pipe::splice(
-                pipe,
-                None,
-                self.file,
-                Some(&mut offset),
-                len,
-                SpliceFlags::MOVE,
-            ) {
+            match rustix::pipe::splice(pipe, None, fd, Some(&mut offset), len, SpliceFlags::MOVE) {
                 Ok(n) => {
                     self.offset = offset;
                     len -= n;
@@ -356,7 +343,11 @@ impl<'a> FileWriter<'a> {
 }
 
 /// Hashes the first `size` bytes of `file`, giving up early if `stop` is set.
-fn hash_file(file: &File, size: u64, stop: &AtomicBool) -> Result<Digest, TransportError> {
+fn hash_file(
+    file: &dyn BodySource,
+    size: u64,
+    stop: &AtomicBool,
+) -> Result<Digest, TransportError> {
     let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0; buffer_len(size, HASH_READ)];
     let mut offset = 0;
@@ -370,7 +361,6 @@ fn hash_file(file: &File, size: u64, stop: &AtomicBool) -> Result<Digest, Transp
                 })
             }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(TransportError::SourceFailed(e)),
         };
         hasher.update(head(&buffer, n));
@@ -382,10 +372,14 @@ fn hash_file(file: &File, size: u64, stop: &AtomicBool) -> Result<Digest, Transp
 /// Sends the first `size` bytes of `file` with sendfile(2).
 fn sendfile_all(
     socket: Wire<'_>,
-    file: &File,
+    file: &dyn BodySource,
     size: u64,
     moved: &AtomicU64,
 ) -> Result<(), TransportError> {
+    let Some(file) = file.raw_fd() else {
+        let why = "the source has no descriptor to send from";
+        return Err(TransportError::SourceFailed(io::Error::other(why)));
+    };
     let mut offset = 0;
     while offset < size {
         let step = buffer_len(size - offset, SENDFILE_STEP);
@@ -464,6 +458,7 @@ pub(super) fn buffer_len(left: u64, limit: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;

@@ -5,15 +5,13 @@
 //! their own, hashing alongside, so file I/O and the syncs never block the
 //! runtime and run beside the encryption.
 
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 
 use tokio::sync::mpsc as chunk_channel;
 
 use super::body::{buffer_len, flush_written, FileWriter, Received, FLUSH_STEP};
-use super::{Digest, TransportError};
+use super::{BodySink, BodySource, TransportError};
+use crate::protocol::Digest;
 
 /// Bytes per chunk handed between the file thread and the stream: large
 /// enough that the hop is rare, small enough to stay in the cache.
@@ -26,7 +24,7 @@ pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// them unless `known` is given, and returns the digest. Stops early, with
 /// [`TransportError::Closed`], if the stream side has gone.
 pub fn read_chunks(
-    file: &File,
+    file: &dyn BodySource,
     size: u64,
     known: Option<Digest>,
     chunks: &chunk_channel::Sender<Vec<u8>>,
@@ -46,7 +44,6 @@ pub fn read_chunks(
                     })
                 }
                 Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(TransportError::SourceFailed(e)),
             }
         }
@@ -67,7 +64,7 @@ pub fn read_chunks(
 /// [`FLUSH_STEP`] by a thread of its own, and a failing write does not stop
 /// the body from being consumed: the error comes back with the digest.
 pub fn write_chunks(
-    file: &File,
+    file: &dyn BodySink,
     size: u64,
     mut chunks: chunk_channel::Receiver<Vec<u8>>,
 ) -> Received {
@@ -101,7 +98,9 @@ pub fn next_chunk_len(left: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     fn file_holding(data: &[u8]) -> File {
         let mut file = tempfile::tempfile().unwrap();

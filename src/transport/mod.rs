@@ -1,19 +1,22 @@
 //! The one place bytes meet a socket: the preamble exchange, message frames
 //! and raw file bodies.
 //!
-//! [`Connection`] speaks frames over any async stream. On plain TCP, bodies
-//! bypass it: they move between a file and the socket's descriptor on a
-//! thread of their own (see `body`), with sendfile(2) on the way out and
-//! splice(2) on the way in, hashed with BLAKE3 alongside the I/O. Over TLS
-//! every byte must pass through the encryption, so bodies move in chunks
-//! between the stream and a file thread (see `buffered`). Memory per
-//! transfer is bounded whatever the file size.
+//! [`Connection`] speaks frames over any async stream. A body moves between
+//! the stream and a [`BodySource`] or [`BodySink`] that the caller hands
+//! over; the transport never opens a file. When the stream is plain TCP and
+//! the other end is a descriptor, bodies bypass the stream: they move
+//! between the two descriptors on a thread of their own (see `body`), with
+//! sendfile(2) on the way out and splice(2) on the way in, hashed with
+//! BLAKE3 alongside the I/O. Otherwise (TLS, which must see every byte, or
+//! an end without a descriptor) bodies move in chunks between the stream
+//! and a thread that reads or writes the other end (see `buffered`). Memory
+//! per transfer is bounded whatever the file size.
 
 mod body;
 mod buffered;
+mod ends;
 mod link;
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,10 +26,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{
-    self, DecodeError, ErrorCode, Message, Preamble, PreambleError, Token, PREAMBLE_LEN, VERSION,
+    self, DecodeError, Digest, ErrorCode, FailureKind, Message, Preamble, PreambleError, Token,
+    PREAMBLE_LEN, VERSION,
 };
-pub use body::Digest;
 use body::{Received, Wire};
+pub use ends::{BodySink, BodySource};
 pub use link::{Link, Stream};
 
 /// The first byte of a TLS handshake record: what a TLS client sends first.
@@ -47,6 +51,10 @@ pub enum TransportError {
     /// The peer sent bytes that are not a valid frame.
     #[error("peer sent a malformed message: {0}")]
     Malformed(#[from] DecodeError),
+    /// The peer sent a whole frame with a tag this build does not know. It
+    /// was skipped, so the stream is still in step.
+    #[error("peer sent a message of unknown kind (tag 0x{0:02x})")]
+    UnknownMessage(u8),
     /// The peer's preamble is not ferry's.
     #[error("peer does not speak the ferry protocol")]
     NotFerry,
@@ -66,10 +74,10 @@ pub enum TransportError {
         expected: &'static str,
         got: &'static str,
     },
-    /// Writing the received body to its file failed. The body was still
+    /// Writing the received body to its sink failed. The body was still
     /// consumed in full, so the connection remains usable.
     #[error("{0}")]
-    File(io::Error),
+    Sink(io::Error),
     /// Reading the file being sent failed part way. The connection cannot
     /// continue, since the peer expects the declared number of bytes.
     #[error("reading the file failed while it was being sent: {0}")]
@@ -89,28 +97,31 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// Whether the connection can carry further requests after this error.
+    /// Whether the connection can carry further messages after this error.
     pub fn is_connection_usable(&self) -> bool {
         matches!(
             self,
-            TransportError::File(_) | TransportError::DigestMismatch
+            TransportError::Sink(_)
+                | TransportError::DigestMismatch
+                | TransportError::UnknownMessage(_)
         )
     }
 
-    /// A stable kebab-case word for reports.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of failure this is, for reports.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            TransportError::Closed | TransportError::Io(_) => "connection-lost",
-            TransportError::Stalled(_) => "timeout",
+            TransportError::Closed | TransportError::Io(_) => FailureKind::ConnectionLost,
+            TransportError::Stalled(_) => ErrorCode::Timeout.into(),
             TransportError::Malformed(_)
+            | TransportError::UnknownMessage(_)
             | TransportError::Unexpected { .. }
-            | TransportError::TooLarge(_) => "protocol-error",
-            TransportError::NotFerry => "not-ferry",
-            TransportError::UnexpectedTls => "tls-unexpected",
-            TransportError::Version { .. } => "unsupported-version",
-            TransportError::File(_) | TransportError::SourceFailed(_) => "io-error",
-            TransportError::FileShrank { .. } => "file-changed",
-            TransportError::DigestMismatch => "digest-mismatch",
+            | TransportError::TooLarge(_) => FailureKind::ProtocolError,
+            TransportError::NotFerry => FailureKind::NotFerry,
+            TransportError::UnexpectedTls => FailureKind::TlsUnexpected,
+            TransportError::Version { .. } => ErrorCode::UnsupportedVersion.into(),
+            TransportError::Sink(_) | TransportError::SourceFailed(_) => ErrorCode::Io.into(),
+            TransportError::FileShrank { .. } => FailureKind::FileChanged,
+            TransportError::DigestMismatch => ErrorCode::DigestMismatch.into(),
         }
     }
 }
@@ -160,7 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The client's side of the handshake: send our preamble and `Hello`
     /// at once, check the server's preamble, and return its answer to the
-    /// `Hello`: `Done` if we are welcome, `Error` if not.
+    /// `Hello`: `Welcome` if we are welcome, `Error` if not.
     pub async fn client_handshake(&mut self, token: &Token) -> Result<Message, TransportError> {
         self.write_buf.extend_from_slice(&Preamble::OURS.to_bytes());
         self.queue(&Message::Hello {
@@ -279,12 +290,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Reads the next message. `Ok(None)` means the peer closed the
-    /// connection cleanly between messages.
+    /// connection cleanly between messages. A whole frame of an unknown
+    /// kind is consumed and reported as [`TransportError::UnknownMessage`],
+    /// after which the next message can be read.
     pub async fn read_message(&mut self) -> Result<Option<Message>, TransportError> {
         loop {
-            if let Some((message, used)) = protocol::decode(&self.read_buf)? {
-                self.read_buf.drain(..used);
-                return Ok(Some(message));
+            match protocol::decode(&self.read_buf) {
+                Ok(Some((message, used))) => {
+                    self.read_buf.drain(..used);
+                    return Ok(Some(message));
+                }
+                Ok(None) => {}
+                Err(DecodeError::UnknownTag { tag, used }) => {
+                    self.read_buf.drain(..used);
+                    return Err(TransportError::UnknownMessage(tag));
+                }
+                Err(malformed) => return Err(malformed.into()),
             }
             if self.fill_read_buf().await? == 0 {
                 return if self.read_buf.is_empty() {
@@ -362,57 +383,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 impl<S: Stream> Connection<S> {
-    /// Sends the first `size` bytes of `file` as a raw body, then the trailer
-    /// with their digest: `known` if the caller has it, otherwise computed as
-    /// the file is sent. Gives back the file and the digest.
-    pub async fn send_file(
+    /// Sends the first `size` bytes of `source` as a raw body, then the
+    /// trailer with their digest: `known` if the caller has it, otherwise
+    /// computed as the body is sent. Gives back the source and the digest.
+    pub async fn send_body<B: BodySource>(
         &mut self,
-        file: File,
+        source: B,
         size: u64,
         known: Option<Digest>,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(File, Digest), TransportError> {
+    ) -> Result<(B, Digest), TransportError> {
         self.flush().await?;
-        let (file, digest) = match self.stream.raw_socket() {
+        let zero_copy = source.raw_fd().is_some();
+        let (source, digest) = match self.stream.raw_socket().filter(|_| zero_copy) {
             Some(socket) => {
-                let (file, sent) = self
+                let (source, sent) = self
                     .on_data_thread(socket, progress, move |socket, moved| {
-                        let sent = body::send_file(socket, &file, size, known, moved);
-                        (file, sent)
+                        let sent = body::send_file(socket, &source, size, known, moved);
+                        (source, sent)
                     })
                     .await?;
-                (file, sent?)
+                (source, sent?)
             }
-            None => self.send_chunks(file, size, known, progress).await?,
+            None => self.send_chunks(source, size, known, progress).await?,
         };
         self.write_message(&Message::Trailer { digest }).await?;
-        Ok((file, digest))
+        Ok((source, digest))
     }
 
-    /// Receives a raw body of `size` bytes into `file`, then its trailer, and
-    /// checks the digest. If writing to `file` fails, the rest of the body is
-    /// still read and discarded so that the connection stays in step; the
-    /// error is returned after the trailer. Gives back the file and the
-    /// verified digest.
-    pub async fn recv_file(
+    /// Receives a raw body of `size` bytes into `sink`, then its trailer,
+    /// and checks the digest. If writing to `sink` fails, the rest of the
+    /// body is still read and discarded so that the connection stays in
+    /// step; the error ([`TransportError::Sink`]) is returned after the
+    /// trailer. Gives back the sink and the verified digest.
+    pub async fn recv_body<B: BodySink>(
         &mut self,
-        file: File,
+        sink: B,
         size: u64,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(File, Digest), TransportError> {
+    ) -> Result<(B, Digest), TransportError> {
         // The start of the body may have arrived with the frame before it.
         let prefix_len =
             usize::try_from(size).map_or(self.read_buf.len(), |size| size.min(self.read_buf.len()));
         let prefix: Vec<u8> = self.read_buf.drain(..prefix_len).collect();
-        let (file, received) = match self.stream.raw_socket() {
+        let zero_copy = sink.raw_fd().is_some();
+        let (sink, received) = match self.stream.raw_socket().filter(|_| zero_copy) {
             Some(socket) => {
                 self.on_data_thread(socket, progress, move |socket, moved| {
-                    let received = body::receive_file(socket, &prefix, &file, size, moved);
-                    (file, received)
+                    let received = body::receive_file(socket, &prefix, &sink, size, moved);
+                    (sink, received)
                 })
                 .await?
             }
-            None => self.recv_chunks(prefix, file, size, progress).await?,
+            None => self.recv_chunks(prefix, sink, size, progress).await?,
         };
         let Received { digest, sink_error } = received?;
         let trailer = self.expect_message().await?;
@@ -423,25 +446,24 @@ impl<S: Stream> Connection<S> {
             });
         };
         if let Some(e) = sink_error {
-            return Err(TransportError::File(e));
+            return Err(TransportError::Sink(e));
         }
         if digest != expected {
             return Err(TransportError::DigestMismatch);
         }
-        Ok((file, digest))
+        Ok((sink, digest))
     }
 
-    /// The body of [`Connection::send_file`] over a stream that must see
-    /// every byte: a file thread reads and hashes chunks, this task writes
-    /// them to the stream. Dropping this future drops the channel, which
-    /// stops the file thread.
-    async fn send_chunks(
+    /// The body of [`Connection::send_body`] in chunks: a thread reads and
+    /// hashes them from the source, this task writes them to the stream.
+    /// Dropping this future drops the channel, which stops the thread.
+    async fn send_chunks<B: BodySource>(
         &mut self,
-        file: File,
+        file: B,
         size: u64,
         known: Option<Digest>,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(File, Digest), TransportError> {
+    ) -> Result<(B, Digest), TransportError> {
         let (chunks, mut arriving) = tokio::sync::mpsc::channel(buffered::CHUNKS_IN_FLIGHT);
         let reader = tokio::task::spawn_blocking(move || {
             let read = buffered::read_chunks(&file, size, known, &chunks);
@@ -462,16 +484,16 @@ impl<S: Stream> Connection<S> {
         Ok((file, read?))
     }
 
-    /// The body of [`Connection::recv_file`] over a stream that must see
-    /// every byte: this task reads chunks, a file thread hashes and writes
-    /// them. Never reads past the body's end.
-    async fn recv_chunks(
+    /// The body of [`Connection::recv_body`] in chunks: this task reads
+    /// them from the stream, a thread hashes them and writes them to the
+    /// sink. Never reads past the body's end.
+    async fn recv_chunks<B: BodySink>(
         &mut self,
         prefix: Vec<u8>,
-        file: File,
+        file: B,
         size: u64,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(File, Result<Received, TransportError>), TransportError> {
+    ) -> Result<(B, Result<Received, TransportError>), TransportError> {
         let (chunks, arriving) = tokio::sync::mpsc::channel(buffered::CHUNKS_IN_FLIGHT);
         let writer = tokio::task::spawn_blocking(move || {
             let received = buffered::write_chunks(&file, size, arriving);
@@ -524,6 +546,11 @@ impl<S: Stream> Connection<S> {
             match tokio::time::timeout(limit, body.read_buf(chunk)).await {
                 Ok(Ok(0)) => return Err(TransportError::Closed),
                 Ok(Ok(_)) => {}
+                // TLS's word for a peer gone without close_notify: a cut
+                // like any other (see `read_more`).
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(TransportError::Closed)
+                }
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => return Err(TransportError::Stalled(limit)),
             }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ferry::protocol::{decode, encode, Message, Preamble, Token, PREAMBLE_LEN};
+use ferry::protocol::{decode, encode, Message, Preamble, RequestKind, Token, PREAMBLE_LEN};
 use ferry::report::{Report, Reporter};
 use ferry::server::{Config, Server};
 use tempfile::TempDir;
@@ -473,7 +473,10 @@ impl RawClient {
     /// Connects and makes the handshake, presenting `token`.
     pub fn handshake_with(addr: SocketAddr, token: &str) -> RawClient {
         let (client, answer) = RawClient::hello(addr, token);
-        assert_eq!(answer, Some(Message::Done), "the hello was not welcome");
+        assert!(
+            matches!(answer, Some(Message::Welcome { .. })),
+            "the hello was not welcome: {answer:?}"
+        );
         client
     }
 
@@ -610,10 +613,17 @@ pub fn fake_ferry_server(script: impl FnOnce(&mut TcpStream) + Send + 'static) -
     fake_server(move |stream| {
         let _hello = read_frame(stream);
         let mut welcome = Preamble::OURS.to_bytes().to_vec();
-        welcome.extend(frame(&Message::Done));
+        welcome.extend(frame(&welcome_message()));
         let _ = stream.write_all(&welcome);
         script(stream);
     })
+}
+
+/// What a server serving every request answers a welcome hello.
+pub fn welcome_message() -> Message {
+    Message::Welcome {
+        requests: RequestKind::ALL.to_vec(),
+    }
 }
 
 /// Reads one whole frame, whatever it holds.

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::XattrFlags;
 
-use crate::transport::Digest;
+use crate::protocol::Digest;
 
 /// The extended attribute that holds a file's digest record.
 pub const ATTRIBUTE: &str = "user.ferry.blake3";

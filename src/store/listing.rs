@@ -1,0 +1,167 @@
+//! Listing a directory as a stream: entries are read from the directory a
+//! batch at a time, so memory stays bounded whatever its size, and a
+//! listing whose client has gone is simply not read further.
+
+use cap_std::fs::{Dir, FileType, ReadDir};
+
+use super::{classify, kind_of, modified_seconds};
+use crate::protocol::{Entry, EntryKind, NameError, OmitReason, Refusal, RemoteName};
+
+/// A listing in progress, in the directory's own order.
+#[derive(Debug)]
+pub struct Listing {
+    dir: Dir,
+    /// `None` once the directory is read to its end.
+    entries: Option<ReadDir>,
+    /// The one entry of a listing of a name that is not a directory.
+    single: Option<Entry>,
+    long: bool,
+    unusable_names: u64,
+    links_outside: u64,
+    vanished: u64,
+}
+
+impl Listing {
+    /// Lists the directory `dir`.
+    pub(super) fn of_dir(dir: Dir, long: bool) -> Result<Listing, Refusal> {
+        let entries = dir.entries().map_err(classify)?;
+        Ok(Listing {
+            dir,
+            entries: Some(entries),
+            single: None,
+            long,
+            unusable_names: 0,
+            links_outside: 0,
+            vanished: 0,
+        })
+    }
+
+    /// Lists `name` beneath `root`: its entries if it is a directory (or a
+    /// symlink to one inside the root), or else the one entry for it, as
+    /// `ls -l file` shows the file.
+    pub(super) fn of_name(root: &Dir, name: &RemoteName, long: bool) -> Result<Listing, Refusal> {
+        // Follows symlinks, but only within the root.
+        let metadata = root.metadata(name.as_str()).map_err(classify)?;
+        if metadata.is_dir() {
+            return Listing::of_dir(root.open_dir(name.as_str()).map_err(classify)?, long);
+        }
+        let (size, modified) = if long {
+            (metadata.len(), modified_seconds(&metadata))
+        } else {
+            (0, 0)
+        };
+        let entry = Entry {
+            kind: kind_of(&metadata),
+            size,
+            modified,
+            name: name.file_name().to_owned(),
+        };
+        Ok(Listing {
+            dir: root.try_clone().map_err(classify)?,
+            entries: None,
+            single: Some(entry),
+            long,
+            unusable_names: 0,
+            links_outside: 0,
+            vanished: 0,
+        })
+    }
+
+    /// The next entries, at most `max` of them; none at the end.
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<Entry>, Refusal> {
+        let mut batch: Vec<Entry> = self.single.take().into_iter().collect();
+        while batch.len() < max {
+            let Some(entries) = self.entries.as_mut() else {
+                break;
+            };
+            let Some(dir_entry) = entries.next() else {
+                self.entries = None;
+                break;
+            };
+            let dir_entry = dir_entry.map_err(classify)?;
+            let Ok(name) = dir_entry.file_name().into_string() else {
+                self.unusable_names += 1;
+                continue;
+            };
+            match RemoteName::parse(&name) {
+                Ok(_) => {}
+                // A transfer in progress: not a name anyone has yet.
+                Err(NameError::Reserved) => continue,
+                // Names no client could ask for (control characters,
+                // backslashes): a ferry server never lists a name that
+                // breaks the rules, so a client may refuse one.
+                Err(_) => {
+                    self.unusable_names += 1;
+                    continue;
+                }
+            }
+            let file_type = dir_entry.file_type().map_err(classify)?;
+            if let Some(entry) = self.describe(name, file_type)? {
+                batch.push(entry);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// How many names were left out so far, and why; reasons with none
+    /// are not named.
+    pub fn omitted(&self) -> impl Iterator<Item = (OmitReason, u64)> {
+        [
+            (OmitReason::UnusableName, self.unusable_names),
+            (OmitReason::LinkOutside, self.links_outside),
+            (OmitReason::Vanished, self.vanished),
+        ]
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+    }
+
+    /// The entry for `name`, or `None` if it is left out (and counted).
+    fn describe(&mut self, name: String, file_type: FileType) -> Result<Option<Entry>, Refusal> {
+        if !self.long && !file_type.is_symlink() {
+            // The directory entry says what it is: no stat needed.
+            let kind = if file_type.is_dir() {
+                EntryKind::Directory
+            } else if file_type.is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Other
+            };
+            return Ok(Some(Entry {
+                kind,
+                size: 0,
+                modified: 0,
+                name,
+            }));
+        }
+        // Follows symlinks, but only within the root: a symlink is listed
+        // as what it leads to.
+        let metadata = match self.dir.metadata(&name) {
+            Ok(metadata) => metadata,
+            Err(_) if file_type.is_symlink() => {
+                self.links_outside += 1;
+                return Ok(None);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.vanished += 1;
+                return Ok(None);
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        let (size, modified) = if self.long {
+            let size = if metadata.is_file() {
+                metadata.len()
+            } else {
+                0
+            };
+            (size, modified_seconds(&metadata))
+        } else {
+            (0, 0)
+        };
+        Ok(Some(Entry {
+            kind: kind_of(&metadata),
+            size,
+            modified,
+            name,
+        }))
+    }
+}

@@ -1,0 +1,100 @@
+//! The two ends of a body that are not the socket: where it is read from
+//! ([`BodySource`]) and where it is written to ([`BodySink`]).
+//!
+//! The transport never opens a file. It is handed a source or a sink, and
+//! asks it for a descriptor the way it asks the stream for its socket
+//! ([`Stream::raw_socket`](super::Stream::raw_socket)): when both the
+//! socket and the file are descriptors, the body moves by sendfile(2) and
+//! splice(2); otherwise it moves in chunks through the methods below. Any
+//! open descriptor is both, so a `File`, or a store's handle that wraps
+//! one, needs no code of its own.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use rustix::io::Errno;
+
+/// Where a body is read from.
+pub trait BodySource: Send + Sync + 'static {
+    /// A descriptor sendfile(2) can read from, when there is one.
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Reads up to `buf.len()` bytes at `offset`; 0 at the end. An
+    /// interrupted call is retried here, not by the caller: every error is
+    /// a real one.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+/// Where a body is written to.
+pub trait BodySink: Send + Sync + 'static {
+    /// A descriptor splice(2) can write to, when there is one.
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Writes all of `bytes` at `offset`.
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Reads back what was written, so the zero-copy path can hash it;
+    /// retries an interrupted call as [`BodySource::read_at`] does.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Claims room for `len` more bytes at `offset`, ahead of the data.
+    /// Best effort: where it cannot, the writes do without.
+    fn reserve(&self, offset: u64, len: u64);
+
+    /// Pushes what was written so far toward the disk while the rest still
+    /// arrives. A failure here is met again by the final sync.
+    fn sync_written(&self) -> io::Result<()>;
+}
+
+impl<T: AsFd + Send + Sync + 'static> BodySource for T {
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        read_fd_at(self.as_fd(), buf, offset)
+    }
+}
+
+impl<T: AsFd + Send + Sync + 'static> BodySink for T {
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+
+    fn write_all_at(&self, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match rustix::io::pwrite(self.as_fd(), bytes, offset) {
+                Ok(0) => return Err(io::Error::other("the file took none of the bytes")),
+                Ok(n) => {
+                    bytes = bytes.get(n..).unwrap_or_default();
+                    offset += n as u64;
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        read_fd_at(self.as_fd(), buf, offset)
+    }
+
+    fn reserve(&self, offset: u64, len: u64) {
+        let keep_size = rustix::fs::FallocateFlags::KEEP_SIZE;
+        let _ = rustix::fs::fallocate(self.as_fd(), keep_size, offset, len);
+    }
+
+    fn sync_written(&self) -> io::Result<()> {
+        Ok(rustix::fs::fdatasync(self.as_fd())?)
+    }
+}
+
+fn read_fd_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        match rustix::io::pread(fd, &mut *buf, offset) {
+            Err(Errno::INTR) => {}
+            read => return Ok(read?),
+        }
+    }
+}
