@@ -267,6 +267,46 @@ fn an_identity_file_others_can_read_is_refused() {
     assert_eq!(std::fs::read(&identity).unwrap(), content, "file changed");
 }
 
+/// Asserts stderr holds `message` exactly once.
+fn assert_said_once(output: &Output, message: &str) {
+    let said = stderr_of(output).matches(message).count();
+    assert_eq!(
+        said,
+        1,
+        "{message:?} said {said} times\n{}",
+        describe(output)
+    );
+}
+
+#[test]
+fn a_refused_token_or_identity_file_is_explained_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let output = server_refusing_to_start(&["--plain", "--token-file", path_str(&missing)], |_| {});
+    assert_said_once(&output, &format!("cannot read {}", missing.display()));
+    assert_said_once(&output, "No such file or directory");
+
+    let tokens = secret_file(dir.path(), "tokens", &format!("{RW_TOKEN} rw\n"), 0o644);
+    let output = server_refusing_to_start(&["--plain", "--token-file", path_str(&tokens)], |_| {});
+    assert_said_once(&output, "can be read by other users");
+
+    let identity = dir.path().join("identity.pem");
+    drop(BinaryServer::start_tls(&[
+        "--identity",
+        path_str(&identity),
+    ]));
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = server_refusing_to_start(&["--identity", path_str(&identity)], |_| {});
+    assert_said_once(&output, "can be read by other users");
+
+    let output = client_at("127.0.0.1", 9, &["--token-file", path_str(&missing)])
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_said_once(&output, &format!("cannot read {}", missing.display()));
+    assert_said_once(&output, "No such file or directory");
+}
+
 #[test]
 fn the_first_connection_records_the_servers_identity_and_says_so_once() {
     let server = BinaryServer::start_tls(&[]);

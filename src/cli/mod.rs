@@ -211,7 +211,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let security = match client_security(&args) {
                 Ok(security) => security,
                 Err(e) => {
-                    eprintln!("ferry: {e}");
+                    eprintln!("ferry: {e:#}");
                     return ExitCode::from(exit::USAGE);
                 }
             };

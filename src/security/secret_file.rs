@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 /// Why a secret file could not be used. Never carries the file's content.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
-    #[error("cannot read {}: {source}", path.display())]
+    // The cause is the error's source; `{:#}` prints it after this.
+    #[error("cannot read {}", path.display())]
     Read { path: PathBuf, source: io::Error },
     /// Like ssh with private keys: a secret others can read is no secret.
     #[error(
