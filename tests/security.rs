@@ -846,6 +846,34 @@ fn a_token_file_others_can_read_is_refused_without_showing_the_token() {
 }
 
 #[test]
+fn a_token_file_that_is_a_directory_is_called_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let said = format!("{} is a directory", tokens.display());
+
+    let output = server_refusing_to_start(&["--plain", "--token-file", path_str(&tokens)], |_| {});
+    assert!(stderr_of(&output).contains(&said), "{}", describe(&output));
+    assert!(
+        !stderr_of(&output).contains("mode"),
+        "{}",
+        describe(&output)
+    );
+
+    let output = client_at("127.0.0.1", 9, &["--token-file", path_str(&tokens)])
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(stderr_of(&output).contains(&said), "{}", describe(&output));
+    assert!(
+        !stderr_of(&output).contains("mode"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
 fn a_tls_server_at_its_connection_limit_answers_busy() {
     let mut server = BinaryServer::start_tls(&["--max-connections", "1"]);
     let mut holder = pinned(&server, &[])
