@@ -837,7 +837,7 @@ fn a_token_file_others_can_read_is_refused_without_showing_the_token() {
         .arg("list")
         .output()
         .unwrap();
-    assert_exit_saying(&output, 2, "chmod 600");
+    assert_exit_saying(&output, 1, "chmod 600");
     assert!(
         !describe(&output).contains(RW_TOKEN),
         "{}",
@@ -871,6 +871,27 @@ fn a_token_file_that_is_a_directory_is_called_a_directory() {
         "{}",
         describe(&output)
     );
+}
+
+#[test]
+fn an_unusable_client_token_file_exits_1_and_a_usage_error_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let too_open = secret_file(dir.path(), "too-open", &format!("{RW_TOKEN}\n"), 0o644);
+    let empty = secret_file(dir.path(), "empty", "", 0o600);
+    let directory = dir.path().join("directory");
+    std::fs::create_dir(&directory).unwrap();
+    let client = |args: &[&str]| client_at("127.0.0.1", 9, args).output().unwrap();
+    for (file, said) in [
+        (&missing, "cannot read"),
+        (&too_open, "chmod 600"),
+        (&empty, "no token in it"),
+        (&directory, "is a directory"),
+    ] {
+        let output = client(&["--token-file", path_str(file), "list"]);
+        assert_exit_saying(&output, 1, said);
+    }
+    assert_exit(&client(&["list", "--token-file"]), 2);
 }
 
 #[test]

@@ -170,10 +170,11 @@ pub enum Request {
 
 /// The exit codes the client promises.
 pub mod exit {
-    /// The request failed: not found, already exists, bad name, refused.
+    /// The request failed: not found, already exists, bad name, refused,
+    /// or a local file (such as the token file) cannot be used.
     pub const FAILED: u8 = 1;
-    /// The command line could not be used (clap's own code for this).
-    pub const USAGE: u8 = 2;
+    // 2: the command line could not be used. clap exits with it itself,
+    // before `run`, so no constant here names it.
     /// The server could not be reached or does not speak ferry.
     pub const UNREACHABLE: u8 = 3;
     /// Trust failed: the server's identity is not the one expected, or the
@@ -210,9 +211,11 @@ pub fn run(cli: Cli) -> ExitCode {
         TopCommand::Client(args) => {
             let security = match client_security(&args) {
                 Ok(security) => security,
+                // A token file or known-hosts location that cannot be used
+                // is a local file problem, not a misused command line.
                 Err(e) => {
                     eprintln!("ferry: {e:#}");
-                    return ExitCode::from(exit::USAGE);
+                    return ExitCode::from(exit::FAILED);
                 }
             };
             let settings = request::Settings {
