@@ -267,6 +267,25 @@ fn an_identity_file_others_can_read_is_refused() {
     assert_eq!(std::fs::read(&identity).unwrap(), content, "file changed");
 }
 
+#[test]
+fn a_server_refusing_its_tokens_makes_no_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    // Its own configuration directory: ferry_command's is shared by every
+    // test in this file, and others make identities in it.
+    let config = tempfile::tempdir().unwrap();
+    let in_config = |command: &mut Command| {
+        command.env("XDG_CONFIG_HOME", config.path());
+    };
+    server_refusing_to_start(&["--token-file", path_str(&tokens)], in_config);
+    server_refusing_to_start(&[], |command| {
+        in_config(command);
+        command.env("FERRY_TOKEN", "too-short");
+    });
+    assert_eq!(files_under(config.path()), Vec::<String>::new());
+}
+
 /// Asserts stderr holds `message` exactly once.
 fn assert_said_once(output: &Output, message: &str) {
     let said = stderr_of(output).matches(message).count();

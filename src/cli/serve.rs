@@ -68,23 +68,8 @@ struct ServerSecurity {
 
 impl ServerSecurity {
     fn from_args(args: &ServerArgs) -> anyhow::Result<ServerSecurity> {
-        let (tls, encryption) = if args.plain {
-            (None, "plain TCP, not encrypted (--plain)".to_owned())
-        } else {
-            let path = match &args.identity {
-                Some(path) => path.clone(),
-                None => Identity::default_path()?,
-            };
-            let (identity, created) = Identity::load_or_create(&path)?;
-            if created {
-                eprintln!(
-                    "ferry: made a new server identity in {}; clients pin its fingerprint",
-                    path.display()
-                );
-            }
-            let said = format!("TLS, identity {}", identity.fingerprint());
-            (Some(identity.server_config()), said)
-        };
+        // Tokens first: every input is checked before the identity, the
+        // one piece of state a start may create, is made.
         let (tokens, whose) = match (&args.token_file, std::env::var(TOKEN_VARIABLE)) {
             (Some(path), _) => {
                 let tokens = Tokens::load(path)?;
@@ -101,6 +86,23 @@ impl ServerSecurity {
                 None,
                 "open to anyone who can connect (no token file)".to_owned(),
             ),
+        };
+        let (tls, encryption) = if args.plain {
+            (None, "plain TCP, not encrypted (--plain)".to_owned())
+        } else {
+            let path = match &args.identity {
+                Some(path) => path.clone(),
+                None => Identity::default_path()?,
+            };
+            let (identity, created) = Identity::load_or_create(&path)?;
+            if created {
+                eprintln!(
+                    "ferry: made a new server identity in {}; clients pin its fingerprint",
+                    path.display()
+                );
+            }
+            let said = format!("TLS, identity {}", identity.fingerprint());
+            (Some(identity.server_config()), said)
         };
         if tls.is_none() && tokens.is_some() {
             tracing::warn!("--plain: clients' tokens cross the network unencrypted");
