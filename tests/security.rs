@@ -516,6 +516,25 @@ fn a_tls_client_meeting_a_plain_server_is_told_to_pass_plain_quickly_on_both_sid
     assert!(server_took < MISMATCH_BOUND, "server took {server_took:?}");
 }
 
+#[test]
+fn a_tls_client_meeting_a_web_server_is_not_told_to_pass_plain() {
+    let port = fake_server(|stream| {
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        // Open until the client hangs up: closed with the rest of its
+        // hello unread, the socket would reset before the answer is read.
+        let _ = std::io::Read::read_to_end(stream, &mut Vec::new());
+    });
+    let output = tls_client_at("127.0.0.1", port, &["--fingerprint", STRANGER, "list"])
+        .output()
+        .unwrap();
+    assert_exit_saying(&output, 3, "does not look like a ferry server");
+    assert!(
+        !stderr_of(&output).contains("--plain"),
+        "{}",
+        describe(&output)
+    );
+}
+
 const RW_TOKEN: &str = "rw-token-7d0c2a91e5b34f68";
 const RO_TOKEN: &str = "ro-token-a4f19c3e8b7d2056";
 const WO_TOKEN: &str = "wo-token-52e8b1d09c6f3a47";
