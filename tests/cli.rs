@@ -51,6 +51,24 @@ fn usage_errors_exit_with_2() {
 }
 
 #[test]
+fn the_timeout_takes_fractions_and_refuses_what_could_never_wait() {
+    let server = TestServer::start();
+    for timeout in ["1.5", "0.25", "3"] {
+        assert_exit(&server.run_client(&["--timeout", timeout, "list"]), 0);
+    }
+    for (timeout, why) in [
+        ("0", "more than 0"),
+        ("-1", "more than 0"),
+        ("NaN", "finite"),
+        ("inf", "finite"),
+        ("1.5s", "not a number"),
+    ] {
+        let output = server.run_client(&[&format!("--timeout={timeout}"), "list"]);
+        assert_exit_saying(&output, 2, why);
+    }
+}
+
+#[test]
 fn an_unreachable_server_exits_with_3() {
     // Bind and drop a listener to find a port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -108,9 +108,9 @@ struct ClientArgs {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Seconds to wait for the server to connect or answer, or for a
-    /// transfer to move again.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, global = true)]
-    timeout: u64,
+    /// transfer to move again; fractions allowed (0.5).
+    #[arg(long, value_name = "SECONDS", default_value = "10", global = true, value_parser = parse_timeout)]
+    timeout: Duration,
     /// Speak plain, unencrypted TCP, to a server run with --plain.
     #[arg(long, global = true, conflicts_with_all = ["fingerprint", "known_hosts"])]
     plain: bool,
@@ -222,7 +222,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 host: args.host,
                 port: args.port,
                 quiet: args.quiet,
-                timeout: Duration::from_secs(args.timeout),
+                timeout: args.timeout,
                 security,
             };
             match args.request {
@@ -230,6 +230,25 @@ pub fn run(cli: Cli) -> ExitCode {
                 None => shell::run(&runtime, &settings),
             }
         }
+    }
+}
+
+/// A timeout in seconds, fractions allowed; more than zero and finite, as
+/// a wait of none would fail every request at once.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| "not a number of seconds".to_owned())?;
+    if !seconds.is_finite() {
+        return Err("must be a finite number of seconds".into());
+    }
+    if seconds <= 0.0 {
+        return Err("must be more than 0 seconds".into());
+    }
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+        Ok(_) => Err("is too short to wait for anything".into()),
+        Err(_) => Err("is too long".into()),
     }
 }
 
