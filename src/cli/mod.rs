@@ -148,7 +148,8 @@ pub enum Request {
         /// Name of the file on the server.
         remote_name: String,
         /// Where to write it [default: its name, in the current directory].
-        /// An existing directory receives it under its name.
+        /// An existing directory receives it under its name; a path ending
+        /// in '/' names a directory, made (with its parents) if missing.
         local_path: Option<PathBuf>,
     },
     /// List the served directory, or a directory beneath it.
