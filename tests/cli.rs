@@ -214,6 +214,43 @@ fn list_long_shows_size_and_modification_time() {
 }
 
 #[test]
+fn list_lh_shows_sizes_as_ls_does_and_only_help_prints_help() {
+    let server = TestServer::start();
+    write_file(server.root(), "small.bin", &[7; 1536]);
+    std::fs::File::create(server.root().join("sparse.bin"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    for args in [&["list", "-lh"][..], &["ls", "-l", "--human-readable"]] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        // The first and last words of each line: size and name.
+        let sizes: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let first = words.next().unwrap_or_default();
+                format!("{first} {}", words.last().unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            sizes,
+            ["1.5K small.bin", "2.0G sparse.bin"],
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+    let output = server.run_client(&["list", "-h"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "small.bin\nsparse.bin\n",
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
 fn list_of_a_missing_directory_or_a_file_fails() {
     let server = TestServer::start();
     write_file(server.root(), "file", b"f");

@@ -153,11 +153,23 @@ pub enum Request {
         local_path: Option<PathBuf>,
     },
     /// List the served directory, or a directory beneath it.
-    #[command(visible_alias = "ls")]
+    // -h is --human-readable, as in `ls -lh`; help is --help alone.
+    #[command(
+        visible_alias = "ls",
+        disable_help_flag = true,
+        arg(clap::Arg::new("help")
+            .long("help")
+            .action(clap::ArgAction::Help)
+            .help("Print help"))
+    )]
     List {
         /// Show size and modification time.
         #[arg(short)]
         long: bool,
+        /// With -l, show sizes as `ls -lh` does: bytes below 1024, else
+        /// rounded up in powers of 1024 with a unit (1.5K, 23M, 2.0G).
+        #[arg(short = 'h', long)]
+        human_readable: bool,
         /// Directory to list [default: the served directory].
         remote_dir: Option<String>,
     },

@@ -96,6 +96,7 @@ pub enum Prepared {
     List {
         dir: Option<RemoteName>,
         long: bool,
+        human: bool,
     },
     Delete {
         name: RemoteName,
@@ -155,12 +156,20 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
                 into_dir,
             }
         }
-        Request::List { long, remote_dir } => {
+        Request::List {
+            long,
+            human_readable,
+            remote_dir,
+        } => {
             let dir = match remote_dir.as_deref().map(|d| d.trim_end_matches('/')) {
                 None | Some("") => None,
                 Some(dir) => Some(RemoteName::parse(dir)?),
             };
-            Prepared::List { dir, long }
+            Prepared::List {
+                dir,
+                long,
+                human: human_readable,
+            }
         }
         Request::Delete { remote_name } => Prepared::Delete {
             name: RemoteName::parse(&remote_name)?,
@@ -259,9 +268,9 @@ async fn send(
             let mut bar = ProgressBar::for_transfer(settings.quiet);
             client.get(&name, &dest, &mut bar).await.map(transfer)
         }
-        Prepared::List { dir, long } => {
+        Prepared::List { dir, long, human } => {
             let mut stdout = std::io::stdout().lock();
-            let mut print = |entry| print_entry(&mut stdout, &entry, long);
+            let mut print = |entry| print_entry(&mut stdout, &entry, long, human);
             client
                 .list(dir.as_ref(), long, &mut print)
                 .await
