@@ -3,11 +3,13 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::sync::mpsc;
 
 use common::{
     assert_exit, assert_exit_saying, client_at, describe, eventually, ferry_command, files_under,
-    write_file, BinaryServer, RawClient, TestServer,
+    write_file, BinaryServer, RawClient, TestServer, PATIENCE,
 };
 use ferry::protocol::{Message, TEMP_PREFIX};
 
@@ -119,6 +121,38 @@ fn the_server_prints_its_start_line_and_one_report_per_request() {
         line.contains(" get \"missing\" failed not-found: "),
         "{line}"
     );
+}
+
+#[test]
+fn a_quiet_server_prints_its_start_line_and_only_failures_on_stderr() {
+    let mut server = BinaryServer::start(&["--quiet"]);
+    let stderr = BufReader::new(server.child.stderr.take().unwrap());
+    let (said, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = said.send(line);
+        }
+    });
+
+    let mut client = RawClient::handshake(server.addr());
+    assert_eq!(client.put("a.txt", b"abc"), Message::Done);
+    client.send(&Message::Get {
+        name: "missing".into(),
+    });
+    assert!(matches!(client.recv(), Some(Message::Error { .. })));
+    let failure = loop {
+        let line = lines
+            .recv_timeout(PATIENCE)
+            .expect("no report of the failed get on stderr");
+        if line.contains(" get \"missing\" ") {
+            break line;
+        }
+    };
+    assert!(failure.contains(" failed not-found: "), "{failure}");
+    // Reports follow each connection's requests in order: had the put's
+    // been printed, it would be on stdout by now.
+    let (stdout, _) = server.stop_and_collect();
+    assert_eq!(stdout, "");
 }
 
 #[test]

@@ -47,6 +47,10 @@ struct ServerArgs {
     /// Address to listen on [default: all interfaces, IPv6 and IPv4].
     #[arg(long, value_name = "ADDR")]
     bind: Option<IpAddr>,
+    /// Print no report line for a request that succeeds; a failed one is
+    /// reported on stderr. The start line is still printed.
+    #[arg(short, long)]
+    quiet: bool,
     /// Seconds that requests in flight may run on after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     grace: u64,

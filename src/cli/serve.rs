@@ -18,10 +18,7 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     let _file_size_signal = survive_file_size_limit()?;
     let listener = bind(args.bind, args.port).await?;
-    let reporter: Reporter = Arc::new(|report| {
-        // A closed stdout must not stop the server; the request is done.
-        let _ = writeln!(std::io::stdout().lock(), "{report}");
-    });
+    let reporter = reporter(args.quiet);
     let security = ServerSecurity::from_args(&args)?;
     let config = Config {
         limits: Limits {
@@ -55,6 +52,22 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     server.run(listener, shutdown).await;
     tracing::info!("ferry server stopped");
     Ok(())
+}
+
+/// Prints each report on stdout; with `quiet`, only failed ones, on stderr
+/// beside the other diagnostics.
+fn reporter(quiet: bool) -> Reporter {
+    Arc::new(move |report| {
+        // A closed stdout or stderr must not stop the server; the request
+        // is done.
+        let _ = if !quiet {
+            writeln!(std::io::stdout().lock(), "{report}")
+        } else if !report.is_ok() {
+            writeln!(std::io::stderr().lock(), "{report}")
+        } else {
+            Ok(())
+        };
+    })
 }
 
 /// The server's TLS and access settings, and how the start line tells
