@@ -3,11 +3,13 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::sync::mpsc;
 
 use common::{
     assert_exit, assert_exit_saying, client_at, describe, eventually, ferry_command, files_under,
-    write_file, BinaryServer, RawClient, TestServer,
+    write_file, BinaryServer, RawClient, TestServer, PATIENCE,
 };
 use ferry::protocol::{Message, TEMP_PREFIX};
 
@@ -47,6 +49,24 @@ fn usage_errors_exit_with_2() {
         &["server", "70000"],
     ] {
         assert_exit(&ferry_command().args(args).output().unwrap(), 2);
+    }
+}
+
+#[test]
+fn the_timeout_takes_fractions_and_refuses_what_could_never_wait() {
+    let server = TestServer::start();
+    for timeout in ["1.5", "0.25", "3"] {
+        assert_exit(&server.run_client(&["--timeout", timeout, "list"]), 0);
+    }
+    for (timeout, why) in [
+        ("0", "more than 0"),
+        ("-1", "more than 0"),
+        ("NaN", "finite"),
+        ("inf", "finite"),
+        ("1.5s", "not a number"),
+    ] {
+        let output = server.run_client(&[&format!("--timeout={timeout}"), "list"]);
+        assert_exit_saying(&output, 2, why);
     }
 }
 
@@ -101,6 +121,38 @@ fn the_server_prints_its_start_line_and_one_report_per_request() {
         line.contains(" get \"missing\" failed not-found: "),
         "{line}"
     );
+}
+
+#[test]
+fn a_quiet_server_prints_its_start_line_and_only_failures_on_stderr() {
+    let mut server = BinaryServer::start(&["--quiet"]);
+    let stderr = BufReader::new(server.child.stderr.take().unwrap());
+    let (said, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = said.send(line);
+        }
+    });
+
+    let mut client = RawClient::handshake(server.addr());
+    assert_eq!(client.put("a.txt", b"abc"), Message::Done);
+    client.send(&Message::Get {
+        name: "missing".into(),
+    });
+    assert!(matches!(client.recv(), Some(Message::Error { .. })));
+    let failure = loop {
+        let line = lines
+            .recv_timeout(PATIENCE)
+            .expect("no report of the failed get on stderr");
+        if line.contains(" get \"missing\" ") {
+            break line;
+        }
+    };
+    assert!(failure.contains(" failed not-found: "), "{failure}");
+    // Reports follow each connection's requests in order: had the put's
+    // been printed, it would be on stdout by now.
+    let (stdout, _) = server.stop_and_collect();
+    assert_eq!(stdout, "");
 }
 
 #[test]
@@ -193,6 +245,43 @@ fn list_long_shows_size_and_modification_time() {
         .duration_since(modified)
         .unwrap_or_default();
     assert!(age.as_secs() < 3600, "{stdout}");
+}
+
+#[test]
+fn list_lh_shows_sizes_as_ls_does_and_only_help_prints_help() {
+    let server = TestServer::start();
+    write_file(server.root(), "small.bin", &[7; 1536]);
+    std::fs::File::create(server.root().join("sparse.bin"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    for args in [&["list", "-lh"][..], &["ls", "-l", "--human-readable"]] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        // The first and last words of each line: size and name.
+        let sizes: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let first = words.next().unwrap_or_default();
+                format!("{first} {}", words.last().unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            sizes,
+            ["1.5K small.bin", "2.0G sparse.bin"],
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+    let output = server.run_client(&["list", "-h"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "small.bin\nsparse.bin\n",
+        "{}",
+        describe(&output)
+    );
 }
 
 #[test]

@@ -268,6 +268,65 @@ fn an_identity_file_others_can_read_is_refused() {
 }
 
 #[test]
+fn a_server_refusing_its_tokens_makes_no_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    // Its own configuration directory: ferry_command's is shared by every
+    // test in this file, and others make identities in it.
+    let config = tempfile::tempdir().unwrap();
+    let in_config = |command: &mut Command| {
+        command.env("XDG_CONFIG_HOME", config.path());
+    };
+    server_refusing_to_start(&["--token-file", path_str(&tokens)], in_config);
+    server_refusing_to_start(&[], |command| {
+        in_config(command);
+        command.env("FERRY_TOKEN", "too-short");
+    });
+    assert_eq!(files_under(config.path()), Vec::<String>::new());
+}
+
+/// Asserts stderr holds `message` exactly once.
+fn assert_said_once(output: &Output, message: &str) {
+    let said = stderr_of(output).matches(message).count();
+    assert_eq!(
+        said,
+        1,
+        "{message:?} said {said} times\n{}",
+        describe(output)
+    );
+}
+
+#[test]
+fn a_refused_token_or_identity_file_is_explained_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let output = server_refusing_to_start(&["--plain", "--token-file", path_str(&missing)], |_| {});
+    assert_said_once(&output, &format!("cannot read {}", missing.display()));
+    assert_said_once(&output, "No such file or directory");
+
+    let tokens = secret_file(dir.path(), "tokens", &format!("{RW_TOKEN} rw\n"), 0o644);
+    let output = server_refusing_to_start(&["--plain", "--token-file", path_str(&tokens)], |_| {});
+    assert_said_once(&output, "can be read by other users");
+
+    let identity = dir.path().join("identity.pem");
+    drop(BinaryServer::start_tls(&[
+        "--identity",
+        path_str(&identity),
+    ]));
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = server_refusing_to_start(&["--identity", path_str(&identity)], |_| {});
+    assert_said_once(&output, "can be read by other users");
+
+    let output = client_at("127.0.0.1", 9, &["--token-file", path_str(&missing)])
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_said_once(&output, &format!("cannot read {}", missing.display()));
+    assert_said_once(&output, "No such file or directory");
+}
+
+#[test]
 fn the_first_connection_records_the_servers_identity_and_says_so_once() {
     let server = BinaryServer::start_tls(&[]);
     let fingerprint = fingerprint_in(&server.start_line);
@@ -455,6 +514,25 @@ fn a_tls_client_meeting_a_plain_server_is_told_to_pass_plain_quickly_on_both_sid
     assert!(!known.exists(), "a server without TLS was recorded");
     assert!(client_took < MISMATCH_BOUND, "client took {client_took:?}");
     assert!(server_took < MISMATCH_BOUND, "server took {server_took:?}");
+}
+
+#[test]
+fn a_tls_client_meeting_a_web_server_is_not_told_to_pass_plain() {
+    let port = fake_server(|stream| {
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        // Open until the client hangs up: closed with the rest of its
+        // hello unread, the socket would reset before the answer is read.
+        let _ = std::io::Read::read_to_end(stream, &mut Vec::new());
+    });
+    let output = tls_client_at("127.0.0.1", port, &["--fingerprint", STRANGER, "list"])
+        .output()
+        .unwrap();
+    assert_exit_saying(&output, 3, "does not look like a ferry server");
+    assert!(
+        !stderr_of(&output).contains("--plain"),
+        "{}",
+        describe(&output)
+    );
 }
 
 const RW_TOKEN: &str = "rw-token-7d0c2a91e5b34f68";
@@ -797,12 +875,61 @@ fn a_token_file_others_can_read_is_refused_without_showing_the_token() {
         .arg("list")
         .output()
         .unwrap();
-    assert_exit_saying(&output, 2, "chmod 600");
+    assert_exit_saying(&output, 1, "chmod 600");
     assert!(
         !describe(&output).contains(RW_TOKEN),
         "{}",
         describe(&output)
     );
+}
+
+#[test]
+fn a_token_file_that_is_a_directory_is_called_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let said = format!("{} is a directory", tokens.display());
+
+    let output = server_refusing_to_start(&["--plain", "--token-file", path_str(&tokens)], |_| {});
+    assert!(stderr_of(&output).contains(&said), "{}", describe(&output));
+    assert!(
+        !stderr_of(&output).contains("mode"),
+        "{}",
+        describe(&output)
+    );
+
+    let output = client_at("127.0.0.1", 9, &["--token-file", path_str(&tokens)])
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(stderr_of(&output).contains(&said), "{}", describe(&output));
+    assert!(
+        !stderr_of(&output).contains("mode"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn an_unusable_client_token_file_exits_1_and_a_usage_error_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let too_open = secret_file(dir.path(), "too-open", &format!("{RW_TOKEN}\n"), 0o644);
+    let empty = secret_file(dir.path(), "empty", "", 0o600);
+    let directory = dir.path().join("directory");
+    std::fs::create_dir(&directory).unwrap();
+    let client = |args: &[&str]| client_at("127.0.0.1", 9, args).output().unwrap();
+    for (file, said) in [
+        (&missing, "cannot read"),
+        (&too_open, "chmod 600"),
+        (&empty, "no token in it"),
+        (&directory, "is a directory"),
+    ] {
+        let output = client(&["--token-file", path_str(file), "list"]);
+        assert_exit_saying(&output, 1, said);
+    }
+    assert_exit(&client(&["list", "--token-file"]), 2);
 }
 
 #[test]

@@ -29,6 +29,25 @@ fn run_script(server: &TestServer, script: &str) -> Output {
 }
 
 #[test]
+fn ls_lh_in_the_shell_lists_human_sizes_instead_of_printing_help() {
+    let server = TestServer::start();
+    write_file(server.root(), "small.bin", &[7; 1536]);
+    let output = run_script(&server, "ls -lh\n");
+    assert_exit(&output, 0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with(" 1.5K  ") && stdout.ends_with("  small.bin\n"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        !describe(&output).contains("Usage"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
 fn a_piped_script_runs_every_command_over_one_connection() {
     let server = TestServer::start();
     write_file(server.client_dir(), "notes.txt", b"notes");

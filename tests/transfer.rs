@@ -102,6 +102,35 @@ fn get_into_an_existing_directory_uses_the_base_name() {
 }
 
 #[test]
+fn get_into_a_path_ending_in_a_slash_makes_the_directory_and_parents() {
+    let server = TestServer::start();
+    write_file(server.root(), "notes.txt", b"notes");
+    for dir in ["newdir/", "old/2026/"] {
+        assert_exit(&server.run_client(&["get", "notes.txt", dir]), 0);
+        let written = server.client_dir().join(dir).join("notes.txt");
+        assert_eq!(
+            std::fs::read(&written).ok(),
+            Some(b"notes".to_vec()),
+            "{dir}"
+        );
+    }
+}
+
+#[test]
+fn get_into_a_file_named_with_a_trailing_slash_is_refused() {
+    let server = TestServer::start();
+    write_file(server.root(), "notes.txt", b"notes");
+    write_file(server.client_dir(), "plain", b"precious");
+    let output = server.run_client(&["get", "notes.txt", "plain/"]);
+    assert_exit_saying(&output, 1, "plain/ is not a directory");
+    assert_eq!(files_under(server.client_dir()), ["plain"]);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("plain")).unwrap(),
+        b"precious"
+    );
+}
+
+#[test]
 fn put_over_an_existing_name_is_refused_and_keeps_the_original() {
     let server = TestServer::start();
     write_file(server.root(), "taken.txt", b"original");

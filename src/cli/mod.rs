@@ -47,6 +47,10 @@ struct ServerArgs {
     /// Address to listen on [default: all interfaces, IPv6 and IPv4].
     #[arg(long, value_name = "ADDR")]
     bind: Option<IpAddr>,
+    /// Print no report line for a request that succeeds; a failed one is
+    /// reported on stderr. The start line is still printed.
+    #[arg(short, long)]
+    quiet: bool,
     /// Seconds that requests in flight may run on after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     grace: u64,
@@ -108,9 +112,9 @@ struct ClientArgs {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Seconds to wait for the server to connect or answer, or for a
-    /// transfer to move again.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, global = true)]
-    timeout: u64,
+    /// transfer to move again; fractions allowed (0.5).
+    #[arg(long, value_name = "SECONDS", default_value = "10", global = true, value_parser = parse_timeout)]
+    timeout: Duration,
     /// Speak plain, unencrypted TCP, to a server run with --plain.
     #[arg(long, global = true, conflicts_with_all = ["fingerprint", "known_hosts"])]
     plain: bool,
@@ -148,15 +152,28 @@ pub enum Request {
         /// Name of the file on the server.
         remote_name: String,
         /// Where to write it [default: its name, in the current directory].
-        /// An existing directory receives it under its name.
+        /// An existing directory receives it under its name; a path ending
+        /// in '/' names a directory, made (with its parents) if missing.
         local_path: Option<PathBuf>,
     },
     /// List the served directory, or a directory beneath it.
-    #[command(visible_alias = "ls")]
+    // -h is --human-readable, as in `ls -lh`; help is --help alone.
+    #[command(
+        visible_alias = "ls",
+        disable_help_flag = true,
+        arg(clap::Arg::new("help")
+            .long("help")
+            .action(clap::ArgAction::Help)
+            .help("Print help"))
+    )]
     List {
         /// Show size and modification time.
         #[arg(short)]
         long: bool,
+        /// With -l, show sizes as `ls -lh` does: bytes below 1024, else
+        /// rounded up in powers of 1024 with a unit (1.5K, 23M, 2.0G).
+        #[arg(short = 'h', long)]
+        human_readable: bool,
         /// Directory to list [default: the served directory].
         remote_dir: Option<String>,
     },
@@ -204,10 +221,11 @@ pub enum Request {
 
 /// The exit codes the client promises.
 pub mod exit {
-    /// The request failed: not found, already exists, bad name, refused.
+    /// The request failed: not found, already exists, bad name, refused,
+    /// or a local file (such as the token file) cannot be used.
     pub const FAILED: u8 = 1;
-    /// The command line could not be used (clap's own code for this).
-    pub const USAGE: u8 = 2;
+    // 2: the command line could not be used. clap exits with it itself,
+    // before `run`, so no constant here names it.
     /// The server could not be reached or does not speak ferry.
     pub const UNREACHABLE: u8 = 3;
     /// Trust failed: the server's identity is not the one expected, or the
@@ -244,16 +262,18 @@ pub fn run(cli: Cli) -> ExitCode {
         TopCommand::Client(args) => {
             let security = match client_security(&args) {
                 Ok(security) => security,
+                // A token file or known-hosts location that cannot be used
+                // is a local file problem, not a misused command line.
                 Err(e) => {
-                    eprintln!("ferry: {e}");
-                    return ExitCode::from(exit::USAGE);
+                    eprintln!("ferry: {e:#}");
+                    return ExitCode::from(exit::FAILED);
                 }
             };
             let settings = request::Settings {
                 host: args.host,
                 port: args.port,
                 quiet: args.quiet,
-                timeout: Duration::from_secs(args.timeout),
+                timeout: args.timeout,
                 security,
             };
             match args.request {
@@ -261,6 +281,25 @@ pub fn run(cli: Cli) -> ExitCode {
                 None => shell::run(&runtime, &settings),
             }
         }
+    }
+}
+
+/// A timeout in seconds, fractions allowed; more than zero and finite, as
+/// a wait of none would fail every request at once.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| "not a number of seconds".to_owned())?;
+    if !seconds.is_finite() {
+        return Err("must be a finite number of seconds".into());
+    }
+    if seconds <= 0.0 {
+        return Err("must be more than 0 seconds".into());
+    }
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+        Ok(_) => Err("is too short to wait for anything".into()),
+        Err(_) => Err("is too long".into()),
     }
 }
 

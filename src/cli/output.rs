@@ -14,11 +14,11 @@ pub fn print_report(report: &Report) {
 }
 
 /// Prints one listing entry: its name, with a trailing `/` for a
-/// directory, after its size and time with `long`. Control characters are
-/// escaped so each entry stays one line. Write errors (a closed pipe) are
-/// ignored: the listing is still read to its end to keep the connection in
-/// step.
-pub fn print_entry(out: &mut impl Write, entry: &Entry, long: bool) {
+/// directory, after its size and time with `long`, the size as
+/// [`human_size`] writes it with `human`. Control characters are escaped
+/// so each entry stays one line. Write errors (a closed pipe) are ignored:
+/// the listing is still read to its end to keep the connection in step.
+pub fn print_entry(out: &mut impl Write, entry: &Entry, long: bool, human: bool) {
     let slash = if entry.kind == EntryKind::Directory {
         "/"
     } else {
@@ -27,7 +27,11 @@ pub fn print_entry(out: &mut impl Write, entry: &Entry, long: bool) {
     let name = escape_controls(&entry.name);
     let _ = if long {
         let time = format_time(entry.modified);
-        writeln!(out, "{:>14}  {time}  {name}{slash}", entry.size)
+        if human {
+            writeln!(out, "{:>5}  {time}  {name}{slash}", human_size(entry.size))
+        } else {
+            writeln!(out, "{:>14}  {time}  {name}{slash}", entry.size)
+        }
     } else {
         writeln!(out, "{name}{slash}")
     };
@@ -80,6 +84,29 @@ fn format_time(seconds: i64) -> String {
         .map_or_else(|| "-".to_owned(), |t| t.to_string())
 }
 
+/// `bytes` as `ls -lh` shows it: bytes below 1024, else in the smallest
+/// unit (K, M, G, T, P, E; powers of 1024) that keeps it under 1024,
+/// rounded up so it never shows less than there is, with one decimal
+/// below 10: `1.5K`, `23M`, `2.0G`.
+fn human_size(bytes: u64) -> String {
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let bytes = u128::from(bytes);
+    let (unit, divisor) = ["K", "M", "G", "T", "P", "E"]
+        .into_iter()
+        .zip(std::iter::successors(Some(1024_u128), |d| Some(d * 1024)))
+        .find(|(_, divisor)| bytes.div_ceil(*divisor) < 1024)
+        // u64::MAX is under 16E, so some unit always fits.
+        .unwrap_or(("E", 1 << 60));
+    let tenths = (bytes * 10).div_ceil(divisor);
+    if tenths < 100 {
+        format!("{}.{}{unit}", tenths / 10, tenths % 10)
+    } else {
+        format!("{}{unit}", bytes.div_ceil(divisor))
+    }
+}
+
 /// A progress bar on stderr, drawn only when stderr is a terminal.
 pub struct ProgressBar(Option<indicatif::ProgressBar>);
 
@@ -116,6 +143,29 @@ impl Drop for ProgressBar {
     fn drop(&mut self) {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn human_sizes_round_up_like_ls() {
+        for (bytes, shown) in [
+            (0, "0"),
+            (1023, "1023"),
+            (1024, "1.0K"),
+            (1025, "1.1K"),
+            (1536, "1.5K"),
+            (10 * 1024 - 1, "10K"),
+            (1024 * 1024 - 1, "1.0M"),
+            (23 * 1024 * 1024, "23M"),
+            (2 << 30, "2.0G"),
+            (u64::MAX, "16E"),
+        ] {
+            assert_eq!(human_size(bytes), shown, "{bytes}");
         }
     }
 }

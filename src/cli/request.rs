@@ -1,6 +1,8 @@
 //! Running one request: check the local side, connect if needed, perform,
 //! report. Shared by the one-shot command line and the shell.
 
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -80,14 +82,40 @@ impl CommandError {
 /// A request whose local side is checked: the file to upload is open, the
 /// download destination is free, the names follow the rules.
 pub enum Prepared {
-    Put { upload: Upload, name: RemoteName },
-    Get { name: RemoteName, dest: PathBuf },
-    List { dir: Option<RemoteName>, long: bool },
-    Delete { name: RemoteName, recursive: bool },
-    MakeDir { name: RemoteName, parents: bool },
-    RemoveDir { name: RemoteName },
-    Rename { from: RemoteName, to: RemoteName },
-    Stat { name: Option<RemoteName> },
+    Put {
+        upload: Upload,
+        name: RemoteName,
+    },
+    Get {
+        name: RemoteName,
+        dest: PathBuf,
+        /// A directory to make, with its parents, before the download:
+        /// the local path named it with a trailing `/`.
+        into_dir: Option<PathBuf>,
+    },
+    List {
+        dir: Option<RemoteName>,
+        long: bool,
+        human: bool,
+    },
+    Delete {
+        name: RemoteName,
+        recursive: bool,
+    },
+    MakeDir {
+        name: RemoteName,
+        parents: bool,
+    },
+    RemoveDir {
+        name: RemoteName,
+    },
+    Rename {
+        from: RemoteName,
+        to: RemoteName,
+    },
+    Stat {
+        name: Option<RemoteName>,
+    },
 }
 
 /// The kind of `request` and the remote name it is about, for its report.
@@ -130,19 +158,32 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
             local_path,
         } => {
             let name = RemoteName::parse(&remote_name)?;
-            let dest = match local_path {
-                None => PathBuf::from(name.file_name()),
-                Some(dir) if dir.is_dir() => dir.join(name.file_name()),
-                Some(path) => path,
+            let (dest, into_dir) = match local_path {
+                None => (PathBuf::from(name.file_name()), None),
+                Some(dir) if names_directory(&dir) => {
+                    check_directory(&dir)?;
+                    (dir.join(name.file_name()), Some(dir))
+                }
+                Some(dir) if dir.is_dir() => (dir.join(name.file_name()), None),
+                Some(path) => (path, None),
             };
             if dest.symlink_metadata().is_ok() {
                 return Err(ClientError::LocalExists(dest).into());
             }
-            Prepared::Get { name, dest }
+            Prepared::Get {
+                name,
+                dest,
+                into_dir,
+            }
         }
-        Request::List { long, remote_dir } => Prepared::List {
+        Request::List {
+            long,
+            human_readable,
+            remote_dir,
+        } => Prepared::List {
             dir: RemoteName::parse_dir(remote_dir.as_deref().unwrap_or_default())?,
             long,
+            human: human_readable,
         },
         Request::Delete {
             remote_name,
@@ -169,6 +210,33 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
             name: RemoteName::parse_dir(remote_name.as_deref().unwrap_or_default())?,
         },
     })
+}
+
+/// Whether a local path names a directory by ending in `/`, as a remote
+/// name given to put does.
+fn names_directory(path: &Path) -> bool {
+    path.as_os_str().as_bytes().ends_with(b"/")
+}
+
+/// Checks that `dir`, named with a trailing `/`, is a directory or can be
+/// made one: it exists as one or not at all.
+fn check_directory(dir: &Path) -> Result<(), CommandError> {
+    // With the trailing `/`, stat fails on anything but a directory.
+    match std::fs::metadata(dir) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            Err(CommandError::LocalName(format!(
+                "{} is not a directory, but a path ending in '/' names one",
+                dir.display()
+            )))
+        }
+        Err(source) => Err(ClientError::Local {
+            path: dir.to_owned(),
+            source,
+        }
+        .into()),
+    }
 }
 
 /// The remote name a put uses: the one given, the local file's name, or
@@ -221,11 +289,21 @@ async fn send(
             let mut bar = ProgressBar::for_transfer(settings.quiet);
             client.put(upload, &name, &mut bar).await.map(transfer)
         }
-        Prepared::Get { name, dest } => {
+        Prepared::Get {
+            name,
+            dest,
+            into_dir,
+        } => {
+            if let Some(dir) = into_dir {
+                // Made only now, once connected, so an unreachable server
+                // leaves no empty directory behind.
+                std::fs::create_dir_all(&dir)
+                    .map_err(|source| ClientError::Local { path: dir, source })?;
+            }
             let mut bar = ProgressBar::for_transfer(settings.quiet);
             client.get(&name, &dest, &mut bar).await.map(transfer)
         }
-        Prepared::List { dir, long } => {
+        Prepared::List { dir, long, human } => {
             // Servers send entries in their directory's order; sorted by
             // name, as ls does.
             let mut entries = Vec::new();
@@ -235,7 +313,7 @@ async fn send(
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             let mut stdout = std::io::stdout().lock();
             for entry in &entries {
-                print_entry(&mut stdout, entry, long);
+                print_entry(&mut stdout, entry, long, human);
             }
             print_omitted(&listed.omitted);
             Ok(Detail::Entries(listed.entries))

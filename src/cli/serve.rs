@@ -18,10 +18,7 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     let _file_size_signal = survive_file_size_limit()?;
     let listener = bind(args.bind, args.port).await?;
-    let reporter: Reporter = Arc::new(|report| {
-        // A closed stdout must not stop the server; the request is done.
-        let _ = writeln!(std::io::stdout().lock(), "{report}");
-    });
+    let reporter = reporter(args.quiet);
     let security = ServerSecurity::from_args(&args)?;
     let config = Config {
         limits: Limits {
@@ -57,6 +54,22 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints each report on stdout; with `quiet`, only failed ones, on stderr
+/// beside the other diagnostics.
+fn reporter(quiet: bool) -> Reporter {
+    Arc::new(move |report| {
+        // A closed stdout or stderr must not stop the server; the request
+        // is done.
+        let _ = if !quiet {
+            writeln!(std::io::stdout().lock(), "{report}")
+        } else if !report.is_ok() {
+            writeln!(std::io::stderr().lock(), "{report}")
+        } else {
+            Ok(())
+        };
+    })
+}
+
 /// The server's TLS and access settings, and how the start line tells
 /// them.
 struct ServerSecurity {
@@ -68,23 +81,8 @@ struct ServerSecurity {
 
 impl ServerSecurity {
     fn from_args(args: &ServerArgs) -> anyhow::Result<ServerSecurity> {
-        let (tls, encryption) = if args.plain {
-            (None, "plain TCP, not encrypted (--plain)".to_owned())
-        } else {
-            let path = match &args.identity {
-                Some(path) => path.clone(),
-                None => Identity::default_path()?,
-            };
-            let (identity, created) = Identity::load_or_create(&path)?;
-            if created {
-                eprintln!(
-                    "ferry: made a new server identity in {}; clients pin its fingerprint",
-                    path.display()
-                );
-            }
-            let said = format!("TLS, identity {}", identity.fingerprint());
-            (Some(identity.server_config()), said)
-        };
+        // Tokens first: every input is checked before the identity, the
+        // one piece of state a start may create, is made.
         let (tokens, whose) = match (&args.token_file, std::env::var(TOKEN_VARIABLE)) {
             (Some(path), _) => {
                 let tokens = Tokens::load(path)?;
@@ -101,6 +99,23 @@ impl ServerSecurity {
                 None,
                 "open to anyone who can connect (no token file)".to_owned(),
             ),
+        };
+        let (tls, encryption) = if args.plain {
+            (None, "plain TCP, not encrypted (--plain)".to_owned())
+        } else {
+            let path = match &args.identity {
+                Some(path) => path.clone(),
+                None => Identity::default_path()?,
+            };
+            let (identity, created) = Identity::load_or_create(&path)?;
+            if created {
+                eprintln!(
+                    "ferry: made a new server identity in {}; clients pin its fingerprint",
+                    path.display()
+                );
+            }
+            let said = format!("TLS, identity {}", identity.fingerprint());
+            (Some(identity.server_config()), said)
         };
         if tls.is_none() && tokens.is_some() {
             tracing::warn!("--plain: clients' tokens cross the network unencrypted");

@@ -82,8 +82,11 @@ pub enum ClientError {
          given with --fingerprint; nothing was sent"
     )]
     NotPinned { target: String, seen: Fingerprint },
-    /// The server answered TLS with something else.
-    #[error("the server did not answer with TLS; if it runs with --plain, pass --plain too")]
+    /// The server answered TLS with a ferry preamble: it runs `--plain`.
+    #[error("the server did not answer with TLS; it runs with --plain, so pass --plain too")]
+    PlainFerry,
+    /// The server answered TLS with something neither TLS nor ferry.
+    #[error("the server did not answer with TLS and does not look like a ferry server")]
     NotTls,
     /// The TLS handshake failed.
     #[error("TLS handshake failed: {0}")]
@@ -109,7 +112,7 @@ impl ClientError {
             ClientError::IdentityChanged { .. } | ClientError::NotPinned { .. } => {
                 FailureKind::IdentityChanged
             }
-            ClientError::NotTls => FailureKind::NotTls,
+            ClientError::PlainFerry | ClientError::NotTls => FailureKind::NotTls,
             ClientError::Tls(_) => FailureKind::TlsError,
             ClientError::KnownHosts(_) => FailureKind::KnownHosts,
         }
@@ -139,6 +142,7 @@ impl ClientError {
             | ClientError::BadReply(_)
             | ClientError::IdentityChanged { .. }
             | ClientError::NotPinned { .. }
+            | ClientError::PlainFerry
             | ClientError::NotTls
             | ClientError::Tls(_)
             | ClientError::KnownHosts(_) => true,

@@ -81,6 +81,7 @@ impl Trust {
                     },
                 })
             }
+            Ok(Err(TlsFailure::PlainFerry)) => return Err(ClientError::PlainFerry),
             Ok(Err(TlsFailure::NotTls)) => return Err(ClientError::NotTls),
             Ok(Err(TlsFailure::Other(e))) => return Err(ClientError::Tls(e)),
         };

@@ -123,7 +123,7 @@ pub struct Tokens {
 /// Why a token file or token could not be used. Names lines, never tokens.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("{0}")]
+    #[error(transparent)]
     File(#[from] SecretFileError),
     #[error("line {line} of {path}: {why}")]
     Line {

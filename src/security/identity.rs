@@ -24,7 +24,7 @@ pub struct Identity {
 pub enum IdentityError {
     #[error("no configuration directory (is HOME set?); pass --identity FILE")]
     NoConfigDir,
-    #[error("{0}")]
+    #[error(transparent)]
     File(#[from] SecretFileError),
     #[error(
         "{} is not a ferry identity ({why}); move it away to make a new one, \
@@ -32,9 +32,10 @@ pub enum IdentityError {
         path.display()
     )]
     Invalid { path: PathBuf, why: String },
-    #[error("cannot create the identity {}: {source}", path.display())]
+    // Causes are the errors' sources; `{:#}` prints them after these.
+    #[error("cannot create the identity {}", path.display())]
     Create { path: PathBuf, source: io::Error },
-    #[error("cannot make a certificate: {0}")]
+    #[error("cannot make a certificate")]
     Generate(#[from] rcgen::Error),
 }
 

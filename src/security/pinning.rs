@@ -3,25 +3,33 @@
 //! signature is still checked against that certificate's key, so only the
 //! holder of the server's private key can complete it.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::Connect;
 
 use super::Fingerprint;
+use crate::protocol::MAGIC;
 
 /// Why the TLS handshake failed.
 #[derive(Debug)]
 pub enum TlsFailure {
     /// The server proved an identity other than the one expected.
     Mismatch { seen: Fingerprint },
-    /// The server answered with something other than TLS: a `--plain`
-    /// server, most likely.
+    /// The server answered with a ferry preamble instead of TLS: a
+    /// `--plain` server.
+    PlainFerry,
+    /// The server answered with something that is neither TLS nor ferry.
     NotTls,
     /// The connection failed, or TLS did for another reason.
     Other(io::Error),
@@ -51,19 +59,52 @@ pub async fn connect_tls(
     let name = ServerName::try_from(host.to_owned())
         .unwrap_or_else(|_| ServerName::from(std::net::IpAddr::from([0, 0, 0, 0])));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let connected = connector.connect(name, tcp).await;
+    let (connected, reply) = handshake_keeping_reply(connector.connect(name, tcp)).await;
     let seen = *verifier.seen.lock().unwrap_or_else(PoisonError::into_inner);
     match (connected, seen) {
         (Ok(stream), Some(seen)) => Ok((stream, seen)),
         (Err(_), Some(seen)) if expected.is_some_and(|expected| expected != seen) => {
             Err(TlsFailure::Mismatch { seen })
         }
+        (Err(e), _) if is_not_tls(&e) && is_ferry_preamble(&reply) => Err(TlsFailure::PlainFerry),
         (Err(e), _) if is_not_tls(&e) => Err(TlsFailure::NotTls),
         (Err(e), _) => Err(TlsFailure::Other(e)),
         (Ok(_), None) => Err(TlsFailure::Other(io::Error::other(
             "TLS completed without a server certificate",
         ))),
     }
+}
+
+/// Runs the handshake, keeping a copy of the first bytes the server sends:
+/// if they are not TLS, they tell what answered instead. They are peeked
+/// before the handshake reads them, so rustls still sees every byte.
+async fn handshake_keeping_reply(
+    mut connect: Connect<TcpStream>,
+) -> (io::Result<TlsStream<TcpStream>>, Vec<u8>) {
+    let mut reply = [0; MAGIC.len()];
+    let mut peeked = None;
+    let connected = std::future::poll_fn(|cx| {
+        // Peeked before each turn of the handshake, the only place rustls
+        // reads; a peek that finds nothing leaves the socket not readable
+        // for the rest of the turn, so rustls reads nothing unpeeked. (With
+        // I/O driven on another thread, bytes landing between the two calls
+        // could slip by: the message is then the one for a stranger.)
+        if let (None, Some(tcp)) = (peeked, connect.get_ref()) {
+            if let Poll::Ready(result) = tcp.poll_peek(cx, &mut ReadBuf::new(&mut reply)) {
+                peeked = Some(result.unwrap_or(0));
+            }
+        }
+        Pin::new(&mut connect).poll(cx)
+    })
+    .await;
+    let reply = reply.get(..peeked.unwrap_or(0)).unwrap_or_default();
+    (connected, reply.to_vec())
+}
+
+/// Whether `reply`, the start of what a server sent, begins as a ferry
+/// preamble does.
+fn is_ferry_preamble(reply: &[u8]) -> bool {
+    !reply.is_empty() && MAGIC.starts_with(reply)
 }
 
 /// Whether the handshake failed because the peer's bytes were not TLS.

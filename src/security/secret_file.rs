@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 /// Why a secret file could not be used. Never carries the file's content.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
-    #[error("cannot read {}: {source}", path.display())]
+    // The cause is the error's source; `{:#}` prints it after this.
+    #[error("cannot read {}", path.display())]
     Read { path: PathBuf, source: io::Error },
     /// Like ssh with private keys: a secret others can read is no secret.
     #[error(
@@ -16,17 +17,32 @@ pub enum SecretFileError {
         path.display()
     )]
     TooOpen { path: PathBuf, mode: u32 },
+    /// A directory, device or the like where a file was expected.
+    #[error("{} is {kind}, not a file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
 }
 
-/// Reads a UTF-8 secret file, refusing one that its group or other users
-/// may read or write.
+/// Reads a UTF-8 secret file, refusing anything but a regular file, and a
+/// file that its group or other users may read or write.
 pub fn read(path: &Path) -> Result<String, SecretFileError> {
     let failed = |source| SecretFileError::Read {
         path: path.to_owned(),
         source,
     };
     let mut file = std::fs::File::open(path).map_err(failed)?;
-    let mode = file.metadata().map_err(failed)?.permissions().mode() & 0o777;
+    let metadata = file.metadata().map_err(failed)?;
+    // Before the mode: a directory's usual 755 would be blamed otherwise.
+    if !metadata.is_file() {
+        return Err(SecretFileError::NotAFile {
+            path: path.to_owned(),
+            kind: if metadata.is_dir() {
+                "a directory"
+            } else {
+                "a special file"
+            },
+        });
+    }
+    let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(SecretFileError::TooOpen {
             path: path.to_owned(),
