@@ -2,16 +2,21 @@
 //!
 //! Layers, each depending only on those below it:
 //!
-//! - [`protocol`]: messages, their byte layout, error codes and the rules
-//!   for remote names. Pure: no I/O. `PROTOCOL.md` is its prose form.
+//! - [`protocol`]: messages, their byte layout, the kinds of request,
+//!   error codes and failure kinds, and the rules for remote names. Pure:
+//!   no I/O. `PROTOCOL.md` is its prose form.
 //! - [`transport`]: the one place bytes meet a socket: the preamble
-//!   exchange, frames, and raw file bodies, moved with sendfile and splice
-//!   on a thread of their own and hashed with BLAKE3 alongside.
+//!   exchange, frames, and raw bodies between the socket and a source or
+//!   sink, moved with sendfile and splice when both are descriptors and
+//!   hashed with BLAKE3 alongside.
 //! - [`staging`]: files appear only complete, through a hidden temporary
 //!   file and a rename that never replaces anything.
-//! - [`server`]: accepts connections, a task each, and serves one directory
-//!   through a single path gate (`server/root.rs`).
-//! - [`client`]: a typed client for one connection: put, get, list, delete.
+//! - [`store`]: the one place the server meets files: the path gate,
+//!   staging and commit, the digest cache, listings, directory operations.
+//! - [`server`]: accepts connections, a task each, and answers requests
+//!   through the store; it names no file or path itself.
+//! - [`client`]: a typed client for one connection: put, get, list,
+//!   delete, stat and the directory operations.
 //! - [`report`]: the one-line report both sides print for every request.
 //!
 //! The `ferry` binary (`src/main.rs` and `src/cli/`) parses the command line

@@ -143,9 +143,10 @@ fn a_client_vanishing_mid_upload_leaves_nothing_behind() {
     assert!(
         report
             .to_string()
-            .contains("put \"vanished.bin\" failed connection-lost"),
+            .contains("put \"vanished.bin\" failed connection-lost: the client went away"),
         "{report}"
     );
+    assert!(report.to_string().ends_with("nothing was kept"), "{report}");
     assert_eq!(
         RawClient::handshake(server.addr()).put("vanished.bin", b"again"),
         Message::Done

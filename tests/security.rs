@@ -959,3 +959,30 @@ fn a_tls_server_at_its_connection_limit_answers_busy() {
     drop(holder.stdin.take());
     assert!(wait_with_deadline(&mut holder).success());
 }
+
+/// A TLS client killed mid-upload is reported in plain words, not with
+/// rustls's wording and a documentation link (issue 11).
+#[test]
+fn a_tls_client_killed_mid_upload_is_reported_as_gone() {
+    let mut server = BinaryServer::start_tls(&[]);
+    let client_dir = tempfile::tempdir().unwrap();
+    // Sparse, so the upload is still running when the client is killed.
+    let big = std::fs::File::create(client_dir.path().join("huge.bin")).unwrap();
+    big.set_len(8 << 30).unwrap();
+    let mut client = tls_client_at("127.0.0.1", server.port, &["put", "huge.bin"])
+        .current_dir(client_dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = server.root.path().to_owned();
+    eventually("the upload has started", || !files_under(&root).is_empty());
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let report = server.next_report();
+    assert!(
+        report.contains("put \"huge.bin\" failed connection-lost: the client went away"),
+        "{report}"
+    );
+    assert!(report.contains("nothing was kept"), "{report}");
+    assert!(!report.contains("http"), "{report}");
+}

@@ -59,18 +59,6 @@ impl RequestKind {
     pub fn from_tag(tag: u8) -> Option<RequestKind> {
         RequestKind::ALL.into_iter().find(|kind| kind.tag() == tag)
     }
-
-    /// Whether the request changes what is stored.
-    pub fn is_change(self) -> bool {
-        match self {
-            RequestKind::Get | RequestKind::List | RequestKind::Stat => false,
-            RequestKind::Put
-            | RequestKind::Delete
-            | RequestKind::MakeDir
-            | RequestKind::RemoveDir
-            | RequestKind::Rename => true,
-        }
-    }
 }
 
 impl fmt::Display for RequestKind {

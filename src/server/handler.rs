@@ -238,7 +238,8 @@ impl Session {
                     }
                 }
                 Err(Abort::Broken(e)) => {
-                    return self.report(subject, name, Outcome::failed(e.kind(), e.to_string()));
+                    let outcome = Outcome::failed(e.kind(), broken(kind, &e));
+                    return self.report(subject, name, outcome);
                 }
             }
         }
@@ -508,6 +509,28 @@ impl Session {
     fn report_connection(&self, kind: FailureKind, message: String) {
         self.report(Subject::Connection, None, Outcome::failed(kind, message));
     }
+}
+
+/// Says in a user's words how a request of `kind` lost its connection.
+fn broken(kind: RequestKind, error: &TransportError) -> String {
+    let kept = match kind {
+        RequestKind::Put => "; nothing was kept",
+        _ => "",
+    };
+    if !error.is_peer_gone() {
+        return format!("{error}{kept}");
+    }
+    let what = match kind {
+        RequestKind::Put => "the upload was complete",
+        RequestKind::Get => "the download was complete",
+        RequestKind::List => "the listing was complete",
+        RequestKind::Delete
+        | RequestKind::MakeDir
+        | RequestKind::RemoveDir
+        | RequestKind::Rename
+        | RequestKind::Stat => "it was answered",
+    };
+    format!("the client went away (closed the connection) before {what}{kept}")
 }
 
 /// Completes once the server starts shutting down; never, if the server

@@ -107,6 +107,21 @@ impl TransportError {
         )
     }
 
+    /// Whether the peer went away: it closed or reset the connection, as a
+    /// client interrupted with Ctrl-C or killed does.
+    pub fn is_peer_gone(&self) -> bool {
+        match self {
+            TransportError::Closed => true,
+            TransportError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+
     /// What kind of failure this is, for reports.
     pub fn kind(&self) -> FailureKind {
         match self {
