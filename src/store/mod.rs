@@ -85,7 +85,8 @@ impl Store {
         &self.path
     }
 
-    /// Removes the temporary files of dead processes; see [`leftovers`].
+    /// Removes the temporary files that dead processes left (a server
+    /// killed mid-upload), keeping those of processes still running.
     pub fn remove_leftovers(&self, started: std::time::SystemTime) -> Vec<Leftover> {
         leftovers::remove_leftovers(&self.dir, started)
     }
