@@ -2,6 +2,7 @@
 """Benchmark ferry against a raw socat pipe and common file-transfer tools.
 
     scripts/bench.sh [--reps N] [--quick] [--only CASE,...] [--dufs] [--concurrent N]
+                     [--baseline-bin PATH]
 
 Everything runs on 127.0.0.1: every server is started here on a free port and
 stopped here by its process id, also on Ctrl-C or an error. Run it through
@@ -29,10 +30,23 @@ for --only:
   transfer-memory   ferry client (plain) peak RSS, big file against a 1 MiB
                     one
 
+Before and after: --baseline-bin PATH (bench.sh also takes it from
+FERRY_BASELINE_BIN) benchmarks a second ferry binary, such as a build of an
+earlier commit, in the same run. Its rows, ferry base (plain) and ferry base
+(TLS), run for whichever ferry modes are chosen, taking turns rep by rep with
+the same mode of --ferry-bin (which of the two goes first alternates), so
+that load from elsewhere hits both alike; a table then compares the two
+medians row by row. Each binary's clients talk only to its own servers, so
+the two need not speak the same protocol version. The other cases measure
+--ferry-bin alone. Before and after, ferry rows only (with --quick, 3 runs
+and no 1 GiB, the ratios are too noisy to show a small regression):
+
+    scripts/bench.sh --only ferry --baseline-bin PATH
+
 Every ferry process runs with XDG_CONFIG_HOME set to a temporary directory
-made for the run and removed at its end, and without FERRY_TOKEN, so neither
-the TLS server's identity nor the client's known hosts touch the invoking
-user's ~/.config/ferry.
+made for the run and removed at its end (one directory per binary), and
+without FERRY_TOKEN, so neither the TLS server's identity nor the client's
+known hosts touch the invoking user's ~/.config/ferry.
 
 Standard library only.
 """
@@ -77,12 +91,14 @@ class Method:
 # The TLS rows sit next to scp and sftp, the other encrypted transfers.
 METHODS = {
     "ferry-plain": Method("ferry (plain)", ("put", "get")),
+    "ferry-base-plain": Method("ferry base (plain)", ("put", "get")),
     "socat": Method("socat -b131072", ("send",)),
     "socat-default": Method("socat (default 8 KiB buffer)", ("send",)),
     "nc": Method("nc (openbsd)", ("send",)),
     "iperf3": Method("iperf3 (memory to memory)", ("send",)),
     "rsync": Method("rsync daemon", ("put", "get")),
     "ferry-tls": Method("ferry (TLS)", ("put", "get")),
+    "ferry-base-tls": Method("ferry base (TLS)", ("put", "get")),
     "scp": Method("scp", ("put", "get")),
     "sftp": Method("sftp", ("put", "get")),
     "http": Method("python http.server + curl", ("get",)),
@@ -91,12 +107,17 @@ METHODS = {
 # Every row's ratio is against this one, so it runs whenever any method does.
 REFERENCE = "socat"
 FERRY_METHODS = ("ferry-plain", "ferry-tls")
+# The same modes run by --baseline-bin: each ferry method -> its baseline twin.
+# They are not names for --only; they run with their twin when a baseline is
+# given.
+BASELINE_METHODS = {"ferry-plain": "ferry-base-plain", "ferry-tls": "ferry-base-tls"}
+ANY_FERRY_METHODS = FERRY_METHODS + tuple(BASELINE_METHODS.values())
 # What ferry is compared with in the summary below the transfers table.
 FERRY_PEERS = (REFERENCE, "rsync", "scp", "sftp")
 # Names for --only that stand for several cases.
 CASE_GROUPS = {"ferry": FERRY_METHODS}
 OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory"]
-ALL_CASES = list(METHODS) + OTHER_CASES
+ALL_CASES = [name for name in METHODS if name not in BASELINE_METHODS.values()] + OTHER_CASES
 
 LATENCY_RUNS = 200
 IDLE_CONNECTIONS = 1000
@@ -443,11 +464,15 @@ def remove_file(path):
 @dataclass
 class Server:
     """A long-running server and where it logs; fingerprint is a TLS ferry
-    server's identity."""
+    server's identity. A ferry server also keeps its binary and environment,
+    which its clients must share: the baseline's clients talk only to the
+    baseline's servers."""
     proc: subprocess.Popen
     port: int
     log_path: Path
     fingerprint: str | None = None
+    ferry: Path | None = None
+    env: dict | None = None
 
 
 @dataclass
@@ -466,12 +491,37 @@ class Step:
     output: Path | None = None
 
 
+def turn_order(keys, rep):
+    """The (method, direction) keys in the order of repetition rep: as
+    given, except that a baseline twin runs right next to its ferry method
+    in the same direction, after it in even repetitions and before it in odd
+    ones, so that neither binary always follows the same run."""
+    keys = list(keys)
+    twins = {(twin, direction) for twin in BASELINE_METHODS.values()
+             for direction in ("put", "get")}
+    order = []
+    for name, direction in keys:
+        if (name, direction) in twins:
+            continue  # placed with its ferry method
+        twin_key = (BASELINE_METHODS.get(name), direction)
+        if twin_key in keys:
+            pair = [(name, direction), twin_key]
+            order += reversed(pair) if rep % 2 else pair
+        else:
+            order.append((name, direction))
+    return order
+
+
 class Bench:
-    def __init__(self, args, procs, ferry_env):
+    def __init__(self, args, procs, ferry_env, baseline_env=None):
         self.args = args
         self.procs = procs
         self.ferry = Path(args.ferry_bin).resolve()
-        self.ferry_env = ferry_env  # the environment of every ferry process
+        self.ferry_env = ferry_env  # the environment of every --ferry-bin process
+        # --baseline-bin and the environment of its processes, which has a
+        # configuration directory of its own.
+        self.baseline = Path(args.baseline_bin).resolve() if args.baseline_bin else None
+        self.baseline_env = baseline_env
         self.root = WORK_DIR / "root"  # served by every long-running server
         self.downloads = WORK_DIR / "downloads"
         self.sources = {}
@@ -488,20 +538,25 @@ class Bench:
             chosen.remove("dufs")
         if not chosen & set(METHODS):
             return []
+        if self.baseline:
+            chosen |= {twin for name, twin in BASELINE_METHODS.items() if name in chosen}
         return [name for name in METHODS if name in chosen or name == REFERENCE]
 
     # ------------------------------------------------ servers
 
-    def start_ferry(self, root, log_path, tls=False):
+    def start_ferry(self, root, log_path, tls=False, baseline=False):
         """Starts `ferry server 0`, with --plain unless tls, and reads its
         port, and with TLS its fingerprint, from the start line. A TLS
-        server makes its identity in the temporary XDG_CONFIG_HOME."""
+        server makes its identity in the temporary XDG_CONFIG_HOME. With
+        baseline, the server is --baseline-bin's, in its own environment."""
+        ferry, env = ((self.baseline, self.baseline_env) if baseline
+                      else (self.ferry, self.ferry_env))
         root.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log_file:
             proc = self.procs.start(
-                [self.ferry, "server", "0", "--root", root, "--bind", "127.0.0.1",
+                [ferry, "server", "0", "--root", root, "--bind", "127.0.0.1",
                  *([] if tls else ["--plain"])],
-                stdout=log_file, stderr=subprocess.STDOUT, env=self.ferry_env)
+                stdout=log_file, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             start_line = read_start_line(log_path)
@@ -515,14 +570,15 @@ class Bench:
                     raise BenchError("the ferry server started with --plain does not say"
                                      " plain TCP" + log_tail(log_path))
                 return Server(proc, int(match.group(1)), log_path,
-                              fingerprint.group(1) if tls else None)
+                              fingerprint.group(1) if tls else None, ferry, env)
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise BenchError("ferry server did not start" + log_tail(log_path))
             time.sleep(0.002)
 
     def ferry_client(self, server):
-        """The start of a one-shot ferry client command for server."""
-        return [self.ferry, "client", "127.0.0.1", server.port, "-q",
+        """The start of a one-shot ferry client command for server, from
+        the server's own binary; run it in server.env."""
+        return [server.ferry, "client", "127.0.0.1", server.port, "-q",
                 *ferry_trust(server.fingerprint)]
 
     def start_listening(self, command, port, log_path):
@@ -589,9 +645,10 @@ class Bench:
 
     def start_server(self, name):
         """The long-running server of a method, or None for the pipes."""
-        if name in FERRY_METHODS:
+        if name in ANY_FERRY_METHODS:
             return self.start_ferry(self.root, LOG_DIR / f"{name}-transfers.log",
-                                    tls=name == "ferry-tls")
+                                    tls=name in ("ferry-tls", "ferry-base-tls"),
+                                    baseline=name in BASELINE_METHODS.values())
         if name == "rsync":
             return self.start_rsync()
         if name in ("scp", "sftp"):
@@ -622,13 +679,13 @@ class Bench:
         upload_path = self.root / upload_name
         download_path = self.downloads / f"{name}-{source.label}"
         output = upload_path if direction == "put" else download_path
-        if name in FERRY_METHODS:
+        if name in ANY_FERRY_METHODS:
             base = self.ferry_client(server)
             if direction == "put":
                 return Step(base + ["put", source.path, upload_name],
-                            env=self.ferry_env, output=output)
+                            env=server.env, output=output)
             return Step(base + ["get", source.served_name, download_path],
-                        env=self.ferry_env, output=output)
+                        env=server.env, output=output)
         if name in ("socat", "socat-default"):
             buffer = ["-b", "131072"] if name == "socat" else []
             port = free_port()
@@ -709,7 +766,7 @@ class Bench:
                 f"{what}: "
                 + "; ".join(f"{shell_line(p.args)} exited with {p.returncode}"
                             + (f" ({FERRY_EXIT_CODES.get(p.returncode, 'unknown')})"
-                               if name in FERRY_METHODS else "")
+                               if name in ANY_FERRY_METHODS else "")
                             for p in failed)
                 + log_tail(client_log) + (log_tail(server.log_path) if server else ""))
         server_cpu = 0.0
@@ -754,7 +811,7 @@ class Bench:
                 # Methods take turns within each repetition, so that a burst
                 # of load from elsewhere smears over all of them.
                 for rep in range(self.args.reps):
-                    for name, direction in runs:
+                    for name, direction in turn_order(runs, rep):
                         seconds, cpu = self.run_once(name, direction, source)
                         runs[(name, direction)].append((seconds, cpu))
                         log(f"  {human_size(size):>8} {METHODS[name].label} {direction}"
@@ -1040,6 +1097,32 @@ def peer_summary(medians):
     return text
 
 
+def baseline_comparison(medians):
+    """--ferry-bin against --baseline-bin, row by row: both medians and their
+    ratio, new over base, so above 1 the new binary is the slower. Empty
+    when no baseline row was measured."""
+    sizes = sorted({size for _, _, size in medians}, reverse=True)
+    rows = []
+    for size in sizes:
+        for name, twin in BASELINE_METHODS.items():
+            for direction in ("put", "get"):
+                new_s = medians.get((name, direction, size))
+                base_s = medians.get((twin, direction, size))
+                if new_s is None or base_s is None:
+                    continue
+                mode = "TLS" if name == "ferry-tls" else "plain"
+                rows.append([mode, direction, human_size(size), f"{base_s:.4f}",
+                             f"{new_s:.4f}", f"{new_s / base_s:.2f}"])
+    if not rows:
+        return ""
+    return ("ferry against the baseline (--baseline-bin), both measured in this run,"
+            " rep by rep: new median / base median, so above 1 the new binary is the"
+            " slower.\n\n"
+            + markdown_table(["mode", "direction", "size", "base median s", "new median s",
+                              "new / base"],
+                             rows, right_aligned=(3, 4, 5)))
+
+
 def markdown_table(header, rows, right_aligned=()):
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if column in right_aligned else "---"
@@ -1055,8 +1138,9 @@ def machine_line(args):
             cpu_model = line.split(":", 1)[1].strip()
             break
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    baseline = f" Baseline binary: {args.baseline_bin}." if args.baseline_bin else ""
     return (f"Machine: {os.cpu_count()} CPUs ({cpu_model}), Linux {platform.release()},"
-            f" {now}. ferry binary: {args.ferry_bin}. {args.reps} runs per transfer;"
+            f" {now}. ferry binary: {args.ferry_bin}.{baseline} {args.reps} runs per transfer;"
             f" MB = 10^6 bytes; all traffic on 127.0.0.1.")
 
 
@@ -1078,6 +1162,9 @@ def report(args, sections):
                 ["method", "direction", "size", "median s", "min-max s", "MB/s",
                  "ratio to socat -b131072", "CPU s"],
                 sections["transfers"], right_aligned=(3, 5, 6, 7)))
+        comparison = baseline_comparison(sections["transfer-medians"])
+        if comparison:
+            parts.append(comparison)
         summary = peer_summary(sections["transfer-medians"])
         if summary:
             parts.append(summary)
@@ -1135,6 +1222,10 @@ def parse_args():
     parser.add_argument("--dufs-bin", help="the dufs binary (default: dufs on PATH); implies --dufs")
     parser.add_argument("--concurrent", type=int, default=200,
                         help="clients at once in the concurrent case (default 200)")
+    parser.add_argument("--baseline-bin", metavar="PATH",
+                        help="a second ferry binary, such as an earlier build, whose"
+                        " ferry rows run alongside --ferry-bin's, rep by rep, and are"
+                        " compared with them; bench.sh also takes it from FERRY_BASELINE_BIN")
     args = parser.parse_args()
     if args.only:
         unknown = set(args.only) - set(ALL_CASES) - set(CASE_GROUPS)
@@ -1148,6 +1239,11 @@ def parse_args():
         args.reps = 3 if args.quick else 5
     if args.reps < 1 or args.concurrent < 1:
         parser.error("--reps and --concurrent must be at least 1")
+    if args.baseline_bin:
+        if not os.access(args.baseline_bin, os.X_OK) or os.path.isdir(args.baseline_bin):
+            parser.error(f"--baseline-bin: no executable at {args.baseline_bin}")
+        if not chosen_cases(args) & set(FERRY_METHODS):
+            parser.error("--baseline-bin: no ferry transfer case chosen to compare")
     return args
 
 
@@ -1215,9 +1311,12 @@ def main():
 
     procs = Processes()
     ferry_config = FerryConfig("ferry-bench-config-")
+    # The baseline's identity and known hosts stay apart from --ferry-bin's.
+    baseline_config = FerryConfig("ferry-bench-base-config-") if args.baseline_bin else None
     try:
         raise_open_file_limit(2 * IDLE_CONNECTIONS + 4 * args.concurrent + 256)
-        sections = run(args, Bench(args, procs, ferry_config.env), chosen)
+        sections = run(args, Bench(args, procs, ferry_config.env,
+                                   baseline_config and baseline_config.env), chosen)
     except BenchError as error:
         log(f"bench.py: stopped: {error}")
         return 1
@@ -1228,6 +1327,8 @@ def main():
         procs.stop_all()
         shutil.rmtree(WORK_DIR, ignore_errors=True)
         ferry_config.remove()
+        if baseline_config:
+            baseline_config.remove()
 
     text = report(args, sections)
     RESULTS_FILE.write_text(text)

@@ -4,10 +4,17 @@
 # prints the results table.
 #
 #   scripts/bench.sh [--reps N] [--quick] [--only ferry,socat,...] [--dufs] [--concurrent N]
+#                    [--baseline-bin PATH]
 #
 # --only ferry runs both ferry modes; ferry-plain or ferry-tls runs one.
 #
 # FERRY_BIN=/path/to/ferry skips the build and benchmarks that binary instead.
+# FERRY_BASELINE_BIN=/path/to/old/ferry, like --baseline-bin, also runs the
+# ferry rows of that binary, rep by rep with ferry's, and compares the two; a
+# --baseline-bin argument wins over it. Before and after, ferry rows only:
+#
+#   scripts/bench.sh --only ferry --baseline-bin /path/to/old/ferry
+#
 # Every argument is passed on to bench.py; see `python3 scripts/bench.py --help`.
 set -euo pipefail
 
@@ -94,6 +101,11 @@ if $want_dufs; then
         cargo install dufs --locked --root "$dufs_root" >&2
     fi
     bench_args+=(--dufs-bin "$dufs_root/bin/dufs")
+fi
+
+if [[ -n "${FERRY_BASELINE_BIN:-}" ]]; then
+    # Before "$@" on the command line, so that --baseline-bin there wins.
+    bench_args+=(--baseline-bin "$FERRY_BASELINE_BIN")
 fi
 
 source "$repo_root/scripts/ferry-bin.sh"
