@@ -124,12 +124,13 @@ IDLE_CONNECTIONS = 1000
 IDLE_RSS_GOAL_MIB = 64
 LATENCY_RATIO_GOAL = 2
 CONCURRENT_FILE_SIZE = MIB
-# The handshake of protocol version 2 (src/protocol): each side's preamble,
-# the client's Hello with an empty token (a u32 length, tag 0x05, an empty
-# u16-prefixed string), and the server's Done (tag 0x23) welcoming it.
-FERRY_PREAMBLE = b"FERRY\x00\x00\x02"
+# The handshake of protocol version 3 (src/protocol, PROTOCOL.md §2): each
+# side's preamble, the client's Hello with an empty token (a u32 length, tag
+# 0x05, an empty u16-prefixed string), and the server's Welcome (tag 0x24)
+# listing the eight request tags it serves.
+FERRY_PREAMBLE = b"FERRY\x00\x00\x03"
 FERRY_ANONYMOUS_HELLO = b"\x00\x00\x00\x03\x05\x00\x00"
-FERRY_DONE = b"\x00\x00\x00\x01\x23"
+FERRY_WELCOME = b"\x00\x00\x00\x0a\x24\x08\x01\x02\x03\x04\x06\x07\x08\x09"
 # From README.md: with -q a failed client prints nothing, so its exit code is
 # all a failure report has to go on.
 FERRY_EXIT_CODES = {
@@ -971,7 +972,7 @@ class Bench:
                 conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
                 connections.append(conn)
                 conn.sendall(FERRY_PREAMBLE + FERRY_ANONYMOUS_HELLO)
-                expected = FERRY_PREAMBLE + FERRY_DONE
+                expected = FERRY_PREAMBLE + FERRY_WELCOME
                 reply = receive_exactly(conn, len(expected))
                 if reply != expected:
                     raise BenchError(f"ferry answered the preamble and hello with {reply!r},"
