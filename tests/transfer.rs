@@ -62,6 +62,28 @@ fn put_defaults_to_the_local_base_name_from_any_path() {
     );
 }
 
+/// Names typed the way a shell user types them (issue 11): `.` is the
+/// served directory, `./x` and `x/./y` are `x` and `x/y`.
+#[test]
+fn put_get_and_delete_take_names_as_people_type_them() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "a.txt", b"a");
+    for remote in [".", "./", "/"] {
+        assert_exit(&server.run_client(&["put", "a.txt", remote]), 0);
+        assert_eq!(server.root_files(), ["a.txt"], "put a.txt {remote:?}");
+        std::fs::remove_file(server.root().join("a.txt")).unwrap();
+    }
+    assert_exit(&server.run_client(&["put", "a.txt", "./d/./b.txt"]), 0);
+    assert_eq!(server.root_files(), ["d", "d/b.txt"]);
+    assert_exit(&server.run_client(&["get", "./d/b.txt", "got.txt"]), 0);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("got.txt")).unwrap(),
+        b"a"
+    );
+    assert_exit(&server.run_client(&["delete", "d/./b.txt"]), 0);
+    assert_eq!(server.root_files(), ["d"]);
+}
+
 #[test]
 fn put_into_a_directory_name_ending_in_a_slash_creates_parents() {
     let server = TestServer::start();

@@ -240,7 +240,8 @@ fn check_directory(dir: &Path) -> Result<(), CommandError> {
 }
 
 /// The remote name a put uses: the one given, the local file's name, or
-/// the local file's name inside a given directory ending in `/`.
+/// the local file's name inside a given directory ending in `/` (or the
+/// served directory itself, `.`).
 fn remote_name_for_put(local: &Path, remote: Option<&str>) -> Result<String, CommandError> {
     let base_name = || {
         local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
@@ -252,6 +253,8 @@ fn remote_name_for_put(local: &Path, remote: Option<&str>) -> Result<String, Com
     };
     Ok(match remote {
         None => base_name()?.to_owned(),
+        // `.` or `/` is the served directory, as `cp a.txt .` means here.
+        Some(root) if RemoteName::parse_dir(root) == Ok(None) => base_name()?.to_owned(),
         Some(dir) if dir.ends_with('/') => format!("{dir}{}", base_name()?),
         Some(name) => name.to_owned(),
     })
