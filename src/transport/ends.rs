@@ -3,7 +3,7 @@
 //!
 //! The transport never opens a file. It is handed a source or a sink, and
 //! asks it for a descriptor the way it asks the stream for its socket
-//! ([`Stream::raw_socket`](super::Stream::raw_socket)): when both the
+//! ([`Stream::raw_tcp`](super::Stream::raw_tcp)): when both the
 //! socket and the file are descriptors, the body moves by sendfile(2) and
 //! splice(2); otherwise it moves in chunks through the methods below. Any
 //! open descriptor is both, so a `File`, or a store's handle that wraps

@@ -1,7 +1,6 @@
 //! The byte stream under a connection: plain TCP, or TLS over TCP.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -11,15 +10,15 @@ use tokio_rustls::TlsStream;
 
 /// A stream a [`Connection`](super::Connection) can move bodies over.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
-    /// The socket itself, when the bytes written to this stream are the
-    /// bytes on the wire, so bodies may bypass it with sendfile(2) and
+    /// The TCP socket itself, when the bytes written to this stream are
+    /// the bytes on the wire, so bodies may bypass it with sendfile(2) and
     /// splice(2). `None` when a layer such as TLS must see every byte.
-    fn raw_socket(&self) -> Option<BorrowedFd<'_>>;
+    fn raw_tcp(&self) -> Option<&TcpStream>;
 }
 
 impl Stream for TcpStream {
-    fn raw_socket(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.as_fd())
+    fn raw_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 
@@ -42,9 +41,9 @@ impl Link {
 }
 
 impl Stream for Link {
-    fn raw_socket(&self) -> Option<BorrowedFd<'_>> {
+    fn raw_tcp(&self) -> Option<&TcpStream> {
         match self {
-            Link::Plain(tcp) => Some(tcp.as_fd()),
+            Link::Plain(tcp) => Some(tcp),
             Link::Tls(_) => None,
         }
     }

@@ -13,23 +13,19 @@
 //! per transfer is bounded whatever the file size.
 
 mod body;
-mod buffered;
 mod ends;
 mod link;
+mod pump;
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{
-    self, DecodeError, Digest, ErrorCode, FailureKind, Message, Preamble, PreambleError, Token,
+    self, DecodeError, ErrorCode, FailureKind, Message, Preamble, PreambleError, Token,
     PREAMBLE_LEN, VERSION,
 };
-use body::{Received, Wire};
 pub use ends::{BodySink, BodySource};
 pub use link::{Link, Stream};
 
@@ -90,6 +86,17 @@ pub enum TransportError {
     /// The peer let the stall limit pass without sending or taking a byte.
     #[error("no progress for {}s; gave up on the peer", .0.as_secs())]
     Stalled(Duration),
+    /// The peer moved a body slower than the minimum rate for a whole
+    /// stall limit.
+    #[error(
+        "only {moved} bytes moved in {seconds}s, slower than the minimum of {min_rate} bytes a \
+         second; gave up on the peer"
+    )]
+    TooSlow {
+        moved: u64,
+        seconds: u64,
+        min_rate: u64,
+    },
     /// The body's digest did not match its trailer. The connection remains
     /// usable.
     #[error("BLAKE3 digest of the received data does not match the sender's")]
@@ -126,7 +133,9 @@ impl TransportError {
     pub fn kind(&self) -> FailureKind {
         match self {
             TransportError::Closed | TransportError::Io(_) => FailureKind::ConnectionLost,
-            TransportError::Stalled(_) => ErrorCode::Timeout.into(),
+            TransportError::Stalled(_) | TransportError::TooSlow { .. } => {
+                ErrorCode::Timeout.into()
+            }
             TransportError::Malformed(_)
             | TransportError::UnknownMessage(_)
             | TransportError::Unexpected { .. }
@@ -151,6 +160,9 @@ pub struct Connection<S> {
     write_buf: Vec<u8>,
     /// How long any one read or write may wait for the peer.
     stall_limit: Duration,
+    /// The slowest a body may move, in bytes a second, averaged over a
+    /// stall limit; 0 for no minimum.
+    min_rate: u64,
 }
 
 /// How long a connection waits for its peer to move a byte, unless told
@@ -165,6 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             read_buf: Vec::new(),
             write_buf: Vec::new(),
             stall_limit: DEFAULT_STALL_LIMIT,
+            min_rate: 0,
         }
     }
 
@@ -177,6 +190,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// wait for the peer before failing with [`TransportError::Stalled`].
     pub fn set_stall_limit(&mut self, limit: Duration) {
         self.stall_limit = limit;
+    }
+
+    /// Sets the slowest a body may move, in bytes a second averaged over
+    /// the stall limit, before it fails with [`TransportError::TooSlow`];
+    /// 0 for no minimum.
+    pub fn set_min_rate(&mut self, bytes_per_second: u64) {
+        self.min_rate = bytes_per_second;
     }
 
     /// The underlying stream.
@@ -394,251 +414,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.read_buf
             .extend_from_slice(chunk.get(..n).unwrap_or_default());
         Ok(n)
-    }
-}
-
-impl<S: Stream> Connection<S> {
-    /// Sends the first `size` bytes of `source` as a raw body, then the
-    /// trailer with their digest: `known` if the caller has it, otherwise
-    /// computed as the body is sent. Gives back the source and the digest.
-    pub async fn send_body<B: BodySource>(
-        &mut self,
-        source: B,
-        size: u64,
-        known: Option<Digest>,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(B, Digest), TransportError> {
-        self.flush().await?;
-        let zero_copy = source.raw_fd().is_some();
-        let (source, digest) = match self.stream.raw_socket().filter(|_| zero_copy) {
-            Some(socket) => {
-                let (source, sent) = self
-                    .on_data_thread(socket, progress, move |socket, moved| {
-                        let sent = body::send_file(socket, &source, size, known, moved);
-                        (source, sent)
-                    })
-                    .await?;
-                (source, sent?)
-            }
-            None => self.send_chunks(source, size, known, progress).await?,
-        };
-        self.write_message(&Message::Trailer { digest }).await?;
-        Ok((source, digest))
-    }
-
-    /// Receives a raw body of `size` bytes into `sink`, then its trailer,
-    /// and checks the digest. If writing to `sink` fails, the rest of the
-    /// body is still read and discarded so that the connection stays in
-    /// step; the error ([`TransportError::Sink`]) is returned after the
-    /// trailer. Gives back the sink and the verified digest.
-    pub async fn recv_body<B: BodySink>(
-        &mut self,
-        sink: B,
-        size: u64,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(B, Digest), TransportError> {
-        // The start of the body may have arrived with the frame before it.
-        let prefix_len =
-            usize::try_from(size).map_or(self.read_buf.len(), |size| size.min(self.read_buf.len()));
-        let prefix: Vec<u8> = self.read_buf.drain(..prefix_len).collect();
-        let zero_copy = sink.raw_fd().is_some();
-        let (sink, received) = match self.stream.raw_socket().filter(|_| zero_copy) {
-            Some(socket) => {
-                self.on_data_thread(socket, progress, move |socket, moved| {
-                    let received = body::receive_file(socket, &prefix, &sink, size, moved);
-                    (sink, received)
-                })
-                .await?
-            }
-            None => self.recv_chunks(prefix, sink, size, progress).await?,
-        };
-        let Received { digest, sink_error } = received?;
-        let trailer = self.expect_message().await?;
-        let Message::Trailer { digest: expected } = trailer else {
-            return Err(TransportError::Unexpected {
-                expected: "a trailer",
-                got: trailer.name(),
-            });
-        };
-        if let Some(e) = sink_error {
-            return Err(TransportError::Sink(e));
-        }
-        if digest != expected {
-            return Err(TransportError::DigestMismatch);
-        }
-        Ok((sink, digest))
-    }
-
-    /// The body of [`Connection::send_body`] in chunks: a thread reads and
-    /// hashes them from the source, this task writes them to the stream.
-    /// Dropping this future drops the channel, which stops the thread.
-    async fn send_chunks<B: BodySource>(
-        &mut self,
-        file: B,
-        size: u64,
-        known: Option<Digest>,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(B, Digest), TransportError> {
-        let (chunks, mut arriving) = tokio::sync::mpsc::channel(buffered::CHUNKS_IN_FLIGHT);
-        let reader = tokio::task::spawn_blocking(move || {
-            let read = buffered::read_chunks(&file, size, known, &chunks);
-            (file, read)
-        });
-        let mut written = Ok(());
-        while let Some(chunk) = arriving.recv().await {
-            written = self.write_all_within_stall_limit(&chunk).await;
-            if written.is_err() {
-                break;
-            }
-            progress(chunk.len() as u64);
-        }
-        // Stops the reader if writing failed; it has finished otherwise.
-        drop(arriving);
-        let (file, read) = reader.await.map_err(data_thread_failed)?;
-        written?;
-        Ok((file, read?))
-    }
-
-    /// The body of [`Connection::recv_body`] in chunks: this task reads
-    /// them from the stream, a thread hashes them and writes them to the
-    /// sink. Never reads past the body's end.
-    async fn recv_chunks<B: BodySink>(
-        &mut self,
-        prefix: Vec<u8>,
-        file: B,
-        size: u64,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(B, Result<Received, TransportError>), TransportError> {
-        let (chunks, arriving) = tokio::sync::mpsc::channel(buffered::CHUNKS_IN_FLIGHT);
-        let writer = tokio::task::spawn_blocking(move || {
-            let received = buffered::write_chunks(&file, size, arriving);
-            (file, received)
-        });
-        let mut left = size - prefix.len() as u64;
-        progress(prefix.len() as u64);
-        let mut read = Ok(());
-        if !prefix.is_empty() && chunks.send(prefix).await.is_err() {
-            read = Err(data_thread_failed("the file thread stopped"));
-        }
-        while left > 0 && read.is_ok() {
-            let mut chunk = Vec::with_capacity(buffered::next_chunk_len(left));
-            read = self.fill_within_stall_limit(&mut chunk).await;
-            left -= chunk.len() as u64;
-            progress(chunk.len() as u64);
-            if chunks.send(chunk).await.is_err() {
-                read = Err(data_thread_failed("the file thread stopped"));
-            }
-        }
-        drop(chunks);
-        let (file, received) = writer.await.map_err(data_thread_failed)?;
-        read?;
-        Ok((file, Ok(received)))
-    }
-
-    /// Writes all of `bytes`, failing if the peer takes none of them for
-    /// the stall limit.
-    async fn write_all_within_stall_limit(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
-        let limit = self.stall_limit;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match tokio::time::timeout(limit, self.stream.write(rest)).await {
-                Ok(Ok(0)) => return Err(TransportError::Closed),
-                Ok(Ok(n)) => rest = rest.get(n..).unwrap_or_default(),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(TransportError::Stalled(limit)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads into `chunk` until its capacity is full, failing if the peer
-    /// sends nothing for the stall limit or closes the connection first.
-    async fn fill_within_stall_limit(&mut self, chunk: &mut Vec<u8>) -> Result<(), TransportError> {
-        let limit = self.stall_limit;
-        while chunk.len() < chunk.capacity() {
-            let want = (chunk.capacity() - chunk.len()) as u64;
-            let mut body = (&mut self.stream).take(want);
-            match tokio::time::timeout(limit, body.read_buf(chunk)).await {
-                Ok(Ok(0)) => return Err(TransportError::Closed),
-                Ok(Ok(_)) => {}
-                // TLS's word for a peer gone without close_notify: a cut
-                // like any other (see `read_more`).
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(TransportError::Closed)
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(TransportError::Stalled(limit)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs blocking data-path `work` on the socket in a thread of the
-    /// blocking pool, telling `progress` how it advances. If this future is
-    /// dropped first, the socket is shut down so the thread stops at once
-    /// rather than finishing, or stalling, a transfer nobody awaits.
-    async fn on_data_thread<T: Send + 'static>(
-        &self,
-        socket: BorrowedFd<'_>,
-        progress: &mut (dyn FnMut(u64) + Send),
-        work: impl FnOnce(Wire<'_>, &AtomicU64) -> T + Send + 'static,
-    ) -> Result<T, TransportError> {
-        let socket = Arc::new(socket.try_clone_to_owned()?);
-        let hang_up = ShutdownOnDrop(Some(Arc::clone(&socket)));
-        let moved = Arc::new(AtomicU64::new(0));
-        let mut task = tokio::task::spawn_blocking({
-            let moved = Arc::clone(&moved);
-            let stall_limit = self.stall_limit;
-            move || {
-                let wire = Wire {
-                    fd: socket.as_fd(),
-                    stall_limit,
-                };
-                work(wire, &moved)
-            }
-        });
-        let mut reported = 0;
-        let mut report = |progress: &mut (dyn FnMut(u64) + Send)| {
-            let now = moved.load(Ordering::Relaxed);
-            if now > reported {
-                progress(now - reported);
-                reported = now;
-            }
-        };
-        let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
-        let joined = loop {
-            tokio::select! {
-                joined = &mut task => break joined,
-                _ = ticks.tick() => report(progress),
-            }
-        };
-        hang_up.disarm();
-        report(progress);
-        joined.map_err(data_thread_failed)
-    }
-}
-
-fn data_thread_failed(why: impl std::fmt::Display) -> TransportError {
-    TransportError::Io(io::Error::other(format!("data thread failed: {why}")))
-}
-
-/// How often a transfer's progress is passed on.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Shuts a socket down when dropped, unless disarmed.
-struct ShutdownOnDrop(Option<Arc<OwnedFd>>);
-
-impl ShutdownOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for ShutdownOnDrop {
-    fn drop(&mut self) {
-        if let Some(socket) = &self.0 {
-            // The connection is being abandoned; a failure changes nothing.
-            let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
-        }
     }
 }

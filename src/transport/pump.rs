@@ -1,0 +1,902 @@
+//! Moving a body between the stream and its source or sink without ever
+//! holding a thread while the peer is slow.
+//!
+//! Waiting is done here, on the async side: for the socket to be readable
+//! or writable, or for the stream to take or give a chunk. Each step of
+//! disk work (a splice into the file, a sendfile, a chunk read or written,
+//! a range hashed, a sync) then runs on the blocking pool and returns, so a
+//! thousand clients trickling bytes hold a thousand sockets and a little
+//! memory, but no thread: requests of other clients find the pool free.
+//! Steps overlap where they can (a chunk is hashed and written while the
+//! next arrives; a file is hashed while it is sent), and at most two chunks
+//! are in memory per transfer.
+//!
+//! A transfer must also keep moving: no byte for the stall limit ends it
+//! ([`TransportError::Stalled`]), and so does moving fewer bytes than the
+//! minimum rate over a whole stall limit ([`TransportError::TooSlow`]), so
+//! a peer that sends a byte now and then cannot hold a transfer open.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::pipe::{PipeFlags, SpliceFlags};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::body::{self, buffer_len, FileWriter, FLUSH_STEP, INLINE_BODY, PIPE_BUFFER};
+use super::{BodySink, BodySource, Connection, Stream, TransportError};
+use crate::protocol::{Digest, Message};
+
+/// Bytes per chunk moved through user space (TLS, or an end without a
+/// descriptor): large enough that the hops are rare, small enough that two
+/// of them per transfer stay cheap.
+pub const CHUNK: usize = 256 * 1024;
+
+/// What a body receiver got.
+struct Received {
+    /// The digest of the body as it arrived.
+    digest: Digest,
+    /// The first write to the sink that failed, if one did; the body was
+    /// still read in full so the connection stays in step.
+    sink_error: Option<io::Error>,
+}
+
+impl<S: Stream> Connection<S> {
+    /// Sends the first `size` bytes of `source` as a raw body, then the
+    /// trailer with their digest: `known` if the caller has it, otherwise
+    /// computed as the body is sent. Gives back the source and the digest.
+    pub async fn send_body<B: BodySource>(
+        &mut self,
+        source: B,
+        size: u64,
+        known: Option<Digest>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(B, Digest), TransportError> {
+        self.flush().await?;
+        let source = Arc::new(source);
+        let zero_copy = source.raw_fd().is_some() && size > INLINE_BODY;
+        let digest = match self.stream.raw_tcp().filter(|_| zero_copy) {
+            Some(_) => self.send_zero_copy(&source, size, known, progress).await?,
+            None => self.send_chunks(&source, size, known, progress).await?,
+        };
+        self.write_message(&Message::Trailer { digest }).await?;
+        Ok((take_back(source)?, digest))
+    }
+
+    /// Receives a raw body of `size` bytes into `sink`, then its trailer,
+    /// and checks the digest. If writing to `sink` fails, the rest of the
+    /// body is still read and discarded so that the connection stays in
+    /// step; the error ([`TransportError::Sink`]) is returned after the
+    /// trailer. Never reads past the body's end. Gives back the sink and
+    /// the verified digest.
+    pub async fn recv_body<B: BodySink>(
+        &mut self,
+        sink: B,
+        size: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(B, Digest), TransportError> {
+        // The start of the body may have arrived with the frame before it.
+        let prefix_len =
+            usize::try_from(size).map_or(self.read_buf.len(), |size| size.min(self.read_buf.len()));
+        let prefix: Vec<u8> = self.read_buf.drain(..prefix_len).collect();
+        let sink = Arc::new(sink);
+        let zero_copy = sink.raw_fd().is_some() && size > INLINE_BODY;
+        let received = match self.stream.raw_tcp().filter(|_| zero_copy) {
+            Some(_) => self.recv_zero_copy(&sink, prefix, size, progress).await?,
+            None => self.recv_chunks(&sink, prefix, size, progress).await?,
+        };
+        let trailer = self.expect_message().await?;
+        let Message::Trailer { digest: expected } = trailer else {
+            return Err(TransportError::Unexpected {
+                expected: "a trailer",
+                got: trailer.name(),
+            });
+        };
+        if let Some(e) = received.sink_error {
+            return Err(TransportError::Sink(e));
+        }
+        if received.digest != expected {
+            return Err(TransportError::DigestMismatch);
+        }
+        Ok((take_back(sink)?, received.digest))
+    }
+
+    /// [`Connection::send_body`] by sendfile(2) from the source's
+    /// descriptor to the socket, while the file is hashed beside it.
+    async fn send_zero_copy<B: BodySource>(
+        &mut self,
+        source: &Arc<B>,
+        size: u64,
+        known: Option<Digest>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Digest, TransportError> {
+        let tcp = self
+            .stream
+            .raw_tcp()
+            .ok_or_else(|| data_path_failed("no socket"))?;
+        let socket = Arc::new(tcp.as_fd().try_clone_to_owned()?);
+        let stop = StopOnDrop::default();
+        let hashing = known.is_none().then(|| {
+            let (source, stop) = (Arc::clone(source), Arc::clone(&stop.0));
+            tokio::task::spawn_blocking(move || body::hash_source(&*source, size, &stop))
+        });
+        let mut pace = Pace::new(self.stall_limit, self.min_rate);
+        let mut offset = 0;
+        let mut ready = false;
+        while offset < size {
+            if !ready {
+                wait_ready(tcp, Interest::WRITABLE, self.stall_limit).await?;
+            }
+            let (source, step_socket) = (Arc::clone(source), Arc::clone(&socket));
+            let sent = blocking(move || {
+                let file = source
+                    .raw_fd()
+                    .ok_or_else(|| data_path_failed("the source has no descriptor"))?;
+                body::sendfile_step(&step_socket, file, offset, size)
+            })
+            .await??;
+            if sent == offset {
+                ready = forget_readiness(tcp, &socket);
+                continue;
+            }
+            ready = false;
+            progress(sent - offset);
+            pace.moved(sent - offset)?;
+            offset = sent;
+        }
+        match (known, hashing) {
+            (Some(digest), _) => Ok(digest),
+            (None, Some(hashing)) => hashing.await.map_err(data_path_failed)?,
+            (None, None) => Err(data_path_failed("no digest")),
+        }
+    }
+
+    /// [`Connection::send_body`] in chunks through the stream: the next
+    /// chunk is read and hashed on the blocking pool while this one is
+    /// written to the stream.
+    async fn send_chunks<B: BodySource>(
+        &mut self,
+        source: &Arc<B>,
+        size: u64,
+        known: Option<Digest>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Digest, TransportError> {
+        let read = |offset: u64, mut hasher: Option<blake3::Hasher>| {
+            let source = Arc::clone(source);
+            tokio::task::spawn_blocking(move || {
+                let len = buffer_len(size - offset, CHUNK);
+                let chunk = body::read_chunk(&*source, offset, len, size, hasher.as_mut());
+                (chunk, hasher)
+            })
+        };
+        let mut hasher = known.is_none().then(blake3::Hasher::new);
+        let mut next = (size > 0).then(|| read(0, hasher.take()));
+        let mut pace = Pace::new(self.stall_limit, self.min_rate);
+        let mut offset = 0;
+        while let Some(reading) = next.take() {
+            let (chunk, returned) = reading.await.map_err(data_path_failed)?;
+            let chunk = chunk?;
+            offset += chunk.len() as u64;
+            if offset < size {
+                next = Some(read(offset, returned));
+            } else {
+                hasher = returned;
+            }
+            self.write_paced(&chunk, &mut pace).await?;
+            progress(chunk.len() as u64);
+        }
+        match (known, hasher) {
+            (Some(digest), _) => Ok(digest),
+            (None, Some(hasher)) => Ok(*hasher.finalize().as_bytes()),
+            (None, None) => Err(data_path_failed("no digest")),
+        }
+    }
+
+    /// [`Connection::recv_body`] by splice(2): socket into a pipe here,
+    /// without blocking, then pipe into the sink's descriptor on the
+    /// blocking pool; what was written is hashed from the page cache by a
+    /// step of its own while the next piece arrives, and synced every
+    /// [`FLUSH_STEP`] so the final sync has only the tail left.
+    async fn recv_zero_copy<B: BodySink>(
+        &mut self,
+        sink: &Arc<B>,
+        prefix: Vec<u8>,
+        size: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Received, TransportError> {
+        let tcp = self
+            .stream
+            .raw_tcp()
+            .ok_or_else(|| data_path_failed("no socket"))?;
+        let (pipe_out, pipe_in) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(io::Error::from)?;
+        // A bigger pipe means fewer splices; the default is 64 KiB.
+        let pipe_len = rustix::pipe::fcntl_setpipe_size(&pipe_in, PIPE_BUFFER).unwrap_or(64 * 1024);
+        let pipe_out = Arc::new(pipe_out);
+        let prefix_len = prefix.len() as u64;
+        let mut writer = FileWriter::default();
+        let mut hashing = Hashing::new(&prefix);
+        let mut flushing = Flushing::default();
+        progress(prefix_len);
+        if !prefix.is_empty() {
+            let sink = Arc::clone(sink);
+            writer = blocking(move || {
+                writer.write(&*sink, &prefix);
+                writer
+            })
+            .await?;
+        }
+        let mut pace = Pace::new(self.stall_limit, self.min_rate);
+        let mut left = size - prefix_len;
+        while left > 0 {
+            let want = buffer_len(left, pipe_len);
+            let n = splice_in(tcp, &pipe_in, want, self.stall_limit).await?;
+            pace.moved(n as u64)?;
+            let (sink_step, pipe) = (Arc::clone(sink), Arc::clone(&pipe_out));
+            let (back, written) = blocking(move || {
+                writer.reserve_ahead(&*sink_step, left);
+                let written = writer.write_from_pipe(&*sink_step, &pipe, n);
+                (writer, written)
+            })
+            .await?;
+            writer = back;
+            written?;
+            left -= n as u64;
+            progress(n as u64);
+            if writer.error.is_none() {
+                hashing.catch_up(sink, &mut writer, false).await?;
+                flushing.maybe_sync(sink, writer.offset);
+            }
+        }
+        hashing.catch_up(sink, &mut writer, true).await?;
+        flushing.finish().await;
+        Ok(Received {
+            digest: *hashing.hasher.finalize().as_bytes(),
+            sink_error: writer.error,
+        })
+    }
+
+    /// [`Connection::recv_body`] in chunks through the stream: each chunk
+    /// is hashed and written on the blocking pool while the next arrives.
+    async fn recv_chunks<B: BodySink>(
+        &mut self,
+        sink: &Arc<B>,
+        prefix: Vec<u8>,
+        size: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Received, TransportError> {
+        type Written = (FileWriter, blake3::Hasher);
+        let mut state: Written = (FileWriter::default(), blake3::Hasher::new());
+        let mut writing: Option<JoinHandle<Written>> = None;
+        let mut flushing = Flushing::default();
+        let mut pace = Pace::new(self.stall_limit, self.min_rate);
+        let mut left = size - prefix.len() as u64;
+        progress(prefix.len() as u64);
+        let mut chunk = prefix;
+        loop {
+            if !chunk.is_empty() {
+                if let Some(previous) = writing.take() {
+                    state = previous.await.map_err(data_path_failed)?;
+                    flushing.maybe_sync(sink, state.0.offset);
+                }
+                let (mut writer, mut hasher) = std::mem::take(&mut state);
+                let sink = Arc::clone(sink);
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    hasher.update(&chunk);
+                    writer.reserve_ahead(&*sink, size - writer.offset);
+                    writer.write(&*sink, &chunk);
+                    (writer, hasher)
+                }));
+            }
+            if left == 0 {
+                break;
+            }
+            let mut next = Vec::with_capacity(buffer_len(left, CHUNK));
+            self.fill_paced(&mut next, &mut pace).await?;
+            left -= next.len() as u64;
+            progress(next.len() as u64);
+            chunk = next;
+        }
+        if let Some(last) = writing.take() {
+            state = last.await.map_err(data_path_failed)?;
+        }
+        flushing.finish().await;
+        let (writer, hasher) = state;
+        Ok(Received {
+            digest: *hasher.finalize().as_bytes(),
+            sink_error: writer.error,
+        })
+    }
+
+    /// Writes all of `bytes` to the stream, failing if the peer takes none
+    /// of them for the stall limit, or takes them slower than the minimum
+    /// rate.
+    async fn write_paced(&mut self, bytes: &[u8], pace: &mut Pace) -> Result<(), TransportError> {
+        let limit = self.stall_limit;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match tokio::time::timeout(limit, self.stream.write(rest)).await {
+                Ok(Ok(0)) => return Err(TransportError::Closed),
+                Ok(Ok(n)) => {
+                    rest = rest.get(n..).unwrap_or_default();
+                    pace.moved(n as u64)?;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(TransportError::Stalled(limit)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads into `chunk` until its capacity is full, failing if the peer
+    /// sends nothing for the stall limit, sends slower than the minimum
+    /// rate, or closes the connection first.
+    async fn fill_paced(
+        &mut self,
+        chunk: &mut Vec<u8>,
+        pace: &mut Pace,
+    ) -> Result<(), TransportError> {
+        let limit = self.stall_limit;
+        while chunk.len() < chunk.capacity() {
+            let want = (chunk.capacity() - chunk.len()) as u64;
+            let mut body = (&mut self.stream).take(want);
+            match tokio::time::timeout(limit, body.read_buf(chunk)).await {
+                Ok(Ok(0)) => return Err(TransportError::Closed),
+                Ok(Ok(n)) => pace.moved(n as u64)?,
+                // TLS's word for a peer gone without close_notify: a cut
+                // like any other (see `Connection::read_more`).
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(TransportError::Closed)
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(TransportError::Stalled(limit)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a hashing step gives back: the hasher, and whether the range was
+/// read whole (`Ok(Err(at))`: the data ended at `at`).
+type HashStep = (blake3::Hasher, io::Result<Result<(), u64>>);
+
+/// The hashing of a received body, a step behind the writing: it reads
+/// back from the sink what was written, on the blocking pool, while the
+/// next piece arrives.
+struct Hashing {
+    hasher: blake3::Hasher,
+    /// The hasher has seen bytes `..hashed`.
+    hashed: u64,
+    /// A step in progress, with the hasher inside it.
+    step: Option<JoinHandle<HashStep>>,
+}
+
+impl Hashing {
+    /// Hashing that has seen `prefix`, the start of the body.
+    fn new(prefix: &[u8]) -> Hashing {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(prefix);
+        Hashing {
+            hasher,
+            hashed: prefix.len() as u64,
+            step: None,
+        }
+    }
+
+    /// Hands the hasher what `writer` has written since, once the step in
+    /// progress is done: at once if `wait`, otherwise only if it is already
+    /// done. A read-back that fails is the sink's failure, like a write.
+    async fn catch_up<B: BodySink>(
+        &mut self,
+        sink: &Arc<B>,
+        writer: &mut FileWriter,
+        wait: bool,
+    ) -> Result<(), TransportError> {
+        loop {
+            if let Some(step) = self.step.take() {
+                if !wait && !step.is_finished() {
+                    self.step = Some(step);
+                    return Ok(());
+                }
+                let (hasher, hashed) = step.await.map_err(data_path_failed)?;
+                self.hasher = hasher;
+                let failure = match hashed {
+                    Ok(Ok(())) => None,
+                    Ok(Err(_)) => Some(io::Error::other(
+                        "the file being received was truncated by someone else",
+                    )),
+                    Err(e) => Some(e),
+                };
+                if let Some(e) = failure {
+                    writer.error.get_or_insert(e);
+                }
+            }
+            if writer.error.is_some() || self.hashed >= writer.offset {
+                return Ok(());
+            }
+            let (from, to) = (self.hashed, writer.offset);
+            let mut hasher = std::mem::take(&mut self.hasher);
+            let sink = Arc::clone(sink);
+            self.step = Some(tokio::task::spawn_blocking(move || {
+                let read_at = |buf: &mut [u8], offset| sink.read_at(buf, offset);
+                let hashed =
+                    body::hash_range(read_at, &mut hasher, from, to, &AtomicBool::new(false));
+                (hasher, hashed)
+            }));
+            self.hashed = to;
+            if !wait {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Syncs a body being received every [`FLUSH_STEP`], one sync at a time,
+/// on the blocking pool beside the transfer.
+#[derive(Default)]
+struct Flushing {
+    flushed: u64,
+    step: Option<JoinHandle<()>>,
+}
+
+impl Flushing {
+    /// Starts a sync if another [`FLUSH_STEP`] was written since the last
+    /// and none is running. A failure is not reported here: the final
+    /// sync, before the file takes its name, meets it again.
+    fn maybe_sync<B: BodySink>(&mut self, sink: &Arc<B>, written: u64) {
+        let busy = self.step.as_ref().is_some_and(|step| !step.is_finished());
+        if written - self.flushed >= FLUSH_STEP && !busy {
+            let sink = Arc::clone(sink);
+            self.step = Some(tokio::task::spawn_blocking(move || {
+                let _ = sink.sync_written();
+            }));
+            self.flushed = written;
+        }
+    }
+
+    /// Waits for a sync in progress.
+    async fn finish(self) {
+        if let Some(step) = self.step {
+            let _ = step.await;
+        }
+    }
+}
+
+/// Keeps a transfer to its stall limit and minimum rate.
+struct Pace {
+    limit: Duration,
+    /// Bytes per second; 0 for no minimum.
+    min_rate: u64,
+    window_start: Instant,
+    moved: u64,
+}
+
+impl Pace {
+    fn new(limit: Duration, min_rate: u64) -> Pace {
+        Pace {
+            limit,
+            min_rate,
+            window_start: Instant::now(),
+            moved: 0,
+        }
+    }
+
+    /// Counts `bytes` more moved; fails once a whole stall limit has
+    /// passed with fewer bytes than the minimum rate asks for.
+    fn moved(&mut self, bytes: u64) -> Result<(), TransportError> {
+        self.moved += bytes;
+        let elapsed = self.window_start.elapsed();
+        if elapsed < self.limit {
+            return Ok(());
+        }
+        let wanted = (self.min_rate as f64 * elapsed.as_secs_f64()) as u64;
+        if self.moved < wanted {
+            return Err(TransportError::TooSlow {
+                moved: self.moved,
+                seconds: elapsed.as_secs(),
+                min_rate: self.min_rate,
+            });
+        }
+        self.window_start = Instant::now();
+        self.moved = 0;
+        Ok(())
+    }
+}
+
+/// Splices what the socket has, up to `want` bytes, into the empty pipe:
+/// waits for the first byte (within `limit`), then takes whatever more
+/// arrived without waiting. Returns how many bytes the pipe holds.
+///
+/// Only the first splice goes through tokio's readiness: into an empty
+/// pipe, EAGAIN can only mean the socket is empty, so tokio may forget its
+/// readiness. A later EAGAIN may mean the pipe is full instead (TCP fills
+/// a pipe slot per packet fragment, not per page), and clearing the
+/// socket's readiness then would wait for data that is already there.
+async fn splice_in(
+    tcp: &TcpStream,
+    pipe: &OwnedFd,
+    want: usize,
+    limit: Duration,
+) -> Result<usize, TransportError> {
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    let splice = |len| rustix::pipe::splice(tcp.as_fd(), None, pipe, None, len, flags);
+    let mut spliced = loop {
+        wait_ready(tcp, Interest::READABLE, limit).await?;
+        match tcp.try_io(Interest::READABLE, || splice(want).map_err(io::Error::from)) {
+            Ok(0) => return Err(TransportError::Closed),
+            Ok(n) => break n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(TransportError::Io(e)),
+        }
+    };
+    while spliced < want {
+        match splice(want - spliced) {
+            Ok(0) | Err(rustix::io::Errno::AGAIN) => break,
+            Ok(n) => spliced += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(TransportError::Io(e.into())),
+        }
+    }
+    Ok(spliced)
+}
+
+/// Waits until the socket is ready for `interest`, or has failed; gives up
+/// with [`TransportError::Stalled`] if the peer lets `limit` pass.
+async fn wait_ready(
+    tcp: &TcpStream,
+    interest: Interest,
+    limit: Duration,
+) -> Result<(), TransportError> {
+    match tokio::time::timeout(limit, tcp.ready(interest)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(TransportError::Io(e)),
+        Err(_) => Err(TransportError::Stalled(limit)),
+    }
+}
+
+/// Tells tokio the socket turned out not to be writable after all (a
+/// sendfile on another thread met EAGAIN), so the next wait really waits;
+/// returns whether it has become writable since, in which case the edge
+/// that said so may just have been forgotten and the caller must not wait.
+fn forget_readiness(tcp: &TcpStream, socket: &OwnedFd) -> bool {
+    let _ = tcp.try_io(Interest::WRITABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
+    let mut fds = [PollFd::new(socket, PollFlags::OUT)];
+    let no_wait = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&no_wait)), Ok(1..))
+}
+
+/// Runs one step of blocking work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TransportError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(data_path_failed)
+}
+
+/// The source or sink back from the steps that shared it; they have all
+/// finished by now.
+fn take_back<B>(end: Arc<B>) -> Result<B, TransportError> {
+    Arc::try_unwrap(end).map_err(|_| data_path_failed("a step still holds the file"))
+}
+
+fn data_path_failed(why: impl std::fmt::Display) -> TransportError {
+    TransportError::Io(io::Error::other(format!("data path failed: {why}")))
+}
+
+/// Tells a hashing step to stop when the transfer it serves is dropped.
+#[derive(Default)]
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// Bytes no compressor or filesystem would shortcut.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn file_holding(data: &[u8]) -> std::fs::File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(data).unwrap();
+        file
+    }
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    /// A source or sink with no descriptor, as an object store's would be:
+    /// bodies to and from it move in chunks.
+    #[derive(Default)]
+    struct Memory(std::sync::Mutex<Vec<u8>>);
+
+    impl BodySource for Memory {
+        fn raw_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+            None
+        }
+
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let data = self.0.lock().unwrap();
+            let start = (offset as usize).min(data.len());
+            let n = buf.len().min(data.len() - start);
+            buf[..n].copy_from_slice(&data[start..start + n]);
+            Ok(n)
+        }
+    }
+
+    impl BodySink for Memory {
+        fn raw_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+            None
+        }
+
+        fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+            let mut data = self.0.lock().unwrap();
+            let end = offset as usize + bytes.len();
+            if data.len() < end {
+                data.resize(end, 0);
+            }
+            data[offset as usize..end].copy_from_slice(bytes);
+            Ok(())
+        }
+
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            BodySource::read_at(self, buf, offset)
+        }
+
+        fn reserve(&self, _offset: u64, _len: u64) {}
+
+        fn sync_written(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ends_without_a_descriptor_move_in_chunks() {
+        let len = 3 * CHUNK + 17;
+        let data = noise(len);
+        let (a, b) = tcp_pair().await;
+        let (mut sender, mut receiver) = (Connection::new(a), Connection::new(b));
+        let source = Memory(std::sync::Mutex::new(data.clone()));
+        let (mut quiet, mut silent) = (|_| {}, |_| {});
+        let send = sender.send_body(source, len as u64, None, &mut quiet);
+        let recv = receiver.recv_body(Memory::default(), len as u64, &mut silent);
+        let (sent, received) = tokio::join!(send, recv);
+        sent.unwrap();
+        let (sink, digest) = received.unwrap();
+        assert_eq!(digest, *blake3::hash(&data).as_bytes());
+        assert_eq!(*sink.0.lock().unwrap(), data);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_sink_still_consumes_the_whole_body_and_the_next_frame_follows() {
+        for len in [1000, 3 << 20] {
+            let data = noise(len);
+            let (a, b) = tcp_pair().await;
+            let (mut sender, mut receiver) = (Connection::new(a), Connection::new(b));
+            // Read-only: every write fails.
+            let temp = tempfile::NamedTempFile::new().unwrap();
+            let sink = std::fs::File::open(temp.path()).unwrap();
+            let send = async {
+                let source = file_holding(&data);
+                let sent = sender
+                    .send_body(source, len as u64, None, &mut |_| {})
+                    .await;
+                sent.unwrap();
+                sender.write_message(&Message::Done).await.unwrap();
+            };
+            let recv = async {
+                let received = receiver.recv_body(sink, len as u64, &mut |_| {}).await;
+                assert!(
+                    matches!(received, Err(TransportError::Sink(_))),
+                    "{len} bytes"
+                );
+                receiver.read_message().await.unwrap()
+            };
+            let ((), next) = tokio::join!(send, recv);
+            assert_eq!(next, Some(Message::Done), "{len} bytes");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_cut_short_is_an_error() {
+        for len in [1000, 3 << 20] {
+            let (mut a, b) = tcp_pair().await;
+            let mut receiver = Connection::new(b);
+            a.write_all(&noise(len / 2)).await.unwrap();
+            drop(a);
+            let sink = tempfile::tempfile().unwrap();
+            let received = receiver.recv_body(sink, len as u64, &mut |_| {}).await;
+            assert!(
+                matches!(received, Err(TransportError::Closed)),
+                "{len} bytes: {:?}",
+                received.err()
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_huge_declared_body_claims_disk_only_as_far_as_data_arrived() {
+        use std::os::unix::fs::MetadataExt;
+        let (mut a, b) = tcp_pair().await;
+        let mut receiver = Connection::new(b);
+        let sent = 2 << 20;
+        a.write_all(&noise(sent)).await.unwrap();
+        drop(a);
+        let sink = tempfile::tempfile().unwrap();
+        let claim = sink.try_clone().unwrap();
+        let _ = receiver.recv_body(sink, 1 << 40, &mut |_| {}).await;
+        let claimed = claim.metadata().unwrap().blocks() * 512;
+        assert!(
+            claimed <= 2 * sent as u64 + (1 << 20),
+            "{claimed} bytes claimed"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_received_file_claims_no_disk_beyond_its_end() {
+        use std::os::unix::fs::MetadataExt;
+        let len = (3 << 20) + 5;
+        let (a, b) = tcp_pair().await;
+        let (mut sender, mut receiver) = (Connection::new(a), Connection::new(b));
+        let (mut quiet, mut silent) = (|_| {}, |_| {});
+        let source = file_holding(&noise(len));
+        let send = sender.send_body(source, len as u64, None, &mut quiet);
+        let recv = receiver.recv_body(tempfile::tempfile().unwrap(), len as u64, &mut silent);
+        let (sent, received) = tokio::join!(send, recv);
+        sent.unwrap();
+        let (sink, _) = received.unwrap();
+        let claimed = sink.metadata().unwrap().blocks() * 512;
+        assert!(
+            claimed <= (len as u64).next_multiple_of(64 * 1024),
+            "{claimed} bytes claimed"
+        );
+    }
+
+    /// A peer that sends a little now and then, but never less often than
+    /// the stall limit, is given up once a whole stall limit has passed
+    /// below the minimum rate (issue 12).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trickling_peer_is_given_up_below_the_minimum_rate() {
+        for len in [INLINE_BODY, 8 << 20] {
+            let (mut a, b) = tcp_pair().await;
+            let mut receiver = Connection::new(b);
+            receiver.set_stall_limit(Duration::from_millis(300));
+            receiver.set_min_rate(1 << 20);
+            let trickle = tokio::spawn(async move {
+                for _ in 0..40 {
+                    if a.write_all(&[7; 10]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+            let sink = tempfile::tempfile().unwrap();
+            let received = receiver.recv_body(sink, len, &mut |_| {}).await;
+            assert!(
+                matches!(received, Err(TransportError::TooSlow { .. })),
+                "{len} bytes: {:?}",
+                received.err()
+            );
+            trickle.abort();
+        }
+    }
+
+    /// Transfers whose peers have gone quiet hold no thread: the blocking
+    /// pool stays free for everyone else's work (issue 12).
+    #[test]
+    fn stalled_transfers_hold_no_blocking_thread() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut peers = Vec::new();
+            let mut transfers = Vec::new();
+            for i in 0..8u64 {
+                let (a, b) = tcp_pair().await;
+                let mut receiver = Connection::new(b);
+                let len = if i % 2 == 0 { 8 << 20 } else { 1000 };
+                // A body declared, never sent.
+                transfers.push(tokio::spawn(async move {
+                    let sink = tempfile::tempfile().unwrap();
+                    let _ = receiver.recv_body(sink, len, &mut |_| {}).await;
+                }));
+                peers.push(a);
+                // A body sent to a peer that never reads it.
+                let (c, d) = tcp_pair().await;
+                let mut sender = Connection::new(c);
+                let data = file_holding(&noise(4 << 20));
+                transfers.push(tokio::spawn(async move {
+                    let _ = sender
+                        .send_body(data, 4 << 20, Some([0; 32]), &mut |_| {})
+                        .await;
+                }));
+                peers.push(d);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let free = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::task::spawn_blocking(|| "done"),
+            )
+            .await;
+            assert_eq!(free.ok().and_then(Result::ok), Some("done"));
+            for transfer in transfers {
+                transfer.abort();
+            }
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_of_every_size_cross_a_socket_whole_with_their_digest() {
+        for len in [
+            0,
+            1,
+            INLINE_BODY as usize + 1,
+            3 * 1024 * 1024 + 5,
+            40 << 20,
+        ] {
+            let data = noise(len);
+            let (a, b) = tcp_pair().await;
+            let mut sender = Connection::new(a);
+            let mut receiver = Connection::new(b);
+            let source = file_holding(&data);
+            let sink = tempfile::tempfile().unwrap();
+            let send = async {
+                sender
+                    .send_body(source, len as u64, None, &mut |_| {})
+                    .await
+            };
+            let recv = async { receiver.recv_body(sink, len as u64, &mut |_| {}).await };
+            let (sent, received) =
+                tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(send, recv) })
+                    .await
+                    .unwrap_or_else(|_| panic!("{len} bytes: stuck"));
+            let (_, sent_digest) = sent.unwrap();
+            let (sink, digest) = received.unwrap();
+            assert_eq!(digest, *blake3::hash(&data).as_bytes(), "{len} bytes");
+            assert_eq!(sent_digest, digest);
+            let mut written = vec![0; len];
+            sink.read_exact_at(&mut written, 0).unwrap();
+            assert_eq!(written, data, "{len} bytes");
+        }
+    }
+}
