@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
@@ -31,6 +30,11 @@ use tokio::task::JoinHandle;
 use super::body::{self, buffer_len, FileWriter, FLUSH_STEP, INLINE_BODY, PIPE_BUFFER};
 use super::{BodySink, BodySource, Connection, Stream, TransportError};
 use crate::protocol::{Digest, Message};
+
+/// The most a sendfile(2) on the async side sends: the first piece of
+/// each round, small so that a file not in the page cache keeps the
+/// runtime waiting for one read at most.
+const PROBE: usize = 64 * 1024;
 
 /// Bytes per chunk moved through user space (TLS, or an end without a
 /// descriptor): large enough that the hops are rare, small enough that two
@@ -127,11 +131,46 @@ impl<S: Stream> Connection<S> {
         });
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
         let mut offset = 0;
-        let mut ready = false;
         while offset < size {
-            if !ready {
-                wait_ready(tcp, Interest::WRITABLE, self.stall_limit).await?;
+            wait_ready(tcp, Interest::WRITABLE, self.stall_limit).await?;
+            // A first piece goes through tokio, so that an EAGAIN is met
+            // where tokio sees it and forgets the socket's readiness without
+            // losing a wakeup; a step on another thread cannot tell it that.
+            let file = source
+                .raw_fd()
+                .ok_or_else(|| data_path_failed("the source has no descriptor"))?;
+            let probe = buffer_len(size - offset, PROBE);
+            let mut at = offset;
+            let sent = tcp.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(tcp.as_fd(), file, Some(&mut at), probe)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => {
+                    return Err(TransportError::FileShrank {
+                        sent: offset,
+                        declared: size,
+                    })
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(sendfile_failed(e)),
             }
+            progress(at - offset);
+            pace.moved(at - offset)?;
+            offset = at;
+            if offset == size {
+                break;
+            }
+            // The rest of what the socket takes now, on the blocking pool:
+            // reading the file may wait for the disk.
             let (source, step_socket) = (Arc::clone(source), Arc::clone(&socket));
             let sent = blocking(move || {
                 let file = source
@@ -140,11 +179,6 @@ impl<S: Stream> Connection<S> {
                 body::sendfile_step(&step_socket, file, offset, size)
             })
             .await??;
-            if sent == offset {
-                ready = forget_readiness(tcp, &socket);
-                continue;
-            }
-            ready = false;
             progress(sent - offset);
             pace.moved(sent - offset)?;
             offset = sent;
@@ -563,20 +597,14 @@ async fn wait_ready(
     }
 }
 
-/// Tells tokio the socket turned out not to be writable after all (a
-/// sendfile on another thread met EAGAIN), so the next wait really waits;
-/// returns whether it has become writable since, in which case the edge
-/// that said so may just have been forgotten and the caller must not wait.
-fn forget_readiness(tcp: &TcpStream, socket: &OwnedFd) -> bool {
-    let _ = tcp.try_io(Interest::WRITABLE, || {
-        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-    });
-    let mut fds = [PollFd::new(socket, PollFlags::OUT)];
-    let no_wait = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&no_wait)), Ok(1..))
+/// What a failed sendfile(2) means: it reports a failed read of the file
+/// and a failed write to the socket alike; EIO is the file's.
+fn sendfile_failed(error: io::Error) -> TransportError {
+    if error.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) {
+        TransportError::SourceFailed(error)
+    } else {
+        TransportError::Io(error)
+    }
 }
 
 /// Runs one step of blocking work on the blocking pool.
