@@ -1,21 +1,24 @@
 //! Directories and the requests of protocol 3, seen from outside: mkdir,
 //! rmdir, rename, recursive delete, stat, listings that say what they
-//! leave out, and names as people type them.
+//! leave out, names as people type them, and who may do which.
 
 mod common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::{
-    assert_exit, assert_exit_saying, describe, files_under, write_file, RawClient, TestServer,
+    assert_exit, assert_exit_saying, describe, files_under, write_file, BinaryServer, RawClient,
+    TestServer,
 };
-use ferry::protocol::{ErrorCode, Message};
+use ferry::protocol::{ErrorCode, FailureKind, Message};
 use ferry::report::{Detail, Outcome};
+use ferry::security::access::{Access, ServerMode, Tokens};
 
 fn stdout_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -888,4 +891,242 @@ fn put_to_the_root_itself_is_bad_name_and_stores_nothing() {
         assert_refused(&server.run_client(&["put", "a.txt", hostile]), "bad-name");
     }
     assert!(server.root_files().is_empty());
+}
+
+// ---------------------------------------------------------------- access
+
+/// One request of the access matrix: the client's arguments, and whether
+/// its effect is there (on the server's disk, the client's, or stdout).
+struct Operation {
+    name: &'static str,
+    args: &'static [&'static str],
+    happened: fn(root: &Path, local: &Path, stdout: &str) -> bool,
+}
+
+const OPERATIONS: [Operation; 9] = [
+    Operation {
+        name: "put",
+        args: &["put", "upload.txt", "put.txt"],
+        happened: |root, _, _| root.join("put.txt").exists(),
+    },
+    Operation {
+        name: "get",
+        args: &["get", "file.txt", "got.txt"],
+        happened: |_, local, _| local.join("got.txt").exists(),
+    },
+    Operation {
+        name: "list",
+        args: &["list"],
+        happened: |_, _, stdout| stdout.contains("file.txt"),
+    },
+    Operation {
+        name: "stat",
+        args: &["stat", "file.txt"],
+        happened: |_, _, stdout| stdout.contains("kind:     file"),
+    },
+    Operation {
+        name: "mkdir",
+        args: &["mkdir", "made"],
+        happened: |root, _, _| root.join("made").is_dir(),
+    },
+    Operation {
+        name: "rmdir",
+        args: &["rmdir", "empty"],
+        happened: |root, _, _| !root.join("empty").exists(),
+    },
+    Operation {
+        name: "rename",
+        args: &["rename", "old.txt", "new.txt"],
+        happened: |root, _, _| root.join("new.txt").exists() && !root.join("old.txt").exists(),
+    },
+    Operation {
+        name: "delete",
+        args: &["delete", "victim.txt"],
+        happened: |root, _, _| !root.join("victim.txt").exists(),
+    },
+    Operation {
+        name: "delete -r",
+        args: &["delete", "-r", "tree"],
+        happened: |root, _, _| !root.join("tree").exists(),
+    },
+];
+
+const READS: &[&str] = &["get", "list", "stat"];
+const CREATES: &[&str] = &["put", "mkdir"];
+const ALL_BUT_REMOVALS: &[&str] = &["put", "get", "list", "stat", "mkdir"];
+const EVERYTHING: &[&str] = &[
+    "put",
+    "get",
+    "list",
+    "stat",
+    "mkdir",
+    "rmdir",
+    "rename",
+    "delete",
+    "delete -r",
+];
+
+/// Fills a served directory and a client directory with what every
+/// operation of the matrix needs.
+fn prepare_matrix(root: &Path, local: &Path) {
+    write_file(local, "upload.txt", b"upload");
+    write_file(root, "file.txt", b"file");
+    write_file(root, "old.txt", b"old");
+    write_file(root, "victim.txt", b"victim");
+    write_file(root, "tree/sub/x.txt", b"x");
+    mkdir(root, "empty");
+}
+
+/// Runs every operation through `run` and checks that those in `allowed`
+/// succeed with their effect, and the others exit 1 saying `forbidden`
+/// with nothing changed on either side. `after` sees each outcome too.
+fn check_matrix(
+    label: &str,
+    root: &Path,
+    local: &Path,
+    allowed: &[&str],
+    run: &dyn Fn(&[&str]) -> Output,
+    after: &mut dyn FnMut(&str, bool),
+) {
+    for op in &OPERATIONS {
+        let is_allowed = allowed.contains(&op.name);
+        let (root_before, local_before) = (files_under(root), files_under(local));
+        let output = run(op.args);
+        let happened = (op.happened)(root, local, &stdout_of(&output));
+        let what = format!("{label}: {}\n{}", op.name, describe(&output));
+        if is_allowed {
+            assert_eq!(output.status.code(), Some(0), "{what}");
+            assert!(happened, "allowed but without effect; {what}");
+        } else {
+            assert_eq!(output.status.code(), Some(1), "{what}");
+            assert!(stderr_of(&output).contains("failed forbidden"), "{what}");
+            assert!(!happened, "{what}");
+            assert!(output.stdout.is_empty(), "{what}");
+            assert_eq!(files_under(root), root_before, "{what}");
+            assert_eq!(files_under(local), local_before, "{what}");
+        }
+        after(op.name, is_allowed);
+    }
+}
+
+const RW_TOKEN: &str = "dirs-rw-token-5a1c9e0b7d";
+const RO_TOKEN: &str = "dirs-ro-token-3f8e2a6c1b";
+const WO_TOKEN: &str = "dirs-wo-token-9b4d7f0e2c";
+
+/// The three tokens, from a file of mode 0600 as the server requires.
+fn tokens() -> Tokens {
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("tokens");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    let text = format!("{RW_TOKEN} rw\n{RO_TOKEN} ro\n{WO_TOKEN} wo\n");
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    Tokens::load(&path).unwrap()
+}
+
+#[test]
+fn each_server_mode_and_token_mode_allows_exactly_its_requests() {
+    let cases: [(&str, ServerMode, Option<&str>, &[&str]); 7] = [
+        ("open", ServerMode::Full, None, EVERYTHING),
+        ("--read-only", ServerMode::ReadOnly, None, READS),
+        ("--no-delete", ServerMode::NoDelete, None, ALL_BUT_REMOVALS),
+        ("--upload-only", ServerMode::UploadOnly, None, CREATES),
+        ("rw token", ServerMode::Full, Some(RW_TOKEN), EVERYTHING),
+        ("ro token", ServerMode::Full, Some(RO_TOKEN), READS),
+        ("wo token", ServerMode::Full, Some(WO_TOKEN), CREATES),
+    ];
+    for (label, mode, token, allowed) in cases {
+        let server = TestServer::start_with(|config| {
+            config.access = Arc::new(Access {
+                tokens: token.map(|_| tokens()),
+                mode,
+            });
+        });
+        prepare_matrix(server.root(), server.client_dir());
+        let run = |args: &[&str]| {
+            let mut command = server.client(args);
+            if let Some(token) = token {
+                command.env("FERRY_TOKEN", token);
+            }
+            command.output().unwrap()
+        };
+        let mut requests = 0;
+        let mut check_report = |name: &str, is_allowed: bool| {
+            requests += 1;
+            let report = server.wait_for_reports(requests).pop().unwrap();
+            let forbidden = FailureKind::Code(ErrorCode::Forbidden);
+            match &report.outcome {
+                Outcome::Ok(_) if is_allowed => {}
+                Outcome::Failed { kind, .. } if !is_allowed && *kind == forbidden => {}
+                other => panic!("{label}: {name}: the server reported {other:?}"),
+            }
+        };
+        check_matrix(
+            label,
+            server.root(),
+            server.client_dir(),
+            allowed,
+            &run,
+            &mut check_report,
+        );
+    }
+}
+
+#[test]
+fn the_mode_flags_reach_the_server() {
+    for (flag, allowed) in [
+        ("--read-only", READS),
+        ("--no-delete", ALL_BUT_REMOVALS),
+        ("--upload-only", CREATES),
+    ] {
+        let server = BinaryServer::start(&[flag]);
+        let local = tempfile::tempdir().unwrap();
+        prepare_matrix(server.root.path(), local.path());
+        let run = |args: &[&str]| {
+            common::client_at("127.0.0.1", server.port, args)
+                .current_dir(local.path())
+                .output()
+                .unwrap()
+        };
+        check_matrix(
+            flag,
+            server.root.path(),
+            local.path(),
+            allowed,
+            &run,
+            &mut |_, _| {},
+        );
+    }
+}
+
+#[test]
+#[ignore = "bug: `ferry server --help` still describes the modes of protocol 2: --read-only \
+            'get and list' (stat too), --no-delete 'everything but delete' (rmdir and rename \
+            are refused too), --upload-only 'only put' (mkdir too)"]
+fn server_help_names_what_each_mode_allows() {
+    let output = common::ferry_command()
+        .args(["server", "--help"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let help = stdout_of(&output);
+    let line_of = |flag: &str| {
+        help.lines()
+            .find(|line| line.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} in\n{help}"))
+            .to_owned()
+    };
+    let read_only = line_of("--read-only");
+    assert!(read_only.contains("stat"), "{read_only}");
+    let no_delete = line_of("--no-delete");
+    assert!(
+        no_delete.contains("rmdir") && no_delete.contains("rename"),
+        "{no_delete}"
+    );
+    let upload_only = line_of("--upload-only");
+    assert!(upload_only.contains("mkdir"), "{upload_only}");
 }
