@@ -1,6 +1,7 @@
 //! Directories and the requests of protocol 3, seen from outside: mkdir,
 //! rmdir, rename, recursive delete, stat, listings that say what they
-//! leave out, names as people type them, and who may do which.
+//! leave out, names as people type them, who may do which, shutdown of
+//! idle connections, and the new frames on a raw socket.
 
 mod common;
 
@@ -10,13 +11,13 @@ use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    assert_exit, assert_exit_saying, describe, files_under, write_file, BinaryServer, RawClient,
-    TestServer,
+    assert_exit, assert_exit_saying, describe, files_under, frame, wait_with_deadline, write_file,
+    BinaryServer, RawClient, TestServer,
 };
-use ferry::protocol::{ErrorCode, FailureKind, Message};
+use ferry::protocol::{EntryKind, ErrorCode, FailureKind, Info, Message, RequestKind};
 use ferry::report::{Detail, Outcome};
 use ferry::security::access::{Access, ServerMode, Tokens};
 
@@ -1129,4 +1130,155 @@ fn server_help_names_what_each_mode_allows() {
     );
     let upload_only = line_of("--upload-only");
     assert!(upload_only.contains("mkdir"), "{upload_only}");
+}
+
+// ---------------------------------------------------------------- shutdown
+
+#[test]
+fn at_sigterm_an_idle_connection_reads_shutting_down_and_is_closed() {
+    let mut server = BinaryServer::start(&["--grace", "30"]);
+    let mut idle = RawClient::handshake(server.addr());
+    // The connection is in use: a request on it is answered.
+    idle.send(&Message::Stat { name: "".into() });
+    assert!(matches!(idle.recv(), Some(Message::Info(_))));
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    expect_error(idle.recv(), ErrorCode::ShuttingDown, "after SIGTERM");
+    // A request now is not answered: the connection is closed.
+    let _ = std::io::Write::write_all(&mut idle.stream, &frame(&Message::Stat { name: "".into() }));
+    assert_eq!(idle.recv(), None);
+    let status = wait_with_deadline(&mut server.child);
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0));
+    // Nothing was in flight: no waiting out the 30 s of grace.
+    assert!(
+        took < Duration::from_secs(3),
+        "exited {took:?} after SIGTERM"
+    );
+    let (_, stderr) = server.stop_and_collect();
+    assert_eq!(
+        stderr.matches("ferry server shutting down").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cancelling requests"), "{stderr}");
+}
+
+#[test]
+#[ignore = "bug: at shutdown, a connection still in its handshake (no hello yet) is not closed; \
+            the server waits out the whole grace period, then logs `cancelling requests still \
+            in flight`"]
+fn at_sigterm_a_connection_that_has_not_said_hello_does_not_hold_the_server() {
+    let mut server = BinaryServer::start(&["--grace", "5"]);
+    // Connected, preamble sent, no hello yet: idle, nothing in flight.
+    let mut silent = RawClient::connect(server.addr());
+    silent.send_raw(&ferry::protocol::Preamble::OURS.to_bytes());
+    let mut theirs = [0; ferry::protocol::PREAMBLE_LEN];
+    silent.read_exact(&mut theirs);
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = wait_with_deadline(&mut server.child);
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0));
+    let (_, stderr) = server.stop_and_collect();
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after SIGTERM\n{stderr}"
+    );
+    assert!(!stderr.contains("cancelling requests"), "{stderr}");
+}
+
+// ---------------------------------------------------------------- raw frames
+
+#[test]
+fn the_welcome_names_all_eight_requests() {
+    let server = TestServer::start();
+    let (_client, answer) = RawClient::hello(server.addr(), "");
+    let Some(Message::Welcome { requests }) = answer else {
+        panic!("not a welcome: {answer:?}");
+    };
+    let mut tags: Vec<u8> = requests.iter().map(|kind| kind.tag()).collect();
+    tags.sort_unstable();
+    assert_eq!(tags, [0x01, 0x02, 0x03, 0x04, 0x06, 0x07, 0x08, 0x09]);
+    for kind in RequestKind::ALL {
+        assert!(requests.contains(&kind), "{kind} missing");
+    }
+}
+
+#[test]
+fn stat_over_the_wire_answers_info() {
+    let server = TestServer::start();
+    let path = write_file(server.root(), "f.bin", &[7; 1000]);
+    set_modified(&path, LONG_AGO);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let mut raw = RawClient::handshake(server.addr());
+    for root in ["", "/", ".", "./"] {
+        raw.send(&Message::Stat { name: root.into() });
+        match raw.recv() {
+            Some(Message::Info(Info {
+                kind: EntryKind::Directory,
+                size: 0,
+                digest: None,
+                ..
+            })) => {}
+            other => panic!("stat {root:?}: {other:?}"),
+        }
+    }
+    raw.send(&Message::Stat {
+        name: "f.bin".into(),
+    });
+    assert_eq!(
+        raw.recv(),
+        Some(Message::Info(Info {
+            kind: EntryKind::File,
+            size: 1000,
+            modified: LONG_AGO as i64,
+            mode: 0o604,
+            digest: None,
+        }))
+    );
+    raw.send(&Message::Stat {
+        name: "missing".into(),
+    });
+    expect_error(raw.recv(), ErrorCode::NotFound, "stat missing");
+}
+
+#[test]
+fn directory_requests_over_the_wire_answer_done_removed_or_an_error_that_keeps_the_connection() {
+    let server = TestServer::start();
+    write_file(server.root(), "file.txt", b"f");
+    let mut raw = RawClient::handshake(server.addr());
+    raw.send(&Message::MakeDir {
+        name: "a/b/c".into(),
+        parents: true,
+    });
+    assert_eq!(raw.recv(), Some(Message::Done));
+    assert_eq!(raw.put("a/b/c/one.txt", b"1"), Message::Done);
+    assert_eq!(raw.put("a/two.txt", b"2"), Message::Done);
+
+    raw.send(&Message::RemoveDir { name: "a".into() });
+    expect_error(raw.recv(), ErrorCode::NotEmpty, "rmdir a");
+    raw.send(&Message::Rename {
+        from: "a".into(),
+        to: "z".into(),
+    });
+    assert_eq!(raw.recv(), Some(Message::Done));
+    raw.send(&Message::Delete {
+        name: "z".into(),
+        recursive: true,
+    });
+    assert_eq!(
+        raw.recv(),
+        Some(Message::Removed {
+            files: 2,
+            directories: 3
+        })
+    );
+    raw.send(&Message::Delete {
+        name: "file.txt".into(),
+        recursive: false,
+    });
+    assert_eq!(raw.recv(), Some(Message::Done));
+    assert!(server.root_files().is_empty());
 }
