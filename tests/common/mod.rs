@@ -384,13 +384,18 @@ impl BinaryServer {
 
     /// Sends `signal` and waits for the process to exit.
     pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
+        self.signal(signal);
+        wait_with_deadline(&mut self.child)
+    }
+
+    /// Sends `signal` without waiting for anything.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill")
             .args(["-s", signal, &pid])
             .status()
             .unwrap()
             .success());
-        wait_with_deadline(&mut self.child)
     }
 }
 
