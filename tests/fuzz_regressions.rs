@@ -12,9 +12,10 @@ mod seeds;
 #[path = "../fuzz/checks/session.rs"]
 mod session;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ferry::protocol::Message;
+use ferry::protocol::{EntryKind, ErrorCode, Message, OmitReason};
 
 /// The committed regression inputs of `target`, sorted by name. Never
 /// empty: a test over an empty directory would pass without checking
@@ -92,17 +93,100 @@ fn decoder_and_name_seeds_pass_their_checks() {
 #[test]
 fn session_seeds_pass_and_reach_deep_states() {
     let harness = session::Harness::start();
+    let seeds = seeds("session");
     let mut replies = Vec::new();
-    assert_all_pass(seeds("session"), |input| {
-        replies.push(harness.check(input)?);
-        Ok(())
+    assert_all_pass(seeds.clone(), |input| {
+        let reply = harness.check(input);
+        replies.push(reply.clone().unwrap_or_default());
+        reply.map(drop)
     });
+    // `assert_all_pass` checks every input, in order.
+    let names = seeds.iter().map(|(name, _)| name.as_str());
+    let replies: HashMap<&str, Vec<Message>> = names.zip(replies).collect();
     // The seeds are worth their name only if they get past the handshake
-    // and the name checks: a body sent, an upload accepted and stored.
-    let sent = |wanted: fn(&Message) -> bool| replies.iter().flatten().any(wanted);
-    assert!(sent(|m| matches!(m, Message::Body { size: 5 })));
-    assert!(sent(|m| matches!(m, Message::Proceed)));
-    assert!(sent(
-        |m| matches!(m, Message::Entry(e) if e.name == "new.txt")
-    ));
+    // and the name checks into each request's work: a body sent, an upload
+    // stored, each directory operation done, or refused for its own reason,
+    // and the connection going on after what it does not serve.
+    let hello_digest = Some(*blake3::hash(b"hello").as_bytes());
+    let digest = move |m: &Message| matches!(m, Message::Info(i) if i.digest == hello_digest);
+    let link_outside = |m: &Message| {
+        let reason = OmitReason::LinkOutside;
+        *m == Message::Omitted { reason, count: 1 }
+    };
+    #[rustfmt::skip]
+    let expected: &[Expected] = &[
+        ("get-a", "the body of a.txt", &body(5)),
+        ("put-get-list-delete", "proceed", &|m| *m == Message::Proceed),
+        ("put-get-list-delete", "new.txt listed", &entry("new.txt")),
+        ("put-then-stat", "the upload's digest", &digest),
+        ("mkdir-p-and-list", "z listed", &entry("z")),
+        ("mkdir-refused", "not-found", &refused(ErrorCode::NotFound)),
+        ("mkdir-refused", "already-exists", &refused(ErrorCode::AlreadyExists)),
+        ("mkdir-refused", "bad-name", &refused(ErrorCode::BadName)),
+        ("mkdir-rmdir-stat", "not-found", &refused(ErrorCode::NotFound)),
+        ("rmdir-refused", "not-empty", &refused(ErrorCode::NotEmpty)),
+        ("rmdir-refused", "not-a-directory", &refused(ErrorCode::NotADirectory)),
+        ("rename-file", "renamed.txt listed", &entry("renamed.txt")),
+        ("rename-file", "the renamed body", &body(5)),
+        ("rename-dir", "b.bin listed in e", &entry("b.bin")),
+        ("rename-into-itself", "bad-name", &refused(ErrorCode::BadName)),
+        ("rename-into-itself", "already-exists", &refused(ErrorCode::AlreadyExists)),
+        ("rename-onto-existing", "already-exists", &refused(ErrorCode::AlreadyExists)),
+        ("rename-through-escape", "bad-name", &refused(ErrorCode::BadName)),
+        ("rename-through-escape", "the moved link left out", &link_outside),
+        ("delete-r-d", "1 file, 1 directory removed", &removed(1, 1)),
+        ("delete-r-dir-holding-link-outside", "b.bin, link, d removed", &removed(2, 1)),
+        ("delete-r-file-and-links", "1 file removed", &removed(1, 0)),
+        ("delete-r-refused", "not-found", &refused(ErrorCode::NotFound)),
+        ("delete-r-refused", "bad-name", &refused(ErrorCode::BadName)),
+        ("stat-root-file-link", "a directory's info", &info(EntryKind::Directory, 0)),
+        ("stat-root-file-link", "a.txt's info", &info(EntryKind::File, 5)),
+        ("stat-root-file-link", "the fifo's info", &info(EntryKind::Other, 0)),
+        ("stat-root-file-link", "bad-name", &refused(ErrorCode::BadName)),
+        ("stat-root-file-link", "not-found", &refused(ErrorCode::NotFound)),
+        ("list-a-file", "a.txt listed as itself", &entry("a.txt")),
+        ("names-as-typed", "the body of ./a.txt", &body(5)),
+        ("names-as-typed", "b.bin listed in d/", &entry("b.bin")),
+        ("names-as-typed", "the info of ./d/./b.bin", &info(EntryKind::File, 3000)),
+        ("names-as-typed", "bad-name", &refused(ErrorCode::BadName)),
+        ("unknown-tags-then-get", "unsupported-request", &refused(ErrorCode::UnsupportedRequest)),
+        ("unknown-tags-then-get", "the body after them", &body(5)),
+        ("second-hello", "unsupported-request", &refused(ErrorCode::UnsupportedRequest)),
+        ("second-hello", "the listing after it", &|m| *m == Message::Done),
+        ("replies-as-requests-then-stat", "the root's info", &info(EntryKind::Directory, 0)),
+    ];
+    let missing: Vec<String> = expected
+        .iter()
+        .filter_map(|(seed, what, wanted)| {
+            let reply = replies.get(format!("seed session/{seed}").as_str());
+            let reply = reply.unwrap_or_else(|| panic!("no session seed named {seed}"));
+            (!reply.iter().any(wanted)).then(|| format!("{seed}: no {what} in {reply:?}"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+// What a seed's reply must hold, for `session_seeds_pass_and_reach_deep_states`.
+
+/// A session seed, what its reply must hold, and a test for it.
+type Expected<'a> = (&'a str, &'a str, &'a dyn Fn(&Message) -> bool);
+
+fn body(size: u64) -> impl Fn(&Message) -> bool {
+    move |m| matches!(m, Message::Body { size: s } if *s == size)
+}
+
+fn entry(name: &'static str) -> impl Fn(&Message) -> bool {
+    move |m| matches!(m, Message::Entry(e) if e.name == name)
+}
+
+fn info(kind: EntryKind, size: u64) -> impl Fn(&Message) -> bool {
+    move |m| matches!(m, Message::Info(i) if i.kind == kind && i.size == size)
+}
+
+fn removed(files: u64, directories: u64) -> impl Fn(&Message) -> bool {
+    move |m| *m == Message::Removed { files, directories }
+}
+
+fn refused(code: ErrorCode) -> impl Fn(&Message) -> bool {
+    move |m| matches!(m, Message::Error { code: c, .. } if *c == code)
 }

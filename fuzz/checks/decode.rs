@@ -4,9 +4,13 @@
 //! Beyond not panicking, the decoder's answer must agree with the frame's
 //! declared length (incomplete only while bytes are missing, an error for a
 //! bad length as soon as it is in, other errors decided by the frame alone),
-//! and a decoded message must encode back to the very bytes it came from.
+//! a decoded message must be a request exactly when its tag is a request's,
+//! and it must encode back to the very bytes it came from, but for the two
+//! things the decoder drops on purpose: an error message's bytes past the
+//! limit, and the request kinds a welcome names that this build does not
+//! know.
 
-use ferry::protocol::{decode, encode, DecodeError, Message, MAX_FRAME_LEN};
+use ferry::protocol::{decode, encode, DecodeError, Message, RequestKind, MAX_FRAME_LEN};
 
 /// Longest `Error` message the encoder keeps (PROTOCOL.md §3); the library
 /// keeps its constant private.
@@ -88,12 +92,21 @@ fn check_decoded(
         }
     }
     let _ = message.name();
+    // The tag after the 4-byte length.
+    let tag = frame[4];
+    if message.request_kind() != RequestKind::from_tag(tag) {
+        return Err(format!(
+            "tag 0x{tag:02x} decodes to {message:?}, of request kind {:?}",
+            message.request_kind()
+        ));
+    }
     check_re_encoding(frame, message)
 }
 
 /// The encoding is canonical: a decoded message encodes to the bytes it came
 /// from, except that an `Error` message longer than the encoder's limit is
-/// cut at a character boundary.
+/// cut at a character boundary, and a `Welcome` keeps only the request kinds
+/// this build knows, in their order.
 fn check_re_encoding(frame: &[u8], message: &Message) -> Result<(), String> {
     let mut encoded = Vec::new();
     encode(message, &mut encoded)
@@ -115,6 +128,24 @@ fn check_re_encoding(frame: &[u8], message: &Message) -> Result<(), String> {
             if again != Ok(Some((cut.clone(), encoded.len()))) {
                 return Err(format!(
                     "a long error message re-encodes to {again:?}, not {cut:?}"
+                ));
+            }
+        }
+        Message::Welcome { requests } => {
+            // Length, tag, count, then one tag per kind.
+            let named = frame.get(6..).unwrap_or_default();
+            let known: Vec<RequestKind> = named
+                .iter()
+                .filter_map(|&tag| RequestKind::from_tag(tag))
+                .collect();
+            let all_known = known.len() == named.len();
+            if *requests != known
+                || (all_known && encoded != frame)
+                || decode(&encoded) != Ok(Some((message.clone(), encoded.len())))
+            {
+                return Err(format!(
+                    "a welcome naming {named:02x?} decodes to {requests:?} and encodes to \
+                     {encoded:02x?}"
                 ));
             }
         }

@@ -5,8 +5,10 @@
 //! here by other means than the parser's own (std's path components beside
 //! the spelled-out rules of PROTOCOL.md §7), with `parent` and `file_name`
 //! consistent with it, and be the typed name made plain (`.` components and
-//! one trailing `/` dropped); a refused name must really break the rule its
-//! error names.
+//! one trailing `/` dropped), which parses as itself; a refused name must
+//! really break the rule its error names. `parse_dir`, for list and stat,
+//! must agree with `parse` but take the root: what `parse` refuses as
+//! empty or as the root itself.
 
 use std::path::{Component, Path};
 
@@ -18,10 +20,29 @@ use ferry::protocol::{
 /// sequences replaced (names arrive as checked UTF-8 strings).
 pub fn check(bytes: &[u8]) -> Result<(), String> {
     let name = String::from_utf8_lossy(bytes);
-    match RemoteName::parse(&name) {
-        Ok(parsed) => check_accepted(&name, &parsed).map_err(|e| format!("accepted {name:?}: {e}")),
-        Err(error) => check_refused(&name, &error).map_err(|e| format!("refused {name:?}: {e}")),
+    let parsed = RemoteName::parse(&name);
+    match &parsed {
+        Ok(parsed) => check_accepted(&name, parsed).map_err(|e| format!("accepted {name:?}: {e}")),
+        Err(error) => check_refused(&name, error).map_err(|e| format!("refused {name:?}: {e}")),
+    }?;
+    check_dir_agrees(&name, parsed)
+}
+
+/// `parse_dir` gives what `parse` gives, but the root (`None`) where
+/// `parse` refuses a name as empty or as the root.
+fn check_dir_agrees(name: &str, parsed: Result<RemoteName, NameError>) -> Result<(), String> {
+    let expected = match parsed {
+        Ok(parsed) => Ok(Some(parsed)),
+        Err(NameError::Empty | NameError::Root) => Ok(None),
+        Err(error) => Err(error),
+    };
+    let as_dir = RemoteName::parse_dir(name);
+    if as_dir != expected {
+        return Err(format!(
+            "{name:?}: parse_dir gives {as_dir:?}, parse {expected:?}"
+        ));
     }
+    Ok(())
 }
 
 fn check_accepted(typed: &str, parsed: &RemoteName) -> Result<(), String> {
@@ -31,6 +52,14 @@ fn check_accepted(typed: &str, parsed: &RemoteName) -> Result<(), String> {
     let name = plain_form(typed);
     if parsed.as_str() != name || parsed.to_string() != name {
         return Err(format!("but it reads back as {:?}", parsed.as_str()));
+    }
+    // The plain form is a fixed point: a client may send back a name it
+    // was given, and the server means the same file by it.
+    if RemoteName::parse(&name).as_ref() != Ok(parsed) {
+        return Err(format!(
+            "but its plain form {name:?} parses as {:?}",
+            RemoteName::parse(&name)
+        ));
     }
     let name = name.as_str();
     if name.is_empty() || name.len() > MAX_NAME_LEN {
@@ -91,9 +120,18 @@ fn check_parts(name: &str, parsed: &RemoteName, components: &[&str]) -> Result<(
 }
 
 /// "names that pass RemoteName::parse always fit" a frame (PROTOCOL.md §3),
-/// and come back unchanged.
+/// two of them in a rename (`MAX_FRAME_LEN`), and come back unchanged.
 fn check_fits_in_frames(name: &str) -> Result<(), String> {
+    let longest = "n".repeat(MAX_NAME_LEN);
     let requests = [
+        Message::Rename {
+            from: name.to_owned(),
+            to: longest.clone(),
+        },
+        Message::Rename {
+            from: longest,
+            to: name.to_owned(),
+        },
         Message::Put {
             name: name.to_owned(),
             size: u64::MAX,

@@ -3,7 +3,10 @@
 //! than from nothing. `examples/write_seeds.rs` writes them out for
 //! `scripts/fuzz.sh`; `tests/fuzz_regressions.rs` checks they pass.
 
-use ferry::protocol::{encode, Entry, EntryKind, ErrorCode, Message, MAX_COMPONENT_LEN};
+use ferry::protocol::{
+    encode, Entry, EntryKind, ErrorCode, Info, Message, OmitReason, Preamble, RequestKind, Token,
+    MAX_COMPONENT_LEN,
+};
 
 /// A named seed input.
 pub type Seed = (&'static str, Vec<u8>);
@@ -18,7 +21,8 @@ pub fn for_target(target: &str) -> Option<Vec<Seed>> {
     }
 }
 
-/// One frame of every message kind, and two frames back to back.
+/// One frame of every message kind, a frame of an unknown kind, and two
+/// frames back to back.
 pub fn decode() -> Vec<Seed> {
     let entry = |kind, name: &str| {
         Message::Entry(Entry {
@@ -34,6 +38,20 @@ pub fn decode() -> Vec<Seed> {
         ("list", list("", false)),
         ("list-long", list("d", true)),
         ("delete", delete("a.txt")),
+        ("delete-recursive", delete_tree("d")),
+        ("make-dir", make_dir("x/y", false)),
+        ("make-dir-parents", make_dir("x/y", true)),
+        ("remove-dir", remove_dir("d")),
+        ("rename", rename("a.txt", "d/b.txt")),
+        ("stat", stat("a.txt")),
+        ("stat-root", stat("")),
+        ("hello", hello()),
+        (
+            "hello-token",
+            Message::Hello {
+                token: Token::new("s3cret".into()),
+            },
+        ),
         ("trailer", trailer(b"hello")),
         ("proceed", Message::Proceed),
         ("body", Message::Body { size: 5 }),
@@ -41,6 +59,36 @@ pub fn decode() -> Vec<Seed> {
         ("entry-directory", entry(EntryKind::Directory, "d")),
         ("entry-other", entry(EntryKind::Other, "fifo")),
         ("done", Message::Done),
+        (
+            "welcome",
+            Message::Welcome {
+                requests: RequestKind::ALL.to_vec(),
+            },
+        ),
+        ("welcome-empty", Message::Welcome { requests: vec![] }),
+        ("info-file", info(EntryKind::File, Some(b"hello"))),
+        ("info-directory", info(EntryKind::Directory, None)),
+        (
+            "omitted",
+            Message::Omitted {
+                reason: OmitReason::LinkOutside,
+                count: 2,
+            },
+        ),
+        (
+            "omitted-unknown-reason",
+            Message::Omitted {
+                reason: OmitReason::Unknown(200),
+                count: u64::MAX,
+            },
+        ),
+        (
+            "removed",
+            Message::Removed {
+                files: 2,
+                directories: 1,
+            },
+        ),
         (
             "error",
             Message::Error {
@@ -61,6 +109,13 @@ pub fn decode() -> Vec<Seed> {
         .map(|(name, message)| (name, frames(&[message])))
         .collect();
     seeds.push(("two-frames", frames(&[get("a.txt"), Message::Done])));
+    // A whole frame of a tag no message has: skipped by the transport.
+    seeds.push(("unknown-tag", vec![0, 0, 0, 3, 0x3a, 0, 0]));
+    // A welcome naming a request this build does not know (0x3a).
+    seeds.push((
+        "welcome-unknown-kind",
+        vec![0, 0, 0, 5, 0x24, 3, 0x01, 0x3a, 0x09],
+    ));
     seeds
 }
 
@@ -80,6 +135,17 @@ pub fn name() -> Vec<Seed> {
         ("backslash", "..\\windows".to_owned()),
         ("control", "nul\0byte".to_owned()),
         ("reserved", "dir/.ferry-tmp-1-2".to_owned()),
+        ("dot-slash", "./a".to_owned()),
+        ("dot-inside", "x/./y/.".to_owned()),
+        ("trailing-slash", "dir/".to_owned()),
+        ("two-trailing-slashes", "dir//".to_owned()),
+        ("root-dot", ".".to_owned()),
+        ("root-dot-slash", "./".to_owned()),
+        ("root-slash", "/".to_owned()),
+        ("root-slashes", "//".to_owned()),
+        ("dot-then-dot-dot", "./..".to_owned()),
+        // Longest name whose plain form is short: the limit is on the name sent.
+        ("dots-at-the-limit", format!("{}a", "./".repeat(2047))),
     ];
     names
         .into_iter()
@@ -88,9 +154,12 @@ pub fn name() -> Vec<Seed> {
 }
 
 /// Sessions over the fixture of `checks/session.rs` (its names: `a.txt`,
-/// `empty`, `d/b.bin`, `fifo`, `link`, `escape`, `dangling`): every request
-/// kind, accepted and refused, whole uploads, and broken handshakes. A
-/// session's first byte is odd to have the preamble sent before the rest.
+/// `empty`, `d/b.bin`, `fifo`, `link` to `a.txt`, `escape` to a directory
+/// outside the root, `dangling` to nowhere): every request kind, accepted
+/// and refused, whole uploads, names as people type them, messages that are
+/// not requests, and broken handshakes. A session's first byte is odd to
+/// have the preamble and a hello sent before the rest.
+/// `tests/fuzz_regressions.rs` checks what some of them are answered.
 pub fn session() -> Vec<Seed> {
     let mut seeds = vec![
         ("list-root", requests(&[list("", false)])),
@@ -115,6 +184,144 @@ pub fn session() -> Vec<Seed> {
             requests(&[get("../x"), list("a//b", false), delete(".ferry-tmp-1-1")]),
         ),
         ("not-a-request", requests(&[Message::Done])),
+        (
+            "replies-as-requests-then-stat",
+            requests(&[
+                Message::Done,
+                Message::Welcome { requests: vec![] },
+                info(EntryKind::File, None),
+                Message::Removed {
+                    files: 1,
+                    directories: 0,
+                },
+                stat(""),
+            ]),
+        ),
+        ("second-hello", requests(&[hello(), list("", false)])),
+        (
+            "mkdir-p-and-list",
+            requests(&[
+                make_dir("x/y/z", true),
+                make_dir("x/y/z", true),
+                list("x/y", true),
+            ]),
+        ),
+        (
+            "mkdir-refused",
+            requests(&[
+                make_dir("p/q", false),
+                make_dir("d", false),
+                make_dir("a.txt/x", true),
+                make_dir("escape/new", true),
+                make_dir("dangling/x", true),
+                make_dir(".", true),
+            ]),
+        ),
+        (
+            "mkdir-rmdir-stat",
+            requests(&[make_dir("new", false), remove_dir("new/"), stat("new")]),
+        ),
+        (
+            "rmdir-refused",
+            requests(&[
+                remove_dir("d"),
+                remove_dir("a.txt"),
+                remove_dir("escape"),
+                remove_dir("nope"),
+                remove_dir(""),
+            ]),
+        ),
+        (
+            "rename-file",
+            requests(&[
+                rename("a.txt", "renamed.txt"),
+                list("", false),
+                get("renamed.txt"),
+            ]),
+        ),
+        (
+            "rename-dir",
+            requests(&[rename("d", "e/"), list("e", false), stat("d")]),
+        ),
+        (
+            "rename-into-itself",
+            requests(&[
+                rename("d", "d/sub"),
+                rename("d", "./d/./sub/x"),
+                rename("d", "d"),
+            ]),
+        ),
+        (
+            "rename-onto-existing",
+            requests(&[
+                rename("a.txt", "empty"),
+                rename("a.txt", "d"),
+                rename("empty", "link"),
+                rename("d", "a.txt"),
+                rename("nope", "x"),
+            ]),
+        ),
+        (
+            "rename-through-escape",
+            requests(&[
+                rename("a.txt", "escape/stolen"),
+                rename("escape/canary", "caught"),
+                rename("escape", "d/escape"),
+                list("d", true),
+            ]),
+        ),
+        ("delete-r-d", requests(&[delete_tree("d"), list("", false)])),
+        (
+            // The link itself goes; what it leads to outside stays.
+            "delete-r-dir-holding-link-outside",
+            requests(&[rename("escape", "d/escape"), delete_tree("d")]),
+        ),
+        (
+            "delete-r-file-and-links",
+            requests(&[
+                delete_tree("a.txt"),
+                delete_tree("escape/"),
+                delete_tree("dangling"),
+            ]),
+        ),
+        (
+            "delete-r-refused",
+            requests(&[
+                delete_tree("nope"),
+                delete_tree("."),
+                delete_tree("escape/canary"),
+            ]),
+        ),
+        (
+            "stat-root-file-link",
+            requests(&[
+                stat(""),
+                stat("a.txt"),
+                stat("link"),
+                stat("d"),
+                stat("fifo"),
+                stat("escape"),
+                stat("dangling"),
+            ]),
+        ),
+        (
+            "list-a-file",
+            requests(&[list("a.txt", true), list("link", false), list("fifo", true)]),
+        ),
+        (
+            "names-as-typed",
+            requests(&[
+                get("./a.txt"),
+                list("d/", false),
+                stat("./d/./b.bin"),
+                stat("./"),
+                get("d//b.bin"),
+                list("//", false),
+                delete("./"),
+                make_dir("./x/", false),
+                list("x/.", false),
+            ]),
+        ),
     ];
     // A whole upload, then the new file read, listed and removed.
     let mut whole = requests(&[put("new.txt", 5)]);
@@ -136,9 +343,29 @@ pub fn session() -> Vec<Seed> {
     let mut cut = requests(&[put("cut", 100)]);
     cut.extend_from_slice(b"only part of the body");
     seeds.push(("put-cut-short", cut));
+    let mut put_stat = requests(&[put("new.txt", 5)]);
+    put_stat.extend_from_slice(b"hello");
+    put_stat.extend(frames(&[trailer(b"hello"), stat("new.txt")]));
+    seeds.push(("put-then-stat", put_stat));
+    let mut no_trailer = requests(&[put("new.txt", 5)]);
+    no_trailer.extend_from_slice(b"hello");
+    no_trailer.extend(frames(&[get("a.txt")]));
+    seeds.push(("put-without-trailer", no_trailer));
     let mut malformed = requests(&[]);
     malformed.extend_from_slice(&[0, 0, 0, 1, 0x55]);
     seeds.push(("unknown-tag", malformed));
+    let mut unknown_then_valid = requests(&[]);
+    unknown_then_valid.extend_from_slice(&[0, 0, 0, 1, 0x55]);
+    unknown_then_valid.extend_from_slice(&[0, 0, 0, 3, 0x3a, 0, 0]);
+    unknown_then_valid.extend(frames(&[get("a.txt")]));
+    seeds.push(("unknown-tags-then-get", unknown_then_valid));
+    let mut bad_flags = requests(&[]);
+    bad_flags.extend_from_slice(&[0, 0, 0, 5, 0x04, 0x02, 0x00, 0x01, b'd']);
+    seeds.push(("delete-bad-flags", bad_flags));
+    seeds.push((
+        "no-hello",
+        raw(&[Preamble::OURS.to_bytes().as_slice(), &frames(&[stat("")])].concat()),
+    ));
     let mut oversize = requests(&[]);
     oversize.extend_from_slice(&u32::MAX.to_be_bytes());
     seeds.push(("oversize-length", oversize));
@@ -195,6 +422,55 @@ fn delete(name: &str) -> Message {
         name: name.to_owned(),
         recursive: false,
     }
+}
+
+fn delete_tree(name: &str) -> Message {
+    Message::Delete {
+        name: name.to_owned(),
+        recursive: true,
+    }
+}
+
+fn make_dir(name: &str, parents: bool) -> Message {
+    Message::MakeDir {
+        name: name.to_owned(),
+        parents,
+    }
+}
+
+fn remove_dir(name: &str) -> Message {
+    Message::RemoveDir {
+        name: name.to_owned(),
+    }
+}
+
+fn rename(from: &str, to: &str) -> Message {
+    Message::Rename {
+        from: from.to_owned(),
+        to: to.to_owned(),
+    }
+}
+
+fn stat(name: &str) -> Message {
+    Message::Stat {
+        name: name.to_owned(),
+    }
+}
+
+fn hello() -> Message {
+    Message::Hello {
+        token: Token::default(),
+    }
+}
+
+fn info(kind: EntryKind, body: Option<&[u8]>) -> Message {
+    Message::Info(Info {
+        kind,
+        size: body.map_or(0, |body| body.len() as u64),
+        modified: 1_700_000_000,
+        mode: 0o644,
+        digest: body.map(|body| *blake3::hash(body).as_bytes()),
+    })
 }
 
 fn trailer(body: &[u8]) -> Message {

@@ -10,12 +10,16 @@
 //! - the server hung up within [`REPLY_WAIT`]: it always sees the end of the
 //!   input, so waiting longer means it is stuck;
 //! - what it sent is well formed: its preamble, whole frames of server
-//!   messages, a welcome only first, each body followed by a trailer with
-//!   the body's BLAKE3 digest, listings ended by `Done`, nothing after an
-//!   error that ends the connection, no temporary file listed;
+//!   messages, each body followed by a trailer with the body's BLAKE3
+//!   digest, nothing after an error that ends the connection, no
+//!   temporary file or name with a `/` listed, no error message too long;
+//! - each request got the answer its kind calls for, in order, a welcome
+//!   only to the hello, and the server stopped only where the input let it
+//!   (`answers.rs`);
 //! - no server task panicked;
-//! - no temporary file outlived the connection and nothing outside the
-//!   served directory changed (a symlink in the fixture points there);
+//! - no temporary file outlived the connection, and nothing outside the
+//!   served directory changed, name, size or content (a symlink in the
+//!   fixture points there, and requests may move it about);
 //! - the server still answers a fresh connection's listing correctly.
 
 use std::fs;
@@ -35,6 +39,9 @@ use ferry::server::{Config, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "answers.rs"]
+mod answers;
+
 /// How long the server may take to hang up once the input has ended.
 pub const REPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -52,8 +59,9 @@ pub struct Harness {
     outside: PathBuf,
     /// The fixture as laid out: root and outside, path and kind of each entry.
     fixture: (Vec<String>, Vec<String>),
-    /// Holds `root` and `outside`; removed when the harness is dropped.
-    _dir: tempfile::TempDir,
+    /// Holds `root` and `outside`, and nothing else; removed when the
+    /// harness is dropped.
+    dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -90,7 +98,7 @@ impl Harness {
             root,
             outside,
             fixture,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -108,7 +116,9 @@ impl Harness {
         if PANICS.load(Ordering::SeqCst) != panics {
             return Err("a server task panicked (its message is above)".into());
         }
-        let messages = read_reply(&reply?, !stream.is_empty())?;
+        let reply = reply?;
+        let messages = read_reply(&reply, !stream.is_empty())?;
+        answers::check(&stream, &messages, reply.reset)?;
         self.check_and_restore_fixture()?;
         self.check_still_serving()?;
         Ok(messages)
@@ -117,6 +127,13 @@ impl Harness {
     /// Fails if a temporary file outlived its connection or anything outside
     /// the root changed; puts the fixture back if requests changed it.
     fn check_and_restore_fixture(&self) -> Result<(), String> {
+        // Beside the root, only `outside` is there to be reached.
+        let beside = tree_top(self.dir.path());
+        if beside != ["outside/", "root/"] {
+            return Err(format!(
+                "a request changed the directory holding the root: {beside:?}"
+            ));
+        }
         let now = tree(&self.root);
         if now == self.fixture.0 {
             return Ok(());
@@ -261,7 +278,6 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
         }
     }
     let mut messages: Vec<Message> = Vec::new();
-    let mut in_listing = false;
     while !rest.is_empty() {
         if let Some(Message::Error { code, .. }) = messages.last() {
             if code.ends_connection() {
@@ -275,16 +291,6 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
             Err(e) => return Err(format!("the server sent a malformed frame: {e}")),
         };
         rest = &rest[used..];
-        let listing_goes_on = matches!(
-            message,
-            Message::Entry(_) | Message::Omitted { .. } | Message::Done | Message::Error { .. }
-        );
-        if in_listing && !listing_goes_on {
-            return Err(format!("{message:?} in the middle of a listing"));
-        }
-        if matches!(message, Message::Welcome { .. }) && !messages.is_empty() {
-            return Err(format!("a welcome after {messages:?}"));
-        }
         match &message {
             Message::Entry(entry) => {
                 let name = entry.name.as_str();
@@ -296,14 +302,14 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
                 {
                     return Err(format!("a listing shows the entry {name:?}"));
                 }
-                in_listing = true;
             }
-            Message::Omitted { .. } => in_listing = true,
             Message::Error { message: text, .. } if text.len() > MAX_ERROR_MESSAGE_LEN => {
                 return Err(format!("an error message of {} bytes", text.len()));
             }
-            Message::Done | Message::Error { .. } => in_listing = false,
-            Message::Welcome { .. }
+            Message::Omitted { .. }
+            | Message::Done
+            | Message::Error { .. }
+            | Message::Welcome { .. }
             | Message::Proceed
             | Message::Info(_)
             | Message::Removed { .. } => {}
@@ -376,8 +382,8 @@ fn lay_out(root: &Path, outside: &Path) -> io::Result<()> {
     symlink("nowhere", root.join("dangling"))
 }
 
-/// Every entry under `dir` with its kind and, for files, size: relative,
-/// sorted, symlinks not followed.
+/// Every entry under `dir` with its kind and, for files, size and BLAKE3
+/// digest: relative, sorted, symlinks not followed.
 fn tree(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut pending = vec![PathBuf::new()];
@@ -395,7 +401,9 @@ fn tree(dir: &Path) -> Vec<String> {
             found.push(if kind.is_dir() {
                 format!("{shown}/")
             } else if kind.is_file() {
-                format!("{shown} {}", metadata.len())
+                let digest = fs::read(entry.path()).map(|bytes| blake3::hash(&bytes));
+                let digest = digest.map_or_else(|e| e.to_string(), |d| d.to_hex().to_string());
+                format!("{shown} {} {digest}", metadata.len())
             } else if kind.is_symlink() {
                 format!("{shown} -> {:?}", fs::read_link(entry.path()))
             } else {
@@ -406,6 +414,24 @@ fn tree(dir: &Path) -> Vec<String> {
             }
         }
     }
+    found.sort();
+    found
+}
+
+/// The entries right in `dir`, directories with a trailing `/`, sorted.
+fn tree_top(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => format!("{name}/"),
+                _ => name,
+            }
+        })
+        .collect();
     found.sort();
     found
 }
