@@ -2,6 +2,7 @@
 //! request or the interactive shell.
 
 mod output;
+mod report_queue;
 mod request;
 mod serve;
 mod shell;
