@@ -1,7 +1,7 @@
 //! Who may do what: access tokens with their modes, and the server's own
 //! mode. A request runs only if both allow it.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::Path;
 
 use super::{secret_file, SecretFileError};
@@ -9,6 +9,10 @@ use crate::protocol::{RequestKind, Token};
 
 /// The shortest token accepted: shorter ones could be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Random bytes in a token made by [`new_token`]: 256 bits, beyond
+/// guessing at any rate a server can be asked.
+pub const NEW_TOKEN_BYTES: usize = 32;
 
 /// What a token lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +137,8 @@ pub enum TokenError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot get random bytes from the system to make a token")]
+    Random,
 }
 
 /// Shows how many tokens there are, never the tokens or their hashes.
@@ -235,6 +241,24 @@ pub fn read_client_token(path: &Path) -> Result<Token, TokenError> {
         return Err(invalid("more than one line; a client uses one token"));
     }
     Ok(Token::new(token.to_owned()))
+}
+
+/// A new token: [`NEW_TOKEN_BYTES`] bytes from the system's secure random
+/// generator, as lowercase hex digits. Hex rather than base64: it needs no
+/// dependency, and a token of hex digits is one word in any shell, file
+/// or URL, never starts with `-` or `#`, and reads out unambiguously.
+pub fn new_token() -> Result<Token, TokenError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; NEW_TOKEN_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| TokenError::Random)?;
+    let mut hex = String::with_capacity(2 * NEW_TOKEN_BYTES);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Ok(Token::new(hex))
 }
 
 /// Whether `token` may be a token: long enough, and one word.
@@ -409,5 +433,21 @@ mod tests {
         assert!(Tokens::single("abc").is_err());
         let single = Tokens::single(RW).unwrap();
         assert_eq!(single.check(&token(RW)), Some(TokenMode::ReadWrite));
+    }
+
+    #[test]
+    fn new_tokens_are_64_hex_digits_all_different_and_accepted() {
+        let made: Vec<String> = (0..100)
+            .map(|_| new_token().unwrap().expose().to_owned())
+            .collect();
+        for made in &made {
+            assert_eq!(made.len(), 2 * NEW_TOKEN_BYTES, "{made}");
+            assert!(made.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+            assert_eq!(check_token(made), Ok(()));
+        }
+        let mut distinct = made.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), made.len());
     }
 }
