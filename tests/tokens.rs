@@ -1,10 +1,11 @@
-//! Access tokens as a user makes and uses them: `ferry token new`
-//! (issue 12, item 8).
+//! Access tokens as a user makes and uses them: `ferry token new`, and a
+//! server that refuses to start with a weak token (issue 12, item 8).
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use common::*;
 use ferry::protocol::Message;
@@ -34,6 +35,25 @@ fn token_file(dir: &Path, text: &str) -> PathBuf {
     let path = write_file(dir, "tokens", text.as_bytes());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
+}
+
+/// Runs a plain `ferry server` on a free port, its command adjusted by
+/// `configure`, expecting it to refuse to start; returns its output.
+fn server_refusing_to_start(configure: impl FnOnce(&mut Command)) -> Output {
+    let root = tempfile::tempdir().unwrap();
+    let mut command = ferry_command();
+    command
+        .args(["server", "0", "--bind", "127.0.0.1", "--plain", "--root"])
+        .arg(root.path());
+    configure(&mut command);
+    let (output, _) = output_within(&mut command, PATIENCE);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("up and running"),
+        "{}",
+        describe(&output)
+    );
+    output
 }
 
 #[test]
@@ -82,4 +102,53 @@ fn token_new_refuses_an_unknown_mode() {
     let (output, _) = output_within(&mut command, PATIENCE);
     assert_exit_saying(&output, 2, "possible values: rw, ro, wo");
     assert!(output.stdout.is_empty(), "{}", describe(&output));
+}
+
+#[test]
+fn a_weak_token_line_stops_the_server_naming_the_line_and_not_the_token() {
+    let strong = "read-write-token-0001";
+    let cases = [
+        ("abcdefghij0123456", "17 characters, fewer than 20"),
+        (
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "1 different character, fewer than 8",
+        ),
+        (
+            "0101010101010101010101010101",
+            "2 different characters, fewer than 8",
+        ),
+    ];
+    for (weak, why) in cases {
+        let keys = tempfile::tempdir().unwrap();
+        let path = token_file(keys.path(), &format!("# team\n{strong} rw\n\n{weak} ro\n"));
+        let output = server_refusing_to_start(|command| {
+            command.arg("--token-file").arg(&path);
+        });
+        let said = format!("line 4 of {}: the token is too weak: {why}", path.display());
+        assert_exit_saying(&output, 1, &said);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("ferry token new"), "{stderr}");
+        assert!(
+            !stderr.contains(weak) && !stderr.contains(strong),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_weak_ferry_token_stops_the_server_naming_the_variable_and_not_the_token() {
+    let weak = "password-password";
+    let output = server_refusing_to_start(|command| {
+        command.env("FERRY_TOKEN", weak);
+    });
+    assert_exit_saying(
+        &output,
+        1,
+        "FERRY_TOKEN is too weak: 17 characters, fewer than 20",
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains(weak),
+        "{}",
+        describe(&output)
+    );
 }
