@@ -2,10 +2,12 @@
 //! request or the interactive shell.
 
 mod output;
+mod report_queue;
 mod request;
 mod serve;
 mod shell;
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,42 @@ enum TopCommand {
     /// Send one request to a server, or open an interactive shell when no
     /// request is given.
     Client(ClientArgs),
+    /// Make access tokens for a server's token file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new random token: 32 bytes from the system's secure random
+    /// generator, as 64 hex digits.
+    ///
+    /// With --mode, prints `TOKEN MODE`, a line for a server's token file
+    /// (which must be mode 0600): `ferry token new --mode rw >> tokens`.
+    New {
+        /// Follow the token with this mode: rw (everything), ro (get, list
+        /// and stat), wo (put and mkdir only).
+        #[arg(long, value_name = "MODE")]
+        mode: Option<ModeArg>,
+    },
+}
+
+/// A token's mode as the command line spells it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Rw,
+    Ro,
+    Wo,
+}
+
+impl From<ModeArg> for access::TokenMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Rw => access::TokenMode::ReadWrite,
+            ModeArg::Ro => access::TokenMode::ReadOnly,
+            ModeArg::Wo => access::TokenMode::WriteOnly,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -237,49 +275,90 @@ pub mod exit {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    // The server spreads connections over every core. A client drives one
-    // connection, so one thread is enough and starts faster; its bodies move
-    // on threads of their own anyway.
-    let mut builder = match cli.command {
-        TopCommand::Server(_) => tokio::runtime::Builder::new_multi_thread(),
-        TopCommand::Client(_) => tokio::runtime::Builder::new_current_thread(),
+    match cli.command {
+        TopCommand::Server(args) => run_server(args),
+        TopCommand::Client(args) => run_client(args),
+        TopCommand::Token(command) => run_token(command),
+    }
+}
+
+/// Runs `ferry server`. It spreads connections over every core.
+fn run_server(args: ServerArgs) -> ExitCode {
+    let Some(runtime) = start_runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
-    let runtime = match builder.enable_all().build() {
-        Ok(runtime) => runtime,
+    match runtime.block_on(serve::serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `ferry client`. A client drives one connection, so one thread is
+/// enough and starts faster; its bodies move on threads of their own
+/// anyway.
+fn run_client(args: ClientArgs) -> ExitCode {
+    let Some(runtime) = start_runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    let security = match client_security(&args) {
+        Ok(security) => security,
+        // A token file or known-hosts location that cannot be used is a
+        // local file problem, not a misused command line.
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let settings = request::Settings {
+        host: args.host,
+        port: args.port,
+        quiet: args.quiet,
+        timeout: args.timeout,
+        security,
+    };
+    match args.request {
+        Some(request) => runtime.block_on(request::run_once(&settings, request)),
+        None => shell::run(&runtime, &settings),
+    }
+}
+
+/// The async runtime `builder` describes, or `None` once the failure is
+/// said.
+fn start_runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `ferry token ...`.
+fn run_token(command: TokenCommand) -> ExitCode {
+    let TokenCommand::New { mode } = command;
+    let token = match access::new_token() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("ferry: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        TopCommand::Server(args) => match runtime.block_on(serve::serve(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ferry: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        TopCommand::Client(args) => {
-            let security = match client_security(&args) {
-                Ok(security) => security,
-                // A token file or known-hosts location that cannot be used
-                // is a local file problem, not a misused command line.
-                Err(e) => {
-                    eprintln!("ferry: {e:#}");
-                    return ExitCode::from(exit::FAILED);
-                }
-            };
-            let settings = request::Settings {
-                host: args.host,
-                port: args.port,
-                quiet: args.quiet,
-                timeout: args.timeout,
-                security,
-            };
-            match args.request {
-                Some(request) => runtime.block_on(request::run_once(&settings, request)),
-                None => shell::run(&runtime, &settings),
-            }
+    let line = match mode {
+        Some(mode) => format!("{} {}", token.expose(), access::TokenMode::from(mode)),
+        None => token.expose().to_owned(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Whoever was to read it has gone: nothing to say, as with `head`.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: cannot write the token to stdout: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -12,13 +12,14 @@ use ferry::security::Identity;
 use ferry::server::{Config, Limits, Server};
 use tokio::net::TcpListener;
 
+use super::report_queue::{self, ReportWriter};
 use super::{ServerArgs, TOKEN_VARIABLE};
 
 pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     let _file_size_signal = survive_file_size_limit()?;
     let listener = bind(args.bind, args.port).await?;
-    let reporter = reporter(args.quiet);
+    let (reporter, report_writer) = reporter(args.quiet)?;
     let security = ServerSecurity::from_args(&args)?;
     let config = Config {
         limits: Limits {
@@ -50,24 +51,33 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     .context("cannot write to stdout")?;
     drop(stdout);
     server.run(listener, shutdown).await;
+    // Blocks this thread, which drives nothing else now that serving is over.
+    report_writer.finish(REPORT_FLUSH_PATIENCE);
     tracing::info!("ferry server stopped");
     Ok(())
 }
 
+/// How long a stopping server waits for its queued report lines to be
+/// written before it exits without them.
+const REPORT_FLUSH_PATIENCE: Duration = Duration::from_secs(1);
+
 /// Prints each report on stdout; with `quiet`, only failed ones, on stderr
-/// beside the other diagnostics.
-fn reporter(quiet: bool) -> Reporter {
-    Arc::new(move |report| {
-        // A closed stdout or stderr must not stop the server; the request
-        // is done.
-        let _ = if !quiet {
-            writeln!(std::io::stdout().lock(), "{report}")
-        } else if !report.is_ok() {
-            writeln!(std::io::stderr().lock(), "{report}")
-        } else {
-            Ok(())
-        };
-    })
+/// beside the other diagnostics. Lines go through a bounded queue to a
+/// writer thread: a stream nobody reads loses lines (counted, and said
+/// when the stream moves again) instead of stalling the server.
+fn reporter(quiet: bool) -> anyhow::Result<(Reporter, ReportWriter)> {
+    let started = if quiet {
+        report_queue::start(std::io::stderr(), false)
+    } else {
+        report_queue::start(std::io::stdout(), true)
+    };
+    let (queue, writer) = started.context("cannot start the report writer thread")?;
+    let reporter: Reporter = Arc::new(move |report| {
+        if !(quiet && report.is_ok()) {
+            queue.push(format!("{report}\n"));
+        }
+    });
+    Ok((reporter, writer))
 }
 
 /// The server's TLS and access settings, and how the start line tells

@@ -1,14 +1,25 @@
 //! Who may do what: access tokens with their modes, and the server's own
 //! mode. A request runs only if both allow it.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::Path;
 
 use super::{secret_file, SecretFileError};
 use crate::protocol::{RequestKind, Token};
 
-/// The shortest token accepted: shorter ones could be guessed.
-pub const MIN_TOKEN_LEN: usize = 16;
+/// The shortest token a server accepts, in characters: shorter ones could
+/// be guessed. A token from [`new_token`] has 64.
+pub const MIN_TOKEN_LEN: usize = 20;
+
+/// The fewest different characters a server accepts in a token: fewer
+/// betray a made-up one (`aaaaaaaaaaaaaaaaaaaa`, `12121212121212121212`)
+/// that its length alone would let through. 64 random hex digits have
+/// fewer than 8 different ones with a probability below 10^-18.
+pub const MIN_DISTINCT_CHARS: usize = 8;
+
+/// Random bytes in a token made by [`new_token`]: 256 bits, beyond
+/// guessing at any rate a server can be asked.
+pub const NEW_TOKEN_BYTES: usize = 32;
 
 /// What a token lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +144,8 @@ pub enum TokenError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot get random bytes from the system to make a token")]
+    Random,
 }
 
 /// Shows how many tokens there are, never the tokens or their hashes.
@@ -237,15 +250,52 @@ pub fn read_client_token(path: &Path) -> Result<Token, TokenError> {
     Ok(Token::new(token.to_owned()))
 }
 
-/// Whether `token` may be a token: long enough, and one word.
-fn check_token(token: &str) -> Result<(), String> {
-    if token.chars().count() < MIN_TOKEN_LEN {
-        return Err(format!("is shorter than {MIN_TOKEN_LEN} characters"));
+/// A new token: [`NEW_TOKEN_BYTES`] bytes from the system's secure random
+/// generator, as lowercase hex digits. Hex rather than base64: it needs no
+/// dependency, and a token of hex digits is one word in any shell, file
+/// or URL, never starts with `-` or `#`, and reads out unambiguously.
+pub fn new_token() -> Result<Token, TokenError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; NEW_TOKEN_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| TokenError::Random)?;
+    let mut hex = String::with_capacity(2 * NEW_TOKEN_BYTES);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
     }
+    Ok(Token::new(hex))
+}
+
+/// Whether a server may accept `token`: one word, long enough, and not
+/// obviously made up. The reason given never quotes the token.
+fn check_token(token: &str) -> Result<(), String> {
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("holds a space or a control character".into());
     }
+    let len = token.chars().count();
+    if len < MIN_TOKEN_LEN {
+        return Err(too_weak(&counted(len, "character"), MIN_TOKEN_LEN));
+    }
+    let mut distinct: Vec<char> = token.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < MIN_DISTINCT_CHARS {
+        let said = counted(distinct.len(), "different character");
+        return Err(too_weak(&said, MIN_DISTINCT_CHARS));
+    }
     Ok(())
+}
+
+fn too_weak(has: &str, least: usize) -> String {
+    format!("is too weak: {has}, fewer than {least}; make one with `ferry token new`")
+}
+
+/// `1 character`, `2 characters`.
+fn counted(count: usize, noun: &str) -> String {
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {noun}{plural}")
 }
 
 /// What a connection may do, settled once its token is checked.
@@ -335,7 +385,7 @@ mod tests {
     #[test]
     fn bad_lines_are_named_without_their_token() {
         let cases = [
-            ("short rw\n", 1, "shorter"),
+            ("short rw\n", 1, "too weak: 5 characters"),
             (&format!("{RW}\n") as &str, 1, "no mode"),
             (&format!("\n{RW} admin\n"), 2, "rw, ro or wo"),
             (&format!("{RW} rw extra\n"), 1, "TOKEN MODE"),
@@ -406,8 +456,91 @@ mod tests {
 
     #[test]
     fn ferry_token_must_be_a_real_token() {
-        assert!(Tokens::single("abc").is_err());
+        let refused = Tokens::single("abc").unwrap_err().to_string();
+        assert!(refused.starts_with("FERRY_TOKEN is too weak"), "{refused}");
+        assert!(!refused.contains("abc"), "{refused}");
         let single = Tokens::single(RW).unwrap();
         assert_eq!(single.check(&token(RW)), Some(TokenMode::ReadWrite));
+    }
+
+    #[test]
+    fn weak_tokens_are_refused_saying_why_and_never_what() {
+        // (token, refused because, or None if accepted)
+        let cases: [(&str, Option<&str>); 13] = [
+            ("", Some("0 characters, fewer than 20")),
+            ("a1b2c3d4e5f6g7h8i9j", Some("19 characters, fewer than 20")),
+            (
+                "aaaaaaaaaaaaaaaaaaaa",
+                Some("1 different character, fewer than 8"),
+            ),
+            ("12121212121212121212", Some("2 different characters")),
+            (
+                "abcdefgabcdefgabcdefgabcdefg",
+                Some("7 different characters"),
+            ),
+            (
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                Some("1 different"),
+            ),
+            // Characters, not bytes: 20 of them, 8 different, 40 bytes.
+            ("ééééééééééééabcdefg1", None),
+            ("ééééééééé", Some("9 characters")),
+            ("a1b2c3d4e5f6g7h8i9j0", None),
+            ("abcdefghabcdefghabcd", None),
+            ("read-write-token-0001", None),
+            (
+                "has a space in it and is long",
+                Some("space or a control character"),
+            ),
+            (
+                "control\u{7}character-in-it-0123",
+                Some("space or a control character"),
+            ),
+        ];
+        for (candidate, refused) in cases {
+            match (check_token(candidate), refused) {
+                (Ok(()), None) => {}
+                (Err(why), Some(expected)) => {
+                    assert!(why.contains(expected), "{candidate:?}: {why}");
+                    if !candidate.is_empty() {
+                        assert!(!why.contains(candidate), "{why}");
+                    }
+                }
+                (got, expected) => panic!("{candidate:?}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_weak_token_line_is_named_with_its_file_line_and_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let weak = "aaaaaaaaaaaaaaaaaaaaaaaa";
+        std::fs::write(&path, format!("# team\n{RW} rw\n{weak} ro\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let refused = Tokens::load(&path).unwrap_err().to_string();
+        let expected = format!("line 3 of {}: the token is too weak", path.display());
+        assert!(refused.starts_with(&expected), "{refused}");
+        assert!(
+            !refused.contains(weak) && !refused.contains(RW),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn new_tokens_are_64_hex_digits_all_different_and_accepted() {
+        let made: Vec<String> = (0..100)
+            .map(|_| new_token().unwrap().expose().to_owned())
+            .collect();
+        for made in &made {
+            assert_eq!(made.len(), 2 * NEW_TOKEN_BYTES, "{made}");
+            assert!(made.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+            assert_eq!(check_token(made), Ok(()));
+        }
+        let mut distinct = made.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), made.len());
     }
 }
