@@ -882,12 +882,11 @@ fn put_get_and_delete_take_names_as_people_type_them() {
 }
 
 #[test]
-fn put_to_the_root_itself_is_bad_name_and_stores_nothing() {
+fn put_with_hostile_remote_names_is_bad_name_and_stores_nothing() {
     let server = TestServer::start();
     write_file(server.client_dir(), "a.txt", b"aaa");
-    for root in [".", "/"] {
-        assert_refused(&server.run_client(&["put", "a.txt", root]), "bad-name");
-    }
+    // (`.` and `/` name the served directory: the file lands there under
+    // its own name, as `cp a.txt .` does; see tests/transfer.rs.)
     for hostile in ["a//b", "../a.txt", "/etc/a.txt"] {
         assert_refused(&server.run_client(&["put", "a.txt", hostile]), "bad-name");
     }
