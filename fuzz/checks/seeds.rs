@@ -4,8 +4,8 @@
 //! `scripts/fuzz.sh`; `tests/fuzz_regressions.rs` checks they pass.
 
 use ferry::protocol::{
-    encode, Entry, EntryKind, ErrorCode, Info, Message, OmitReason, Preamble, RequestKind, Token,
-    MAX_COMPONENT_LEN,
+    encode, Entry, EntryKind, ErrorCode, Info, Link, Message, OmitReason, Preamble, RequestKind,
+    Token, MAX_COMPONENT_LEN,
 };
 
 /// A named seed input.
@@ -469,6 +469,7 @@ fn info(kind: EntryKind, body: Option<&[u8]>) -> Message {
         size: body.map_or(0, |body| body.len() as u64),
         modified: 1_700_000_000,
         mode: 0o644,
+        link: Link::None,
         digest: body.map(|body| *blake3::hash(body).as_bytes()),
     })
 }

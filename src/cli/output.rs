@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use ferry::client::Progress;
-use ferry::protocol::{Entry, EntryKind, Info, OmitReason};
+use ferry::protocol::{Entry, EntryKind, Info, Link, OmitReason};
 use ferry::report::{escape_controls, Report};
 use indicatif::ProgressStyle;
 
@@ -62,16 +62,23 @@ pub fn print_info(out: &mut impl Write, name: &str, info: &Info) {
         EntryKind::Directory => "directory",
         EntryKind::Other => "other (fifo, socket or device)",
     };
-    let digest = info.digest.map_or_else(
-        || "not known to the server yet (a get computes it)".to_owned(),
-        |digest| digest.iter().map(|byte| format!("{byte:02x}")).collect(),
-    );
+    let kind = match info.link {
+        Link::None => kind.to_owned(),
+        Link::Inside => format!("{kind}, through a symlink"),
+        Link::Elsewhere => "symlink leading outside the served directory, or nowhere".to_owned(),
+    };
     let _ = writeln!(out, "name:     {}", escape_controls(name));
     let _ = writeln!(out, "kind:     {kind}");
     let _ = writeln!(out, "size:     {}", info.size);
     let _ = writeln!(out, "modified: {}", format_time(info.modified));
     let _ = writeln!(out, "mode:     {:04o}", info.mode);
-    let _ = writeln!(out, "blake3:   {digest}");
+    if info.kind == EntryKind::File && info.link != Link::Elsewhere {
+        let digest = info.digest.map_or_else(
+            || "not known to the server yet (a get computes it)".to_owned(),
+            |digest| digest.iter().map(|byte| format!("{byte:02x}")).collect(),
+        );
+        let _ = writeln!(out, "blake3:   {digest}");
+    }
 }
 
 /// Seconds since the Unix epoch as an RFC 3339 time, `-` if out of range.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry::client::Client;
-use ferry::protocol::{EntryKind, RemoteName};
+use ferry::protocol::{EntryKind, Link, RemoteName};
 use ferry::report::{escape_controls, Detail, Subject};
 use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
@@ -217,9 +217,9 @@ impl Session<'_> {
     }
 
     /// What to ask before the delete `request`: `Some(None)` if nothing
-    /// needs asking (a directory without -r, which the server will refuse
-    /// with its reason), `None` if the name cannot be deleted at all, which
-    /// is then reported as the delete's failure.
+    /// needs asking (a directory, not a link to one, without -r, which the
+    /// server will refuse with its reason), `None` if the name cannot be
+    /// deleted at all, which is then reported as the delete's failure.
     async fn deletion_question(&mut self, request: &Request) -> Option<Option<String>> {
         let Request::Delete {
             remote_name,
@@ -246,12 +246,15 @@ impl Session<'_> {
                 return None;
             }
         };
-        Some(match (info.kind, recursive) {
-            (EntryKind::Directory, false) => None,
-            (EntryKind::Directory, true) => Some(format!(
+        Some(match (info.link, info.kind, recursive) {
+            (Link::Inside | Link::Elsewhere, _, _) => Some(format!(
+                "delete the symlink {remote_name:?} on the server (not what it leads to)?"
+            )),
+            (Link::None, EntryKind::Directory, false) => None,
+            (Link::None, EntryKind::Directory, true) => Some(format!(
                 "delete {remote_name:?} and everything in it on the server?"
             )),
-            _ => Some(format!("delete {remote_name:?} on the server?")),
+            (Link::None, _, _) => Some(format!("delete {remote_name:?} on the server?")),
         })
     }
 

@@ -180,8 +180,23 @@ pub struct Info {
     pub modified: i64,
     /// Unix permission bits (`0o7777` at most).
     pub mode: u32,
+    /// Whether the name is a symlink, and where it leads.
+    pub link: Link,
     /// The file's BLAKE3 digest, if the server has it at hand.
     pub digest: Option<Digest>,
+}
+
+/// Whether a name that `Stat` describes is a symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Not a link: the rest of the `Info` describes the name itself.
+    None,
+    /// A link to something inside the served directory, which the rest of
+    /// the `Info` describes.
+    Inside,
+    /// A link leading outside the served directory, or nowhere: the rest
+    /// of the `Info` describes the link itself (kind `Other`).
+    Elsewhere,
 }
 
 /// Why a listing left names out.
@@ -325,6 +340,11 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
             out.extend_from_slice(&info.size.to_be_bytes());
             out.extend_from_slice(&info.modified.to_be_bytes());
             out.extend_from_slice(&info.mode.to_be_bytes());
+            out.push(match info.link {
+                Link::None => 0,
+                Link::Inside => 1,
+                Link::Elsewhere => 2,
+            });
             match &info.digest {
                 Some(digest) => {
                     out.push(1);
@@ -462,6 +482,12 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             let size = fields.u64()?;
             let modified = i64::from_be_bytes(fields.array()?);
             let mode = u32::from_be_bytes(fields.array()?);
+            let link = match fields.u8()? {
+                0 => Link::None,
+                1 => Link::Inside,
+                2 => Link::Elsewhere,
+                other => return Err(DecodeError::InvalidValue(other)),
+            };
             let digest = match fields.u8()? {
                 0 => None,
                 1 => Some(fields.array()?),
@@ -472,6 +498,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
                 size,
                 modified,
                 mode,
+                link,
                 digest,
             })
         }
@@ -720,11 +747,12 @@ mod tests {
         );
         #[rustfmt::skip]
         let info = [
-            0x00, 0x00, 0x00, 0x17, // frame length 23
+            0x00, 0x00, 0x00, 0x18, // frame length 24
             0x25, 0x00,             // tag: Info, kind: file
             0, 0, 0, 0, 0, 0, 0, 5, // size 5
             0, 0, 0, 0, 0, 0, 0, 7, // modified 7
             0x00, 0x00, 0x01, 0xa4, // mode 0o644
+            0x01,                   // a link to it, inside the root
             0x00,                   // no digest
         ];
         assert_eq!(
@@ -733,6 +761,7 @@ mod tests {
                 size: 5,
                 modified: 7,
                 mode: 0o644,
+                link: Link::Inside,
                 digest: None,
             })),
             info
@@ -862,15 +891,20 @@ mod tests {
                 any::<u64>(),
                 any::<i64>(),
                 any::<u32>(),
+                0..3u8,
                 any::<Option<[u8; 32]>>()
             )
-                .prop_map(|(kind, size, modified, mode, digest)| Message::Info(Info {
-                    kind: [EntryKind::File, EntryKind::Directory, EntryKind::Other][kind as usize],
-                    size,
-                    modified,
-                    mode,
-                    digest,
-                })),
+                .prop_map(|(kind, size, modified, mode, link, digest)| Message::Info(
+                    Info {
+                        kind: [EntryKind::File, EntryKind::Directory, EntryKind::Other]
+                            [kind as usize],
+                        size,
+                        modified,
+                        mode,
+                        link: [Link::None, Link::Inside, Link::Elsewhere][link as usize],
+                        digest,
+                    }
+                )),
             (any::<u8>(), any::<u64>()).prop_map(|(reason, count)| Message::Omitted {
                 reason: OmitReason::from_u8(reason),
                 count

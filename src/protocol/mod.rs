@@ -24,7 +24,7 @@ pub use error_code::ErrorCode;
 pub use failure::{FailureKind, Refusal};
 pub use handshake::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, VERSION};
 pub use message::{
-    decode, encode, DecodeError, EncodeTooLarge, Entry, EntryKind, Info, Message, OmitReason,
+    decode, encode, DecodeError, EncodeTooLarge, Entry, EntryKind, Info, Link, Message, OmitReason,
     MAX_FRAME_LEN,
 };
 pub use name::{NameError, RemoteName, MAX_COMPONENT_LEN, MAX_NAME_LEN, TEMP_PREFIX};

@@ -10,7 +10,12 @@ use crate::protocol::{Entry, EntryKind, NameError, OmitReason, Refusal, RemoteNa
 /// A listing in progress, in the directory's own order.
 #[derive(Debug)]
 pub struct Listing {
-    dir: Dir,
+    /// The served directory: symlinks are resolved beneath it, not beneath
+    /// the directory listed, so a link to `../elsewhere` inside the root is
+    /// followed like any name a client could give.
+    root: Dir,
+    /// The directory listed, relative to the root (`None`: the root).
+    path: Option<String>,
     /// `None` once the directory is read to its end.
     entries: Option<ReadDir>,
     /// The one entry of a listing of a name that is not a directory.
@@ -22,11 +27,16 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// Lists the directory `dir`.
-    pub(super) fn of_dir(dir: Dir, long: bool) -> Result<Listing, Refusal> {
-        let entries = dir.entries().map_err(classify)?;
+    /// Lists the directory `path` beneath `root` (`None`: the root).
+    pub(super) fn of_dir(root: &Dir, path: Option<&str>, long: bool) -> Result<Listing, Refusal> {
+        let entries = match path {
+            Some(path) => root.read_dir(path),
+            None => root.entries(),
+        }
+        .map_err(classify)?;
         Ok(Listing {
-            dir,
+            root: root.try_clone().map_err(classify)?,
+            path: path.map(str::to_owned),
             entries: Some(entries),
             single: None,
             long,
@@ -43,7 +53,7 @@ impl Listing {
         // Follows symlinks, but only within the root.
         let metadata = root.metadata(name.as_str()).map_err(classify)?;
         if metadata.is_dir() {
-            return Listing::of_dir(root.open_dir(name.as_str()).map_err(classify)?, long);
+            return Listing::of_dir(root, Some(name.as_str()), long);
         }
         let (size, modified) = if long {
             (metadata.len(), modified_seconds(&metadata))
@@ -57,7 +67,8 @@ impl Listing {
             name: name.file_name().to_owned(),
         };
         Ok(Listing {
-            dir: root.try_clone().map_err(classify)?,
+            root: root.try_clone().map_err(classify)?,
+            path: None,
             entries: None,
             single: Some(entry),
             long,
@@ -135,7 +146,11 @@ impl Listing {
         }
         // Follows symlinks, but only within the root: a symlink is listed
         // as what it leads to.
-        let metadata = match self.dir.metadata(&name) {
+        let full = match &self.path {
+            Some(path) => format!("{path}/{name}"),
+            None => name.clone(),
+        };
+        let metadata = match self.root.metadata(&full) {
             Ok(metadata) => metadata,
             Err(_) if file_type.is_symlink() => {
                 self.links_outside += 1;

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt, PermissionsExt};
 
-use crate::protocol::{Digest, EntryKind, ErrorCode, Info, Refusal, RemoteName};
+use crate::protocol::{Digest, EntryKind, ErrorCode, Info, Link, Refusal, RemoteName};
 use crate::staging::Staged;
 use digest_cache::Stamp;
 pub use leftovers::Leftover;
@@ -154,7 +154,7 @@ impl Store {
     /// one entry, as `ls` does.
     pub fn list(&self, dir: Option<&RemoteName>, long: bool) -> Result<Listing, Refusal> {
         match dir {
-            None => Listing::of_dir(self.dir.try_clone().map_err(classify)?, long),
+            None => Listing::of_dir(&self.dir, None, long),
             // Resolved from the root, not from its parent: a symlink there
             // may lead anywhere inside the root, `..` included.
             Some(name) => Listing::of_name(&self.dir, name, long),
@@ -162,27 +162,53 @@ impl Store {
     }
 
     /// What `name` (`None`: the root) is: kind, size, time, mode, and the
-    /// digest of a file whose digest the store has at hand.
+    /// digest of a file whose digest the store has at hand. A symlink says
+    /// so, and is described by what it leads to if that is inside the root.
     pub fn stat(&self, name: Option<&RemoteName>) -> Result<Info, Refusal> {
-        let path = name.map_or(".", RemoteName::as_str);
-        // Follows symlinks, but only within the root.
-        let metadata = self.dir.metadata(path).map_err(classify)?;
+        let Some(name) = name else {
+            let root = self.dir.metadata(".").map_err(classify)?;
+            return Ok(self.describe(".", &root, Link::None));
+        };
+        let parent = self.dir_at(name.parent()).map_err(classify)?;
+        let itself = parent
+            .symlink_metadata(name.file_name())
+            .map_err(classify)?;
+        if !itself.is_symlink() {
+            return Ok(self.describe(name.as_str(), &itself, Link::None));
+        }
+        // Followed, but only within the root.
+        match self.dir.metadata(name.as_str()) {
+            Ok(target) => Ok(self.describe(name.as_str(), &target, Link::Inside)),
+            Err(_) => Ok(Info {
+                kind: EntryKind::Other,
+                size: 0,
+                modified: modified_seconds(&itself),
+                mode: itself.permissions().mode() & 0o7777,
+                link: Link::Elsewhere,
+                digest: None,
+            }),
+        }
+    }
+
+    /// The `Info` for what `path` leads to, as `metadata` describes it.
+    fn describe(&self, path: &str, metadata: &Metadata, link: Link) -> Info {
         let digest = if metadata.is_file() {
             self.cached_digest(path)
         } else {
             None
         };
-        Ok(Info {
-            kind: kind_of(&metadata),
+        Info {
+            kind: kind_of(metadata),
             size: if metadata.is_file() {
                 metadata.len()
             } else {
                 0
             },
-            modified: modified_seconds(&metadata),
+            modified: modified_seconds(metadata),
             mode: metadata.permissions().mode() & 0o7777,
+            link,
             digest,
-        })
+        }
     }
 
     /// Removes the file (or symlink) `name`; refuses directories.
