@@ -128,14 +128,14 @@ struct ServerArgs {
     /// read-write token in FERRY_TOKEN if set, else open to anyone].
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// Allow only get and list.
+    /// Allow only get, list and stat: nothing changes.
     #[arg(long, group = "mode")]
     read_only: bool,
-    /// Allow everything but delete.
+    /// Allow everything but taking a name away: no delete, rmdir or rename.
     #[arg(long, group = "mode")]
     no_delete: bool,
-    /// Allow only put: a drop box whose content clients cannot list or
-    /// fetch.
+    /// Allow only put and mkdir: a drop box whose content clients cannot
+    /// list or fetch.
     #[arg(long, group = "mode")]
     upload_only: bool,
 }

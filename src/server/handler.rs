@@ -77,8 +77,14 @@ impl Session {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let header_timeout = self.config.header_timeout;
-        let (mut conn, token) = match tokio::time::timeout(header_timeout, self.open(stream)).await
-        {
+        let mut shutdown = self.shutdown.clone();
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(header_timeout, self.open(stream)) => opened,
+            // A client still in its handshake has asked nothing yet: it is
+            // let go at once, like an idle one.
+            () = stopping(&mut shutdown) => return,
+        };
+        let (mut conn, token) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(Unopened { kind, message })) => return self.report_connection(kind, message),
             Err(_) => {
