@@ -135,7 +135,9 @@ impl fmt::Display for Report {
             Outcome::Ok(Detail::Entries(1)) => f.write_str(" ok 1 entry"),
             Outcome::Ok(Detail::Entries(count)) => write!(f, " ok {count} entries"),
             Outcome::Ok(Detail::Removed { files, directories }) => {
-                write!(f, " ok removed {files} files and {directories} directories")
+                let files = counted(*files, "file", "files");
+                let directories = counted(*directories, "directory", "directories");
+                write!(f, " ok removed {files} and {directories}")
             }
             Outcome::Ok(Detail::Renamed(to)) => write!(f, " ok -> {to:?}"),
             Outcome::Failed { kind, message } => {
@@ -144,6 +146,11 @@ impl fmt::Display for Report {
             Outcome::Closed(why) => write!(f, " closed: {}", escape_controls(why)),
         }
     }
+}
+
+/// `count` with its noun, singular or plural.
+fn counted(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// `s` with every control character escaped, so it prints on one line and
@@ -205,6 +212,16 @@ mod tests {
         assert!(!line.chars().any(char::is_control), "{line}");
         assert!(line.contains(r#""evil\n\r\u{1b}[31m\"name""#), "{line}");
         assert!(line.ends_with(r"bad\nname\u{1b}[2J"), "{line}");
+    }
+
+    #[test]
+    fn removal_counts_are_singular_or_plural() {
+        let line = |files, directories| {
+            let outcome = Outcome::Ok(Detail::Removed { files, directories });
+            at_epoch(RequestKind::Delete, Some("d"), outcome)
+        };
+        assert!(line(1, 1).ends_with("ok removed 1 file and 1 directory"));
+        assert!(line(0, 2).ends_with("ok removed 0 files and 2 directories"));
     }
 
     #[test]

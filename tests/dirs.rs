@@ -468,7 +468,7 @@ fn delete_r_removes_a_link_leading_outside_as_a_link_and_the_canary_survives() {
     let relative = format!("../{}", "../".repeat(12));
     symlink(relative, world.root().join("tree/escape-up")).unwrap();
     let output = world.run(&["delete", "-r", "tree"]);
-    assert_exit_saying(&output, 0, "removed 3 files and 1 directories");
+    assert_exit_saying(&output, 0, "removed 3 files and 1 directory");
     world.assert_outside_untouched();
     assert_eq!(world.server.root_files(), ["out"]);
     // Nor does a name through it reach anything there.
@@ -478,7 +478,7 @@ fn delete_r_removes_a_link_leading_outside_as_a_link_and_the_canary_survives() {
     assert_exit_saying(
         &world.run(&["delete", "-r", "out"]),
         0,
-        "removed 1 files and 0 directories",
+        "removed 1 file and 0 directories",
     );
     world.assert_outside_untouched();
     assert!(world.server.root_files().is_empty());
@@ -495,12 +495,12 @@ fn delete_r_removes_a_link_to_a_directory_inside_as_a_link_and_keeps_its_target(
     assert_exit_saying(
         &server.run_client(&["delete", "-r", "tree"]),
         0,
-        "removed 2 files and 1 directories",
+        "removed 2 files and 1 directory",
     );
     assert_exit_saying(
         &server.run_client(&["delete", "-r", "alias"]),
         0,
-        "removed 1 files and 0 directories",
+        "removed 1 file and 0 directories",
     );
     assert_eq!(server.root_files(), ["kept", "kept/x.txt"]);
     assert_eq!(std::fs::read(root.join("kept/x.txt")).unwrap(), b"x");
@@ -513,7 +513,7 @@ fn delete_r_of_a_file_removes_the_file() {
     assert_exit_saying(
         &server.run_client(&["delete", "--recursive", "d/file.txt"]),
         0,
-        "removed 1 files and 0 directories",
+        "removed 1 file and 0 directories",
     );
     assert_eq!(server.root_files(), ["d"]);
 }
@@ -580,7 +580,7 @@ fn delete_r_walks_deep_trees_within_its_bound_and_refuses_deeper_ones() {
     let output = server.run_client(&["delete", "-r", "ok"]);
     assert_exit(&output, 0);
     assert!(
-        stderr_of(&output).contains("ok removed 1 files and 1001 directories"),
+        stderr_of(&output).contains("ok removed 1 file and 1001 directories"),
         "{}",
         describe(&output)
     );

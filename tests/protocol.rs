@@ -321,6 +321,10 @@ fn a_listing_with_a_name_no_ferry_server_would_send_is_refused() {
         "evil\x1b[2J",
         ".ferry-tmp-1-2",
         "",
+        // Names a server would only send in their plain form (issue 11).
+        "./x",
+        "x/",
+        ".",
     ] {
         let mut reply = frame(&Message::Entry(Entry {
             kind: EntryKind::File,
@@ -344,5 +348,28 @@ fn a_listing_with_a_name_no_ferry_server_would_send_is_refused() {
             !listed.contains(hostile) || hostile.is_empty(),
             "{hostile:?} was listed: {listed}"
         );
+    }
+}
+
+/// Whatever comes in place of the hello, a whole frame of an unknown kind
+/// or a malformed one, is answered before the connection closes, as any
+/// other wrong first message is.
+#[test]
+fn garbage_in_place_of_the_hello_is_answered_bad_request() {
+    let server = TestServer::start();
+    for garbage in [&[0, 0, 0, 1, 0x99][..], &[0, 0, 0, 2, 0x23, 0x00]] {
+        let mut client = RawClient::connect(server.addr());
+        client.send_raw(&Preamble::OURS.to_bytes());
+        client.send_raw(garbage);
+        let mut preamble = [0; PREAMBLE_LEN];
+        client.read_exact(&mut preamble);
+        match client.recv() {
+            Some(Message::Error {
+                code: ErrorCode::BadRequest,
+                message,
+            }) => assert!(message.contains("expected a hello"), "{message}"),
+            other => panic!("{garbage:02x?}: expected bad-request, got {other:?}"),
+        }
+        assert!(client.is_closed(), "{garbage:02x?}");
     }
 }

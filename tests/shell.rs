@@ -295,7 +295,7 @@ fn a_piped_script_makes_moves_shows_and_removes_a_directory() {
         "put \"d/a.txt\" ok",
         "rename \"d/a.txt\" ok -> \"d/b.txt\"",
         "stat \"d/b.txt\" ok",
-        "delete \"d\" ok removed 1 files and 1 directories",
+        "delete \"d\" ok removed 1 file and 1 directory",
     ] {
         assert!(
             stderr.contains(said),
@@ -360,7 +360,7 @@ fn on_a_terminal_delete_looks_before_asking() {
         1,
     );
     terminal.type_line("y");
-    terminal.shown("delete \"dir\" ok removed 1 files and 1 directories", 1);
+    terminal.shown("delete \"dir\" ok removed 1 file and 1 directory", 1);
     assert_eq!(server.root_files(), ["existing.txt"]);
 
     assert_eq!(terminal.quit_at_prompt(5), Some(0));

@@ -174,6 +174,10 @@ pub trait Progress: Send {
 /// the usual reply timeout: 10 MB/s allows 100 s more for a gigabyte.
 const SLOWEST_DISK_BYTES_PER_SEC: u64 = 10_000_000;
 
+/// How long a recursive delete may take on the server, at least: it
+/// answers only once the whole tree is gone.
+const RECURSIVE_DELETE_WAIT: Duration = Duration::from_secs(10 * 60);
+
 /// A local file opened for upload.
 #[derive(Debug)]
 pub struct Upload {
@@ -438,7 +442,14 @@ impl Client {
             name: name.to_string(),
             recursive,
         };
-        match (self.request(&request).await?, recursive) {
+        self.conn.write_message(&request).await?;
+        // A large tree takes the server a while; it answers once all is gone.
+        let wait = if recursive {
+            self.timeout.max(RECURSIVE_DELETE_WAIT)
+        } else {
+            self.timeout
+        };
+        match (self.reply_within(wait).await?, recursive) {
             (Message::Done, false) => Ok(None),
             (Message::Removed { files, directories }, true) => {
                 Ok(Some(Removed { files, directories }))
@@ -548,7 +559,8 @@ impl Client {
 /// Anything else comes from a misbehaving server and is not passed on.
 fn check_listed_name(name: &str) -> Result<(), ClientError> {
     match RemoteName::parse(name) {
-        Ok(parsed) if parsed.parent().is_none() => Ok(()),
+        // In its plain form too: `./x` or `x/` would be taken for `x`.
+        Ok(parsed) if parsed.parent().is_none() && parsed.as_str() == name => Ok(()),
         Ok(_) => Err(ClientError::BadReply(format!(
             "listed {name:?}, a path rather than a name"
         ))),

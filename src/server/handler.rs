@@ -26,6 +26,10 @@ const ENTRIES_PER_BATCH: usize = 256;
 /// closed anyway.
 const TURN_AWAY_TIME: Duration = Duration::from_secs(1);
 
+/// How long an idle connection told that the server is shutting down may
+/// take to hang up before it is closed anyway.
+const SHUTDOWN_GOODBYE_TIME: Duration = Duration::from_millis(250);
+
 /// Everything one connection's task needs.
 pub(super) struct Session {
     pub store: Arc<Store>,
@@ -443,11 +447,12 @@ impl Session {
     /// Tells the client the server is shutting down, in the frame its
     /// next request will read as the answer, and closes the connection.
     async fn close_for_shutdown(&self, conn: &mut Connection<Link>) {
-        let refusal = Message::Error {
-            code: ErrorCode::ShuttingDown,
-            message: "the server is shutting down; no more requests on this connection".into(),
-        };
-        let _ = tokio::time::timeout(TURN_AWAY_TIME, conn.write_message(&refusal)).await;
+        // Short: an idle client says nothing more, and the server should be
+        // gone as soon as nothing is in flight.
+        conn.set_stall_limit(SHUTDOWN_GOODBYE_TIME);
+        let why = "the server is shutting down; no more requests on this connection";
+        let told = conn.say_goodbye(ErrorCode::ShuttingDown, why.to_owned());
+        let _ = tokio::time::timeout(2 * SHUTDOWN_GOODBYE_TIME, told).await;
     }
 
     /// Tells a client that broke the protocol, or kept the server waiting

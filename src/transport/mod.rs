@@ -260,21 +260,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Err(error);
         }
         self.flush().await?;
-        match self.expect_message().await? {
-            Message::Hello { token } => Ok(token),
-            other => {
-                let message = format!("expected a hello, got {}", other.name());
-                self.write_message(&Message::Error {
-                    code: ErrorCode::BadRequest,
-                    message,
-                })
-                .await?;
-                Err(TransportError::Unexpected {
+        let (message, error) = match self.expect_message().await {
+            Ok(Message::Hello { token }) => return Ok(token),
+            Ok(other) => (
+                format!("expected a hello, got {}", other.name()),
+                TransportError::Unexpected {
                     expected: "a hello",
                     got: other.name(),
-                })
+                },
+            ),
+            // Whatever it was, it is not the hello that must come first.
+            Err(e @ (TransportError::Malformed(_) | TransportError::UnknownMessage(_))) => {
+                (format!("expected a hello: {e}"), e)
             }
-        }
+            Err(other) => return Err(other),
+        };
+        let refusal = Message::Error {
+            code: ErrorCode::BadRequest,
+            message,
+        };
+        self.write_message(&refusal).await?;
+        Err(error)
     }
 
     /// Turns the peer away before any handshake: our preamble, so that a
@@ -288,6 +294,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         message: String,
     ) -> Result<(), TransportError> {
         self.write_buf.extend_from_slice(&Preamble::OURS.to_bytes());
+        self.say_goodbye(code, message).await
+    }
+
+    /// Sends a last `Error` frame saying why the connection ends, then
+    /// waits, within the stall limit, for the peer to hang up: closing with
+    /// bytes of its own still unread would reset the connection, and a
+    /// reset can discard the reason before the peer reads it.
+    pub async fn say_goodbye(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), TransportError> {
         self.write_message(&Message::Error { code, message })
             .await?;
         self.stream.shutdown().await?;
