@@ -57,7 +57,19 @@ pub struct ReadFile {
 /// abandoned and leaves nothing behind.
 #[derive(Debug)]
 pub struct Upload {
-    staged: Staged,
+    /// `None` once committed.
+    staged: Option<Staged>,
+    /// The parent directories this upload made.
+    made: MadeDirs,
+}
+
+/// Directories made for an upload, removed again (those still empty) if
+/// the upload is abandoned: a refused or failed put leaves nothing behind.
+#[derive(Debug)]
+struct MadeDirs {
+    root: Dir,
+    /// Paths beneath the root, shallowest first.
+    paths: Vec<String>,
 }
 
 /// Where an upload's body is written.
@@ -120,7 +132,9 @@ impl Store {
 
     /// Begins receiving `size` bytes as `name`: creates missing parent
     /// directories and a hidden temporary file beside the final name.
-    /// Refuses a taken name, and a file larger than the disk's free space.
+    /// Refuses a taken name, and a file larger than the disk's free space,
+    /// before it creates anything; directories it creates go again if the
+    /// upload does not complete.
     pub fn begin_write(
         &self,
         name: &RemoteName,
@@ -129,9 +143,11 @@ impl Store {
         // Open first and create only what is missing, so that a parent that
         // is a file, or a symlink leading outside, is reported as such rather
         // than as a failed mkdir.
+        let mut made = MadeDirs::new(&self.dir)?;
         let parent = match (self.dir_at(name.parent()), name.parent()) {
             (Err(e), Some(path)) if e.kind() == io::ErrorKind::NotFound => {
-                self.dir.create_dir_all(path).map_err(classify)?;
+                check_free_space(&self.dir, size)?;
+                made.make_all(path).map_err(classify)?;
                 self.dir.open_dir(path)
             }
             (opened, _) => opened,
@@ -146,7 +162,11 @@ impl Store {
         }
         check_free_space(&parent, size)?;
         let (staged, file) = Staged::create(parent, Path::new(file_name)).map_err(classify)?;
-        Ok((Upload { staged }, WriteFile { file }))
+        let upload = Upload {
+            staged: Some(staged),
+            made,
+        };
+        Ok((upload, WriteFile { file }))
     }
 
     /// The entries of the root, or of the directory `dir` beneath it, a
@@ -346,13 +366,68 @@ impl Upload {
     /// Makes the received body appear under its name, with `digest`
     /// remembered for later gets: synced to disk, moved into place by a
     /// rename that never replaces anything, its directory synced.
-    pub fn commit(self, body: WriteFile, digest: &Digest) -> Result<(), Refusal> {
+    pub fn commit(mut self, body: WriteFile, digest: &Digest) -> Result<(), Refusal> {
+        let Some(staged) = self.staged.take() else {
+            return Err(Refusal::new(
+                ErrorCode::Io,
+                "the upload was committed already",
+            ));
+        };
         // Stamped after the last write, so the record matches the file as
         // it will appear under its name.
         if let Ok(stamp) = Stamp::of(&body.file) {
             digest_cache::remember(&body.file, &stamp, digest);
         }
-        self.staged.commit(&body.file).map_err(classify)
+        let committed = staged.commit(&body.file).map_err(classify);
+        if committed.is_ok() {
+            // They hold the file now.
+            self.made.paths.clear();
+        }
+        committed
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // The temporary file first: the directories must be empty to go.
+        drop(self.staged.take());
+        self.made.remove();
+    }
+}
+
+impl MadeDirs {
+    fn new(root: &Dir) -> Result<MadeDirs, Refusal> {
+        Ok(MadeDirs {
+            root: root.try_clone().map_err(classify)?,
+            paths: Vec::new(),
+        })
+    }
+
+    /// Makes `path` and its missing parents, remembering which it made.
+    fn make_all(&mut self, path: &str) -> io::Result<()> {
+        let mut prefix = String::with_capacity(path.len());
+        for component in path.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(component);
+            match self.root.create_dir(&prefix) {
+                Ok(()) => self.paths.push(prefix.clone()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the directories made, deepest first, as far as they are
+    /// empty: another upload may have put something in one meanwhile.
+    fn remove(&mut self) {
+        while let Some(path) = self.paths.pop() {
+            if self.root.remove_dir(&path).is_err() {
+                break;
+            }
+        }
     }
 }
 
