@@ -226,12 +226,22 @@ impl Door {
             return;
         }
         let gate = Arc::clone(&self.gate);
+        // Addresses found at their own limit in this pass: the rest of
+        // their connections stay in line without asking the gate again, so
+        // a line full of one flooding address costs one question a pass.
+        let mut at_their_limit: Vec<IpAddr> = Vec::new();
         let decided = self.line.take(|waiting| {
-            if gate.is_handshaking_full() {
-                return Turn::Stop;
+            let ip = waiting.peer.ip();
+            if at_their_limit.contains(&ip) {
+                return Turn::Keep;
             }
-            match gate.admit(waiting.peer.ip(), waiting.arrived) {
-                Admission::Wait(_) => Turn::Keep,
+            match gate.admit(ip, waiting.arrived) {
+                // No place for anyone: the rest of the line waits too.
+                Admission::Wait(Refusal::Handshakes(_)) => Turn::Stop,
+                Admission::Wait(_) => {
+                    at_their_limit.push(ip);
+                    Turn::Keep
+                }
                 admission => Turn::Take(admission),
             }
         });

@@ -118,12 +118,6 @@ impl Gate {
         })
     }
 
-    /// Whether the handshakes in progress are at their overall limit: no
-    /// connection waiting can begin, whatever its address.
-    pub fn is_handshaking_full(&self) -> bool {
-        self.lock().handshaking.total >= self.limits.handshakes
-    }
-
     /// Completes when a handshake place may have been given back since the
     /// last call.
     pub async fn freed(&self) {
@@ -261,9 +255,7 @@ mod tests {
             gate.admit(ip(3), Instant::now()),
             Admission::Wait(Refusal::Handshakes(3))
         ));
-        assert!(gate.is_handshaking_full());
         drop(b);
-        assert!(!gate.is_handshaking_full());
         let _d = start(&gate, ip(1));
     }
 
