@@ -933,8 +933,10 @@ fn an_unusable_client_token_file_exits_1_and_a_usage_error_2() {
     assert_exit(&client(&["list", "--token-file"]), 2);
 }
 
+/// Turned away before any TLS (issue 12): the client hears nothing, and
+/// says what that may mean.
 #[test]
-fn a_tls_server_at_its_connection_limit_answers_busy() {
+fn a_tls_server_at_its_connection_limit_turns_the_client_away_as_busy() {
     let mut server = BinaryServer::start_tls(&["--max-connections", "1"]);
     let mut holder = pinned(&server, &[])
         .stdin(Stdio::piped())
@@ -953,9 +955,16 @@ fn a_tls_server_at_its_connection_limit_answers_busy() {
     }
 
     let busy = pinned(&server, &["list"]).output().unwrap();
-    assert_exit_saying(&busy, 3, "busy");
+    assert_exit_saying(
+        &busy,
+        3,
+        "the server closed the connection during the handshake (it may be busy",
+    );
     let report = server.next_report();
-    assert!(report.contains("connection failed busy"), "{report}");
+    assert!(
+        report.contains("connection failed busy: the server is serving its limit of 1"),
+        "{report}"
+    );
 
     drop(holder.stdin.take());
     assert!(wait_with_deadline(&mut holder).success());

@@ -68,7 +68,7 @@ pub enum Refusal {
     HandshakesPerIp(usize),
     #[error(
         "this address is refused for {} s more after failed handshakes \
-         (a token not accepted, or no ferry handshake in time)",
+         (a token not accepted, bytes that are not ferry, or no handshake in time)",
         whole_seconds(.0)
     )]
     Penalised(Duration),
