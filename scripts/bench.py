@@ -545,18 +545,19 @@ class Bench:
 
     # ------------------------------------------------ servers
 
-    def start_ferry(self, root, log_path, tls=False, baseline=False):
-        """Starts `ferry server 0`, with --plain unless tls, and reads its
-        port, and with TLS its fingerprint, from the start line. A TLS
-        server makes its identity in the temporary XDG_CONFIG_HOME. With
-        baseline, the server is --baseline-bin's, in its own environment."""
+    def start_ferry(self, root, log_path, tls=False, baseline=False, extra_args=()):
+        """Starts `ferry server 0`, with --plain unless tls and extra_args,
+        and reads its port, and with TLS its fingerprint, from the start
+        line. A TLS server makes its identity in the temporary
+        XDG_CONFIG_HOME. With baseline, the server is --baseline-bin's, in
+        its own environment."""
         ferry, env = ((self.baseline, self.baseline_env) if baseline
                       else (self.ferry, self.ferry_env))
         root.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log_file:
             proc = self.procs.start(
                 [ferry, "server", "0", "--root", root, "--bind", "127.0.0.1",
-                 *([] if tls else ["--plain"])],
+                 *([] if tls else ["--plain"]), *extra_args],
                 stdout=log_file, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -964,7 +965,10 @@ class Bench:
     def idle_memory(self):
         """Server VmRSS fresh, then VmRSS and VmHWM with IDLE_CONNECTIONS
         connections that completed the handshake, in KiB."""
-        server = self.start_ferry(WORK_DIR / "idle-root", LOG_DIR / "ferry-idle.log")
+        # All from 127.0.0.1: more than one address may hold by default
+        # (--max-per-ip 256, issue 12).
+        server = self.start_ferry(WORK_DIR / "idle-root", LOG_DIR / "ferry-idle.log",
+                                  extra_args=["--max-per-ip", str(IDLE_CONNECTIONS)])
         connections = []
         try:
             rss_fresh, _ = process_memory_kib(server.proc.pid)

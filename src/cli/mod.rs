@@ -92,13 +92,28 @@ struct ServerArgs {
     /// Seconds that requests in flight may run on after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     grace: u64,
-    /// Connections served at once; the next is told the server is busy.
+    /// Connections served at once, once their token is accepted; the next
+    /// is turned away as busy.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
-    /// Connections served at once from any one client address [default: no
-    /// limit but --max-connections].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    max_per_ip: Option<u64>,
+    /// Connections served at once from any one client address: one address
+    /// cannot fill the server, yet 200 clients behind one address fit. As
+    /// many as --max-connections lifts it.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    max_per_ip: u64,
+    /// Connections in their handshake (TLS and token) at once; more wait a
+    /// few seconds in line, then are closed without any TLS.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_handshakes: u64,
+    /// Connections in their handshake at once from any one client address,
+    /// so one address cannot hold the handshakes of all.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    max_handshakes_per_ip: u64,
+    /// Longest time, in seconds, an address is refused after its
+    /// handshakes fail (token not accepted, not ferry, too slow): 1 s for
+    /// the first, doubling for each further one; 0 turns penalties off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    max_penalty: u64,
     /// Largest file a client may upload, in bytes or with a unit: 500M,
     /// 2GiB [default: no limit but the disk's free space].
     #[arg(long, value_name = "SIZE")]

@@ -24,7 +24,10 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let config = Config {
         limits: Limits {
             total: saturating_usize(args.max_connections),
-            per_ip: args.max_per_ip.map(saturating_usize),
+            per_ip: Some(saturating_usize(args.max_per_ip)),
+            handshakes: saturating_usize(args.max_handshakes),
+            handshakes_per_ip: saturating_usize(args.max_handshakes_per_ip),
+            max_penalty: Duration::from_secs(args.max_penalty),
         },
         header_timeout: Duration::from_secs(args.header_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),

@@ -91,6 +91,14 @@ pub enum ClientError {
     /// The TLS handshake failed.
     #[error("TLS handshake failed: {0}")]
     Tls(io::Error),
+    /// The server closed the connection before its handshake was done,
+    /// without a word: a server over its limits does that, and so does
+    /// one refusing this address after failed handshakes.
+    #[error(
+        "the server closed the connection during the handshake \
+         (it may be busy, or refusing this address for a while)"
+    )]
+    ClosedInHandshake,
     /// The known-hosts file could not be read or written.
     #[error("{0}")]
     KnownHosts(#[from] KnownHostsError),
@@ -114,6 +122,7 @@ impl ClientError {
             }
             ClientError::PlainFerry | ClientError::NotTls => FailureKind::NotTls,
             ClientError::Tls(_) => FailureKind::TlsError,
+            ClientError::ClosedInHandshake => FailureKind::ConnectionLost,
             ClientError::KnownHosts(_) => FailureKind::KnownHosts,
         }
     }
@@ -145,6 +154,7 @@ impl ClientError {
             | ClientError::PlainFerry
             | ClientError::NotTls
             | ClientError::Tls(_)
+            | ClientError::ClosedInHandshake
             | ClientError::KnownHosts(_) => true,
             ClientError::Transport(e) => !e.is_connection_usable(),
             ClientError::Remote { code, .. } => code.ends_connection(),
@@ -284,8 +294,14 @@ impl Client {
             // A body that stops moving is given up after the same wait as
             // a reply: a server that stalls must not hold the client.
             conn.set_stall_limit(timeout);
-            let serves = match with_timeout(timeout, conn.client_handshake(&security.token)).await?
-            {
+            let answer = with_timeout(timeout, conn.client_handshake(&security.token)).await;
+            let serves = match answer {
+                Err(ClientError::Transport(e)) if e.is_peer_gone() => {
+                    return Err(ClientError::ClosedInHandshake)
+                }
+                answer => answer?,
+            };
+            let serves = match serves {
                 Message::Welcome { requests } => requests,
                 Message::Error { code, message } => {
                     return Err(ClientError::Remote { code, message })

@@ -83,6 +83,7 @@ impl Trust {
             }
             Ok(Err(TlsFailure::PlainFerry)) => return Err(ClientError::PlainFerry),
             Ok(Err(TlsFailure::NotTls)) => return Err(ClientError::NotTls),
+            Ok(Err(TlsFailure::Closed)) => return Err(ClientError::ClosedInHandshake),
             Ok(Err(TlsFailure::Other(e))) => return Err(ClientError::Tls(e)),
         };
         if let (Trust::KnownHosts(hosts), None) = (self, known) {

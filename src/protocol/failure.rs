@@ -45,6 +45,11 @@ pub enum FailureKind {
     Interrupted,
     /// A bug in ferry; only its connection suffered.
     InternalError,
+    /// The server refused a connection, before any TLS, from an address
+    /// whose handshakes lately failed (a token not accepted, bytes that
+    /// are not ferry, a handshake not finished in time). The client is
+    /// told `busy` where the server speaks plain ferry.
+    Penalised,
 }
 
 impl From<ErrorCode> for FailureKind {
@@ -72,6 +77,7 @@ impl fmt::Display for FailureKind {
             FailureKind::KnownHosts => "known-hosts",
             FailureKind::Interrupted => "interrupted",
             FailureKind::InternalError => "internal-error",
+            FailureKind::Penalised => "penalised",
         })
     }
 }

@@ -31,6 +31,9 @@ pub enum TlsFailure {
     PlainFerry,
     /// The server answered with something that is neither TLS nor ferry.
     NotTls,
+    /// The server closed the connection, or reset it, without a byte of
+    /// TLS: what a server over its limits does.
+    Closed,
     /// The connection failed, or TLS did for another reason.
     Other(io::Error),
 }
@@ -68,6 +71,7 @@ pub async fn connect_tls(
         }
         (Err(e), _) if is_not_tls(&e) && is_ferry_preamble(&reply) => Err(TlsFailure::PlainFerry),
         (Err(e), _) if is_not_tls(&e) => Err(TlsFailure::NotTls),
+        (Err(e), None) if reply.is_empty() && is_closed(&e) => Err(TlsFailure::Closed),
         (Err(e), _) => Err(TlsFailure::Other(e)),
         (Ok(_), None) => Err(TlsFailure::Other(io::Error::other(
             "TLS completed without a server certificate",
@@ -105,6 +109,18 @@ async fn handshake_keeping_reply(
 /// preamble does.
 fn is_ferry_preamble(reply: &[u8]) -> bool {
     !reply.is_empty() && MAGIC.starts_with(reply)
+}
+
+/// Whether the handshake failed because the peer closed or reset the
+/// connection.
+fn is_closed(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// Whether the handshake failed because the peer's bytes were not TLS.

@@ -1,5 +1,5 @@
-//! The connections being served: a task each, how many every client address
-//! holds, and the limits that turn the next one away.
+//! The connections in flight, a task each, and the limits that turn the
+//! next one away.
 //!
 //! A task that panics ends only its own connection; [`Connections::join_next`]
 //! says which peer it was serving and why it stopped, so the server can
@@ -7,17 +7,52 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::task::{Id, JoinError, JoinSet};
 
-/// How many connections may be served at once.
+use crate::protocol::{ErrorCode, FailureKind};
+
+/// How many connections may be served, and handshaking, at once; and how
+/// long an address that fails its handshakes is refused.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// In all.
+    /// Connections served (their token accepted), in all.
     pub total: usize,
-    /// From any one client address; `None` for no limit of its own.
+    /// Connections served from any one client address; `None` for no
+    /// limit of its own.
     pub per_ip: Option<usize>,
+    /// Connections in their handshake (TLS and the ferry hello, up to the
+    /// token check), in all. More wait in a short line, then are turned
+    /// away without any TLS.
+    pub handshakes: usize,
+    /// Connections in their handshake from any one client address.
+    pub handshakes_per_ip: usize,
+    /// The longest an address is refused after failed handshakes; the
+    /// first failure costs a second, each further one twice the last.
+    /// Zero turns penalties off.
+    pub max_penalty: Duration,
+}
+
+impl Default for Limits {
+    /// Why these numbers: README, "Limits and deadlines".
+    fn default() -> Self {
+        Limits {
+            total: 1000,
+            // A quarter of the total: one address cannot fill the server,
+            // and the benchmark's 200 clients, or an office behind one
+            // address, still fit.
+            per_ip: Some(256),
+            // A handshake takes a few milliseconds of work; 64 at once keep
+            // both cores busy, and bound what half-open connections hold.
+            handshakes: 64,
+            // An eighth of the handshakes: seven other addresses can be
+            // shaking hands while one floods.
+            handshakes_per_ip: 8,
+            max_penalty: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Why a new connection was turned away.
@@ -27,6 +62,29 @@ pub enum Refusal {
     Total(usize),
     #[error("this address holds the server's limit of {0} connections per address; close one or try again later")]
     PerIp(usize),
+    #[error("the server has its limit of {0} handshakes in progress; try again in a moment")]
+    Handshakes(usize),
+    #[error("this address has the server's limit of {0} handshakes in progress per address; try again in a moment")]
+    HandshakesPerIp(usize),
+    #[error(
+        "this address is refused for {} s more after failed handshakes \
+         (a token not accepted, bytes that are not ferry, or no handshake in time)",
+        whole_seconds(.0)
+    )]
+    Penalised(Duration),
+}
+
+impl Refusal {
+    /// The kind of failure a report of it shows.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Refusal::Penalised(_) => FailureKind::Penalised,
+            Refusal::Total(_)
+            | Refusal::PerIp(_)
+            | Refusal::Handshakes(_)
+            | Refusal::HandshakesPerIp(_) => ErrorCode::Busy.into(),
+        }
+    }
 }
 
 /// A connection's task that has ended.
@@ -38,41 +96,21 @@ pub struct Ended {
 }
 
 /// The connections in flight and their tasks.
+#[derive(Default)]
 pub struct Connections {
-    limits: Limits,
     tasks: JoinSet<()>,
     peers: HashMap<Id, SocketAddr>,
-    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Connections {
-    pub fn new(limits: Limits) -> Self {
-        Connections {
-            limits,
-            tasks: JoinSet::new(),
-            peers: HashMap::new(),
-            per_ip: HashMap::new(),
-        }
-    }
-
-    /// Whether one more connection from `ip` is within the limits.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
-        if self.tasks.len() >= self.limits.total {
-            return Err(Refusal::Total(self.limits.total));
-        }
-        match self.limits.per_ip {
-            Some(limit) if self.per_ip.get(&ip).copied().unwrap_or(0) >= limit => {
-                Err(Refusal::PerIp(limit))
-            }
-            _ => Ok(()),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Serves `peer` with `serve` on a task of its own.
     pub fn spawn(&mut self, peer: SocketAddr, serve: impl Future<Output = ()> + Send + 'static) {
         let id = self.tasks.spawn(serve).id();
         self.peers.insert(id, peer);
-        *self.per_ip.entry(peer.ip()).or_default() += 1;
     }
 
     pub fn len(&self) -> usize {
@@ -90,7 +128,7 @@ impl Connections {
             Ok((id, ())) => (id, None),
             Err(e) => (e.id(), panic_message(e)),
         };
-        let peer = self.forget(id)?;
+        let peer = self.peers.remove(&id)?;
         Some(Ended { peer, panic })
     }
 
@@ -98,16 +136,15 @@ impl Connections {
     pub fn abort_all(&mut self) {
         self.tasks.abort_all();
     }
+}
 
-    fn forget(&mut self, id: Id) -> Option<SocketAddr> {
-        let peer = self.peers.remove(&id)?;
-        if let Some(count) = self.per_ip.get_mut(&peer.ip()) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_ip.remove(&peer.ip());
-            }
-        }
-        Some(peer)
+/// `duration` in whole seconds, rounded up: a penalty of 0.4 s is "1 s".
+fn whole_seconds(duration: &Duration) -> u64 {
+    let whole = duration.as_secs();
+    if duration.subsec_nanos() > 0 {
+        whole + 1
+    } else {
+        whole
     }
 }
 
@@ -130,41 +167,9 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn limits(total: usize, per_ip: Option<usize>) -> Connections {
-        Connections::new(Limits { total, per_ip })
-    }
-
-    #[tokio::test]
-    async fn the_total_limit_turns_away_the_next_connection_until_one_ends() {
-        let mut connections = limits(2, None);
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        connections.spawn(addr("10.0.0.1:1"), async {
-            let _ = released.await;
-        });
-        connections.spawn(addr("10.0.0.2:1"), std::future::pending());
-        let ip = addr("10.0.0.3:1").ip();
-        assert_eq!(connections.admit(ip), Err(Refusal::Total(2)));
-        release.send(()).unwrap();
-        let ended = connections.join_next().await.unwrap();
-        assert_eq!(ended.peer, addr("10.0.0.1:1"));
-        assert_eq!(connections.admit(ip), Ok(()));
-    }
-
-    #[tokio::test]
-    async fn the_per_address_limit_counts_each_address_apart() {
-        let mut connections = limits(100, Some(2));
-        let busy = addr("10.0.0.1:1");
-        connections.spawn(busy, std::future::pending());
-        connections.spawn(addr("10.0.0.1:2"), async {});
-        assert_eq!(connections.admit(busy.ip()), Err(Refusal::PerIp(2)));
-        assert_eq!(connections.admit(addr("10.0.0.2:1").ip()), Ok(()));
-        connections.join_next().await.unwrap();
-        assert_eq!(connections.admit(busy.ip()), Ok(()));
-    }
-
     #[tokio::test]
     async fn a_panicking_task_ends_only_itself_and_says_whom_it_served() {
-        let mut connections = limits(10, None);
+        let mut connections = Connections::new();
         let (done, finished) = tokio::sync::oneshot::channel();
         connections.spawn(addr("10.0.0.1:1"), async {
             panic!("bad frame handling");
@@ -187,6 +192,6 @@ mod tests {
         );
         assert_eq!(finished.await, Ok("still served"));
         assert!(connections.is_empty());
-        assert!(connections.per_ip.is_empty());
+        assert!(connections.peers.is_empty());
     }
 }

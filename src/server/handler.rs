@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::connections::Refusal as TurnAway;
+use super::gate::Pass;
+use super::tally::Tally;
 use super::Config;
+use crate::protocol::MAGIC;
 use crate::protocol::{ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token};
 use crate::report::{Detail, Outcome, Report, Reporter, Subject};
 use crate::security::access::Grant;
@@ -34,6 +36,9 @@ const SHUTDOWN_GOODBYE_TIME: Duration = Duration::from_millis(250);
 pub(super) struct Session {
     pub store: Arc<Store>,
     pub reporter: Reporter,
+    /// Where failures before the token is accepted are reported: counted,
+    /// and told once per kind per window.
+    pub tally: Arc<Tally>,
     pub peer: SocketAddr,
     pub config: Arc<Config>,
     /// Turns true when the server starts shutting down.
@@ -76,36 +81,56 @@ impl From<TransportError> for Abort {
 
 impl Session {
     /// Serves the connection until the client closes it or it breaks.
-    pub async fn serve(self, stream: TcpStream) {
+    /// `pass` is its place: a handshake's until the token is accepted,
+    /// then a served connection's; the connection is closed if no served
+    /// place is left for it.
+    pub async fn serve(self, stream: TcpStream, mut pass: Pass) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        // The deadline runs from the connection's arrival: time waiting in
+        // line for a handshake place counts.
         let header_timeout = self.config.header_timeout;
+        let deadline = pass.arrived() + header_timeout;
         let mut shutdown = self.shutdown.clone();
         let opened = tokio::select! {
-            opened = tokio::time::timeout(header_timeout, self.open(stream)) => opened,
+            opened = tokio::time::timeout_at(deadline, self.open(stream)) => opened,
             // A client still in its handshake has asked nothing yet: it is
             // let go at once, like an idle one.
             () = stopping(&mut shutdown) => return,
         };
         let (mut conn, token) = match opened {
             Ok(Ok(opened)) => opened,
-            Ok(Err(Unopened { kind, message })) => return self.report_connection(kind, message),
+            Ok(Err(unopened)) => {
+                if unopened.is_offence {
+                    pass.offend();
+                }
+                return self.report_unopened(unopened.kind, unopened.message);
+            }
             Err(_) => {
                 // Before the preamble there is no frame the peer could read.
+                pass.offend();
                 let waited = header_timeout.as_secs();
                 let message = format!("no handshake within {waited}s");
-                return self.report_connection(ErrorCode::Timeout.into(), message);
+                return self.report_unopened(ErrorCode::Timeout.into(), message);
             }
         };
         let grant = match self.config.access.admit(&token) {
             Ok(grant) => grant,
             Err(why) => {
+                pass.offend();
                 return self
-                    .hang_up(&mut conn, ErrorCode::Unauthorized, why.to_owned())
-                    .await
+                    .refuse_handshake(&mut conn, ErrorCode::Unauthorized, why.to_owned())
+                    .await;
             }
         };
+        if let Err(refusal) = pass.promote() {
+            // The served places filled up during the handshake: this
+            // client is told as one turned away on arrival is.
+            return self
+                .refuse_handshake(&mut conn, ErrorCode::Busy, refusal.to_string())
+                .await;
+        }
         let welcome = Message::Welcome {
             requests: RequestKind::ALL.to_vec(),
         };
@@ -140,6 +165,14 @@ impl Session {
                     let why = "this server requires TLS; connect without --plain";
                     let told = conn.turn_away(ErrorCode::TlsRequired, why.to_owned());
                     let _ = tokio::time::timeout(2 * TURN_AWAY_TIME, told).await;
+                    // A plain ferry client is mistaken; anything else is
+                    // neither ferry nor TLS.
+                    if first[0] != MAGIC[0] {
+                        return Err(Unopened::offence(
+                            FailureKind::NotFerry,
+                            "the client's bytes are neither TLS nor ferry; this server requires TLS",
+                        ));
+                    }
                     return Err(Unopened::new(
                         ErrorCode::TlsRequired.into(),
                         "the client did not start TLS (a --plain client?); this server requires TLS",
@@ -148,7 +181,13 @@ impl Session {
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
                 match acceptor.accept(stream).await {
                     Ok(tls) => Link::Tls(Box::new(tls.into())),
-                    Err(e) => return Err(Unopened::new(FailureKind::TlsError, tls_failure(&e))),
+                    Err(e) => {
+                        let unopened = Unopened::new(FailureKind::TlsError, tls_failure(&e));
+                        return Err(Unopened {
+                            is_offence: is_broken_tls(&e),
+                            ..unopened
+                        });
+                    }
                 }
             }
         };
@@ -156,8 +195,33 @@ impl Session {
         conn.set_stall_limit(self.config.stall_timeout);
         match conn.server_handshake().await {
             Ok(token) => Ok((conn, token)),
-            Err(e) => Err(Unopened::new(e.kind(), e.to_string())),
+            Err(e) => {
+                let unopened = Unopened::new(e.kind(), e.to_string());
+                Err(match e {
+                    // Bytes no ferry client sends.
+                    TransportError::NotFerry
+                    | TransportError::Malformed(_)
+                    | TransportError::UnknownMessage(_)
+                    | TransportError::Unexpected { .. } => Unopened {
+                        is_offence: true,
+                        ..unopened
+                    },
+                    _ => unopened,
+                })
+            }
         }
+    }
+
+    /// Answers a client's hello with an error and closes the connection:
+    /// the client is not authenticated, or there is no room to serve it.
+    async fn refuse_handshake(&self, conn: &mut Connection<Link>, code: ErrorCode, reason: String) {
+        let refusal = Message::Error {
+            code,
+            message: reason.clone(),
+        };
+        // It may never read it; it has its answer either way.
+        let _ = tokio::time::timeout(TURN_AWAY_TIME, conn.write_message(&refusal)).await;
+        self.report_unopened(code.into(), reason);
     }
 
     /// Answers requests until the client leaves, the connection breaks, or
@@ -471,34 +535,6 @@ impl Session {
         self.report_connection(kind, reason);
     }
 
-    /// Turns away a connection over the limits: it is told it is `busy`,
-    /// over TLS if the server speaks it, and closed within a few seconds
-    /// whatever the peer does.
-    pub async fn turn_away(self, stream: TcpStream, refusal: TurnAway) {
-        let link = match &self.config.tls {
-            None => Ok(Link::Plain(stream)),
-            Some(tls) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-                match tokio::time::timeout(TURN_AWAY_TIME, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => Ok(Link::Tls(Box::new(tls.into()))),
-                    Ok(Err(e)) => Err(tls_failure(&e)),
-                    Err(_) => Err("no TLS handshake within a second".to_owned()),
-                }
-            }
-        };
-        let reason = refusal.to_string();
-        let busy = ErrorCode::Busy.into();
-        let mut conn = match link {
-            Ok(link) => Connection::new(link),
-            Err(why) => return self.report_connection(busy, format!("{reason}; {why}")),
-        };
-        conn.set_stall_limit(TURN_AWAY_TIME);
-        let told = conn.turn_away(ErrorCode::Busy, reason.clone());
-        // Whether the peer read it or not, the connection ends here.
-        let _ = tokio::time::timeout(2 * TURN_AWAY_TIME, told).await;
-        self.report_connection(busy, reason);
-    }
-
     /// Runs store work on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -519,6 +555,12 @@ impl Session {
 
     fn report_connection(&self, kind: FailureKind, message: String) {
         self.report(Subject::Connection, None, Outcome::failed(kind, message));
+    }
+
+    /// Reports a failure before the token was accepted: counted with the
+    /// like, as anyone can cause them.
+    fn report_unopened(&self, kind: FailureKind, message: String) {
+        self.tally.fail(self.peer, kind, message);
     }
 }
 
@@ -576,6 +618,9 @@ fn report_name(request: &Message) -> Option<String> {
 struct Unopened {
     kind: FailureKind,
     message: String,
+    /// Whether the client failed as no working client does, and its
+    /// address is penalised for it.
+    is_offence: bool,
 }
 
 impl Unopened {
@@ -583,8 +628,27 @@ impl Unopened {
         Unopened {
             kind,
             message: message.into(),
+            is_offence: false,
         }
     }
+
+    fn offence(kind: FailureKind, message: impl Into<String>) -> Self {
+        Unopened {
+            is_offence: true,
+            ..Unopened::new(kind, message)
+        }
+    }
+}
+
+/// Whether a TLS handshake failed on bytes no TLS client sends: a replayed
+/// or forged flight, garbage. A client that went away, or that declined
+/// the server's identity with an alert, is no offender: clients are
+/// killed and unpinned identities refused in the normal run of things.
+fn is_broken_tls(error: &std::io::Error) -> bool {
+    let tls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    !matches!(tls, None | Some(rustls::Error::AlertReceived(_)))
 }
 
 /// Describes a failed TLS handshake for the report.

@@ -5,7 +5,11 @@
 //! so tests can bind port 0 and stop the server when they are done.
 
 mod connections;
+mod door;
+mod gate;
 mod handler;
+mod penalties;
+mod tally;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::protocol::{ErrorCode, FailureKind};
@@ -22,13 +27,17 @@ use crate::security::access::Access;
 use crate::store::Store;
 pub use connections::Limits;
 use connections::{Connections, Ended};
+use door::Door;
+use gate::Pass;
+use tally::Tally;
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The directory served; created if missing.
     pub root: PathBuf,
-    /// How many connections are served at once; the next gets `busy`.
+    /// How many connections are served, and shaking hands, at once, and
+    /// how long an address whose handshakes fail is refused.
     pub limits: Limits,
     /// How long the handshake, and each request once its first byte is in,
     /// may take to arrive, however slowly it trickles.
@@ -47,6 +56,10 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Who may connect and what they may do.
     pub access: Arc<Access>,
+    /// How long failures of connections not yet authenticated are only
+    /// counted, after the first is reported, before one line sums them
+    /// up: anyone can cause them by the thousand.
+    pub summary_window: Duration,
 }
 
 impl Config {
@@ -55,10 +68,7 @@ impl Config {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Config {
             root: root.into(),
-            limits: Limits {
-                total: 1000,
-                per_ip: None,
-            },
+            limits: Limits::default(),
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(5 * 60),
             stall_timeout: Duration::from_secs(60),
@@ -66,6 +76,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             access: Arc::new(Access::open()),
+            summary_window: Duration::from_secs(10),
         }
     }
 }
@@ -114,32 +125,38 @@ impl Server {
     /// its temporary file. Returns as soon as no connection is left.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.start_removing_leftovers();
-        let mut connections = Connections::new(self.config.limits);
+        let limits = self.config.limits;
+        let tally = Arc::new(Tally::new(
+            Arc::clone(&self.reporter),
+            self.config.summary_window,
+        ));
+        let plain = self.config.tls.is_none();
+        let header_timeout = self.config.header_timeout;
+        let mut door = Door::new(limits, Arc::clone(&tally), plain, header_timeout);
+        let mut connections = Connections::new();
         let (stopping, stop_watch) = tokio::sync::watch::channel(false);
-        let mut next_id: u64 = 0;
+        let mut starter = Starter {
+            server: &self,
+            tally: &tally,
+            shutdown: stop_watch,
+            next_id: 0,
+        };
+        // Summaries of failures are due a window after the first; looking
+        // once a second is close enough, and costs nothing.
+        let mut summaries = tokio::time::interval(Duration::from_secs(1));
+        summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let gate = door.gate();
         tokio::pin!(shutdown);
         loop {
+            let line_due = door.next_deadline();
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let peer = canonical_peer(peer);
-                        next_id += 1;
-                        let span = tracing::info_span!("connection", id = next_id, %peer);
-                        let session = handler::Session {
-                            store: Arc::clone(&self.store),
-                            reporter: Arc::clone(&self.reporter),
-                            peer,
-                            config: Arc::clone(&self.config),
-                            shutdown: stop_watch.clone(),
-                        };
-                        match connections.admit(peer.ip()) {
-                            Ok(()) => connections.spawn(peer, session.serve(stream).instrument(span)),
-                            // Detached: it ends within a second or two.
-                            Err(refusal) => drop(tokio::spawn(
-                                session.turn_away(stream, refusal).instrument(span),
-                            )),
-                        }
+                        door.arrive(stream, peer, |stream, peer, pass| {
+                            starter.start(&mut connections, stream, peer, pass);
+                        });
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot accept a connection");
@@ -147,12 +164,20 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
+                () = gate.freed() => door.let_in(|stream, peer, pass| {
+                    starter.start(&mut connections, stream, peer, pass);
+                }),
+                () = sleep_until(line_due), if line_due.is_some() => door.send_away_overdue(),
                 Some(ended) = connections.join_next(), if !connections.is_empty() => {
                     self.report_panic(ended);
                 }
+                () = door.reap_lingering() => {}
+                _ = summaries.tick() => tally.flush(),
             }
         }
         drop(listener);
+        // Those waiting in line and lingering are closed as they are.
+        drop(door);
         // Every session sees this; the receivers outlive a closed sender.
         let _ = stopping.send(true);
         let drained = tokio::time::timeout(self.config.shutdown_grace, async {
@@ -169,6 +194,7 @@ impl Server {
             connections.abort_all();
             while connections.join_next().await.is_some() {}
         }
+        tally.flush_all();
     }
 
     /// Reports a connection whose task panicked: a bug, but one that cost
@@ -203,6 +229,44 @@ impl Server {
                 reporter(&Report::now(peer, Subject::Cleanup, Some(name), outcome));
             }
         });
+    }
+}
+
+/// Starts a session, a task each, for connections let in.
+struct Starter<'a> {
+    server: &'a Server,
+    tally: &'a Arc<Tally>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    next_id: u64,
+}
+
+impl Starter<'_> {
+    fn start(
+        &mut self,
+        connections: &mut Connections,
+        stream: TcpStream,
+        peer: SocketAddr,
+        pass: Pass,
+    ) {
+        self.next_id += 1;
+        let span = tracing::info_span!("connection", id = self.next_id, %peer);
+        let session = handler::Session {
+            store: Arc::clone(&self.server.store),
+            reporter: Arc::clone(&self.server.reporter),
+            tally: Arc::clone(self.tally),
+            peer,
+            config: Arc::clone(&self.server.config),
+            shutdown: self.shutdown.clone(),
+        };
+        connections.spawn(peer, session.serve(stream, pass).instrument(span));
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

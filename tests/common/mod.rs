@@ -419,6 +419,28 @@ pub fn port_from_start_line(line: &str) -> u16 {
         .port()
 }
 
+/// The fingerprint a TLS server's start line shows: `TLS, identity <64 hex>`.
+pub fn fingerprint_in(start_line: &str) -> String {
+    let (_, after) = start_line
+        .split_once("TLS, identity ")
+        .unwrap_or_else(|| panic!("no identity in the start line {start_line:?}"));
+    let hex: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || ('a'..='f').contains(c))
+        .collect();
+    assert_eq!(hex.len(), 64, "not 64 lowercase hex digits: {start_line:?}");
+    hex
+}
+
+/// A TLS client that trusts exactly `server`'s identity, so that tests
+/// share no known-hosts file.
+pub fn pinned(server: &BinaryServer, args: &[&str]) -> Command {
+    let fingerprint = fingerprint_in(&server.start_line);
+    let mut command = tls_client_at("127.0.0.1", server.port, &["--fingerprint", &fingerprint]);
+    command.args(args);
+    command
+}
+
 /// Waits for `child` to exit, killing it and failing after [`PATIENCE`].
 pub fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + PATIENCE;
@@ -452,6 +474,23 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// A second loopback address, for clients that must not share the test's
+/// usual address, 127.0.0.1: a flood, or an address under a penalty. All
+/// of 127.0.0.0/8 reaches the loopback interface.
+pub const FLOOD_ADDRESS: [u8; 4] = [127, 0, 0, 2];
+
+/// A TCP connection to `server` from the local address `source`; std's
+/// `TcpStream::connect` cannot choose one.
+pub fn connect_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
+    use rustix::net::{bind, connect, socket, AddressFamily, SocketType};
+    let socket = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&socket, &SocketAddr::from((source, 0))).unwrap();
+    connect(&socket, &server).unwrap();
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
 /// A client that speaks the protocol through raw, blocking socket calls, so
 /// tests can send what ferry's own client never would.
 pub struct RawClient {
@@ -466,6 +505,14 @@ impl RawClient {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         RawClient {
             stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects from the local address `source` without sending anything.
+    pub fn connect_from(source: [u8; 4], addr: SocketAddr) -> RawClient {
+        RawClient {
+            stream: connect_from(source, addr),
             buf: Vec::new(),
         }
     }
