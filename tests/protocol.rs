@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use common::{
     assert_exit, assert_exit_saying, client_at, fake_download_server, fake_ferry_server,
@@ -356,7 +357,9 @@ fn a_listing_with_a_name_no_ferry_server_would_send_is_refused() {
 /// other wrong first message is.
 #[test]
 fn garbage_in_place_of_the_hello_is_answered_bad_request() {
-    let server = TestServer::start();
+    // Without penalties: garbage is an offence, and the second connection
+    // would be refused before it could send its own.
+    let server = TestServer::start_with(|config| config.limits.max_penalty = Duration::ZERO);
     for garbage in [&[0, 0, 0, 1, 0x99][..], &[0, 0, 0, 2, 0x23, 0x00]] {
         let mut client = RawClient::connect(server.addr());
         client.send_raw(&Preamble::OURS.to_bytes());
