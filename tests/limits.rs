@@ -311,3 +311,57 @@ fn help_shows_every_limit_with_its_default() {
         assert!(help.contains(expected), "{expected} missing from:\n{help}");
     }
 }
+
+/// A body that moves, but slower than the minimum rate over a whole stall
+/// timeout, is abandoned: a byte now and then no longer holds a transfer
+/// open (issue 12). A slow but real link still gets through.
+#[test]
+fn a_transfer_slower_than_the_minimum_rate_is_abandoned_and_a_slow_real_one_is_not() {
+    let server = TestServer::start_with(|config| config.stall_timeout = Duration::from_secs(2));
+    let body = vec![5u8; 64 * 1024];
+    // 16 KiB a second, the slowest real link the defaults serve (4 KiB/s
+    // is the minimum): 4 s for the body.
+    let mut real = RawClient::handshake(server.addr());
+    real.send(&Message::Put {
+        name: "slow.bin".into(),
+        size: body.len() as u64,
+    });
+    assert_eq!(real.recv(), Some(Message::Proceed));
+    for piece in body.chunks(4096) {
+        real.send_raw(piece);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    real.send(&Message::Trailer {
+        digest: *blake3::hash(&body).as_bytes(),
+    });
+    assert_eq!(real.recv(), Some(Message::Done));
+
+    // 512 bytes a second: given up after a stall timeout or two.
+    let mut trickler = RawClient::handshake(server.addr());
+    trickler.send(&Message::Put {
+        name: "trickle.bin".into(),
+        size: body.len() as u64,
+    });
+    assert_eq!(trickler.recv(), Some(Message::Proceed));
+    let started = std::time::Instant::now();
+    let given_up = || {
+        server
+            .reports()
+            .iter()
+            .any(|r| r.to_string().contains("\"trickle.bin\" failed"))
+    };
+    while !given_up() && started.elapsed() < Duration::from_secs(10) {
+        trickler.send_raw(&[1; 256]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let report = wait_for_report(&server, "\"trickle.bin\" failed timeout");
+    assert!(report.contains("slower than the minimum"), "{report}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    eventually("the partial upload to be removed", || {
+        server.root_files() == ["slow.bin"]
+    });
+}

@@ -130,6 +130,11 @@ struct ServerArgs {
     /// abandoned and its partial upload removed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
+    /// The slowest a transfer may move, per second, averaged over the stall
+    /// timeout, before it is abandoned: 4KiB, 1M, or bytes; 0 for no
+    /// minimum.
+    #[arg(long, value_name = "SIZE", default_value = "4KiB")]
+    min_rate: bytesize::ByteSize,
     /// Serve plain, unencrypted TCP instead of TLS: only on a network you
     /// trust, or to measure.
     #[arg(long, conflicts_with = "identity")]

@@ -193,6 +193,7 @@ impl Session {
         };
         let mut conn = Connection::new(link);
         conn.set_stall_limit(self.config.stall_timeout);
+        conn.set_min_rate(self.config.min_rate);
         match conn.server_handshake().await {
             Ok(token) => Ok((conn, token)),
             Err(e) => {

@@ -46,6 +46,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a request may wait without a byte moving either way.
     pub stall_timeout: Duration,
+    /// The slowest a body may move, in bytes a second averaged over the
+    /// stall timeout, before the transfer is given up; 0 for no minimum.
+    pub min_rate: u64,
     /// The largest file a put may declare; `None` for no limit but the
     /// free space.
     pub max_file_size: Option<u64>,
@@ -62,6 +65,12 @@ pub struct Config {
     pub summary_window: Duration,
 }
 
+/// The slowest a transfer may move by default: 4 KiB a second, a quarter
+/// of the slowest real link the limits are meant to serve (16 KiB/s), and
+/// over the default 60 s stall timeout a quarter of a megabyte: a client
+/// that sends a byte now and then cannot hold a transfer open.
+pub const DEFAULT_MIN_RATE: u64 = 4 * 1024;
+
 impl Config {
     /// Defaults for serving `root`: plain TCP, open to anyone. The command
     /// line's defaults are TLS and a persistent identity.
@@ -72,6 +81,7 @@ impl Config {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(5 * 60),
             stall_timeout: Duration::from_secs(60),
+            min_rate: DEFAULT_MIN_RATE,
             max_file_size: None,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
