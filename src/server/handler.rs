@@ -13,8 +13,9 @@ use tokio::sync::watch;
 use super::gate::Pass;
 use super::tally::Tally;
 use super::Config;
-use crate::protocol::MAGIC;
-use crate::protocol::{ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token};
+use crate::protocol::{
+    ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token, MAGIC,
+};
 use crate::report::{Detail, Outcome, Report, Reporter, Subject};
 use crate::security::access::Grant;
 use crate::store::{self, Store};

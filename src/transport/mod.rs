@@ -4,13 +4,14 @@
 //! [`Connection`] speaks frames over any async stream. A body moves between
 //! the stream and a [`BodySource`] or [`BodySink`] that the caller hands
 //! over; the transport never opens a file. When the stream is plain TCP and
-//! the other end is a descriptor, bodies bypass the stream: they move
-//! between the two descriptors on a thread of their own (see `body`), with
+//! the other end is a descriptor, bodies bypass the stream, with
 //! sendfile(2) on the way out and splice(2) on the way in, hashed with
 //! BLAKE3 alongside the I/O. Otherwise (TLS, which must see every byte, or
-//! an end without a descriptor) bodies move in chunks between the stream
-//! and a thread that reads or writes the other end (see `buffered`). Memory
-//! per transfer is bounded whatever the file size.
+//! an end without a descriptor) bodies move in chunks through the stream.
+//! Either way the waiting for the peer is async and only bounded steps of
+//! disk work run on the blocking pool (see `pump`, and `body` for the
+//! steps), so a slow peer holds no thread. Memory per transfer is bounded
+//! whatever the file size.
 
 mod body;
 mod ends;
