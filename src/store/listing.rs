@@ -180,3 +180,57 @@ impl Listing {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_with_files(count: usize) -> (tempfile::TempDir, Dir) {
+        let tmp = tempfile::tempdir().unwrap();
+        for n in 0..count {
+            std::fs::write(tmp.path().join(format!("f{n}")), b"x").unwrap();
+        }
+        let dir = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        (tmp, dir)
+    }
+
+    #[test]
+    fn a_listing_comes_in_batches_of_at_most_the_size_asked() {
+        let (_tmp, root) = root_with_files(10);
+        let mut listing = Listing::of_dir(&root, None, false).unwrap();
+        let mut sizes = Vec::new();
+        loop {
+            let batch = listing.next_batch(4).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            sizes.push(batch.len());
+        }
+        assert_eq!(sizes, [4, 4, 2]);
+        assert_eq!(listing.omitted().count(), 0);
+    }
+
+    /// An entry removed between reading the directory and describing it
+    /// is left out and counted, not a failure of the whole listing (issue
+    /// 12: with other clients putting and deleting, `list -l` failed).
+    #[test]
+    fn entries_that_vanish_mid_listing_are_counted_not_fatal() {
+        let (tmp, root) = root_with_files(10);
+        let mut listing = Listing::of_dir(&root, None, true).unwrap();
+        let first = listing.next_batch(1).unwrap();
+        assert_eq!(first.len(), 1);
+        for n in 0..10 {
+            let name = format!("f{n}");
+            if name != first[0].name {
+                std::fs::remove_file(tmp.path().join(name)).unwrap();
+            }
+        }
+        // The directory was read ahead: its names come, their files are gone.
+        let rest = listing.next_batch(100).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        assert_eq!(
+            listing.omitted().collect::<Vec<_>>(),
+            [(OmitReason::Vanished, 9)]
+        );
+    }
+}
