@@ -409,3 +409,32 @@ fn a_restarted_server_removes_and_reports_what_its_killed_predecessor_left() {
     let mut client = RawClient::handshake(format!("127.0.0.1:{}", restarted.port).parse().unwrap());
     assert_eq!(client.put("deep/big.bin", b"whole"), Message::Done);
 }
+
+/// A second Ctrl-C or SIGTERM stops the server at once, even with a
+/// request still in flight inside its grace period (issue 11 review).
+#[test]
+fn a_second_signal_stops_the_server_at_once() {
+    let mut server = BinaryServer::start(&["--grace", "60"]);
+    let mut uploader = RawClient::handshake(server.addr());
+    uploader.send(&Message::Put {
+        name: "slow.bin".into(),
+        size: 1 << 20,
+    });
+    assert_eq!(uploader.recv(), Some(Message::Proceed));
+    uploader.send_raw(&[1; 1000]);
+    server.signal("TERM");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "one signal lets the upload in flight finish"
+    );
+    let started = std::time::Instant::now();
+    let status = server.stop_with("TERM");
+    assert_eq!(status.code(), Some(1));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let (_, stderr) = server.stop_and_collect();
+    assert!(
+        stderr.contains("stopped at once by a second signal"),
+        "{stderr}"
+    );
+}

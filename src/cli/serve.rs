@@ -215,7 +215,17 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         }
         eprintln!(
             "ferry server shutting down: no new connections, idle ones closed, \
-             requests in flight finishing"
+             requests in flight finishing (a second Ctrl-C or SIGTERM stops at once)"
         );
+        // A second signal means "now": uploads cut short leave only hidden
+        // temporary files, which the next start sweeps up.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("ferry server stopped at once by a second signal");
+            std::process::exit(1);
+        });
     })
 }
