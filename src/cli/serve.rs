@@ -17,6 +17,7 @@ use super::{ServerArgs, TOKEN_VARIABLE};
 
 pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
+    give_back_freed_memory();
     let _file_size_signal = survive_file_size_limit()?;
     let listener = bind(args.bind, args.port).await?;
     let (reporter, report_writer) = reporter(args.quiet)?;
@@ -149,6 +150,37 @@ impl ServerSecurity {
             encryption,
             access_summary: format!("{whose}, {mode}"),
         })
+    }
+}
+
+/// Makes memory freed after a burst of work go back to the system, so a
+/// flood of transfers leaves the server as small as it found it (issue 12:
+/// after 100 unread TLS downloads, glibc kept 34 of their 61 MiB).
+///
+/// glibc grows its threshold for mapping large blocks on their own as they
+/// are freed, and then serves the body chunks (256 KiB) from the heap,
+/// which it keeps; pinning the threshold maps them on their own for good,
+/// and they go back when freed. What smaller blocks leave in the heap is
+/// trimmed every 10 s.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt and malloc_trim only tune and trim glibc's
+        // allocator, which stays consistent across both; neither touches
+        // memory the program holds.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
+        tokio::spawn(async {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                // SAFETY: as above.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
+        });
     }
 }
 

@@ -44,6 +44,9 @@ pub(super) struct Session {
     pub config: Arc<Config>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Taken for reading each batch of a listing, so listings share the
+    /// blocking pool with other requests instead of filling it.
+    pub listing_turns: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a request ended early.
@@ -434,12 +437,16 @@ impl Session {
             .await?;
         let mut count = 0;
         loop {
+            // Released before the batch is sent: a client that does not
+            // read holds no turn.
+            let turn = self.listing_turns.acquire().await;
             let (back, batch) = self
                 .blocking(move |_| {
                     let batch = listing.next_batch(ENTRIES_PER_BATCH);
                     Ok((listing, batch))
                 })
                 .await?;
+            drop(turn);
             listing = back;
             let batch = batch?;
             if batch.is_empty() {

@@ -107,6 +107,11 @@ pub struct Server {
     store: Arc<Store>,
     config: Arc<Config>,
     reporter: Reporter,
+    /// Turns for reading a batch of a listing: as many as there are cores.
+    /// Listing a large directory long is work on the blocking pool, a stat
+    /// per entry; a hundred clients listing at once would otherwise fill
+    /// the pool and every other request would queue behind them.
+    listing_turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -116,10 +121,12 @@ impl Server {
             path: config.root.clone(),
             source,
         })?;
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Ok(Server {
             store: Arc::new(store),
             config: Arc::new(config),
             reporter,
+            listing_turns: Arc::new(tokio::sync::Semaphore::new(cores)),
         })
     }
 
@@ -267,6 +274,7 @@ impl Starter<'_> {
             peer,
             config: Arc::clone(&self.server.config),
             shutdown: self.shutdown.clone(),
+            listing_turns: Arc::clone(&self.server.listing_turns),
         };
         connections.spawn(peer, session.serve(stream, pass).instrument(span));
     }
