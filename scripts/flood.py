@@ -53,7 +53,7 @@ the legitimate client would not fit in the default 1,000, and then the
 legitimate client would be turned away by design. Row 6a expects the
 legitimate client to be turned away (busy) while the slots are held, and
 does not count that against the row. --quick scales the counts and times
-down (about 2 minutes) and scales --max-connections down with them in 6a.
+down (about 3 minutes) and scales --max-connections down with them in 6a.
 
 Every process is started in a session of its own and stopped by its id;
 every socket, temporary directory and tmpfs mount is removed at the end,
@@ -1639,7 +1639,7 @@ def parse_args():
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--ferry-bin", required=True, help="the ferry binary to attack")
     parser.add_argument("--quick", action="store_true",
-                        help="scaled-down counts and times, about 2 minutes")
+                        help="scaled-down counts and times, about 3 minutes")
     parser.add_argument("--only", metavar="ROW,ROW",
                         help="run only these rows: numbers (1 runs 1a-1d) or ids (2b)")
     args = parser.parse_args()

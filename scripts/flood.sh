@@ -5,7 +5,7 @@
 #
 #   scripts/flood.sh [--quick] [--only ROW,ROW]
 #
-# Full size takes about 10 minutes on a 2-core machine, --quick about 2.
+# Full size takes about 10 minutes on a 2-core machine, --quick about 3.
 # Run it as root: row 3 mounts a small tmpfs (it is skipped, saying why,
 # where mounting fails). All traffic stays on 127.0.0.0/8.
 #
