@@ -217,20 +217,35 @@ fn saturating_usize(n: u64) -> usize {
 async fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<TcpListener> {
     if let Some(ip) = addr {
         let addr = SocketAddr::new(ip, port);
-        return TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"));
+        return listen(addr).with_context(|| format!("cannot listen on {addr}"));
     }
-    match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).await {
+    match listen(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)) {
         Ok(listener) => Ok(listener),
         Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => {
             let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
-            TcpListener::bind(v4)
-                .await
-                .with_context(|| format!("cannot listen on {v4}"))
+            listen(v4).with_context(|| format!("cannot listen on {v4}"))
         }
         Err(e) => Err(e).with_context(|| format!("cannot listen on port {port}")),
     }
+}
+
+/// The kernel's queue of connections not yet accepted. A flood of
+/// connections overflows a short one (128 here before), and every SYN it
+/// drops costs a legitimate client a one-second retry; the kernel caps it
+/// at `net.core.somaxconn` anyway.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's and tokio's own bind do: a restarted server may take its
+    // port back while old connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Listens for SIGINT (Ctrl-C) and SIGTERM from now on; the future it

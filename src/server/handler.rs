@@ -437,9 +437,13 @@ impl Session {
             .await?;
         let mut count = 0;
         loop {
-            // Released before the batch is sent: a client that does not
-            // read holds no turn.
-            let turn = self.listing_turns.acquire().await;
+            // A long listing takes turns after its first batch, so a short
+            // one never waits behind long ones. The turn is released before
+            // the batch is sent: a client that does not read holds none.
+            let turn = match count {
+                0 => None,
+                _ => self.listing_turns.acquire().await.ok(),
+            };
             let (back, batch) = self
                 .blocking(move |_| {
                     let batch = listing.next_batch(ENTRIES_PER_BATCH);
