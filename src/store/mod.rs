@@ -57,7 +57,8 @@ pub struct ReadFile {
 /// abandoned and leaves nothing behind.
 #[derive(Debug)]
 pub struct Upload {
-    /// `None` once committed.
+    /// `None` once committed. Declared first, so dropped first: the
+    /// temporary file must go before the directories it is in.
     staged: Option<Staged>,
     /// The parent directories this upload made.
     made: MadeDirs,
@@ -387,14 +388,6 @@ impl Upload {
     }
 }
 
-impl Drop for Upload {
-    fn drop(&mut self) {
-        // The temporary file first: the directories must be empty to go.
-        drop(self.staged.take());
-        self.made.remove();
-    }
-}
-
 impl MadeDirs {
     fn new(root: &Dir) -> Result<MadeDirs, Refusal> {
         Ok(MadeDirs {
@@ -419,10 +412,14 @@ impl MadeDirs {
         }
         Ok(())
     }
+}
 
+impl Drop for MadeDirs {
     /// Removes the directories made, deepest first, as far as they are
     /// empty: another upload may have put something in one meanwhile.
-    fn remove(&mut self) {
+    /// Nothing is left to remove once the upload is committed, and this
+    /// also runs when making them, or the temporary file, failed.
+    fn drop(&mut self) {
         while let Some(path) = self.paths.pop() {
             if self.root.remove_dir(&path).is_err() {
                 break;
