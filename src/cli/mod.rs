@@ -317,8 +317,8 @@ fn run_server(args: ServerArgs) -> ExitCode {
 }
 
 /// Runs `ferry client`. A client drives one connection, so one thread is
-/// enough and starts faster; its bodies move on threads of their own
-/// anyway.
+/// enough and starts faster; the disk work of its bodies runs on the
+/// blocking pool anyway.
 fn run_client(args: ClientArgs) -> ExitCode {
     let Some(runtime) = start_runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
