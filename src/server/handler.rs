@@ -260,11 +260,7 @@ impl Session {
                 Ok(Ok(None)) => return,
                 Ok(Err(TransportError::UnknownMessage(tag))) => {
                     let why = format!("this server does not know requests of tag 0x{tag:02x}");
-                    if self
-                        .refuse(&mut conn, None, unsupported(why))
-                        .await
-                        .is_err()
-                    {
+                    if !self.refuse(&mut conn, None, unsupported(why)).await {
                         return;
                     }
                     continue;
@@ -282,11 +278,7 @@ impl Session {
             };
             let Some(kind) = message.request_kind() else {
                 let why = format!("expected a request, got {}", message.name());
-                if self
-                    .refuse(&mut conn, None, unsupported(why))
-                    .await
-                    .is_err()
-                {
+                if !self.refuse(&mut conn, None, unsupported(why)).await {
                     return;
                 }
                 continue;
@@ -295,11 +287,7 @@ impl Session {
             let name = report_name(&message);
             if let Err(why) = grant.check(kind) {
                 let refused = Refusal::new(ErrorCode::Forbidden, why);
-                if self
-                    .refuse(&mut conn, Some((subject, name)), refused)
-                    .await
-                    .is_err()
-                {
+                if !self.refuse(&mut conn, Some((subject, name)), refused).await {
                     return;
                 }
                 continue;
@@ -308,11 +296,7 @@ impl Session {
             match self.handle(&mut conn, message, started).await {
                 Ok(detail) => self.report(subject, name, Outcome::Ok(detail)),
                 Err(Abort::Refused(refusal)) => {
-                    if self
-                        .refuse(&mut conn, Some((subject, name)), refusal)
-                        .await
-                        .is_err()
-                    {
+                    if !self.refuse(&mut conn, Some((subject, name)), refusal).await {
                         return;
                     }
                 }
@@ -494,14 +478,15 @@ impl Session {
     }
 
     /// Answers a request with an error frame and reports it (as `about`,
-    /// or as the connection's if no request could be made out). `Err` if
-    /// the connection is gone, or the code ends it.
+    /// or as the connection's if no request could be made out). Returns
+    /// whether the connection goes on: not if it is gone, or the code ends
+    /// it.
     async fn refuse(
         &self,
         conn: &mut Connection<Link>,
         about: Option<(Subject, Option<String>)>,
         refusal: Refusal,
-    ) -> Result<(), ()> {
+    ) -> bool {
         let Refusal { code, message } = refusal;
         let sent = conn
             .write_message(&Message::Error {
@@ -514,10 +499,9 @@ impl Session {
         match sent {
             Err(e) => {
                 self.report_connection(e.kind(), e.to_string());
-                Err(())
+                false
             }
-            Ok(()) if code.ends_connection() => Err(()),
-            Ok(()) => Ok(()),
+            Ok(()) => !code.ends_connection(),
         }
     }
 
