@@ -202,26 +202,6 @@ fn without_identity_flag_the_identity_is_kept_in_the_configuration_directory() {
     assert_eq!(fingerprint_in(&start().start_line), fingerprint);
 }
 
-/// Runs `ferry server` on a free port with `args`, expecting it to refuse
-/// to start; returns its output.
-fn server_refusing_to_start(args: &[&str], configure: impl FnOnce(&mut Command)) -> Output {
-    let root = tempfile::tempdir().unwrap();
-    let mut command = ferry_command();
-    command
-        .args(["server", "0", "--bind", "127.0.0.1", "--root"])
-        .arg(root.path())
-        .args(args);
-    configure(&mut command);
-    let (output, _) = output_within(&mut command, PATIENCE);
-    assert!(!output.status.success(), "{}", describe(&output));
-    assert!(
-        !String::from_utf8_lossy(&output.stdout).contains("up and running"),
-        "{}",
-        describe(&output)
-    );
-    output
-}
-
 #[test]
 fn an_identity_file_others_can_read_is_refused() {
     let dir = tempfile::tempdir().unwrap();

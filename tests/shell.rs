@@ -146,21 +146,8 @@ fn the_shell_reconnects_after_the_server_goes_away() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let (lines, stderr_lines) = mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let wait_for = |needle: &str| loop {
-        let line = stderr_lines
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("no line with {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    };
+    let stderr_lines = watch_stderr(&mut child);
+    let wait_for = |needle: &str| wait_for_line(&stderr_lines, needle);
 
     writeln!(stdin, "list").unwrap();
     wait_for("list ok");
@@ -417,21 +404,8 @@ fn at_sigterm_an_idle_shell_is_let_go_at_once_and_says_so_at_its_next_command() 
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let (lines, stderr_lines) = mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let wait_for = |needle: &str| loop {
-        let line = stderr_lines
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("no line with {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    };
+    let stderr_lines = watch_stderr(&mut child);
+    let wait_for = |needle: &str| wait_for_line(&stderr_lines, needle);
 
     writeln!(stdin, "stat").unwrap();
     wait_for("stat ok");
@@ -468,4 +442,29 @@ fn at_sigterm_an_idle_shell_is_let_go_at_once_and_says_so_at_its_next_command() 
     );
     drop(stdin);
     assert_eq!(common::wait_with_deadline(&mut child).code(), Some(1));
+}
+
+/// The lines `child` writes to stderr, as they come.
+fn watch_stderr(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let (lines, stderr_lines) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    stderr_lines
+}
+
+/// The next line holding `needle`, passing over others; fails the test if
+/// none comes within [`PATIENCE`].
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("no line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
 }

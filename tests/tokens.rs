@@ -5,7 +5,6 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::*;
 use ferry::protocol::Message;
@@ -35,25 +34,6 @@ fn token_file(dir: &Path, text: &str) -> PathBuf {
     let path = write_file(dir, "tokens", text.as_bytes());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
-}
-
-/// Runs a plain `ferry server` on a free port, its command adjusted by
-/// `configure`, expecting it to refuse to start; returns its output.
-fn server_refusing_to_start(configure: impl FnOnce(&mut Command)) -> Output {
-    let root = tempfile::tempdir().unwrap();
-    let mut command = ferry_command();
-    command
-        .args(["server", "0", "--bind", "127.0.0.1", "--plain", "--root"])
-        .arg(root.path());
-    configure(&mut command);
-    let (output, _) = output_within(&mut command, PATIENCE);
-    assert!(!output.status.success(), "{}", describe(&output));
-    assert!(
-        !String::from_utf8_lossy(&output.stdout).contains("up and running"),
-        "{}",
-        describe(&output)
-    );
-    output
 }
 
 #[test]
@@ -121,7 +101,7 @@ fn a_weak_token_line_stops_the_server_naming_the_line_and_not_the_token() {
     for (weak, why) in cases {
         let keys = tempfile::tempdir().unwrap();
         let path = token_file(keys.path(), &format!("# team\n{strong} rw\n\n{weak} ro\n"));
-        let output = server_refusing_to_start(|command| {
+        let output = server_refusing_to_start(&["--plain"], |command| {
             command.arg("--token-file").arg(&path);
         });
         let said = format!("line 4 of {}: the token is too weak: {why}", path.display());
@@ -138,7 +118,7 @@ fn a_weak_token_line_stops_the_server_naming_the_line_and_not_the_token() {
 #[test]
 fn a_weak_ferry_token_stops_the_server_naming_the_variable_and_not_the_token() {
     let weak = "password-password";
-    let output = server_refusing_to_start(|command| {
+    let output = server_refusing_to_start(&["--plain"], |command| {
         command.env("FERRY_TOKEN", weak);
     });
     assert_exit_saying(

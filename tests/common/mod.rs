@@ -740,3 +740,23 @@ pub fn output_within(command: &mut Command, limit: Duration) -> (Output, Duratio
     };
     (output, elapsed)
 }
+
+/// Runs `ferry server` on a free port with `args`, expecting it to refuse
+/// to start; returns its output.
+pub fn server_refusing_to_start(args: &[&str], configure: impl FnOnce(&mut Command)) -> Output {
+    let root = tempfile::tempdir().unwrap();
+    let mut command = ferry_command();
+    command
+        .args(["server", "0", "--bind", "127.0.0.1", "--root"])
+        .arg(root.path())
+        .args(args);
+    configure(&mut command);
+    let (output, _) = output_within(&mut command, PATIENCE);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("up and running"),
+        "{}",
+        describe(&output)
+    );
+    output
+}
