@@ -22,7 +22,7 @@ use crate::protocol::{
 };
 use crate::security::{Fingerprint, KnownHostsError};
 use crate::staging::Staged;
-use crate::transport::{Connection, Link, TransportError};
+use crate::transport::{self, Connection, Link, TransportError};
 pub use trust::{FirstUse, Security, Trust};
 
 /// Why a client operation failed.
@@ -284,8 +284,7 @@ impl Client {
                     continue;
                 }
             };
-            // Requests and replies are small frames; don't let Nagle hold them.
-            stream.set_nodelay(true).map_err(TransportError::Io)?;
+            transport::tune(&stream).map_err(TransportError::Io)?;
             let link = security
                 .trust
                 .open(stream, host, &target, timeout, security.on_first_use)

@@ -19,7 +19,7 @@ use crate::protocol::{
 use crate::report::{Detail, Outcome, Report, Reporter, Subject};
 use crate::security::access::Grant;
 use crate::store::{self, Store};
-use crate::transport::{Connection, Link, TransportError, TLS_HANDSHAKE_BYTE};
+use crate::transport::{self, Connection, Link, TransportError, TLS_HANDSHAKE_BYTE};
 
 /// Listing entries are read from the directory and sent in batches of
 /// this many: the most a listing holds in memory at once.
@@ -89,8 +89,8 @@ impl Session {
     /// then a served connection's; the connection is closed if no served
     /// place is left for it.
     pub async fn serve(self, stream: TcpStream, mut pass: Pass) {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        if let Err(e) = transport::tune(&stream) {
+            tracing::debug!(error = %e, "cannot tune the TCP socket");
         }
         // The deadline runs from the connection's arrival: time waiting in
         // line for a handshake place counts.

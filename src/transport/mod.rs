@@ -28,7 +28,7 @@ use crate::protocol::{
     PREAMBLE_LEN, VERSION,
 };
 pub use ends::{BodySink, BodySource};
-pub use link::{Link, Stream};
+pub use link::{tune, Link, Stream};
 
 /// The first byte of a TLS handshake record: what a TLS client sends first.
 pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
