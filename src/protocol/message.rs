@@ -8,8 +8,8 @@
 
 use super::error_code::ErrorCode;
 use super::request::{
-    RequestKind, TAG_DELETE, TAG_GET, TAG_LIST, TAG_MAKE_DIR, TAG_PUT, TAG_REMOVE_DIR, TAG_RENAME,
-    TAG_STAT,
+    RequestKind, TAG_DELETE, TAG_GET, TAG_GET_TREE, TAG_LIST, TAG_MAKE_DIR, TAG_PUT,
+    TAG_PUT_STREAM, TAG_PUT_TREE, TAG_REMOVE_DIR, TAG_RENAME, TAG_STAT,
 };
 use super::token::Token;
 use super::Digest;
@@ -25,6 +25,9 @@ const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 
 const TAG_HELLO: u8 = 0x05;
 const TAG_TRAILER: u8 = 0x10;
+const TAG_TREE_ENTRY: u8 = 0x11;
+const TAG_TREE_END: u8 = 0x12;
+const TAG_CHUNK: u8 = 0x13;
 const TAG_PROCEED: u8 = 0x20;
 const TAG_BODY: u8 = 0x21;
 const TAG_ENTRY: u8 = 0x22;
@@ -33,11 +36,15 @@ const TAG_WELCOME: u8 = 0x24;
 const TAG_INFO: u8 = 0x25;
 const TAG_OMITTED: u8 = 0x26;
 const TAG_REMOVED: u8 = 0x27;
+const TAG_SKIP: u8 = 0x28;
+const TAG_CONFLICT: u8 = 0x29;
+const TAG_TREE_DONE: u8 = 0x2a;
 const TAG_ERROR: u8 = 0x7f;
 
 const LIST_FLAG_LONG: u8 = 0x01;
 const DELETE_FLAG_RECURSIVE: u8 = 0x01;
 const MAKE_DIR_FLAG_PARENTS: u8 = 0x01;
+const PUT_FLAG_REPLACE: u8 = 0x01;
 
 /// Every message of the protocol, in both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +78,40 @@ pub enum Message {
     /// Client: describe `name` (empty for the root). Answered by `Info` or
     /// `Error`.
     Stat { name: String },
+    /// Client: store a tree of files and directories under the directory
+    /// `target` (empty for the root), made if missing. A manifest of
+    /// `TreeEntry` frames and a `TreeEnd` follow; the server answers go or
+    /// no-go before any body (PROTOCOL.md §5.10). With `replace`, an
+    /// existing file of other content is replaced instead of refused.
+    PutTree { target: String, replace: bool },
+    /// Client: send me the tree under `source` (a directory, or one
+    /// file). Answered by a manifest, then the bodies the client asks for
+    /// (§5.11).
+    GetTree { source: String },
+    /// Client: store a body of unknown length under `name`, sent in
+    /// `Chunk`s. Answered like a `Put` (§5.12).
+    PutStream { name: String, replace: bool },
+    /// Either side, in a tree exchange: one file or directory of the tree.
+    TreeEntry(TreeEntry),
+    /// Either side: the end of a manifest or of a tree's bodies; how many
+    /// entries came before it and how many file bytes they hold.
+    TreeEnd { entries: u64, bytes: u64 },
+    /// Client, in a stream upload: `size` raw bytes follow; 0 ends the
+    /// body, and a `Trailer` follows.
+    Chunk { size: u32 },
+    /// Server, in a tree exchange: the `count` entries from index `first`
+    /// are files the server already has with the same content.
+    Skip { first: u64, count: u64 },
+    /// Server: a name of the tree that is in the way; an `Error` follows
+    /// the last one.
+    Conflict { name: String },
+    /// Server: a tree is done: `files` moved, `skipped` already there with
+    /// the same content, `bytes` in the files moved.
+    TreeDone {
+        files: u64,
+        skipped: u64,
+        bytes: u64,
+    },
     /// Either side, right after a body: the BLAKE3 digest of its bytes.
     Trailer { digest: Digest },
     /// Server: go ahead and send the body of a `Put`.
@@ -108,6 +149,15 @@ impl Message {
             Message::RemoveDir { .. } => "an rmdir request",
             Message::Rename { .. } => "a rename request",
             Message::Stat { .. } => "a stat request",
+            Message::PutTree { .. } => "a put-tree request",
+            Message::GetTree { .. } => "a get-tree request",
+            Message::PutStream { .. } => "a put-stream request",
+            Message::TreeEntry(_) => "a tree entry",
+            Message::TreeEnd { .. } => "a tree end",
+            Message::Chunk { .. } => "a chunk header",
+            Message::Skip { .. } => "a skip note",
+            Message::Conflict { .. } => "a conflict note",
+            Message::TreeDone { .. } => "a tree-done reply",
             Message::Trailer { .. } => "a trailer",
             Message::Proceed => "a proceed reply",
             Message::Body { .. } => "a body reply",
@@ -132,7 +182,16 @@ impl Message {
             Message::RemoveDir { .. } => RequestKind::RemoveDir,
             Message::Rename { .. } => RequestKind::Rename,
             Message::Stat { .. } => RequestKind::Stat,
+            Message::PutTree { .. } => RequestKind::PutTree,
+            Message::GetTree { .. } => RequestKind::GetTree,
+            Message::PutStream { .. } => RequestKind::PutStream,
             Message::Hello { .. }
+            | Message::TreeEntry(_)
+            | Message::TreeEnd { .. }
+            | Message::Chunk { .. }
+            | Message::Skip { .. }
+            | Message::Conflict { .. }
+            | Message::TreeDone { .. }
             | Message::Trailer { .. }
             | Message::Proceed
             | Message::Body { .. }
@@ -158,6 +217,23 @@ pub struct Entry {
     pub modified: i64,
     /// The entry's name: a single component.
     pub name: String,
+}
+
+/// One file or directory of a tree, as a manifest carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// A file or a directory; other kinds are never sent.
+    pub kind: EntryKind,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Unix permission bits, `0o777` at most (no setuid, setgid, sticky).
+    pub mode: u32,
+    /// Modification time, in whole seconds since the Unix epoch.
+    pub modified: i64,
+    /// The file's BLAKE3 digest, where the exchange carries one.
+    pub digest: Option<Digest>,
+    /// The path below the tree's top, `/`-separated, never empty.
+    pub path: String,
 }
 
 /// The kind of a listed entry.
@@ -255,6 +331,9 @@ pub enum DecodeError {
     /// An enumerated field or flag byte has a value with no meaning.
     #[error("field value 0x{0:02x} is not valid")]
     InvalidValue(u8),
+    /// A tree entry's mode has bits beyond `0o777`.
+    #[error("mode {0:#o} has bits beyond 0o777")]
+    InvalidMode(u32),
 }
 
 /// Why a message could not be encoded.
@@ -307,6 +386,58 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
             out.push(TAG_STAT);
             put_str(out, name);
         }
+        Message::PutTree { target, replace } => {
+            out.push(TAG_PUT_TREE);
+            out.push(flag(*replace, PUT_FLAG_REPLACE));
+            put_str(out, target);
+        }
+        Message::GetTree { source } => {
+            out.push(TAG_GET_TREE);
+            out.push(0);
+            put_str(out, source);
+        }
+        Message::PutStream { name, replace } => {
+            out.push(TAG_PUT_STREAM);
+            out.push(flag(*replace, PUT_FLAG_REPLACE));
+            put_str(out, name);
+        }
+        Message::TreeEntry(entry) => {
+            out.push(TAG_TREE_ENTRY);
+            out.push(kind_to_u8(entry.kind));
+            out.extend_from_slice(&entry.size.to_be_bytes());
+            out.extend_from_slice(&entry.mode.to_be_bytes());
+            out.extend_from_slice(&entry.modified.to_be_bytes());
+            put_digest(out, entry.digest.as_ref());
+            put_str(out, &entry.path);
+        }
+        Message::TreeEnd { entries, bytes } => {
+            out.push(TAG_TREE_END);
+            out.extend_from_slice(&entries.to_be_bytes());
+            out.extend_from_slice(&bytes.to_be_bytes());
+        }
+        Message::Chunk { size } => {
+            out.push(TAG_CHUNK);
+            out.extend_from_slice(&size.to_be_bytes());
+        }
+        Message::Skip { first, count } => {
+            out.push(TAG_SKIP);
+            out.extend_from_slice(&first.to_be_bytes());
+            out.extend_from_slice(&count.to_be_bytes());
+        }
+        Message::Conflict { name } => {
+            out.push(TAG_CONFLICT);
+            put_str(out, name);
+        }
+        Message::TreeDone {
+            files,
+            skipped,
+            bytes,
+        } => {
+            out.push(TAG_TREE_DONE);
+            out.extend_from_slice(&files.to_be_bytes());
+            out.extend_from_slice(&skipped.to_be_bytes());
+            out.extend_from_slice(&bytes.to_be_bytes());
+        }
         Message::Hello { token } => {
             out.push(TAG_HELLO);
             put_str(out, token.expose());
@@ -345,13 +476,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
                 Link::Inside => 1,
                 Link::Elsewhere => 2,
             });
-            match &info.digest {
-                Some(digest) => {
-                    out.push(1);
-                    out.extend_from_slice(digest);
-                }
-                None => out.push(0),
-            }
+            put_digest(out, info.digest.as_ref());
         }
         Message::Omitted { reason, count } => {
             out.push(TAG_OMITTED);
@@ -449,6 +574,77 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
         TAG_STAT => Message::Stat {
             name: fields.string()?,
         },
+        TAG_PUT_TREE => {
+            let replace = fields.flag(PUT_FLAG_REPLACE)?;
+            Message::PutTree {
+                target: fields.string()?,
+                replace,
+            }
+        }
+        TAG_GET_TREE => {
+            // No flag is defined yet: only 0 is valid.
+            fields.flag(0)?;
+            Message::GetTree {
+                source: fields.string()?,
+            }
+        }
+        TAG_PUT_STREAM => {
+            let replace = fields.flag(PUT_FLAG_REPLACE)?;
+            Message::PutStream {
+                name: fields.string()?,
+                replace,
+            }
+        }
+        TAG_TREE_ENTRY => {
+            let kind = match fields.kind()? {
+                EntryKind::Other => return Err(DecodeError::InvalidValue(2)),
+                kind => kind,
+            };
+            let size = fields.u64()?;
+            let mode = u32::from_be_bytes(fields.array()?);
+            if mode > 0o777 {
+                return Err(DecodeError::InvalidMode(mode));
+            }
+            let modified = i64::from_be_bytes(fields.array()?);
+            let digest = fields.digest()?;
+            Message::TreeEntry(TreeEntry {
+                kind,
+                size,
+                mode,
+                modified,
+                digest,
+                path: fields.string()?,
+            })
+        }
+        TAG_TREE_END => {
+            let entries = fields.u64()?;
+            Message::TreeEnd {
+                entries,
+                bytes: fields.u64()?,
+            }
+        }
+        TAG_CHUNK => Message::Chunk {
+            size: u32::from_be_bytes(fields.array()?),
+        },
+        TAG_SKIP => {
+            let first = fields.u64()?;
+            Message::Skip {
+                first,
+                count: fields.u64()?,
+            }
+        }
+        TAG_CONFLICT => Message::Conflict {
+            name: fields.string()?,
+        },
+        TAG_TREE_DONE => {
+            let files = fields.u64()?;
+            let skipped = fields.u64()?;
+            Message::TreeDone {
+                files,
+                skipped,
+                bytes: fields.u64()?,
+            }
+        }
         TAG_TRAILER => Message::Trailer {
             digest: fields.array()?,
         },
@@ -488,11 +684,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
                 2 => Link::Elsewhere,
                 other => return Err(DecodeError::InvalidValue(other)),
             };
-            let digest = match fields.u8()? {
-                0 => None,
-                1 => Some(fields.array()?),
-                other => return Err(DecodeError::InvalidValue(other)),
-            };
+            let digest = fields.digest()?;
             Message::Info(Info {
                 kind,
                 size,
@@ -552,6 +744,17 @@ fn kind_to_u8(kind: EntryKind) -> u8 {
     }
 }
 
+/// A `has_digest` byte, then the digest when there is one.
+fn put_digest(out: &mut Vec<u8>, digest: Option<&Digest>) {
+    match digest {
+        Some(digest) => {
+            out.push(1);
+            out.extend_from_slice(digest);
+        }
+        None => out.push(0),
+    }
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // A string longer than u16::MAX is cut here and then rejected by the
     // frame-length check in `encode`, since such a frame exceeds the limit.
@@ -604,6 +807,15 @@ impl Fields<'_> {
         match self.u8()? {
             0 => Ok(false),
             byte if byte == bit => Ok(true),
+            other => Err(DecodeError::InvalidValue(other)),
+        }
+    }
+
+    /// A `has_digest` byte (0 or 1), then the digest when it is 1.
+    fn digest(&mut self) -> Result<Option<Digest>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.array()?)),
             other => Err(DecodeError::InvalidValue(other)),
         }
     }
@@ -783,6 +995,70 @@ mod tests {
     }
 
     #[test]
+    fn tree_wire_formats() {
+        #[rustfmt::skip]
+        let entry = [
+            0x00, 0x00, 0x00, 0x1c, // frame length 28
+            0x11, 0x00,             // tag: TreeEntry, kind: file
+            0, 0, 0, 0, 0, 0, 0, 5, // size 5
+            0x00, 0x00, 0x01, 0xed, // mode 0o755
+            0, 0, 0, 0, 0, 0, 0, 7, // modified 7
+            0x00,                   // no digest
+            0x00, 0x03, b'a', b'/', b'b', // path "a/b"
+        ];
+        assert_eq!(
+            encoded(&Message::TreeEntry(TreeEntry {
+                kind: EntryKind::File,
+                size: 5,
+                mode: 0o755,
+                modified: 7,
+                digest: None,
+                path: "a/b".into(),
+            })),
+            entry
+        );
+        assert_eq!(
+            encoded(&Message::PutTree {
+                target: "t".into(),
+                replace: true
+            }),
+            [0, 0, 0, 5, 0x0a, 0x01, 0x00, 0x01, b't']
+        );
+        assert_eq!(
+            encoded(&Message::GetTree { source: "".into() }),
+            [0, 0, 0, 4, 0x0b, 0x00, 0x00, 0x00]
+        );
+        assert_eq!(
+            encoded(&Message::Chunk { size: 2 }),
+            [0, 0, 0, 5, 0x13, 0, 0, 0, 2]
+        );
+        let mut skip = vec![0, 0, 0, 17, 0x28];
+        skip.extend_from_slice(&3u64.to_be_bytes());
+        skip.extend_from_slice(&2u64.to_be_bytes());
+        assert_eq!(encoded(&Message::Skip { first: 3, count: 2 }), skip);
+    }
+
+    #[test]
+    fn tree_entries_of_other_kinds_or_wider_modes_are_malformed() {
+        let mut other = encoded(&Message::TreeEntry(TreeEntry {
+            kind: EntryKind::File,
+            size: 0,
+            mode: 0o644,
+            modified: 0,
+            digest: None,
+            path: "x".into(),
+        }));
+        let mut setuid = other.clone();
+        other[5] = 2;
+        assert_eq!(decode(&other), Err(DecodeError::InvalidValue(2)));
+        setuid[16] = 0x09; // mode 0o4644: setuid
+        assert_eq!(decode(&setuid), Err(DecodeError::InvalidMode(0o4644)));
+        let mut get_tree = encoded(&Message::GetTree { source: "".into() });
+        get_tree[5] = 1;
+        assert_eq!(decode(&get_tree), Err(DecodeError::InvalidValue(1)));
+    }
+
+    #[test]
     fn a_welcome_naming_unknown_requests_keeps_the_known_ones() {
         let bytes = [0, 0, 0, 5, 0x24, 0x03, 0x01, 0x3a, 0x02];
         assert_eq!(
@@ -884,7 +1160,46 @@ mod tests {
             name.prop_map(|name| Message::RemoveDir { name }),
             (name, name).prop_map(|(from, to)| Message::Rename { from, to }),
             name.prop_map(|name| Message::Stat { name }),
-            proptest::sample::subsequence(RequestKind::ALL.to_vec(), 0..=8)
+            (name, any::<bool>())
+                .prop_map(|(target, replace)| Message::PutTree { target, replace }),
+            name.prop_map(|source| Message::GetTree { source }),
+            (name, any::<bool>()).prop_map(|(name, replace)| Message::PutStream { name, replace }),
+            (
+                any::<bool>(),
+                any::<u64>(),
+                0..=0o777u32,
+                any::<i64>(),
+                any::<Option<[u8; 32]>>(),
+                name
+            )
+                .prop_map(|(file, size, mode, modified, digest, path)| {
+                    let kind = if file {
+                        EntryKind::File
+                    } else {
+                        EntryKind::Directory
+                    };
+                    Message::TreeEntry(TreeEntry {
+                        kind,
+                        size,
+                        mode,
+                        modified,
+                        digest,
+                        path,
+                    })
+                }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(entries, bytes)| Message::TreeEnd { entries, bytes }),
+            any::<u32>().prop_map(|size| Message::Chunk { size }),
+            (any::<u64>(), any::<u64>()).prop_map(|(first, count)| Message::Skip { first, count }),
+            name.prop_map(|name| Message::Conflict { name }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(files, skipped, bytes)| {
+                Message::TreeDone {
+                    files,
+                    skipped,
+                    bytes,
+                }
+            }),
+            proptest::sample::subsequence(RequestKind::ALL.to_vec(), 0..=RequestKind::ALL.len())
                 .prop_map(|requests| Message::Welcome { requests }),
             (
                 0..3u8,

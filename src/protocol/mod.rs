@@ -19,17 +19,19 @@ mod message;
 mod name;
 mod request;
 mod token;
+mod tree;
 
 pub use error_code::ErrorCode;
 pub use failure::{FailureKind, Refusal};
 pub use handshake::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, VERSION};
 pub use message::{
     decode, encode, DecodeError, EncodeTooLarge, Entry, EntryKind, Info, Link, Message, OmitReason,
-    MAX_FRAME_LEN,
+    TreeEntry, MAX_FRAME_LEN,
 };
 pub use name::{NameError, RemoteName, MAX_COMPONENT_LEN, MAX_NAME_LEN, TEMP_PREFIX};
 pub use request::RequestKind;
 pub use token::Token;
+pub use tree::{ManifestError, ManifestOrder};
 
 /// Length in bytes of a BLAKE3 digest as carried by a `Trailer` frame.
 pub const DIGEST_LEN: usize = 32;

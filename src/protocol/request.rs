@@ -14,6 +14,9 @@ pub(super) const TAG_MAKE_DIR: u8 = 0x06;
 pub(super) const TAG_REMOVE_DIR: u8 = 0x07;
 pub(super) const TAG_RENAME: u8 = 0x08;
 pub(super) const TAG_STAT: u8 = 0x09;
+pub(super) const TAG_PUT_TREE: u8 = 0x0a;
+pub(super) const TAG_GET_TREE: u8 = 0x0b;
+pub(super) const TAG_PUT_STREAM: u8 = 0x0c;
 
 /// A kind of request a client can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,11 +29,14 @@ pub enum RequestKind {
     RemoveDir,
     Rename,
     Stat,
+    PutTree,
+    GetTree,
+    PutStream,
 }
 
 impl RequestKind {
-    /// Every kind, in tag order: what a version 3 server serves.
-    pub const ALL: [RequestKind; 8] = [
+    /// Every kind, in tag order: what this server serves.
+    pub const ALL: [RequestKind; 11] = [
         RequestKind::Put,
         RequestKind::Get,
         RequestKind::List,
@@ -39,6 +45,9 @@ impl RequestKind {
         RequestKind::RemoveDir,
         RequestKind::Rename,
         RequestKind::Stat,
+        RequestKind::PutTree,
+        RequestKind::GetTree,
+        RequestKind::PutStream,
     ];
 
     /// The tag of the request's frame.
@@ -52,6 +61,9 @@ impl RequestKind {
             RequestKind::RemoveDir => TAG_REMOVE_DIR,
             RequestKind::Rename => TAG_RENAME,
             RequestKind::Stat => TAG_STAT,
+            RequestKind::PutTree => TAG_PUT_TREE,
+            RequestKind::GetTree => TAG_GET_TREE,
+            RequestKind::PutStream => TAG_PUT_STREAM,
         }
     }
 
@@ -73,6 +85,9 @@ impl fmt::Display for RequestKind {
             RequestKind::RemoveDir => "rmdir",
             RequestKind::Rename => "rename",
             RequestKind::Stat => "stat",
+            RequestKind::PutTree => "put-tree",
+            RequestKind::GetTree => "get-tree",
+            RequestKind::PutStream => "put-stream",
         })
     }
 }

@@ -62,8 +62,12 @@ enum Effect {
 /// a new kind of request does not compile until it is placed here.
 fn effect(kind: RequestKind) -> Effect {
     match kind {
-        RequestKind::Get | RequestKind::List | RequestKind::Stat => Effect::Read,
-        RequestKind::Put | RequestKind::MakeDir => Effect::Create,
+        RequestKind::Get | RequestKind::GetTree | RequestKind::List | RequestKind::Stat => {
+            Effect::Read
+        }
+        RequestKind::Put | RequestKind::PutTree | RequestKind::PutStream | RequestKind::MakeDir => {
+            Effect::Create
+        }
         RequestKind::Delete | RequestKind::RemoveDir | RequestKind::Rename => Effect::Remove,
     }
 }

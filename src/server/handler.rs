@@ -564,15 +564,18 @@ impl Session {
 /// Says in a user's words how a request of `kind` lost its connection.
 fn broken(kind: RequestKind, error: &TransportError) -> String {
     let kept = match kind {
-        RequestKind::Put => "; nothing was kept",
+        RequestKind::Put | RequestKind::PutStream => "; nothing was kept",
+        RequestKind::PutTree => "; no file of it that was not complete was kept",
         _ => "",
     };
     if !error.is_peer_gone() {
         return format!("{error}{kept}");
     }
     let what = match kind {
-        RequestKind::Put => "the upload was complete",
+        RequestKind::Put | RequestKind::PutStream => "the upload was complete",
+        RequestKind::PutTree => "the tree upload was complete",
         RequestKind::Get => "the download was complete",
+        RequestKind::GetTree => "the tree download was complete",
         RequestKind::List => "the listing was complete",
         RequestKind::Delete
         | RequestKind::MakeDir
