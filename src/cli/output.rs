@@ -48,6 +48,9 @@ pub fn print_omitted(omitted: &[(OmitReason, u64)]) {
                 "symlinks leading outside the served directory, or nowhere".to_owned()
             }
             OmitReason::Vanished => "removed while the directory was being listed".to_owned(),
+            OmitReason::NotFileOrDirectory => {
+                "symlinks or special files, which a tree does not carry".to_owned()
+            }
             OmitReason::Unknown(code) => format!("for a reason this client does not know ({code})"),
         };
         let names = if *count == 1 { "name" } else { "names" };

@@ -285,6 +285,8 @@ pub enum OmitReason {
     LinkOutside,
     /// Entries that disappeared while the directory was being listed.
     Vanished,
+    /// In a tree: symlinks and special files, which a tree never carries.
+    NotFileOrDirectory,
     /// A reason this build does not know, from a newer server.
     Unknown(u8),
 }
@@ -295,6 +297,7 @@ impl OmitReason {
             OmitReason::UnusableName => 0,
             OmitReason::LinkOutside => 1,
             OmitReason::Vanished => 2,
+            OmitReason::NotFileOrDirectory => 3,
             OmitReason::Unknown(other) => other,
         }
     }
@@ -304,6 +307,7 @@ impl OmitReason {
             0 => OmitReason::UnusableName,
             1 => OmitReason::LinkOutside,
             2 => OmitReason::Vanished,
+            3 => OmitReason::NotFileOrDirectory,
             other => OmitReason::Unknown(other),
         }
     }
