@@ -444,6 +444,11 @@ impl Session {
             for entry in batch {
                 conn.queue(&Message::Entry(entry))?;
             }
+            // A listing that fit in its batch is over: asking for the
+            // empty batch after it would wait for a turn behind long ones.
+            if listing.is_done() {
+                break;
+            }
             conn.flush().await?;
         }
         for (reason, count) in listing.omitted() {

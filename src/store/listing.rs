@@ -114,6 +114,11 @@ impl Listing {
         Ok(batch)
     }
 
+    /// Whether the directory has been read to its end: no batch is left.
+    pub fn is_done(&self) -> bool {
+        self.single.is_none() && self.entries.is_none()
+    }
+
     /// How many names were left out so far, and why; reasons with none
     /// are not named.
     pub fn omitted(&self) -> impl Iterator<Item = (OmitReason, u64)> {
@@ -208,6 +213,20 @@ mod tests {
         }
         assert_eq!(sizes, [4, 4, 2]);
         assert_eq!(listing.omitted().count(), 0);
+    }
+
+    #[test]
+    fn a_listing_is_done_once_a_batch_reaches_the_directory_end() {
+        let (_tmp, root) = root_with_files(3);
+        let mut listing = Listing::of_dir(&root, None, false).unwrap();
+        assert!(!listing.is_done());
+        assert_eq!(listing.next_batch(3).unwrap().len(), 3);
+        assert!(!listing.is_done(), "a full batch cannot know the end came");
+        assert!(listing.next_batch(3).unwrap().is_empty());
+        assert!(listing.is_done());
+        let mut short = Listing::of_dir(&root, None, false).unwrap();
+        assert_eq!(short.next_batch(4).unwrap().len(), 3);
+        assert!(short.is_done(), "a short batch reached the end");
     }
 
     /// An entry removed between reading the directory and describing it
