@@ -65,8 +65,11 @@ impl ManifestOrder {
             return Err(ManifestError::SizedDirectory(path.clone()));
         }
         let components: Vec<&str> = path.split('/').collect();
-        let depth = components.len() - 1;
-        let parent = &components[..depth];
+        // A split yields one piece at least; an empty path failed the parse.
+        let Some((name, parent)) = components.split_last() else {
+            return Err(ManifestError::NotPlain(path.clone()));
+        };
+        let depth = parent.len();
         // Its directory must be one the entry before is in (or is).
         let parent_is_open = depth <= self.open
             && parent
@@ -79,7 +82,7 @@ impl ManifestOrder {
         // Beside the entry before (or one of its directories), it must sort
         // after it; below it, it is after it anyway.
         if let Some(before) = self.previous.get(depth) {
-            if components[depth] <= before.as_str() {
+            if *name <= before.as_str() {
                 return Err(ManifestError::OutOfOrder(path.clone()));
             }
         }
