@@ -258,6 +258,19 @@ fn get_to_stdout_writes_only_the_body() {
 }
 
 #[test]
+fn get_to_stdout_whose_reader_goes_away_exits_quietly() {
+    let server = TestServer::start();
+    write_file(server.root(), "large.bin", &block(0).repeat(16));
+    let mut child = spawn_piped(&mut server.client(&["get", "large.bin", "-"]));
+    let mut head = [0; 10];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The reader is gone, as `| head -c 10` goes.
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    assert!(output.stderr.is_empty(), "{}", describe(&output));
+}
+
+#[test]
 fn get_to_stdout_of_a_damaged_body_exits_1_saying_it_cannot_be_taken_back() {
     let body = b"hello, world";
     let mut reply = frame(&Message::Body {

@@ -73,6 +73,14 @@ impl CommandError {
         }
     }
 
+    /// Whether a download written out as it arrived lost its reader.
+    fn is_broken_pipe(&self) -> bool {
+        matches!(
+            self,
+            CommandError::Client(ClientError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe
+        )
+    }
+
     fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CommandError::Interrupted => exit::INTERRUPTED,
@@ -462,6 +470,11 @@ pub async fn run_once(settings: &Settings, request: Request) -> ExitCode {
             Ok(mut client) => {
                 let peer = client.server_addr().to_string();
                 let result = perform(&mut client, prepared, settings).await;
+                // Whoever read the download went away (`get NAME - | head`):
+                // nothing to say, as for any tool in a pipe.
+                if matches!(&result, Err(e) if e.is_broken_pipe()) {
+                    return ExitCode::SUCCESS;
+                }
                 report(settings, peer, description, &result);
                 return exit_code(&result);
             }
