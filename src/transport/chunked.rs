@@ -31,7 +31,7 @@ pub struct Streamed<B> {
 
 impl<S: Stream> Connection<S> {
     /// Sends what `input` gives, to its end, as a stream: one chunk per
-    /// read (at most [`CHUNK`] bytes), so a slow producer's bytes leave as
+    /// read (at most 256 KiB), so a slow producer's bytes leave as
     /// they come rather than when a chunk is full; then `Chunk{0}` and the
     /// trailer. Returns how many bytes went and their digest. A failed read
     /// of `input` is [`TransportError::SourceFailed`]: the peer never gets
