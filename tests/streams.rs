@@ -182,6 +182,39 @@ fn a_stream_cut_off_before_its_end_leaves_nothing() {
 }
 
 #[test]
+fn a_stream_that_stalls_or_trickles_is_abandoned_and_leaves_nothing() {
+    let server = TestServer::start_with(|config| {
+        config.stall_timeout = std::time::Duration::from_millis(500);
+        config.min_rate = 64 * 1024;
+    });
+    for trickle in [false, true] {
+        let mut raw = RawClient::handshake(server.addr());
+        raw.send(&Message::PutStream {
+            name: "slow.bin".into(),
+            replace: false,
+        });
+        assert_eq!(raw.recv(), Some(Message::Proceed));
+        raw.send(&Message::Chunk { size: 100_000 });
+        raw.send_raw(&[7; 10]);
+        if trickle {
+            // Never silent for a stall timeout, but far below the rate.
+            for _ in 0..30 {
+                if raw.stream.write_all(&[7; 10]).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        let reports = server.wait_for_reports(usize::from(trickle) + 1);
+        let report = reports.last().unwrap().to_string();
+        assert!(report.contains("timeout"), "{report}");
+        eventually("the temporary file to go", || {
+            server.root_files().is_empty()
+        });
+    }
+}
+
+#[test]
 fn a_raw_stream_arrives_whole_and_a_damaged_one_is_refused_in_step() {
     let server = TestServer::start();
     let mut raw = RawClient::handshake(server.addr());
