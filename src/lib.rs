@@ -8,9 +8,9 @@
 //! - [`transport`]: the one place bytes meet a socket: the preamble
 //!   exchange, frames, and raw bodies between the socket and a source or
 //!   sink, moved with sendfile and splice when both are descriptors and
-//!   hashed with BLAKE3 alongside.
+//!   hashed with BLAKE3 alongside; streams of unknown length in chunks.
 //! - [`staging`]: files appear only complete, through a hidden temporary
-//!   file and a rename that never replaces anything.
+//!   file and a rename that never replaces anything unless asked to.
 //! - [`store`]: the one place the server meets files: the path gate,
 //!   staging and commit, the digest cache, listings, directory operations.
 //! - [`server`]: accepts connections, a task each, and answers requests

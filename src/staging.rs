@@ -34,6 +34,8 @@ pub struct Staged {
     /// `None` for an unnamed (`O_TMPFILE`) file.
     temp_name: Option<String>,
     final_name: PathBuf,
+    /// Whether the commit may replace a file of the final name.
+    replaces: bool,
     committed: bool,
 }
 
@@ -46,6 +48,15 @@ impl Staged {
             return Err(already_exists());
         }
         Self::create_named(dir, final_name)
+    }
+
+    /// Like [`Staged::create`], but for a file that replaces whatever
+    /// file has `final_name` when it is committed, atomically: a reader of
+    /// the name sees the old file or the new one, never a mix.
+    pub fn create_replacing(dir: Dir, final_name: &Path) -> io::Result<(Staged, std::fs::File)> {
+        let (mut staged, file) = Self::create_named(dir, final_name)?;
+        staged.replaces = true;
+        Ok((staged, file))
     }
 
     /// Like [`Staged::create`], but the file has no name until it is
@@ -63,6 +74,7 @@ impl Staged {
                     dir,
                     temp_name: None,
                     final_name: final_name.to_owned(),
+                    replaces: false,
                     committed: false,
                 };
                 Ok((staged, std::fs::File::from(fd)))
@@ -100,6 +112,7 @@ impl Staged {
             dir,
             temp_name: Some(temp_name),
             final_name: final_name.to_owned(),
+            replaces: false,
             committed: false,
         };
         Ok((staged, file.into_std()))
@@ -107,7 +120,8 @@ impl Staged {
 
     /// Syncs `file`, the one [`Staged::create`] gave, to disk; moves it to
     /// its final name unless something else took that name meanwhile (then
-    /// `AlreadyExists`, and the temporary file goes); then syncs the
+    /// `AlreadyExists`, and the temporary file goes; made by
+    /// [`Staged::create_replacing`], it replaces a file there); then syncs the
     /// directory, so the name survives a power cut too.
     pub fn commit(mut self, file: &std::fs::File) -> io::Result<()> {
         file.sync_data()?;
@@ -129,6 +143,12 @@ impl Staged {
     }
 
     fn rename_into_place(&self, temp_name: &str) -> io::Result<()> {
+        if self.replaces {
+            // rename(2) replaces a file atomically; a directory that took
+            // the name meanwhile it refuses (EISDIR).
+            let (dir, to) = (&self.dir, &self.final_name);
+            return Ok(rustix::fs::renameat(dir, temp_name, dir, to)?);
+        }
         let renamed = rustix::fs::renameat_with(
             &self.dir,
             temp_name,
@@ -315,6 +335,23 @@ mod tests {
         );
         assert_eq!(names(&dir), ["a.txt"]);
         assert_eq!(dir.read("a.txt").unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn a_replacing_file_takes_the_name_of_an_existing_one() {
+        let (_tmp, dir) = temp_dir();
+        dir.write("a.txt", b"old").unwrap();
+        let (staged, mut file) =
+            Staged::create_replacing(dir.try_clone().unwrap(), Path::new("a.txt")).unwrap();
+        file.write_all(b"new").unwrap();
+        assert_eq!(
+            dir.read("a.txt").unwrap(),
+            b"old",
+            "untouched until committed"
+        );
+        staged.commit(&file).unwrap();
+        assert_eq!(names(&dir), ["a.txt"]);
+        assert_eq!(dir.read("a.txt").unwrap(), b"new");
     }
 
     #[test]

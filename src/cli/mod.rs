@@ -195,13 +195,19 @@ struct ClientArgs {
 /// The requests, shared by the one-shot command line and the shell.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Request {
-    /// Upload a local file; the server refuses a name that exists.
+    /// Upload a local file, or standard input with `put - NAME`; the
+    /// server refuses a name that exists, unless --replace.
     #[command(visible_alias = "upld")]
     Put {
-        /// The file to upload; any local path.
+        /// Replace a file of that name, atomically (readers see the old
+        /// file or the new one); needs the right to delete too.
+        #[arg(long)]
+        replace: bool,
+        /// The file to upload; any local path, or - for standard input
+        /// (a file named - is ./-).
         local_path: PathBuf,
-        /// Name on the server [default: the local file's name]. A name
-        /// ending in '/' names a directory to put it in.
+        /// Name on the server [default: the local file's name; needed with
+        /// -]. A name ending in '/' names a directory to put it in.
         remote_name: Option<String>,
     },
     /// Download a file; an existing local file is never overwritten.
@@ -212,6 +218,8 @@ pub enum Request {
         /// Where to write it [default: its name, in the current directory].
         /// An existing directory receives it under its name; a path ending
         /// in '/' names a directory, made (with its parents) if missing.
+        /// A lone '-' is standard output, written as the file arrives and
+        /// checked at the end: on a mismatch, discard what was written.
         local_path: Option<PathBuf>,
     },
     /// List the served directory, or a directory beneath it.
@@ -282,8 +290,9 @@ pub mod exit {
     /// The request failed: not found, already exists, bad name, refused,
     /// or a local file (such as the token file) cannot be used.
     pub const FAILED: u8 = 1;
-    // 2: the command line could not be used. clap exits with it itself,
-    // before `run`, so no constant here names it.
+    /// The command line could not be used (clap exits with it itself for
+    /// what it can tell).
+    pub const USAGE: u8 = 2;
     /// The server could not be reached or does not speak ferry.
     pub const UNREACHABLE: u8 = 3;
     /// Trust failed: the server's identity is not the one expected, or the

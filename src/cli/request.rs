@@ -2,6 +2,7 @@
 //! report. Shared by the one-shot command line and the shell.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ pub enum CommandError {
     BadName(#[from] NameError),
     #[error("{0}")]
     LocalName(String),
+    /// The arguments do not make a request.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Client(#[from] ClientError),
     #[error("interrupted by Ctrl-C; nothing partial was kept")]
@@ -53,7 +57,7 @@ impl CommandError {
     fn kind(&self) -> FailureKind {
         match self {
             CommandError::BadName(_) => ErrorCode::BadName.into(),
-            CommandError::LocalName(_) => FailureKind::BadLocalName,
+            CommandError::LocalName(_) | CommandError::Usage(_) => FailureKind::BadLocalName,
             CommandError::Client(e) => e.kind(),
             CommandError::Interrupted => FailureKind::Interrupted,
         }
@@ -65,13 +69,22 @@ impl CommandError {
         match self {
             CommandError::Client(e) => e.is_connection_lost(),
             CommandError::Interrupted => true,
-            CommandError::BadName(_) | CommandError::LocalName(_) => false,
+            CommandError::BadName(_) | CommandError::LocalName(_) | CommandError::Usage(_) => false,
         }
+    }
+
+    /// Whether a download written out as it arrived lost its reader.
+    fn is_broken_pipe(&self) -> bool {
+        matches!(
+            self,
+            CommandError::Client(ClientError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe
+        )
     }
 
     fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CommandError::Interrupted => exit::INTERRUPTED,
+            CommandError::Usage(_) => exit::USAGE,
             CommandError::Client(e) if e.is_trust_failure() => exit::UNTRUSTED,
             e if e.is_connection_lost() => exit::UNREACHABLE,
             _ => exit::FAILED,
@@ -84,6 +97,16 @@ impl CommandError {
 pub enum Prepared {
     Put {
         upload: Upload,
+        name: RemoteName,
+        replace: bool,
+    },
+    /// `put - NAME`: standard input, of unknown length.
+    PutStdin {
+        name: RemoteName,
+        replace: bool,
+    },
+    /// `get NAME -`: to standard output, as it arrives.
+    GetStdout {
         name: RemoteName,
     },
     Get {
@@ -124,8 +147,12 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
         Request::Put {
             local_path,
             remote_name,
+            ..
         } => {
-            let name = remote_name_for_put(local_path, remote_name.as_deref()).ok();
+            let name = match is_standard_stream(local_path) {
+                true => remote_name.clone(),
+                false => remote_name_for_put(local_path, remote_name.as_deref()).ok(),
+            };
             (RequestKind::Put, name)
         }
         Request::Get { remote_name, .. } => (RequestKind::Get, Some(remote_name.clone())),
@@ -145,14 +172,30 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
         Request::Put {
             local_path,
             remote_name,
+            replace,
+        } if is_standard_stream(&local_path) => Prepared::PutStdin {
+            name: RemoteName::parse(&stream_name(remote_name)?)?,
+            replace,
+        },
+        Request::Put {
+            local_path,
+            remote_name,
+            replace,
         } => {
             let upload = Upload::open(&local_path)?;
             let name = remote_name_for_put(&local_path, remote_name.as_deref())?;
             Prepared::Put {
                 upload,
                 name: RemoteName::parse(&name)?,
+                replace,
             }
         }
+        Request::Get {
+            remote_name,
+            local_path: Some(local_path),
+        } if is_standard_stream(&local_path) => Prepared::GetStdout {
+            name: RemoteName::parse(&remote_name)?,
+        },
         Request::Get {
             remote_name,
             local_path,
@@ -210,6 +253,33 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
             name: RemoteName::parse_dir(remote_name.as_deref().unwrap_or_default())?,
         },
     })
+}
+
+/// Whether a local path is `-`: standard input for a put, standard output
+/// for a get, as for curl and tar.
+fn is_standard_stream(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Whether `request` reads standard input or writes standard output: one
+/// a shell, which owns the terminal, cannot give it.
+pub fn uses_standard_stream(request: &Request) -> bool {
+    match request {
+        Request::Put { local_path, .. } => is_standard_stream(local_path),
+        Request::Get { local_path, .. } => local_path.as_deref().is_some_and(is_standard_stream),
+        _ => false,
+    }
+}
+
+/// The remote name of `put - NAME`: there is no local name to take one
+/// from, so it must be given, and be a file's name, not a directory's.
+fn stream_name(remote: Option<String>) -> Result<String, CommandError> {
+    match remote {
+        Some(name) if !name.ends_with('/') && RemoteName::parse_dir(&name) != Ok(None) => Ok(name),
+        _ => Err(CommandError::Usage(
+            "put - reads standard input and needs the remote file's name: put - NAME".to_owned(),
+        )),
+    }
 }
 
 /// Whether a local path names a directory by ending in `/`, as a remote
@@ -288,9 +358,39 @@ async fn send(
         elapsed: started.elapsed(),
     };
     match prepared {
-        Prepared::Put { upload, name } => {
+        Prepared::Put {
+            upload,
+            name,
+            replace,
+        } => {
             let mut bar = ProgressBar::for_transfer(settings.quiet);
-            client.put(upload, &name, &mut bar).await.map(transfer)
+            match replace {
+                true => client.put_replacing(upload, &name, &mut bar).await,
+                false => client.put(upload, &name, &mut bar).await,
+            }
+            .map(transfer)
+        }
+        Prepared::PutStdin { name, replace } => {
+            // No bar: the length is not known.
+            let mut bar = ProgressBar::for_transfer(true);
+            // A copy of the descriptor, read by tokio on its blocking pool
+            // as its own stdin would be (without the feature that brings it).
+            let stdin = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| ClientError::Local {
+                    path: PathBuf::from("-"),
+                    source,
+                })?;
+            let stdin = tokio::fs::File::from_std(std::fs::File::from(stdin));
+            let sent = client.put_stream(stdin, &name, replace, &mut bar).await;
+            sent.map(transfer)
+        }
+        Prepared::GetStdout { name } => {
+            // The bar, like the report, is on stderr.
+            let mut bar = ProgressBar::for_transfer(settings.quiet);
+            let stdout = std::io::stdout();
+            client.get_to(&name, stdout, &mut bar).await.map(transfer)
         }
         Prepared::Get {
             name,
@@ -370,6 +470,11 @@ pub async fn run_once(settings: &Settings, request: Request) -> ExitCode {
             Ok(mut client) => {
                 let peer = client.server_addr().to_string();
                 let result = perform(&mut client, prepared, settings).await;
+                // Whoever read the download went away (`get NAME - | head`):
+                // nothing to say, as for any tool in a pipe.
+                if matches!(&result, Err(e) if e.is_broken_pipe()) {
+                    return ExitCode::SUCCESS;
+                }
                 report(settings, peer, description, &result);
                 return exit_code(&result);
             }

@@ -199,7 +199,13 @@ impl Session<'_> {
     /// returns whether it succeeded.
     async fn execute(&mut self, request: Request) -> bool {
         let description = describe(&request);
-        let prepared = match prepare(request) {
+        let prepared = match request::uses_standard_stream(&request) {
+            true => Err(CommandError::Usage(
+                "- (standard input or output) works in one-shot commands, not in the shell".into(),
+            )),
+            false => prepare(request),
+        };
+        let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
                 request::report(self.settings, self.settings.target(), description, &Err(e));

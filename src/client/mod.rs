@@ -5,8 +5,11 @@
 //! a missing file before anything is sent, and [`Client::get`] refuses an
 //! existing destination before asking the server. Downloads are staged in a
 //! hidden temporary file and moved into place only when complete and
-//! verified, never over an existing file.
+//! verified, never over an existing file, or handed to a writer as they
+//! arrive ([`Client::get_to`]). Streams of unknown length go up with
+//! [`Client::put_stream`].
 
+mod forward;
 mod trust;
 
 use std::io;
@@ -15,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cap_std::fs::Dir;
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 
 use crate::protocol::{
@@ -56,6 +60,17 @@ pub enum ClientError {
     /// The downloaded data did not match the server's digest.
     #[error("data arrived damaged (BLAKE3 digest mismatch); nothing was kept")]
     DigestMismatch,
+    /// A download handed out as it arrived did not match the server's
+    /// digest: what was written is damaged, and cannot be taken back.
+    #[error(
+        "data arrived damaged (BLAKE3 digest mismatch) and was written out already, which \
+         cannot be taken back: discard what was written"
+    )]
+    DamagedOutput,
+    /// Writing a download out as it arrived failed; the rest of it was
+    /// read and dropped.
+    #[error("cannot write the download out: {0}")]
+    Output(io::Error),
     /// The server does not serve this kind of request (an older or
     /// narrower server); nothing was sent.
     #[error("this server does not support {0} requests")]
@@ -115,7 +130,10 @@ impl ClientError {
             ClientError::Local { .. } => FailureKind::LocalIo,
             ClientError::LocalExists(_) => FailureKind::LocalExists,
             ClientError::BadReply(_) => FailureKind::ProtocolError,
-            ClientError::DigestMismatch => ErrorCode::DigestMismatch.into(),
+            ClientError::DigestMismatch | ClientError::DamagedOutput => {
+                ErrorCode::DigestMismatch.into()
+            }
+            ClientError::Output(_) => FailureKind::LocalIo,
             ClientError::Unsupported(_) => ErrorCode::UnsupportedRequest.into(),
             ClientError::IdentityChanged { .. } | ClientError::NotPinned { .. } => {
                 FailureKind::IdentityChanged
@@ -161,6 +179,8 @@ impl ClientError {
             ClientError::Local { .. }
             | ClientError::LocalExists(_)
             | ClientError::DigestMismatch
+            | ClientError::DamagedOutput
+            | ClientError::Output(_)
             | ClientError::Unsupported(_) => false,
         }
     }
@@ -369,6 +389,83 @@ impl Client {
         match self.reply_within(self.timeout + syncing).await? {
             Message::Done => Ok(size),
             other => Err(unexpected(other, "a done reply")),
+        }
+    }
+
+    /// Uploads what `input` gives, to its end, as `name`: a stream of
+    /// unknown length, which the server keeps only once it has all of it,
+    /// verified. With `replace`, a file of that name is replaced,
+    /// atomically; that needs the right to delete too.
+    pub async fn put_stream<R: AsyncRead + Unpin>(
+        &mut self,
+        mut input: R,
+        name: &RemoteName,
+        replace: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, ClientError> {
+        self.require(RequestKind::PutStream)?;
+        let request = Message::PutStream {
+            name: name.to_string(),
+            replace,
+        };
+        match self.request(&request).await? {
+            Message::Proceed => {}
+            other => return Err(unexpected(other, "a proceed reply")),
+        }
+        let (size, _digest) = self
+            .conn
+            .send_stream(&mut input, &mut |n| progress.advance(n))
+            .await?;
+        let syncing = Duration::from_secs(size / SLOWEST_DISK_BYTES_PER_SEC);
+        match self.reply_within(self.timeout + syncing).await? {
+            Message::Done => Ok(size),
+            other => Err(unexpected(other, "a done reply")),
+        }
+    }
+
+    /// Uploads `upload` as `name`, replacing a file of that name
+    /// atomically (needing the right to delete too). A `Put` carries no
+    /// flag, so the file goes as a stream that replaces: its size is
+    /// checked against the server's limit as it arrives, not before.
+    pub async fn put_replacing(
+        &mut self,
+        upload: Upload,
+        name: &RemoteName,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, ClientError> {
+        progress.begin(upload.size);
+        let input = tokio::fs::File::from_std(upload.file);
+        self.put_stream(input, name, true, progress).await
+    }
+
+    /// Downloads `name` into `out` as it arrives; at the end, checks the
+    /// digest, and fails with [`ClientError::DamagedOutput`] if it does
+    /// not match: what was written cannot be taken back.
+    pub async fn get_to<W: io::Write + Send + 'static>(
+        &mut self,
+        name: &RemoteName,
+        out: W,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, ClientError> {
+        self.require(RequestKind::Get)?;
+        let request = Message::Get {
+            name: name.to_string(),
+        };
+        let size = match self.request(&request).await? {
+            Message::Body { size } => size,
+            other => return Err(unexpected(other, "a body reply")),
+        };
+        progress.begin(size);
+        let sink = forward::Forward::new(out);
+        let received = self
+            .conn
+            .recv_body(sink, size, &mut |n| progress.advance(n))
+            .await;
+        match received {
+            Ok(_) => Ok(size),
+            Err(TransportError::Sink(e)) => Err(ClientError::Output(e)),
+            Err(TransportError::DigestMismatch) => Err(ClientError::DamagedOutput),
+            Err(other) => Err(other.into()),
         }
     }
 

@@ -420,25 +420,43 @@ mod tests {
             mode,
         };
         assert_eq!(allowed(&with(ServerMode::Full), RW), all);
-        assert_eq!(allowed(&with(ServerMode::Full), RO), [Get, List, Stat]);
-        assert_eq!(allowed(&with(ServerMode::Full), WO), [Put, MakeDir]);
+        assert_eq!(
+            allowed(&with(ServerMode::Full), RO),
+            [Get, List, Stat, GetTree]
+        );
+        assert_eq!(
+            allowed(&with(ServerMode::Full), WO),
+            [Put, MakeDir, PutTree, PutStream]
+        );
         assert_eq!(
             allowed(&with(ServerMode::NoDelete), RW),
-            [Put, Get, List, MakeDir, Stat]
+            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream]
         );
-        assert_eq!(allowed(&with(ServerMode::ReadOnly), RW), [Get, List, Stat]);
+        assert_eq!(
+            allowed(&with(ServerMode::ReadOnly), RW),
+            [Get, List, Stat, GetTree]
+        );
         assert_eq!(allowed(&with(ServerMode::ReadOnly), WO), []);
-        assert_eq!(allowed(&with(ServerMode::UploadOnly), RW), [Put, MakeDir]);
+        assert_eq!(
+            allowed(&with(ServerMode::UploadOnly), RW),
+            [Put, MakeDir, PutTree, PutStream]
+        );
         assert_eq!(allowed(&with(ServerMode::UploadOnly), RO), []);
-        assert_eq!(allowed(&with(ServerMode::NoDelete), WO), [Put, MakeDir]);
+        assert_eq!(
+            allowed(&with(ServerMode::NoDelete), WO),
+            [Put, MakeDir, PutTree, PutStream]
+        );
         let open = Access {
             tokens: None,
             mode: ServerMode::NoDelete,
         };
-        assert_eq!(allowed(&open, ""), [Put, Get, List, MakeDir, Stat]);
+        assert_eq!(
+            allowed(&open, ""),
+            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream]
+        );
         assert_eq!(
             allowed(&open, "any token at all is ignored"),
-            [Put, Get, List, MakeDir, Stat]
+            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream]
         );
     }
 

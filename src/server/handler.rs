@@ -78,6 +78,12 @@ impl From<TransportError> for Abort {
             )),
             // The body could not be stored; the store says why in its words.
             TransportError::Sink(e) => Abort::Refused(store::classify(e)),
+            TransportError::StreamTooLarge { limit } => Abort::Refused(Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the stream passed the {limit} bytes this server accepts; nothing was kept"
+                ),
+            )),
             broken => Abort::Broken(broken),
         }
     }
@@ -285,7 +291,8 @@ impl Session {
             };
             let subject = Subject::Request(kind);
             let name = report_name(&message);
-            if let Err(why) = grant.check(kind) {
+            let allowed = needed_rights(&message, kind).try_for_each(|kind| grant.check(kind));
+            if let Err(why) = allowed {
                 let refused = Refusal::new(ErrorCode::Forbidden, why);
                 if !self.refuse(&mut conn, Some((subject, name)), refused).await {
                     return;
@@ -317,6 +324,9 @@ impl Session {
     ) -> Result<Detail, Abort> {
         match request {
             Message::Put { name, size } => self.put(conn, &name, size, started).await,
+            Message::PutStream { name, replace } => {
+                self.put_stream(conn, &name, replace, started).await
+            }
             Message::Get { name } => self.get(conn, &name, started).await,
             Message::List { dir, long } => self.list(conn, &dir, long).await,
             Message::Delete { name, recursive } => self.delete(conn, &name, recursive).await,
@@ -377,6 +387,32 @@ impl Session {
         conn.write_message(&Message::Done).await?;
         Ok(Detail::Transfer {
             bytes: size,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// A put of unknown length: checked and staged as a put is, its size
+    /// limit met as the chunks arrive.
+    async fn put_stream(
+        &self,
+        conn: &mut Connection<Link>,
+        name: &str,
+        replace: bool,
+        started: Instant,
+    ) -> Result<Detail, Abort> {
+        let name = RemoteName::parse(name)?;
+        let (upload, sink) = self
+            .blocking(move |store| store.begin_stream(&name, replace))
+            .await?;
+        conn.write_message(&Message::Proceed).await?;
+        // Dropping the upload on any failure below removes what was written.
+        let limit = self.config.max_file_size;
+        let streamed = conn.recv_stream(sink, limit, &mut |_| {}).await?;
+        let (sink, digest) = (streamed.sink, streamed.digest);
+        self.blocking(move |_| upload.commit(sink, &digest)).await?;
+        conn.write_message(&Message::Done).await?;
+        Ok(Detail::Transfer {
+            bytes: streamed.size,
             elapsed: started.elapsed(),
         })
     }
@@ -608,6 +644,7 @@ fn unsupported(why: String) -> Refusal {
 fn report_name(request: &Message) -> Option<String> {
     match request {
         Message::Put { name, .. }
+        | Message::PutStream { name, .. }
         | Message::Get { name }
         | Message::Delete { name, .. }
         | Message::MakeDir { name, .. }
@@ -617,6 +654,14 @@ fn report_name(request: &Message) -> Option<String> {
         Message::Rename { from, .. } => Some(from.clone()),
         _ => None,
     }
+}
+
+/// The rights `request`, of `kind`, needs: those of its kind, and the
+/// right to delete as well if it may replace a file, which takes the old
+/// file's name away.
+fn needed_rights(request: &Message, kind: RequestKind) -> impl Iterator<Item = RequestKind> {
+    let replaces = matches!(request, Message::PutStream { replace: true, .. });
+    std::iter::once(kind).chain(replaces.then_some(RequestKind::Delete))
 }
 
 /// Why a connection never got as far as its first request.

@@ -141,6 +141,27 @@ impl Store {
         name: &RemoteName,
         size: u64,
     ) -> Result<(Upload, WriteFile), Refusal> {
+        self.begin(name, size, false)
+    }
+
+    /// Begins receiving a body of unknown length as `name`, as
+    /// [`Store::begin_write`] does; the disk's free space is met by the
+    /// writes as they come. With `replace`, a file of that name is
+    /// replaced, atomically, when the upload is committed.
+    pub fn begin_stream(
+        &self,
+        name: &RemoteName,
+        replace: bool,
+    ) -> Result<(Upload, WriteFile), Refusal> {
+        self.begin(name, 0, replace)
+    }
+
+    fn begin(
+        &self,
+        name: &RemoteName,
+        size: u64,
+        replace: bool,
+    ) -> Result<(Upload, WriteFile), Refusal> {
         // Open first and create only what is missing, so that a parent that
         // is a file, or a symlink leading outside, is reported as such rather
         // than as a failed mkdir.
@@ -162,7 +183,12 @@ impl Store {
             ));
         }
         check_free_space(&parent, size)?;
-        let (staged, file) = Staged::create(parent, Path::new(file_name)).map_err(classify)?;
+        let staged = if replace {
+            Staged::create_replacing(parent, Path::new(file_name))
+        } else {
+            Staged::create(parent, Path::new(file_name))
+        };
+        let (staged, file) = staged.map_err(classify)?;
         let upload = Upload {
             staged: Some(staged),
             made,
@@ -366,7 +392,8 @@ impl AsFd for ReadFile {
 impl Upload {
     /// Makes the received body appear under its name, with `digest`
     /// remembered for later gets: synced to disk, moved into place by a
-    /// rename that never replaces anything, its directory synced.
+    /// rename that never replaces anything (unless the upload was begun to
+    /// replace), its directory synced.
     pub fn commit(mut self, body: WriteFile, digest: &Digest) -> Result<(), Refusal> {
         let Some(staged) = self.staged.take() else {
             return Err(Refusal::new(

@@ -11,9 +11,11 @@
 //! Either way the waiting for the peer is async and only bounded steps of
 //! disk work run on the blocking pool (see `pump`, and `body` for the
 //! steps), so a slow peer holds no thread. Memory per transfer is bounded
-//! whatever the file size.
+//! whatever the file size. A body of unknown length moves in chunks,
+//! each behind a frame of its own (see `chunked`).
 
 mod body;
+mod chunked;
 mod ends;
 mod link;
 mod pump;
@@ -27,6 +29,7 @@ use crate::protocol::{
     self, DecodeError, ErrorCode, FailureKind, Message, Preamble, PreambleError, Token,
     PREAMBLE_LEN, VERSION,
 };
+pub use chunked::Streamed;
 pub use ends::{BodySink, BodySource};
 pub use link::{tune, Link, Stream};
 
@@ -102,6 +105,10 @@ pub enum TransportError {
     /// usable.
     #[error("BLAKE3 digest of the received data does not match the sender's")]
     DigestMismatch,
+    /// A stream passed the most the receiver takes. The rest of it was
+    /// read and discarded, so the connection remains usable.
+    #[error("the stream passed the limit of {limit} bytes")]
+    StreamTooLarge { limit: u64 },
 }
 
 impl TransportError {
@@ -111,6 +118,7 @@ impl TransportError {
             self,
             TransportError::Sink(_)
                 | TransportError::DigestMismatch
+                | TransportError::StreamTooLarge { .. }
                 | TransportError::UnknownMessage(_)
         )
     }
@@ -147,6 +155,7 @@ impl TransportError {
             TransportError::Sink(_) | TransportError::SourceFailed(_) => ErrorCode::Io.into(),
             TransportError::FileShrank { .. } => FailureKind::FileChanged,
             TransportError::DigestMismatch => ErrorCode::DigestMismatch.into(),
+            TransportError::StreamTooLarge { .. } => ErrorCode::TooLarge.into(),
         }
     }
 }

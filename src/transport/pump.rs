@@ -350,7 +350,11 @@ impl<S: Stream> Connection<S> {
     /// Writes all of `bytes` to the stream, failing if the peer takes none
     /// of them for the stall limit, or takes them slower than the minimum
     /// rate.
-    async fn write_paced(&mut self, bytes: &[u8], pace: &mut Pace) -> Result<(), TransportError> {
+    pub(super) async fn write_paced(
+        &mut self,
+        bytes: &[u8],
+        pace: &mut Pace,
+    ) -> Result<(), TransportError> {
         let limit = self.stall_limit;
         let mut rest = bytes;
         while !rest.is_empty() {
@@ -370,7 +374,7 @@ impl<S: Stream> Connection<S> {
     /// Reads into `chunk` until its capacity is full, failing if the peer
     /// sends nothing for the stall limit, sends slower than the minimum
     /// rate, or closes the connection first.
-    async fn fill_paced(
+    pub(super) async fn fill_paced(
         &mut self,
         chunk: &mut Vec<u8>,
         pace: &mut Pace,
@@ -473,7 +477,7 @@ impl Hashing {
 /// Syncs a body being received every [`FLUSH_STEP`], one sync at a time,
 /// on the blocking pool beside the transfer.
 #[derive(Default)]
-struct Flushing {
+pub(super) struct Flushing {
     flushed: u64,
     step: Option<JoinHandle<()>>,
 }
@@ -482,7 +486,7 @@ impl Flushing {
     /// Starts a sync if another [`FLUSH_STEP`] was written since the last
     /// and none is running. A failure is not reported here: the final
     /// sync, before the file takes its name, meets it again.
-    fn maybe_sync<B: BodySink>(&mut self, sink: &Arc<B>, written: u64) {
+    pub(super) fn maybe_sync<B: BodySink>(&mut self, sink: &Arc<B>, written: u64) {
         let busy = self.step.as_ref().is_some_and(|step| !step.is_finished());
         if written - self.flushed >= FLUSH_STEP && !busy {
             let sink = Arc::clone(sink);
@@ -494,7 +498,7 @@ impl Flushing {
     }
 
     /// Waits for a sync in progress.
-    async fn finish(self) {
+    pub(super) async fn finish(self) {
         if let Some(step) = self.step {
             let _ = step.await;
         }
@@ -502,7 +506,7 @@ impl Flushing {
 }
 
 /// Keeps a transfer to its stall limit and minimum rate.
-struct Pace {
+pub(super) struct Pace {
     limit: Duration,
     /// Bytes per second; 0 for no minimum.
     min_rate: u64,
@@ -511,7 +515,7 @@ struct Pace {
 }
 
 impl Pace {
-    fn new(limit: Duration, min_rate: u64) -> Pace {
+    pub(super) fn new(limit: Duration, min_rate: u64) -> Pace {
         Pace {
             limit,
             min_rate,
@@ -522,7 +526,7 @@ impl Pace {
 
     /// Counts `bytes` more moved; fails once a whole stall limit has
     /// passed with fewer bytes than the minimum rate asks for.
-    fn moved(&mut self, bytes: u64) -> Result<(), TransportError> {
+    pub(super) fn moved(&mut self, bytes: u64) -> Result<(), TransportError> {
         self.moved += bytes;
         let elapsed = self.window_start.elapsed();
         if elapsed < self.limit {
@@ -618,11 +622,11 @@ async fn blocking<T: Send + 'static>(
 
 /// The source or sink back from the steps that shared it; they have all
 /// finished by now.
-fn take_back<B>(end: Arc<B>) -> Result<B, TransportError> {
+pub(super) fn take_back<B>(end: Arc<B>) -> Result<B, TransportError> {
     Arc::try_unwrap(end).map_err(|_| data_path_failed("a step still holds the file"))
 }
 
-fn data_path_failed(why: impl std::fmt::Display) -> TransportError {
+pub(super) fn data_path_failed(why: impl std::fmt::Display) -> TransportError {
     TransportError::Io(io::Error::other(format!("data path failed: {why}")))
 }
 
