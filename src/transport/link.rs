@@ -19,7 +19,7 @@ use tokio_rustls::TlsStream;
 pub const UNSENT_LIMIT: u32 = 512 * 1024;
 
 /// Prepares a new TCP connection for ferry: no Nagle delay (requests and
-/// replies are small frames) and at most [`UNSENT_LIMIT`] bytes queued
+/// replies are small frames) and at most `UNSENT_LIMIT` (512 KiB) queued
 /// unsent.
 pub fn tune(tcp: &TcpStream) -> io::Result<()> {
     tcp.set_nodelay(true)?;
