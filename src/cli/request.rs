@@ -1,6 +1,7 @@
 //! Running one request: check the local side, connect if needed, perform,
 //! report. Shared by the one-shot command line and the shell.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ferry::client::{format_target, Client, ClientError, Security, Upload};
-use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
+use ferry::protocol::{EntryKind, ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
 use ferry::report::{Detail, Outcome, Report, Subject};
 
 use super::output::{print_entry, print_info, print_omitted, print_report, ProgressBar};
@@ -93,6 +94,8 @@ pub enum Prepared {
         /// the local path named it with a trailing `/`.
         into_dir: Option<PathBuf>,
     },
+    /// Files or trees by GetTree requests, one per source.
+    GetTrees(TreeGet),
     List {
         dir: Option<RemoteName>,
         long: bool,
@@ -118,6 +121,48 @@ pub enum Prepared {
     },
 }
 
+/// A get of several names, or of directories, or replacing.
+pub struct TreeGet {
+    /// `None`: the served directory.
+    sources: Vec<Option<RemoteName>>,
+    target: Option<PathBuf>,
+    recursive: bool,
+    replace: bool,
+}
+
+/// A get's operands: the remote names, and the local target (the last
+/// operand, when there are two or more).
+fn split_get(operands: &[OsString]) -> (Vec<String>, Option<PathBuf>) {
+    let (sources, target) = match operands {
+        [one] => (std::slice::from_ref(one), None),
+        [sources @ .., target] => (sources, Some(PathBuf::from(target))),
+        [] => (operands, None),
+    };
+    // A remote name that is not UTF-8 cannot be on the server: kept as
+    // its lossy form, it is refused by the server as not found.
+    let sources = sources
+        .iter()
+        .map(|source| source.to_string_lossy().into_owned())
+        .collect();
+    (sources, target)
+}
+
+/// Whether a get is the plain download of one file by a Get request:
+/// one name, no -r, no --replace.
+fn is_plain_get(recursive: bool, replace: bool, sources: &[String]) -> bool {
+    !recursive && !replace && sources.len() == 1
+}
+
+/// What the report line of a tree get names: the local path.
+fn tree_report_name(sources: &[String], target: Option<PathBuf>) -> String {
+    match (target, sources) {
+        (Some(target), _) => target.display().to_string(),
+        (None, [one]) => RemoteName::parse(one)
+            .map_or_else(|_| ".".to_owned(), |name| name.file_name().to_owned()),
+        (None, _) => ".".to_owned(),
+    }
+}
+
 /// The kind of `request` and the remote name it is about, for its report.
 pub fn describe(request: &Request) -> (Subject, Option<String>) {
     let (kind, name) = match request {
@@ -128,7 +173,19 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
             let name = remote_name_for_put(local_path, remote_name.as_deref()).ok();
             (RequestKind::Put, name)
         }
-        Request::Get { remote_name, .. } => (RequestKind::Get, Some(remote_name.clone())),
+        Request::Get {
+            recursive,
+            replace,
+            operands,
+        } => match split_get(operands) {
+            (sources, _) if is_plain_get(*recursive, *replace, &sources) => {
+                (RequestKind::Get, sources.first().cloned())
+            }
+            (sources, target) => (
+                RequestKind::GetTree,
+                Some(tree_report_name(&sources, target)),
+            ),
+        },
         Request::List { remote_dir, .. } => (RequestKind::List, remote_dir.clone()),
         Request::Delete { remote_name, .. } => (RequestKind::Delete, Some(remote_name.clone())),
         Request::Mkdir { remote_name, .. } => (RequestKind::MakeDir, Some(remote_name.clone())),
@@ -154,11 +211,26 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
             }
         }
         Request::Get {
-            remote_name,
-            local_path,
+            recursive,
+            replace,
+            operands,
         } => {
+            let (sources, target) = split_get(&operands);
+            if !is_plain_get(recursive, replace, &sources) {
+                let sources = sources
+                    .iter()
+                    .map(|source| RemoteName::parse_dir(source))
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Ok(Prepared::GetTrees(TreeGet {
+                    sources,
+                    target,
+                    recursive,
+                    replace,
+                }));
+            }
+            let remote_name = sources.first().cloned().unwrap_or_default();
             let name = RemoteName::parse(&remote_name)?;
-            let (dest, into_dir) = match local_path {
+            let (dest, into_dir) = match target {
                 None => (PathBuf::from(name.file_name()), None),
                 Some(dir) if names_directory(&dir) => {
                     check_directory(&dir)?;
@@ -304,8 +376,13 @@ async fn send(
                     .map_err(|source| ClientError::Local { path: dir, source })?;
             }
             let mut bar = ProgressBar::for_transfer(settings.quiet);
-            client.get(&name, &dest, &mut bar).await.map(transfer)
+            client
+                .get(&name, &dest, &mut bar)
+                .await
+                .map(transfer)
+                .map_err(suggest_recursive)
         }
+        Prepared::GetTrees(get) => get_trees(client, get, settings).await,
         Prepared::List { dir, long, human } => {
             // Servers send entries in their directory's order; sorted by
             // name, as ls does.
@@ -318,7 +395,7 @@ async fn send(
             for entry in &entries {
                 print_entry(&mut stdout, entry, long, human);
             }
-            print_omitted(&listed.omitted);
+            print_omitted(&listed.omitted, "not shown");
             Ok(Detail::Entries(listed.entries))
         }
         Prepared::Delete { name, recursive } => {
@@ -343,6 +420,119 @@ async fn send(
             Ok(Detail::None)
         }
     }
+}
+
+/// A remote directory got without -r: the error says how to get it.
+fn suggest_recursive(error: ClientError) -> ClientError {
+    match error {
+        ClientError::Remote {
+            code: ErrorCode::IsADirectory,
+            message,
+        } => ClientError::Remote {
+            code: ErrorCode::IsADirectory,
+            message: format!("{message}; get -r copies a directory"),
+        },
+        other => other,
+    }
+}
+
+/// Gets each source by a GetTree, into the local directory the cp rules
+/// give it, and adds up what moved.
+async fn get_trees(
+    client: &mut Client,
+    get: TreeGet,
+    settings: &Settings,
+) -> Result<Detail, ClientError> {
+    let started = Instant::now();
+    let several = get.sources.len() > 1;
+    let (mut files, mut skipped, mut bytes) = (0, 0, 0);
+    for source in &get.sources {
+        let is_dir = match source {
+            None => true,
+            Some(name) => match client.stat(Some(name)).await?.kind {
+                EntryKind::Directory => true,
+                EntryKind::File => false,
+                EntryKind::Other => {
+                    return Err(ClientError::Remote {
+                        code: ErrorCode::NotARegularFile,
+                        message: format!("{name}: not a regular file or directory"),
+                    })
+                }
+            },
+        };
+        if is_dir && !get.recursive {
+            return Err(suggest_recursive(ClientError::Remote {
+                code: ErrorCode::IsADirectory,
+                message: format!("{} is a directory", display_source(source.as_ref())),
+            }));
+        }
+        let base = source.as_ref().map(RemoteName::file_name);
+        let dest = match (&get.target, base) {
+            // Into a directory: the target of several, or one named so.
+            (Some(target), _) if several || (!is_dir && names_directory(target)) => {
+                make_dir(target)?;
+                match base.filter(|_| is_dir) {
+                    Some(base) => target.join(base),
+                    None => target.clone(),
+                }
+            }
+            (Some(target), Some(base)) if target.is_dir() => match is_dir {
+                true => target.join(base),
+                false => target.clone(),
+            },
+            (Some(target), _) if is_dir => target.clone(),
+            // One file to a new name: the plain get, which never replaces.
+            (Some(target), Some(_)) if !get.replace => {
+                let name = source.as_ref().ok_or_else(|| not_a_file(target))?;
+                let mut bar = ProgressBar::for_transfer(settings.quiet);
+                bytes += client.get(name, target, &mut bar).await?;
+                files += 1;
+                continue;
+            }
+            (Some(target), _) => return Err(not_a_file(target)),
+            (None, Some(base)) if is_dir => PathBuf::from(base),
+            (None, _) => PathBuf::from("."),
+        };
+        let mut bar = ProgressBar::for_transfer(settings.quiet);
+        let got = client
+            .get_tree(source.as_ref(), &dest, get.replace, &mut bar)
+            .await?;
+        drop(bar);
+        print_omitted(&got.omitted, "left out");
+        files += got.files;
+        skipped += got.skipped;
+        bytes += got.bytes;
+    }
+    Ok(Detail::Tree {
+        files,
+        skipped,
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Makes the local directory `dir`, with its parents, if missing.
+fn make_dir(dir: &Path) -> Result<(), ClientError> {
+    std::fs::create_dir_all(dir).map_err(|source| ClientError::Local {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// `--replace` of one file to another name is not a tree's to do.
+fn not_a_file(target: &Path) -> ClientError {
+    ClientError::Local {
+        path: target.to_owned(),
+        source: io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--replace needs a directory to put the file in, not a new name for it",
+        ),
+    }
+}
+
+/// A source as the user would write it.
+fn display_source(source: Option<&RemoteName>) -> &str {
+    source.map_or(".", RemoteName::as_str)
 }
 
 /// Prints the report line for a finished request.

@@ -1,0 +1,337 @@
+//! Receiving a tree with one GetTree request (PROTOCOL.md §5.11): the
+//! manifest is checked and spooled, the client decides what it takes,
+//! then the bodies come back to back and each is verified before it takes
+//! its name beneath the target.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::local_tree::{self, Decision, Planner, TreeWriter};
+use super::spool::Spool;
+use super::{unexpected, Client, ClientError, Progress};
+use crate::protocol::{
+    EntryKind, ManifestOrder, Message, OmitReason, RemoteName, RequestKind, TreeEntry,
+};
+use crate::transport::TransportError;
+
+/// The most entries a manifest may have: the client holds a bit for each.
+const MAX_TREE_ENTRIES: u64 = 1_000_000;
+
+/// The most conflicting names a refused tree names.
+const CONFLICTS_SHOWN: usize = 20;
+
+/// What a tree download did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeGot {
+    /// Files received.
+    pub files: u64,
+    /// Files skipped, being here already with the same content.
+    pub skipped: u64,
+    /// Bytes of the files received.
+    pub bytes: u64,
+    /// Names the server left out of the tree, and why.
+    pub omitted: Vec<(OmitReason, u64)>,
+}
+
+/// Local names in the way of a tree: the first few, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflicts {
+    pub first: Vec<String>,
+    pub count: u64,
+}
+
+impl std::fmt::Display for Conflicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = if self.count == 1 {
+            "name is"
+        } else {
+            "names are"
+        };
+        write!(f, "{} local {names} in the way: ", self.count)?;
+        for (n, name) in self.first.iter().enumerate() {
+            let comma = if n == 0 { "" } else { ", " };
+            write!(f, "{comma}{name}")?;
+        }
+        if self.count > self.first.len() as u64 {
+            f.write_str(", …")?;
+        }
+        f.write_str("; nothing was fetched (--replace replaces files of other content)")
+    }
+}
+
+impl Client {
+    /// Downloads the tree under `source` (`None`: the served directory),
+    /// or the one file `source` is, into the local directory `target`:
+    /// a new tree if `target` does not exist (it appears whole or not at
+    /// all), else merged into it file by file. Files here with the same
+    /// content are skipped; with `replace`, files of other content are
+    /// replaced, else any is a conflict and nothing is fetched.
+    pub async fn get_tree(
+        &mut self,
+        source: Option<&RemoteName>,
+        target: &Path,
+        replace: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<TreeGot, ClientError> {
+        self.require(RequestKind::GetTree)?;
+        let local = |source: io::Error| ClientError::Local {
+            path: target.to_owned(),
+            source,
+        };
+        let existing = match target.symlink_metadata() {
+            Ok(_) => Some(local_tree::open_target(target).map_err(local)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(local(e)),
+        };
+        let request = Message::GetTree {
+            source: source.map(RemoteName::to_string).unwrap_or_default(),
+        };
+        self.conn.write_message(&request).await?;
+        let (spool, entries, omitted) = self.receive_manifest().await?;
+        let mut spool = spool.read().map_err(local)?;
+
+        // Decide, then tell the server, before any body.
+        let writer_top = existing
+            .as_ref()
+            .map(rustix::io::dup)
+            .transpose()
+            .map_err(|e| local(e.into()))?;
+        let mut planner = Planner::new(existing, replace);
+        let mut taken = vec![false; usize::try_from(entries).unwrap_or(0)];
+        let mut conflicts = Conflicts {
+            first: Vec::new(),
+            count: 0,
+        };
+        let mut total = 0u64;
+        let mut index = 0usize;
+        while let Some(entry) = spool.next_entry().map_err(local)? {
+            match planner
+                .decide(&entry)
+                .map_err(|e| local_at(target, &entry, e))?
+            {
+                Decision::Take => {
+                    if let Some(slot) = taken.get_mut(index) {
+                        *slot = true;
+                    }
+                    total += entry.size;
+                }
+                Decision::Skip => {}
+                Decision::Conflict(why) => {
+                    conflicts.count += 1;
+                    if conflicts.first.len() < CONFLICTS_SHOWN {
+                        let local = target.join(&entry.path);
+                        conflicts.first.push(format!("{local:?} {why}"));
+                    }
+                }
+            }
+            index += 1;
+        }
+        drop(planner);
+        if conflicts.count > 0 {
+            taken.iter_mut().for_each(|slot| *slot = false);
+        }
+        self.send_skips(&taken).await?;
+        if conflicts.count > 0 {
+            self.receive_tree_done(0).await?;
+            return Err(ClientError::Conflicts(conflicts));
+        }
+
+        let mut writer = match writer_top {
+            Some(top) => TreeWriter::merge(top, replace),
+            None => TreeWriter::new_tree(target).map_err(local)?,
+        };
+        spool.rewind().map_err(local)?;
+        progress.begin(total);
+        let mut got = TreeGot {
+            omitted,
+            ..TreeGot::default()
+        };
+        let mut index = 0usize;
+        let mut skipped = 0u64;
+        loop {
+            let entry = match self.reply().await? {
+                Message::TreeEntry(entry) => entry,
+                Message::TreeDone {
+                    files,
+                    skipped: said_skipped,
+                    bytes,
+                } => {
+                    if (files, bytes) != (got.files, got.bytes) {
+                        return Err(ClientError::BadReply(format!(
+                            "the tree's end counts {files} files of {bytes} bytes, \
+                             but {} of {} came",
+                            got.files, got.bytes
+                        )));
+                    }
+                    // The directories and skipped files after the last body.
+                    while let Some(rest) = spool.next_entry().map_err(local)? {
+                        skipped += u64::from(rest.kind == EntryKind::File);
+                        if rest.kind == EntryKind::Directory {
+                            writer
+                                .directory(&rest)
+                                .map_err(|e| local_at(target, &rest, e))?;
+                        }
+                    }
+                    if said_skipped != skipped {
+                        return Err(ClientError::BadReply(format!(
+                            "the tree's end counts {said_skipped} files skipped, not {skipped}"
+                        )));
+                    }
+                    writer.finish().map_err(local)?;
+                    got.skipped = skipped;
+                    return Ok(got);
+                }
+                other => return Err(unexpected(other, "a tree entry")),
+            };
+            // The manifest's next file taken: the body must be for it.
+            let expected = loop {
+                let Some(next) = spool.next_entry().map_err(local)? else {
+                    return Err(not_in_manifest(&entry));
+                };
+                let is_taken = taken.get(index).copied().unwrap_or(false);
+                index += 1;
+                match next.kind {
+                    EntryKind::Directory => writer
+                        .directory(&next)
+                        .map_err(|e| local_at(target, &next, e))?,
+                    EntryKind::File | EntryKind::Other if is_taken => break next,
+                    EntryKind::File | EntryKind::Other => skipped += 1,
+                }
+            };
+            if entry.path != expected.path || entry.kind != EntryKind::File {
+                return Err(not_in_manifest(&entry));
+            }
+            if (entry.size, entry.mode, entry.modified)
+                != (expected.size, expected.mode, expected.modified)
+            {
+                return Err(ClientError::FileChanged(entry.path));
+            }
+            let size = match self.reply().await? {
+                Message::Body { size } if size == expected.size => size,
+                Message::Body { size } => {
+                    return Err(ClientError::BadReply(format!(
+                        "sent {size} bytes for {:?}, announced with {}",
+                        entry.path, expected.size
+                    )))
+                }
+                other => return Err(unexpected(other, "a body")),
+            };
+            let file = writer
+                .begin_file(&expected)
+                .map_err(|e| local_at(target, &expected, e))?;
+            let received = self
+                .conn
+                .recv_body(file, size, &mut |n| progress.advance(n))
+                .await;
+            let (file, digest) = match received {
+                Ok(received) => received,
+                Err(TransportError::Sink(e)) => return Err(local_at(target, &expected, e)),
+                Err(TransportError::DigestMismatch) => return Err(ClientError::DigestMismatch),
+                Err(other) => return Err(other.into()),
+            };
+            if !local_tree::is_manifest_digest(&expected, &digest) {
+                return Err(ClientError::FileChanged(expected.path));
+            }
+            writer
+                .finish_file(file, &expected)
+                .map_err(|e| local_at(target, &expected, e))?;
+            got.files += 1;
+            got.bytes += size;
+        }
+    }
+
+    /// Receives and checks the manifest, keeping it in a spool: the
+    /// spool, how many entries it has, and what the server left out.
+    async fn receive_manifest(
+        &mut self,
+    ) -> Result<(Spool, u64, Vec<(OmitReason, u64)>), ClientError> {
+        let mut order = ManifestOrder::new();
+        let mut spool = Spool::new().map_err(|source| ClientError::Local {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let mut omitted = Vec::new();
+        loop {
+            match self.reply().await? {
+                Message::TreeEntry(entry) => {
+                    order
+                        .admit(&entry)
+                        .map_err(|e| ClientError::BadReply(e.to_string()))?;
+                    if entry.kind == EntryKind::File && entry.digest.is_none() {
+                        return Err(ClientError::BadReply(format!(
+                            "tree entry {:?} came without its digest",
+                            entry.path
+                        )));
+                    }
+                    if order.counts().0 > MAX_TREE_ENTRIES {
+                        return Err(ClientError::BadReply(format!(
+                            "the tree has more than {MAX_TREE_ENTRIES} entries"
+                        )));
+                    }
+                    spool.push(entry).map_err(|source| ClientError::Local {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                }
+                Message::Omitted { reason, count } => omitted.push((reason, count)),
+                Message::TreeEnd { entries, bytes } => {
+                    order
+                        .finish(entries, bytes)
+                        .map_err(|e| ClientError::BadReply(e.to_string()))?;
+                    return Ok((spool, entries, omitted));
+                }
+                other => return Err(unexpected(other, "a tree entry")),
+            }
+        }
+    }
+
+    /// Tells the server which entries it need not send: runs of the
+    /// entries not `taken`.
+    async fn send_skips(&mut self, taken: &[bool]) -> Result<(), ClientError> {
+        let mut runs = 0u64;
+        let mut start = None;
+        for (index, &is_taken) in taken.iter().chain([&true]).enumerate() {
+            match (start, is_taken) {
+                (None, false) => start = Some(index),
+                (Some(first), true) => {
+                    let (first, count) = (first as u64, (index - first) as u64);
+                    self.conn.queue(&Message::Skip { first, count })?;
+                    runs += 1;
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        self.conn.queue(&Message::TreeEnd {
+            entries: runs,
+            bytes: 0,
+        })?;
+        self.conn.flush().await?;
+        Ok(())
+    }
+
+    /// Waits for the end of a tree of which `files` were to come.
+    async fn receive_tree_done(&mut self, files: u64) -> Result<(), ClientError> {
+        match self.reply().await? {
+            Message::TreeDone { files: sent, .. } if sent == files => Ok(()),
+            other => Err(unexpected(other, "the end of the tree")),
+        }
+    }
+}
+
+/// A local failure at `entry` of the tree going to `target`.
+fn local_at(target: &Path, entry: &TreeEntry, source: io::Error) -> ClientError {
+    let path: PathBuf = target.join(&entry.path);
+    match source.kind() {
+        io::ErrorKind::AlreadyExists => ClientError::LocalExists(path),
+        _ => ClientError::Local { path, source },
+    }
+}
+
+/// The server sent a body the manifest did not announce, or not there.
+fn not_in_manifest(entry: &TreeEntry) -> ClientError {
+    ClientError::BadReply(format!(
+        "sent a body for {:?}, which is not the manifest's next file",
+        entry.path
+    ))
+}
