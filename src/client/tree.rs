@@ -17,6 +17,9 @@ use crate::transport::TransportError;
 /// The most entries a manifest may have: the client holds a bit for each.
 const MAX_TREE_ENTRIES: u64 = 1_000_000;
 
+/// How long the client waits for the next frame of a manifest, at least.
+const MANIFEST_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// The most conflicting names a refused tree names.
 const CONFLICTS_SHOWN: usize = 20;
 
@@ -252,7 +255,9 @@ impl Client {
         })?;
         let mut omitted = Vec::new();
         loop {
-            match self.reply().await? {
+            // The server hashes the files it has no digest for before it
+            // sends their entries: a large file takes a while.
+            match self.reply_within(self.timeout.max(MANIFEST_WAIT)).await? {
                 Message::TreeEntry(entry) => {
                     order
                         .admit(&entry)

@@ -31,6 +31,10 @@ const ENTRIES_PER_BATCH: usize = 256;
 /// bit for each between the passes.
 const MAX_TREE_ENTRIES: u64 = 1_000_000;
 
+/// The file bytes a batch of a manifest covers, at most, unless one file
+/// alone is larger: the files of a batch are hashed before it is sent.
+const MANIFEST_BATCH_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The most entries the second pass of a GetTree walks in one turn on the
 /// blocking pool before it gives the thread back.
 const WALK_STEPS: usize = 256;
@@ -789,15 +793,18 @@ fn report_name(request: &Message) -> Option<String> {
 }
 
 /// The next manifest entries of `walk`, each file with its digest; none at
-/// the end.
+/// the end. A batch ends early once its files are large, so entries hashed
+/// here reach the client while the next are hashed.
 fn manifest_batch(walk: &mut store::TreeWalk) -> Result<Vec<TreeEntry>, Refusal> {
     let mut batch = Vec::new();
-    while batch.len() < ENTRIES_PER_BATCH {
+    let mut bytes = 0u64;
+    while batch.len() < ENTRIES_PER_BATCH && bytes < MANIFEST_BATCH_BYTES {
         let Some(mut entry) = walk.next_entry()? else {
             break;
         };
         if entry.kind == EntryKind::File {
             entry.digest = Some(walk.digest_current(entry.size)?);
+            bytes = bytes.saturating_add(entry.size);
         }
         batch.push(entry);
     }
