@@ -342,3 +342,82 @@ fn a_body_for_a_path_not_in_the_manifest_is_refused() {
     other.extend(frame(&Message::Body { size: 1 }));
     assert_refused_and_nothing_written(hostile_tree_server(manifest(&entries), other));
 }
+
+#[test]
+fn replace_gives_one_file_a_new_name_over_an_old_file() {
+    let server = TestServer::start();
+    write_file(server.root(), "one", b"new content");
+    write_file(server.client_dir(), "mine", b"old");
+    let refused = server.run_client(&["get", "one", "mine"]);
+    assert_exit_saying(&refused, 1, "already exists");
+    let replaced = server.run_client(&["get", "--replace", "one", "mine"]);
+    assert_exit(&replaced, 0);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("mine")).unwrap(),
+        b"new content"
+    );
+    assert_eq!(files_under(server.client_dir()), ["mine"]);
+}
+
+#[test]
+fn the_shell_gets_trees_and_several_names() {
+    let server = TestServer::start();
+    build_tree(server.root(), "d", 10);
+    let mut child = server
+        .client(&[])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "get -r d\nmget d/one \"d/empty file\" two\nget -r d\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    let here = server.client_dir();
+    assert_eq!(
+        snapshot(&here.join("d")),
+        snapshot(&server.root().join("d"))
+    );
+    assert!(here.join("two/one").is_file() && here.join("two/empty file").is_file());
+    assert!(
+        stderr_of(&output).contains("ok 0 files, 5 skipped"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A body that fails its check part way through a tree: nothing of a new
+/// tree is left, not even the file that came whole before it; in a merge,
+/// no temporary file.
+#[test]
+fn a_tree_that_fails_part_way_leaves_nothing() {
+    let entries = [file_entry("a", b"1"), file_entry("b", b"2")];
+    let mut bodies = Vec::new();
+    for (entry, data, digest_of) in [(&entries[0], b"1", b"1"), (&entries[1], b"X", b"2")] {
+        bodies.extend(frame(&Message::TreeEntry(entry.clone())));
+        bodies.extend(frame(&Message::Body { size: 1 }));
+        bodies.extend_from_slice(data);
+        bodies.extend(frame(&Message::Trailer {
+            digest: *blake3::hash(digest_of).as_bytes(),
+        }));
+    }
+    let outer = tempfile::tempdir().unwrap();
+    for existing in [false, true] {
+        if existing {
+            std::fs::create_dir(outer.path().join("tree")).unwrap();
+        }
+        let port = hostile_tree_server(manifest(&entries), bodies.clone());
+        let mut command = client_at("127.0.0.1", port, &["--timeout", "5", "get", "-r", "tree"]);
+        command.current_dir(outer.path());
+        let (output, _) = output_within(&mut command, Duration::from_secs(20));
+        assert_exit_saying(&output, 1, "digest-mismatch");
+        let left: &[&str] = if existing { &["tree"] } else { &[] };
+        assert_eq!(files_under(outer.path()), left, "{}", describe(&output));
+    }
+}

@@ -481,7 +481,8 @@ async fn get_trees(
                 false => target.clone(),
             },
             (Some(target), _) if is_dir => target.clone(),
-            // One file to a new name: the plain get, which never replaces.
+            // One file to a new name: the plain get, which never replaces,
+            // or a tree of that one file, which may.
             (Some(target), Some(_)) if !get.replace => {
                 let name = source.as_ref().ok_or_else(|| not_a_file(target))?;
                 let mut bar = ProgressBar::for_transfer(settings.quiet);
@@ -489,13 +490,22 @@ async fn get_trees(
                 files += 1;
                 continue;
             }
-            (Some(target), _) => return Err(not_a_file(target)),
+            (Some(target), _) => {
+                let (dir, name) = split_file_target(target)?;
+                let mut bar = ProgressBar::for_transfer(settings.quiet);
+                let got = client
+                    .get_tree(source.as_ref(), &dir, Some(&name), get.replace, &mut bar)
+                    .await?;
+                (files, skipped, bytes) =
+                    (files + got.files, skipped + got.skipped, bytes + got.bytes);
+                continue;
+            }
             (None, Some(base)) if is_dir => PathBuf::from(base),
             (None, _) => PathBuf::from("."),
         };
         let mut bar = ProgressBar::for_transfer(settings.quiet);
         let got = client
-            .get_tree(source.as_ref(), &dest, get.replace, &mut bar)
+            .get_tree(source.as_ref(), &dest, None, get.replace, &mut bar)
             .await?;
         drop(bar);
         print_omitted(&got.omitted, "left out");
@@ -519,14 +529,24 @@ fn make_dir(dir: &Path) -> Result<(), ClientError> {
     })
 }
 
-/// `--replace` of one file to another name is not a tree's to do.
+/// The directory a file's new name is in, and the name.
+fn split_file_target(target: &Path) -> Result<(PathBuf, String), ClientError> {
+    let name = target.file_name().and_then(|name| name.to_str());
+    let Some(name) = name else {
+        return Err(not_a_file(target));
+    };
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name.to_owned()))
+}
+
+/// A file cannot take `target` as its name.
 fn not_a_file(target: &Path) -> ClientError {
     ClientError::Local {
         path: target.to_owned(),
-        source: io::Error::new(
-            io::ErrorKind::Unsupported,
-            "--replace needs a directory to put the file in, not a new name for it",
-        ),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "not a usable file name"),
     }
 }
 

@@ -68,11 +68,14 @@ impl Client {
     /// a new tree if `target` does not exist (it appears whole or not at
     /// all), else merged into it file by file. Files here with the same
     /// content are skipped; with `replace`, files of other content are
-    /// replaced, else any is a conflict and nothing is fetched.
+    /// replaced, else any is a conflict and nothing is fetched. With
+    /// `as_name`, `source` must be one file, and it takes that name in
+    /// `target` instead of its own.
     pub async fn get_tree(
         &mut self,
         source: Option<&RemoteName>,
         target: &Path,
+        as_name: Option<&str>,
         replace: bool,
         progress: &mut dyn Progress,
     ) -> Result<TreeGot, ClientError> {
@@ -81,6 +84,14 @@ impl Client {
             path: target.to_owned(),
             source,
         };
+        let is_one_component = |name: &str| {
+            RemoteName::parse(name)
+                .is_ok_and(|parsed| parsed.as_str() == name && parsed.parent().is_none())
+        };
+        if as_name.is_some_and(|name| !is_one_component(name)) {
+            let why = "a name a tree could carry is needed for the file";
+            return Err(local(io::Error::new(io::ErrorKind::InvalidInput, why)));
+        }
         let existing = match target.symlink_metadata() {
             Ok(_) => Some(local_tree::open_target(target).map_err(local)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -90,7 +101,7 @@ impl Client {
             source: source.map(RemoteName::to_string).unwrap_or_default(),
         };
         self.conn.write_message(&request).await?;
-        let (spool, entries, omitted) = self.receive_manifest().await?;
+        let (spool, entries, omitted) = self.receive_manifest(as_name).await?;
         let mut spool = spool.read().map_err(local)?;
 
         // Decide, then tell the server, before any body.
@@ -153,7 +164,14 @@ impl Client {
         let mut skipped = 0u64;
         loop {
             let entry = match self.reply().await? {
-                Message::TreeEntry(entry) => entry,
+                // The one file, checked as it was named in the manifest.
+                Message::TreeEntry(entry) => match as_name {
+                    Some(name) => TreeEntry {
+                        path: name.to_owned(),
+                        ..entry
+                    },
+                    None => entry,
+                },
                 Message::TreeDone {
                     files,
                     skipped: said_skipped,
@@ -244,9 +262,11 @@ impl Client {
     }
 
     /// Receives and checks the manifest, keeping it in a spool: the
-    /// spool, how many entries it has, and what the server left out.
+    /// spool, how many entries it has, and what the server left out. With
+    /// `as_name`, the manifest must be one file, kept under that name.
     async fn receive_manifest(
         &mut self,
+        as_name: Option<&str>,
     ) -> Result<(Spool, u64, Vec<(OmitReason, u64)>), ClientError> {
         let mut order = ManifestOrder::new();
         let mut spool = Spool::new().map_err(|source| ClientError::Local {
@@ -273,6 +293,20 @@ impl Client {
                             "the tree has more than {MAX_TREE_ENTRIES} entries"
                         )));
                     }
+                    let entry = match as_name {
+                        None => entry,
+                        Some(name) if order.counts().0 == 1 && entry.kind == EntryKind::File => {
+                            TreeEntry {
+                                path: name.to_owned(),
+                                ..entry
+                            }
+                        }
+                        Some(_) => {
+                            return Err(ClientError::BadReply(
+                                "sent a tree where one file was asked for".to_owned(),
+                            ))
+                        }
+                    };
                     spool.push(entry).map_err(|source| ClientError::Local {
                         path: std::env::temp_dir(),
                         source,
