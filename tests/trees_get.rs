@@ -421,3 +421,83 @@ fn a_tree_that_fails_part_way_leaves_nothing() {
         assert_eq!(files_under(outer.path()), left, "{}", describe(&output));
     }
 }
+
+/// The server's side in raw frames, so client and server cannot share a
+/// bug: the manifest in order with digests and what was left out, then
+/// only the bodies not skipped.
+#[test]
+fn the_server_sends_a_sorted_manifest_then_only_what_was_not_skipped() {
+    let server = TestServer::start();
+    write_file(server.root(), "t/b", b"bee");
+    write_file(server.root(), "t/a/x", b"ex");
+    write_file(server.root(), "t/a.txt", b"");
+    std::os::unix::fs::symlink("b", server.root().join("t/link")).unwrap();
+    let mut raw = RawClient::handshake(server.addr());
+    raw.send(&Message::GetTree { source: "t".into() });
+    let mut manifest = Vec::new();
+    let omitted = loop {
+        match raw.recv().unwrap() {
+            Message::TreeEntry(entry) => manifest.push(entry),
+            Message::Omitted { reason, count } => break (reason, count),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        omitted,
+        (ferry::protocol::OmitReason::NotFileOrDirectory, 1)
+    );
+    assert_eq!(
+        raw.recv(),
+        Some(Message::TreeEnd {
+            entries: 4,
+            bytes: 5
+        })
+    );
+    let paths: Vec<&str> = manifest.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["a", "a/x", "a.txt", "b"]);
+    assert_eq!(manifest[1].digest, Some(*blake3::hash(b"ex").as_bytes()));
+    assert_eq!(manifest[0].digest, None);
+    // Skip a/x; take a.txt and b.
+    raw.send(&Message::Skip { first: 1, count: 1 });
+    raw.send(&Message::TreeEnd {
+        entries: 1,
+        bytes: 0,
+    });
+    for (path, data) in [("a.txt", &b""[..]), ("b", b"bee")] {
+        let Some(Message::TreeEntry(entry)) = raw.recv() else {
+            panic!("no entry for {path}");
+        };
+        assert_eq!(entry.path, path);
+        assert_eq!(
+            raw.recv(),
+            Some(Message::Body {
+                size: data.len() as u64
+            })
+        );
+        let mut body = vec![0; data.len()];
+        raw.read_exact(&mut body);
+        assert_eq!(body, data);
+        assert!(matches!(raw.recv(), Some(Message::Trailer { .. })));
+    }
+    assert_eq!(
+        raw.recv(),
+        Some(Message::TreeDone {
+            files: 2,
+            skipped: 1,
+            bytes: 3
+        })
+    );
+    // A skip outside the manifest is malformed: refused, and the
+    // connection closed.
+    raw.send(&Message::GetTree { source: "t".into() });
+    while !matches!(raw.recv(), Some(Message::TreeEnd { .. })) {}
+    raw.send(&Message::Skip { first: 3, count: 2 });
+    assert!(matches!(
+        raw.recv(),
+        Some(Message::Error {
+            code: ferry::protocol::ErrorCode::BadRequest,
+            ..
+        })
+    ));
+    assert!(raw.is_closed());
+}
