@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use crate::protocol::{Digest, EntryKind, TreeEntry, TEMP_PREFIX};
+use crate::protocol::{EntryKind, TreeEntry, TEMP_PREFIX};
 
 /// Distinguishes the temporary names of one process.
 static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
@@ -405,12 +405,6 @@ fn not_replacing(error: Errno) -> io::Error {
         ),
         other => other.into(),
     }
-}
-
-/// The digest of what was received must be the manifest's, or the file
-/// changed on the server between the passes.
-pub(super) fn is_manifest_digest(entry: &TreeEntry, received: &Digest) -> bool {
-    entry.digest.as_ref() == Some(received)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::local_tree::{self, Decision, Planner, TreeWriter};
-use super::spool::Spool;
+use super::spool::{Spool, SpoolReader};
 use super::{unexpected, Client, ClientError, Progress};
 use crate::protocol::{
     EntryKind, ManifestOrder, Message, OmitReason, RemoteName, RequestKind, TreeEntry,
@@ -110,58 +110,37 @@ impl Client {
             .map(rustix::io::dup)
             .transpose()
             .map_err(|e| local(e.into()))?;
-        let mut planner = Planner::new(existing, replace);
-        let mut taken = vec![false; usize::try_from(entries).unwrap_or(0)];
-        let mut conflicts = Conflicts {
-            first: Vec::new(),
-            count: 0,
+        let mut plan = plan(&mut spool, entries, existing, replace, target)?;
+        // Where the tree goes is made ready before any body, so a local
+        // failure, like a conflict, refuses the transfer cleanly.
+        let writer = match (plan.conflicts.count, writer_top) {
+            (0, Some(top)) => Ok(TreeWriter::merge(top, replace)),
+            (0, None) => TreeWriter::new_tree(target).map_err(local),
+            _ => Err(ClientError::Conflicts(plan.conflicts)),
         };
-        let mut total = 0u64;
-        let mut index = 0usize;
-        while let Some(entry) = spool.next_entry().map_err(local)? {
-            match planner
-                .decide(&entry)
-                .map_err(|e| local_at(target, &entry, e))?
-            {
-                Decision::Take => {
-                    if let Some(slot) = taken.get_mut(index) {
-                        *slot = true;
-                    }
-                    total += entry.size;
-                }
-                Decision::Skip => {}
-                Decision::Conflict(why) => {
-                    conflicts.count += 1;
-                    if conflicts.first.len() < CONFLICTS_SHOWN {
-                        let local = target.join(&entry.path);
-                        conflicts.first.push(format!("{local:?} {why}"));
-                    }
-                }
+        let writer = match writer {
+            Ok(writer) => writer,
+            Err(refused) => {
+                plan.taken.iter_mut().for_each(|slot| *slot = false);
+                self.send_skips(&plan.taken).await?;
+                self.receive_tree_done(0).await?;
+                return Err(refused);
             }
-            index += 1;
-        }
-        drop(planner);
-        if conflicts.count > 0 {
-            taken.iter_mut().for_each(|slot| *slot = false);
-        }
-        self.send_skips(&taken).await?;
-        if conflicts.count > 0 {
-            self.receive_tree_done(0).await?;
-            return Err(ClientError::Conflicts(conflicts));
-        }
-
-        let mut writer = match writer_top {
-            Some(top) => TreeWriter::merge(top, replace),
-            None => TreeWriter::new_tree(target).map_err(local)?,
         };
+        self.send_skips(&plan.taken).await?;
         spool.rewind().map_err(local)?;
-        progress.begin(total);
-        let mut got = TreeGot {
-            omitted,
-            ..TreeGot::default()
+        progress.begin(plan.bytes);
+        let mut receiving = Receiving {
+            spool,
+            writer,
+            taken: plan.taken,
+            index: 0,
+            target,
+            got: TreeGot {
+                omitted,
+                ..TreeGot::default()
+            },
         };
-        let mut index = 0usize;
-        let mut skipped = 0u64;
         loop {
             let entry = match self.reply().await? {
                 // The one file, checked as it was named in the manifest.
@@ -174,59 +153,12 @@ impl Client {
                 },
                 Message::TreeDone {
                     files,
-                    skipped: said_skipped,
+                    skipped,
                     bytes,
-                } => {
-                    if (files, bytes) != (got.files, got.bytes) {
-                        return Err(ClientError::BadReply(format!(
-                            "the tree's end counts {files} files of {bytes} bytes, \
-                             but {} of {} came",
-                            got.files, got.bytes
-                        )));
-                    }
-                    // The directories and skipped files after the last body.
-                    while let Some(rest) = spool.next_entry().map_err(local)? {
-                        skipped += u64::from(rest.kind == EntryKind::File);
-                        if rest.kind == EntryKind::Directory {
-                            writer
-                                .directory(&rest)
-                                .map_err(|e| local_at(target, &rest, e))?;
-                        }
-                    }
-                    if said_skipped != skipped {
-                        return Err(ClientError::BadReply(format!(
-                            "the tree's end counts {said_skipped} files skipped, not {skipped}"
-                        )));
-                    }
-                    writer.finish().map_err(local)?;
-                    got.skipped = skipped;
-                    return Ok(got);
-                }
+                } => return receiving.finish(files, skipped, bytes),
                 other => return Err(unexpected(other, "a tree entry")),
             };
-            // The manifest's next file taken: the body must be for it.
-            let expected = loop {
-                let Some(next) = spool.next_entry().map_err(local)? else {
-                    return Err(not_in_manifest(&entry));
-                };
-                let is_taken = taken.get(index).copied().unwrap_or(false);
-                index += 1;
-                match next.kind {
-                    EntryKind::Directory => writer
-                        .directory(&next)
-                        .map_err(|e| local_at(target, &next, e))?,
-                    EntryKind::File | EntryKind::Other if is_taken => break next,
-                    EntryKind::File | EntryKind::Other => skipped += 1,
-                }
-            };
-            if entry.path != expected.path || entry.kind != EntryKind::File {
-                return Err(not_in_manifest(&entry));
-            }
-            if (entry.size, entry.mode, entry.modified)
-                != (expected.size, expected.mode, expected.modified)
-            {
-                return Err(ClientError::FileChanged(entry.path));
-            }
+            let expected = receiving.next_file(&entry)?;
             let size = match self.reply().await? {
                 Message::Body { size } if size == expected.size => size,
                 Message::Body { size } => {
@@ -237,7 +169,8 @@ impl Client {
                 }
                 other => return Err(unexpected(other, "a body")),
             };
-            let file = writer
+            let file = receiving
+                .writer
                 .begin_file(&expected)
                 .map_err(|e| local_at(target, &expected, e))?;
             let received = self
@@ -250,14 +183,17 @@ impl Client {
                 Err(TransportError::DigestMismatch) => return Err(ClientError::DigestMismatch),
                 Err(other) => return Err(other.into()),
             };
-            if !local_tree::is_manifest_digest(&expected, &digest) {
+            // Verified against the trailer; it must also be what the
+            // manifest announced, or the file changed between the passes.
+            if expected.digest != Some(digest) {
                 return Err(ClientError::FileChanged(expected.path));
             }
-            writer
+            receiving
+                .writer
                 .finish_file(file, &expected)
                 .map_err(|e| local_at(target, &expected, e))?;
-            got.files += 1;
-            got.bytes += size;
+            receiving.got.files += 1;
+            receiving.got.bytes += size;
         }
     }
 
@@ -355,6 +291,157 @@ impl Client {
             Message::TreeDone { files: sent, .. } if sent == files => Ok(()),
             other => Err(unexpected(other, "the end of the tree")),
         }
+    }
+}
+
+/// What the client takes of a manifest.
+struct Plan {
+    /// A flag per entry: taken (a directory to make, a file to fetch).
+    taken: Vec<bool>,
+    /// The bytes of the files taken.
+    bytes: u64,
+    conflicts: Conflicts,
+}
+
+/// Decides, for each of the `entries` of `spool`, whether it is taken,
+/// skipped or in the way, against the target (`existing`, or none yet).
+fn plan(
+    spool: &mut SpoolReader,
+    entries: u64,
+    existing: Option<rustix::fd::OwnedFd>,
+    replace: bool,
+    target: &Path,
+) -> Result<Plan, ClientError> {
+    let mut planner = Planner::new(existing, replace);
+    let mut plan = Plan {
+        // Bounded: the manifest had at most MAX_TREE_ENTRIES.
+        taken: vec![false; usize::try_from(entries).unwrap_or(0)],
+        bytes: 0,
+        conflicts: Conflicts {
+            first: Vec::new(),
+            count: 0,
+        },
+    };
+    let mut index = 0;
+    let spool_failed = |source| ClientError::Local {
+        path: target.to_owned(),
+        source,
+    };
+    while let Some(entry) = spool.next_entry().map_err(spool_failed)? {
+        match planner
+            .decide(&entry)
+            .map_err(|e| local_at(target, &entry, e))?
+        {
+            Decision::Take => {
+                if let Some(slot) = plan.taken.get_mut(index) {
+                    *slot = true;
+                }
+                plan.bytes += entry.size;
+            }
+            Decision::Skip => {}
+            Decision::Conflict(why) => {
+                plan.conflicts.count += 1;
+                if plan.conflicts.first.len() < CONFLICTS_SHOWN {
+                    let local = target.join(&entry.path);
+                    plan.conflicts.first.push(format!("{local:?} {why}"));
+                }
+            }
+        }
+        index += 1;
+    }
+    Ok(plan)
+}
+
+/// The second pass in progress: the manifest read alongside the bodies,
+/// and where they are written.
+struct Receiving<'a> {
+    spool: SpoolReader,
+    writer: TreeWriter,
+    taken: Vec<bool>,
+    /// The index of the next manifest entry.
+    index: usize,
+    target: &'a Path,
+    got: TreeGot,
+}
+
+impl Receiving<'_> {
+    /// The manifest's next file taken, which `entry` must be, making the
+    /// directories before it; the file skipped on the way are counted.
+    fn next_file(&mut self, entry: &TreeEntry) -> Result<TreeEntry, ClientError> {
+        let expected = loop {
+            let Some(next) = self.next_entry()? else {
+                return Err(not_in_manifest(entry));
+            };
+            if let Some(file) = self.take(next)? {
+                break file;
+            }
+        };
+        if entry.path != expected.path || entry.kind != EntryKind::File {
+            return Err(not_in_manifest(entry));
+        }
+        if (entry.size, entry.mode, entry.modified)
+            != (expected.size, expected.mode, expected.modified)
+        {
+            return Err(ClientError::FileChanged(expected.path));
+        }
+        Ok(expected)
+    }
+
+    /// Checks the server's counts, makes the directories after the last
+    /// body, and gives the tree its names.
+    fn finish(mut self, files: u64, skipped: u64, bytes: u64) -> Result<TreeGot, ClientError> {
+        while let Some(next) = self.next_entry()? {
+            if let Some(file) = self.take(next)? {
+                return Err(ClientError::BadReply(format!(
+                    "the tree ended without {:?}",
+                    file.path
+                )));
+            }
+        }
+        let got = (self.got.files, self.got.skipped, self.got.bytes);
+        if (files, skipped, bytes) != got {
+            return Err(ClientError::BadReply(format!(
+                "the tree's end counts {files} files, {skipped} skipped, {bytes} bytes, but \
+                 {} files of {} bytes came and {} were skipped",
+                got.0, got.2, got.1
+            )));
+        }
+        let target = self.target;
+        self.writer.finish().map_err(|source| ClientError::Local {
+            path: target.to_owned(),
+            source,
+        })?;
+        Ok(self.got)
+    }
+
+    /// Makes the directory `next`, or counts it skipped, or gives back the
+    /// file taken.
+    fn take(&mut self, next: TreeEntry) -> Result<Option<TreeEntry>, ClientError> {
+        let is_taken = self.taken.get(self.index).copied().unwrap_or(false);
+        self.index += 1;
+        match next.kind {
+            EntryKind::Directory => {
+                self.writer
+                    .directory(&next)
+                    .map_err(|e| local_at(self.target, &next, e))?;
+                Ok(None)
+            }
+            EntryKind::File | EntryKind::Other if is_taken => Ok(Some(next)),
+            EntryKind::File | EntryKind::Other => {
+                self.got.skipped += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    fn next_entry(&mut self) -> Result<Option<TreeEntry>, ClientError> {
+        let target = self.target;
+        self.spool
+            .next_entry()
+            .map_err(|source| ClientError::Local {
+                path: target.to_owned(),
+                source,
+            })
     }
 }
 
