@@ -501,3 +501,24 @@ fn the_server_sends_a_sorted_manifest_then_only_what_was_not_skipped() {
     ));
     assert!(raw.is_closed());
 }
+
+/// A local symlink where the tree has a directory is in the way, with or
+/// without --replace: nothing is written through it.
+#[test]
+fn a_local_symlink_where_the_tree_has_a_directory_is_never_followed() {
+    let server = TestServer::start();
+    write_file(server.root(), "d/sub/file", b"through the link");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir(server.client_dir().join("d")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), server.client_dir().join("d/sub")).unwrap();
+    for replace in [false, true] {
+        let args: &[&str] = if replace {
+            &["get", "-r", "--replace", "d"]
+        } else {
+            &["get", "-r", "d"]
+        };
+        let output = server.run_client(args);
+        assert_exit_saying(&output, 1, "is not a directory here");
+        assert_eq!(files_under(outside.path()), Vec::<String>::new());
+    }
+}
