@@ -225,9 +225,10 @@ pub enum Request {
         /// refusing them.
         #[arg(long)]
         replace: bool,
-        /// Names on the server, then where to write them [default: their
-        /// names, in the current directory].
-        #[arg(required = true, value_name = "REMOTE... [LOCAL]")]
+        /// Names on the server; of two or more, the last is the local
+        /// path to write to [default: their names, in the current
+        /// directory].
+        #[arg(required = true, value_name = "NAME")]
         operands: Vec<std::ffi::OsString>,
     },
     /// List the served directory, or a directory beneath it.

@@ -297,12 +297,10 @@ impl TreeWriter {
     /// those this transfer made their mode and time, after their contents.
     fn close_to(&mut self, depth: usize) -> io::Result<()> {
         while self.chain.len() > depth {
-            // A rename inside would move the directory's time again.
-            if !self.pending.is_empty() {
-                self.flush()?;
-            }
             let Some(level) = self.chain.pop() else { break };
             if let Some((mode, modified)) = level.attributes {
+                // A rename inside would move the directory's time again.
+                self.flush()?;
                 set_time(&level.dir, modified)?;
                 rustix::fs::fchmod(&level.dir, Mode::from_raw_mode(mode & 0o777))?;
             }
