@@ -409,6 +409,67 @@ fn not_replacing(error: Errno) -> io::Error {
 mod tests {
     use super::*;
 
+    fn entry(kind: EntryKind, path: &str, data: &[u8]) -> TreeEntry {
+        TreeEntry {
+            kind,
+            size: data.len() as u64,
+            mode: 0o644,
+            modified: 0,
+            digest: (kind == EntryKind::File).then(|| *blake3::hash(data).as_bytes()),
+            path: path.to_owned(),
+        }
+    }
+
+    #[test]
+    fn decisions_follow_what_is_here() {
+        let tmp = tempfile::tempdir().unwrap();
+        let here = tmp.path();
+        std::fs::create_dir(here.join("d")).unwrap();
+        std::fs::write(here.join("d/same"), b"same").unwrap();
+        std::fs::write(here.join("d/other"), b"mine").unwrap();
+        std::fs::write(here.join("file"), b"").unwrap();
+        std::os::unix::fs::symlink("d", here.join("link")).unwrap();
+        let dir = EntryKind::Directory;
+        let file = EntryKind::File;
+        let cases: &[(EntryKind, &str, &[u8], Decision, Decision)] = &[
+            (dir, "d", b"", Decision::Take, Decision::Take),
+            (file, "d/new", b"x", Decision::Take, Decision::Take),
+            (
+                file,
+                "d/other",
+                b"theirs",
+                Decision::Conflict("is here with other content"),
+                Decision::Take,
+            ),
+            (file, "d/same", b"same", Decision::Skip, Decision::Skip),
+            (
+                dir,
+                "file",
+                b"",
+                Decision::Conflict("is not a directory here"),
+                Decision::Conflict("is not a directory here"),
+            ),
+            (file, "file/under", b"x", Decision::Take, Decision::Take),
+            (
+                dir,
+                "link",
+                b"",
+                Decision::Conflict("is not a directory here"),
+                Decision::Conflict("is not a directory here"),
+            ),
+            (dir, "missing", b"", Decision::Take, Decision::Take),
+            (file, "missing/x", b"x", Decision::Take, Decision::Take),
+        ];
+        for replace in [false, true] {
+            let mut planner = Planner::new(Some(open_target(here).unwrap()), replace);
+            for (kind, path, data, without, with) in cases {
+                let expected = if replace { with } else { without };
+                let decided = planner.decide(&entry(*kind, path, data)).unwrap();
+                assert_eq!(&decided, expected, "{path} (replace: {replace})");
+            }
+        }
+    }
+
     #[test]
     fn split_gives_depth_and_name() {
         assert_eq!(split("a"), (0, "a"));
