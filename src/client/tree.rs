@@ -110,7 +110,19 @@ impl Client {
             .map(rustix::io::dup)
             .transpose()
             .map_err(|e| local(e.into()))?;
-        let mut plan = plan(&mut spool, entries, existing, replace, target)?;
+        // Hashing local files takes a while: off the async thread, so
+        // Ctrl-C is heard meanwhile.
+        let owned_target = target.to_owned();
+        let planned = tokio::task::spawn_blocking(move || {
+            let plan = plan(&mut spool, entries, existing, replace, &owned_target);
+            (spool, plan)
+        })
+        .await;
+        let Ok((mut spool, plan)) = planned else {
+            let why = io::Error::other("the local check of the tree failed");
+            return Err(local(why));
+        };
+        let mut plan = plan?;
         // Where the tree goes is made ready before any body, so a local
         // failure, like a conflict, refuses the transfer cleanly.
         let writer = match (plan.conflicts.count, writer_top) {
