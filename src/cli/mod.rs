@@ -1,6 +1,7 @@
 //! The command line: clap types, and dispatch to the server, a one-shot
 //! request or the interactive shell.
 
+mod get_tree;
 mod output;
 mod report_queue;
 mod request;
