@@ -850,7 +850,10 @@ fn next_to_send(
         match entry.kind {
             EntryKind::File if is_skipped => skipped += 1,
             EntryKind::File => {
-                let file = walk.open_current()?;
+                let file = walk.open_current().map_err(|refusal| match refusal.code {
+                    ErrorCode::NotFound => file_changed(&format!("{:?} went", entry.path)),
+                    _ => refusal,
+                })?;
                 return Ok(Step {
                     index,
                     skipped,
