@@ -319,17 +319,19 @@ impl TreeWriter {
         } else {
             RenameFlags::NOREPLACE
         };
-        while let Some(pending) = self.pending.first() {
-            let renamed = rustix::fs::renameat_with(
+        // On a failure the rest stay pending, and dropping the writer
+        // removes them; the temporary names of those renamed are gone.
+        for pending in &self.pending {
+            rustix::fs::renameat_with(
                 &pending.dir,
                 pending.temp.as_str(),
                 &pending.dir,
                 pending.name.as_str(),
                 flags,
-            );
-            renamed.map_err(not_replacing)?;
-            self.pending.remove(0);
+            )
+            .map_err(not_replacing)?;
         }
+        self.pending.clear();
         self.pending_bytes = 0;
         Ok(())
     }
