@@ -76,6 +76,14 @@ pub enum Detail {
     },
     /// A rename gave the name this new one.
     Renamed(String),
+    /// A tree moved: files sent, files skipped as already there, the
+    /// bytes of the files sent.
+    Tree {
+        files: u64,
+        skipped: u64,
+        bytes: u64,
+        elapsed: Duration,
+    },
 }
 
 impl Report {
@@ -140,6 +148,19 @@ impl fmt::Display for Report {
                 write!(f, " ok removed {files} and {directories}")
             }
             Outcome::Ok(Detail::Renamed(to)) => write!(f, " ok -> {to:?}"),
+            Outcome::Ok(Detail::Tree {
+                files,
+                skipped,
+                bytes,
+                elapsed,
+            }) => {
+                let files = counted(*files, "file", "files");
+                let seconds = elapsed.as_secs_f64();
+                write!(
+                    f,
+                    " ok {files}, {skipped} skipped, {bytes} bytes in {seconds:.3}s"
+                )
+            }
             Outcome::Failed { kind, message } => {
                 write!(f, " failed {kind}: {}", escape_controls(message))
             }
@@ -222,6 +243,18 @@ mod tests {
         };
         assert!(line(1, 1).ends_with("ok removed 1 file and 1 directory"));
         assert!(line(0, 2).ends_with("ok removed 0 files and 2 directories"));
+    }
+
+    #[test]
+    fn tree_line_counts_files_skips_and_bytes() {
+        let outcome = Outcome::Ok(Detail::Tree {
+            files: 2,
+            skipped: 1,
+            bytes: 10,
+            elapsed: Duration::from_millis(1500),
+        });
+        assert!(at_epoch(RequestKind::GetTree, Some("d"), outcome)
+            .ends_with("get-tree \"d\" ok 2 files, 1 skipped, 10 bytes in 1.500s"));
     }
 
     #[test]

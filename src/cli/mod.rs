@@ -1,6 +1,7 @@
 //! The command line: clap types, and dispatch to the server, a one-shot
 //! request or the interactive shell.
 
+mod get_tree;
 mod output;
 mod report_queue;
 mod request;
@@ -210,17 +211,34 @@ pub enum Request {
         /// -]. A name ending in '/' names a directory to put it in.
         remote_name: Option<String>,
     },
-    /// Download a file; an existing local file is never overwritten.
-    #[command(visible_alias = "dwld")]
+    /// Download files, or with -r directories; an existing local file is
+    /// never overwritten without --replace.
+    ///
+    /// With one name, a path after it is the new name, or an existing
+    /// directory (or one ending in '/', made if missing) to put it in. With
+    /// several names, the last path is a directory to put them in, made if
+    /// missing. With -r, a directory goes inside an existing directory
+    /// target; a target that does not exist becomes the copy; without a
+    /// target it goes to the current directory, merging with what is
+    /// there: files here with the same content are skipped, files of
+    /// other content refuse the whole transfer.
+    #[command(visible_aliases = ["dwld", "mget"])]
     Get {
-        /// Name of the file on the server.
-        remote_name: String,
-        /// Where to write it [default: its name, in the current directory].
-        /// An existing directory receives it under its name; a path ending
-        /// in '/' names a directory, made (with its parents) if missing.
-        /// A lone '-' is standard output, written as the file arrives and
-        /// checked at the end: on a mismatch, discard what was written.
-        local_path: Option<PathBuf>,
+        /// Copy directories, with everything in them (symlinks and
+        /// special files on the server are left out, and counted).
+        #[arg(short, long)]
+        recursive: bool,
+        /// Replace local files of other content, atomically, instead of
+        /// refusing them.
+        #[arg(long)]
+        replace: bool,
+        /// Names on the server; of two or more, the last is the local
+        /// path to write to [default: their names, in the current
+        /// directory]. A last operand '-' is standard output, for one
+        /// file: written as it arrives and checked at the end (on a
+        /// mismatch, discard what was written).
+        #[arg(required = true, value_name = "NAME")]
+        operands: Vec<std::ffi::OsString>,
     },
     /// List the served directory, or a directory beneath it.
     // -h is --human-readable, as in `ls -lh`; help is --help alone.

@@ -37,8 +37,9 @@ pub fn print_entry(out: &mut impl Write, entry: &Entry, long: bool, human: bool)
     };
 }
 
-/// Says on stderr, one line per reason, how many names a listing left out.
-pub fn print_omitted(omitted: &[(OmitReason, u64)]) {
+/// Says on stderr, one line per reason, how many names a listing (`not
+/// shown`) or a tree (`left out`) left out.
+pub fn print_omitted(omitted: &[(OmitReason, u64)], how: &str) {
     for (reason, count) in omitted {
         let why = match reason {
             OmitReason::UnusableName => {
@@ -54,7 +55,7 @@ pub fn print_omitted(omitted: &[(OmitReason, u64)]) {
             OmitReason::Unknown(code) => format!("for a reason this client does not know ({code})"),
         };
         let names = if *count == 1 { "name" } else { "names" };
-        let _ = writeln!(std::io::stderr().lock(), "{count} {names} not shown: {why}");
+        let _ = writeln!(std::io::stderr().lock(), "{count} {names} {how}: {why}");
     }
 }
 

@@ -12,6 +12,9 @@ use ferry::client::{format_target, Client, ClientError, Security, Upload};
 use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
 use ferry::report::{Detail, Outcome, Report, Subject};
 
+use super::get_tree::{
+    get_trees, is_plain_get, split_get, suggest_recursive, tree_report_name, TreeGet,
+};
 use super::output::{print_entry, print_info, print_omitted, print_report, ProgressBar};
 use super::{exit, Request};
 
@@ -116,6 +119,8 @@ pub enum Prepared {
         /// the local path named it with a trailing `/`.
         into_dir: Option<PathBuf>,
     },
+    /// Files or trees by GetTree requests, one per source.
+    GetTrees(TreeGet),
     List {
         dir: Option<RemoteName>,
         long: bool,
@@ -155,7 +160,19 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
             };
             (RequestKind::Put, name)
         }
-        Request::Get { remote_name, .. } => (RequestKind::Get, Some(remote_name.clone())),
+        Request::Get {
+            recursive,
+            replace,
+            operands,
+        } => match split_get(operands) {
+            (sources, _) if is_plain_get(*recursive, *replace, &sources) => {
+                (RequestKind::Get, sources.first().cloned())
+            }
+            (sources, target) => (
+                RequestKind::GetTree,
+                Some(tree_report_name(&sources, target)),
+            ),
+        },
         Request::List { remote_dir, .. } => (RequestKind::List, remote_dir.clone()),
         Request::Delete { remote_name, .. } => (RequestKind::Delete, Some(remote_name.clone())),
         Request::Mkdir { remote_name, .. } => (RequestKind::MakeDir, Some(remote_name.clone())),
@@ -191,17 +208,33 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
             }
         }
         Request::Get {
-            remote_name,
-            local_path: Some(local_path),
-        } if is_standard_stream(&local_path) => Prepared::GetStdout {
-            name: RemoteName::parse(&remote_name)?,
-        },
-        Request::Get {
-            remote_name,
-            local_path,
+            recursive,
+            replace,
+            operands,
         } => {
+            let (sources, target) = split_get(&operands);
+            if let ([source], Some(target)) = (sources.as_slice(), &target) {
+                if is_standard_stream(target) && !recursive && !replace {
+                    return Ok(Prepared::GetStdout {
+                        name: RemoteName::parse(source)?,
+                    });
+                }
+            }
+            if !is_plain_get(recursive, replace, &sources) {
+                let sources = sources
+                    .iter()
+                    .map(|source| RemoteName::parse_dir(source))
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Ok(Prepared::GetTrees(TreeGet {
+                    sources,
+                    target,
+                    recursive,
+                    replace,
+                }));
+            }
+            let remote_name = sources.first().cloned().unwrap_or_default();
             let name = RemoteName::parse(&remote_name)?;
-            let (dest, into_dir) = match local_path {
+            let (dest, into_dir) = match target {
                 None => (PathBuf::from(name.file_name()), None),
                 Some(dir) if names_directory(&dir) => {
                     check_directory(&dir)?;
@@ -266,7 +299,9 @@ fn is_standard_stream(path: &Path) -> bool {
 pub fn uses_standard_stream(request: &Request) -> bool {
     match request {
         Request::Put { local_path, .. } => is_standard_stream(local_path),
-        Request::Get { local_path, .. } => local_path.as_deref().is_some_and(is_standard_stream),
+        Request::Get { operands, .. } => {
+            operands.len() > 1 && operands.last().is_some_and(|last| last == "-")
+        }
         _ => false,
     }
 }
@@ -284,7 +319,7 @@ fn stream_name(remote: Option<String>) -> Result<String, CommandError> {
 
 /// Whether a local path names a directory by ending in `/`, as a remote
 /// name given to put does.
-fn names_directory(path: &Path) -> bool {
+pub(super) fn names_directory(path: &Path) -> bool {
     path.as_os_str().as_bytes().ends_with(b"/")
 }
 
@@ -404,8 +439,13 @@ async fn send(
                     .map_err(|source| ClientError::Local { path: dir, source })?;
             }
             let mut bar = ProgressBar::for_transfer(settings.quiet);
-            client.get(&name, &dest, &mut bar).await.map(transfer)
+            client
+                .get(&name, &dest, &mut bar)
+                .await
+                .map(transfer)
+                .map_err(suggest_recursive)
         }
+        Prepared::GetTrees(get) => get_trees(client, get, settings).await,
         Prepared::List { dir, long, human } => {
             // Servers send entries in their directory's order; sorted by
             // name, as ls does.
@@ -418,7 +458,7 @@ async fn send(
             for entry in &entries {
                 print_entry(&mut stdout, entry, long, human);
             }
-            print_omitted(&listed.omitted);
+            print_omitted(&listed.omitted, "not shown");
             Ok(Detail::Entries(listed.entries))
         }
         Prepared::Delete { name, recursive } => {

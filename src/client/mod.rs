@@ -10,6 +10,9 @@
 //! [`Client::put_stream`].
 
 mod forward;
+mod local_tree;
+mod spool;
+mod tree;
 mod trust;
 
 use std::io;
@@ -27,6 +30,7 @@ use crate::protocol::{
 use crate::security::{Fingerprint, KnownHostsError};
 use crate::staging::Staged;
 use crate::transport::{self, Connection, Link, TransportError};
+pub use tree::{Conflicts, TreeGot};
 pub use trust::{FirstUse, Security, Trust};
 
 /// Why a client operation failed.
@@ -57,6 +61,13 @@ pub enum ClientError {
     /// name that breaks the naming rules; the connection is abandoned.
     #[error("server misbehaved: {0}")]
     BadReply(String),
+    /// Local names are in the way of a tree; nothing was fetched.
+    #[error("{0}")]
+    Conflicts(Conflicts),
+    /// A file of a tree changed on the server between its manifest and
+    /// its body; the transfer was abandoned and the file not kept.
+    #[error("{0:?} changed on the server while the tree was sent; it was not kept")]
+    FileChanged(String),
     /// The downloaded data did not match the server's digest.
     #[error("data arrived damaged (BLAKE3 digest mismatch); nothing was kept")]
     DigestMismatch,
@@ -128,7 +139,8 @@ impl ClientError {
             ClientError::Transport(e) => e.kind(),
             ClientError::Remote { code, .. } => (*code).into(),
             ClientError::Local { .. } => FailureKind::LocalIo,
-            ClientError::LocalExists(_) => FailureKind::LocalExists,
+            ClientError::LocalExists(_) | ClientError::Conflicts(_) => FailureKind::LocalExists,
+            ClientError::FileChanged(_) => FailureKind::FileChanged,
             ClientError::BadReply(_) => FailureKind::ProtocolError,
             ClientError::DigestMismatch | ClientError::DamagedOutput => {
                 ErrorCode::DigestMismatch.into()
@@ -167,6 +179,8 @@ impl ClientError {
             | ClientError::Connect { .. }
             | ClientError::Timeout(_)
             | ClientError::BadReply(_)
+            // Abandoned mid-tree: the rest of its bodies are still coming.
+            | ClientError::FileChanged(_)
             | ClientError::IdentityChanged { .. }
             | ClientError::NotPinned { .. }
             | ClientError::PlainFerry
@@ -178,6 +192,7 @@ impl ClientError {
             ClientError::Remote { code, .. } => code.ends_connection(),
             ClientError::Local { .. }
             | ClientError::LocalExists(_)
+            | ClientError::Conflicts(_)
             | ClientError::DigestMismatch
             | ClientError::DamagedOutput
             | ClientError::Output(_)

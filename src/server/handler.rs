@@ -11,10 +11,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::gate::Pass;
+use super::skips::Skips;
 use super::tally::Tally;
 use super::Config;
 use crate::protocol::{
-    ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token, MAGIC,
+    EntryKind, ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token, TreeEntry,
+    MAGIC,
 };
 use crate::report::{Detail, Outcome, Report, Reporter, Subject};
 use crate::security::access::Grant;
@@ -24,6 +26,18 @@ use crate::transport::{self, Connection, Link, TransportError, TLS_HANDSHAKE_BYT
 /// Listing entries are read from the directory and sent in batches of
 /// this many: the most a listing holds in memory at once.
 const ENTRIES_PER_BATCH: usize = 256;
+
+/// The most entries a tree sent by GetTree may have: the server holds a
+/// bit for each between the passes.
+const MAX_TREE_ENTRIES: u64 = 1_000_000;
+
+/// The file bytes a batch of a manifest covers, at most, unless one file
+/// alone is larger: the files of a batch are hashed before it is sent.
+const MANIFEST_BATCH_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The most entries the second pass of a GetTree walks in one turn on the
+/// blocking pool before it gives the thread back.
+const WALK_STEPS: usize = 256;
 
 /// How long a connection turned away may take to read why before it is
 /// closed anyway.
@@ -328,6 +342,7 @@ impl Session {
                 self.put_stream(conn, &name, replace, started).await
             }
             Message::Get { name } => self.get(conn, &name, started).await,
+            Message::GetTree { source } => self.get_tree(conn, &source, started).await,
             Message::List { dir, long } => self.list(conn, &dir, long).await,
             Message::Delete { name, recursive } => self.delete(conn, &name, recursive).await,
             Message::MakeDir { name, parents } => {
@@ -440,6 +455,168 @@ impl Session {
             bytes: size,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Sends the tree under `source` (PROTOCOL.md §5.11): the manifest,
+    /// the client's skips, then the bodies it did not skip.
+    async fn get_tree(
+        &self,
+        conn: &mut Connection<Link>,
+        source: &str,
+        started: Instant,
+    ) -> Result<Detail, Abort> {
+        let source = RemoteName::parse_dir(source)?;
+        let entries = self.send_manifest(conn, source.clone()).await?;
+        let skips = self.read_skips(conn, entries).await?;
+        let walk = self
+            .blocking(move |store| store.walk_tree(source.as_ref()))
+            .await?;
+        let (files, skipped, bytes) = self.send_tree_bodies(conn, walk, skips).await?;
+        conn.write_message(&Message::TreeDone {
+            files,
+            skipped,
+            bytes,
+        })
+        .await?;
+        Ok(Detail::Tree {
+            files,
+            skipped,
+            bytes,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Walks the tree and sends its manifest, a batch at a time as a
+    /// listing is sent, each file with its digest; returns how many
+    /// entries it had.
+    async fn send_manifest(
+        &self,
+        conn: &mut Connection<Link>,
+        source: Option<RemoteName>,
+    ) -> Result<u64, Abort> {
+        let mut walk = self
+            .blocking(move |store| store.walk_tree(source.as_ref()))
+            .await?;
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        loop {
+            let turn = match entries {
+                0 => None,
+                _ => self.listing_turns.acquire().await.ok(),
+            };
+            let (back, batch) = self
+                .blocking(move |_| {
+                    let batch = manifest_batch(&mut walk);
+                    Ok((walk, batch))
+                })
+                .await?;
+            drop(turn);
+            walk = back;
+            let batch = batch?;
+            if batch.is_empty() {
+                break;
+            }
+            entries += batch.len() as u64;
+            if entries > MAX_TREE_ENTRIES {
+                let why = format!("the tree has more than {MAX_TREE_ENTRIES} entries");
+                return Err(Refusal::new(ErrorCode::TooLarge, why).into());
+            }
+            for entry in batch {
+                bytes = bytes.saturating_add(entry.size);
+                conn.queue(&Message::TreeEntry(entry))?;
+            }
+            conn.flush().await?;
+        }
+        for (reason, count) in walk.omitted() {
+            conn.queue(&Message::Omitted { reason, count })?;
+        }
+        conn.write_message(&Message::TreeEnd { entries, bytes })
+            .await?;
+        Ok(entries)
+    }
+
+    /// Reads the client's `Skip` runs up to its `TreeEnd`: a bit for each
+    /// of the manifest's `entries`. The client may take a while to decide
+    /// (it hashes its own files), so this waits as long as an idle
+    /// connection may, on the async side, holding no thread.
+    async fn read_skips(&self, conn: &mut Connection<Link>, entries: u64) -> Result<Skips, Abort> {
+        let mut skips = Skips::new(entries);
+        let mut runs = 0u64;
+        let stall_limit = conn.stall_limit();
+        conn.set_stall_limit(self.config.idle_timeout);
+        let read = loop {
+            match conn.expect_message().await {
+                Ok(Message::Skip { first, count }) if skips.mark(first, count) => runs += 1,
+                Ok(Message::TreeEnd { entries, bytes: 0 }) if entries == runs => break Ok(()),
+                Ok(other) => {
+                    let why = format!(
+                        "expected a skip run within the tree's {entries} entries, or the end \
+                         of the skips, got {} (malformed message)",
+                        other.name()
+                    );
+                    break Err(Refusal::new(ErrorCode::BadRequest, why).into());
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        conn.set_stall_limit(stall_limit);
+        read.map(|()| skips)
+    }
+
+    /// Walks the tree again and sends each file the client did not skip:
+    /// its entry, its body and its trailer, back to back. Returns the
+    /// files sent, the files skipped and the bytes sent.
+    async fn send_tree_bodies(
+        &self,
+        conn: &mut Connection<Link>,
+        mut walk: store::TreeWalk,
+        mut skips: Skips,
+    ) -> Result<(u64, u64, u64), Abort> {
+        let (mut files, mut skipped, mut bytes) = (0u64, 0u64, 0u64);
+        let mut index = 0u64;
+        loop {
+            // The walk moves to the next file to send on the blocking pool,
+            // a bounded number of entries at a time.
+            let (back, back_skips, step) = self
+                .blocking(move |_| {
+                    let step = next_to_send(&mut walk, &skips, index);
+                    Ok((walk, skips, step))
+                })
+                .await?;
+            (walk, skips) = (back, back_skips);
+            let step = step?;
+            skipped += step.skipped;
+            index = step.index;
+            let Some((entry, file)) = step.file else {
+                if step.done {
+                    break;
+                }
+                continue;
+            };
+            let (size, cached) = (file.size(), file.cached_digest());
+            if size != entry.size {
+                return Err(file_changed(&format!("{:?} changed size", entry.path)).into());
+            }
+            conn.queue(&Message::TreeEntry(TreeEntry {
+                digest: cached,
+                ..entry
+            }))?;
+            conn.queue(&Message::Body { size })?;
+            let (file, digest) = conn.send_body(file, size, cached, &mut |_| {}).await?;
+            if cached.is_none() {
+                let _ = self
+                    .blocking(move |_| {
+                        file.remember(&digest);
+                        Ok(())
+                    })
+                    .await;
+            }
+            files += 1;
+            bytes += size;
+        }
+        if index != skips.len() {
+            return Err(file_changed("entries of the tree went since its manifest").into());
+        }
+        Ok((files, skipped, bytes))
     }
 
     /// Streams a listing: a batch is read from the directory only once the
@@ -650,6 +827,7 @@ fn report_name(request: &Message) -> Option<String> {
         | Message::MakeDir { name, .. }
         | Message::RemoveDir { name }
         | Message::Stat { name } => Some(name.clone()),
+        Message::GetTree { source } => (!source.is_empty()).then(|| source.clone()),
         Message::List { dir, .. } => (!dir.is_empty()).then(|| dir.clone()),
         Message::Rename { from, .. } => Some(from.clone()),
         _ => None,
@@ -662,6 +840,95 @@ fn report_name(request: &Message) -> Option<String> {
 fn needed_rights(request: &Message, kind: RequestKind) -> impl Iterator<Item = RequestKind> {
     let replaces = matches!(request, Message::PutStream { replace: true, .. });
     std::iter::once(kind).chain(replaces.then_some(RequestKind::Delete))
+}
+
+/// The next manifest entries of `walk`, each file with its digest; none at
+/// the end. A batch ends early once its files are large, so entries hashed
+/// here reach the client while the next are hashed.
+fn manifest_batch(walk: &mut store::TreeWalk) -> Result<Vec<TreeEntry>, Refusal> {
+    let mut batch = Vec::new();
+    let mut bytes = 0u64;
+    while batch.len() < ENTRIES_PER_BATCH && bytes < MANIFEST_BATCH_BYTES {
+        let Some(mut entry) = walk.next_entry()? else {
+            break;
+        };
+        if entry.kind == EntryKind::File {
+            entry.digest = Some(walk.digest_current(entry.size)?);
+            bytes = bytes.saturating_add(entry.size);
+        }
+        batch.push(entry);
+    }
+    Ok(batch)
+}
+
+/// Where the second pass of a GetTree got to in one turn.
+struct Step {
+    /// How many entries have been walked, this turn's included.
+    index: u64,
+    /// Files passed over this turn because the client skipped them.
+    skipped: u64,
+    /// The next file to send, opened.
+    file: Option<(TreeEntry, store::ReadFile)>,
+    /// Whether the walk is at its end.
+    done: bool,
+}
+
+/// Walks on from entry `index` to the next file the client did not skip,
+/// at most [`WALK_STEPS`] entries.
+fn next_to_send(
+    walk: &mut store::TreeWalk,
+    skips: &Skips,
+    mut index: u64,
+) -> Result<Step, Refusal> {
+    let mut skipped = 0;
+    for _ in 0..WALK_STEPS {
+        let Some(entry) = walk.next_entry()? else {
+            return Ok(Step {
+                index,
+                skipped,
+                file: None,
+                done: true,
+            });
+        };
+        if index >= skips.len() {
+            return Err(file_changed(
+                "entries came into the tree since its manifest",
+            ));
+        }
+        let is_skipped = skips.is_skipped(index);
+        index += 1;
+        match entry.kind {
+            EntryKind::File if is_skipped => skipped += 1,
+            EntryKind::File => {
+                let file = walk.open_current().map_err(|refusal| match refusal.code {
+                    ErrorCode::NotFound => file_changed(&format!("{:?} went", entry.path)),
+                    _ => refusal,
+                })?;
+                return Ok(Step {
+                    index,
+                    skipped,
+                    file: Some((entry, file)),
+                    done: false,
+                });
+            }
+            EntryKind::Directory | EntryKind::Other => {}
+        }
+    }
+    Ok(Step {
+        index,
+        skipped,
+        file: None,
+        done: false,
+    })
+}
+
+/// The refusal for a tree that changed between its manifest and its
+/// bodies; sent after what went before it (PROTOCOL.md §5.11).
+fn file_changed(what: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Io,
+        format!("file-changed: {what}; the files sent before this are complete"),
+    )
 }
 
 /// Why a connection never got as far as its first request.

@@ -9,6 +9,7 @@ mod door;
 mod gate;
 mod handler;
 mod penalties;
+mod skips;
 mod tally;
 
 use std::future::Future;

@@ -22,6 +22,7 @@ mod digest_cache;
 mod leftovers;
 mod listing;
 mod tree;
+mod walk;
 
 use std::fs::File;
 use std::io;
@@ -36,6 +37,7 @@ use digest_cache::Stamp;
 pub use leftovers::Leftover;
 pub use listing::Listing;
 pub use tree::Removed;
+pub use walk::TreeWalk;
 
 /// The served directory.
 #[derive(Debug)]
@@ -206,6 +208,33 @@ impl Store {
             // may lead anywhere inside the root, `..` included.
             Some(name) => Listing::of_name(&self.dir, name, long),
         }
+    }
+
+    /// A walk of the tree under `source` (`None`: the root) for a
+    /// GetTree: its directories and files, or the one file `source` is.
+    /// Resolved beneath the root like any name; inside, the walk follows
+    /// no symlink.
+    pub fn walk_tree(&self, source: Option<&RemoteName>) -> Result<TreeWalk, Refusal> {
+        let Some(source) = source else {
+            return TreeWalk::of_dir(self.dir.try_clone().map_err(classify)?);
+        };
+        let metadata = self.dir.metadata(source.as_str()).map_err(classify)?;
+        if metadata.is_dir() {
+            return TreeWalk::of_dir(self.dir.open_dir(source.as_str()).map_err(classify)?);
+        }
+        check_is_file(&metadata)?;
+        let parent = self.dir_at(source.parent()).map_err(classify)?;
+        if !parent
+            .symlink_metadata(source.file_name())
+            .map_err(classify)?
+            .is_file()
+        {
+            return Err(Refusal::new(
+                ErrorCode::NotARegularFile,
+                "a symlink; a tree does not carry symlinks",
+            ));
+        }
+        Ok(TreeWalk::of_file(parent, source.file_name()))
     }
 
     /// What `name` (`None`: the root) is: kind, size, time, mode, and the

@@ -1,0 +1,481 @@
+//! The local side of a tree download: deciding what to take, and writing
+//! it beneath the target without ever leaving it.
+//!
+//! Both walk a manifest in its order (PROTOCOL.md §5.10) holding the chain
+//! of directories the current entry is in, each opened from the one above
+//! it without following a symlink: a name is only ever looked up in a
+//! directory handle, one component at a time, so no symlink, planted
+//! before or during the transfer, leads a write outside the target.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use crate::protocol::{EntryKind, TreeEntry, TEMP_PREFIX};
+
+/// Distinguishes the temporary names of one process.
+static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Files written and verified before they take their names in one go:
+/// one filesystem sync, then the renames.
+const BATCH_FILES: usize = 256;
+
+/// Bytes written before a batch takes its names, whatever its length.
+const BATCH_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What to do with one entry of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Make the directory, or fetch the file.
+    Take,
+    /// A file that is here already with the same content.
+    Skip,
+    /// Something else is in the way; says what.
+    Conflict(&'static str),
+}
+
+/// Decides, entry by entry, what a manifest means for the local target.
+pub(super) struct Planner {
+    /// The target; `None` where it does not exist yet.
+    top: Option<OwnedDir>,
+    /// The directories of the current entry's chain: `None` for one that
+    /// does not exist here (everything in it is new).
+    chain: Vec<Option<OwnedDir>>,
+    replace: bool,
+}
+
+/// A directory opened for reading (so it can be synced, and its mode and
+/// times set), never through a symlink.
+type OwnedDir = rustix::fd::OwnedFd;
+
+impl Planner {
+    /// Plans for the target `top`, which exists or not (`None`).
+    pub fn new(top: Option<OwnedDir>, replace: bool) -> Planner {
+        Planner {
+            top,
+            chain: Vec::new(),
+            replace,
+        }
+    }
+
+    /// What to do with `entry`, the next of the manifest.
+    pub fn decide(&mut self, entry: &TreeEntry) -> io::Result<Decision> {
+        let (depth, name) = split(&entry.path);
+        self.chain.truncate(depth);
+        let parent = match self.chain.last() {
+            Some(parent) => parent.as_ref(),
+            None => self.top.as_ref(),
+        };
+        let Some(parent) = parent else {
+            if entry.kind == EntryKind::Directory {
+                self.chain.push(None);
+            }
+            return Ok(Decision::Take);
+        };
+        let here = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+            Err(Errno::NOENT) => {
+                if entry.kind == EntryKind::Directory {
+                    self.chain.push(None);
+                }
+                return Ok(Decision::Take);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match (entry.kind, here) {
+            (EntryKind::Directory, FileType::Directory) => {
+                self.chain.push(Some(open_dir_nofollow(parent, name)?));
+                Ok(Decision::Take)
+            }
+            (EntryKind::Directory, _) => {
+                self.chain.push(None);
+                Ok(Decision::Conflict("is not a directory here"))
+            }
+            (_, FileType::Directory) => Ok(Decision::Conflict("is a directory here")),
+            (_, FileType::RegularFile) => {
+                if is_same_file(parent, name, entry)? {
+                    Ok(Decision::Skip)
+                } else if self.replace {
+                    Ok(Decision::Take)
+                } else {
+                    Ok(Decision::Conflict("is here with other content"))
+                }
+            }
+            _ if self.replace => Ok(Decision::Take),
+            _ => Ok(Decision::Conflict("is a symlink or special file here")),
+        }
+    }
+}
+
+/// Whether the file `name` in `dir` has the size and digest of `entry`.
+fn is_same_file(dir: &OwnedDir, name: &str, entry: &TreeEntry) -> io::Result<bool> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
+    if file.metadata()?.len() != entry.size {
+        return Ok(false);
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader((&file).take(entry.size))?;
+    Ok(Some(*hasher.finalize().as_bytes()) == entry.digest)
+}
+
+/// Writes the entries taken beneath the target: a new tree in a hidden
+/// directory beside it, given its name at the end; a merge file by file.
+/// Dropped before [`TreeWriter::finish`], it leaves nothing behind: no
+/// temporary file, and nothing of a new tree.
+pub(super) struct TreeWriter {
+    /// Where the entries go: the target, or the new tree's hidden
+    /// directory.
+    top: OwnedDir,
+    /// For a new tree: where it is built and the name it takes.
+    new_tree: Option<NewTree>,
+    /// The directories of the current entry's chain.
+    chain: Vec<Level>,
+    /// Files verified, waiting to take their names.
+    pending: Vec<Pending>,
+    pending_bytes: u64,
+    /// The temporary file being written, if any.
+    writing: Option<(OwnedDir, String)>,
+    replace: bool,
+}
+
+/// A new tree being built.
+struct NewTree {
+    parent: OwnedDir,
+    hidden: String,
+    /// The hidden directory's path, to remove it whole on failure.
+    hidden_path: PathBuf,
+    name: String,
+    done: bool,
+}
+
+/// A directory of the chain.
+struct Level {
+    dir: OwnedDir,
+    /// Mode and time to give it once its contents are in: only for
+    /// directories this transfer made.
+    attributes: Option<(u32, i64)>,
+}
+
+/// A verified file under its temporary name.
+struct Pending {
+    dir: OwnedDir,
+    temp: String,
+    name: String,
+}
+
+impl TreeWriter {
+    /// Writes into the existing directory `top`, file by file.
+    pub fn merge(top: OwnedDir, replace: bool) -> TreeWriter {
+        TreeWriter {
+            top,
+            new_tree: None,
+            chain: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            writing: None,
+            replace,
+        }
+    }
+
+    /// Builds a new tree that will take the name `target`, which must not
+    /// exist, in a hidden directory beside it.
+    pub fn new_tree(target: &Path) -> io::Result<TreeWriter> {
+        let name = target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a usable name"))?;
+        let parent_path = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let parent = rustix::fs::open(parent_path, flags, Mode::empty())?;
+        let hidden = temp_name();
+        rustix::fs::mkdirat(&parent, hidden.as_str(), Mode::from_raw_mode(0o777))?;
+        let top = open_dir_nofollow(&parent, &hidden)?;
+        Ok(TreeWriter {
+            top,
+            new_tree: Some(NewTree {
+                parent,
+                hidden_path: parent_path.join(&hidden),
+                hidden,
+                name: name.to_owned(),
+                done: false,
+            }),
+            chain: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            writing: None,
+            replace: false,
+        })
+    }
+
+    /// Makes (or, merging, enters) the directory `entry`.
+    pub fn directory(&mut self, entry: &TreeEntry) -> io::Result<()> {
+        let (depth, name) = split(&entry.path);
+        self.close_to(depth)?;
+        let parent = self.current();
+        let attributes = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => Some((entry.mode, entry.modified)),
+            Err(Errno::EXIST) if self.new_tree.is_none() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let dir = open_dir_nofollow(parent, name)?;
+        self.chain.push(Level { dir, attributes });
+        Ok(())
+    }
+
+    /// Creates the temporary file the file `entry` is received into.
+    pub fn begin_file(&mut self, entry: &TreeEntry) -> io::Result<File> {
+        let (depth, _) = split(&entry.path);
+        self.close_to(depth)?;
+        let parent = self.current();
+        let temp = temp_name();
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(parent, temp.as_str(), flags, Mode::from_raw_mode(0o600))?;
+        let dir = rustix::io::dup(parent)?;
+        self.writing = Some((dir, temp));
+        Ok(File::from(fd))
+    }
+
+    /// Gives the received and verified `file` its mode and time, and
+    /// queues it to take its name.
+    pub fn finish_file(&mut self, file: File, entry: &TreeEntry) -> io::Result<()> {
+        let Some((dir, temp)) = self.writing.take() else {
+            return Err(io::Error::other("no file is being written"));
+        };
+        let pending = Pending {
+            dir,
+            temp,
+            name: split(&entry.path).1.to_owned(),
+        };
+        // Queued first, so a failure below still removes it.
+        self.pending.push(pending);
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode & 0o777))?;
+        set_time(&file, entry.modified)?;
+        self.pending_bytes += entry.size;
+        if self.pending.len() >= BATCH_FILES || self.pending_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Gives every file its name and every directory made its mode and
+    /// time, syncs, and gives a new tree its name.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.close_to(0)?;
+        self.flush()?;
+        rustix::fs::syncfs(&self.top)?;
+        if let Some(tree) = self.new_tree.as_mut() {
+            rustix::fs::renameat_with(
+                &tree.parent,
+                tree.hidden.as_str(),
+                &tree.parent,
+                tree.name.as_str(),
+                RenameFlags::NOREPLACE,
+            )
+            .map_err(not_replacing)?;
+            tree.done = true;
+            rustix::fs::fsync(&tree.parent)?;
+        }
+        Ok(())
+    }
+
+    /// The directory entries go into now.
+    fn current(&self) -> &OwnedDir {
+        self.chain.last().map_or(&self.top, |level| &level.dir)
+    }
+
+    /// Leaves the directories of the chain deeper than `depth`, giving
+    /// those this transfer made their mode and time, after their contents.
+    fn close_to(&mut self, depth: usize) -> io::Result<()> {
+        while self.chain.len() > depth {
+            let Some(level) = self.chain.pop() else { break };
+            if let Some((mode, modified)) = level.attributes {
+                // A rename inside would move the directory's time again.
+                self.flush()?;
+                set_time(&level.dir, modified)?;
+                rustix::fs::fchmod(&level.dir, Mode::from_raw_mode(mode & 0o777))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One sync of the filesystem for the whole batch, then the renames.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        rustix::fs::syncfs(&self.top)?;
+        let flags = if self.replace {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        // On a failure the rest stay pending, and dropping the writer
+        // removes them; the temporary names of those renamed are gone.
+        for pending in &self.pending {
+            rustix::fs::renameat_with(
+                &pending.dir,
+                pending.temp.as_str(),
+                &pending.dir,
+                pending.name.as_str(),
+                flags,
+            )
+            .map_err(not_replacing)?;
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+}
+
+impl Drop for TreeWriter {
+    /// Removes what a failed transfer left: temporary files, and a new
+    /// tree's hidden directory with everything in it.
+    fn drop(&mut self) {
+        if let Some((dir, temp)) = self.writing.take() {
+            let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
+        }
+        for pending in self.pending.drain(..) {
+            let _ = rustix::fs::unlinkat(&pending.dir, pending.temp.as_str(), AtFlags::empty());
+        }
+        if let Some(tree) = self.new_tree.as_ref().filter(|tree| !tree.done) {
+            // std's remove_dir_all never follows a symlink out of the tree.
+            let _ = std::fs::remove_dir_all(&tree.hidden_path);
+        }
+    }
+}
+
+/// How many directories `path` is below the top, and its last component.
+fn split(path: &str) -> (usize, &str) {
+    match path.rsplit_once('/') {
+        Some((parent, name)) => (parent.split('/').count(), name),
+        None => (0, path),
+    }
+}
+
+/// A hidden name of this process, never one a tree carries.
+fn temp_name() -> String {
+    format!(
+        "{TEMP_PREFIX}{}-{}",
+        std::process::id(),
+        NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Opens the directory `name` in `parent` for reading, refusing a symlink.
+fn open_dir_nofollow(parent: &OwnedDir, name: &str) -> io::Result<OwnedDir> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(parent, name, flags, Mode::empty())?)
+}
+
+/// Opens the existing directory `path` the user named as a target.
+pub(super) fn open_target(path: &Path) -> io::Result<OwnedDir> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
+}
+
+/// Sets the modification (and access) time of `fd` to `modified` seconds.
+fn set_time(fd: impl AsFd, modified: i64) -> io::Result<()> {
+    let time = Timespec {
+        tv_sec: modified,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    Ok(rustix::fs::futimens(fd, &times)?)
+}
+
+/// A rename that found its name taken says so in ferry's words.
+fn not_replacing(error: Errno) -> io::Error {
+    match error {
+        Errno::EXIST | Errno::NOTEMPTY => io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the name was taken meanwhile; ferry never replaces anything without --replace",
+        ),
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: EntryKind, path: &str, data: &[u8]) -> TreeEntry {
+        TreeEntry {
+            kind,
+            size: data.len() as u64,
+            mode: 0o644,
+            modified: 0,
+            digest: (kind == EntryKind::File).then(|| *blake3::hash(data).as_bytes()),
+            path: path.to_owned(),
+        }
+    }
+
+    #[test]
+    fn decisions_follow_what_is_here() {
+        let tmp = tempfile::tempdir().unwrap();
+        let here = tmp.path();
+        std::fs::create_dir(here.join("d")).unwrap();
+        std::fs::write(here.join("d/same"), b"same").unwrap();
+        std::fs::write(here.join("d/other"), b"mine").unwrap();
+        std::fs::write(here.join("file"), b"").unwrap();
+        std::os::unix::fs::symlink("d", here.join("link")).unwrap();
+        let dir = EntryKind::Directory;
+        let file = EntryKind::File;
+        let cases: &[(EntryKind, &str, &[u8], Decision, Decision)] = &[
+            (dir, "d", b"", Decision::Take, Decision::Take),
+            (file, "d/new", b"x", Decision::Take, Decision::Take),
+            (
+                file,
+                "d/other",
+                b"theirs",
+                Decision::Conflict("is here with other content"),
+                Decision::Take,
+            ),
+            (file, "d/same", b"same", Decision::Skip, Decision::Skip),
+            (
+                dir,
+                "file",
+                b"",
+                Decision::Conflict("is not a directory here"),
+                Decision::Conflict("is not a directory here"),
+            ),
+            (file, "file/under", b"x", Decision::Take, Decision::Take),
+            (
+                dir,
+                "link",
+                b"",
+                Decision::Conflict("is not a directory here"),
+                Decision::Conflict("is not a directory here"),
+            ),
+            (dir, "missing", b"", Decision::Take, Decision::Take),
+            (file, "missing/x", b"x", Decision::Take, Decision::Take),
+        ];
+        for replace in [false, true] {
+            let mut planner = Planner::new(Some(open_target(here).unwrap()), replace);
+            for (kind, path, data, without, with) in cases {
+                let expected = if replace { with } else { without };
+                let decided = planner.decide(&entry(*kind, path, data)).unwrap();
+                assert_eq!(&decided, expected, "{path} (replace: {replace})");
+            }
+        }
+    }
+
+    #[test]
+    fn split_gives_depth_and_name() {
+        assert_eq!(split("a"), (0, "a"));
+        assert_eq!(split("a/b"), (1, "b"));
+        assert_eq!(split("a/b c/d"), (2, "d"));
+    }
+}

@@ -1,0 +1,475 @@
+//! Receiving a tree with one GetTree request (PROTOCOL.md §5.11): the
+//! manifest is checked and spooled, the client decides what it takes,
+//! then the bodies come back to back and each is verified before it takes
+//! its name beneath the target.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::local_tree::{self, Decision, Planner, TreeWriter};
+use super::spool::{Spool, SpoolReader};
+use super::{unexpected, Client, ClientError, Progress};
+use crate::protocol::{
+    EntryKind, ManifestOrder, Message, OmitReason, RemoteName, RequestKind, TreeEntry,
+};
+use crate::transport::TransportError;
+
+/// The most entries a manifest may have: the client holds a bit for each.
+const MAX_TREE_ENTRIES: u64 = 1_000_000;
+
+/// How long the client waits for the next frame of a manifest, at least.
+const MANIFEST_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// The most conflicting names a refused tree names.
+const CONFLICTS_SHOWN: usize = 20;
+
+/// What a tree download did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeGot {
+    /// Files received.
+    pub files: u64,
+    /// Files skipped, being here already with the same content.
+    pub skipped: u64,
+    /// Bytes of the files received.
+    pub bytes: u64,
+    /// Names the server left out of the tree, and why.
+    pub omitted: Vec<(OmitReason, u64)>,
+}
+
+/// Local names in the way of a tree: the first few, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflicts {
+    pub first: Vec<String>,
+    pub count: u64,
+}
+
+impl std::fmt::Display for Conflicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = if self.count == 1 {
+            "name is"
+        } else {
+            "names are"
+        };
+        write!(f, "{} local {names} in the way: ", self.count)?;
+        for (n, name) in self.first.iter().enumerate() {
+            let comma = if n == 0 { "" } else { ", " };
+            write!(f, "{comma}{name}")?;
+        }
+        if self.count > self.first.len() as u64 {
+            f.write_str(", …")?;
+        }
+        f.write_str("; nothing was fetched (--replace replaces files of other content)")
+    }
+}
+
+impl Client {
+    /// Downloads the tree under `source` (`None`: the served directory),
+    /// or the one file `source` is, into the local directory `target`:
+    /// a new tree if `target` does not exist (it appears whole or not at
+    /// all), else merged into it file by file. Files here with the same
+    /// content are skipped; with `replace`, files of other content are
+    /// replaced, else any is a conflict and nothing is fetched. With
+    /// `as_name`, `source` must be one file, and it takes that name in
+    /// `target` instead of its own.
+    pub async fn get_tree(
+        &mut self,
+        source: Option<&RemoteName>,
+        target: &Path,
+        as_name: Option<&str>,
+        replace: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<TreeGot, ClientError> {
+        self.require(RequestKind::GetTree)?;
+        let local = |source: io::Error| ClientError::Local {
+            path: target.to_owned(),
+            source,
+        };
+        let is_one_component = |name: &str| {
+            RemoteName::parse(name)
+                .is_ok_and(|parsed| parsed.as_str() == name && parsed.parent().is_none())
+        };
+        if as_name.is_some_and(|name| !is_one_component(name)) {
+            let why = "a name a tree could carry is needed for the file";
+            return Err(local(io::Error::new(io::ErrorKind::InvalidInput, why)));
+        }
+        let existing = match target.symlink_metadata() {
+            Ok(_) => Some(local_tree::open_target(target).map_err(local)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(local(e)),
+        };
+        let request = Message::GetTree {
+            source: source.map(RemoteName::to_string).unwrap_or_default(),
+        };
+        self.conn.write_message(&request).await?;
+        let (spool, entries, omitted) = self.receive_manifest(as_name).await?;
+        let mut spool = spool.read().map_err(local)?;
+
+        // Decide, then tell the server, before any body.
+        let writer_top = existing
+            .as_ref()
+            .map(rustix::io::dup)
+            .transpose()
+            .map_err(|e| local(e.into()))?;
+        // Hashing local files takes a while: off the async thread, so
+        // Ctrl-C is heard meanwhile.
+        let owned_target = target.to_owned();
+        let planned = tokio::task::spawn_blocking(move || {
+            let plan = plan(&mut spool, entries, existing, replace, &owned_target);
+            (spool, plan)
+        })
+        .await;
+        let Ok((mut spool, plan)) = planned else {
+            let why = io::Error::other("the local check of the tree failed");
+            return Err(local(why));
+        };
+        let mut plan = plan?;
+        // Where the tree goes is made ready before any body, so a local
+        // failure, like a conflict, refuses the transfer cleanly.
+        let writer = match (plan.conflicts.count, writer_top) {
+            (0, Some(top)) => Ok(TreeWriter::merge(top, replace)),
+            (0, None) => TreeWriter::new_tree(target).map_err(local),
+            _ => Err(ClientError::Conflicts(plan.conflicts)),
+        };
+        let writer = match writer {
+            Ok(writer) => writer,
+            Err(refused) => {
+                plan.taken.iter_mut().for_each(|slot| *slot = false);
+                self.send_skips(&plan.taken).await?;
+                self.receive_tree_done(0).await?;
+                return Err(refused);
+            }
+        };
+        self.send_skips(&plan.taken).await?;
+        spool.rewind().map_err(local)?;
+        progress.begin(plan.bytes);
+        let mut receiving = Receiving {
+            spool,
+            writer,
+            taken: plan.taken,
+            index: 0,
+            target,
+            got: TreeGot {
+                omitted,
+                ..TreeGot::default()
+            },
+        };
+        loop {
+            let entry = match self.reply().await? {
+                // The one file, checked as it was named in the manifest.
+                Message::TreeEntry(entry) => match as_name {
+                    Some(name) => TreeEntry {
+                        path: name.to_owned(),
+                        ..entry
+                    },
+                    None => entry,
+                },
+                Message::TreeDone {
+                    files,
+                    skipped,
+                    bytes,
+                } => return receiving.finish(files, skipped, bytes),
+                other => return Err(unexpected(other, "a tree entry")),
+            };
+            let expected = receiving.next_file(&entry)?;
+            let size = match self.reply().await? {
+                Message::Body { size } if size == expected.size => size,
+                Message::Body { size } => {
+                    return Err(ClientError::BadReply(format!(
+                        "sent {size} bytes for {:?}, announced with {}",
+                        entry.path, expected.size
+                    )))
+                }
+                other => return Err(unexpected(other, "a body")),
+            };
+            let file = receiving
+                .writer
+                .begin_file(&expected)
+                .map_err(|e| local_at(target, &expected, e))?;
+            let received = self
+                .conn
+                .recv_body(file, size, &mut |n| progress.advance(n))
+                .await;
+            let (file, digest) = match received {
+                Ok(received) => received,
+                Err(TransportError::Sink(e)) => return Err(local_at(target, &expected, e)),
+                Err(TransportError::DigestMismatch) => return Err(ClientError::DigestMismatch),
+                Err(other) => return Err(other.into()),
+            };
+            // Verified against the trailer; it must also be what the
+            // manifest announced, or the file changed between the passes.
+            if expected.digest != Some(digest) {
+                return Err(ClientError::FileChanged(expected.path));
+            }
+            receiving
+                .writer
+                .finish_file(file, &expected)
+                .map_err(|e| local_at(target, &expected, e))?;
+            receiving.got.files += 1;
+            receiving.got.bytes += size;
+        }
+    }
+
+    /// Receives and checks the manifest, keeping it in a spool: the
+    /// spool, how many entries it has, and what the server left out. With
+    /// `as_name`, the manifest must be one file, kept under that name.
+    async fn receive_manifest(
+        &mut self,
+        as_name: Option<&str>,
+    ) -> Result<(Spool, u64, Vec<(OmitReason, u64)>), ClientError> {
+        let mut order = ManifestOrder::new();
+        let mut spool = Spool::new().map_err(|source| ClientError::Local {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let mut omitted = Vec::new();
+        loop {
+            // The server hashes the files it has no digest for before it
+            // sends their entries: a large file takes a while.
+            match self.reply_within(self.timeout.max(MANIFEST_WAIT)).await? {
+                Message::TreeEntry(entry) => {
+                    order
+                        .admit(&entry)
+                        .map_err(|e| ClientError::BadReply(e.to_string()))?;
+                    if entry.kind == EntryKind::File && entry.digest.is_none() {
+                        return Err(ClientError::BadReply(format!(
+                            "tree entry {:?} came without its digest",
+                            entry.path
+                        )));
+                    }
+                    if order.counts().0 > MAX_TREE_ENTRIES {
+                        return Err(ClientError::BadReply(format!(
+                            "the tree has more than {MAX_TREE_ENTRIES} entries"
+                        )));
+                    }
+                    let entry = match as_name {
+                        None => entry,
+                        Some(name) if order.counts().0 == 1 && entry.kind == EntryKind::File => {
+                            TreeEntry {
+                                path: name.to_owned(),
+                                ..entry
+                            }
+                        }
+                        Some(_) => {
+                            return Err(ClientError::BadReply(
+                                "sent a tree where one file was asked for".to_owned(),
+                            ))
+                        }
+                    };
+                    spool.push(entry).map_err(|source| ClientError::Local {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                }
+                Message::Omitted { reason, count } => omitted.push((reason, count)),
+                Message::TreeEnd { entries, bytes } => {
+                    order
+                        .finish(entries, bytes)
+                        .map_err(|e| ClientError::BadReply(e.to_string()))?;
+                    return Ok((spool, entries, omitted));
+                }
+                other => return Err(unexpected(other, "a tree entry")),
+            }
+        }
+    }
+
+    /// Tells the server which entries it need not send: runs of the
+    /// entries not `taken`.
+    async fn send_skips(&mut self, taken: &[bool]) -> Result<(), ClientError> {
+        let mut runs = 0u64;
+        let mut start = None;
+        for (index, &is_taken) in taken.iter().chain([&true]).enumerate() {
+            match (start, is_taken) {
+                (None, false) => start = Some(index),
+                (Some(first), true) => {
+                    let (first, count) = (first as u64, (index - first) as u64);
+                    self.conn.queue(&Message::Skip { first, count })?;
+                    runs += 1;
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        self.conn.queue(&Message::TreeEnd {
+            entries: runs,
+            bytes: 0,
+        })?;
+        self.conn.flush().await?;
+        Ok(())
+    }
+
+    /// Waits for the end of a tree of which `files` were to come.
+    async fn receive_tree_done(&mut self, files: u64) -> Result<(), ClientError> {
+        match self.reply().await? {
+            Message::TreeDone { files: sent, .. } if sent == files => Ok(()),
+            other => Err(unexpected(other, "the end of the tree")),
+        }
+    }
+}
+
+/// What the client takes of a manifest.
+struct Plan {
+    /// A flag per entry: taken (a directory to make, a file to fetch).
+    taken: Vec<bool>,
+    /// The bytes of the files taken.
+    bytes: u64,
+    conflicts: Conflicts,
+}
+
+/// Decides, for each of the `entries` of `spool`, whether it is taken,
+/// skipped or in the way, against the target (`existing`, or none yet).
+fn plan(
+    spool: &mut SpoolReader,
+    entries: u64,
+    existing: Option<rustix::fd::OwnedFd>,
+    replace: bool,
+    target: &Path,
+) -> Result<Plan, ClientError> {
+    let mut planner = Planner::new(existing, replace);
+    let mut plan = Plan {
+        // Bounded: the manifest had at most MAX_TREE_ENTRIES.
+        taken: vec![false; usize::try_from(entries).unwrap_or(0)],
+        bytes: 0,
+        conflicts: Conflicts {
+            first: Vec::new(),
+            count: 0,
+        },
+    };
+    let mut index = 0;
+    let spool_failed = |source| ClientError::Local {
+        path: target.to_owned(),
+        source,
+    };
+    while let Some(entry) = spool.next_entry().map_err(spool_failed)? {
+        match planner
+            .decide(&entry)
+            .map_err(|e| local_at(target, &entry, e))?
+        {
+            Decision::Take => {
+                if let Some(slot) = plan.taken.get_mut(index) {
+                    *slot = true;
+                }
+                plan.bytes += entry.size;
+            }
+            Decision::Skip => {}
+            Decision::Conflict(why) => {
+                plan.conflicts.count += 1;
+                if plan.conflicts.first.len() < CONFLICTS_SHOWN {
+                    let local = target.join(&entry.path);
+                    plan.conflicts.first.push(format!("{local:?} {why}"));
+                }
+            }
+        }
+        index += 1;
+    }
+    Ok(plan)
+}
+
+/// The second pass in progress: the manifest read alongside the bodies,
+/// and where they are written.
+struct Receiving<'a> {
+    spool: SpoolReader,
+    writer: TreeWriter,
+    taken: Vec<bool>,
+    /// The index of the next manifest entry.
+    index: usize,
+    target: &'a Path,
+    got: TreeGot,
+}
+
+impl Receiving<'_> {
+    /// The manifest's next file taken, which `entry` must be, making the
+    /// directories before it; the file skipped on the way are counted.
+    fn next_file(&mut self, entry: &TreeEntry) -> Result<TreeEntry, ClientError> {
+        let expected = loop {
+            let Some(next) = self.next_entry()? else {
+                return Err(not_in_manifest(entry));
+            };
+            if let Some(file) = self.take(next)? {
+                break file;
+            }
+        };
+        if entry.path != expected.path || entry.kind != EntryKind::File {
+            return Err(not_in_manifest(entry));
+        }
+        if (entry.size, entry.mode, entry.modified)
+            != (expected.size, expected.mode, expected.modified)
+        {
+            return Err(ClientError::FileChanged(expected.path));
+        }
+        Ok(expected)
+    }
+
+    /// Checks the server's counts, makes the directories after the last
+    /// body, and gives the tree its names.
+    fn finish(mut self, files: u64, skipped: u64, bytes: u64) -> Result<TreeGot, ClientError> {
+        while let Some(next) = self.next_entry()? {
+            if let Some(file) = self.take(next)? {
+                return Err(ClientError::BadReply(format!(
+                    "the tree ended without {:?}",
+                    file.path
+                )));
+            }
+        }
+        let got = (self.got.files, self.got.skipped, self.got.bytes);
+        if (files, skipped, bytes) != got {
+            return Err(ClientError::BadReply(format!(
+                "the tree's end counts {files} files, {skipped} skipped, {bytes} bytes, but \
+                 {} files of {} bytes came and {} were skipped",
+                got.0, got.2, got.1
+            )));
+        }
+        let target = self.target;
+        self.writer.finish().map_err(|source| ClientError::Local {
+            path: target.to_owned(),
+            source,
+        })?;
+        Ok(self.got)
+    }
+
+    /// Makes the directory `next`, or counts it skipped, or gives back the
+    /// file taken.
+    fn take(&mut self, next: TreeEntry) -> Result<Option<TreeEntry>, ClientError> {
+        let is_taken = self.taken.get(self.index).copied().unwrap_or(false);
+        self.index += 1;
+        match next.kind {
+            EntryKind::Directory => {
+                self.writer
+                    .directory(&next)
+                    .map_err(|e| local_at(self.target, &next, e))?;
+                Ok(None)
+            }
+            EntryKind::File | EntryKind::Other if is_taken => Ok(Some(next)),
+            EntryKind::File | EntryKind::Other => {
+                self.got.skipped += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    fn next_entry(&mut self) -> Result<Option<TreeEntry>, ClientError> {
+        let target = self.target;
+        self.spool
+            .next_entry()
+            .map_err(|source| ClientError::Local {
+                path: target.to_owned(),
+                source,
+            })
+    }
+}
+
+/// A local failure at `entry` of the tree going to `target`.
+fn local_at(target: &Path, entry: &TreeEntry, source: io::Error) -> ClientError {
+    let path: PathBuf = target.join(&entry.path);
+    match source.kind() {
+        io::ErrorKind::AlreadyExists => ClientError::LocalExists(path),
+        _ => ClientError::Local { path, source },
+    }
+}
+
+/// The server sent a body the manifest did not announce, or not there.
+fn not_in_manifest(entry: &TreeEntry) -> ClientError {
+    ClientError::BadReply(format!(
+        "sent a body for {:?}, which is not the manifest's next file",
+        entry.path
+    ))
+}

@@ -1,0 +1,524 @@
+//! `get -r` and gets of several names, by GetTree (PROTOCOL.md §5.11, issue
+//! 13): trees come back byte-identical with their modes and times, what is
+//! here already is skipped, what is in the way is refused before any body,
+//! cp's rules place the copy, and a lying server writes nothing anywhere.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use ferry::protocol::{EntryKind, Info, Link, Message, TreeEntry};
+
+/// A modification time long past: 2001-09-09.
+const OLD: i64 = 1_000_000_000;
+
+/// Sets the modification time of `path` (a file or a directory).
+fn set_mtime(path: &Path, seconds: i64) {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds.unsigned_abs());
+    std::fs::File::open(path)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Builds a tree under `dir/top`: nested and empty directories, names
+/// with spaces and Unicode, sizes 0, 1 and 4096 (and `big` bytes more in
+/// one file), modes 0600, 0644 and 0755, old times.
+fn build_tree(dir: &Path, top: &str, big: usize) {
+    let root = dir.join(top);
+    write_file(&root, "empty file", b"");
+    write_file(&root, "one", b"1");
+    write_file(&root, "nested/deeper/four k", &pseudo_random_bytes(4096, 1));
+    write_file(&root, "nested/naïve café ☕.txt", b"unicode");
+    write_file(&root, "nested/big.bin", &pseudo_random_bytes(big, 2));
+    std::fs::create_dir_all(root.join("empty dir")).unwrap();
+    set_mode(&root.join("one"), 0o600);
+    set_mode(&root.join("nested/deeper/four k"), 0o755);
+    set_mode(&root.join("empty file"), 0o644);
+    for (n, path) in [
+        "one",
+        "empty file",
+        "nested/deeper/four k",
+        "nested/big.bin",
+        "nested/deeper",
+        "empty dir",
+        "nested",
+    ]
+    .iter()
+    .enumerate()
+    {
+        set_mtime(&root.join(path), OLD + n as i64 * 1000);
+    }
+}
+
+/// Every entry under `dir`: path, kind, mode, time, and content.
+fn snapshot(dir: &Path) -> Vec<(String, bool, u32, i64, Vec<u8>)> {
+    files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let full = dir.join(&path);
+            let meta = std::fs::symlink_metadata(&full).unwrap();
+            let content = if meta.is_file() {
+                std::fs::read(&full).unwrap()
+            } else {
+                Vec::new()
+            };
+            (
+                path,
+                meta.is_dir(),
+                meta.mode() & 0o777,
+                meta.mtime(),
+                content,
+            )
+        })
+        .collect()
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_tree_round_trips_byte_identical_with_modes_and_times_over_plain() {
+    let server = TestServer::start();
+    build_tree(server.root(), "photos", 64 * 1024 * 1024);
+    std::os::unix::fs::symlink("one", server.root().join("photos/link")).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        server.root().join("photos/nested/fifo"),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let output = server.run_client(&["get", "-r", "photos"]);
+    assert_exit(&output, 0);
+    assert!(
+        stderr_of(&output).contains("2 names left out: symlinks or special files"),
+        "{}",
+        describe(&output)
+    );
+    let mut expected = snapshot(&server.root().join("photos"));
+    expected.retain(|(path, ..)| path != "link" && path != "nested/fifo");
+    assert_eq!(snapshot(&server.client_dir().join("photos")), expected);
+    assert!(stderr_of(&output).contains("get-tree \"photos\" ok 5 files, 0 skipped"));
+}
+
+#[test]
+fn a_tree_round_trips_over_tls() {
+    let server = BinaryServer::start_tls(&[]);
+    build_tree(server.root.path(), "t", 300_000);
+    let client_dir = tempfile::tempdir().unwrap();
+    let output = pinned(&server, &["get", "-r", "t", "copy"])
+        .current_dir(client_dir.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(
+        snapshot(&client_dir.path().join("copy")),
+        snapshot(&server.root.path().join("t"))
+    );
+}
+
+#[test]
+fn a_second_run_moves_nothing_and_says_so() {
+    let server = TestServer::start();
+    build_tree(server.root(), "d", 10);
+    assert_exit(&server.run_client(&["get", "-r", "d"]), 0);
+    let again = server.run_client(&["get", "-r", "d"]);
+    assert_exit(&again, 0);
+    assert!(
+        stderr_of(&again).contains("ok 0 files, 5 skipped, 0 bytes"),
+        "{}",
+        describe(&again)
+    );
+}
+
+#[test]
+fn a_local_conflict_is_refused_before_any_body_and_replace_replaces() {
+    let server = TestServer::start();
+    build_tree(server.root(), "d", 10);
+    write_file(server.client_dir(), "d/one", b"mine");
+    let refused = server.run_client(&["get", "-r", "d"]);
+    assert_exit_saying(&refused, 1, "1 local name is in the way");
+    assert!(
+        stderr_of(&refused).contains("one"),
+        "{}",
+        describe(&refused)
+    );
+    // Nothing came: not even the files that were not in the way.
+    assert_eq!(files_under(&server.client_dir().join("d")), ["one"]);
+    let reports = server.wait_for_reports(2);
+    assert!(reports[1].to_string().contains("ok 0 files"), "{reports:?}");
+    assert_eq!(
+        std::fs::read(server.client_dir().join("d/one")).unwrap(),
+        b"mine"
+    );
+
+    let replaced = server.run_client(&["get", "-r", "--replace", "d"]);
+    assert_exit(&replaced, 0);
+    assert_eq!(
+        snapshot(&server.client_dir().join("d")),
+        snapshot(&server.root().join("d"))
+    );
+}
+
+#[test]
+fn cp_rules_place_the_copy() {
+    let server = TestServer::start();
+    build_tree(server.root(), "d", 10);
+    let here = server.client_dir();
+    // Into an existing directory: inside it.
+    std::fs::create_dir(here.join("into")).unwrap();
+    assert_exit(&server.run_client(&["get", "-r", "d", "into"]), 0);
+    assert!(here.join("into/d/one").is_file());
+    // A target that does not exist becomes the copy, with or without '/'.
+    assert_exit(&server.run_client(&["get", "-r", "d", "copy"]), 0);
+    assert!(here.join("copy/one").is_file());
+    assert_exit(&server.run_client(&["get", "-r", "d", "slash/"]), 0);
+    assert!(here.join("slash/one").is_file());
+    // One file to a path ending in '/': a directory, made if missing.
+    assert_exit(&server.run_client(&["get", "-r", "d/one", "files/"]), 0);
+    assert!(here.join("files/one").is_file());
+    // A directory without -r is a clear error that says how.
+    let plain = server.run_client(&["get", "d", "nodir"]);
+    assert_exit_saying(&plain, 1, "get -r");
+    assert!(!here.join("nodir").exists());
+    let leftovers: Vec<String> = files_under(here)
+        .into_iter()
+        .filter(|name| name.contains(".ferry-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn several_names_go_into_one_directory() {
+    let server = TestServer::start();
+    build_tree(server.root(), "d", 10);
+    let output = server.run_client(&["get", "-r", "d/one", "d/nested", "out"]);
+    assert_exit(&output, 0);
+    let here = server.client_dir();
+    assert_eq!(std::fs::read(here.join("out/one")).unwrap(), b"1");
+    assert_eq!(
+        snapshot(&here.join("out/nested")),
+        snapshot(&server.root().join("d/nested"))
+    );
+    // Without -r, several files are fine, and a directory is not.
+    let files = server.run_client(&["mget", "d/one", "d/empty file", "two"]);
+    assert_exit(&files, 0);
+    assert!(here.join("two/empty file").is_file());
+    let with_dir = server.run_client(&["get", "d/one", "d/nested", "three"]);
+    assert_exit_saying(&with_dir, 1, "get -r");
+}
+
+/// A fake server that answers the client's stat with a directory and its
+/// GetTree with `reply`, then waits for the client to hang up.
+fn hostile_tree_server(reply: Vec<Message>, then: Vec<u8>) -> u16 {
+    fake_ferry_server(move |stream| {
+        let _stat = read_frame(stream);
+        let info = Message::Info(Info {
+            kind: EntryKind::Directory,
+            size: 0,
+            modified: 0,
+            mode: 0o755,
+            link: Link::None,
+            digest: None,
+        });
+        let _ = stream.write_all(&frame(&info));
+        let _get_tree = read_frame(stream);
+        let mut bytes = Vec::new();
+        for message in &reply {
+            bytes.extend(frame(message));
+        }
+        bytes.extend(then);
+        let _ = stream.write_all(&bytes);
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    })
+}
+
+fn file_entry(path: &str, data: &[u8]) -> TreeEntry {
+    TreeEntry {
+        kind: EntryKind::File,
+        size: data.len() as u64,
+        mode: 0o644,
+        modified: OLD,
+        digest: Some(*blake3::hash(data).as_bytes()),
+        path: path.to_owned(),
+    }
+}
+
+fn dir_entry(path: &str) -> TreeEntry {
+    TreeEntry {
+        kind: EntryKind::Directory,
+        size: 0,
+        mode: 0o755,
+        modified: OLD,
+        digest: None,
+        path: path.to_owned(),
+    }
+}
+
+/// A manifest of `entries` with a true end.
+fn manifest(entries: &[TreeEntry]) -> Vec<Message> {
+    let mut messages: Vec<Message> = entries.iter().cloned().map(Message::TreeEntry).collect();
+    messages.push(Message::TreeEnd {
+        entries: entries.len() as u64,
+        bytes: entries.iter().map(|e| e.size).sum(),
+    });
+    messages
+}
+
+/// Runs `get -r tree` against `port` in a directory of its own inside
+/// another; the client must fail with a protocol error and nothing at all
+/// may appear, inside its directory or beside it.
+fn assert_refused_and_nothing_written(port: u16) {
+    let outer = tempfile::tempdir().unwrap();
+    let here = outer.path().join("here");
+    std::fs::create_dir(&here).unwrap();
+    let mut command = client_at("127.0.0.1", port, &["--timeout", "5", "get", "-r", "tree"]);
+    command.current_dir(&here);
+    let (output, _) = output_within(&mut command, Duration::from_secs(20));
+    assert_exit_saying(&output, 3, "protocol-error");
+    assert_eq!(files_under(outer.path()), ["here"], "{}", describe(&output));
+}
+
+#[test]
+fn a_manifest_reaching_outside_the_target_writes_nothing() {
+    for path in ["../x", "/abs", "a/../../x", "", "a\nb"] {
+        let port = hostile_tree_server(manifest(&[file_entry(path, b"evil")]), Vec::new());
+        assert_refused_and_nothing_written(port);
+    }
+}
+
+#[test]
+fn duplicates_and_files_with_children_are_refused() {
+    let duplicate = [file_entry("a", b"1"), file_entry("a", b"2")];
+    assert_refused_and_nothing_written(hostile_tree_server(manifest(&duplicate), Vec::new()));
+    let under_file = [file_entry("f", b"1"), file_entry("f/child", b"2")];
+    assert_refused_and_nothing_written(hostile_tree_server(manifest(&under_file), Vec::new()));
+    let unannounced = [dir_entry("d"), file_entry("e/x", b"2")];
+    assert_refused_and_nothing_written(hostile_tree_server(manifest(&unannounced), Vec::new()));
+}
+
+#[test]
+fn more_entries_or_bytes_than_announced_are_refused() {
+    let entries = [file_entry("a", b"1"), file_entry("b", b"2")];
+    let mut more_entries = manifest(&entries);
+    more_entries.pop();
+    more_entries.push(Message::TreeEnd {
+        entries: 1,
+        bytes: 2,
+    });
+    assert_refused_and_nothing_written(hostile_tree_server(more_entries, Vec::new()));
+    // A body longer than its manifest entry.
+    let mut body = frame(&Message::TreeEntry(file_entry("a", b"1")));
+    body.extend(frame(&Message::Body { size: 6 }));
+    body.extend_from_slice(b"evil!!");
+    body.extend(frame(&Message::Trailer {
+        digest: *blake3::hash(b"evil!!").as_bytes(),
+    }));
+    assert_refused_and_nothing_written(hostile_tree_server(manifest(&entries), body));
+}
+
+#[test]
+fn a_body_for_a_path_not_in_the_manifest_is_refused() {
+    let entries = [file_entry("a", b"1")];
+    let mut body = frame(&Message::TreeEntry(file_entry("../b", b"2")));
+    body.extend(frame(&Message::Body { size: 1 }));
+    body.extend_from_slice(b"2");
+    body.extend(frame(&Message::Trailer {
+        digest: *blake3::hash(b"2").as_bytes(),
+    }));
+    assert_refused_and_nothing_written(hostile_tree_server(manifest(&entries), body));
+    let mut other = frame(&Message::TreeEntry(file_entry("z", b"2")));
+    other.extend(frame(&Message::Body { size: 1 }));
+    assert_refused_and_nothing_written(hostile_tree_server(manifest(&entries), other));
+}
+
+#[test]
+fn replace_gives_one_file_a_new_name_over_an_old_file() {
+    let server = TestServer::start();
+    write_file(server.root(), "one", b"new content");
+    write_file(server.client_dir(), "mine", b"old");
+    let refused = server.run_client(&["get", "one", "mine"]);
+    assert_exit_saying(&refused, 1, "already exists");
+    let replaced = server.run_client(&["get", "--replace", "one", "mine"]);
+    assert_exit(&replaced, 0);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("mine")).unwrap(),
+        b"new content"
+    );
+    assert_eq!(files_under(server.client_dir()), ["mine"]);
+}
+
+#[test]
+fn the_shell_gets_trees_and_several_names() {
+    let server = TestServer::start();
+    build_tree(server.root(), "d", 10);
+    let mut child = server
+        .client(&[])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "get -r d\nmget d/one \"d/empty file\" two\nget -r d\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    let here = server.client_dir();
+    assert_eq!(
+        snapshot(&here.join("d")),
+        snapshot(&server.root().join("d"))
+    );
+    assert!(here.join("two/one").is_file() && here.join("two/empty file").is_file());
+    assert!(
+        stderr_of(&output).contains("ok 0 files, 5 skipped"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A body that fails its check part way through a tree: nothing of a new
+/// tree is left, not even the file that came whole before it; in a merge,
+/// no temporary file.
+#[test]
+fn a_tree_that_fails_part_way_leaves_nothing() {
+    let entries = [file_entry("a", b"1"), file_entry("b", b"2")];
+    let mut bodies = Vec::new();
+    for (entry, data, digest_of) in [(&entries[0], b"1", b"1"), (&entries[1], b"X", b"2")] {
+        bodies.extend(frame(&Message::TreeEntry(entry.clone())));
+        bodies.extend(frame(&Message::Body { size: 1 }));
+        bodies.extend_from_slice(data);
+        bodies.extend(frame(&Message::Trailer {
+            digest: *blake3::hash(digest_of).as_bytes(),
+        }));
+    }
+    let outer = tempfile::tempdir().unwrap();
+    for existing in [false, true] {
+        if existing {
+            std::fs::create_dir(outer.path().join("tree")).unwrap();
+        }
+        let port = hostile_tree_server(manifest(&entries), bodies.clone());
+        let mut command = client_at("127.0.0.1", port, &["--timeout", "5", "get", "-r", "tree"]);
+        command.current_dir(outer.path());
+        let (output, _) = output_within(&mut command, Duration::from_secs(20));
+        assert_exit_saying(&output, 1, "digest-mismatch");
+        let left: &[&str] = if existing { &["tree"] } else { &[] };
+        assert_eq!(files_under(outer.path()), left, "{}", describe(&output));
+    }
+}
+
+/// The server's side in raw frames, so client and server cannot share a
+/// bug: the manifest in order with digests and what was left out, then
+/// only the bodies not skipped.
+#[test]
+fn the_server_sends_a_sorted_manifest_then_only_what_was_not_skipped() {
+    let server = TestServer::start();
+    write_file(server.root(), "t/b", b"bee");
+    write_file(server.root(), "t/a/x", b"ex");
+    write_file(server.root(), "t/a.txt", b"");
+    std::os::unix::fs::symlink("b", server.root().join("t/link")).unwrap();
+    let mut raw = RawClient::handshake(server.addr());
+    raw.send(&Message::GetTree { source: "t".into() });
+    let mut manifest = Vec::new();
+    let omitted = loop {
+        match raw.recv().unwrap() {
+            Message::TreeEntry(entry) => manifest.push(entry),
+            Message::Omitted { reason, count } => break (reason, count),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        omitted,
+        (ferry::protocol::OmitReason::NotFileOrDirectory, 1)
+    );
+    assert_eq!(
+        raw.recv(),
+        Some(Message::TreeEnd {
+            entries: 4,
+            bytes: 5
+        })
+    );
+    let paths: Vec<&str> = manifest.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["a", "a/x", "a.txt", "b"]);
+    assert_eq!(manifest[1].digest, Some(*blake3::hash(b"ex").as_bytes()));
+    assert_eq!(manifest[0].digest, None);
+    // Skip a/x; take a.txt and b.
+    raw.send(&Message::Skip { first: 1, count: 1 });
+    raw.send(&Message::TreeEnd {
+        entries: 1,
+        bytes: 0,
+    });
+    for (path, data) in [("a.txt", &b""[..]), ("b", b"bee")] {
+        let Some(Message::TreeEntry(entry)) = raw.recv() else {
+            panic!("no entry for {path}");
+        };
+        assert_eq!(entry.path, path);
+        assert_eq!(
+            raw.recv(),
+            Some(Message::Body {
+                size: data.len() as u64
+            })
+        );
+        let mut body = vec![0; data.len()];
+        raw.read_exact(&mut body);
+        assert_eq!(body, data);
+        assert!(matches!(raw.recv(), Some(Message::Trailer { .. })));
+    }
+    assert_eq!(
+        raw.recv(),
+        Some(Message::TreeDone {
+            files: 2,
+            skipped: 1,
+            bytes: 3
+        })
+    );
+    // A skip outside the manifest is malformed: refused, and the
+    // connection closed.
+    raw.send(&Message::GetTree { source: "t".into() });
+    while !matches!(raw.recv(), Some(Message::TreeEnd { .. })) {}
+    raw.send(&Message::Skip { first: 3, count: 2 });
+    assert!(matches!(
+        raw.recv(),
+        Some(Message::Error {
+            code: ferry::protocol::ErrorCode::BadRequest,
+            ..
+        })
+    ));
+    assert!(raw.is_closed());
+}
+
+/// A local symlink where the tree has a directory is in the way, with or
+/// without --replace: nothing is written through it.
+#[test]
+fn a_local_symlink_where_the_tree_has_a_directory_is_never_followed() {
+    let server = TestServer::start();
+    write_file(server.root(), "d/sub/file", b"through the link");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir(server.client_dir().join("d")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), server.client_dir().join("d/sub")).unwrap();
+    for replace in [false, true] {
+        let args: &[&str] = if replace {
+            &["get", "-r", "--replace", "d"]
+        } else {
+            &["get", "-r", "d"]
+        };
+        let output = server.run_client(args);
+        assert_exit_saying(&output, 1, "is not a directory here");
+        assert_eq!(files_under(outside.path()), Vec::<String>::new());
+    }
+}
