@@ -76,6 +76,13 @@ pub enum Detail {
     },
     /// A rename gave the name this new one.
     Renamed(String),
+    /// A tree moved: files sent, files skipped as already there, bytes.
+    Tree {
+        files: u64,
+        skipped: u64,
+        bytes: u64,
+        elapsed: Duration,
+    },
 }
 
 impl Report {
@@ -140,6 +147,23 @@ impl fmt::Display for Report {
                 write!(f, " ok removed {files} and {directories}")
             }
             Outcome::Ok(Detail::Renamed(to)) => write!(f, " ok -> {to:?}"),
+            Outcome::Ok(Detail::Tree {
+                files,
+                skipped,
+                bytes,
+                elapsed,
+            }) => {
+                let files = counted(*files, "file", "files");
+                let seconds = elapsed.as_secs_f64();
+                write!(
+                    f,
+                    " ok {files} sent, {skipped} skipped, {bytes} bytes in {seconds:.3}s"
+                )?;
+                if seconds > 0.0 && *bytes >= 1_000_000 {
+                    write!(f, " ({:.1} MB/s)", *bytes as f64 / seconds / 1e6)?;
+                }
+                Ok(())
+            }
             Outcome::Failed { kind, message } => {
                 write!(f, " failed {kind}: {}", escape_controls(message))
             }

@@ -118,6 +118,14 @@ struct ServerArgs {
     /// 2GiB [default: no limit but the disk's free space].
     #[arg(long, value_name = "SIZE")]
     max_file_size: Option<bytesize::ByteSize>,
+    /// Most entries (files and directories) one `put -r` may send; a
+    /// bigger tree is refused before any body.
+    #[arg(long, value_name = "N", default_value_t = ferry::server::DEFAULT_MAX_TREE_ENTRIES)]
+    max_tree_entries: u64,
+    /// Most bytes the list of a tree's entries (its manifest) may take;
+    /// checked before any body.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    max_manifest_bytes: bytesize::ByteSize,
     /// Seconds a client may take to send the handshake, or a request once
     /// it has begun one, however slowly it trickles in.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]

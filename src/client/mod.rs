@@ -7,7 +7,9 @@
 //! hidden temporary file and moved into place only when complete and
 //! verified, never over an existing file.
 
+mod put_tree;
 mod trust;
+mod walk;
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,7 +25,9 @@ use crate::protocol::{
 use crate::security::{Fingerprint, KnownHostsError};
 use crate::staging::Staged;
 use crate::transport::{self, Connection, Link, TransportError};
+pub use put_tree::TreeSent;
 pub use trust::{FirstUse, Security, Trust};
+pub use walk::{Left, LocalTree, TreeSource};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,14 @@ pub enum ClientError {
     /// The server refused the request.
     #[error("{message}")]
     Remote { code: ErrorCode, message: String },
+    /// The server refused a tree for names in its way: the first of them
+    /// (up to 20), and its message, which counts them all.
+    #[error("{message}{}", conflict_list(names))]
+    Conflicts {
+        code: ErrorCode,
+        message: String,
+        names: Vec<String>,
+    },
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Local { path: PathBuf, source: io::Error },
@@ -111,7 +123,9 @@ impl ClientError {
             ClientError::Resolve { .. } | ClientError::Connect { .. } => FailureKind::Unreachable,
             ClientError::Timeout(_) => ErrorCode::Timeout.into(),
             ClientError::Transport(e) => e.kind(),
-            ClientError::Remote { code, .. } => (*code).into(),
+            ClientError::Remote { code, .. } | ClientError::Conflicts { code, .. } => {
+                (*code).into()
+            }
             ClientError::Local { .. } => FailureKind::LocalIo,
             ClientError::LocalExists(_) => FailureKind::LocalExists,
             ClientError::BadReply(_) => FailureKind::ProtocolError,
@@ -157,7 +171,9 @@ impl ClientError {
             | ClientError::ClosedInHandshake
             | ClientError::KnownHosts(_) => true,
             ClientError::Transport(e) => !e.is_connection_usable(),
-            ClientError::Remote { code, .. } => code.ends_connection(),
+            ClientError::Remote { code, .. } | ClientError::Conflicts { code, .. } => {
+                code.ends_connection()
+            }
             ClientError::Local { .. }
             | ClientError::LocalExists(_)
             | ClientError::DigestMismatch
@@ -178,6 +194,20 @@ pub trait Progress: Send {
     fn begin(&mut self, total: u64);
     /// `bytes` more have moved.
     fn advance(&mut self, bytes: u64);
+    /// A tree's bodies are about to move: `total` files of them.
+    fn begin_files(&mut self, _total: u64) {}
+    /// One more file of a tree has moved.
+    fn file_done(&mut self) {}
+}
+
+/// The conflicting names of a refused tree, as its error shows them.
+fn conflict_list(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|name| format!("{name:?}")).collect();
+    format!(
+        "\n  in the way (the first {}): {}",
+        names.len(),
+        quoted.join(", ")
+    )
 }
 
 /// The slowest disk a server is expected to sync an upload to, on top of

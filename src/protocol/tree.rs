@@ -66,7 +66,7 @@ impl ManifestOrder {
         }
         let components: Vec<&str> = path.split('/').collect();
         let depth = components.len() - 1;
-        let parent = &components[..depth];
+        let (parent, last) = components.split_at(depth);
         // Its directory must be one the entry before is in (or is).
         let parent_is_open = depth <= self.open
             && parent
@@ -79,7 +79,7 @@ impl ManifestOrder {
         // Beside the entry before (or one of its directories), it must sort
         // after it; below it, it is after it anyway.
         if let Some(before) = self.previous.get(depth) {
-            if components[depth] <= before.as_str() {
+            if last.first().is_some_and(|name| *name <= before.as_str()) {
                 return Err(ManifestError::OutOfOrder(path.clone()));
             }
         }

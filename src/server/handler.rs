@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+mod put_tree;
+
 use super::gate::Pass;
 use super::tally::Tally;
 use super::Config;
@@ -285,7 +287,12 @@ impl Session {
             };
             let subject = Subject::Request(kind);
             let name = report_name(&message);
-            if let Err(why) = grant.check(kind) {
+            // A tree's access is checked once its manifest is read.
+            let checked = match message {
+                Message::PutTree { .. } => Ok(()),
+                _ => grant.check(kind),
+            };
+            if let Err(why) = checked {
                 let refused = Refusal::new(ErrorCode::Forbidden, why);
                 if !self.refuse(&mut conn, Some((subject, name)), refused).await {
                     return;
@@ -293,7 +300,7 @@ impl Session {
                 continue;
             }
             let started = Instant::now();
-            match self.handle(&mut conn, message, started).await {
+            match self.handle(&mut conn, message, &grant, started).await {
                 Ok(detail) => self.report(subject, name, Outcome::Ok(detail)),
                 Err(Abort::Refused(refusal)) => {
                     if !self.refuse(&mut conn, Some((subject, name)), refusal).await {
@@ -313,9 +320,13 @@ impl Session {
         &self,
         conn: &mut Connection<Link>,
         request: Message,
+        grant: &Grant,
         started: Instant,
     ) -> Result<Detail, Abort> {
         match request {
+            Message::PutTree { target, replace } => {
+                self.put_tree(conn, &target, replace, grant, started).await
+            }
             Message::Put { name, size } => self.put(conn, &name, size, started).await,
             Message::Get { name } => self.get(conn, &name, started).await,
             Message::List { dir, long } => self.list(conn, &dir, long).await,
@@ -609,6 +620,7 @@ fn report_name(request: &Message) -> Option<String> {
         | Message::RemoveDir { name }
         | Message::Stat { name } => Some(name.clone()),
         Message::List { dir, .. } => (!dir.is_empty()).then(|| dir.clone()),
+        Message::PutTree { target, .. } => (!target.is_empty()).then(|| target.clone()),
         Message::Rename { from, .. } => Some(from.clone()),
         _ => None,
     }

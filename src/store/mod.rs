@@ -22,6 +22,7 @@ mod digest_cache;
 mod leftovers;
 mod listing;
 mod tree;
+mod tree_write;
 
 use std::fs::File;
 use std::io;
@@ -36,6 +37,7 @@ use digest_cache::Stamp;
 pub use leftovers::Leftover;
 pub use listing::Listing;
 pub use tree::Removed;
+pub use tree_write::{Candidate, Meets, TreeFile, TreeWrite};
 
 /// The served directory.
 #[derive(Debug)]

@@ -27,7 +27,7 @@ use crate::protocol::{
     self, DecodeError, ErrorCode, FailureKind, Message, Preamble, PreambleError, Token,
     PREAMBLE_LEN, VERSION,
 };
-pub use ends::{BodySink, BodySource};
+pub use ends::{BodySink, BodySource, Discard};
 pub use link::{tune, Link, Stream};
 
 /// The first byte of a TLS handshake record: what a TLS client sends first.
