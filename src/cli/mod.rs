@@ -2,6 +2,7 @@
 //! request or the interactive shell.
 
 mod output;
+mod put_plan;
 mod report_queue;
 mod request;
 mod serve;
@@ -203,14 +204,31 @@ struct ClientArgs {
 /// The requests, shared by the one-shot command line and the shell.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Request {
-    /// Upload a local file; the server refuses a name that exists.
-    #[command(visible_alias = "upld")]
+    /// Upload local files, and with -r directories; the server refuses a
+    /// name that exists unless --replace.
+    ///
+    /// The last of two or more paths is the name on the server. Several
+    /// sources go into it as a directory (made if missing); one file
+    /// becomes it, or goes into it if it ends in '/' or is a directory on
+    /// the server; a directory goes inside it if it is a directory on the
+    /// server, else becomes it. Without it, a file or directory keeps its
+    /// name at the top of the served directory, and a directory merges
+    /// into one there: files already there with the same content are not
+    /// sent again. Modes and modification times are kept; symlinks and
+    /// special files are left out.
+    #[command(visible_aliases = ["upld", "mput"])]
     Put {
-        /// The file to upload; any local path.
-        local_path: PathBuf,
-        /// Name on the server [default: the local file's name]. A name
-        /// ending in '/' names a directory to put it in.
-        remote_name: Option<String>,
+        /// Copy directories and everything in them.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Replace files on the server whose content differs, each
+        /// atomically; needs the right to delete.
+        #[arg(long)]
+        replace: bool,
+        /// The local files (directories with -r), then the name on the
+        /// server.
+        #[arg(value_name = "LOCAL... [REMOTE]", required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Download a file; an existing local file is never overwritten.
     #[command(visible_alias = "dwld")]

@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ferry::client::{format_target, Client, ClientError, Security, Upload};
+use ferry::client::{
+    format_target, Client, ClientError, Left, LocalTree, Security, TreeSource, Upload,
+};
 use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
 use ferry::report::{Detail, Outcome, Report, Subject};
 
 use super::output::{print_entry, print_info, print_omitted, print_report, ProgressBar};
+use super::put_plan::{self, PutPlan, Resolve};
 use super::{exit, Request};
 
 /// What every request needs to know besides itself.
@@ -85,6 +88,15 @@ pub enum Prepared {
     Put {
         upload: Upload,
         name: RemoteName,
+        /// The name inside `name`, if the server has a directory by that
+        /// name: asked before the put.
+        if_dir: Option<RemoteName>,
+    },
+    PutTree {
+        sources: Vec<TreeSource>,
+        target: Option<RemoteName>,
+        resolve: Resolve,
+        replace: bool,
     },
     Get {
         name: RemoteName,
@@ -121,12 +133,19 @@ pub enum Prepared {
 /// The kind of `request` and the remote name it is about, for its report.
 pub fn describe(request: &Request) -> (Subject, Option<String>) {
     let (kind, name) = match request {
-        Request::Put {
-            local_path,
-            remote_name,
-        } => {
-            let name = remote_name_for_put(local_path, remote_name.as_deref()).ok();
-            (RequestKind::Put, name)
+        Request::Put { paths, replace, .. } => {
+            let is_tree = *replace || paths.len() > 2 || paths.first().is_some_and(|p| p.is_dir());
+            let kind = if is_tree {
+                RequestKind::PutTree
+            } else {
+                RequestKind::Put
+            };
+            let name = match paths.as_slice() {
+                [only] => only.file_name().map(|n| n.to_string_lossy().into_owned()),
+                [.., target] => Some(target.to_string_lossy().into_owned()),
+                [] => None,
+            };
+            (kind, name)
         }
         Request::Get { remote_name, .. } => (RequestKind::Get, Some(remote_name.clone())),
         Request::List { remote_dir, .. } => (RequestKind::List, remote_dir.clone()),
@@ -143,16 +162,31 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
 pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
     Ok(match request {
         Request::Put {
-            local_path,
-            remote_name,
-        } => {
-            let upload = Upload::open(&local_path)?;
-            let name = remote_name_for_put(&local_path, remote_name.as_deref())?;
-            Prepared::Put {
-                upload,
+            recursive,
+            replace,
+            paths,
+        } => match put_plan::plan(&paths, recursive, replace)? {
+            PutPlan::File {
+                local,
+                name,
+                if_dir,
+            } => Prepared::Put {
+                upload: Upload::open(&local)?,
                 name: RemoteName::parse(&name)?,
-            }
-        }
+                if_dir: if_dir.map(|name| RemoteName::parse(&name)).transpose()?,
+            },
+            PutPlan::Tree {
+                sources,
+                target,
+                resolve,
+                replace,
+            } => Prepared::PutTree {
+                sources,
+                target,
+                resolve,
+                replace,
+            },
+        },
         Request::Get {
             remote_name,
             local_path,
@@ -239,25 +273,23 @@ fn check_directory(dir: &Path) -> Result<(), CommandError> {
     }
 }
 
-/// The remote name a put uses: the one given, the local file's name, or
-/// the local file's name inside a given directory ending in `/` (or the
-/// served directory itself, `.`).
-fn remote_name_for_put(local: &Path, remote: Option<&str>) -> Result<String, CommandError> {
-    let base_name = || {
-        local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            CommandError::LocalName(format!(
-                "cannot take a remote name from {}; give one after the local path",
-                local.display()
-            ))
-        })
+/// Says on stderr that a local entry was left out of a tree, and why; the
+/// path escaped, as it may hold anything.
+fn say_left_out(path: &Path, why: Left) {
+    let why = match why {
+        Left::Symlink => "a symlink (not followed)",
+        Left::Special => "not a regular file or directory",
+        Left::Name => "a name the server cannot hold (control characters, backslash, not UTF-8)",
     };
-    Ok(match remote {
-        None => base_name()?.to_owned(),
-        // `.` or `/` is the served directory, as `cp a.txt .` means here.
-        Some(root) if RemoteName::parse_dir(root) == Ok(None) => base_name()?.to_owned(),
-        Some(dir) if dir.ends_with('/') => format!("{dir}{}", base_name()?),
-        Some(name) => name.to_owned(),
-    })
+    eprintln!("ferry: left out {path:?}: {why}");
+}
+
+/// `count` entries, in words.
+fn counted_entries(count: u64) -> String {
+    match count {
+        1 => "1 entry".to_owned(),
+        _ => format!("{count} entries"),
+    }
 }
 
 /// Sends a prepared request over `client`, abandoning it on Ctrl-C.
@@ -288,9 +320,47 @@ async fn send(
         elapsed: started.elapsed(),
     };
     match prepared {
-        Prepared::Put { upload, name } => {
+        Prepared::Put {
+            upload,
+            name,
+            if_dir,
+        } => {
+            let name = match if_dir {
+                Some(inside) if put_plan::is_remote_dir(client, &name).await? => inside,
+                _ => name,
+            };
             let mut bar = ProgressBar::for_transfer(settings.quiet);
             client.put(upload, &name, &mut bar).await.map(transfer)
+        }
+        Prepared::PutTree {
+            sources,
+            target,
+            resolve,
+            replace,
+        } => {
+            let (target, sources) = put_plan::resolve(client, target, &resolve, sources).await?;
+            let walked = tokio::task::spawn_blocking(move || {
+                LocalTree::walk(&sources, &mut |path, why| say_left_out(path, why))
+            });
+            let tree = walked.await.map_err(|e| {
+                ClientError::BadReply(format!("walking the local files failed: {e}"))
+            })??;
+            if tree.left_out > 0 {
+                eprintln!(
+                    "ferry: {} left out of the tree (not sent)",
+                    counted_entries(tree.left_out)
+                );
+            }
+            let mut bar = ProgressBar::for_tree(settings.quiet);
+            let sent = client
+                .put_tree(&tree, target.as_ref(), replace, &mut bar)
+                .await?;
+            Ok(Detail::Tree {
+                files: sent.files,
+                skipped: sent.skipped,
+                bytes: sent.bytes,
+                elapsed: started.elapsed(),
+            })
         }
         Prepared::Get {
             name,

@@ -21,7 +21,8 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
-use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
 
 use super::digest_cache::{self, Stamp};
 use super::{check_free_space, classify, tree, MadeDirs, WriteFile};
@@ -81,6 +82,9 @@ pub struct TreeWrite {
     finished: Vec<FinishedDir>,
     /// Verified files waiting for the batch's sync.
     batch: Vec<Staged>,
+    /// The last file received: a descriptor of the tree's filesystem to
+    /// sync it by where its directories cannot be opened for reading.
+    last_file: Option<File>,
     /// Directories a merge made, in the order made.
     made: Vec<String>,
     /// Parents of the target made for a new tree; declared last, so they
@@ -140,6 +144,7 @@ impl super::Store {
             chain: Vec::new(),
             finished: Vec::new(),
             batch: Vec::new(),
+            last_file: None,
             made: Vec::new(),
             made_parents: None,
             done: false,
@@ -410,6 +415,7 @@ impl TreeWrite {
             digest_cache::remember(&body.file, &stamp, digest);
         }
         self.batch.push(staged);
+        self.last_file = Some(body.file);
         if self.batch.len() >= BATCH_FILES || self.finished.len() >= BATCH_DIRS {
             self.commit_batch()?;
         }
@@ -421,7 +427,7 @@ impl TreeWrite {
     fn commit_batch(&mut self) -> Result<(), Refusal> {
         let base = self.base.as_ref().ok_or_else(not_started)?;
         if !self.batch.is_empty() {
-            rustix::fs::syncfs(base).map_err(|e| classify(e.into()))?;
+            sync_filesystem(base, self.last_file.as_ref())?;
         }
         for staged in self.batch.drain(..) {
             staged
@@ -455,13 +461,13 @@ impl TreeWrite {
         self.chain.clear();
         self.commit_batch()?;
         let base = self.base.as_ref().ok_or_else(not_started)?;
-        rustix::fs::syncfs(base).map_err(|e| classify(e.into()))?;
+        sync_filesystem(base, self.last_file.as_ref())?;
         if let Some(new) = &self.new {
             let (Some(parent), Some(staging)) = (&new.parent, &new.staging) else {
                 return Err(not_started());
             };
             tree::rename_no_replace(parent, staging, parent, &new.name)?;
-            rustix::fs::syncfs(parent).map_err(|e| classify(e.into()))?;
+            sync_filesystem(parent, self.last_file.as_ref())?;
         }
         self.done = true;
         if let Some(made) = self.made_parents.as_mut() {
@@ -521,6 +527,23 @@ fn set_dir_times(base: &Dir, dir: &FinishedDir) -> Result<(), Refusal> {
     };
     rustix::fs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| classify(e.into()))
+}
+
+/// Syncs the filesystem `dir` is on: one `syncfs` for everything a
+/// batch wrote. cap-std's handles are `O_PATH`, which cannot be synced, so
+/// the directory is opened for reading, or, where that is not allowed (a
+/// drop box), `file`, on the same filesystem, is used.
+fn sync_filesystem(dir: &Dir, file: Option<&File>) -> Result<(), Refusal> {
+    let readable = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let synced = match rustix::fs::openat(dir, ".", readable, Mode::empty()) {
+        Ok(opened) => rustix::fs::syncfs(opened),
+        Err(Errno::ACCESS) => match file {
+            Some(file) => rustix::fs::syncfs(file),
+            None => Ok(()), // nothing was written
+        },
+        Err(e) => Err(e),
+    };
+    synced.map_err(|e| classify(e.into()))
 }
 
 fn timespec(seconds: i64) -> Timespec {
