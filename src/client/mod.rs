@@ -200,15 +200,18 @@ pub trait Progress: Send {
     fn file_done(&mut self) {}
 }
 
-/// The conflicting names of a refused tree, as its error shows them.
+/// The conflicting names of a refused tree, as its error shows them
+/// beyond the few the server's message names.
 fn conflict_list(names: &[String]) -> String {
+    if names.len() <= NAMED_BY_SERVER {
+        return String::new();
+    }
     let quoted: Vec<String> = names.iter().map(|name| format!("{name:?}")).collect();
-    format!(
-        "\n  in the way (the first {}): {}",
-        names.len(),
-        quoted.join(", ")
-    )
+    format!("; the first {}: {}", names.len(), quoted.join(", "))
 }
+
+/// How many conflicting names a ferry server's refusal names itself.
+const NAMED_BY_SERVER: usize = 5;
 
 /// The slowest disk a server is expected to sync an upload to, on top of
 /// the usual reply timeout: 10 MB/s allows 100 s more for a gigabyte.

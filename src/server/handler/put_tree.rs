@@ -514,11 +514,11 @@ impl Conflicts {
         } else {
             ""
         };
-        let message = format!(
-            "{} names of the tree are taken: {}{more}",
-            self.count,
-            named.join(", ")
-        );
+        let taken = match self.count {
+            1 => "1 name of the tree is taken".to_owned(),
+            count => format!("{count} names of the tree are taken"),
+        };
+        let message = format!("{taken}: {}{more}", named.join(", "));
         for name in self.shown.drain(..) {
             conn.queue(&Message::Conflict { name })?;
         }
