@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use ferry::client::{Client, ClientError, TreeSource};
-use ferry::protocol::{EntryKind, ErrorCode, RemoteName};
+use ferry::protocol::{EntryKind, ErrorCode, RemoteName, RequestKind};
 
 use super::request::CommandError;
 
@@ -130,6 +130,22 @@ pub fn plan(paths: &[PathBuf], recursive: bool, replace: bool) -> Result<PutPlan
     })
 }
 
+/// The kind of request a put makes and the name its report shows: the
+/// remote name of a single file, a tree's target (or its first source's
+/// name, without one).
+pub fn describe(
+    paths: &[PathBuf],
+    recursive: bool,
+    replace: bool,
+) -> (RequestKind, Option<String>) {
+    let fallback = || paths.last().map(|path| path.to_string_lossy().into_owned());
+    match plan(paths, recursive, replace) {
+        Ok(PutPlan::File { name, .. }) => (RequestKind::Put, Some(name)),
+        Ok(PutPlan::Tree { target, .. }) => (RequestKind::PutTree, target.map(|t| t.to_string())),
+        Err(_) => (RequestKind::Put, fallback()),
+    }
+}
+
 /// Settles a tree's target with the server: the target, and its sources
 /// as they are to be named.
 pub async fn resolve(
@@ -179,14 +195,16 @@ pub async fn resolve(
 }
 
 /// Whether the server has a directory called `name`; a missing name is
-/// not one.
+/// not one. Where stat is not allowed (an upload-only server, a
+/// write-only token) the name is taken as it is, as puts always did.
 pub async fn is_remote_dir(client: &mut Client, name: &RemoteName) -> Result<bool, ClientError> {
     match client.stat(Some(name)).await {
         Ok(info) => Ok(info.kind == EntryKind::Directory),
         Err(ClientError::Remote {
-            code: ErrorCode::NotFound | ErrorCode::NotADirectory,
+            code: ErrorCode::NotFound | ErrorCode::NotADirectory | ErrorCode::Forbidden,
             ..
-        }) => Ok(false),
+        })
+        | Err(ClientError::Unsupported(_)) => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -133,20 +133,11 @@ pub enum Prepared {
 /// The kind of `request` and the remote name it is about, for its report.
 pub fn describe(request: &Request) -> (Subject, Option<String>) {
     let (kind, name) = match request {
-        Request::Put { paths, replace, .. } => {
-            let is_tree = *replace || paths.len() > 2 || paths.first().is_some_and(|p| p.is_dir());
-            let kind = if is_tree {
-                RequestKind::PutTree
-            } else {
-                RequestKind::Put
-            };
-            let name = match paths.as_slice() {
-                [only] => only.file_name().map(|n| n.to_string_lossy().into_owned()),
-                [.., target] => Some(target.to_string_lossy().into_owned()),
-                [] => None,
-            };
-            (kind, name)
-        }
+        Request::Put {
+            paths,
+            recursive,
+            replace,
+        } => put_plan::describe(paths, *recursive, *replace),
         Request::Get { remote_name, .. } => (RequestKind::Get, Some(remote_name.clone())),
         Request::List { remote_dir, .. } => (RequestKind::List, remote_dir.clone()),
         Request::Delete { remote_name, .. } => (RequestKind::Delete, Some(remote_name.clone())),
