@@ -538,3 +538,55 @@ fn a_file_that_arrives_damaged_fails_the_tree_and_the_stream_stays_in_step() {
     still_in_step(&mut client);
     assert!(server.root_files().is_empty(), "{:?}", server.root_files());
 }
+
+#[test]
+fn a_manifest_over_the_byte_limit_is_refused_before_any_body() {
+    let server = TestServer::start_with(|config| config.max_manifest_bytes = 100);
+    let mut client = RawClient::handshake(server.addr());
+    let long = "x".repeat(80);
+    send_manifest(&mut client, "t", false, &[file("a", 1), file(&long, 1)]);
+    let Some(Message::Error { code, message }) = client.recv() else {
+        panic!("no refusal");
+    };
+    assert_eq!(code, ErrorCode::TooLarge);
+    assert!(
+        message.contains("manifest is larger than 100 bytes"),
+        "{message}"
+    );
+    still_in_step(&mut client);
+}
+
+#[test]
+fn the_shell_puts_trees_and_several_files_and_knows_mput() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let server = TestServer::start();
+    write_file(server.client_dir(), "photos/p.jpg", b"jpeg");
+    write_file(server.client_dir(), "a.txt", b"a");
+    write_file(server.client_dir(), "b.txt", b"b");
+    let mut child = server
+        .client(&[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "put -r photos\nmput a.txt b.txt dest\nput -r photos\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(
+        server.root_files(),
+        ["dest", "dest/a.txt", "dest/b.txt", "photos", "photos/p.jpg"]
+    );
+    assert!(
+        stderr(&output).contains("ok 0 files sent, 1 skipped"),
+        "{}",
+        describe(&output)
+    );
+}

@@ -361,6 +361,11 @@ impl TreeWrite {
                     modified: entry.modified,
                     made,
                 });
+                // A tree of many directories and few files still commits
+                // as it goes, so the waiting directories stay few.
+                if self.finished.len() >= BATCH_DIRS {
+                    self.commit_batch()?;
+                }
                 Ok(None)
             }
             EntryKind::File | EntryKind::Other => {
