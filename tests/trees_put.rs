@@ -358,6 +358,11 @@ fn several_sources_go_into_a_directory_target_made_if_missing() {
         describe(&output)
     );
     assert!(server.root().join("dest/c.txt").exists());
+    // A source named on the command line is followed if it is a symlink.
+    std::os::unix::fs::symlink("photos", at.join("album")).unwrap();
+    let output = server.run_client(&["put", "-r", "album", "a.txt", "linked"]);
+    assert_exit(&output, 0);
+    assert!(server.root().join("linked/album/p.jpg").is_file());
 }
 
 #[test]

@@ -84,15 +84,21 @@ impl LocalTree {
             left_out: 0,
             frame: Vec::new(),
         };
-        let mut top: Vec<(OsString, PathBuf)> = Vec::new();
+        // A source named on the command line is followed if it is a
+        // symlink, as cp follows its operands; nothing inside is.
+        let mut top: Vec<(OsString, PathBuf, bool)> = Vec::new();
         for source in sources {
             match source {
-                TreeSource::Contents(dir) => top.extend(children(dir)?),
-                TreeSource::Named(path, name) => top.push((name.into(), path.clone())),
+                TreeSource::Contents(dir) => top.extend(
+                    children(dir)?
+                        .into_iter()
+                        .map(|(name, path)| (name, path, false)),
+                ),
+                TreeSource::Named(path, name) => top.push((name.into(), path.clone(), true)),
             }
         }
         top.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let names = top.iter().map(|(name, _)| name);
+        let names = top.iter().map(|(name, _, _)| name);
         if let Some(twice) = names.clone().zip(names.skip(1)).find(|(a, b)| a == b) {
             return Err(ClientError::Local {
                 path: PathBuf::from(twice.0),
@@ -181,15 +187,20 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Walks `items`, sorted by name, under the tree path `prefix`.
+    /// Walks `items`, sorted by name, under the tree path `prefix`; each
+    /// says whether a symlink there is followed.
     fn walk_level(
         &mut self,
         prefix: &str,
-        items: Vec<(OsString, PathBuf)>,
+        items: Vec<(OsString, PathBuf, bool)>,
     ) -> Result<(), ClientError> {
-        for (name, local_path) in items {
-            let metadata =
-                std::fs::symlink_metadata(&local_path).map_err(|e| local(local_path.clone(), e))?;
+        for (name, local_path, follow) in items {
+            let metadata = if follow {
+                std::fs::metadata(&local_path)
+            } else {
+                std::fs::symlink_metadata(&local_path)
+            }
+            .map_err(|e| local(local_path.clone(), e))?;
             let kind = metadata.file_type();
             if kind.is_symlink() {
                 self.leave(&local_path, Left::Symlink);
@@ -206,7 +217,10 @@ impl Walker<'_> {
             let entry = entry_for(&metadata, path);
             self.write(&local_path, &entry)?;
             if kind.is_dir() {
-                let mut inside = children(&local_path)?;
+                let mut inside: Vec<_> = children(&local_path)?
+                    .into_iter()
+                    .map(|(name, path)| (name, path, false))
+                    .collect();
                 inside.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
                 self.walk_level(&entry.path, inside)?;
             }

@@ -315,7 +315,9 @@ impl Session {
                 .into());
             }
             let (size, kind) = (entry.size, entry.kind);
-            let Some(open) = tree.take().filter(|_| failure.is_none()) else {
+            // After a failure the rest is only read; the tree is undone at
+            // the end, off the async threads.
+            let Some(open) = tree.take_if(|_| failure.is_none()) else {
                 discard(conn, &entry).await?;
                 continue;
             };
