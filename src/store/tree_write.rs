@@ -31,7 +31,7 @@ use crate::staging::Staged;
 
 /// Verified files waiting for their batch's sync: few enough that their
 /// directory handles stay well within a process's descriptors.
-const BATCH_FILES: usize = 256;
+const BATCH_FILES: usize = 1024;
 
 /// Finished directories waiting for their times, before a batch is
 /// committed even without files.
