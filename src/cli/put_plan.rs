@@ -18,7 +18,8 @@ use super::request::CommandError;
 #[derive(Debug)]
 pub enum PutPlan {
     /// One file by a plain Put, as ever: to `name`, or, if the server has
-    /// a directory by that name, into it as `if_dir`.
+    /// a directory by that name (it refuses the put to it), into it as
+    /// `if_dir`.
     File {
         local: PathBuf,
         name: String,

@@ -88,9 +88,11 @@ pub enum Prepared {
     Put {
         upload: Upload,
         name: RemoteName,
-        /// The name inside `name`, if the server has a directory by that
-        /// name: asked before the put.
-        if_dir: Option<RemoteName>,
+        /// If `name` is a directory on the server: the name inside it,
+        /// and the local file to open again for it. The put to `name`
+        /// is refused before its body then, which costs a round trip only
+        /// when it happens, where asking first would cost one every time.
+        if_dir: Option<(RemoteName, PathBuf)>,
     },
     PutTree {
         sources: Vec<TreeSource>,
@@ -164,7 +166,10 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
             } => Prepared::Put {
                 upload: Upload::open(&local)?,
                 name: RemoteName::parse(&name)?,
-                if_dir: if_dir.map(|name| RemoteName::parse(&name)).transpose()?,
+                if_dir: match if_dir {
+                    Some(inside) => Some((RemoteName::parse(&inside)?, local)),
+                    None => None,
+                },
             },
             PutPlan::Tree {
                 sources,
@@ -316,12 +321,20 @@ async fn send(
             name,
             if_dir,
         } => {
-            let name = match if_dir {
-                Some(inside) if put_plan::is_remote_dir(client, &name).await? => inside,
-                _ => name,
-            };
             let mut bar = ProgressBar::for_transfer(settings.quiet);
-            client.put(upload, &name, &mut bar).await.map(transfer)
+            match (client.put(upload, &name, &mut bar).await, if_dir) {
+                (
+                    Err(ClientError::Remote {
+                        code: ErrorCode::IsADirectory,
+                        ..
+                    }),
+                    Some((inside, local)),
+                ) => {
+                    let upload = Upload::open(&local)?;
+                    client.put(upload, &inside, &mut bar).await.map(transfer)
+                }
+                (put, _) => put.map(transfer),
+            }
         }
         Prepared::PutTree {
             sources,
