@@ -595,3 +595,40 @@ fn the_shell_puts_trees_and_several_files_and_knows_mput() {
         describe(&output)
     );
 }
+
+/// The peak resident memory of this process so far, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+#[ignore = "makes a million files (a minute or more); run alone with --ignored"]
+fn a_manifest_of_a_million_entries_is_made_in_bounded_memory() {
+    use ferry::client::{LocalTree, TreeSource};
+    let tmp = tempfile::tempdir().unwrap();
+    for d in 0..1000 {
+        let dir = tmp.path().join(format!("d{d:03}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..999 {
+            std::fs::File::create(dir.join(format!("f{f:03}"))).unwrap();
+        }
+    }
+    let before = peak_rss_kib();
+    let tree = LocalTree::walk(
+        &[TreeSource::Contents(tmp.path().to_owned())],
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(tree.entries, 1_000_000);
+    let mut reader = tree.entries().unwrap();
+    let mut count = 0;
+    while reader.next_entry().unwrap().is_some() {
+        count += 1;
+    }
+    assert_eq!(count, 1_000_000);
+    // The manifest is on disk; memory holds one directory's names.
+    let grew = peak_rss_kib() - before;
+    assert!(grew < 32 * 1024, "the walk took {grew} KiB more");
+}
