@@ -632,3 +632,33 @@ fn a_manifest_of_a_million_entries_is_made_in_bounded_memory() {
     let grew = peak_rss_kib() - before;
     assert!(grew < 32 * 1024, "the walk took {grew} KiB more");
 }
+
+#[test]
+fn a_file_above_the_size_limit_refuses_the_tree_before_any_body() {
+    let server = TestServer::start_with(|config| config.max_file_size = Some(10));
+    let mut client = RawClient::handshake(server.addr());
+    send_manifest(
+        &mut client,
+        "t",
+        false,
+        &[file("big", 11), file("small", 10)],
+    );
+    let Some(Message::Error { code, message }) = client.recv() else {
+        panic!("no refusal");
+    };
+    assert_eq!(code, ErrorCode::TooLarge);
+    assert!(message.contains("\"big\""), "{message}");
+    still_in_step(&mut client);
+}
+
+#[test]
+fn staging_directories_of_a_dead_server_are_removed_at_start() {
+    let served = tempfile::tempdir().unwrap();
+    // No process has the largest id.
+    let dead = format!("{TEMP_PREFIX}{}-0", i32::MAX);
+    write_file(served.path(), &format!("{dead}/sub/f"), b"half a tree");
+    write_file(served.path(), &format!("keep/{dead}/f"), b"half a tree");
+    let server = TestServer::start_with(|config| config.root = served.path().to_owned());
+    server.wait_for_reports(2);
+    assert_eq!(files_under(served.path()), ["keep"]);
+}
