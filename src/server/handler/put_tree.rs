@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use super::{Abort, Session};
 use crate::protocol::{
-    self, EntryKind, ErrorCode, ManifestError, ManifestOrder, Message, Refusal, RemoteName,
+    self, Digest, EntryKind, ErrorCode, ManifestError, ManifestOrder, Message, Refusal, RemoteName,
     RequestKind, TreeEntry,
 };
 use crate::report::Detail;
 use crate::security::access::Grant;
-use crate::store::{Meets, TreeWrite};
+use crate::store::{Meets, TreeFile, TreeWrite, WriteFile};
 use crate::transport::{Connection, Discard, Link, TransportError};
 
 /// Entries surveyed per trip to the blocking pool.
@@ -280,6 +280,9 @@ impl Session {
     /// after it. A failure is kept and the rest read and discarded, so the
     /// answer comes at the `TreeEnd` with the stream in step. Returns the
     /// files and bytes moved.
+    ///
+    /// A file received is handed to the store together with the next
+    /// entry, in one trip to the blocking pool rather than two.
     async fn receive_bodies(
         &self,
         conn: &mut Connection<Link>,
@@ -296,6 +299,7 @@ impl Session {
         );
         let mut order = ManifestOrder::new();
         let mut failure: Option<Refusal> = None;
+        let mut pending: Option<Arrived> = None;
         let (mut files, mut bytes) = (0, 0);
         loop {
             let entry = match conn.expect_message().await? {
@@ -322,45 +326,49 @@ impl Session {
                 continue;
             };
             let path = entry.path.clone();
-            let (back, entered) = self
+            let arrived = pending.take();
+            let (back, kept, entered) = self
                 .blocking(move |_| {
                     let mut open = open;
-                    let entered = open.enter(&entry);
-                    Ok((open, entered))
+                    let kept = arrived.map(|arrived| arrived.keep(&mut open));
+                    let entered = match kept {
+                        Some(Err(_)) => Ok(None),
+                        _ => open.enter(&entry),
+                    };
+                    Ok((open, kept, entered))
                 })
                 .await?;
             tree = Some(back);
-            let (tree_file, write_file) = match entered {
-                Ok(Some(opened)) => opened,
-                Ok(None) => continue,
-                Err(why) => {
-                    failure = Some(why);
-                    if kind == EntryKind::File {
-                        discard_body(conn, size).await?;
-                    }
-                    continue;
+            match kept {
+                Some(Ok(size)) => {
+                    files += 1;
+                    bytes += size;
                 }
+                Some(Err(why)) => failure = Some(why),
+                None => {}
+            }
+            let entered = match (&failure, entered) {
+                (None, Ok(entered)) => entered,
+                (None, Err(why)) => {
+                    failure = Some(why);
+                    None
+                }
+                (Some(_), _) => None,
+            };
+            let Some((tree_file, write_file)) = entered else {
+                if kind == EntryKind::File && failure.is_some() {
+                    discard_body(conn, size).await?;
+                }
+                continue;
             };
             match conn.recv_body(write_file, size, &mut |_| {}).await {
-                Ok((write_file, digest)) => {
-                    let Some(open) = tree.take() else {
-                        continue;
-                    };
-                    let (back, received) = self
-                        .blocking(move |_| {
-                            let mut open = open;
-                            let received = open.received(tree_file, write_file, &digest);
-                            Ok((open, received))
-                        })
-                        .await?;
-                    tree = Some(back);
-                    match received {
-                        Ok(()) => {
-                            files += 1;
-                            bytes += size;
-                        }
-                        Err(why) => failure = Some(why),
-                    }
+                Ok((body, digest)) => {
+                    pending = Some(Arrived {
+                        file: tree_file,
+                        body,
+                        digest,
+                        size,
+                    })
                 }
                 Err(TransportError::DigestMismatch) => {
                     failure = Some(Refusal::new(
@@ -379,22 +387,46 @@ impl Session {
                 bad_request("the tree's bodies left out entries its manifest announced")
             });
         }
-        let Some(tree) = tree else {
+        let Some(mut tree) = tree else {
             return Err(failure
                 .unwrap_or_else(|| Refusal::new(ErrorCode::Io, "the tree was given up"))
                 .into());
         };
-        self.blocking(move |_| match failure {
-            // Undone off the async threads: a new tree's staging
-            // directory may hold many files.
-            Some(failure) => {
-                drop(tree);
-                Err(failure)
-            }
-            None => tree.finish(),
-        })
-        .await?;
+        let last = self
+            .blocking(move |_| {
+                if let Some(failure) = failure {
+                    // Undone off the async threads: a new tree's staging
+                    // directory may hold many files.
+                    drop((tree, pending));
+                    return Err(failure);
+                }
+                let last = pending.map(|arrived| arrived.keep(&mut tree)).transpose()?;
+                tree.finish()?;
+                Ok(last)
+            })
+            .await?;
+        if let Some(size) = last {
+            files += 1;
+            bytes += size;
+        }
         Ok((files, bytes))
+    }
+}
+
+/// A file whose body arrived whole and verified, not yet handed to the
+/// store.
+struct Arrived {
+    file: TreeFile,
+    body: WriteFile,
+    digest: Digest,
+    size: u64,
+}
+
+impl Arrived {
+    /// Hands the file to the tree; its size once kept.
+    fn keep(self, tree: &mut TreeWrite) -> Result<u64, Refusal> {
+        tree.received(self.file, self.body, &self.digest)?;
+        Ok(self.size)
     }
 }
 
