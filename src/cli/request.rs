@@ -275,7 +275,10 @@ fn say_left_out(path: &Path, why: Left) {
     let why = match why {
         Left::Symlink => "a symlink (not followed)",
         Left::Special => "not a regular file or directory",
-        Left::Name => "a name the server cannot hold (control characters, backslash, not UTF-8)",
+        Left::Name => {
+            "a name the server cannot hold (a control character or backslash, not UTF-8, \
+             too long, or reserved)"
+        }
     };
     eprintln!("ferry: left out {path:?}: {why}");
 }
