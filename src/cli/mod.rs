@@ -225,9 +225,9 @@ pub enum Request {
         /// atomically; needs the right to delete.
         #[arg(long)]
         replace: bool,
-        /// The local files (directories with -r), then the name on the
-        /// server.
-        #[arg(value_name = "LOCAL... [REMOTE]", required = true)]
+        /// LOCAL... [REMOTE]: the local files (directories with -r), then
+        /// the name on the server.
+        #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
     },
     /// Download a file; an existing local file is never overwritten.
