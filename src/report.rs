@@ -159,7 +159,11 @@ impl fmt::Display for Report {
                 write!(
                     f,
                     " ok {files}, {skipped} skipped, {bytes} bytes in {seconds:.3}s"
-                )
+                )?;
+                if seconds > 0.0 && *bytes >= 1_000_000 {
+                    write!(f, " ({:.1} MB/s)", *bytes as f64 / seconds / 1e6)?;
+                }
+                Ok(())
             }
             Outcome::Failed { kind, message } => {
                 write!(f, " failed {kind}: {}", escape_controls(message))

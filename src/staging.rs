@@ -118,6 +118,23 @@ impl Staged {
         Ok((staged, file.into_std()))
     }
 
+    /// Moves the file to its final name, replacing what has it only if
+    /// `replace`. The caller has synced the file already (a tree syncs its
+    /// whole filesystem once per batch, not each file) and syncs the
+    /// directory after.
+    pub fn rename_synced(mut self, replace: bool) -> io::Result<()> {
+        let Some(temp_name) = self.temp_name.clone() else {
+            return Err(io::Error::other("an unnamed file is linked, not renamed"));
+        };
+        if replace {
+            self.dir.rename(&temp_name, &self.dir, &self.final_name)?;
+        } else {
+            self.rename_into_place(&temp_name)?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+
     /// Syncs `file`, the one [`Staged::create`] gave, to disk; moves it to
     /// its final name unless something else took that name meanwhile (then
     /// `AlreadyExists`, and the temporary file goes; made by
@@ -212,8 +229,29 @@ impl Drop for Staged {
     }
 }
 
+/// Makes a hidden directory in `dir` to build a tree in, named as
+/// temporary files are, so that a server starting after a crash sweeps it
+/// up as it does them. Returns its name.
+pub fn make_staging_dir(dir: &Dir) -> io::Result<String> {
+    for _ in 0..100 {
+        let name = format!(
+            "{TEMP_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        match dir.create_dir(&name) {
+            Ok(()) => return Ok(name),
+            // A dead process with our id left it; see `create_named`.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(already_exists())
+}
+
 /// The id of the process that made a temporary file, from its name
-/// (`<TEMP_PREFIX><pid>-<n>`, as [`Staged::create`] writes it); `None` for
+/// (`<TEMP_PREFIX><pid>-<n>`, as [`Staged::create`] and
+/// [`make_staging_dir`] write it); `None` for
 /// any other name.
 pub fn temp_file_owner(name: &str) -> Option<u32> {
     let (pid, counter) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;

@@ -3,6 +3,7 @@
 
 mod get_tree;
 mod output;
+mod put_plan;
 mod report_queue;
 mod request;
 mod serve;
@@ -119,6 +120,14 @@ struct ServerArgs {
     /// 2GiB [default: no limit but the disk's free space].
     #[arg(long, value_name = "SIZE")]
     max_file_size: Option<bytesize::ByteSize>,
+    /// Most entries (files and directories) one `put -r` may send; a
+    /// bigger tree is refused before any body.
+    #[arg(long, value_name = "N", default_value_t = ferry::server::DEFAULT_MAX_TREE_ENTRIES)]
+    max_tree_entries: u64,
+    /// Most bytes the list of a tree's entries (its manifest) may take;
+    /// checked before any body.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    max_manifest_bytes: bytesize::ByteSize,
     /// Seconds a client may take to send the handshake, or a request once
     /// it has begun one, however slowly it trickles in.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -196,20 +205,32 @@ struct ClientArgs {
 /// The requests, shared by the one-shot command line and the shell.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Request {
-    /// Upload a local file, or standard input with `put - NAME`; the
-    /// server refuses a name that exists, unless --replace.
-    #[command(visible_alias = "upld")]
+    /// Upload local files, and with -r directories, or standard input with
+    /// `put - NAME`; the server refuses a name that exists unless --replace.
+    ///
+    /// The last of two or more paths is the name on the server. Several
+    /// sources go into it as a directory (made if missing); one file
+    /// becomes it, or goes into it if it ends in '/' or is a directory on
+    /// the server; a directory goes inside it if it is a directory on the
+    /// server, else becomes it. Without it, a file or directory keeps its
+    /// name at the top of the served directory, and a directory merges
+    /// into one there: files already there with the same content are not
+    /// sent again. Modes and modification times are kept; symlinks and
+    /// special files are left out.
+    #[command(visible_aliases = ["upld", "mput"])]
     Put {
-        /// Replace a file of that name, atomically (readers see the old
-        /// file or the new one); needs the right to delete too.
+        /// Copy directories and everything in them.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Replace files on the server whose content differs, each
+        /// atomically; needs the right to delete.
         #[arg(long)]
         replace: bool,
-        /// The file to upload; any local path, or - for standard input
-        /// (a file named - is ./-).
-        local_path: PathBuf,
-        /// Name on the server [default: the local file's name; needed with
-        /// -]. A name ending in '/' names a directory to put it in.
-        remote_name: Option<String>,
+        /// LOCAL... [REMOTE]: the local files (directories with -r), then
+        /// the name on the server. A lone - is standard input, and needs
+        /// the name (a local file named - is ./-).
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Download files, or with -r directories; an existing local file is
     /// never overwritten without --replace.

@@ -119,40 +119,74 @@ fn human_size(bytes: u64) -> String {
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.
-pub struct ProgressBar(Option<indicatif::ProgressBar>);
+pub struct ProgressBar {
+    bar: Option<indicatif::ProgressBar>,
+    /// For a tree: files done, of how many.
+    files: Option<(u64, u64)>,
+}
 
 impl ProgressBar {
     /// A bar for one transfer, hidden with `quiet` or without a terminal.
     pub fn for_transfer(quiet: bool) -> Self {
         let shown = !quiet && std::io::stderr().is_terminal();
-        ProgressBar(shown.then(indicatif::ProgressBar::hidden))
+        ProgressBar {
+            bar: shown.then(indicatif::ProgressBar::hidden),
+            files: None,
+        }
+    }
+
+    /// One bar for a whole tree: files done of all, and bytes.
+    pub fn for_tree(quiet: bool) -> Self {
+        let mut bar = ProgressBar::for_transfer(quiet);
+        bar.files = Some((0, 0));
+        bar
+    }
+
+    fn show_files(&self) {
+        if let (Some(bar), Some((done, total))) = (&self.bar, self.files) {
+            bar.set_message(format!("{done}/{total} files"));
+        }
     }
 }
 
 impl Progress for ProgressBar {
     fn begin(&mut self, total: u64) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.set_length(total);
+            let template = match self.files {
+                Some(_) => "{msg} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                None => "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            };
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         }
     }
 
     fn advance(&mut self, bytes: u64) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.inc(bytes);
         }
+    }
+
+    fn begin_files(&mut self, total: u64) {
+        self.files = Some((0, total));
+        self.show_files();
+    }
+
+    fn file_done(&mut self) {
+        if let Some((done, _)) = self.files.as_mut() {
+            *done += 1;
+        }
+        self.show_files();
     }
 }
 
 impl Drop for ProgressBar {
     fn drop(&mut self) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }

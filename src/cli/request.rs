@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ferry::client::{format_target, Client, ClientError, Security, Upload};
+use ferry::client::{
+    format_target, Client, ClientError, Left, LocalTree, Security, TreeSource, Upload,
+};
 use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
 use ferry::report::{Detail, Outcome, Report, Subject};
 
@@ -16,6 +18,7 @@ use super::get_tree::{
     get_trees, is_plain_get, split_get, suggest_recursive, tree_report_name, TreeGet,
 };
 use super::output::{print_entry, print_info, print_omitted, print_report, ProgressBar};
+use super::put_plan::{self, PutPlan, Resolve};
 use super::{exit, Request};
 
 /// What every request needs to know besides itself.
@@ -101,7 +104,11 @@ pub enum Prepared {
     Put {
         upload: Upload,
         name: RemoteName,
-        replace: bool,
+        /// If `name` is a directory on the server: the name inside it,
+        /// and the local file to open again for it. The put to `name`
+        /// is refused before its body then, which costs a round trip only
+        /// when it happens, where asking first would cost one every time.
+        if_dir: Option<(RemoteName, PathBuf)>,
     },
     /// `put - NAME`: standard input, of unknown length.
     PutStdin {
@@ -111,6 +118,12 @@ pub enum Prepared {
     /// `get NAME -`: to standard output, as it arrives.
     GetStdout {
         name: RemoteName,
+    },
+    PutTree {
+        sources: Vec<TreeSource>,
+        target: Option<RemoteName>,
+        resolve: Resolve,
+        replace: bool,
     },
     Get {
         name: RemoteName,
@@ -150,16 +163,13 @@ pub enum Prepared {
 pub fn describe(request: &Request) -> (Subject, Option<String>) {
     let (kind, name) = match request {
         Request::Put {
-            local_path,
-            remote_name,
-            ..
-        } => {
-            let name = match is_standard_stream(local_path) {
-                true => remote_name.clone(),
-                false => remote_name_for_put(local_path, remote_name.as_deref()).ok(),
-            };
-            (RequestKind::Put, name)
-        }
+            paths,
+            recursive,
+            replace,
+        } => match stdin_put(paths, *recursive) {
+            Some(name) => (RequestKind::PutStream, name.map(str::to_owned)),
+            None => put_plan::describe(paths, *recursive, *replace),
+        },
         Request::Get {
             recursive,
             replace,
@@ -187,26 +197,45 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
 pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
     Ok(match request {
         Request::Put {
-            local_path,
-            remote_name,
+            recursive,
             replace,
-        } if is_standard_stream(&local_path) => Prepared::PutStdin {
-            name: RemoteName::parse(&stream_name(remote_name)?)?,
-            replace,
-        },
-        Request::Put {
-            local_path,
-            remote_name,
-            replace,
-        } => {
-            let upload = Upload::open(&local_path)?;
-            let name = remote_name_for_put(&local_path, remote_name.as_deref())?;
-            Prepared::Put {
-                upload,
-                name: RemoteName::parse(&name)?,
+            paths,
+        } if stdin_put(&paths, recursive).is_some() => {
+            let name = stdin_put(&paths, recursive).flatten().map(str::to_owned);
+            Prepared::PutStdin {
+                name: RemoteName::parse(&stream_name(name)?)?,
                 replace,
             }
         }
+        Request::Put {
+            recursive,
+            replace,
+            paths,
+        } => match put_plan::plan(&paths, recursive, replace)? {
+            PutPlan::File {
+                local,
+                name,
+                if_dir,
+            } => Prepared::Put {
+                upload: Upload::open(&local)?,
+                name: RemoteName::parse(&name)?,
+                if_dir: match if_dir {
+                    Some(inside) => Some((RemoteName::parse(&inside)?, local)),
+                    None => None,
+                },
+            },
+            PutPlan::Tree {
+                sources,
+                target,
+                resolve,
+                replace,
+            } => Prepared::PutTree {
+                sources,
+                target,
+                resolve,
+                replace,
+            },
+        },
         Request::Get {
             recursive,
             replace,
@@ -294,11 +323,24 @@ fn is_standard_stream(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
+/// For `put - NAME` (`-` as the one source, without -r): `Some` with the
+/// name, if one was given; `None` for any other put.
+fn stdin_put(paths: &[PathBuf], recursive: bool) -> Option<Option<&str>> {
+    match paths {
+        [source, rest @ ..] if !recursive && rest.len() <= 1 && is_standard_stream(source) => {
+            Some(rest.first().map(|name| name.to_str().unwrap_or_default()))
+        }
+        _ => None,
+    }
+}
+
 /// Whether `request` reads standard input or writes standard output: one
 /// a shell, which owns the terminal, cannot give it.
 pub fn uses_standard_stream(request: &Request) -> bool {
     match request {
-        Request::Put { local_path, .. } => is_standard_stream(local_path),
+        Request::Put {
+            paths, recursive, ..
+        } => stdin_put(paths, *recursive).is_some(),
         Request::Get { operands, .. } => {
             operands.len() > 1 && operands.last().is_some_and(|last| last == "-")
         }
@@ -344,25 +386,26 @@ fn check_directory(dir: &Path) -> Result<(), CommandError> {
     }
 }
 
-/// The remote name a put uses: the one given, the local file's name, or
-/// the local file's name inside a given directory ending in `/` (or the
-/// served directory itself, `.`).
-fn remote_name_for_put(local: &Path, remote: Option<&str>) -> Result<String, CommandError> {
-    let base_name = || {
-        local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            CommandError::LocalName(format!(
-                "cannot take a remote name from {}; give one after the local path",
-                local.display()
-            ))
-        })
+/// Says on stderr that a local entry was left out of a tree, and why; the
+/// path escaped, as it may hold anything.
+fn say_left_out(path: &Path, why: Left) {
+    let why = match why {
+        Left::Symlink => "a symlink (not followed)",
+        Left::Special => "not a regular file or directory",
+        Left::Name => {
+            "a name the server cannot hold (a control character or backslash, not UTF-8, \
+             too long, or reserved)"
+        }
     };
-    Ok(match remote {
-        None => base_name()?.to_owned(),
-        // `.` or `/` is the served directory, as `cp a.txt .` means here.
-        Some(root) if RemoteName::parse_dir(root) == Ok(None) => base_name()?.to_owned(),
-        Some(dir) if dir.ends_with('/') => format!("{dir}{}", base_name()?),
-        Some(name) => name.to_owned(),
-    })
+    eprintln!("ferry: left out {path:?}: {why}");
+}
+
+/// `count` entries, in words.
+fn counted_entries(count: u64) -> String {
+    match count {
+        1 => "1 entry".to_owned(),
+        _ => format!("{count} entries"),
+    }
 }
 
 /// Sends a prepared request over `client`, abandoning it on Ctrl-C.
@@ -396,14 +439,22 @@ async fn send(
         Prepared::Put {
             upload,
             name,
-            replace,
+            if_dir,
         } => {
             let mut bar = ProgressBar::for_transfer(settings.quiet);
-            match replace {
-                true => client.put_replacing(upload, &name, &mut bar).await,
-                false => client.put(upload, &name, &mut bar).await,
+            match (client.put(upload, &name, &mut bar).await, if_dir) {
+                (
+                    Err(ClientError::Remote {
+                        code: ErrorCode::IsADirectory,
+                        ..
+                    }),
+                    Some((inside, local)),
+                ) => {
+                    let upload = Upload::open(&local)?;
+                    client.put(upload, &inside, &mut bar).await.map(transfer)
+                }
+                (put, _) => put.map(transfer),
             }
-            .map(transfer)
         }
         Prepared::PutStdin { name, replace } => {
             // No bar: the length is not known.
@@ -426,6 +477,36 @@ async fn send(
             let mut bar = ProgressBar::for_transfer(settings.quiet);
             let stdout = std::io::stdout();
             client.get_to(&name, stdout, &mut bar).await.map(transfer)
+        }
+        Prepared::PutTree {
+            sources,
+            target,
+            resolve,
+            replace,
+        } => {
+            let (target, sources) = put_plan::resolve(client, target, &resolve, sources).await?;
+            let walked = tokio::task::spawn_blocking(move || {
+                LocalTree::walk(&sources, &mut |path, why| say_left_out(path, why))
+            });
+            let tree = walked.await.map_err(|e| {
+                ClientError::BadReply(format!("walking the local files failed: {e}"))
+            })??;
+            if tree.left_out > 0 {
+                eprintln!(
+                    "ferry: {} left out of the tree (not sent)",
+                    counted_entries(tree.left_out)
+                );
+            }
+            let mut bar = ProgressBar::for_tree(settings.quiet);
+            let sent = client
+                .put_tree(&tree, target.as_ref(), replace, &mut bar)
+                .await?;
+            Ok(Detail::Tree {
+                files: sent.files,
+                skipped: sent.skipped,
+                bytes: sent.bytes,
+                elapsed: started.elapsed(),
+            })
         }
         Prepared::Get {
             name,

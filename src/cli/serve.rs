@@ -35,6 +35,8 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         stall_timeout: Duration::from_secs(args.stall_timeout),
         min_rate: args.min_rate.as_u64(),
         max_file_size: args.max_file_size.map(|size| size.as_u64()),
+        max_tree_entries: args.max_tree_entries,
+        max_manifest_bytes: args.max_manifest_bytes.as_u64(),
         shutdown_grace: Duration::from_secs(args.grace),
         tls: security.tls,
         access: Arc::new(security.access),

@@ -11,9 +11,11 @@
 
 mod forward;
 mod local_tree;
+mod put_tree;
 mod spool;
 mod tree;
 mod trust;
+mod walk;
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,8 +32,10 @@ use crate::protocol::{
 use crate::security::{Fingerprint, KnownHostsError};
 use crate::staging::Staged;
 use crate::transport::{self, Connection, Link, TransportError};
+pub use put_tree::TreeSent;
 pub use tree::{Conflicts, TreeGot};
 pub use trust::{FirstUse, Security, Trust};
+pub use walk::{Left, LocalTree, TreeSource};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,14 @@ pub enum ClientError {
     /// The server refused the request.
     #[error("{message}")]
     Remote { code: ErrorCode, message: String },
+    /// The server refused a tree for names in its way: the first of them
+    /// (up to 20), and its message, which counts them all.
+    #[error("{message}{}", conflict_list(names))]
+    RemoteConflicts {
+        code: ErrorCode,
+        message: String,
+        names: Vec<String>,
+    },
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Local { path: PathBuf, source: io::Error },
@@ -63,7 +75,7 @@ pub enum ClientError {
     BadReply(String),
     /// Local names are in the way of a tree; nothing was fetched.
     #[error("{0}")]
-    Conflicts(Conflicts),
+    LocalConflicts(Conflicts),
     /// A file of a tree changed on the server between its manifest and
     /// its body; the transfer was abandoned and the file not kept.
     #[error("{0:?} changed on the server while the tree was sent; it was not kept")]
@@ -137,9 +149,13 @@ impl ClientError {
             ClientError::Resolve { .. } | ClientError::Connect { .. } => FailureKind::Unreachable,
             ClientError::Timeout(_) => ErrorCode::Timeout.into(),
             ClientError::Transport(e) => e.kind(),
-            ClientError::Remote { code, .. } => (*code).into(),
+            ClientError::Remote { code, .. } | ClientError::RemoteConflicts { code, .. } => {
+                (*code).into()
+            }
             ClientError::Local { .. } => FailureKind::LocalIo,
-            ClientError::LocalExists(_) | ClientError::Conflicts(_) => FailureKind::LocalExists,
+            ClientError::LocalExists(_) | ClientError::LocalConflicts(_) => {
+                FailureKind::LocalExists
+            }
             ClientError::FileChanged(_) => FailureKind::FileChanged,
             ClientError::BadReply(_) => FailureKind::ProtocolError,
             ClientError::DigestMismatch | ClientError::DamagedOutput => {
@@ -189,10 +205,12 @@ impl ClientError {
             | ClientError::ClosedInHandshake
             | ClientError::KnownHosts(_) => true,
             ClientError::Transport(e) => !e.is_connection_usable(),
-            ClientError::Remote { code, .. } => code.ends_connection(),
+            ClientError::Remote { code, .. } | ClientError::RemoteConflicts { code, .. } => {
+                code.ends_connection()
+            }
             ClientError::Local { .. }
             | ClientError::LocalExists(_)
-            | ClientError::Conflicts(_)
+            | ClientError::LocalConflicts(_)
             | ClientError::DigestMismatch
             | ClientError::DamagedOutput
             | ClientError::Output(_)
@@ -213,7 +231,24 @@ pub trait Progress: Send {
     fn begin(&mut self, total: u64);
     /// `bytes` more have moved.
     fn advance(&mut self, bytes: u64);
+    /// A tree's bodies are about to move: `total` files of them.
+    fn begin_files(&mut self, _total: u64) {}
+    /// One more file of a tree has moved.
+    fn file_done(&mut self) {}
 }
+
+/// The conflicting names of a refused tree, as its error shows them
+/// beyond the few the server's message names.
+fn conflict_list(names: &[String]) -> String {
+    if names.len() <= NAMED_BY_SERVER {
+        return String::new();
+    }
+    let quoted: Vec<String> = names.iter().map(|name| format!("{name:?}")).collect();
+    format!("; the first {}: {}", names.len(), quoted.join(", "))
+}
+
+/// How many conflicting names a ferry server's refusal names itself.
+const NAMED_BY_SERVER: usize = 5;
 
 /// The slowest disk a server is expected to sync an upload to, on top of
 /// the usual reply timeout: 10 MB/s allows 100 s more for a gigabyte.
@@ -436,21 +471,6 @@ impl Client {
             Message::Done => Ok(size),
             other => Err(unexpected(other, "a done reply")),
         }
-    }
-
-    /// Uploads `upload` as `name`, replacing a file of that name
-    /// atomically (needing the right to delete too). A `Put` carries no
-    /// flag, so the file goes as a stream that replaces: its size is
-    /// checked against the server's limit as it arrives, not before.
-    pub async fn put_replacing(
-        &mut self,
-        upload: Upload,
-        name: &RemoteName,
-        progress: &mut dyn Progress,
-    ) -> Result<u64, ClientError> {
-        progress.begin(upload.size);
-        let input = tokio::fs::File::from_std(upload.file);
-        self.put_stream(input, name, true, progress).await
     }
 
     /// Downloads `name` into `out` as it arrives; at the end, checks the

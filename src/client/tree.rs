@@ -128,7 +128,7 @@ impl Client {
         let writer = match (plan.conflicts.count, writer_top) {
             (0, Some(top)) => Ok(TreeWriter::merge(top, replace)),
             (0, None) => TreeWriter::new_tree(target).map_err(local),
-            _ => Err(ClientError::Conflicts(plan.conflicts)),
+            _ => Err(ClientError::LocalConflicts(plan.conflicts)),
         };
         let writer = match writer {
             Ok(writer) => writer,

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+mod put_tree;
+
 use super::gate::Pass;
 use super::skips::Skips;
 use super::tally::Tally;
@@ -305,7 +307,12 @@ impl Session {
             };
             let subject = Subject::Request(kind);
             let name = report_name(&message);
-            let allowed = needed_rights(&message, kind).try_for_each(|kind| grant.check(kind));
+            // A tree's access is checked once its manifest is read, so the
+            // stream stays in step.
+            let allowed = match message {
+                Message::PutTree { .. } => Ok(()),
+                _ => needed_rights(&message, kind).try_for_each(|kind| grant.check(kind)),
+            };
             if let Err(why) = allowed {
                 let refused = Refusal::new(ErrorCode::Forbidden, why);
                 if !self.refuse(&mut conn, Some((subject, name)), refused).await {
@@ -314,7 +321,7 @@ impl Session {
                 continue;
             }
             let started = Instant::now();
-            match self.handle(&mut conn, message, started).await {
+            match self.handle(&mut conn, message, &grant, started).await {
                 Ok(detail) => self.report(subject, name, Outcome::Ok(detail)),
                 Err(Abort::Refused(refusal)) => {
                     if !self.refuse(&mut conn, Some((subject, name)), refusal).await {
@@ -334,9 +341,13 @@ impl Session {
         &self,
         conn: &mut Connection<Link>,
         request: Message,
+        grant: &Grant,
         started: Instant,
     ) -> Result<Detail, Abort> {
         match request {
+            Message::PutTree { target, replace } => {
+                self.put_tree(conn, &target, replace, grant, started).await
+            }
             Message::Put { name, size } => self.put(conn, &name, size, started).await,
             Message::PutStream { name, replace } => {
                 self.put_stream(conn, &name, replace, started).await
@@ -829,6 +840,7 @@ fn report_name(request: &Message) -> Option<String> {
         | Message::Stat { name } => Some(name.clone()),
         Message::GetTree { source } => (!source.is_empty()).then(|| source.clone()),
         Message::List { dir, .. } => (!dir.is_empty()).then(|| dir.clone()),
+        Message::PutTree { target, .. } => (!target.is_empty()).then(|| target.clone()),
         Message::Rename { from, .. } => Some(from.clone()),
         _ => None,
     }

@@ -53,6 +53,10 @@ pub struct Config {
     /// The largest file a put may declare; `None` for no limit but the
     /// free space.
     pub max_file_size: Option<u64>,
+    /// The most entries a tree may have (PutTree).
+    pub max_tree_entries: u64,
+    /// The most bytes of frames a tree's manifest may take.
+    pub max_manifest_bytes: u64,
     /// How long requests in flight may run on after shutdown is asked for.
     pub shutdown_grace: Duration,
     /// The TLS configuration presenting the server's identity; `None`
@@ -65,6 +69,14 @@ pub struct Config {
     /// up: anyone can cause them by the thousand.
     pub summary_window: Duration,
 }
+
+/// The most entries a tree may have by default: a million files is a
+/// large photo library, and its manifest is checked in bounded memory.
+pub const DEFAULT_MAX_TREE_ENTRIES: u64 = 1_000_000;
+
+/// The most bytes a tree's manifest may take by default: a million
+/// entries of paths averaging over 200 bytes.
+pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The slowest a transfer may move by default: 4 KiB a second, a quarter
 /// of the slowest real link the limits are meant to serve (16 KiB/s), and
@@ -84,6 +96,8 @@ impl Config {
             stall_timeout: Duration::from_secs(60),
             min_rate: DEFAULT_MIN_RATE,
             max_file_size: None,
+            max_tree_entries: DEFAULT_MAX_TREE_ENTRIES,
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             access: Arc::new(Access::open()),

@@ -49,23 +49,50 @@ pub fn remove_leftovers(root: &Dir, started: SystemTime) -> Vec<Leftover> {
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            if kind.is_dir() {
-                pending.push(path);
-            } else if let Some(owner) = name.to_str().and_then(temp_file_owner) {
-                let stale = if owner == std::process::id() {
-                    let modified = entry.metadata().and_then(|m| m.modified());
-                    modified.is_ok_and(|m| Some(m.into_std()) < ours_before)
-                } else {
-                    !is_running(owner)
-                };
-                if stale {
-                    let removed = root.remove_file(&path);
-                    found.push(Leftover { path, removed });
+            let owner = name.to_str().and_then(temp_file_owner);
+            let Some(owner) = owner else {
+                if kind.is_dir() {
+                    pending.push(path);
                 }
+                continue;
+            };
+            let stale = if owner == std::process::id() {
+                let modified = entry.metadata().and_then(|m| m.modified());
+                modified.is_ok_and(|m| Some(m.into_std()) < ours_before)
+            } else {
+                !is_running(owner)
+            };
+            if !stale {
+                continue;
             }
+            // A tree's staging directory goes with everything in it.
+            let removed = if kind.is_dir() {
+                remove_staging_dir(root, &relative, &name)
+            } else {
+                root.remove_file(&path)
+            };
+            found.push(Leftover { path, removed });
         }
     }
     found
+}
+
+/// Removes the staging directory `name` in the directory `relative` of
+/// `root`, and what is in it, following no symlink.
+fn remove_staging_dir(
+    root: &Dir,
+    relative: &std::path::Path,
+    name: &std::ffi::OsStr,
+) -> io::Result<()> {
+    let parent = if relative.as_os_str().is_empty() {
+        root.try_clone()?
+    } else {
+        root.open_dir(relative)?
+    };
+    let name = name.to_str().ok_or_else(|| io::Error::other("not UTF-8"))?;
+    super::tree::remove(&parent, name)
+        .map(drop)
+        .map_err(|refusal| io::Error::other(refusal.message))
 }
 
 /// Whether a process with this id exists (possibly another user's).
@@ -113,5 +140,20 @@ mod tests {
         let removed: Vec<_> = found.iter().map(|l| l.path.clone()).collect();
         assert_eq!(removed, [PathBuf::from(&old)]);
         assert!(root.exists(&fresh));
+    }
+
+    #[test]
+    fn a_dead_process_s_staging_directory_goes_with_its_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        // No process has the largest id.
+        let staging = format!("{TEMP_PREFIX}{}-0", i32::MAX);
+        root.create_dir_all(format!("keep/{staging}/sub")).unwrap();
+        root.write(format!("keep/{staging}/sub/f"), b"x").unwrap();
+        let found = remove_leftovers(&root, SystemTime::now());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].removed.is_ok());
+        assert!(root.exists("keep"));
+        assert!(!root.exists(format!("keep/{staging}")));
     }
 }

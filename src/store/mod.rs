@@ -22,6 +22,7 @@ mod digest_cache;
 mod leftovers;
 mod listing;
 mod tree;
+mod tree_write;
 mod walk;
 
 use std::fs::File;
@@ -37,6 +38,7 @@ use digest_cache::Stamp;
 pub use leftovers::Leftover;
 pub use listing::Listing;
 pub use tree::Removed;
+pub use tree_write::{Candidate, Meets, TreeFile, TreeWrite};
 pub use walk::TreeWalk;
 
 /// The served directory.

@@ -90,6 +90,32 @@ impl<T: AsFd + Send + Sync + 'static> BodySink for T {
     }
 }
 
+/// A sink that keeps nothing: where a receiver reads a body it has
+/// already given up on, so the stream stays in step and the digest is
+/// still checked.
+#[derive(Debug, Default)]
+pub struct Discard;
+
+impl BodySink for Discard {
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    fn write_all_at(&self, _bytes: &[u8], _offset: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn read_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+        Err(io::Error::other("a discarded body cannot be read back"))
+    }
+
+    fn reserve(&self, _offset: u64, _len: u64) {}
+
+    fn sync_written(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn read_fd_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     loop {
         match rustix::io::pread(fd, &mut *buf, offset) {

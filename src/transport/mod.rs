@@ -30,7 +30,7 @@ use crate::protocol::{
     PREAMBLE_LEN, VERSION,
 };
 pub use chunked::Streamed;
-pub use ends::{BodySink, BodySource};
+pub use ends::{BodySink, BodySource, Discard};
 pub use link::{tune, Link, Stream};
 
 /// The first byte of a TLS handshake record: what a TLS client sends first.

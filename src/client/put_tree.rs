@@ -1,0 +1,288 @@
+//! Putting a tree (PROTOCOL.md §5.10): the manifest, the digests of the
+//! files the server may already have, then the bodies back to back, with
+//! no round trip per file.
+
+use std::time::Duration;
+
+use super::walk::{LocalTree, Spooled};
+use super::{unexpected, Client, ClientError, Progress, SLOWEST_DISK_BYTES_PER_SEC};
+use crate::protocol::{EntryKind, Message, RemoteName, RequestKind};
+use crate::transport::TransportError;
+
+/// Entries queued between flushes of the manifest and of the digests.
+const FLUSH_EVERY: u64 = 256;
+
+/// What a tree put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeSent {
+    /// Files sent.
+    pub files: u64,
+    /// Files the server had already, with the same content.
+    pub skipped: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
+impl Client {
+    /// Puts `tree` into the directory `target` (`None`: the served
+    /// directory), made if missing; with `replace`, files of other content
+    /// are replaced rather than refused. The server refuses conflicts
+    /// before any body ([`ClientError::Conflicts`]); files it has with the
+    /// same content are not sent again.
+    pub async fn put_tree(
+        &mut self,
+        tree: &LocalTree,
+        target: Option<&RemoteName>,
+        replace: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<TreeSent, ClientError> {
+        self.require(RequestKind::PutTree)?;
+        let target = target.map(RemoteName::to_string).unwrap_or_default();
+        self.conn.queue(&Message::PutTree { target, replace })?;
+        let mut reader = tree.entries()?;
+        let mut queued = 0;
+        while let Some(Spooled { entry, .. }) = reader.next_entry()? {
+            self.conn.queue(&Message::TreeEntry(entry))?;
+            queued += 1;
+            if queued % FLUSH_EVERY == 0 {
+                self.conn.flush().await?;
+            }
+        }
+        self.conn
+            .write_message(&Message::TreeEnd {
+                entries: tree.entries,
+                bytes: tree.bytes,
+            })
+            .await?;
+        // The server looks at what it has, hashing files of the same size
+        // unless it has their digests at hand.
+        let surveying = self.timeout + disk_time(tree.bytes);
+        let candidates = self.read_runs(tree.entries, surveying).await?;
+        let skipped = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            self.send_digests(tree, &candidates).await?;
+            self.read_runs(tree.entries, self.timeout).await?
+        };
+        let sent = self.send_bodies(tree, &skipped, progress).await?;
+        let syncing = self.timeout + disk_time(sent.bytes);
+        match self.reply_within(syncing).await? {
+            Message::TreeDone {
+                files,
+                skipped,
+                bytes,
+            } if (files, bytes) == (sent.files, sent.bytes) => Ok(TreeSent {
+                files,
+                skipped,
+                bytes,
+            }),
+            Message::TreeDone { files, bytes, .. } => Err(ClientError::BadReply(format!(
+                "took {files} files of {bytes} bytes, but {} of {} were sent",
+                sent.files, sent.bytes
+            ))),
+            other => Err(unexpected(other, "a tree-done reply")),
+        }
+    }
+
+    /// Reads `Skip` runs up to a `Proceed`; `Conflict`s and an `Error`
+    /// instead are the refusal.
+    async fn read_runs(
+        &mut self,
+        entries: u64,
+        wait: Duration,
+    ) -> Result<Vec<(u64, u64)>, ClientError> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut conflicts = Vec::new();
+        loop {
+            match self.reply_within(wait).await {
+                Ok(Message::Skip { first, count }) => {
+                    let after_last = runs.last().map_or(0, |(first, count)| first + count);
+                    let end = first.checked_add(count);
+                    if count == 0 || first < after_last || end.is_none_or(|end| end > entries) {
+                        return Err(ClientError::BadReply(format!(
+                            "skipped {count} entries from {first}, out of order or beyond the tree"
+                        )));
+                    }
+                    runs.push((first, count));
+                }
+                Ok(Message::Conflict { name }) => conflicts.push(name),
+                Ok(Message::Proceed) => return Ok(runs),
+                Ok(other) => return Err(unexpected(other, "a go-ahead for the tree")),
+                Err(ClientError::Remote { code, message }) if !conflicts.is_empty() => {
+                    return Err(ClientError::RemoteConflicts {
+                        code,
+                        message,
+                        names: conflicts,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends the digest of each file in `candidates`, in manifest order.
+    async fn send_digests(
+        &mut self,
+        tree: &LocalTree,
+        candidates: &[(u64, u64)],
+    ) -> Result<(), ClientError> {
+        let mut reader = tree.entries()?;
+        let mut index = 0;
+        let mut sent = 0;
+        for &(first, count) in candidates {
+            while index < first {
+                reader.next_entry()?;
+                index += 1;
+            }
+            for _ in 0..count {
+                let Some(Spooled { local, entry }) = reader.next_entry()? else {
+                    return Err(ClientError::BadReply(
+                        "skipped entries beyond the tree".into(),
+                    ));
+                };
+                index += 1;
+                if entry.kind != EntryKind::File {
+                    return Err(ClientError::BadReply(format!(
+                        "asked for the digest of {:?}, a directory",
+                        entry.path
+                    )));
+                }
+                let size = entry.size;
+                let hashing = tokio::task::spawn_blocking(move || hash_file(&local, size));
+                let digest = hashing
+                    .await
+                    .map_err(|e| ClientError::BadReply(format!("hashing failed: {e}")))??;
+                self.conn.queue(&Message::Trailer { digest })?;
+                sent += 1;
+                if sent % FLUSH_EVERY == 0 {
+                    self.conn.flush().await?;
+                }
+            }
+        }
+        self.conn.flush().await?;
+        Ok(())
+    }
+
+    /// Sends every entry not `skipped` with its body, then the end.
+    async fn send_bodies(
+        &mut self,
+        tree: &LocalTree,
+        skipped: &[(u64, u64)],
+        progress: &mut dyn Progress,
+    ) -> Result<TreeSent, ClientError> {
+        // A first reading for the totals the progress shows.
+        let (mut files, mut total) = (0, 0);
+        let mut reader = tree.entries()?;
+        let mut cursor = SkipCursor::new(skipped);
+        while let Some(Spooled { entry, .. }) = reader.next_entry()? {
+            if !cursor.skips_next() && entry.kind == EntryKind::File {
+                files += 1;
+                total += entry.size;
+            }
+        }
+        progress.begin(total);
+        progress.begin_files(files);
+        let mut sent = TreeSent {
+            files: 0,
+            skipped: skipped.iter().map(|(_, count)| count).sum(),
+            bytes: 0,
+        };
+        let mut entries = 0;
+        let mut reader = tree.entries()?;
+        let mut cursor = SkipCursor::new(skipped);
+        while let Some(Spooled { local, entry }) = reader.next_entry()? {
+            if cursor.skips_next() {
+                continue;
+            }
+            entries += 1;
+            if entry.kind == EntryKind::Directory {
+                self.conn.queue(&Message::TreeEntry(entry))?;
+                continue;
+            }
+            let size = entry.size;
+            let upload = super::Upload::open(&local)?;
+            if upload.size < size {
+                return Err(ClientError::Local {
+                    path: local,
+                    source: std::io::Error::other("the file shrank while the tree was being sent"),
+                });
+            }
+            self.conn.queue(&Message::TreeEntry(entry))?;
+            self.conn
+                .send_body(upload.file, size, None, &mut |n| progress.advance(n))
+                .await
+                .map_err(|e| match e {
+                    TransportError::SourceFailed(source) => ClientError::Local {
+                        path: local.clone(),
+                        source,
+                    },
+                    other => other.into(),
+                })?;
+            progress.file_done();
+            sent.files += 1;
+            sent.bytes += size;
+        }
+        self.conn
+            .write_message(&Message::TreeEnd {
+                entries,
+                bytes: sent.bytes,
+            })
+            .await?;
+        Ok(sent)
+    }
+}
+
+/// Walks the manifest's indices alongside sorted runs of skipped ones.
+struct SkipCursor<'a> {
+    runs: std::slice::Iter<'a, (u64, u64)>,
+    run: Option<(u64, u64)>,
+    index: u64,
+}
+
+impl<'a> SkipCursor<'a> {
+    fn new(runs: &'a [(u64, u64)]) -> Self {
+        let mut runs = runs.iter();
+        let run = runs.next().copied();
+        SkipCursor {
+            runs,
+            run,
+            index: 0,
+        }
+    }
+
+    /// Whether the next entry is skipped.
+    fn skips_next(&mut self) -> bool {
+        let index = self.index;
+        self.index += 1;
+        while let Some((first, count)) = self.run {
+            if index < first + count {
+                return index >= first;
+            }
+            self.run = self.runs.next().copied();
+        }
+        false
+    }
+}
+
+/// How long a disk may take over `bytes`, beyond the usual wait.
+fn disk_time(bytes: u64) -> Duration {
+    Duration::from_secs(bytes / SLOWEST_DISK_BYTES_PER_SEC)
+}
+
+/// The BLAKE3 digest of the first `size` bytes of the local file `path`.
+fn hash_file(path: &std::path::Path, size: u64) -> Result<[u8; 32], ClientError> {
+    use std::io::Read;
+    let local = |source| ClientError::Local {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(local)?;
+    let mut hasher = blake3::Hasher::new();
+    let copied = std::io::copy(&mut file.take(size), &mut hasher).map_err(local)?;
+    if copied != size {
+        return Err(local(std::io::Error::other(
+            "the file shrank while the tree was being sent",
+        )));
+    }
+    Ok(*hasher.finalize().as_bytes())
+}

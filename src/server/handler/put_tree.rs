@@ -1,0 +1,643 @@
+//! The PutTree request (PROTOCOL.md §5.10): the manifest and its checks,
+//! the digests of the candidates for skipping, then the bodies.
+//!
+//! The server never holds the manifest: the first pass is checked entry
+//! by entry and surveyed in batches, leaving a bit per entry (which files
+//! the server has with the same size, then which it has with the same
+//! content) and at most [`SHOWN_CONFLICTS`] names; the second pass is
+//! checked again as it comes.
+
+use std::time::Instant;
+
+use super::{Abort, Session};
+use crate::protocol::{
+    self, Digest, EntryKind, ErrorCode, ManifestError, ManifestOrder, Message, Refusal, RemoteName,
+    RequestKind, TreeEntry,
+};
+use crate::report::Detail;
+use crate::security::access::Grant;
+use crate::store::{Meets, TreeFile, TreeWrite, WriteFile};
+use crate::transport::{Connection, Discard, Link, TransportError};
+
+/// Entries surveyed per trip to the blocking pool.
+const SURVEY_BATCH: usize = 256;
+
+/// Conflicting names sent before the refusal; the rest are counted.
+const SHOWN_CONFLICTS: usize = 20;
+
+/// Conflicting names named in the refusal's message.
+const NAMED_IN_MESSAGE: usize = 5;
+
+impl Session {
+    /// Answers a PutTree: refuses it before any body, or takes the tree.
+    pub(super) async fn put_tree(
+        &self,
+        conn: &mut Connection<Link>,
+        target: &str,
+        replace: bool,
+        grant: &Grant,
+        started: Instant,
+    ) -> Result<Detail, Abort> {
+        // Checked here rather than before every request, because the
+        // manifest is already on its way: a refused tree's manifest is
+        // still read to its end, so the connection stays in step.
+        let mut refusal = allowed(grant, replace).err();
+        let mut tree = None;
+        if refusal.is_none() {
+            let opened = match RemoteName::parse_dir(target) {
+                Ok(target) => {
+                    self.blocking(move |store| store.open_tree(target.as_ref(), replace))
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            match opened {
+                Ok(opened) => tree = Some(opened),
+                Err(why) => refusal = Some(why),
+            }
+        }
+        let manifest = self.read_manifest(conn, tree, refusal).await?;
+        let Manifest {
+            tree,
+            entries,
+            bytes,
+            mut conflicts,
+            candidates,
+        } = manifest?;
+        let mut tree = self
+            .blocking(move |_| {
+                tree.check_space(bytes)?;
+                Ok(tree)
+            })
+            .await?;
+        conflicts.refuse_if_any(conn)?;
+        let mut skipped = Indices::new(entries);
+        if candidates.count() > 0 {
+            // The candidates are named as runs of skips, before a first
+            // go-ahead; the client sends their digests.
+            send_runs(conn, &candidates).await?;
+            conn.write_message(&Message::Proceed).await?;
+            tree = self
+                .compare_digests(conn, tree, replace, &mut skipped, &mut conflicts)
+                .await?;
+            conflicts.refuse_if_any(conn)?;
+            send_runs(conn, &skipped).await?;
+        }
+        conn.write_message(&Message::Proceed).await?;
+        let skipped = skipped.count();
+        let sent = Sent {
+            entries: entries - skipped,
+            bytes,
+        };
+        let (files, moved) = self.receive_bodies(conn, tree, sent).await?;
+        conn.write_message(&Message::TreeDone {
+            files,
+            skipped,
+            bytes: moved,
+        })
+        .await?;
+        Ok(Detail::Tree {
+            files,
+            skipped,
+            bytes: moved,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Reads the manifest to its `TreeEnd`, checking its order and the
+    /// limits, and surveys each entry against what the server has. With a
+    /// refusal already, or one met on the way, the rest is only checked
+    /// and read, and the refusal is the answer. A manifest out of order is
+    /// an `Err`: the connection cannot go on.
+    async fn read_manifest(
+        &self,
+        conn: &mut Connection<Link>,
+        mut tree: Option<TreeWrite>,
+        mut refusal: Option<Refusal>,
+    ) -> Result<Result<Manifest, Refusal>, Abort> {
+        let mut order = ManifestOrder::new();
+        let mut frame_bytes: u64 = 0;
+        let mut scratch = Vec::new();
+        let mut batch = Vec::with_capacity(SURVEY_BATCH);
+        let mut conflicts = Conflicts::default();
+        let mut candidates = Indices::new(0);
+        loop {
+            let entry = match conn.expect_message().await? {
+                Message::TreeEntry(entry) => entry,
+                Message::TreeEnd { entries, bytes } => {
+                    order.finish(entries, bytes).map_err(malformed)?;
+                    break;
+                }
+                other => return Err(unexpected(other)),
+            };
+            order.admit(&entry).map_err(malformed)?;
+            scratch.clear();
+            protocol::encode(&Message::TreeEntry(entry.clone()), &mut scratch)
+                .map_err(TransportError::from)?;
+            frame_bytes += scratch.len() as u64;
+            if refusal.is_none() {
+                refusal = self
+                    .over_limits(order.counts().0, frame_bytes, &entry)
+                    .err();
+            }
+            if refusal.is_some() {
+                continue;
+            }
+            batch.push((order.counts().0 - 1, entry));
+            if batch.len() == SURVEY_BATCH {
+                let survey = self.survey(tree.take(), std::mem::take(&mut batch)).await;
+                match survey.map(|(back, found)| {
+                    conflicts.note_all(&found, &mut candidates);
+                    back
+                }) {
+                    Ok(back) => tree = Some(back),
+                    Err(why) => refusal = Some(why),
+                }
+            }
+        }
+        if let Some(refusal) = refusal {
+            return Ok(Err(refusal));
+        }
+        let survey = self.survey(tree, batch).await;
+        let tree = match survey {
+            Ok((tree, found)) => {
+                conflicts.note_all(&found, &mut candidates);
+                tree
+            }
+            Err(why) => return Ok(Err(why)),
+        };
+        let (entries, bytes) = order.counts();
+        candidates.grow(entries);
+        Ok(Ok(Manifest {
+            tree,
+            entries,
+            bytes,
+            conflicts,
+            candidates,
+        }))
+    }
+
+    /// The limits of a tree, checked as each entry of the manifest comes:
+    /// `entries` so far, in `frame_bytes`, the last being `entry`.
+    fn over_limits(
+        &self,
+        entries: u64,
+        frame_bytes: u64,
+        entry: &TreeEntry,
+    ) -> Result<(), Refusal> {
+        let config = &self.config;
+        let too_large = |why: String| Err(Refusal::new(ErrorCode::TooLarge, why));
+        if entries > config.max_tree_entries {
+            return too_large(format!(
+                "the tree has more than {} entries, the most this server takes in one request",
+                config.max_tree_entries
+            ));
+        }
+        if frame_bytes > config.max_manifest_bytes {
+            return too_large(format!(
+                "the tree's manifest is larger than {} bytes, the most this server takes",
+                config.max_manifest_bytes
+            ));
+        }
+        if let Some(limit) = config.max_file_size.filter(|&limit| entry.size > limit) {
+            return too_large(format!(
+                "{:?} has {} bytes, more than this server accepts ({limit} bytes)",
+                entry.path, entry.size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Surveys a batch of entries on the blocking pool.
+    async fn survey(
+        &self,
+        tree: Option<TreeWrite>,
+        batch: Vec<(u64, TreeEntry)>,
+    ) -> Result<(TreeWrite, Vec<Found>), Refusal> {
+        let Some(mut tree) = tree else {
+            return Err(Refusal::new(ErrorCode::Io, "the tree was given up"));
+        };
+        self.blocking(move |_| {
+            let mut found = Vec::new();
+            for (index, entry) in batch {
+                match tree.survey(index, &entry)? {
+                    Meets::Free => {}
+                    meets => found.push(Found {
+                        index,
+                        path: entry.path,
+                        meets,
+                    }),
+                }
+            }
+            Ok((tree, found))
+        })
+        .await
+    }
+
+    /// Reads the client's digest of each candidate, in manifest order, and
+    /// compares it with the server's: the same content is skipped; another
+    /// is replaced with `replace`, and a conflict without.
+    async fn compare_digests(
+        &self,
+        conn: &mut Connection<Link>,
+        mut tree: TreeWrite,
+        replace: bool,
+        skipped: &mut Indices,
+        conflicts: &mut Conflicts,
+    ) -> Result<TreeWrite, Abort> {
+        loop {
+            let (back, batch) = self
+                .blocking(move |_| {
+                    let mut batch = Vec::with_capacity(SURVEY_BATCH);
+                    while batch.len() < SURVEY_BATCH {
+                        match tree.next_candidate()? {
+                            Some(candidate) => batch.push(candidate),
+                            None => break,
+                        }
+                    }
+                    Ok((tree, batch))
+                })
+                .await?;
+            tree = back;
+            if batch.is_empty() {
+                return Ok(tree);
+            }
+            for candidate in batch {
+                let digest = match conn.expect_message().await? {
+                    Message::Trailer { digest } => digest,
+                    other => return Err(unexpected(other)),
+                };
+                if digest == candidate.digest {
+                    skipped.set(candidate.index);
+                } else if !replace {
+                    conflicts.note(candidate.path);
+                }
+            }
+        }
+    }
+
+    /// Receives the second pass: each entry again, a file's body right
+    /// after it. A failure is kept and the rest read and discarded, so the
+    /// answer comes at the `TreeEnd` with the stream in step. Returns the
+    /// files and bytes moved.
+    ///
+    /// A file received is handed to the store together with the next
+    /// entry, in one trip to the blocking pool rather than two.
+    async fn receive_bodies(
+        &self,
+        conn: &mut Connection<Link>,
+        tree: TreeWrite,
+        sent: Sent,
+    ) -> Result<(u64, u64), Abort> {
+        let mut tree = Some(
+            self.blocking(move |_| {
+                let mut tree = tree;
+                tree.start()?;
+                Ok(tree)
+            })
+            .await?,
+        );
+        let mut order = ManifestOrder::new();
+        let mut failure: Option<Refusal> = None;
+        let mut pending: Option<Arrived> = None;
+        let (mut files, mut bytes) = (0, 0);
+        loop {
+            let entry = match conn.expect_message().await? {
+                Message::TreeEntry(entry) => entry,
+                Message::TreeEnd { entries, bytes } => {
+                    order.finish(entries, bytes).map_err(malformed)?;
+                    break;
+                }
+                other => return Err(unexpected(other)),
+            };
+            order.admit(&entry).map_err(malformed)?;
+            let (entries_so_far, bytes_so_far) = order.counts();
+            if entries_so_far > sent.entries || bytes_so_far > sent.bytes {
+                return Err(bad_request(
+                    "the tree's bodies carry more than its manifest announced",
+                )
+                .into());
+            }
+            let (size, kind) = (entry.size, entry.kind);
+            // After a failure the rest is only read; the tree is undone at
+            // the end, off the async threads.
+            let Some(open) = tree.take_if(|_| failure.is_none()) else {
+                discard(conn, &entry).await?;
+                continue;
+            };
+            let path = entry.path.clone();
+            let arrived = pending.take();
+            let (back, kept, entered) = self
+                .blocking(move |_| {
+                    let mut open = open;
+                    let kept = arrived.map(|arrived| arrived.keep(&mut open));
+                    let entered = match kept {
+                        Some(Err(_)) => Ok(None),
+                        _ => open.enter(&entry),
+                    };
+                    Ok((open, kept, entered))
+                })
+                .await?;
+            tree = Some(back);
+            match kept {
+                Some(Ok(size)) => {
+                    files += 1;
+                    bytes += size;
+                }
+                Some(Err(why)) => failure = Some(why),
+                None => {}
+            }
+            let entered = match (&failure, entered) {
+                (None, Ok(entered)) => entered,
+                (None, Err(why)) => {
+                    failure = Some(why);
+                    None
+                }
+                (Some(_), _) => None,
+            };
+            let Some((tree_file, write_file)) = entered else {
+                if kind == EntryKind::File && failure.is_some() {
+                    discard_body(conn, size).await?;
+                }
+                continue;
+            };
+            match conn.recv_body(write_file, size, &mut |_| {}).await {
+                Ok((body, digest)) => {
+                    pending = Some(Arrived {
+                        file: tree_file,
+                        body,
+                        digest,
+                        size,
+                    })
+                }
+                Err(TransportError::DigestMismatch) => {
+                    failure = Some(Refusal::new(
+                        ErrorCode::DigestMismatch,
+                        format!(
+                            "{path:?} arrived damaged (BLAKE3 digest mismatch); it was not kept"
+                        ),
+                    ));
+                }
+                Err(TransportError::Sink(e)) => failure = Some(crate::store::classify(e)),
+                Err(broken) => return Err(Abort::Broken(broken)),
+            }
+        }
+        if order.counts().0 != sent.entries {
+            failure.get_or_insert_with(|| {
+                bad_request("the tree's bodies left out entries its manifest announced")
+            });
+        }
+        let Some(mut tree) = tree else {
+            return Err(failure
+                .unwrap_or_else(|| Refusal::new(ErrorCode::Io, "the tree was given up"))
+                .into());
+        };
+        let last = self
+            .blocking(move |_| {
+                if let Some(failure) = failure {
+                    // Undone off the async threads: a new tree's staging
+                    // directory may hold many files.
+                    drop((tree, pending));
+                    return Err(failure);
+                }
+                let last = pending.map(|arrived| arrived.keep(&mut tree)).transpose()?;
+                tree.finish()?;
+                Ok(last)
+            })
+            .await?;
+        if let Some(size) = last {
+            files += 1;
+            bytes += size;
+        }
+        Ok((files, bytes))
+    }
+}
+
+/// A file whose body arrived whole and verified, not yet handed to the
+/// store.
+struct Arrived {
+    file: TreeFile,
+    body: WriteFile,
+    digest: Digest,
+    size: u64,
+}
+
+impl Arrived {
+    /// Hands the file to the tree; its size once kept.
+    fn keep(self, tree: &mut TreeWrite) -> Result<u64, Refusal> {
+        tree.received(self.file, self.body, &self.digest)?;
+        Ok(self.size)
+    }
+}
+
+/// Sends `indices` as `Skip` runs, a batch of frames at a time.
+async fn send_runs(conn: &mut Connection<Link>, indices: &Indices) -> Result<(), Abort> {
+    for (n, (first, count)) in indices.runs().enumerate() {
+        conn.queue(&Message::Skip { first, count })?;
+        if n % 1024 == 1023 {
+            conn.flush().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads and drops what follows `entry` in the second pass: a file's body
+/// and trailer.
+async fn discard(conn: &mut Connection<Link>, entry: &TreeEntry) -> Result<(), Abort> {
+    if entry.kind == EntryKind::File {
+        discard_body(conn, entry.size).await?;
+    }
+    Ok(())
+}
+
+/// Reads a body of `size` bytes and its trailer, keeping nothing; a
+/// digest that does not match matters no more, as the tree failed already.
+async fn discard_body(conn: &mut Connection<Link>, size: u64) -> Result<(), Abort> {
+    match conn.recv_body(Discard, size, &mut |_| {}).await {
+        Ok(_) | Err(TransportError::DigestMismatch) => Ok(()),
+        Err(broken) => Err(Abort::Broken(broken)),
+    }
+}
+
+/// Whether the grant allows a PutTree, and, to replace, a delete too.
+fn allowed(grant: &Grant, replace: bool) -> Result<(), Refusal> {
+    let forbidden = |why| Refusal::new(ErrorCode::Forbidden, why);
+    grant.check(RequestKind::PutTree).map_err(forbidden)?;
+    if replace {
+        grant
+            .check(RequestKind::Delete)
+            .map_err(|why| forbidden(format!("replacing needs the right to delete: {why}")))?;
+    }
+    Ok(())
+}
+
+fn malformed(error: ManifestError) -> Abort {
+    bad_request(error.to_string()).into()
+}
+
+fn bad_request(why: impl Into<String>) -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, why)
+}
+
+fn unexpected(got: Message) -> Abort {
+    bad_request(format!("expected a tree entry, got {}", got.name())).into()
+}
+
+/// A manifest read whole and surveyed.
+struct Manifest {
+    tree: TreeWrite,
+    entries: u64,
+    bytes: u64,
+    conflicts: Conflicts,
+    /// The files the server has with the same size.
+    candidates: Indices,
+}
+
+/// What the second pass is to carry.
+struct Sent {
+    entries: u64,
+    bytes: u64,
+}
+
+/// An entry the survey found something for.
+struct Found {
+    index: u64,
+    path: String,
+    meets: Meets,
+}
+
+/// The names in the way: the first few, and how many.
+#[derive(Default)]
+struct Conflicts {
+    shown: Vec<String>,
+    count: u64,
+}
+
+impl Conflicts {
+    fn note(&mut self, path: String) {
+        self.count += 1;
+        if self.shown.len() < SHOWN_CONFLICTS {
+            self.shown.push(path);
+        }
+    }
+
+    fn note_all(&mut self, found: &[Found], candidates: &mut Indices) {
+        for found in found {
+            match found.meets {
+                Meets::Conflict => self.note(found.path.clone()),
+                Meets::SameSize => candidates.set(found.index),
+                Meets::Free => {}
+            }
+        }
+    }
+
+    /// The refusal of a tree with names in its way, its `Conflict` frames
+    /// queued before it; `Ok` if there are none.
+    fn refuse_if_any(&mut self, conn: &mut Connection<Link>) -> Result<(), Abort> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let named: Vec<String> = self
+            .shown
+            .iter()
+            .take(NAMED_IN_MESSAGE)
+            .map(|name| format!("{name:?}"))
+            .collect();
+        let more = if self.count > named.len() as u64 {
+            ", …"
+        } else {
+            ""
+        };
+        let taken = match self.count {
+            1 => "1 name of the tree is taken".to_owned(),
+            count => format!("{count} names of the tree are taken"),
+        };
+        let message = format!("{taken}: {}{more}", named.join(", "));
+        for name in self.shown.drain(..) {
+            conn.queue(&Message::Conflict { name })?;
+        }
+        Err(Refusal::new(ErrorCode::AlreadyExists, message).into())
+    }
+}
+
+/// A set of manifest indices, a bit each.
+struct Indices {
+    bits: Vec<u64>,
+    count: u64,
+}
+
+impl Indices {
+    fn new(len: u64) -> Indices {
+        let mut indices = Indices {
+            bits: Vec::new(),
+            count: 0,
+        };
+        indices.grow(len);
+        indices
+    }
+
+    /// Makes room for indices below `len`.
+    fn grow(&mut self, len: u64) {
+        let words = usize::try_from(len.div_ceil(64)).unwrap_or(usize::MAX);
+        if words > self.bits.len() {
+            self.bits.resize(words, 0);
+        }
+    }
+
+    fn set(&mut self, index: u64) {
+        self.grow(index + 1);
+        let (word, bit) = ((index / 64) as usize, index % 64);
+        if let Some(word) = self.bits.get_mut(word) {
+            if *word & (1 << bit) == 0 {
+                *word |= 1 << bit;
+                self.count += 1;
+            }
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The set as runs of consecutive indices, `(first, count)`, made as
+    /// they are taken.
+    fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut set = self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            (0..64u64)
+                .filter(move |bit| word & (1 << bit) != 0)
+                .map(move |bit| w as u64 * 64 + bit)
+        });
+        let mut run: Option<(u64, u64)> = None;
+        std::iter::from_fn(move || loop {
+            let Some(index) = set.next() else {
+                return run.take();
+            };
+            match &mut run {
+                Some((first, count)) if *first + *count == index => *count += 1,
+                _ => {
+                    if let Some(done) = run.replace((index, 1)) {
+                        return Some(done);
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_come_back_as_runs() {
+        let mut indices = Indices::new(10);
+        for index in [0, 1, 2, 5, 63, 64, 65, 200] {
+            indices.set(index);
+        }
+        indices.set(1);
+        assert_eq!(indices.count(), 8);
+        let runs: Vec<_> = indices.runs().collect();
+        assert_eq!(runs, [(0, 3), (5, 1), (63, 3), (200, 1)]);
+        assert_eq!(Indices::new(100).runs().count(), 0);
+    }
+}

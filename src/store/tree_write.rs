@@ -1,0 +1,598 @@
+//! Writing a tree a client puts (PROTOCOL.md §5.10): what each entry of its
+//! manifest meets on the server, then the entries themselves.
+//!
+//! A tree whose target does not exist is built in a hidden staging
+//! directory beside it and takes its name by one never-replacing rename at
+//! the end, so it appears whole or not at all. A tree whose target is a
+//! directory is merged into it, each file atomically. Either way files are
+//! written to hidden temporary files, and take their names in batches: one
+//! `syncfs` for the batch, then the renames, then the times and modes of
+//! the directories whose contents are all in place. Dropped before
+//! [`TreeWrite::finish`], it removes its temporary files, the directories
+//! it made (as far as they are empty) and a new tree's staging directory
+//! with everything in it.
+//!
+//! Memory stays bounded whatever the size of the tree: the candidates for
+//! skipping wait in an unnamed temporary file, not in memory, and only the
+//! chain of directories being written is held open.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::path::Path;
+
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use super::digest_cache::{self, Stamp};
+use super::{check_free_space, classify, tree, MadeDirs, WriteFile};
+use crate::protocol::{Digest, EntryKind, ErrorCode, Refusal, RemoteName, TreeEntry};
+use crate::staging::Staged;
+
+/// Verified files waiting for their batch's sync: few enough that their
+/// directory handles stay well within a process's descriptors.
+const BATCH_FILES: usize = 1024;
+
+/// Finished directories waiting for their times, before a batch is
+/// committed even without files.
+const BATCH_DIRS: usize = 1024;
+
+/// Bytes read at a time when hashing a file already there.
+const HASH_READ: usize = 256 * 1024;
+
+/// What an entry of the manifest meets where it would go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meets {
+    /// Nothing in its way (or a directory where it is a directory, or a
+    /// file it will replace).
+    Free,
+    /// A file of the same size: skipped if the content is the same too.
+    SameSize,
+    /// Something in its way: another kind, another size (unless
+    /// replacing), a symlink, a name that leads outside.
+    Conflict,
+}
+
+/// A file that [`TreeWrite::survey`] found with the same size, read back
+/// in manifest order once the client's digests come.
+#[derive(Debug)]
+pub struct Candidate {
+    pub index: u64,
+    pub path: String,
+    /// What the server holds under that name.
+    pub digest: Digest,
+}
+
+/// A tree being written.
+pub struct TreeWrite {
+    /// Where entry paths are resolved: the target of a merge, or the
+    /// staging directory of a new tree once [`TreeWrite::start`] made it.
+    base: Option<Dir>,
+    replace: bool,
+    /// Where a new tree goes; `None` for a merge.
+    new: Option<NewTree>,
+    /// Candidates of the survey, written as they are found.
+    spool: Option<BufWriter<File>>,
+    /// The same, being read back.
+    unspool: Option<BufReader<File>>,
+    /// The directories of the entry being written: path and handle.
+    chain: Vec<(String, Dir)>,
+    /// Directories left by the chain, waiting for their times and modes
+    /// until their files are in place.
+    finished: Vec<FinishedDir>,
+    /// Verified files waiting for the batch's sync.
+    batch: Vec<Staged>,
+    /// The last file received: a descriptor of the tree's filesystem to
+    /// sync it by where its directories cannot be opened for reading.
+    last_file: Option<File>,
+    /// Directories a merge made, in the order made.
+    made: Vec<String>,
+    /// Parents of the target made for a new tree; declared last, so they
+    /// go after what is in them.
+    made_parents: Option<MadeDirs>,
+    done: bool,
+}
+
+/// Where a new tree is built and what it becomes.
+struct NewTree {
+    /// The store's root, from which the parent is resolved.
+    root: Dir,
+    /// The target's parent, `None` for the root; made if missing.
+    parent_path: Option<String>,
+    /// Its handle, once it exists.
+    parent: Option<Dir>,
+    name: String,
+    staging: Option<String>,
+}
+
+struct FinishedDir {
+    path: String,
+    mode: u32,
+    modified: i64,
+    made: bool,
+}
+
+/// A file of the tree being received: written to a temporary file, then
+/// handed back to [`TreeWrite::received`].
+pub struct TreeFile {
+    staged: Staged,
+    mode: u32,
+    modified: i64,
+}
+
+impl super::Store {
+    /// Opens the tree `target` (`None`: the root) for a PutTree: a
+    /// directory is merged into, a missing name becomes a new tree, and
+    /// anything else is refused. Makes nothing yet.
+    pub fn open_tree(
+        &self,
+        target: Option<&RemoteName>,
+        replace: bool,
+    ) -> Result<TreeWrite, Refusal> {
+        let not_a_directory = || {
+            Refusal::new(
+                ErrorCode::NotADirectory,
+                "the target of the tree is not a directory",
+            )
+        };
+        let mut tree = TreeWrite {
+            base: None,
+            replace,
+            new: None,
+            spool: None,
+            unspool: None,
+            chain: Vec::new(),
+            finished: Vec::new(),
+            batch: Vec::new(),
+            last_file: None,
+            made: Vec::new(),
+            made_parents: None,
+            done: false,
+        };
+        let Some(target) = target else {
+            tree.base = Some(self.dir.try_clone().map_err(classify)?);
+            return Ok(tree);
+        };
+        match self.dir.symlink_metadata(target.as_str()) {
+            Ok(m) if m.is_dir() => {
+                tree.base = Some(self.dir.open_dir(target.as_str()).map_err(classify)?);
+            }
+            Ok(_) => return Err(not_a_directory()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tree.new = Some(NewTree {
+                    root: self.dir.try_clone().map_err(classify)?,
+                    parent_path: target.parent().map(str::to_owned),
+                    parent: None,
+                    name: target.file_name().to_owned(),
+                    staging: None,
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(not_a_directory()),
+            Err(e) => return Err(classify(e)),
+        }
+        Ok(tree)
+    }
+}
+
+impl TreeWrite {
+    /// Whether the tree goes to a new name, built apart until it is whole.
+    pub fn is_new(&self) -> bool {
+        self.new.is_some()
+    }
+
+    /// What `entry`, the one at `index` of the manifest, meets where it
+    /// would go. A file of the same size is remembered, with the server's
+    /// digest of it, for [`TreeWrite::next_candidate`].
+    pub fn survey(&mut self, index: u64, entry: &TreeEntry) -> Result<Meets, Refusal> {
+        let Some(base) = &self.base else {
+            return Ok(Meets::Free); // a new tree meets nothing
+        };
+        let metadata = match base.symlink_metadata(&entry.path) {
+            Ok(metadata) => metadata,
+            // Under a file the manifest has as a directory: that is the
+            // conflict, counted once.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(Meets::Free)
+            }
+            // A name leading outside the served directory, through a
+            // symlink on the way.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && e.raw_os_error().is_none() => {
+                return Ok(Meets::Conflict)
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        Ok(match entry.kind {
+            EntryKind::Directory if metadata.is_dir() => Meets::Free,
+            EntryKind::File if metadata.is_file() && metadata.len() == entry.size => {
+                let digest = digest_of(base, &entry.path)?;
+                self.spool_candidate(index, &entry.path, &digest)?;
+                Meets::SameSize
+            }
+            EntryKind::File if metadata.is_file() && self.replace => Meets::Free,
+            _ => Meets::Conflict,
+        })
+    }
+
+    fn spool_candidate(&mut self, index: u64, path: &str, digest: &Digest) -> Result<(), Refusal> {
+        if self.spool.is_none() {
+            self.spool = Some(BufWriter::new(tempfile::tempfile().map_err(classify)?));
+        }
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(()); // just made
+        };
+        let len = u16::try_from(path.len())
+            .map_err(|_| Refusal::new(ErrorCode::BadName, "name too long"))?;
+        spool.write_all(&index.to_le_bytes()).map_err(classify)?;
+        spool.write_all(digest).map_err(classify)?;
+        spool.write_all(&len.to_le_bytes()).map_err(classify)?;
+        spool.write_all(path.as_bytes()).map_err(classify)
+    }
+
+    /// The next file the survey found with the same size, in manifest
+    /// order; `None` after the last.
+    pub fn next_candidate(&mut self) -> Result<Option<Candidate>, Refusal> {
+        if let Some(spool) = self.spool.take() {
+            let mut file = spool.into_inner().map_err(|e| classify(e.into_error()))?;
+            file.rewind().map_err(classify)?;
+            self.unspool = Some(BufReader::new(file));
+        }
+        let Some(unspool) = self.unspool.as_mut() else {
+            return Ok(None);
+        };
+        let mut index = [0; 8];
+        match unspool.read_exact(&mut index) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.unspool = None;
+                return Ok(None);
+            }
+            Err(e) => return Err(classify(e)),
+        }
+        let mut digest = [0; 32];
+        let mut len = [0; 2];
+        unspool.read_exact(&mut digest).map_err(classify)?;
+        unspool.read_exact(&mut len).map_err(classify)?;
+        let mut path = vec![0; usize::from(u16::from_le_bytes(len))];
+        unspool.read_exact(&mut path).map_err(classify)?;
+        let path = String::from_utf8(path).map_err(|e| classify(io::Error::other(e)))?;
+        Ok(Some(Candidate {
+            index: u64::from_le_bytes(index),
+            path,
+            digest,
+        }))
+    }
+
+    /// Refuses a tree of `bytes` the disk cannot hold.
+    pub fn check_space(&self, bytes: u64) -> Result<(), Refusal> {
+        let new_root = self.new.as_ref().map(|new| &new.root);
+        match self.base.as_ref().or(new_root) {
+            Some(dir) => check_free_space(dir, bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes what the tree needs before its first entry: a new tree's
+    /// missing parents and its staging directory.
+    pub fn start(&mut self) -> Result<(), Refusal> {
+        let Some(new) = self.new.as_mut() else {
+            return Ok(());
+        };
+        let mut made = MadeDirs::new(&new.root)?;
+        let parent = match &new.parent_path {
+            None => new.root.try_clone(),
+            Some(path) => match new.root.open_dir(path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    made.make_all(path).map_err(classify)?;
+                    new.root.open_dir(path)
+                }
+                opened => opened,
+            },
+        }
+        .map_err(classify)?;
+        self.made_parents = Some(made);
+        let staging = crate::staging::make_staging_dir(&parent).map_err(classify)?;
+        self.base = Some(parent.open_dir(&staging).map_err(classify)?);
+        new.staging = Some(staging);
+        new.parent = Some(parent);
+        Ok(())
+    }
+
+    /// Takes the next entry of the second pass: a directory is made (or
+    /// found, in a merge); a file gets a hidden temporary file beside its
+    /// name, to write its body to.
+    pub fn enter(&mut self, entry: &TreeEntry) -> Result<Option<(TreeFile, WriteFile)>, Refusal> {
+        let (parent_path, name) = match entry.path.rsplit_once('/') {
+            Some((parent, name)) => (parent, name),
+            None => ("", entry.path.as_str()),
+        };
+        // Leave the directories this entry is not in: their contents are
+        // all here.
+        while let Some((path, _)) = self.chain.last() {
+            if path == parent_path {
+                break;
+            }
+            self.chain.pop();
+        }
+        let parent = match self.chain.last() {
+            Some((_, dir)) => dir,
+            None if parent_path.is_empty() => self.base.as_ref().ok_or_else(not_started)?,
+            // The order check of the manifest rules this out.
+            None => {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "tree entry {:?} is not inside a directory sent before it",
+                        entry.path
+                    ),
+                ))
+            }
+        };
+        match entry.kind {
+            EntryKind::Directory => {
+                let made = match parent.create_dir(name) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if !parent.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
+                            return Err(Refusal::new(
+                                ErrorCode::AlreadyExists,
+                                format!(
+                                    "{:?} is taken by something that is not a directory",
+                                    entry.path
+                                ),
+                            ));
+                        }
+                        false
+                    }
+                    Err(e) => return Err(classify(e)),
+                };
+                if made && !self.is_new() {
+                    self.made.push(entry.path.clone());
+                }
+                let dir = parent.open_dir(name).map_err(classify)?;
+                self.chain.push((entry.path.clone(), dir));
+                self.finished.push(FinishedDir {
+                    path: entry.path.clone(),
+                    mode: entry.mode & 0o777,
+                    modified: entry.modified,
+                    made,
+                });
+                // A tree of many directories and few files still commits
+                // as it goes, so the waiting directories stay few.
+                if self.finished.len() >= BATCH_DIRS {
+                    self.commit_batch()?;
+                }
+                Ok(None)
+            }
+            EntryKind::File | EntryKind::Other => {
+                let dir = parent.try_clone().map_err(classify)?;
+                let created = if self.replace {
+                    Staged::create_replacing(dir, Path::new(name))
+                } else {
+                    Staged::create(dir, Path::new(name))
+                };
+                let (staged, file) = created.map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Refusal::new(
+                        ErrorCode::AlreadyExists,
+                        format!(
+                            "{:?} was taken meanwhile; ferry never overwrites",
+                            entry.path
+                        ),
+                    ),
+                    _ => classify(e),
+                })?;
+                let tree_file = TreeFile {
+                    staged,
+                    mode: entry.mode & 0o777,
+                    modified: entry.modified,
+                };
+                Ok(Some((tree_file, WriteFile { file })))
+            }
+        }
+    }
+
+    /// Takes a file whose body arrived whole and verified: gives it its
+    /// mode and time, remembers its digest, and queues it for the batch.
+    pub fn received(
+        &mut self,
+        tree_file: TreeFile,
+        body: WriteFile,
+        digest: &Digest,
+    ) -> Result<(), Refusal> {
+        let TreeFile {
+            staged,
+            mode,
+            modified,
+        } = tree_file;
+        rustix::fs::fchmod(&body.file, Mode::from_raw_mode(mode))
+            .map_err(|e| classify(e.into()))?;
+        let time = timespec(modified);
+        let times = Timestamps {
+            last_access: time,
+            last_modification: time,
+        };
+        rustix::fs::futimens(&body.file, &times).map_err(|e| classify(e.into()))?;
+        if let Ok(stamp) = Stamp::of(&body.file) {
+            digest_cache::remember(&body.file, &stamp, digest);
+        }
+        self.batch.push(staged);
+        self.last_file = Some(body.file);
+        if self.batch.len() >= BATCH_FILES || self.finished.len() >= BATCH_DIRS {
+            self.commit_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the filesystem once, gives the batch's files their names, then
+    /// sets the times and modes of the directories the chain has left.
+    fn commit_batch(&mut self) -> Result<(), Refusal> {
+        let base = self.base.as_ref().ok_or_else(not_started)?;
+        if !self.batch.is_empty() {
+            sync_filesystem(base, self.last_file.as_ref())?;
+        }
+        for staged in self.batch.drain(..) {
+            staged
+                .rename_synced(self.replace)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Refusal::new(
+                        ErrorCode::AlreadyExists,
+                        "a name of the tree was taken meanwhile; ferry never overwrites",
+                    ),
+                    _ => classify(e),
+                })?;
+        }
+        // Only directories no longer in the chain are complete.
+        let open: Vec<String> = self.chain.iter().map(|(path, _)| path.clone()).collect();
+        let (done, waiting): (Vec<_>, Vec<_>) = self
+            .finished
+            .drain(..)
+            .partition(|dir| !open.contains(&dir.path));
+        self.finished = waiting;
+        // Deepest first: setting a directory's time must come after
+        // anything is made in it.
+        for dir in done.iter().rev() {
+            set_dir_times(base, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the tree: the last batch, a last sync, and for a new tree
+    /// the rename that gives it its name.
+    pub fn finish(mut self) -> Result<(), Refusal> {
+        self.chain.clear();
+        self.commit_batch()?;
+        let base = self.base.as_ref().ok_or_else(not_started)?;
+        sync_filesystem(base, self.last_file.as_ref())?;
+        if let Some(new) = &self.new {
+            let (Some(parent), Some(staging)) = (&new.parent, &new.staging) else {
+                return Err(not_started());
+            };
+            tree::rename_no_replace(parent, staging, parent, &new.name)?;
+            sync_filesystem(parent, self.last_file.as_ref())?;
+        }
+        self.done = true;
+        if let Some(made) = self.made_parents.as_mut() {
+            made.paths.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TreeWrite {
+    /// Undoes an unfinished tree: temporary files first, then the
+    /// directories made for it.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.batch.clear();
+        self.chain.clear();
+        if let Some(base) = &self.base {
+            for path in self.made.iter().rev() {
+                let _ = base.remove_dir(path);
+            }
+        }
+        if let Some(NewTree {
+            parent: Some(parent),
+            staging: Some(staging),
+            ..
+        }) = &self.new
+        {
+            if let Err(e) = tree::remove(parent, staging) {
+                tracing::warn!(staging = %staging, error = %e.message, "cannot remove a tree's staging directory");
+            }
+        }
+    }
+}
+
+/// Sets a finished directory's time, and its mode if the tree made it.
+fn set_dir_times(base: &Dir, dir: &FinishedDir) -> Result<(), Refusal> {
+    let (parent, name) = match dir.path.rsplit_once('/') {
+        Some((parent, name)) => (Some(base.open_dir(parent).map_err(classify)?), name),
+        None => (None, dir.path.as_str()),
+    };
+    let parent = parent.as_ref().unwrap_or(base);
+    if dir.made {
+        rustix::fs::chmodat(
+            parent,
+            name,
+            Mode::from_raw_mode(dir.mode),
+            AtFlags::empty(),
+        )
+        .map_err(|e| classify(e.into()))?;
+    }
+    let time = timespec(dir.modified);
+    let times = Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    rustix::fs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| classify(e.into()))
+}
+
+/// Syncs the filesystem `dir` is on: one `syncfs` for everything a
+/// batch wrote. cap-std's handles are `O_PATH`, which cannot be synced, so
+/// the directory is opened for reading, or, where that is not allowed (a
+/// drop box), `file`, on the same filesystem, is used.
+fn sync_filesystem(dir: &Dir, file: Option<&File>) -> Result<(), Refusal> {
+    let readable = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let synced = match rustix::fs::openat(dir, ".", readable, Mode::empty()) {
+        Ok(opened) => rustix::fs::syncfs(opened),
+        Err(Errno::ACCESS) => match file {
+            Some(file) => rustix::fs::syncfs(file),
+            None => Ok(()), // nothing was written
+        },
+        Err(e) => Err(e),
+    };
+    synced.map_err(|e| classify(e.into()))
+}
+
+fn timespec(seconds: i64) -> Timespec {
+    Timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    }
+}
+
+fn not_started() -> Refusal {
+    Refusal::new(ErrorCode::Io, "the tree was not started")
+}
+
+/// The BLAKE3 digest of the file at `path` beneath `base`: the cached one
+/// if it is still valid, otherwise computed, and then cached.
+fn digest_of(base: &Dir, path: &str) -> Result<Digest, Refusal> {
+    let nonblocking = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    let file = base
+        .open_with(
+            path,
+            OpenOptions::new().read(true).custom_flags(nonblocking),
+        )
+        .map_err(classify)?
+        .into_std();
+    let stamp = Stamp::of(&file).map_err(classify)?;
+    if let Some(digest) = digest_cache::lookup(&file, &stamp) {
+        return Ok(digest);
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0; HASH_READ];
+    let mut reader = &file;
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(buffer.get(..n).unwrap_or_default());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(classify(e)),
+        }
+    }
+    let digest = *hasher.finalize().as_bytes();
+    if stamp.is_settled() && Stamp::of(&file).is_ok_and(|now| now == stamp) {
+        digest_cache::remember(&file, &stamp, &digest);
+    }
+    Ok(digest)
+}

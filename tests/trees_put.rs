@@ -1,0 +1,664 @@
+//! `put -r` and puts of several files: one PutTree request per command
+//! (PROTOCOL.md §5.10, issue 13).
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use ferry::protocol::{EntryKind, ErrorCode, FailureKind, Message, TreeEntry, TEMP_PREFIX};
+use ferry::report::Outcome;
+use ferry::security::access::{Access, ServerMode};
+
+/// 2001-09-09, long before any test runs.
+const OLD: i64 = 1_000_000_000;
+
+fn set_time(path: &Path, seconds: i64) {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds as u64);
+    std::fs::File::open(path)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A tree with nested and empty directories, names with spaces, Unicode
+/// and a newline, sizes 0, 1 and 4096 (and `big` bytes more in one file),
+/// three modes and old times; returns the files and directories a put
+/// must carry, as paths relative to `dir`.
+fn make_tree(dir: &Path, big: usize) -> Vec<&'static str> {
+    for sub in ["deep", "deep/er", "empty", "with space"] {
+        std::fs::create_dir(dir.join(sub)).unwrap();
+    }
+    let files: [(&str, Vec<u8>, u32); 6] = [
+        ("zero", Vec::new(), 0o644),
+        ("one", b"1".to_vec(), 0o600),
+        ("deep/er/four k", pseudo_random_bytes(4096, 1), 0o755),
+        ("with space/crème brûlée.txt", b"sugar".to_vec(), 0o644),
+        ("deep/big", pseudo_random_bytes(big, 2), 0o600),
+        ("new\nline", b"skipped".to_vec(), 0o644),
+    ];
+    for (name, data, mode) in &files {
+        std::fs::write(dir.join(name), data).unwrap();
+        set_mode(&dir.join(name), *mode);
+        set_time(&dir.join(name), OLD);
+    }
+    std::os::unix::fs::symlink("one", dir.join("link to one")).unwrap();
+    set_mode(&dir.join("empty"), 0o700);
+    for sub in ["deep/er", "deep", "empty", "with space"] {
+        set_time(&dir.join(sub), OLD + 60);
+    }
+    vec![
+        "deep",
+        "deep/big",
+        "deep/er",
+        "deep/er/four k",
+        "empty",
+        "one",
+        "with space",
+        "with space/crème brûlée.txt",
+        "zero",
+    ]
+}
+
+/// Asserts `theirs` holds what `ours` does at each of `paths`: the same
+/// kind, bytes, permission bits and modification time.
+fn assert_same_tree(ours: &Path, theirs: &Path, paths: &[&str]) {
+    let mut found = files_under(theirs);
+    found.retain(|path| !path.is_empty());
+    let mut expected: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    expected.sort();
+    assert_eq!(found, expected, "what the server holds");
+    for path in paths {
+        let (a, b) = (ours.join(path), theirs.join(path));
+        let (ma, mb) = (a.symlink_metadata().unwrap(), b.symlink_metadata().unwrap());
+        assert_eq!(ma.is_dir(), mb.is_dir(), "{path}");
+        assert_eq!(ma.mode() & 0o777, mb.mode() & 0o777, "mode of {path}");
+        assert_eq!(ma.mtime(), mb.mtime(), "time of {path}");
+        if ma.is_file() {
+            assert!(
+                std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+                "{path}"
+            );
+        }
+    }
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn no_temporaries(root: &Path) {
+    let left: Vec<String> = files_under(root)
+        .into_iter()
+        .filter(|path| path.contains(TEMP_PREFIX))
+        .collect();
+    assert!(left.is_empty(), "temporary names left: {left:?}");
+}
+
+#[test]
+fn a_tree_round_trips_with_modes_times_and_odd_names_and_a_second_run_moves_nothing() {
+    let server = TestServer::start();
+    let photos = server.client_dir().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let paths = make_tree(&photos, 64 * 1024 * 1024);
+
+    let output = server.run_client(&["put", "-r", "photos"]);
+    assert_exit(&output, 0);
+    assert_same_tree(&photos, &server.root().join("photos"), &paths);
+    assert!(
+        stderr(&output).contains(r#""photos/new\nline""#),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        stderr(&output).contains("link to one"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        stderr(&output).contains("ok 5 files, 0 skipped"),
+        "{}",
+        describe(&output)
+    );
+    no_temporaries(server.root());
+
+    let again = server.run_client(&["put", "-r", "photos"]);
+    assert_exit(&again, 0);
+    assert!(
+        stderr(&again).contains("ok 0 files, 5 skipped, 0 bytes"),
+        "{}",
+        describe(&again)
+    );
+    let reports = server.wait_for_reports(2);
+    let line = reports.last().unwrap().to_string();
+    assert!(
+        line.contains("put-tree \"photos\" ok 0 files, 5 skipped"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_tree_round_trips_over_tls() {
+    let server = BinaryServer::start_tls(&[]);
+    let local = tempfile::tempdir().unwrap();
+    let photos = local.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let paths = make_tree(&photos, 1024 * 1024);
+    let output = pinned(&server, &["put", "-r", "photos", "album"])
+        .current_dir(local.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_same_tree(&photos, &server.root.path().join("album"), &paths);
+}
+
+#[test]
+fn a_tree_in_the_way_is_refused_naming_what_conflicts_and_nothing_moves() {
+    let server = TestServer::start();
+    let photos = server.client_dir().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    make_tree(&photos, 10);
+    // A file where the tree has a directory.
+    write_file(server.root(), "photos/deep", b"a file");
+    // Same size, other content: a conflict too, found by digest once the
+    // names are clear.
+    write_file(server.root(), "photos/one", b"2");
+    let output = server.run_client(&["put", "-r", "photos"]);
+    assert_exit_saying(&output, 1, r#"1 name of the tree is taken: "deep""#);
+    assert_eq!(server.root_files(), ["photos", "photos/deep", "photos/one"]);
+    std::fs::remove_file(server.root().join("photos/deep")).unwrap();
+    let output = server.run_client(&["put", "-r", "photos"]);
+    assert_exit_saying(&output, 1, r#"1 name of the tree is taken: "one""#);
+    assert_eq!(server.root_files(), ["photos", "photos/one"]);
+    assert_eq!(
+        std::fs::read(server.root().join("photos/one")).unwrap(),
+        b"2"
+    );
+    // Many: the first 20 named, all counted.
+    for n in 0..30 {
+        write_file(server.client_dir(), &format!("many/{n:02}"), b"new");
+        write_file(server.root(), &format!("many/{n:02}"), b"older");
+    }
+    let output = server.run_client(&["put", "-r", "many"]);
+    assert_exit_saying(&output, 1, "30 names of the tree are taken");
+    assert!(
+        stderr(&output).contains(r#"the first 20: "00""#),
+        "{}",
+        describe(&output)
+    );
+    assert!(stderr(&output).contains(r#""19""#), "{}", describe(&output));
+    assert!(
+        !stderr(&output).contains(r#""20""#),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// The protocol's own words: a manifest, then the answer, with no body
+/// ever sent.
+fn file(path: &str, size: u64) -> Message {
+    Message::TreeEntry(TreeEntry {
+        kind: EntryKind::File,
+        size,
+        mode: 0o644,
+        modified: OLD,
+        digest: None,
+        path: path.into(),
+    })
+}
+
+fn dir(path: &str) -> Message {
+    Message::TreeEntry(TreeEntry {
+        kind: EntryKind::Directory,
+        size: 0,
+        mode: 0o755,
+        modified: OLD,
+        digest: None,
+        path: path.into(),
+    })
+}
+
+/// Sends a PutTree and its manifest, ending it with the right counts.
+fn send_manifest(client: &mut RawClient, target: &str, replace: bool, entries: &[Message]) {
+    client.send(&Message::PutTree {
+        target: target.into(),
+        replace,
+    });
+    let mut bytes = 0;
+    for entry in entries {
+        if let Message::TreeEntry(entry) = entry {
+            bytes += entry.size;
+        }
+        client.send(entry);
+    }
+    client.send(&Message::TreeEnd {
+        entries: entries.len() as u64,
+        bytes,
+    });
+}
+
+fn error_code(message: Option<Message>) -> ErrorCode {
+    match message {
+        Some(Message::Error { code, .. }) => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// Whether the connection is still in step: a Stat is answered.
+fn still_in_step(client: &mut RawClient) {
+    client.send(&Message::Stat { name: "".into() });
+    assert!(
+        matches!(client.recv(), Some(Message::Info(_))),
+        "the connection is out of step"
+    );
+}
+
+#[test]
+fn a_conflict_is_answered_before_any_body_is_sent() {
+    let server = TestServer::start();
+    write_file(server.root(), "d/x", b"old");
+    std::fs::create_dir(server.root().join("d/sub")).unwrap();
+    let mut client = RawClient::handshake(server.addr());
+    send_manifest(
+        &mut client,
+        "d",
+        false,
+        &[file("sub", 3), file("x", 5), file("y", 1 << 30)],
+    );
+    // Not a byte of the gigabyte was sent, and the answer is in.
+    assert_eq!(
+        client.recv(),
+        Some(Message::Conflict { name: "sub".into() })
+    );
+    assert_eq!(client.recv(), Some(Message::Conflict { name: "x".into() }));
+    let Some(Message::Error { code, message }) = client.recv() else {
+        panic!("no error after the conflicts");
+    };
+    assert_eq!(code, ErrorCode::AlreadyExists);
+    assert!(
+        message.starts_with("2 names of the tree are taken"),
+        "{message}"
+    );
+    still_in_step(&mut client);
+    assert_eq!(server.root_files(), ["d", "d/sub", "d/x"]);
+}
+
+#[test]
+fn replacing_needs_the_right_to_delete() {
+    for (mode, allowed) in [(ServerMode::NoDelete, false), (ServerMode::Full, true)] {
+        let server = TestServer::start_with(|config| {
+            config.access = Arc::new(Access { tokens: None, mode });
+        });
+        write_file(server.root(), "photos/one", b"old");
+        write_file(server.root(), "photos/same", b"same");
+        write_file(server.client_dir(), "photos/one", b"new content");
+        write_file(server.client_dir(), "photos/same", b"same");
+        write_file(server.client_dir(), "photos/two", b"2");
+        let output = server.run_client(&["put", "-r", "--replace", "photos"]);
+        let one = std::fs::read(server.root().join("photos/one")).unwrap();
+        if allowed {
+            assert_exit(&output, 0);
+            assert!(
+                stderr(&output).contains("ok 2 files, 1 skipped"),
+                "{}",
+                describe(&output)
+            );
+            assert_eq!(one, b"new content");
+            assert!(server.root().join("photos/two").exists());
+        } else {
+            assert_exit_saying(&output, 1, "replacing needs the right to delete");
+            assert_eq!(one, b"old");
+            assert_eq!(server.root_files(), ["photos", "photos/one", "photos/same"]);
+            // Refused before any body, and the stream is in step.
+            let mut client = RawClient::handshake(server.addr());
+            send_manifest(&mut client, "photos", true, &[file("one", 1 << 30)]);
+            assert_eq!(error_code(client.recv()), ErrorCode::Forbidden);
+            still_in_step(&mut client);
+        }
+        // Without --replace, the other content is a conflict.
+        write_file(server.client_dir(), "photos/one", b"newer content");
+        let output = server.run_client(&["put", "-r", "photos"]);
+        assert_exit_saying(&output, 1, "1 name of the tree is taken");
+    }
+}
+
+#[test]
+fn several_sources_go_into_a_directory_target_made_if_missing() {
+    let server = TestServer::start();
+    let at = server.client_dir();
+    write_file(at, "a.txt", b"a");
+    write_file(at, "b.txt", b"bb");
+    write_file(at, "photos/p.jpg", b"jpeg");
+    let output = server.run_client(&["put", "-r", "b.txt", "a.txt", "photos", "dest"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        server.root_files(),
+        [
+            "dest",
+            "dest/a.txt",
+            "dest/b.txt",
+            "dest/photos",
+            "dest/photos/p.jpg"
+        ]
+    );
+    // Into an existing directory, merging.
+    write_file(at, "c.txt", b"c");
+    let output = server.run_client(&["mput", "c.txt", "a.txt", "dest/"]);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("ok 1 file sent, 1 skipped"),
+        "{}",
+        describe(&output)
+    );
+    assert!(server.root().join("dest/c.txt").exists());
+    // A source named on the command line is followed if it is a symlink.
+    std::os::unix::fs::symlink("photos", at.join("album")).unwrap();
+    let output = server.run_client(&["put", "-r", "album", "a.txt", "linked"]);
+    assert_exit(&output, 0);
+    assert!(server.root().join("linked/album/p.jpg").is_file());
+}
+
+#[test]
+fn targets_follow_cp_rules() {
+    let server = TestServer::start();
+    let at = server.client_dir();
+    write_file(at, "photos/p.jpg", b"jpeg");
+    write_file(at, "a.txt", b"a");
+    // A missing target becomes the copy, with or without a slash.
+    assert_exit(&server.run_client(&["put", "-r", "photos", "backup"]), 0);
+    assert_exit(&server.run_client(&["put", "-r", "photos", "other/"]), 0);
+    assert!(server.root().join("backup/p.jpg").exists());
+    assert!(server.root().join("other/p.jpg").exists());
+    // An existing directory target takes the directory inside it.
+    assert_exit(&server.run_client(&["put", "-r", "photos", "backup"]), 0);
+    assert!(server.root().join("backup/photos/p.jpg").exists());
+    // One file: into a directory, or a new name.
+    assert_exit(&server.run_client(&["put", "a.txt", "backup"]), 0);
+    assert_exit(&server.run_client(&["put", "a.txt", "new/"]), 0);
+    assert_exit(&server.run_client(&["put", "a.txt", "b.txt"]), 0);
+    for name in ["backup/a.txt", "new/a.txt", "b.txt"] {
+        assert_eq!(
+            std::fs::read(server.root().join(name)).unwrap(),
+            b"a",
+            "{name}"
+        );
+    }
+    // --replace on one file: atomically, by its new name.
+    write_file(at, "a.txt", b"A!");
+    assert_exit(
+        &server.run_client(&["put", "--replace", "a.txt", "b.txt"]),
+        0,
+    );
+    assert_eq!(std::fs::read(server.root().join("b.txt")).unwrap(), b"A!");
+    // A directory without -r.
+    let output = server.run_client(&["put", "photos"]);
+    assert_exit_saying(&output, 1, "put -r");
+}
+
+#[test]
+fn malformed_manifests_are_bad_requests_and_end_the_connection() {
+    let server = TestServer::start();
+    let cases: [(&str, Vec<Message>); 5] = [
+        ("a duplicate", vec![file("a", 1), file("a", 1)]),
+        ("out of order", vec![file("b", 1), file("a", 1)]),
+        (
+            "a file then its child",
+            vec![file("f", 1), file("f/child", 1)],
+        ),
+        ("a parent not announced", vec![dir("d"), file("e/x", 1)]),
+        ("a way out", vec![file("../x", 1)]),
+    ];
+    for (label, entries) in cases {
+        let mut client = RawClient::handshake(server.addr());
+        send_manifest(&mut client, "t", false, &entries);
+        assert_eq!(error_code(client.recv()), ErrorCode::BadRequest, "{label}");
+        assert!(client.is_closed(), "{label}");
+    }
+    // A TreeEnd that miscounts.
+    let mut client = RawClient::handshake(server.addr());
+    client.send(&Message::PutTree {
+        target: "t".into(),
+        replace: false,
+    });
+    client.send(&file("a", 1));
+    client.send(&Message::TreeEnd {
+        entries: 2,
+        bytes: 1,
+    });
+    assert_eq!(error_code(client.recv()), ErrorCode::BadRequest);
+    assert!(server.root_files().is_empty());
+}
+
+#[test]
+fn too_many_entries_are_refused_before_any_body() {
+    let server = TestServer::start_with(|config| config.max_tree_entries = 2);
+    let mut client = RawClient::handshake(server.addr());
+    send_manifest(
+        &mut client,
+        "",
+        false,
+        &[file("a", 1 << 30), file("b", 1), file("c", 1)],
+    );
+    let Some(Message::Error { code, message }) = client.recv() else {
+        panic!("no refusal");
+    };
+    assert_eq!(code, ErrorCode::TooLarge);
+    assert!(message.contains("more than 2 entries"), "{message}");
+    still_in_step(&mut client);
+
+    write_file(server.client_dir(), "t/a", b"a");
+    write_file(server.client_dir(), "t/b", b"b");
+    write_file(server.client_dir(), "t/c", b"c");
+    let output = server.run_client(&["put", "-r", "t"]);
+    assert_exit_saying(&output, 1, "more than 2 entries");
+    assert!(server.root_files().is_empty());
+}
+
+/// Sends `data` as the body of the file entry just sent, with its trailer.
+fn send_body(client: &mut RawClient, data: &[u8]) {
+    client.send_raw(data);
+    client.send(&Message::Trailer {
+        digest: *blake3::hash(data).as_bytes(),
+    });
+}
+
+/// Sends two files' entries, the first whole and the second half, then
+/// hangs up; returns once the server has reported the failure.
+fn drop_mid_tree(server: &TestServer, target: &str) {
+    let big = pseudo_random_bytes(1024 * 1024, 3);
+    let mut client = RawClient::handshake(server.addr());
+    let entries = [file("a", 10), file("b", big.len() as u64)];
+    send_manifest(&mut client, target, false, &entries);
+    assert_eq!(client.recv(), Some(Message::Proceed));
+    client.send(&entries[0]);
+    send_body(&mut client, b"0123456789");
+    client.send(&entries[1]);
+    client.send_raw(&big[..big.len() / 2]);
+    drop(client);
+    let report = server.wait_for_reports(1).pop().unwrap();
+    assert!(
+        matches!(
+            report.outcome,
+            Outcome::Failed {
+                kind: FailureKind::ConnectionLost,
+                ..
+            }
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_connection_dropped_mid_tree_leaves_nothing_of_a_new_tree() {
+    let server = TestServer::start();
+    drop_mid_tree(&server, "fresh/tree");
+    assert!(server.root_files().is_empty(), "{:?}", server.root_files());
+}
+
+#[test]
+fn a_connection_dropped_mid_merge_leaves_each_file_complete_or_absent() {
+    let server = TestServer::start();
+    std::fs::create_dir(server.root().join("m")).unwrap();
+    drop_mid_tree(&server, "m");
+    for path in files_under(server.root()) {
+        match path.as_str() {
+            "m" => {}
+            "m/a" => assert_eq!(
+                std::fs::read(server.root().join("m/a")).unwrap(),
+                b"0123456789"
+            ),
+            other => panic!("left behind: {other}"),
+        }
+    }
+}
+
+#[test]
+fn a_file_that_arrives_damaged_fails_the_tree_and_the_stream_stays_in_step() {
+    let server = TestServer::start();
+    let mut client = RawClient::handshake(server.addr());
+    let entries = [file("a", 3), file("b", 3)];
+    send_manifest(&mut client, "t", false, &entries);
+    assert_eq!(client.recv(), Some(Message::Proceed));
+    client.send(&entries[0]);
+    client.send_raw(b"abc");
+    client.send(&Message::Trailer { digest: [0; 32] });
+    client.send(&entries[1]);
+    send_body(&mut client, b"def");
+    client.send(&Message::TreeEnd {
+        entries: 2,
+        bytes: 6,
+    });
+    let Some(Message::Error { code, message }) = client.recv() else {
+        panic!("no refusal");
+    };
+    assert_eq!(code, ErrorCode::DigestMismatch);
+    assert!(message.contains("\"a\""), "{message}");
+    still_in_step(&mut client);
+    assert!(server.root_files().is_empty(), "{:?}", server.root_files());
+}
+
+#[test]
+fn a_manifest_over_the_byte_limit_is_refused_before_any_body() {
+    let server = TestServer::start_with(|config| config.max_manifest_bytes = 100);
+    let mut client = RawClient::handshake(server.addr());
+    let long = "x".repeat(80);
+    send_manifest(&mut client, "t", false, &[file("a", 1), file(&long, 1)]);
+    let Some(Message::Error { code, message }) = client.recv() else {
+        panic!("no refusal");
+    };
+    assert_eq!(code, ErrorCode::TooLarge);
+    assert!(
+        message.contains("manifest is larger than 100 bytes"),
+        "{message}"
+    );
+    still_in_step(&mut client);
+}
+
+#[test]
+fn the_shell_puts_trees_and_several_files_and_knows_mput() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let server = TestServer::start();
+    write_file(server.client_dir(), "photos/p.jpg", b"jpeg");
+    write_file(server.client_dir(), "a.txt", b"a");
+    write_file(server.client_dir(), "b.txt", b"b");
+    let mut child = server
+        .client(&[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "put -r photos\nmput a.txt b.txt dest\nput -r photos\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(
+        server.root_files(),
+        ["dest", "dest/a.txt", "dest/b.txt", "photos", "photos/p.jpg"]
+    );
+    assert!(
+        stderr(&output).contains("ok 0 files, 1 skipped"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// The peak resident memory of this process so far, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+#[ignore = "makes a million files (a minute or more); run alone with --ignored"]
+fn a_manifest_of_a_million_entries_is_made_in_bounded_memory() {
+    use ferry::client::{LocalTree, TreeSource};
+    let tmp = tempfile::tempdir().unwrap();
+    for d in 0..1000 {
+        let dir = tmp.path().join(format!("d{d:03}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..999 {
+            std::fs::File::create(dir.join(format!("f{f:03}"))).unwrap();
+        }
+    }
+    let before = peak_rss_kib();
+    let tree = LocalTree::walk(
+        &[TreeSource::Contents(tmp.path().to_owned())],
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(tree.entries, 1_000_000);
+    let mut reader = tree.entries().unwrap();
+    let mut count = 0;
+    while reader.next_entry().unwrap().is_some() {
+        count += 1;
+    }
+    assert_eq!(count, 1_000_000);
+    // The manifest is on disk; memory holds one directory's names.
+    let grew = peak_rss_kib() - before;
+    assert!(grew < 32 * 1024, "the walk took {grew} KiB more");
+}
+
+#[test]
+fn a_file_above_the_size_limit_refuses_the_tree_before_any_body() {
+    let server = TestServer::start_with(|config| config.max_file_size = Some(10));
+    let mut client = RawClient::handshake(server.addr());
+    send_manifest(
+        &mut client,
+        "t",
+        false,
+        &[file("big", 11), file("small", 10)],
+    );
+    let Some(Message::Error { code, message }) = client.recv() else {
+        panic!("no refusal");
+    };
+    assert_eq!(code, ErrorCode::TooLarge);
+    assert!(message.contains("\"big\""), "{message}");
+    still_in_step(&mut client);
+}
+
+#[test]
+fn staging_directories_of_a_dead_server_are_removed_at_start() {
+    let served = tempfile::tempdir().unwrap();
+    // No process has the largest id.
+    let dead = format!("{TEMP_PREFIX}{}-0", i32::MAX);
+    write_file(served.path(), &format!("{dead}/sub/f"), b"half a tree");
+    write_file(served.path(), &format!("keep/{dead}/f"), b"half a tree");
+    let server = TestServer::start_with(|config| config.root = served.path().to_owned());
+    server.wait_for_reports(2);
+    assert_eq!(files_under(served.path()), ["keep"]);
+}
