@@ -353,7 +353,7 @@ fn several_sources_go_into_a_directory_target_made_if_missing() {
     let output = server.run_client(&["mput", "c.txt", "a.txt", "dest/"]);
     assert_exit(&output, 0);
     assert!(
-        stderr(&output).contains("ok 1 file sent, 1 skipped"),
+        stderr(&output).contains("ok 1 file, 1 skipped"),
         "{}",
         describe(&output)
     );
