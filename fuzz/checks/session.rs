@@ -323,7 +323,12 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
             | Message::Welcome { .. }
             | Message::Proceed
             | Message::Info(_)
-            | Message::Removed { .. } => {}
+            | Message::Removed { .. }
+            | Message::TreeEntry(_)
+            | Message::TreeEnd { .. }
+            | Message::Skip { .. }
+            | Message::Conflict { .. }
+            | Message::TreeDone { .. } => {}
             Message::Body { size } => match read_body(rest, *size) {
                 Ok(Some(after)) => rest = after,
                 Ok(None) if reply.reset => break,
@@ -339,6 +344,10 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
             | Message::RemoveDir { .. }
             | Message::Rename { .. }
             | Message::Stat { .. }
+            | Message::PutTree { .. }
+            | Message::GetTree { .. }
+            | Message::PutStream { .. }
+            | Message::Chunk { .. }
             | Message::Trailer { .. } => return Err(format!("the server sent {}", message.name())),
         }
         messages.push(message);

@@ -64,9 +64,11 @@ impl ManifestOrder {
         if entry.kind == EntryKind::Directory && entry.size != 0 {
             return Err(ManifestError::SizedDirectory(path.clone()));
         }
-        let components: Vec<&str> = path.split('/').collect();
-        let depth = components.len() - 1;
-        let parent = &components[..depth];
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((parent, name)) => (parent.split('/').collect(), name),
+            None => (Vec::new(), path.as_str()),
+        };
+        let depth = parent.len();
         // Its directory must be one the entry before is in (or is).
         let parent_is_open = depth <= self.open
             && parent
@@ -79,7 +81,7 @@ impl ManifestOrder {
         // Beside the entry before (or one of its directories), it must sort
         // after it; below it, it is after it anyway.
         if let Some(before) = self.previous.get(depth) {
-            if components[depth] <= before.as_str() {
+            if name <= before.as_str() {
                 return Err(ManifestError::OutOfOrder(path.clone()));
             }
         }
@@ -88,7 +90,7 @@ impl ManifestOrder {
             .checked_add(entry.size)
             .ok_or(ManifestError::TooManyBytes)?;
         self.entries += 1;
-        self.previous = components.into_iter().map(str::to_owned).collect();
+        self.previous = path.split('/').map(str::to_owned).collect();
         self.open = match entry.kind {
             EntryKind::Directory => self.previous.len(),
             EntryKind::File | EntryKind::Other => depth,
