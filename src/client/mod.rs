@@ -6,7 +6,11 @@
 //! existing destination before asking the server. Downloads are staged in a
 //! hidden temporary file and moved into place only when complete and
 //! verified, never over an existing file.
+//!
+//! Remote globs are expanded here, over listings, by [`expand_remote`]:
+//! the server never matches patterns.
 
+pub mod glob;
 mod trust;
 
 use std::io;
@@ -23,6 +27,7 @@ use crate::protocol::{
 use crate::security::{Fingerprint, KnownHostsError};
 use crate::staging::Staged;
 use crate::transport::{self, Connection, Link, TransportError};
+pub use glob::{expand_remote, GlobError};
 pub use trust::{FirstUse, Security, Trust};
 
 /// Why a client operation failed.
