@@ -147,7 +147,7 @@ class Tree:
     subdirectories: int
 
 
-# Issue 13's trees; --quick scales both down to fifth of the files.
+# Issue 13's trees; --quick scales both down to a fifth of the files.
 TREES = [Tree("10000x4KiB", 10_000, 4 * KIB, 10), Tree("100x10MiB", 100, 10 * MIB, 4)]
 QUICK_TREES = [Tree("2000x4KiB", 2_000, 4 * KIB, 4), Tree("20x10MiB", 20, 10 * MIB, 2)]
 # In table order: (key, label). Every ratio is against rsync's row.
