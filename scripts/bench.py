@@ -29,6 +29,16 @@ for --only:
                     connections
   transfer-memory   ferry client (plain) peak RSS, big file against a 1 MiB
                     one
+  trees             put -r and get -r of two trees to a new name: 10,000
+                    files of 4 KiB and 100 files of 10 MiB (--quick: 2,000
+                    and 20), in a few subdirectories; ferry (plain and TLS)
+                    against rsync -r to and from an rsync daemon (the
+                    reference of its ratios), tar c | socat and socat |
+                    tar x, and scp -r; files/s and MB/s; every copy checked
+                    file by file. A ferry build without put -r or get -r
+                    (a usage error on a trial tree) gets rows saying "not
+                    supported by this build" instead of stopping the run.
+                    --baseline-bin does not apply to it
 
 Before and after: --baseline-bin PATH (bench.sh also takes it from
 FERRY_BASELINE_BIN) benchmarks a second ferry binary, such as a build of an
@@ -60,6 +70,7 @@ import pwd
 import re
 import resource
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -116,7 +127,7 @@ ANY_FERRY_METHODS = FERRY_METHODS + tuple(BASELINE_METHODS.values())
 FERRY_PEERS = (REFERENCE, "rsync", "scp", "sftp")
 # Names for --only that stand for several cases.
 CASE_GROUPS = {"ferry": FERRY_METHODS}
-OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory"]
+OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory", "trees"]
 ALL_CASES = [name for name in METHODS if name not in BASELINE_METHODS.values()] + OTHER_CASES
 
 LATENCY_RUNS = 200
@@ -124,6 +135,33 @@ IDLE_CONNECTIONS = 1000
 IDLE_RSS_GOAL_MIB = 64
 LATENCY_RATIO_GOAL = 2
 CONCURRENT_FILE_SIZE = MIB
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A directory tree of the trees case: files random bytes of one size,
+    dealt round-robin into subdirectories of the tree's top."""
+    label: str
+    files: int
+    file_size: int
+    subdirectories: int
+
+
+# Issue 13's trees; --quick scales both down to a fifth of the files.
+TREES = [Tree("10000x4KiB", 10_000, 4 * KIB, 10), Tree("100x10MiB", 100, 10 * MIB, 4)]
+QUICK_TREES = [Tree("2000x4KiB", 2_000, 4 * KIB, 4), Tree("20x10MiB", 20, 10 * MIB, 2)]
+# In table order: (key, label). Every ratio is against rsync's row.
+TREE_METHODS = [
+    ("ferry-plain", "ferry (plain) -r"),
+    ("ferry-tls", "ferry (TLS) -r"),
+    ("rsync", "rsync -r, daemon"),
+    # No `|` in a label: it would split the Markdown table's cell.
+    ("tar-socat", "tar + socat"),
+    ("scp", "scp -r"),
+]
+TREE_REFERENCE = "rsync"
+# What a ferry row says when the binary has no put -r or get -r.
+NOT_SUPPORTED = "not supported by this build"
 # The handshake of protocol version 3 (src/protocol, PROTOCOL.md §2): each
 # side's preamble, the client's Hello with an empty token (a u32 length, tag
 # 0x05, an empty u16-prefixed string), and the server's Welcome (tag 0x24)
@@ -452,6 +490,68 @@ def check_copy(path, size, sha256, what):
         raise BenchError(f"{what}: {path} differs from its source (SHA-256)")
 
 
+def write_random_tree(top, tree):
+    """Makes tree at top; returns its manifest: relative path -> SHA-256
+    for every file, None for every directory."""
+    manifest = {}
+    for index in range(tree.subdirectories):
+        name = f"d-{index:02d}"
+        (top / name).mkdir(parents=True)
+        manifest[name] = None
+    for index in range(tree.files):
+        name = f"d-{index % tree.subdirectories:02d}/f-{index:05d}.bin"
+        manifest[name] = write_random_file(top / name, tree.file_size)
+    return manifest
+
+
+def link_tree(source, target):
+    """A copy of source at target whose files are hard links: the same
+    bytes, served without another copy."""
+    for directory, _, files in os.walk(source):
+        relative = Path(directory).relative_to(source)
+        (target / relative).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            os.link(Path(directory) / name, target / relative / name)
+
+
+def tree_listing(top):
+    """Relative path -> whether it is a directory, for everything below top."""
+    listing = {}
+    for directory, dirs, files in os.walk(top):
+        relative = Path(directory).relative_to(top)
+        for name in dirs:
+            listing[str(relative / name)] = True
+        for name in files:
+            listing[str(relative / name)] = False
+    return listing
+
+
+def check_tree(top, manifest, what):
+    """Aborts the benchmark unless top holds exactly the manifest's
+    directories and files, every file with its SHA-256."""
+    if not top.is_dir():
+        raise BenchError(f"{what}: {top} was not created as a directory")
+    listing = tree_listing(top)
+    expected = {name: sha256 is None for name, sha256 in manifest.items()}
+    if listing != expected:
+        missing = sorted(set(expected) - set(listing))
+        extra = sorted(set(listing) - set(expected))
+        kinds = sorted(name for name in set(expected) & set(listing)
+                       if expected[name] != listing[name])
+        raise BenchError(f"{what}: {top} is not a copy of the tree: {len(missing)} missing"
+                         f" {missing[:3]}, {len(extra)} extra {extra[:3]}, {len(kinds)} of"
+                         f" the wrong kind {kinds[:3]}")
+    for name, sha256 in manifest.items():
+        if sha256 is not None and file_sha256(top / name) != sha256:
+            raise BenchError(f"{what}: {top / name} differs from its source (SHA-256)")
+
+
+def warm_tree(top):
+    for directory, _, files in os.walk(top):
+        for name in files:
+            warm_page_cache(Path(directory) / name)
+
+
 def remove_file(path):
     try:
         path.unlink()
@@ -490,6 +590,16 @@ class Step:
     listener: list | None = None
     listener_port: int | None = None
     output: Path | None = None
+
+
+@dataclass
+class TreeSource:
+    """A generated tree, its manifest, and its hard-linked copy in the
+    trees' served root, for gets."""
+    tree: Tree
+    path: Path
+    manifest: dict
+    served_name: str
 
 
 def turn_order(keys, rep):
@@ -589,13 +699,15 @@ class Bench:
         wait_listening(proc, port, log_path)
         return Server(proc, port, log_path)
 
-    def start_rsync(self):
-        config = WORK_DIR / "rsyncd.conf"
+    def start_rsync(self, root=None, tag="rsyncd"):
+        """An rsync daemon serving root (the transfers' root by default) as
+        the module bench; tag names its configuration and logs."""
+        config = WORK_DIR / f"{tag}.conf"
         lines = [
             "use chroot = false",
-            f"log file = {LOG_DIR / 'rsyncd-transfers.log'}",
+            f"log file = {LOG_DIR / f'{tag}-transfers.log'}",
             "[bench]",
-            f"path = {self.root}",
+            f"path = {root or self.root}",
             "read only = false",
         ]
         if os.getuid() == 0:
@@ -607,11 +719,12 @@ class Bench:
         return self.start_listening(
             ["rsync", "--daemon", "--no-detach", f"--config={config}",
              f"--port={port}", "--address=127.0.0.1"],
-            port, LOG_DIR / "rsyncd.log")
+            port, LOG_DIR / f"{tag}.log")
 
-    def start_sshd(self):
-        """A throwaway sshd with its own host key, trusting a throwaway client key."""
-        ssh_dir = WORK_DIR / "ssh"
+    def start_sshd(self, tag="ssh"):
+        """A throwaway sshd with its own host key, trusting a throwaway client key;
+        tag names its directory and log."""
+        ssh_dir = WORK_DIR / tag
         ssh_dir.mkdir()
         host_key = ssh_dir / "host_key"
         client_key = ssh_dir / "client_key"
@@ -643,7 +756,7 @@ class Bench:
             "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-P", port,
         ]
         return self.start_listening(["/usr/sbin/sshd", "-D", "-e", "-f", config],
-                                    port, LOG_DIR / "sshd.log")
+                                    port, LOG_DIR / f"{tag}d.log")
 
     def start_server(self, name):
         """The long-running server of a method, or None for the pipes."""
@@ -745,6 +858,16 @@ class Bench:
         server = self.servers.get(name)
         settle_disk()
         warm_page_cache(source.path)
+        timing = self.execute(step, server, what, is_ferry=name in ANY_FERRY_METHODS)
+        if step.output:
+            check_copy(step.output, source.size, source.sha256, what)
+            remove_file(step.output)
+        return timing
+
+    def execute(self, step, server, what, is_ferry):
+        """Runs step, its listener first if it has one, and returns (wall
+        seconds, CPU seconds of client, listener and server); a failed
+        command stops the benchmark."""
         listener = None
         if step.listener:
             listener = self.procs.start(step.listener)
@@ -768,16 +891,13 @@ class Bench:
                 f"{what}: "
                 + "; ".join(f"{shell_line(p.args)} exited with {p.returncode}"
                             + (f" ({FERRY_EXIT_CODES.get(p.returncode, 'unknown')})"
-                               if name in ANY_FERRY_METHODS else "")
+                               if is_ferry else "")
                             for p in failed)
                 + log_tail(client_log) + (log_tail(server.log_path) if server else ""))
         server_cpu = 0.0
         if server:
             wait_childless(server.proc.pid)
             server_cpu = process_cpu_seconds(server.proc.pid) - server_cpu_before
-        if step.output:
-            check_copy(step.output, source.size, source.sha256, what)
-            remove_file(step.output)
         return elapsed, sum(cpu_seconds(usage) for usage in usages) + server_cpu
 
     # ------------------------------------------------ cases
@@ -995,6 +1115,150 @@ class Bench:
             f" {rss_idle / 1024:.1f} MiB with {IDLE_CONNECTIONS} idle connections")
         return rss_fresh, rss_idle, hwm_idle
 
+    def trees(self, trees):
+        """put -r and get -r of whole trees: ferry in both modes against
+        rsync -r to and from a daemon, tar through socat and scp -r. Returns
+        the medians, (method, direction, tree label) -> [(seconds, CPU
+        seconds)] of every run, and per ferry method and direction the
+        reason it did not run, if it did not."""
+        case_dir = WORK_DIR / "trees"
+        root, downloads, sources_dir = (case_dir / name
+                                        for name in ("root", "downloads", "sources"))
+        for directory in (root, downloads, sources_dir):
+            directory.mkdir(parents=True)
+        sources = []
+        for tree in trees:
+            log(f"generating a tree of {tree.files} files of {human_size(tree.file_size)}")
+            path = sources_dir / tree.label
+            manifest = write_random_tree(path, tree)
+            served_name = f"get-{tree.label}"
+            link_tree(path, root / served_name)
+            sources.append(TreeSource(tree, path, manifest, served_name))
+        servers = {}
+        try:
+            servers["ferry-plain"] = self.start_ferry(root, LOG_DIR / "ferry-plain-trees.log")
+            servers["ferry-tls"] = self.start_ferry(root, LOG_DIR / "ferry-tls-trees.log",
+                                                    tls=True)
+            servers["rsync"] = self.start_rsync(root, tag="rsyncd-trees")
+            servers["scp"] = self.start_sshd(tag="ssh-trees")
+            unsupported = {}
+            for name in FERRY_METHODS:
+                for direction, reason in self.ferry_tree_support(
+                        name, servers[name], root, downloads).items():
+                    unsupported[name, direction] = reason
+            runs = {}
+            for source in sources:
+                keys = [(name, direction) for name, _ in TREE_METHODS
+                        for direction in ("put", "get")
+                        if (name, direction) not in unsupported]
+                for key in keys:
+                    runs[key + (source.tree.label,)] = []
+                for rep in range(self.args.reps):
+                    # A different method goes first in each repetition, so
+                    # that a burst of load from elsewhere smears over all.
+                    shift = rep % len(keys)
+                    for name, direction in keys[shift:] + keys[:shift]:
+                        seconds, cpu = self.run_tree_once(
+                            name, direction, source, servers.get(name), root, downloads)
+                        runs[name, direction, source.tree.label].append((seconds, cpu))
+                        log(f"  {source.tree.label} {dict(TREE_METHODS)[name]} {direction}"
+                            f" rep {rep + 1}/{self.args.reps}: {seconds:.3f} s,"
+                            f" {source.tree.files / seconds:.0f} files/s")
+        finally:
+            for server in servers.values():
+                self.procs.stop(server.proc)
+        return runs, unsupported
+
+    def ferry_tree_support(self, name, server, root, downloads):
+        """Tries put -r and get -r of a tiny tree with ferry. A usage error
+        (exit 2) means this build lacks the form: direction -> the reason,
+        for the rows to say so. Any other failure stops the benchmark."""
+        trial = WORK_DIR / "trees" / f"trial-{name}"
+        manifest = write_random_tree(trial, Tree("trial", 3, 100, 2))
+        served_name = f"trial-get-{name}"
+        link_tree(trial, root / served_name)
+        put_target = root / f"trial-put-{name}"
+        get_target = downloads / f"trial-{name}"
+        unsupported = {}
+        for direction, request, output in (
+                ("put", ["put", "-r", trial, put_target.name], put_target),
+                ("get", ["get", "-r", served_name, get_target], get_target)):
+            command = [str(part) for part in self.ferry_client(server) + request]
+            what = f"trial {METHODS[name].label} {direction} -r"
+            try:
+                trial_run = subprocess.run(command, env=server.env, capture_output=True,
+                                           text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"{what}: {shell_line(command)} ran over 60 s")
+            if trial_run.returncode == 2:
+                first_line = (trial_run.stderr.strip().splitlines() or [""])[0]
+                log(f"  {what}: {NOT_SUPPORTED} ({first_line})")
+                unsupported[direction] = NOT_SUPPORTED
+                continue
+            if trial_run.returncode != 0:
+                raise BenchError(f"{what}: {shell_line(command)} exited with"
+                                 f" {trial_run.returncode}, stderr {trial_run.stderr!r}"
+                                 + log_tail(server.log_path))
+            check_tree(output, manifest, what)
+            shutil.rmtree(output)
+        shutil.rmtree(root / served_name)
+        return unsupported
+
+    def tree_step(self, name, direction, source, server, root, downloads):
+        """The commands of one run of the trees case. Every target is new:
+        the put target at the served root, the get target in downloads."""
+        label = source.tree.label
+        put_target = root / f"put-{name}-{label}"
+        get_target = downloads / f"{name}-{label}"
+        served = root / source.served_name
+        output = put_target if direction == "put" else get_target
+        if name in FERRY_METHODS:
+            request = (["put", "-r", source.path, put_target.name] if direction == "put"
+                       else ["get", "-r", source.served_name, get_target])
+            return Step(self.ferry_client(server) + request, env=server.env, output=output)
+        if name == "rsync":
+            # Trailing slashes: the contents of the one go into the other,
+            # which the daemon or rsync makes.
+            url = f"rsync://127.0.0.1:{server.port}/bench/"
+            if direction == "put":
+                return Step(["rsync", "-r", f"{source.path}/", f"{url}{put_target.name}/"],
+                            output=output)
+            return Step(["rsync", "-r", f"{url}{source.served_name}/", f"{get_target}/"],
+                        output=output)
+        if name == "tar-socat":
+            # The receiver listens: on the served side for a put, here for a get.
+            port = free_port()
+            sending, receiving = ((source.path, put_target) if direction == "put"
+                                  else (served, get_target))
+            return Step(
+                ["sh", "-c", f"tar c -C {shlex.quote(str(sending))} ."
+                 f" | socat -u -b131072 STDIN TCP:127.0.0.1:{port}"],
+                listener=["sh", "-c", f"mkdir {shlex.quote(str(receiving))}"
+                          f" && socat -u -b131072 TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"
+                          f" STDOUT | tar x -C {shlex.quote(str(receiving))}"],
+                listener_port=port, output=output)
+        if name == "scp":
+            remote = f"{self.user}@127.0.0.1:"
+            if direction == "put":
+                return Step(["scp", "-r", *self.ssh_options, source.path,
+                             remote + str(put_target)], output=output)
+            return Step(["scp", "-r", *self.ssh_options, remote + str(served), get_target],
+                        output=output)
+        raise AssertionError(f"no tree step for method {name}")
+
+    def run_tree_once(self, name, direction, source, server, root, downloads):
+        """One timed run of a whole tree, its copy checked file by file,
+        then removed: returns (wall seconds, CPU seconds)."""
+        what = f"{dict(TREE_METHODS)[name]} {direction} {source.tree.label}"
+        step = self.tree_step(name, direction, source, server, root, downloads)
+        settle_disk()
+        # The served copy is hard links to the source: one warms both.
+        warm_tree(source.path)
+        timing = self.execute(step, server, what, is_ferry=name in FERRY_METHODS)
+        check_tree(step.output, source.manifest, what)
+        shutil.rmtree(step.output)
+        return timing
+
 
 def receive_exactly(conn, count):
     """Up to count bytes: fewer only if the peer closed."""
@@ -1128,6 +1392,69 @@ def baseline_comparison(medians):
                              rows, right_aligned=(3, 4, 5)))
 
 
+def tree_rows(trees, runs, unsupported):
+    """Rows of the trees table: per tree, each method and direction."""
+    rows = []
+    for tree in trees:
+        for name, label in TREE_METHODS:
+            for direction in ("put", "get"):
+                reason = unsupported.get((name, direction))
+                if reason:
+                    rows.append([label, direction, tree.label, reason] + [""] * 5)
+                    continue
+                results = runs[name, direction, tree.label]
+                seconds = [s for s, _ in results]
+                median = statistics.median(seconds)
+                reference = statistics.median(
+                    s for s, _ in runs[TREE_REFERENCE, direction, tree.label])
+                rows.append([
+                    label, direction, tree.label, f"{median:.3f}",
+                    f"{min(seconds):.3f}-{max(seconds):.3f}",
+                    f"{tree.files / median:.0f}",
+                    format_rate(tree.files * tree.file_size / median / 1e6),
+                    f"{reference / median:.2f}",
+                    f"{statistics.median(cpu for _, cpu in results):.3f}",
+                ])
+    return rows
+
+
+def tree_goals(trees, runs, unsupported, transfer_medians):
+    """Issue 13's goals, each met, NOT met or why it was not measured: ferry
+    (TLS) moves the small-file tree at least as fast as rsync -r both ways;
+    the big-file tree within 10% of a single 1 GiB file's MB/s."""
+    small, big = trees
+    lines = []
+    for direction in ("put", "get"):
+        goal = (f"ferry (TLS) {direction} -r of {small.label} at least as many files/s as"
+                f" rsync -r")
+        reason = unsupported.get(("ferry-tls", direction))
+        if reason:
+            lines.append(f"{goal}: not measured, {reason}")
+            continue
+        ferry_s, rsync_s = (statistics.median(s for s, _ in runs[name, direction, small.label])
+                            for name in ("ferry-tls", TREE_REFERENCE))
+        lines.append(f"{goal}: {goal_word(ferry_s <= rsync_s)} ({rsync_s / ferry_s:.2f})")
+    for name in FERRY_METHODS:
+        for direction in ("put", "get"):
+            goal = (f"{METHODS[name].label} {direction} -r of {big.label} within 10% of one"
+                    f" {human_size(GIB)} file's MB/s")
+            reason = unsupported.get((name, direction))
+            single_s = transfer_medians.get((name, direction, GIB))
+            if reason:
+                lines.append(f"{goal}: not measured, {reason}")
+                continue
+            if single_s is None:
+                lines.append(f"{goal}: not measured, needs the {human_size(GIB)}"
+                             f" {METHODS[name].label} transfer in the same run")
+                continue
+            tree_s = statistics.median(s for s, _ in runs[name, direction, big.label])
+            tree_rate = big.files * big.file_size / tree_s
+            single_rate = GIB / single_s
+            lines.append(f"{goal}: {goal_word(tree_rate >= 0.9 * single_rate)}"
+                         f" ({tree_rate / 1e6:.1f} against {single_rate / 1e6:.1f} MB/s)")
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def markdown_table(header, rows, right_aligned=()):
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if column in right_aligned else "---"
@@ -1192,6 +1519,25 @@ def report(args, sections):
             [[direction, f"{elapsed:.3f}", f"{rate:.1f}", failures]
              for direction, elapsed, rate, failures in sections["concurrent"]],
             right_aligned=(1, 2, 3)))
+    if "trees" in sections:
+        trees, runs, unsupported = sections["trees"]
+        parts.append(
+            "Trees: put -r and get -r of a whole directory tree to a new name, seconds"
+            " from client start to exit (for tar + socat, to receiver exit too), every copy"
+            " checked file by file (names, kinds, SHA-256) and removed before the next run."
+            " tar + socat: `tar c | socat` on the sending side, `socat | tar x` on the"
+            " receiving one (listening). Ratio = rsync -r median / this median: >1 is"
+            " faster than rsync."
+            " CPU s = median user+sys of client, receiver and server per run. Trees: "
+            + ", ".join(f"{tree.label} ({tree.files} files of {human_size(tree.file_size)}"
+                        f" in {tree.subdirectories} subdirectories)" for tree in trees)
+            + ".\n\n"
+            + markdown_table(
+                ["method", "direction", "tree", "median s", "min-max s", "files/s", "MB/s",
+                 "ratio to rsync -r", "CPU s"],
+                tree_rows(trees, runs, unsupported), right_aligned=(3, 5, 6, 7, 8))
+            + "\n\n"
+            + tree_goals(trees, runs, unsupported, sections.get("transfer-medians", {})))
     memory_rows = []
     if "idle-memory" in sections:
         rss_fresh, rss_idle, hwm_idle = (kib / 1024 for kib in sections["idle-memory"])
@@ -1219,7 +1565,8 @@ def parse_args():
     parser.add_argument("--reps", type=int,
                         help="runs per transfer case (default 5, 3 with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help="3 runs per transfer and no 1 GiB file (transfer-memory uses 100 MiB)")
+                        help="3 runs per transfer, no 1 GiB file (transfer-memory uses 100 MiB),"
+                        " and trees of 2,000 and 20 files rather than 10,000 and 100")
     parser.add_argument("--only", type=lambda text: [name for name in text.split(",") if name],
                         help="comma-separated cases from: " + ", ".join(ALL_CASES)
                         + "; ferry means ferry-plain,ferry-tls")
@@ -1302,6 +1649,11 @@ def run(args, bench, chosen):
     if "idle-memory" in chosen:
         log(f"{IDLE_CONNECTIONS} idle connections")
         sections["idle-memory"] = bench.idle_memory()
+    if "trees" in chosen:
+        trees = QUICK_TREES if args.quick else TREES
+        log("trees")
+        runs, unsupported = bench.trees(trees)
+        sections["trees"] = (trees, runs, unsupported)
     return sections
 
 

@@ -7,6 +7,9 @@
 #                    [--baseline-bin PATH]
 #
 # --only ferry runs both ferry modes; ferry-plain or ferry-tls runs one.
+# --only trees runs put -r and get -r of whole trees (10,000 x 4 KiB and
+# 100 x 10 MiB; --quick scales them down) against rsync -r, tar + socat and
+# scp -r; ferry rows say "not supported by this build" for a ferry without -r.
 #
 # FERRY_BIN=/path/to/ferry skips the build and benchmarks that binary instead.
 # FERRY_BASELINE_BIN=/path/to/old/ferry, like --baseline-bin, also runs the

@@ -16,7 +16,8 @@
 //! - [`server`]: accepts connections, a task each, and answers requests
 //!   through the store; it names no file or path itself.
 //! - [`client`]: a typed client for one connection: put, get, list,
-//!   delete, stat and the directory operations.
+//!   delete, stat and the directory operations, and remote globs
+//!   expanded over listings.
 //! - [`report`]: the one-line report both sides print for every request.
 //!
 //! The `ferry` binary (`src/main.rs` and `src/cli/`) parses the command line

@@ -8,8 +8,12 @@
 //! verified, never over an existing file, or handed to a writer as they
 //! arrive ([`Client::get_to`]). Streams of unknown length go up with
 //! [`Client::put_stream`].
+//!
+//! Remote globs are expanded here, over listings, by [`expand_remote`]:
+//! the server never matches patterns.
 
 mod forward;
+pub mod glob;
 mod local_tree;
 mod put_tree;
 mod spool;
@@ -32,6 +36,7 @@ use crate::protocol::{
 use crate::security::{Fingerprint, KnownHostsError};
 use crate::staging::Staged;
 use crate::transport::{self, Connection, Link, TransportError};
+pub use glob::{expand_remote, GlobError};
 pub use put_tree::TreeSent;
 pub use tree::{Conflicts, TreeGot};
 pub use trust::{FirstUse, Security, Trust};

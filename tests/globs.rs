@@ -1,0 +1,193 @@
+//! Remote globs expanded by the client over a real server's listings
+//! (issue 13): what matches, in what order, and what matches nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use ferry::client::{expand_remote, Client, GlobError, Progress, Security, Trust, Upload};
+use ferry::protocol::{NameError, RemoteName, Token};
+
+struct Quiet;
+
+impl Progress for Quiet {
+    fn begin(&mut self, _total: u64) {}
+    fn advance(&mut self, _bytes: u64) {}
+}
+
+/// Files put through the client, into directories it made.
+const FILES: &[&str] = &[
+    "a.txt",
+    "b.txt",
+    "c.txt",
+    "d.txt",
+    ".hidden.txt",
+    "ünï cöde.txt",
+    "notes.md",
+    "dfile",
+    "d1/x.txt",
+    "d1/y.txt",
+    "d2/x.txt",
+    "d3/z.txt",
+];
+const DIRS: &[&str] = &["d1", "d2", "d3"];
+
+/// Runs `test` with a plain client connected to a server holding `FILES`.
+/// The server runs its own runtime, so the client gets one of its own.
+fn with_served(test: impl AsyncFnOnce(&mut Client)) {
+    let server = TestServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = connect_and_fill(&server).await;
+        test(&mut client).await;
+    });
+}
+
+async fn connect_and_fill(server: &TestServer) -> Client {
+    let security = Security {
+        trust: Trust::Plain,
+        token: Token::default(),
+        on_first_use: |_, _| {},
+    };
+    let mut client = Client::connect(
+        "127.0.0.1",
+        server.port(),
+        Duration::from_secs(20),
+        &security,
+    )
+    .await
+    .unwrap();
+    for dir in DIRS {
+        let name = RemoteName::parse(dir).unwrap();
+        client.make_dir(&name, false).await.unwrap();
+    }
+    for (index, file) in FILES.iter().enumerate() {
+        let local = server.client_dir().join(format!("source-{index}"));
+        std::fs::write(&local, file.as_bytes()).unwrap();
+        let name = RemoteName::parse(file).unwrap();
+        client
+            .put(Upload::open(&local).unwrap(), &name, &mut Quiet)
+            .await
+            .unwrap();
+    }
+    client
+}
+
+async fn expand(client: &mut Client, pattern: &str) -> Vec<String> {
+    match expand_remote(client, pattern).await {
+        Ok(names) => names,
+        Err(e) => panic!("{pattern:?}: {e}"),
+    }
+}
+
+#[test]
+fn globs_match_sorted_names_and_leave_hidden_ones_out() {
+    with_served(async |client| {
+        for (pattern, expected) in [
+            (
+                "*.txt",
+                &["a.txt", "b.txt", "c.txt", "d.txt", "ünï cöde.txt"][..],
+            ),
+            ("?.txt", &["a.txt", "b.txt", "c.txt", "d.txt"]),
+            ("[a-c].txt", &["a.txt", "b.txt", "c.txt"]),
+            ("[!a-c].txt", &["d.txt"]),
+            ("*.md", &["notes.md"]),
+            (".*", &[".hidden.txt"]),
+            ("./b*", &["b.txt"]),
+            (
+                "*",
+                &[
+                    "a.txt",
+                    "b.txt",
+                    "c.txt",
+                    "d.txt",
+                    "d1",
+                    "d2",
+                    "d3",
+                    "dfile",
+                    "notes.md",
+                    "ünï cöde.txt",
+                ],
+            ),
+        ] {
+            assert_eq!(expand(client, pattern).await, expected, "{pattern:?}");
+        }
+    });
+}
+
+#[test]
+fn a_glob_in_a_directory_component_lists_every_matching_directory() {
+    with_served(async |client| {
+        for (pattern, expected) in [
+            // d3 has no x.txt, and the file dfile is not descended into.
+            ("d*/x.txt", &["d1/x.txt", "d2/x.txt"][..]),
+            ("d*/*", &["d1/x.txt", "d1/y.txt", "d2/x.txt", "d3/z.txt"]),
+            ("d[13]/?.txt", &["d1/x.txt", "d1/y.txt", "d3/z.txt"]),
+            ("d1/*", &["d1/x.txt", "d1/y.txt"]),
+            // A trailing `/` matches directories only, and stays, as in sh.
+            ("d*/", &["d1/", "d2/", "d3/"]),
+        ] {
+            assert_eq!(expand(client, pattern).await, expected, "{pattern:?}");
+        }
+    });
+}
+
+#[test]
+fn a_pattern_without_globs_is_returned_as_is() {
+    with_served(async |client| {
+        // Not checked against the server: the request that uses it says
+        // whether it exists.
+        assert_eq!(expand(client, "missing.txt").await, ["missing.txt"]);
+        assert_eq!(expand(client, "d1/x.txt").await, ["d1/x.txt"]);
+        // Escapes are removed.
+        assert_eq!(expand(client, "a\\*b").await, ["a*b"]);
+    });
+}
+
+#[test]
+fn a_glob_that_matches_nothing_is_no_match() {
+    with_served(async |client| {
+        for pattern in [
+            "*.jpg",
+            "[x-z].txt",
+            "d*/nothing",
+            "missing/*",
+            // A file where the pattern needs a directory.
+            "a.txt/*",
+            "dfile*/x.txt",
+            "*.md/",
+        ] {
+            match expand_remote(client, pattern).await {
+                Err(GlobError::NoMatch { pattern: said }) => assert_eq!(said, pattern),
+                other => panic!("{pattern:?}: {other:?}"),
+            }
+        }
+        let message = expand_remote(client, "*.jpg").await.unwrap_err();
+        assert_eq!(message.to_string(), "*.jpg: no match");
+        assert_eq!(message.kind().to_string(), "not-found");
+        // The connection is still good after every miss.
+        assert_eq!(expand(client, "n*.md").await, ["notes.md"]);
+    });
+}
+
+#[test]
+fn a_pattern_outside_the_served_directory_is_refused() {
+    with_served(async |client| {
+        for (pattern, error) in [
+            ("../*", NameError::DotComponent),
+            ("/etc/*", NameError::Absolute),
+            ("d1//*", NameError::EmptyComponent),
+        ] {
+            match expand_remote(client, pattern).await {
+                Err(GlobError::BadPattern { source, .. }) => {
+                    assert_eq!(source, error, "{pattern:?}")
+                }
+                other => panic!("{pattern:?}: {other:?}"),
+            }
+        }
+    });
+}
