@@ -191,3 +191,43 @@ fn a_pattern_outside_the_served_directory_is_refused() {
         }
     });
 }
+
+/// The command line: `get` expands a quoted remote pattern itself, with
+/// the cp rules applied to what it matched; a pattern that matches
+/// nothing fails with `no match` and exit 1, and nothing is fetched.
+#[test]
+fn get_expands_remote_patterns_and_no_match_exits_1() {
+    let server = TestServer::start();
+    for (name, data) in [
+        ("photos/a.jpg", &b"aa"[..]),
+        ("photos/b.jpg", b"bbb"),
+        ("photos/c.png", b"c"),
+        ("photos/x*y.jpg", b"literal star"),
+    ] {
+        common::write_file(server.root(), name, data);
+    }
+    let output = server.run_client(&["get", "photos/*.jpg", "dl/"]);
+    assert!(output.status.success(), "{output:?}");
+    let got = server.client_dir().join("dl");
+    let mut names: Vec<String> = std::fs::read_dir(&got)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.jpg", "b.jpg", "x*y.jpg"]);
+    assert_eq!(std::fs::read(got.join("x*y.jpg")).unwrap(), b"literal star");
+
+    // One match and no target: into the current directory, by its name.
+    let output = server.run_client(&["get", "photos/?.png"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        std::fs::read(server.client_dir().join("c.png")).unwrap(),
+        b"c"
+    );
+
+    let output = server.run_client(&["get", "photos/*.gif", "none/"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("photos/*.gif: no match"), "{stderr}");
+    assert!(!server.client_dir().join("none").exists());
+}

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ferry::client::{
-    format_target, Client, ClientError, Left, LocalTree, Security, TreeSource, Upload,
+    expand_remote, format_target, Client, ClientError, GlobError, Left, LocalTree, Security,
+    TreeSource, Upload,
 };
 use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
 use ferry::report::{Detail, Outcome, Report, Subject};
@@ -55,6 +56,9 @@ pub enum CommandError {
     Usage(String),
     #[error("{0}")]
     Client(#[from] ClientError),
+    /// A remote pattern matched nothing, or could not be expanded.
+    #[error("{0}")]
+    Glob(#[from] GlobError),
     #[error("interrupted by Ctrl-C; nothing partial was kept")]
     Interrupted,
 }
@@ -65,6 +69,7 @@ impl CommandError {
             CommandError::BadName(_) => ErrorCode::BadName.into(),
             CommandError::LocalName(_) | CommandError::Usage(_) => FailureKind::BadLocalName,
             CommandError::Client(e) => e.kind(),
+            CommandError::Glob(e) => e.kind(),
             CommandError::Interrupted => FailureKind::Interrupted,
         }
     }
@@ -73,8 +78,11 @@ impl CommandError {
     /// interrupted request leaves the connection out of step, so it counts.
     pub fn is_connection_lost(&self) -> bool {
         match self {
-            CommandError::Client(e) => e.is_connection_lost(),
+            CommandError::Client(e) | CommandError::Glob(GlobError::Client(e)) => {
+                e.is_connection_lost()
+            }
             CommandError::Interrupted => true,
+            CommandError::Glob(_) => false,
             CommandError::BadName(_) | CommandError::LocalName(_) | CommandError::Usage(_) => false,
         }
     }
@@ -193,8 +201,89 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
     (Subject::Request(kind), name)
 }
 
+/// Prepares a get of `sources` (remote names, patterns already expanded)
+/// to `target`.
+fn prepare_get(
+    recursive: bool,
+    replace: bool,
+    sources: Vec<String>,
+    target: Option<PathBuf>,
+) -> Result<Prepared, CommandError> {
+    if let ([source], Some(target)) = (sources.as_slice(), &target) {
+        if is_standard_stream(target) && !recursive && !replace {
+            return Ok(Prepared::GetStdout {
+                name: RemoteName::parse(source)?,
+            });
+        }
+    }
+    if !is_plain_get(recursive, replace, &sources) {
+        let sources = sources
+            .iter()
+            .map(|source| RemoteName::parse_dir(source))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Prepared::GetTrees(TreeGet {
+            sources,
+            target,
+            recursive,
+            replace,
+        }));
+    }
+    let remote_name = sources.first().cloned().unwrap_or_default();
+    let name = RemoteName::parse(&remote_name)?;
+    let (dest, into_dir) = match target {
+        None => (PathBuf::from(name.file_name()), None),
+        Some(dir) if names_directory(&dir) => {
+            check_directory(&dir)?;
+            (dir.join(name.file_name()), Some(dir))
+        }
+        Some(dir) if dir.is_dir() => (dir.join(name.file_name()), None),
+        Some(path) => (path, None),
+    };
+    if dest.symlink_metadata().is_ok() {
+        return Err(ClientError::LocalExists(dest).into());
+    }
+    Ok(Prepared::Get {
+        name,
+        dest,
+        into_dir,
+    })
+}
+
+/// A request ready to send, or a get naming remote patterns, which only
+/// the server's listings can turn into names.
+pub enum Command {
+    Ready(Prepared),
+    Matching {
+        recursive: bool,
+        replace: bool,
+        patterns: Vec<String>,
+        target: Option<PathBuf>,
+    },
+}
+
 /// Checks everything that can be checked without the server.
-pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
+pub fn prepare(request: Request) -> Result<Command, CommandError> {
+    if let Request::Get {
+        recursive,
+        replace,
+        operands,
+    } = &request
+    {
+        let (sources, target) = split_get(operands);
+        if sources.iter().any(|source| is_pattern(source)) {
+            return Ok(Command::Matching {
+                recursive: *recursive,
+                replace: *replace,
+                patterns: sources,
+                target,
+            });
+        }
+    }
+    prepare_ready(request).map(Command::Ready)
+}
+
+/// Checks a request that names no remote pattern.
+fn prepare_ready(request: Request) -> Result<Prepared, CommandError> {
     Ok(match request {
         Request::Put {
             recursive,
@@ -242,44 +331,7 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
             operands,
         } => {
             let (sources, target) = split_get(&operands);
-            if let ([source], Some(target)) = (sources.as_slice(), &target) {
-                if is_standard_stream(target) && !recursive && !replace {
-                    return Ok(Prepared::GetStdout {
-                        name: RemoteName::parse(source)?,
-                    });
-                }
-            }
-            if !is_plain_get(recursive, replace, &sources) {
-                let sources = sources
-                    .iter()
-                    .map(|source| RemoteName::parse_dir(source))
-                    .collect::<Result<Vec<_>, _>>()?;
-                return Ok(Prepared::GetTrees(TreeGet {
-                    sources,
-                    target,
-                    recursive,
-                    replace,
-                }));
-            }
-            let remote_name = sources.first().cloned().unwrap_or_default();
-            let name = RemoteName::parse(&remote_name)?;
-            let (dest, into_dir) = match target {
-                None => (PathBuf::from(name.file_name()), None),
-                Some(dir) if names_directory(&dir) => {
-                    check_directory(&dir)?;
-                    (dir.join(name.file_name()), Some(dir))
-                }
-                Some(dir) if dir.is_dir() => (dir.join(name.file_name()), None),
-                Some(path) => (path, None),
-            };
-            if dest.symlink_metadata().is_ok() {
-                return Err(ClientError::LocalExists(dest).into());
-            }
-            Prepared::Get {
-                name,
-                dest,
-                into_dir,
-            }
+            prepare_get(recursive, replace, sources, target)?
         }
         Request::List {
             long,
@@ -321,6 +373,28 @@ pub fn prepare(request: Request) -> Result<Prepared, CommandError> {
 /// for a get, as for curl and tar.
 fn is_standard_stream(path: &Path) -> bool {
     path.as_os_str() == "-"
+}
+
+/// Whether a remote operand is a pattern (`*`, `?`, `[...]`, or a `\`
+/// escape, which no name can hold) for the client to expand.
+fn is_pattern(operand: &str) -> bool {
+    operand.contains(['*', '?', '[', '\\'])
+}
+
+/// The names `sources` stand for: each pattern replaced by the names it
+/// matches (sorted; no match is an error), plain names kept.
+async fn expand_patterns(
+    client: &mut Client,
+    sources: Vec<String>,
+) -> Result<Vec<String>, GlobError> {
+    let mut names = Vec::new();
+    for source in sources {
+        match is_pattern(&source) {
+            true => names.extend(expand_remote(client, &source).await?),
+            false => names.push(source),
+        }
+    }
+    Ok(names)
 }
 
 /// For `put - NAME` (`-` as the one source, without -r): `Some` with the
@@ -413,9 +487,21 @@ fn counted_entries(count: u64) -> String {
 /// temporary file; killed by the signal instead, the client would leave it.
 pub async fn perform(
     client: &mut Client,
-    prepared: Prepared,
+    command: Command,
     settings: &Settings,
 ) -> Result<Detail, CommandError> {
+    let prepared = match command {
+        Command::Ready(prepared) => prepared,
+        Command::Matching {
+            recursive,
+            replace,
+            patterns,
+            target,
+        } => {
+            let sources = expand_patterns(client, patterns).await?;
+            prepare_get(recursive, replace, sources, target)?
+        }
+    };
     tokio::select! {
         // Polled first, so the handler is in place before any temporary
         // file exists.
