@@ -375,10 +375,11 @@ fn is_standard_stream(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
-/// Whether a remote operand is a pattern (`*`, `?`, `[...]`, or a `\`
-/// escape, which no name can hold) for the client to expand.
+/// Whether a remote operand is a pattern (`*`, `?`, `[...]`) for the
+/// client to expand. A backslash alone does not make one: no name can
+/// hold it, so `a\b` stays a bad name, refused before connecting.
 fn is_pattern(operand: &str) -> bool {
-    operand.contains(['*', '?', '[', '\\'])
+    operand.contains(['*', '?', '['])
 }
 
 /// The names `sources` stand for: each pattern replaced by the names it
