@@ -73,7 +73,18 @@ pub fn expand_put(request: Request, words: &[Word], cwd: &Path) -> Result<Reques
             _ => None,
         };
         match matched {
-            Some(matched) => expanded.extend(matched),
+            // A file called `-` that a pattern matched is that file, not
+            // standard input.
+            Some(matched) => {
+                expanded.extend(
+                    matched
+                        .into_iter()
+                        .map(|path| match path.as_os_str() == "-" {
+                            true => PathBuf::from("./-"),
+                            false => path,
+                        }),
+                )
+            }
             None => expanded.push(path),
         }
     }
@@ -233,6 +244,7 @@ mod tests {
             "d2/x.txt",
             "d3/z.md",
             ".dot/x.txt",
+            "-",
         ] {
             let path = tmp.path().join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -344,6 +356,7 @@ mod tests {
                 ("put 'a'*.txt", paths(&["a*.txt", "a.txt", "."])),
                 ("put -- *.md", paths(&["c.md"])),
                 ("put - name", paths(&["-", "name"])),
+                ("put ? name", paths(&["./-", "name"])),
                 ("put *.nothing", Err("*.nothing: no match".to_owned())),
                 ("put a.txt *.nothing x/", Err("*.nothing: no match".into())),
             ] {
