@@ -1,7 +1,8 @@
 //! The interactive shell driven through piped stdin: seed 002's commands
 //! and the directory commands, one connection for all of them, failures
 //! that do not end it, reconnection after the server goes away or shuts
-//! down; and on a real terminal, confirmation before a delete.
+//! down, globs local and remote; and on a real terminal, confirmation
+//! before a delete.
 
 mod common;
 
