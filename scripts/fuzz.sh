@@ -4,12 +4,13 @@
 #   decode   protocol::decode on any bytes
 #   name     RemoteName::parse on any string
 #   session  a whole server session fed any bytes, against a live server
+#   manifest protocol::ManifestOrder over the tree entries of any frames
 #
 # Usage:
 #
 #   scripts/fuzz.sh [--seconds N] [--sanitizer none|address] [TARGET...]
 #
-# Runs each TARGET named (all three by default) for N seconds (default 60),
+# Runs each TARGET named (all four by default) for N seconds (default 60),
 # then prints one line per target: runs, executions per second, corpus size
 # (units/bytes libFuzzer keeps, and files on disk) and crashes found.
 # Exits 1 if any target crashed or failed to run, 2 on bad usage.
@@ -46,7 +47,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-all_targets=(decode name session)
+all_targets=(decode name session manifest)
 
 usage() {
     sed -n '/^# Usage:/,/^# Installs cargo-fuzz/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -89,12 +90,14 @@ for target in "${targets[@]}"; do
 done
 
 # Longest input per target: a whole frame of the largest size, a name just
-# past the 4096-byte limit, and a session of many small requests.
+# past the 4096-byte limit, a session of many small requests, and a
+# manifest of a few dozen entries.
 max_len() {
     case "$1" in
         decode) echo 16400 ;;
         name) echo 4400 ;;
         session) echo 4096 ;;
+        manifest) echo 4096 ;;
     esac
 }
 

@@ -5,6 +5,8 @@
 
 #[path = "../fuzz/checks/decode.rs"]
 mod decode;
+#[path = "../fuzz/checks/manifest.rs"]
+mod manifest;
 #[path = "../fuzz/checks/name.rs"]
 mod name;
 #[path = "../fuzz/checks/seeds.rs"]
@@ -88,6 +90,61 @@ fn session_regressions_hold() {
 fn decoder_and_name_seeds_pass_their_checks() {
     assert_all_pass(seeds("decode"), decode::check);
     assert_all_pass(seeds("name"), name::check);
+}
+
+#[test]
+fn manifest_regressions_hold() {
+    assert_all_pass(named(regressions("manifest")), manifest::check);
+}
+
+/// Issue 13: the manifest's order checker admits exactly the entries that
+/// keep the rules of PROTOCOL.md §5.10, and the seeds reach each rule:
+/// (seed, entries admitted, refused, ends accepted, refused).
+#[test]
+fn manifest_seeds_pass_and_admit_what_they_should() {
+    #[rustfmt::skip]
+    let expected: &[(&str, u64, u64, u64, u64)] = &[
+        ("tree", 10, 0, 1, 0),
+        ("files-in-byte-order", 4, 0, 1, 0),
+        ("get-tree-with-digest", 1, 0, 1, 0),
+        ("empty", 0, 0, 1, 0),
+        ("duplicate", 2, 1, 0, 0),
+        ("directory-again-after-its-files", 2, 1, 0, 0),
+        ("out-of-order", 2, 1, 0, 0),
+        ("back-up-a-level", 3, 1, 0, 0),
+        ("file-then-child", 1, 1, 0, 0),
+        ("no-parent", 2, 1, 0, 0),
+        ("parent-left-behind", 3, 1, 0, 0),
+        ("not-plain", 1, 3, 0, 0),
+        ("bad-names", 1, 6, 0, 0),
+        ("sized-directory", 0, 1, 0, 0),
+        ("sizes-past-2-64", 2, 1, 0, 0),
+        ("wrong-end-counts", 1, 0, 1, 2),
+    ];
+    let seeds = seeds("manifest");
+    assert_eq!(
+        seeds.len(),
+        expected.len(),
+        "a seed without its expectation"
+    );
+    let mut outcomes = HashMap::new();
+    assert_all_pass(seeds.clone(), |input| {
+        manifest::check(input).map(|outcome| outcomes.insert(input.to_vec(), outcome))
+    });
+    for (seed, admitted, refused, ends_accepted, ends_refused) in expected {
+        let name = format!("seed manifest/{seed}");
+        let (_, bytes) = seeds
+            .iter()
+            .find(|(shown, _)| *shown == name)
+            .unwrap_or_else(|| panic!("no manifest seed named {seed}"));
+        let wanted = manifest::Outcome {
+            admitted: *admitted,
+            refused: *refused,
+            ends_accepted: *ends_accepted,
+            ends_refused: *ends_refused,
+        };
+        assert_eq!(outcomes[bytes], wanted, "{seed}");
+    }
 }
 
 #[test]

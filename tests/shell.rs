@@ -1,7 +1,8 @@
 //! The interactive shell driven through piped stdin: seed 002's commands
 //! and the directory commands, one connection for all of them, failures
 //! that do not end it, reconnection after the server goes away or shuts
-//! down; and on a real terminal, confirmation before a delete.
+//! down, globs local and remote; and on a real terminal, confirmation
+//! before a delete.
 
 mod common;
 
@@ -467,4 +468,105 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
             return line;
         }
     }
+}
+
+// Globs in the shell (issue 13): local ones expanded as sh expands them,
+// quoted ones left alone, remote ones expanded over the server's listings.
+
+#[test]
+fn put_in_the_shell_expands_a_local_glob_to_every_match() {
+    let server = TestServer::start();
+    for name in ["a.txt", "b.txt", "c.md", ".hidden.txt", "d1/x.txt"] {
+        write_file(server.client_dir(), name, name.as_bytes());
+    }
+    let output = run_script(&server, "put *.txt\n");
+    assert_exit(&output, 0);
+    // Hidden names only for a pattern that starts with a literal `.`.
+    assert_eq!(
+        server.root_files(),
+        ["a.txt", "b.txt"],
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        std::fs::read(server.root().join("b.txt")).unwrap(),
+        b"b.txt"
+    );
+}
+
+#[test]
+fn mput_in_the_shell_expands_globs_in_directories_and_keeps_the_target() {
+    let server = TestServer::start();
+    for name in ["d1/a.txt", "d2/b.txt", "d2/c.md", "e1/z.txt"] {
+        write_file(server.client_dir(), name, name.as_bytes());
+    }
+    let output = run_script(&server, "mput d*/*.txt into/\n");
+    assert_exit(&output, 0);
+    assert_eq!(
+        server.root_files(),
+        ["into", "into/a.txt", "into/b.txt"],
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn a_quoted_glob_in_the_shell_names_a_file_literally() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "a*.txt", b"star");
+    write_file(server.client_dir(), "ab.txt", b"ab");
+    let output = run_script(&server, "put 'a*.txt'\nput \"a*\".txt copy.txt\n");
+    assert_exit(&output, 0);
+    assert_eq!(
+        server.root_files(),
+        ["a*.txt", "copy.txt"],
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        std::fs::read(server.root().join("copy.txt")).unwrap(),
+        b"star"
+    );
+}
+
+#[test]
+fn a_local_glob_matching_nothing_fails_that_command_only() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "a.txt", b"a");
+    let output = run_script(&server, "put *.nothing\nput a.txt\n");
+    assert_exit(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("put \"*.nothing\" failed bad-local-name: *.nothing: no match"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(server.root_files(), ["a.txt"]);
+}
+
+#[test]
+fn mget_in_the_shell_expands_a_quoted_remote_glob() {
+    let server = TestServer::start();
+    for name in ["d/x.txt", "d/y.txt", "d/.hidden", "e/z.txt"] {
+        write_file(server.root(), name, name.as_bytes());
+    }
+    let output = run_script(&server, "mget 'd/*'\n");
+    assert_exit(&output, 0);
+    assert_eq!(
+        common::files_under(server.client_dir()),
+        ["x.txt", "y.txt"],
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn a_one_shot_put_leaves_local_globs_to_the_users_shell() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "a.txt", b"a");
+    // No shell between: the operand `*.txt` reaches ferry as it is, and
+    // names no file.
+    let output = server.run_client(&["put", "*.txt"]);
+    assert_exit(&output, 1);
+    assert!(server.root_files().is_empty(), "{}", describe(&output));
 }

@@ -5,7 +5,7 @@
 
 use ferry::protocol::{
     encode, Entry, EntryKind, ErrorCode, Info, Link, Message, OmitReason, Preamble, RequestKind,
-    Token, MAX_COMPONENT_LEN,
+    Token, TreeEntry, MAX_COMPONENT_LEN,
 };
 
 /// A named seed input.
@@ -17,6 +17,7 @@ pub fn for_target(target: &str) -> Option<Vec<Seed>> {
         "decode" => Some(decode()),
         "name" => Some(name()),
         "session" => Some(session()),
+        "manifest" => Some(manifest()),
         _ => None,
     }
 }
@@ -151,6 +152,125 @@ pub fn name() -> Vec<Seed> {
         .into_iter()
         .map(|(seed, name)| (seed, name.into_bytes()))
         .collect()
+}
+
+/// Manifests as a put-tree or get-tree sends them (PROTOCOL.md §5.10,
+/// §5.11), good ones and ones that break each rule of their order, some
+/// going on after the entry that breaks it. `tests/fuzz_regressions.rs`
+/// checks how many entries of each are admitted.
+pub fn manifest() -> Vec<Seed> {
+    let file = |path: &str, size| tree_entry(EntryKind::File, path, size);
+    let dir = |path: &str| tree_entry(EntryKind::Directory, path, 0);
+    let end = |entries, bytes| Message::TreeEnd { entries, bytes };
+    let put_tree = Message::PutTree {
+        target: "backup".into(),
+        replace: false,
+    };
+    let mut with_digest = file("a.txt", 5);
+    if let Message::TreeEntry(entry) = &mut with_digest {
+        entry.digest = Some(*blake3::hash(b"hello").as_bytes());
+    }
+    let manifests: Vec<(&'static str, Vec<Message>)> = vec![
+        (
+            "tree",
+            vec![
+                put_tree.clone(),
+                dir("a"),
+                file("a/x", 3),
+                dir("a/y"),
+                dir("a/y/deep"),
+                file("a/y/deep/f", 4),
+                dir("a/y/empty"),
+                file("a/z", 0),
+                file("a.txt", 5),
+                dir("b"),
+                file("c", 1),
+                end(10, 13),
+            ],
+        ),
+        (
+            "files-in-byte-order",
+            vec![
+                file("B.txt", 1),
+                file("a b.txt", 2),
+                file("a.txt", 3),
+                file("ünï.txt", 4),
+                end(4, 10),
+            ],
+        ),
+        ("get-tree-with-digest", vec![with_digest, end(1, 5)]),
+        ("empty", vec![put_tree.clone(), end(0, 0)]),
+        ("duplicate", vec![file("a", 1), file("a", 1), file("b", 1)]),
+        (
+            "directory-again-after-its-files",
+            vec![dir("d"), file("d/x", 1), dir("d")],
+        ),
+        (
+            "out-of-order",
+            vec![file("b", 1), file("a", 1), file("c", 1)],
+        ),
+        (
+            "back-up-a-level",
+            vec![dir("d"), dir("d/e"), file("d/e/x", 1), file("d/a", 1)],
+        ),
+        ("file-then-child", vec![file("f", 1), file("f/child", 1)]),
+        ("no-parent", vec![file("d/x", 1), dir("d"), file("d/x", 1)]),
+        (
+            "parent-left-behind",
+            vec![dir("d"), file("d/x", 1), file("e", 1), file("d/y", 1)],
+        ),
+        (
+            "not-plain",
+            vec![file("./a", 1), file("a/", 1), dir("d"), file("d/./x", 1)],
+        ),
+        (
+            "bad-names",
+            vec![
+                file("../x", 1),
+                file("/abs", 1),
+                file("a//b", 1),
+                file("a\\b", 1),
+                file(".ferry-tmp-1-2", 1),
+                file("", 1),
+                file("ok", 1),
+            ],
+        ),
+        (
+            "sized-directory",
+            vec![tree_entry(EntryKind::Directory, "d", 7)],
+        ),
+        (
+            "sizes-past-2-64",
+            vec![
+                file("a", u64::MAX / 2 + 1),
+                file("b", u64::MAX / 2 + 1),
+                file("c", 1),
+            ],
+        ),
+        (
+            "wrong-end-counts",
+            vec![file("a", 1), end(2, 1), end(1, 2), end(1, 1)],
+        ),
+    ];
+    manifests
+        .into_iter()
+        .map(|(name, messages)| (name, frames(&messages)))
+        .collect()
+}
+
+fn tree_entry(kind: EntryKind, path: &str, size: u64) -> Message {
+    Message::TreeEntry(TreeEntry {
+        kind,
+        size,
+        mode: if kind == EntryKind::Directory {
+            0o755
+        } else {
+            0o644
+        },
+        modified: 1_700_000_000,
+        digest: None,
+        path: path.to_owned(),
+    })
 }
 
 /// Sessions over the fixture of `checks/session.rs` (its names: `a.txt`,

@@ -9,7 +9,7 @@ mod seeds;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const TARGETS: [&str; 3] = ["decode", "name", "session"];
+const TARGETS: [&str; 4] = ["decode", "name", "session", "manifest"];
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);

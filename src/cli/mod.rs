@@ -2,12 +2,14 @@
 //! request or the interactive shell.
 
 mod get_tree;
+mod local_glob;
 mod output;
 mod put_plan;
 mod report_queue;
 mod request;
 mod serve;
 mod shell;
+mod shell_words;
 
 use std::io::Write;
 use std::net::IpAddr;

@@ -18,6 +18,7 @@ use ferry::report::{Detail, Outcome, Report, Subject};
 use super::get_tree::{
     get_trees, is_plain_get, split_get, suggest_recursive, tree_report_name, TreeGet,
 };
+use super::local_glob::LocalGlobError;
 use super::output::{print_entry, print_info, print_omitted, print_report, ProgressBar};
 use super::put_plan::{self, PutPlan, Resolve};
 use super::{exit, Request};
@@ -59,6 +60,10 @@ pub enum CommandError {
     /// A remote pattern matched nothing, or could not be expanded.
     #[error("{0}")]
     Glob(#[from] GlobError),
+    /// A local pattern in the shell matched nothing, or could not be
+    /// expanded.
+    #[error("{0}")]
+    LocalGlob(#[from] LocalGlobError),
     #[error("interrupted by Ctrl-C; nothing partial was kept")]
     Interrupted,
 }
@@ -70,6 +75,8 @@ impl CommandError {
             CommandError::LocalName(_) | CommandError::Usage(_) => FailureKind::BadLocalName,
             CommandError::Client(e) => e.kind(),
             CommandError::Glob(e) => e.kind(),
+            CommandError::LocalGlob(LocalGlobError::NoMatch { .. }) => FailureKind::BadLocalName,
+            CommandError::LocalGlob(LocalGlobError::Unreadable { .. }) => FailureKind::LocalIo,
             CommandError::Interrupted => FailureKind::Interrupted,
         }
     }
@@ -82,7 +89,7 @@ impl CommandError {
                 e.is_connection_lost()
             }
             CommandError::Interrupted => true,
-            CommandError::Glob(_) => false,
+            CommandError::Glob(_) | CommandError::LocalGlob(_) => false,
             CommandError::BadName(_) | CommandError::LocalName(_) | CommandError::Usage(_) => false,
         }
     }

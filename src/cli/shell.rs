@@ -3,6 +3,7 @@
 //! terminal, plain line reading from a pipe.
 
 use std::io::{BufRead, IsTerminal};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,7 @@ use tokio::runtime::Runtime;
 
 use super::request::{self, describe, perform, prepare, CommandError, Settings};
 use super::Request;
+use super::{local_glob, shell_words};
 
 /// One line typed into the shell.
 #[derive(Debug, Parser)]
@@ -116,17 +118,18 @@ pub fn run(runtime: &Runtime, settings: &Settings) -> ExitCode {
     runtime.block_on(session.connect());
     let mut failed = false;
     while let Some(line) = input.read_line() {
-        let Some(mut words) = shlex::split(&line) else {
+        let Some(words) = shell_words::split(&line) else {
             eprintln!("ferry: unbalanced quotes in: {}", line.trim_end());
             failed = true;
             continue;
         };
-        let Some(first) = words.first_mut() else {
+        let mut texts: Vec<String> = words.iter().map(|word| word.text.clone()).collect();
+        let Some(first) = texts.first_mut() else {
             continue;
         };
         // Seed 002's commands are upper case; accept any case.
         *first = first.to_lowercase();
-        let command = match ShellLine::try_parse_from(&words) {
+        let command = match ShellLine::try_parse_from(&texts) {
             Ok(line) => line.command,
             Err(e) => {
                 let _ = e.print();
@@ -157,7 +160,16 @@ pub fn run(runtime: &Runtime, settings: &Settings) -> ExitCode {
                 }
             }
             ShellCommand::Request(request) => {
-                failed |= !runtime.block_on(session.execute(request));
+                // Local globs are the shell's to expand here, as sh would.
+                let description = describe(&request);
+                match local_glob::expand_put(request, &words, Path::new(".")) {
+                    Ok(request) => failed |= !runtime.block_on(session.execute(request)),
+                    Err(e) => {
+                        let failed_glob = Err(e.into());
+                        request::report(settings, settings.target(), description, &failed_glob);
+                        failed = true;
+                    }
+                }
             }
         }
     }
