@@ -27,7 +27,7 @@ impl Client {
     /// Puts `tree` into the directory `target` (`None`: the served
     /// directory), made if missing; with `replace`, files of other content
     /// are replaced rather than refused. The server refuses conflicts
-    /// before any body ([`ClientError::Conflicts`]); files it has with the
+    /// before any body ([`ClientError::RemoteConflicts`]); files it has with the
     /// same content are not sent again.
     pub async fn put_tree(
         &mut self,
