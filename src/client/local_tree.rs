@@ -267,6 +267,15 @@ impl TreeWriter {
         Ok(())
     }
 
+    /// Writes the file `entry`, whose body arrived whole and verified, to
+    /// a temporary file, and queues it as [`TreeWriter::finish_file`] does.
+    pub fn write_whole(&mut self, entry: &TreeEntry, body: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = self.begin_file(entry)?;
+        file.write_all_at(body, 0)?;
+        self.finish_file(file, entry)
+    }
+
     /// Gives every file its name and every directory made its mode and
     /// time, syncs, and gives a new tree its name.
     pub fn finish(mut self) -> io::Result<()> {
