@@ -260,6 +260,9 @@ impl TreeWriter {
         self.pending.push(pending);
         rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode & 0o777))?;
         set_time(&file, entry.modified)?;
+        if entry.size >= crate::staging::EARLY_WRITEBACK {
+            crate::staging::start_writeback(&file);
+        }
         self.pending_bytes += entry.size;
         if self.pending.len() >= BATCH_FILES || self.pending_bytes >= BATCH_BYTES {
             self.flush()?;

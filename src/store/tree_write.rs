@@ -418,6 +418,9 @@ impl TreeWrite {
         rustix::fs::futimens(&body.file, &times).map_err(|e| classify(e.into()))?;
         if let Ok(stamp) = Stamp::of(&body.file) {
             digest_cache::remember(&body.file, &stamp, digest);
+            if stamp.size() >= crate::staging::EARLY_WRITEBACK {
+                crate::staging::start_writeback(&body.file);
+            }
         }
         self.batch.push(staged);
         self.last_file = Some(body.file);
