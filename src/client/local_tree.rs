@@ -260,11 +260,23 @@ impl TreeWriter {
         self.pending.push(pending);
         rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode & 0o777))?;
         set_time(&file, entry.modified)?;
+        if entry.size >= crate::staging::EARLY_WRITEBACK {
+            crate::staging::start_writeback(&file);
+        }
         self.pending_bytes += entry.size;
         if self.pending.len() >= BATCH_FILES || self.pending_bytes >= BATCH_BYTES {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Writes the file `entry`, whose body arrived whole and verified, to
+    /// a temporary file, and queues it as [`TreeWriter::finish_file`] does.
+    pub fn write_whole(&mut self, entry: &TreeEntry, body: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = self.begin_file(entry)?;
+        file.write_all_at(body, 0)?;
+        self.finish_file(file, entry)
     }
 
     /// Gives every file its name and every directory made its mode and

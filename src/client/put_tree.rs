@@ -6,11 +6,20 @@ use std::time::Duration;
 
 use super::walk::{LocalTree, Spooled};
 use super::{unexpected, Client, ClientError, Progress, SLOWEST_DISK_BYTES_PER_SEC};
-use crate::protocol::{EntryKind, Message, RemoteName, RequestKind};
-use crate::transport::TransportError;
+use crate::protocol::{EntryKind, Message, RemoteName, RequestKind, TreeEntry};
+use crate::transport::{TransportError, WHOLE_BODY};
 
 /// Entries queued between flushes of the manifest and of the digests.
 const FLUSH_EVERY: u64 = 256;
+
+/// Directories and small files read in one trip to the blocking pool.
+const BATCH_ENTRIES: usize = 256;
+
+/// Bytes of small files read in one trip, at most (give or take a file).
+const BATCH_BYTES: u64 = 1024 * 1024;
+
+/// Bytes of small files queued before they are written to the socket.
+const FLUSH_BYTES: usize = 256 * 1024;
 
 /// What a tree put did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +173,11 @@ impl Client {
     }
 
     /// Sends every entry not `skipped` with its body, then the end.
+    ///
+    /// Directories and small files (at most [`WHOLE_BODY`]) go in batches:
+    /// the files of a batch are read and hashed whole in one trip to the
+    /// blocking pool, while the batch before is sent, and their frames and
+    /// bodies are queued to go in few writes. A larger file is streamed.
     async fn send_bodies(
         &mut self,
         tree: &LocalTree,
@@ -190,22 +204,40 @@ impl Client {
         let mut entries = 0;
         let mut reader = tree.entries()?;
         let mut cursor = SkipCursor::new(skipped);
-        while let Some(Spooled { local, entry }) = reader.next_entry()? {
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut reading: Option<Reading> = None;
+        while let Some(spooled) = reader.next_entry()? {
             if cursor.skips_next() {
                 continue;
             }
             entries += 1;
-            if entry.kind == EntryKind::Directory {
-                self.conn.queue(&Message::TreeEntry(entry))?;
+            let size = spooled.entry.size;
+            if spooled.entry.kind == EntryKind::Directory || size <= WHOLE_BODY {
+                batch_bytes += size;
+                batch.push(spooled);
+                if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
+                    let next = read_batch(std::mem::take(&mut batch));
+                    batch_bytes = 0;
+                    if let Some(before) = reading.replace(next) {
+                        self.send_batch(before, &mut sent, progress).await?;
+                    }
+                }
                 continue;
             }
-            let size = entry.size;
+            // A larger file: everything before it goes first.
+            if let Some(before) = reading.take() {
+                self.send_batch(before, &mut sent, progress).await?;
+            }
+            if !batch.is_empty() {
+                batch_bytes = 0;
+                let before = read_batch(std::mem::take(&mut batch));
+                self.send_batch(before, &mut sent, progress).await?;
+            }
+            let Spooled { local, entry } = spooled;
             let upload = super::Upload::open(&local)?;
             if upload.size < size {
-                return Err(ClientError::Local {
-                    path: local,
-                    source: std::io::Error::other("the file shrank while the tree was being sent"),
-                });
+                return Err(shrank(local));
             }
             self.conn.queue(&Message::TreeEntry(entry))?;
             self.conn
@@ -222,6 +254,13 @@ impl Client {
             sent.files += 1;
             sent.bytes += size;
         }
+        if let Some(before) = reading.take() {
+            self.send_batch(before, &mut sent, progress).await?;
+        }
+        if !batch.is_empty() {
+            let last = read_batch(batch);
+            self.send_batch(last, &mut sent, progress).await?;
+        }
         self.conn
             .write_message(&Message::TreeEnd {
                 entries,
@@ -229,6 +268,99 @@ impl Client {
             })
             .await?;
         Ok(sent)
+    }
+
+    /// Queues a batch read by [`read_batch`], sending as the queue grows.
+    async fn send_batch(
+        &mut self,
+        reading: Reading,
+        sent: &mut TreeSent,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ClientError> {
+        let read = reading
+            .await
+            .map_err(|e| ClientError::BadReply(format!("reading files failed: {e}")))?;
+        for (entry, body) in read {
+            let size = entry.size;
+            self.conn.queue(&Message::TreeEntry(entry))?;
+            let Some(body) = body else {
+                continue; // a directory
+            };
+            let (bytes, digest) = body?;
+            self.conn.queue_whole_body(&bytes, digest)?;
+            progress.advance(size);
+            progress.file_done();
+            sent.files += 1;
+            sent.bytes += size;
+            if self.conn.queued_len() >= FLUSH_BYTES {
+                self.conn.flush().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A batch of entries being read on the blocking pool: each with, for a
+/// file, its body and digest, or why it could not be read.
+type Reading = tokio::task::JoinHandle<Vec<(TreeEntry, Option<WholeFile>)>>;
+
+/// A small file read whole, and its digest.
+type WholeFile = Result<(Vec<u8>, [u8; 32]), ClientError>;
+
+/// Reads the files of `batch`, small ones, whole on the blocking pool.
+/// Past a file that cannot be read, nothing more is read: the tree fails
+/// there.
+fn read_batch(batch: Vec<Spooled>) -> Reading {
+    tokio::task::spawn_blocking(move || {
+        let mut read = Vec::with_capacity(batch.len());
+        for Spooled { local, entry } in batch {
+            if entry.kind == EntryKind::Directory {
+                read.push((entry, None));
+                continue;
+            }
+            let whole = read_whole(&local, entry.size);
+            let failed = whole.is_err();
+            read.push((entry, Some(whole)));
+            if failed {
+                break;
+            }
+        }
+        read
+    })
+}
+
+/// The first `size` bytes of the local file `path`, and their digest.
+fn read_whole(path: &std::path::Path, size: u64) -> WholeFile {
+    use std::os::unix::fs::FileExt;
+    let upload = super::Upload::open(path)?;
+    if upload.size < size {
+        return Err(shrank(path.to_owned()));
+    }
+    let mut body = vec![0; usize::try_from(size).unwrap_or(0)];
+    let mut read = 0;
+    while read < body.len() {
+        let rest = body.get_mut(read..).unwrap_or_default();
+        match upload.file.read_at(rest, read as u64) {
+            Ok(0) => return Err(shrank(path.to_owned())),
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(ClientError::Local {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+    let digest = *blake3::hash(&body).as_bytes();
+    Ok((body, digest))
+}
+
+/// The failure of a file that shrank while the tree was being sent.
+fn shrank(path: std::path::PathBuf) -> ClientError {
+    ClientError::Local {
+        path,
+        source: std::io::Error::other("the file shrank while the tree was being sent"),
     }
 }
 

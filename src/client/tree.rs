@@ -12,7 +12,7 @@ use super::{unexpected, Client, ClientError, Progress};
 use crate::protocol::{
     EntryKind, ManifestOrder, Message, OmitReason, RemoteName, RequestKind, TreeEntry,
 };
-use crate::transport::TransportError;
+use crate::transport::{TransportError, WHOLE_BODY};
 
 /// The most entries a manifest may have: the client holds a bit for each.
 const MAX_TREE_ENTRIES: u64 = 1_000_000;
@@ -181,6 +181,25 @@ impl Client {
                 }
                 other => return Err(unexpected(other, "a body")),
             };
+            if size <= WHOLE_BODY {
+                // Small: taken whole into memory, and written in one go.
+                let (body, digest) = match self.conn.recv_whole_body(size).await {
+                    Ok(received) => received,
+                    Err(TransportError::DigestMismatch) => return Err(ClientError::DigestMismatch),
+                    Err(other) => return Err(other.into()),
+                };
+                if expected.digest != Some(digest) {
+                    return Err(ClientError::FileChanged(expected.path));
+                }
+                receiving
+                    .writer
+                    .write_whole(&expected, &body)
+                    .map_err(|e| local_at(target, &expected, e))?;
+                progress.advance(size);
+                receiving.got.files += 1;
+                receiving.got.bytes += size;
+                continue;
+            }
             let file = receiving
                 .writer
                 .begin_file(&expected)

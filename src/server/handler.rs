@@ -17,8 +17,8 @@ use super::skips::Skips;
 use super::tally::Tally;
 use super::Config;
 use crate::protocol::{
-    EntryKind, ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token, TreeEntry,
-    MAGIC,
+    Digest, EntryKind, ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token,
+    TreeEntry, MAGIC,
 };
 use crate::report::{Detail, Outcome, Report, Reporter, Subject};
 use crate::security::access::Grant;
@@ -40,6 +40,13 @@ const MANIFEST_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 /// The most entries the second pass of a GetTree walks in one turn on the
 /// blocking pool before it gives the thread back.
 const WALK_STEPS: usize = 256;
+
+/// The bytes of small files the second pass of a GetTree reads whole in
+/// one turn on the blocking pool, at most (give or take one file).
+const TURN_BYTES: u64 = 1024 * 1024;
+
+/// Bytes of small files queued before they are written to the socket.
+const FLUSH_BYTES: usize = 256 * 1024;
 
 /// How long a connection turned away may take to read why before it is
 /// closed anyway.
@@ -576,56 +583,87 @@ impl Session {
     /// Walks the tree again and sends each file the client did not skip:
     /// its entry, its body and its trailer, back to back. Returns the
     /// files sent, the files skipped and the bytes sent.
+    ///
+    /// The walk runs a turn ahead on the blocking pool: small files (at
+    /// most [`transport::WHOLE_BODY`]) are read whole there, a batch per
+    /// turn, and queued together, so a batch costs one trip to the pool
+    /// and one write to the socket; a larger file is opened there and
+    /// streamed from here.
     async fn send_tree_bodies(
         &self,
         conn: &mut Connection<Link>,
-        mut walk: store::TreeWalk,
-        mut skips: Skips,
+        walk: store::TreeWalk,
+        skips: Skips,
     ) -> Result<(u64, u64, u64), Abort> {
         let (mut files, mut skipped, mut bytes) = (0u64, 0u64, 0u64);
-        let mut index = 0u64;
-        loop {
-            // The walk moves to the next file to send on the blocking pool,
-            // a bounded number of entries at a time.
-            let (back, back_skips, step) = self
-                .blocking(move |_| {
-                    let step = next_to_send(&mut walk, &skips, index);
-                    Ok((walk, skips, step))
-                })
-                .await?;
-            (walk, skips) = (back, back_skips);
-            let step = step?;
-            skipped += step.skipped;
-            index = step.index;
-            let Some((entry, file)) = step.file else {
-                if step.done {
-                    break;
-                }
-                continue;
-            };
-            let (size, cached) = (file.size(), file.cached_digest());
-            if size != entry.size {
-                return Err(file_changed(&format!("{:?} changed size", entry.path)).into());
+        let walk_on = |mut walk: store::TreeWalk, skips: Skips, index: u64| {
+            tokio::task::spawn_blocking(move || {
+                let turn = next_to_send(&mut walk, &skips, index);
+                (walk, skips, turn)
+            })
+        };
+        let mut next = Some(walk_on(walk, skips, 0));
+        while let Some(walking) = next.take() {
+            let (walk, skips, turn) = walking.await.map_err(|e| {
+                tracing::error!(error = %e, "store task failed");
+                Refusal::new(ErrorCode::Io, "internal server error")
+            })?;
+            let turn = turn?;
+            skipped += turn.skipped;
+            if !turn.done && turn.end.is_none() {
+                next = Some(walk_on(walk, skips, turn.index));
+            } else if turn.end.is_none() && turn.index != skips.len() {
+                return Err(file_changed("entries of the tree went since its manifest").into());
             }
-            conn.queue(&Message::TreeEntry(TreeEntry {
-                digest: cached,
-                ..entry
-            }))?;
-            conn.queue(&Message::Body { size })?;
-            let (file, digest) = conn.send_body(file, size, cached, &mut |_| {}).await?;
-            if cached.is_none() {
-                let _ = self
-                    .blocking(move |_| {
-                        file.remember(&digest);
-                        Ok(())
-                    })
-                    .await;
+            for send in turn.sends {
+                let size = match send {
+                    ToSend::Whole {
+                        entry,
+                        body,
+                        digest,
+                        cached,
+                    } => {
+                        let size = entry.size;
+                        conn.queue(&Message::TreeEntry(TreeEntry {
+                            digest: cached,
+                            ..entry
+                        }))?;
+                        conn.queue(&Message::Body { size })?;
+                        conn.queue_whole_body(&body, digest)?;
+                        if conn.queued_len() >= FLUSH_BYTES {
+                            conn.flush().await?;
+                        }
+                        size
+                    }
+                    ToSend::Stream { entry, file } => {
+                        let (size, cached) = (file.size(), file.cached_digest());
+                        conn.queue(&Message::TreeEntry(TreeEntry {
+                            digest: cached,
+                            ..entry
+                        }))?;
+                        conn.queue(&Message::Body { size })?;
+                        let (file, digest) =
+                            conn.send_body(file, size, cached, &mut |_| {}).await?;
+                        if cached.is_none() {
+                            let _ = self
+                                .blocking(move |_| {
+                                    file.remember(&digest);
+                                    Ok(())
+                                })
+                                .await;
+                        }
+                        size
+                    }
+                };
+                files += 1;
+                bytes += size;
             }
-            files += 1;
-            bytes += size;
-        }
-        if index != skips.len() {
-            return Err(file_changed("entries of the tree went since its manifest").into());
+            if let Some(end) = turn.end {
+                // What came before the change is sent whole first.
+                conn.flush().await?;
+                return Err(end.into());
+            }
+            conn.flush().await?;
         }
         Ok((files, skipped, bytes))
     }
@@ -873,65 +911,110 @@ fn manifest_batch(walk: &mut store::TreeWalk) -> Result<Vec<TreeEntry>, Refusal>
     Ok(batch)
 }
 
-/// Where the second pass of a GetTree got to in one turn.
-struct Step {
+/// What the second pass of a GetTree walked in one turn.
+struct Turn {
     /// How many entries have been walked, this turn's included.
     index: u64,
     /// Files passed over this turn because the client skipped them.
     skipped: u64,
-    /// The next file to send, opened.
-    file: Option<(TreeEntry, store::ReadFile)>,
+    /// The files to send, in order.
+    sends: Vec<ToSend>,
     /// Whether the walk is at its end.
     done: bool,
+    /// The tree changed: the answer, after the files before the change.
+    end: Option<Refusal>,
 }
 
-/// Walks on from entry `index` to the next file the client did not skip,
-/// at most [`WALK_STEPS`] entries.
+/// A file of the second pass of a GetTree, ready to send.
+enum ToSend {
+    /// A small file, read whole.
+    Whole {
+        entry: TreeEntry,
+        body: Vec<u8>,
+        /// The digest of `body`.
+        digest: Digest,
+        /// The digest the store had at hand, which the entry carries.
+        cached: Option<Digest>,
+    },
+    /// A larger file, opened, to be streamed.
+    Stream {
+        entry: TreeEntry,
+        file: store::ReadFile,
+    },
+}
+
+/// Walks on from entry `index` over the files the client did not skip:
+/// at most [`WALK_STEPS`] entries, and at most [`TURN_BYTES`] of small
+/// files read whole, up to and including the first larger file.
 fn next_to_send(
     walk: &mut store::TreeWalk,
     skips: &Skips,
     mut index: u64,
-) -> Result<Step, Refusal> {
-    let mut skipped = 0;
+) -> Result<Turn, Refusal> {
+    let mut turn = Turn {
+        index,
+        skipped: 0,
+        sends: Vec::new(),
+        done: false,
+        end: None,
+    };
+    let mut held = 0u64;
     for _ in 0..WALK_STEPS {
         let Some(entry) = walk.next_entry()? else {
-            return Ok(Step {
-                index,
-                skipped,
-                file: None,
-                done: true,
-            });
+            turn.done = true;
+            break;
         };
         if index >= skips.len() {
-            return Err(file_changed(
+            turn.end = Some(file_changed(
                 "entries came into the tree since its manifest",
             ));
+            break;
         }
         let is_skipped = skips.is_skipped(index);
         index += 1;
+        turn.index = index;
         match entry.kind {
-            EntryKind::File if is_skipped => skipped += 1,
+            EntryKind::File if is_skipped => turn.skipped += 1,
             EntryKind::File => {
-                let file = walk.open_current().map_err(|refusal| match refusal.code {
-                    ErrorCode::NotFound => file_changed(&format!("{:?} went", entry.path)),
-                    _ => refusal,
-                })?;
-                return Ok(Step {
-                    index,
-                    skipped,
-                    file: Some((entry, file)),
-                    done: false,
+                let file = match walk.open_current() {
+                    Ok(file) => file,
+                    Err(refusal) if refusal.code == ErrorCode::NotFound => {
+                        turn.end = Some(file_changed(&format!("{:?} went", entry.path)));
+                        break;
+                    }
+                    Err(refusal) if turn.sends.is_empty() => return Err(refusal),
+                    Err(refusal) => {
+                        turn.end = Some(refusal);
+                        break;
+                    }
+                };
+                if file.size() != entry.size {
+                    turn.end = Some(file_changed(&format!("{:?} changed size", entry.path)));
+                    break;
+                }
+                if entry.size > transport::WHOLE_BODY {
+                    turn.sends.push(ToSend::Stream { entry, file });
+                    break;
+                }
+                let Some((body, digest)) = file.read_whole()? else {
+                    turn.end = Some(file_changed(&format!("{:?} changed size", entry.path)));
+                    break;
+                };
+                held += entry.size;
+                turn.sends.push(ToSend::Whole {
+                    entry,
+                    body,
+                    digest,
+                    cached: file.cached_digest(),
                 });
+                if held >= TURN_BYTES {
+                    break;
+                }
             }
             EntryKind::Directory | EntryKind::Other => {}
         }
     }
-    Ok(Step {
-        index,
-        skipped,
-        file: None,
-        done: false,
-    })
+    Ok(turn)
 }
 
 /// The refusal for a tree that changed between its manifest and its

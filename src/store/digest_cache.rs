@@ -42,6 +42,11 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The file's length when stamped.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The stamp of an open file now.
     pub fn of(file: &File) -> std::io::Result<Stamp> {
         let metadata = file.metadata()?;

@@ -414,6 +414,38 @@ impl ReadFile {
     }
 }
 
+impl ReadFile {
+    /// Reads the file whole, as large as it was when opened, with its
+    /// digest: the cached one, or computed now and remembered. `None` if
+    /// the file is shorter now: it changed. For small files only; the
+    /// whole body is in memory.
+    pub fn read_whole(&self) -> Result<Option<(Vec<u8>, Digest)>, Refusal> {
+        use std::os::unix::fs::FileExt;
+        let len = usize::try_from(self.size)
+            .map_err(|_| Refusal::new(ErrorCode::TooLarge, "a file too large to read whole"))?;
+        let mut body = vec![0; len];
+        let mut read = 0;
+        while read < len {
+            let rest = body.get_mut(read..).unwrap_or_default();
+            match self.file.read_at(rest, read as u64) {
+                Ok(0) => return Ok(None),
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        let digest = match self.cached {
+            Some(digest) => digest,
+            None => {
+                let digest = *blake3::hash(&body).as_bytes();
+                self.remember(&digest);
+                digest
+            }
+        };
+        Ok(Some((body, digest)))
+    }
+}
+
 impl AsFd for ReadFile {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()

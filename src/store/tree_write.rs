@@ -418,6 +418,9 @@ impl TreeWrite {
         rustix::fs::futimens(&body.file, &times).map_err(|e| classify(e.into()))?;
         if let Ok(stamp) = Stamp::of(&body.file) {
             digest_cache::remember(&body.file, &stamp, digest);
+            if stamp.size() >= crate::staging::EARLY_WRITEBACK {
+                crate::staging::start_writeback(&body.file);
+            }
         }
         self.batch.push(staged);
         self.last_file = Some(body.file);
@@ -425,6 +428,29 @@ impl TreeWrite {
             self.commit_batch()?;
         }
         Ok(())
+    }
+
+    /// Takes the next entry of the second pass, a file whose body arrived
+    /// whole and verified: writes it to a hidden temporary file beside its
+    /// name and hands it on as [`TreeWrite::received`] does, in one step.
+    pub fn write_whole(
+        &mut self,
+        entry: &TreeEntry,
+        body: &[u8],
+        digest: &Digest,
+    ) -> Result<(), Refusal> {
+        use std::os::unix::fs::FileExt;
+        let Some((tree_file, write_file)) = self.enter(entry)? else {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "tree entry {:?} came with a body but is no file",
+                    entry.path
+                ),
+            ));
+        };
+        write_file.file.write_all_at(body, 0).map_err(classify)?;
+        self.received(tree_file, write_file, digest)
     }
 
     /// Syncs the filesystem once, gives the batch's files their names, then

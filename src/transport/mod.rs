@@ -12,13 +12,16 @@
 //! disk work run on the blocking pool (see `pump`, and `body` for the
 //! steps), so a slow peer holds no thread. Memory per transfer is bounded
 //! whatever the file size. A body of unknown length moves in chunks,
-//! each behind a frame of its own (see `chunked`).
+//! each behind a frame of its own (see `chunked`). A small body of a
+//! tree may instead move whole through memory, queued with its frames
+//! (see `whole`).
 
 mod body;
 mod chunked;
 mod ends;
 mod link;
 mod pump;
+mod whole;
 
 use std::io;
 use std::time::Duration;
@@ -32,6 +35,7 @@ use crate::protocol::{
 pub use chunked::Streamed;
 pub use ends::{BodySink, BodySource, Discard};
 pub use link::{tune, Link, Stream};
+pub use whole::WHOLE_BODY;
 
 /// The first byte of a TLS handshake record: what a TLS client sends first.
 pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;

@@ -17,10 +17,17 @@ use crate::protocol::{
 use crate::report::Detail;
 use crate::security::access::Grant;
 use crate::store::{Meets, TreeFile, TreeWrite, WriteFile};
-use crate::transport::{Connection, Discard, Link, TransportError};
+use crate::transport::{Connection, Discard, Link, TransportError, WHOLE_BODY};
 
 /// Entries surveyed per trip to the blocking pool.
 const SURVEY_BATCH: usize = 256;
+
+/// Entries of the second pass handed to the store in one trip, at most.
+const BATCH_ENTRIES: usize = 256;
+
+/// Bytes of small files' bodies held for one trip to the store, at most
+/// (give or take one body).
+const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Conflicting names sent before the refusal; the rest are counted.
 const SHOWN_CONFLICTS: usize = 20;
@@ -281,26 +288,35 @@ impl Session {
     /// answer comes at the `TreeEnd` with the stream in step. Returns the
     /// files and bytes moved.
     ///
-    /// A file received is handed to the store together with the next
-    /// entry, in one trip to the blocking pool rather than two.
+    /// Directories and small files (bodies of at most [`WHOLE_BODY`],
+    /// taken whole into memory and verified here) are handed to the store
+    /// in batches, one trip to the blocking pool each, while the next
+    /// batch arrives. A larger file is written as it streams in: the
+    /// batch before it, the file received before it and its own entry go
+    /// in one trip.
     async fn receive_bodies(
         &self,
         conn: &mut Connection<Link>,
         tree: TreeWrite,
         sent: Sent,
     ) -> Result<(u64, u64), Abort> {
-        let mut tree = Some(
-            self.blocking(move |_| {
+        let tree = self
+            .blocking(move |_| {
                 let mut tree = tree;
                 tree.start()?;
                 Ok(tree)
             })
-            .await?,
-        );
+            .await?;
+        let mut writing = Writing {
+            tree: Some(tree),
+            job: None,
+            failure: None,
+            files: 0,
+            bytes: 0,
+        };
         let mut order = ManifestOrder::new();
-        let mut failure: Option<Refusal> = None;
-        let mut pending: Option<Arrived> = None;
-        let (mut files, mut bytes) = (0, 0);
+        let mut batch = Batch::default();
+        let mut arrived: Option<Arrived> = None;
         loop {
             let entry = match conn.expect_message().await? {
                 Message::TreeEntry(entry) => entry,
@@ -318,99 +334,264 @@ impl Session {
                 )
                 .into());
             }
-            let (size, kind) = (entry.size, entry.kind);
             // After a failure the rest is only read; the tree is undone at
             // the end, off the async threads.
-            let Some(open) = tree.take_if(|_| failure.is_none()) else {
+            if writing.failure.is_some() {
                 discard(conn, &entry).await?;
                 continue;
-            };
-            let path = entry.path.clone();
-            let arrived = pending.take();
-            let (back, kept, entered) = self
-                .blocking(move |_| {
-                    let mut open = open;
-                    let kept = arrived.map(|arrived| arrived.keep(&mut open));
-                    let entered = match kept {
-                        Some(Err(_)) => Ok(None),
-                        _ => open.enter(&entry),
+            }
+            let size = entry.size;
+            match entry.kind {
+                EntryKind::Directory => batch.push(Op::Directory(entry), 0),
+                EntryKind::File if size <= WHOLE_BODY => match conn.recv_whole_body(size).await {
+                    Ok((body, digest)) => {
+                        let len = body.len();
+                        batch.push(
+                            Op::Whole {
+                                entry,
+                                body,
+                                digest,
+                            },
+                            len,
+                        );
+                    }
+                    Err(TransportError::DigestMismatch) => {
+                        writing.fail(damaged(&entry.path));
+                        continue;
+                    }
+                    Err(broken) => return Err(Abort::Broken(broken)),
+                },
+                EntryKind::File | EntryKind::Other => {
+                    writing.settle().await;
+                    let Some(open) = writing.tree.take_if(|_| writing.failure.is_none()) else {
+                        discard(conn, &entry).await?;
+                        continue;
                     };
-                    Ok((open, kept, entered))
-                })
-                .await?;
-            tree = Some(back);
-            match kept {
-                Some(Ok(size)) => {
-                    files += 1;
-                    bytes += size;
+                    let (before, ops) = (arrived.take(), batch.take());
+                    let path = entry.path.clone();
+                    let (back, applied, entered) = self
+                        .blocking(move |_| {
+                            let mut open = open;
+                            let applied = apply(&mut open, before, ops);
+                            let entered = match applied {
+                                Ok(_) => open.enter(&entry),
+                                Err(_) => Ok(None),
+                            };
+                            Ok((open, applied, entered))
+                        })
+                        .await?;
+                    writing.tree = Some(back);
+                    writing.count(applied);
+                    let entered = match (&writing.failure, entered) {
+                        (None, Ok(entered)) => entered,
+                        (None, Err(why)) => {
+                            writing.fail(why);
+                            None
+                        }
+                        (Some(_), _) => None,
+                    };
+                    let Some((tree_file, write_file)) = entered else {
+                        if writing.failure.is_some() {
+                            discard_body(conn, size).await?;
+                        }
+                        continue;
+                    };
+                    match conn.recv_body(write_file, size, &mut |_| {}).await {
+                        Ok((body, digest)) => {
+                            arrived = Some(Arrived {
+                                file: tree_file,
+                                body,
+                                digest,
+                                size,
+                            })
+                        }
+                        Err(TransportError::DigestMismatch) => writing.fail(damaged(&path)),
+                        Err(TransportError::Sink(e)) => writing.fail(crate::store::classify(e)),
+                        Err(broken) => return Err(Abort::Broken(broken)),
+                    }
+                    continue;
                 }
-                Some(Err(why)) => failure = Some(why),
-                None => {}
             }
-            let entered = match (&failure, entered) {
-                (None, Ok(entered)) => entered,
-                (None, Err(why)) => {
-                    failure = Some(why);
-                    None
-                }
-                (Some(_), _) => None,
-            };
-            let Some((tree_file, write_file)) = entered else {
-                if kind == EntryKind::File && failure.is_some() {
-                    discard_body(conn, size).await?;
-                }
-                continue;
-            };
-            match conn.recv_body(write_file, size, &mut |_| {}).await {
-                Ok((body, digest)) => {
-                    pending = Some(Arrived {
-                        file: tree_file,
-                        body,
-                        digest,
-                        size,
-                    })
-                }
-                Err(TransportError::DigestMismatch) => {
-                    failure = Some(Refusal::new(
-                        ErrorCode::DigestMismatch,
-                        format!(
-                            "{path:?} arrived damaged (BLAKE3 digest mismatch); it was not kept"
-                        ),
-                    ));
-                }
-                Err(TransportError::Sink(e)) => failure = Some(crate::store::classify(e)),
-                Err(broken) => return Err(Abort::Broken(broken)),
+            if batch.is_full() {
+                // The batch before goes first: one at a time, in order.
+                writing.settle().await;
+                writing.start(arrived.take(), batch.take());
             }
         }
+        writing.settle().await;
         if order.counts().0 != sent.entries {
-            failure.get_or_insert_with(|| {
-                bad_request("the tree's bodies left out entries its manifest announced")
-            });
+            writing.fail(bad_request(
+                "the tree's bodies left out entries its manifest announced",
+            ));
         }
+        let Writing {
+            tree,
+            failure,
+            mut files,
+            mut bytes,
+            ..
+        } = writing;
         let Some(mut tree) = tree else {
             return Err(failure
                 .unwrap_or_else(|| Refusal::new(ErrorCode::Io, "the tree was given up"))
                 .into());
         };
-        let last = self
+        let (ops, last) = (batch.take(), arrived);
+        let (more_files, more_bytes) = self
             .blocking(move |_| {
                 if let Some(failure) = failure {
                     // Undone off the async threads: a new tree's staging
                     // directory may hold many files.
-                    drop((tree, pending));
+                    drop((tree, last, ops));
                     return Err(failure);
                 }
-                let last = pending.map(|arrived| arrived.keep(&mut tree)).transpose()?;
+                let applied = apply(&mut tree, last, ops)?;
                 tree.finish()?;
-                Ok(last)
+                Ok(applied)
             })
             .await?;
-        if let Some(size) = last {
-            files += 1;
-            bytes += size;
-        }
+        files += more_files;
+        bytes += more_bytes;
         Ok((files, bytes))
     }
+}
+
+/// Directories and small files of the second pass waiting to be handed to
+/// the store in one trip.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<Op>,
+    /// The bytes of the bodies held.
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, op: Op, bytes: usize) {
+        self.ops.push(op);
+        self.bytes += bytes;
+    }
+
+    /// Whether the batch is worth a trip: enough entries, or enough bytes
+    /// held in memory.
+    fn is_full(&self) -> bool {
+        self.ops.len() >= BATCH_ENTRIES || self.bytes >= BATCH_BYTES
+    }
+
+    fn take(&mut self) -> Vec<Op> {
+        self.bytes = 0;
+        std::mem::take(&mut self.ops)
+    }
+}
+
+/// An entry of a [`Batch`].
+enum Op {
+    Directory(TreeEntry),
+    /// A file whose body arrived whole and verified.
+    Whole {
+        entry: TreeEntry,
+        body: Vec<u8>,
+        digest: Digest,
+    },
+}
+
+/// Hands the store, in order, the large file received before a batch and
+/// then the batch; the files and bytes kept.
+fn apply(
+    tree: &mut TreeWrite,
+    before: Option<Arrived>,
+    ops: Vec<Op>,
+) -> Result<(u64, u64), Refusal> {
+    let (mut files, mut bytes) = (0, 0);
+    if let Some(arrived) = before {
+        bytes += arrived.keep(tree)?;
+        files += 1;
+    }
+    for op in ops {
+        match op {
+            Op::Directory(entry) => {
+                tree.enter(&entry)?;
+            }
+            Op::Whole {
+                entry,
+                body,
+                digest,
+            } => {
+                tree.write_whole(&entry, &body, &digest)?;
+                files += 1;
+                bytes += body.len() as u64;
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// A batch being handed to the store on the blocking pool: the tree back,
+/// and the files and bytes kept.
+type Applying = tokio::task::JoinHandle<(TreeWrite, Result<(u64, u64), Refusal>)>;
+
+/// The tree being written in the second pass, and its batch on the
+/// blocking pool, if one is there.
+struct Writing {
+    /// `None` while a batch holds it, or once lost.
+    tree: Option<TreeWrite>,
+    job: Option<Applying>,
+    /// The first failure; the rest of the tree is read and discarded.
+    failure: Option<Refusal>,
+    files: u64,
+    bytes: u64,
+}
+
+impl Writing {
+    /// Hands `before` and `ops` to the store on the blocking pool, to be
+    /// met by [`Writing::settle`].
+    fn start(&mut self, before: Option<Arrived>, ops: Vec<Op>) {
+        if let Some(mut tree) = self.tree.take_if(|_| self.failure.is_none()) {
+            self.job = Some(tokio::task::spawn_blocking(move || {
+                let applied = apply(&mut tree, before, ops);
+                (tree, applied)
+            }));
+        }
+    }
+
+    /// Waits for the batch on the blocking pool, if one is there.
+    async fn settle(&mut self) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        match job.await {
+            Ok((tree, applied)) => {
+                self.tree = Some(tree);
+                self.count(applied);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store task failed");
+                self.fail(Refusal::new(ErrorCode::Io, "internal server error"));
+            }
+        }
+    }
+
+    fn count(&mut self, applied: Result<(u64, u64), Refusal>) {
+        match applied {
+            Ok((files, bytes)) => {
+                self.files += files;
+                self.bytes += bytes;
+            }
+            Err(why) => self.fail(why),
+        }
+    }
+
+    /// Keeps the first failure.
+    fn fail(&mut self, why: Refusal) {
+        self.failure.get_or_insert(why);
+    }
+}
+
+/// The failure of a file whose body did not match its digest.
+fn damaged(path: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::DigestMismatch,
+        format!("{path:?} arrived damaged (BLAKE3 digest mismatch); it was not kept"),
+    )
 }
 
 /// A file whose body arrived whole and verified, not yet handed to the
