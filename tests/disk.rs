@@ -17,14 +17,19 @@ fn expect_error(reply: Option<Message>, expected: ErrorCode) {
     }
 }
 
-/// Every directory under `root`, relative.
+/// Every directory under `root`, relative. Polled while the server may be
+/// removing directories: one that goes while it is read is not counted.
 fn directories_under(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_dir() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("cannot read {}: {e}", dir.display()),
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
                 let path = entry.path();
                 found.push(path.strip_prefix(root).unwrap().display().to_string());
                 pending.push(path);
