@@ -7,34 +7,17 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{assert_exit, describe, write_file, TestServer, PATIENCE};
 
-fn run_script(server: &TestServer, script: &str) -> Output {
-    let mut child = server
-        .client(&[])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn ls_lh_in_the_shell_lists_human_sizes_instead_of_printing_help() {
     let server = TestServer::start();
     write_file(server.root(), "small.bin", &[7; 1536]);
-    let output = run_script(&server, "ls -lh\n");
+    let output = server.run_shell("ls -lh\n");
     assert_exit(&output, 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -54,7 +37,7 @@ fn a_piped_script_runs_every_command_over_one_connection() {
     let server = TestServer::start();
     write_file(server.client_dir(), "notes.txt", b"notes");
     let script = "put notes.txt\nlist\nget notes.txt copy.txt\ndelete notes.txt\nlist\nquit\n";
-    let output = run_script(&server, script);
+    let output = server.run_shell(script);
     assert_exit(&output, 0);
     // stdout holds the two listings and nothing else: no prompts.
     assert_eq!(
@@ -83,7 +66,7 @@ fn seed_commands_work_in_any_case() {
     let server = TestServer::start();
     write_file(server.client_dir(), "f.txt", b"seed");
     let script = "CONN\nUPLD f.txt\nLIST\nDWLD f.txt g.txt\nDELF f.txt\nQuit\n";
-    let output = run_script(&server, script);
+    let output = server.run_shell(script);
     assert_exit(&output, 0);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -103,7 +86,7 @@ fn a_failed_command_does_not_end_the_shell() {
     let server = TestServer::start();
     write_file(server.client_dir(), "ok.txt", b"ok");
     let script = "get missing.txt\nnonsense command\nput \"unbalanced\nput ok.txt\n";
-    let output = run_script(&server, script);
+    let output = server.run_shell(script);
     // Every line ran; a script with a failure exits 1.
     assert_exit(&output, 1);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -119,7 +102,7 @@ fn a_failed_command_does_not_end_the_shell() {
 #[test]
 fn help_lists_the_commands_and_end_of_input_quits() {
     let server = TestServer::start();
-    let output = run_script(&server, "help\n");
+    let output = server.run_shell("help\n");
     assert_exit(&output, 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     for command in [
@@ -269,7 +252,7 @@ fn a_piped_script_makes_moves_shows_and_removes_a_directory() {
     let server = TestServer::start();
     write_file(server.client_dir(), "a.txt", b"seven b");
     let script = "mkdir d\nput a.txt d/\nmv d/a.txt d/b.txt\nstat d/b.txt\ndelete -r d\n";
-    let output = run_script(&server, script);
+    let output = server.run_shell(script);
     assert_exit(&output, 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -302,7 +285,7 @@ fn a_piped_script_makes_moves_shows_and_removes_a_directory() {
 #[test]
 fn one_failing_directory_command_makes_a_piped_script_exit_1_after_running_the_rest() {
     let server = TestServer::start();
-    let output = run_script(&server, "mkdir d\nrmdir missing\nmkdir -p d/e/f\nrmdir d\n");
+    let output = server.run_shell("mkdir d\nrmdir missing\nmkdir -p d/e/f\nrmdir d\n");
     assert_exit(&output, 1);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -479,7 +462,7 @@ fn put_in_the_shell_expands_a_local_glob_to_every_match() {
     for name in ["a.txt", "b.txt", "c.md", ".hidden.txt", "d1/x.txt"] {
         write_file(server.client_dir(), name, name.as_bytes());
     }
-    let output = run_script(&server, "put *.txt\n");
+    let output = server.run_shell("put *.txt\n");
     assert_exit(&output, 0);
     // Hidden names only for a pattern that starts with a literal `.`.
     assert_eq!(
@@ -500,7 +483,7 @@ fn mput_in_the_shell_expands_globs_in_directories_and_keeps_the_target() {
     for name in ["d1/a.txt", "d2/b.txt", "d2/c.md", "e1/z.txt"] {
         write_file(server.client_dir(), name, name.as_bytes());
     }
-    let output = run_script(&server, "mput d*/*.txt into/\n");
+    let output = server.run_shell("mput d*/*.txt into/\n");
     assert_exit(&output, 0);
     assert_eq!(
         server.root_files(),
@@ -515,7 +498,7 @@ fn a_quoted_glob_in_the_shell_names_a_file_literally() {
     let server = TestServer::start();
     write_file(server.client_dir(), "a*.txt", b"star");
     write_file(server.client_dir(), "ab.txt", b"ab");
-    let output = run_script(&server, "put 'a*.txt'\nput \"a*\".txt copy.txt\n");
+    let output = server.run_shell("put 'a*.txt'\nput \"a*\".txt copy.txt\n");
     assert_exit(&output, 0);
     assert_eq!(
         server.root_files(),
@@ -533,7 +516,7 @@ fn a_quoted_glob_in_the_shell_names_a_file_literally() {
 fn a_local_glob_matching_nothing_fails_that_command_only() {
     let server = TestServer::start();
     write_file(server.client_dir(), "a.txt", b"a");
-    let output = run_script(&server, "put *.nothing\nput a.txt\n");
+    let output = server.run_shell("put *.nothing\nput a.txt\n");
     assert_exit(&output, 1);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -550,7 +533,7 @@ fn mget_in_the_shell_expands_a_quoted_remote_glob() {
     for name in ["d/x.txt", "d/y.txt", "d/.hidden", "e/z.txt"] {
         write_file(server.root(), name, name.as_bytes());
     }
-    let output = run_script(&server, "mget 'd/*'\n");
+    let output = server.run_shell("mget 'd/*'\n");
     assert_exit(&output, 0);
     assert_eq!(
         common::files_under(server.client_dir()),

@@ -363,21 +363,8 @@ fn replace_gives_one_file_a_new_name_over_an_old_file() {
 fn the_shell_gets_trees_and_several_names() {
     let server = TestServer::start();
     build_tree(server.root(), "d", 10);
-    let mut child = server
-        .client(&[])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let script = "get -r d\nmget d/one \"d/empty file\" two\nget -r d\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = server.run_shell(script);
     assert_exit(&output, 0);
     let here = server.client_dir();
     assert_eq!(

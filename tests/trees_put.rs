@@ -563,27 +563,12 @@ fn a_manifest_over_the_byte_limit_is_refused_before_any_body() {
 
 #[test]
 fn the_shell_puts_trees_and_several_files_and_knows_mput() {
-    use std::io::Write;
-    use std::process::Stdio;
     let server = TestServer::start();
     write_file(server.client_dir(), "photos/p.jpg", b"jpeg");
     write_file(server.client_dir(), "a.txt", b"a");
     write_file(server.client_dir(), "b.txt", b"b");
-    let mut child = server
-        .client(&[])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let script = "put -r photos\nmput a.txt b.txt dest\nput -r photos\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = server.run_shell(script);
     assert_exit(&output, 0);
     assert_eq!(
         server.root_files(),

@@ -470,20 +470,11 @@ impl Session {
             .await?;
         let mut count = 0;
         loop {
-            // A long listing takes turns after its first batch, so a short
-            // one never waits behind long ones. The turn is released before
-            // the batch is sent: a client that does not read holds none.
-            let turn = match count {
-                0 => None,
-                _ => self.listing_turns.acquire().await.ok(),
-            };
             let (back, batch) = self
-                .blocking(move |_| {
-                    let batch = listing.next_batch(ENTRIES_PER_BATCH);
-                    Ok((listing, batch))
+                .next_batch_in_turn(count == 0, listing, |listing| {
+                    listing.next_batch(ENTRIES_PER_BATCH)
                 })
                 .await?;
-            drop(turn);
             listing = back;
             let batch = batch?;
             if batch.is_empty() {
@@ -587,6 +578,30 @@ impl Session {
     }
 
     /// Runs store work on the blocking pool.
+    /// Reads the next batch of a long listing or walk with `read`, on the
+    /// blocking pool. After the first batch it takes a listing turn, so a
+    /// short one never waits behind long ones; the turn is released before
+    /// the batch is sent, so a client that does not read holds none.
+    async fn next_batch_in_turn<S: Send + 'static, B: Send + 'static>(
+        &self,
+        first: bool,
+        mut state: S,
+        read: impl FnOnce(&mut S) -> Result<B, Refusal> + Send + 'static,
+    ) -> Result<(S, Result<B, Refusal>), Refusal> {
+        let turn = match first {
+            true => None,
+            false => self.listing_turns.acquire().await.ok(),
+        };
+        let read = self
+            .blocking(move |_| {
+                let batch = read(&mut state);
+                Ok((state, batch))
+            })
+            .await;
+        drop(turn);
+        read
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, Refusal> + Send + 'static,

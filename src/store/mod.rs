@@ -57,6 +57,21 @@ pub struct ReadFile {
     cached: Option<Digest>,
 }
 
+impl ReadFile {
+    /// The regular file `file`, `size` bytes long, opened for reading,
+    /// with its digest record if a valid one is at hand.
+    fn opened(file: File, size: u64) -> Result<ReadFile, Refusal> {
+        let stamp = Stamp::of(&file).map_err(classify)?;
+        let cached = digest_cache::lookup(&file, &stamp);
+        Ok(ReadFile {
+            file,
+            size,
+            stamp,
+            cached,
+        })
+    }
+}
+
 /// An upload in progress: it ends in [`Upload::commit`], or, dropped, is
 /// abandoned and leaves nothing behind.
 #[derive(Debug)]
@@ -124,15 +139,7 @@ impl Store {
             .map_err(classify)?;
         let metadata = file.metadata().map_err(classify)?;
         check_is_file(&metadata)?;
-        let file = file.into_std();
-        let stamp = Stamp::of(&file).map_err(classify)?;
-        let cached = digest_cache::lookup(&file, &stamp);
-        Ok(ReadFile {
-            file,
-            size: metadata.len(),
-            stamp,
-            cached,
-        })
+        ReadFile::opened(file.into_std(), metadata.len())
     }
 
     /// Begins receiving `size` bytes as `name`: creates missing parent

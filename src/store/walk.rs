@@ -14,7 +14,6 @@ use std::io::Read;
 use cap_std::fs::{Dir, Metadata, PermissionsExt};
 use rustix::fs::{Mode, OFlags};
 
-use super::digest_cache::{self, Stamp};
 use super::{classify, modified_seconds, ReadFile};
 use crate::protocol::{
     Digest, EntryKind, ErrorCode, NameError, OmitReason, Refusal, RemoteName, TreeEntry,
@@ -131,14 +130,7 @@ impl TreeWalk {
                 format!("{name:?} is no longer a regular file"),
             ));
         }
-        let stamp = Stamp::of(&file).map_err(classify)?;
-        let cached = digest_cache::lookup(&file, &stamp);
-        Ok(ReadFile {
-            file,
-            size: metadata.len(),
-            stamp,
-            cached,
-        })
+        ReadFile::opened(file, metadata.len())
     }
 
     /// The digest of the file [`TreeWalk::next_entry`] gave last, `size`

@@ -99,6 +99,20 @@ impl TestServer {
     }
 
     /// `ferry client 127.0.0.1 PORT <args>`, run in the client directory.
+    /// Runs the client's shell with `script` piped to its standard input,
+    /// a command a line, and waits for it to end.
+    pub fn run_shell(&self, script: &str) -> Output {
+        let mut child = self
+            .client(&[])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     pub fn client(&self, args: &[&str]) -> Command {
         let mut command = client_at("127.0.0.1", self.port(), args);
         command.current_dir(self.client_dir());

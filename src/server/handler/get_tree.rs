@@ -74,17 +74,9 @@ impl Session {
             .await?;
         let (mut entries, mut bytes) = (0u64, 0u64);
         loop {
-            let turn = match entries {
-                0 => None,
-                _ => self.listing_turns.acquire().await.ok(),
-            };
             let (back, batch) = self
-                .blocking(move |_| {
-                    let batch = manifest_batch(&mut walk);
-                    Ok((walk, batch))
-                })
+                .next_batch_in_turn(entries == 0, walk, manifest_batch)
                 .await?;
-            drop(turn);
             walk = back;
             let batch = batch?;
             if batch.is_empty() {

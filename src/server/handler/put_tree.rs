@@ -129,15 +129,9 @@ impl Session {
         let mut conflicts = Conflicts::default();
         let mut candidates = Indices::new(0);
         loop {
-            let entry = match conn.expect_message().await? {
-                Message::TreeEntry(entry) => entry,
-                Message::TreeEnd { entries, bytes } => {
-                    order.finish(entries, bytes).map_err(malformed)?;
-                    break;
-                }
-                other => return Err(unexpected(other)),
+            let Some(entry) = next_entry(conn, &mut order).await? else {
+                break;
             };
-            order.admit(&entry).map_err(malformed)?;
             scratch.clear();
             protocol::encode(&Message::TreeEntry(entry.clone()), &mut scratch)
                 .map_err(TransportError::from)?;
@@ -318,15 +312,9 @@ impl Session {
         let mut batch = Batch::default();
         let mut arrived: Option<Arrived> = None;
         loop {
-            let entry = match conn.expect_message().await? {
-                Message::TreeEntry(entry) => entry,
-                Message::TreeEnd { entries, bytes } => {
-                    order.finish(entries, bytes).map_err(malformed)?;
-                    break;
-                }
-                other => return Err(unexpected(other)),
+            let Some(entry) = next_entry(conn, &mut order).await? else {
+                break;
             };
-            order.admit(&entry).map_err(malformed)?;
             let (entries_so_far, bytes_so_far) = order.counts();
             if entries_so_far > sent.entries || bytes_so_far > sent.bytes {
                 return Err(bad_request(
@@ -650,6 +638,25 @@ fn allowed(grant: &Grant, replace: bool) -> Result<(), Refusal> {
             .map_err(|why| forbidden(format!("replacing needs the right to delete: {why}")))?;
     }
     Ok(())
+}
+
+/// The next entry of a pass, admitted by `order`; `None` at its end, once
+/// the end's counts are checked.
+async fn next_entry(
+    conn: &mut Connection<Link>,
+    order: &mut ManifestOrder,
+) -> Result<Option<TreeEntry>, Abort> {
+    match conn.expect_message().await? {
+        Message::TreeEntry(entry) => {
+            order.admit(&entry).map_err(malformed)?;
+            Ok(Some(entry))
+        }
+        Message::TreeEnd { entries, bytes } => {
+            order.finish(entries, bytes).map_err(malformed)?;
+            Ok(None)
+        }
+        other => Err(unexpected(other)),
+    }
 }
 
 fn malformed(error: ManifestError) -> Abort {
