@@ -280,7 +280,17 @@ mod tests {
 
     #[test]
     fn a_body_hashed_in_steps_has_its_blake3_digest() {
-        for len in [0, 1, 1023, 1024, 1025, 2048, 3 * 1024 + 7, 8 * 1024, 13 * 1024 + 1] {
+        for len in [
+            0,
+            1,
+            1023,
+            1024,
+            1025,
+            2048,
+            3 * 1024 + 7,
+            8 * 1024,
+            13 * 1024 + 1,
+        ] {
             let data = body(len);
             for pieces in [1, 3, 17] {
                 let got = hash_from(&data, 0, &Prefix::none(), pieces);
@@ -297,9 +307,16 @@ mod tests {
             // Every prefix of whole steps that leaves at least one byte.
             for steps in 0..=(len - 1) / TEST_STEP as usize {
                 let prefix = prefix_of(&data, steps);
-                assert!(prefix.is_well_formed(TEST_STEP), "{len} bytes, {steps} steps");
+                assert!(
+                    prefix.is_well_formed(TEST_STEP),
+                    "{len} bytes, {steps} steps"
+                );
                 let start = steps * TEST_STEP as usize;
-                assert_eq!(hash_from(&data, start, &prefix, 3), Some(whole), "{len}, {steps}");
+                assert_eq!(
+                    hash_from(&data, start, &prefix, 3),
+                    Some(whole),
+                    "{len}, {steps}"
+                );
             }
         }
     }
