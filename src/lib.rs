@@ -11,6 +11,8 @@
 //!   hashed with BLAKE3 alongside; streams of unknown length in chunks.
 //! - [`staging`]: files appear only complete, through a hidden temporary
 //!   file and a rename that never replaces anything unless asked to.
+//! - [`partial`]: a transfer kept part way, with the record that proves
+//!   its prefix, so an interrupted transfer goes on where it stopped.
 //! - [`store`]: the one place the server meets files: the path gate,
 //!   staging and commit, the digest cache, listings, directory operations.
 //! - [`server`]: accepts connections, a task each, and answers requests
@@ -31,6 +33,7 @@
 )]
 
 pub mod client;
+pub mod partial;
 pub mod protocol;
 pub mod report;
 pub mod security;

@@ -14,6 +14,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::io::Errno;
 
+use crate::protocol::Prefix;
+
 /// Where a body is read from.
 pub trait BodySource: Send + Sync + 'static {
     /// A descriptor sendfile(2) can read from, when there is one.
@@ -44,6 +46,11 @@ pub trait BodySink: Send + Sync + 'static {
     /// Pushes what was written so far toward the disk while the rest still
     /// arrives. A failure here is met again by the final sync.
     fn sync_written(&self) -> io::Result<()>;
+
+    /// The first `prefix.len` bytes are synced to disk and vouched for by
+    /// `prefix`: a sink that keeps partials records it, so an interrupted
+    /// transfer can go on from there. Called on the blocking pool.
+    fn checkpoint(&self, _prefix: &Prefix) {}
 }
 
 impl<T: AsFd + Send + Sync + 'static> BodySource for T {
