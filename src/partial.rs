@@ -18,7 +18,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cap_std::fs::{Dir, OpenOptions};
 use rustix::fs::{Mode, OFlags, RenameFlags};
@@ -162,9 +162,15 @@ pub struct Place<'a> {
     pub source_modified: i64,
 }
 
-/// A partial being written: a body's sink that checkpoints itself.
+/// A partial being written: a body's sink that checkpoints itself. A
+/// clone is another handle on the same partial, so its owner still holds
+/// it when a failed transfer has dropped the sink it was handed.
+#[derive(Clone, Debug)]
+pub struct Partial(Arc<Held>);
+
+/// The partial's file and record, shared by its handles.
 #[derive(Debug)]
-pub struct Partial {
+pub struct Held {
     dir: Dir,
     data_name: String,
     record_name: String,
@@ -184,7 +190,7 @@ impl Partial {
         {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
-            Ok(file) => Some(lock(file.into_std())?),
+            Ok(file) => Some(lock_exclusively(file.into_std())?),
         };
         let Some(file) = found else {
             return Ok((Partial::create(place)?, Found::Nothing));
@@ -204,13 +210,13 @@ impl Partial {
             }
             Some(record) => match prove(&file, record)? {
                 Some(reread) => {
-                    let partial = Partial {
+                    let partial = Partial(Arc::new(Held {
                         dir: place.dir.try_clone()?,
                         data_name: place.data_name.to_owned(),
                         record_name: place.record_name.to_owned(),
                         file,
                         record: Mutex::new(record.clone()),
-                    };
+                    }));
                     if reread > 0 {
                         partial.seal()?;
                     }
@@ -234,8 +240,8 @@ impl Partial {
         // Readable too: a body is hashed back from the page cache.
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(true);
-        let file = lock(place.dir.open_with(place.data_name, &options)?.into_std())?;
-        let partial = Partial {
+        let file = lock_exclusively(place.dir.open_with(place.data_name, &options)?.into_std())?;
+        let partial = Partial(Arc::new(Held {
             dir: place.dir.try_clone()?,
             data_name: place.data_name.to_owned(),
             record_name: place.record_name.to_owned(),
@@ -248,14 +254,14 @@ impl Partial {
                 source_modified: place.source_modified,
                 name: place.name.to_owned(),
             }),
-        };
+        }));
         partial.seal()?;
         Ok(partial)
     }
 
     /// The proven prefix the body goes on from.
     pub fn prefix(&self) -> Prefix {
-        self.lock().prefix.clone()
+        self.record().prefix.clone()
     }
 
     /// Cuts the partial back to its last checkpoint and seals its record
@@ -263,7 +269,7 @@ impl Partial {
     /// without reading it. For a transfer cut off while this process
     /// lives.
     pub fn seal(&self) -> io::Result<()> {
-        let mut record = self.lock();
+        let mut record = self.record();
         self.file.set_len(record.prefix.len)?;
         let stat = rustix::fs::fstat(&self.file)?;
         record.file_size = record.prefix.len;
@@ -272,7 +278,7 @@ impl Partial {
     }
 
     /// Removes the partial and its record: its data cannot be used.
-    pub fn discard(self) -> io::Result<()> {
+    pub fn discard(&self) -> io::Result<()> {
         remove(&self.dir, &self.data_name)?;
         remove(&self.dir, &self.record_name)
     }
@@ -280,7 +286,7 @@ impl Partial {
     /// Gives the complete, verified partial the name `final_name` in
     /// `target`, never replacing anything unless `replace`: syncs it,
     /// renames it, removes its record and syncs both directories.
-    pub fn commit(self, target: &Dir, final_name: &Path, replace: bool) -> io::Result<()> {
+    pub fn commit(&self, target: &Dir, final_name: &Path, replace: bool) -> io::Result<()> {
         self.file.sync_data()?;
         let flags = if replace {
             RenameFlags::empty()
@@ -308,10 +314,36 @@ impl Partial {
         sync_dir(&self.dir, &self.file)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+    /// Removes the partial `data_name` in `dir` and its record
+    /// `record_name`, unless a transfer holds it; whether they went.
+    pub fn remove_unless_in_use(dir: &Dir, data_name: &str, record_name: &str) -> io::Result<bool> {
+        match dir.open_with(data_name, OpenOptions::new().read(true)) {
+            Ok(file) => match lock_exclusively(file.into_std()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+                // Held, locked, while it goes.
+                Ok(_held) => remove(dir, data_name)?,
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        remove(dir, &format!("{record_name}.new"))?;
+        remove(dir, record_name)?;
+        Ok(true)
+    }
+
+    fn record(&self) -> std::sync::MutexGuard<'_, Record> {
         self.record
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::ops::Deref for Partial {
+    type Target = Held;
+
+    fn deref(&self) -> &Held {
+        &self.0
     }
 }
 
@@ -337,7 +369,7 @@ impl BodySink for Partial {
     }
 
     fn checkpoint(&self, prefix: &Prefix) {
-        let mut record = self.lock();
+        let mut record = self.record();
         if prefix.len <= record.prefix.len {
             return;
         }
@@ -390,7 +422,7 @@ fn prove(file: &std::fs::File, record: &Record) -> io::Result<Option<u64>> {
 
 /// `file`, locked for this process alone: two transfers of one name never
 /// write one partial.
-fn lock(file: std::fs::File) -> io::Result<std::fs::File> {
+fn lock_exclusively(file: std::fs::File) -> io::Result<std::fs::File> {
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
         Err(Errno::WOULDBLOCK) => Err(io::Error::new(

@@ -139,9 +139,13 @@ struct ServerArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
     /// Seconds a transfer may go without a byte moving before it is
-    /// abandoned and its partial upload removed.
+    /// abandoned; what of an upload arrived is kept for a resume.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
+    /// Hours an interrupted upload's partial is kept for the same client
+    /// to resume it; swept at start and every hour.
+    #[arg(long, value_name = "HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
+    partial_ttl: u64,
     /// The slowest a transfer may move, per second, averaged over the stall
     /// timeout, before it is abandoned: 4KiB, 1M, or bytes; 0 for no
     /// minimum.

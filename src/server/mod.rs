@@ -50,6 +50,8 @@ pub struct Config {
     /// The slowest a body may move, in bytes a second averaged over the
     /// stall timeout, before the transfer is given up; 0 for no minimum.
     pub min_rate: u64,
+    /// How long an interrupted upload's partial is kept for a resume.
+    pub partial_ttl: Duration,
     /// The largest file a put may declare; `None` for no limit but the
     /// free space.
     pub max_file_size: Option<u64>,
@@ -84,6 +86,13 @@ pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
 /// that sends a byte now and then cannot hold a transfer open.
 pub const DEFAULT_MIN_RATE: u64 = 4 * 1024;
 
+/// How long an interrupted upload's partial waits for its resume by
+/// default: a day, time to come back to a transfer cut off overnight.
+pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How often partials are swept while the server runs.
+const PARTIAL_SWEEP_PERIOD: Duration = Duration::from_secs(60 * 60);
+
 impl Config {
     /// Defaults for serving `root`: plain TCP, open to anyone. The command
     /// line's defaults are TLS and a persistent identity.
@@ -95,6 +104,7 @@ impl Config {
             idle_timeout: Duration::from_secs(5 * 60),
             stall_timeout: Duration::from_secs(60),
             min_rate: DEFAULT_MIN_RATE,
+            partial_ttl: DEFAULT_PARTIAL_TTL,
             max_file_size: None,
             max_tree_entries: DEFAULT_MAX_TREE_ENTRIES,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
@@ -157,6 +167,7 @@ impl Server {
     /// its temporary file. Returns as soon as no connection is left.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.start_removing_leftovers();
+        self.start_sweeping_partials();
         let limits = self.config.limits;
         let tally = Arc::new(Tally::new(
             Arc::clone(&self.reporter),
@@ -259,6 +270,39 @@ impl Server {
                 // No client is involved; the name carries the dead process's id.
                 let peer = "local".to_owned();
                 reporter(&Report::now(peer, Subject::Cleanup, Some(name), outcome));
+            }
+        });
+    }
+}
+
+impl Server {
+    /// Sweeps the partials of uploads not resumed within the time to live,
+    /// now and every [`PARTIAL_SWEEP_PERIOD`], in the background; a line
+    /// reports each sweep that removed any.
+    fn start_sweeping_partials(&self) {
+        let store = Arc::clone(&self.store);
+        let reporter = Arc::clone(&self.reporter);
+        let ttl = self.config.partial_ttl;
+        tokio::spawn(async move {
+            loop {
+                let sweeping = Arc::clone(&store);
+                let swept = tokio::task::spawn_blocking(move || sweeping.sweep_partials(ttl))
+                    .await
+                    .unwrap_or(0);
+                if swept > 0 {
+                    let name = format!(
+                        "{swept} partial uploads older than {}h",
+                        ttl.as_secs() / 3600
+                    );
+                    let report = Report::now(
+                        "local".to_owned(),
+                        Subject::Cleanup,
+                        Some(name),
+                        Outcome::Ok(Detail::None),
+                    );
+                    reporter(&report);
+                }
+                tokio::time::sleep(PARTIAL_SWEEP_PERIOD).await;
             }
         });
     }

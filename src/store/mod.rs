@@ -21,6 +21,7 @@
 mod digest_cache;
 mod leftovers;
 mod listing;
+mod partials;
 mod tree;
 mod tree_write;
 mod walk;
@@ -37,6 +38,7 @@ use crate::staging::Staged;
 use digest_cache::Stamp;
 pub use leftovers::Leftover;
 pub use listing::Listing;
+pub use partials::{Owner, ResumableUpload, PARTIALS_DIR};
 pub use tree::Removed;
 pub use tree_write::{Candidate, Meets, TreeFile, TreeWrite};
 pub use walk::TreeWalk;
@@ -173,6 +175,26 @@ impl Store {
         size: u64,
         replace: bool,
     ) -> Result<(Upload, WriteFile), Refusal> {
+        let (made, parent) = self.parent_for_upload(name, size)?;
+        let file_name = Path::new(name.file_name());
+        let staged = if replace {
+            Staged::create_replacing(parent, file_name)
+        } else {
+            Staged::create(parent, file_name)
+        };
+        let (staged, file) = staged.map_err(classify)?;
+        let upload = Upload {
+            staged: Some(staged),
+            made,
+        };
+        Ok((upload, WriteFile { file }))
+    }
+
+    /// The directory an upload of `size` bytes to `name` goes to, made
+    /// with its missing parents (which go again when the returned
+    /// [`MadeDirs`] is dropped uncommitted). Refuses a directory of that
+    /// name, and a size larger than the disk's free space.
+    fn parent_for_upload(&self, name: &RemoteName, size: u64) -> Result<(MadeDirs, Dir), Refusal> {
         // Open first and create only what is missing, so that a parent that
         // is a file, or a symlink leading outside, is reported as such rather
         // than as a failed mkdir.
@@ -186,25 +208,17 @@ impl Store {
             (opened, _) => opened,
         }
         .map_err(classify)?;
-        let file_name = name.file_name();
-        if parent.symlink_metadata(file_name).is_ok_and(|m| m.is_dir()) {
+        if parent
+            .symlink_metadata(name.file_name())
+            .is_ok_and(|m| m.is_dir())
+        {
             return Err(Refusal::new(
                 ErrorCode::IsADirectory,
                 "a directory by that name exists",
             ));
         }
         check_free_space(&parent, size)?;
-        let staged = if replace {
-            Staged::create_replacing(parent, Path::new(file_name))
-        } else {
-            Staged::create(parent, Path::new(file_name))
-        };
-        let (staged, file) = staged.map_err(classify)?;
-        let upload = Upload {
-            staged: Some(staged),
-            made,
-        };
-        Ok((upload, WriteFile { file }))
+        Ok((made, parent))
     }
 
     /// The entries of the root, or of the directory `dir` beneath it, a

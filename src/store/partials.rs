@@ -1,0 +1,193 @@
+//! Uploads kept part way, to be resumed (PROTOCOL.md §5.13).
+//!
+//! A resumable upload is written to a partial file in one hidden
+//! directory at the root, [`PARTIALS_DIR`], whose name is reserved like a
+//! temporary file's, so no client can name, list or fetch what is in it.
+//! A partial is named after its owner (a digest of the token that began
+//! it, or of no token) and the name it is for, so only the same owner
+//! uploading the same name finds it again. An upload cut off keeps its
+//! partial up to its last checkpoint; partials not touched for the
+//! server's `--partial-ttl` are swept away.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use cap_std::fs::DirBuilderExt;
+use cap_std::fs::{Dir, DirBuilder};
+
+use super::{classify, MadeDirs, Store};
+use crate::partial::{Found, Partial, Place};
+use crate::protocol::{ErrorCode, Refusal, RemoteName, Token};
+
+/// The hidden directory of the partials, at the root.
+pub const PARTIALS_DIR: &str = ".ferry-tmp-partials";
+
+/// Whose partials these are: a digest of the token a client offered (an
+/// empty one for none), never the token itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner([u8; 32]);
+
+impl Owner {
+    pub fn of(token: &Token) -> Owner {
+        Owner(blake3::derive_key(
+            "ferry 2026-11 owner of a partial upload",
+            token.expose().as_bytes(),
+        ))
+    }
+}
+
+/// A resumable upload in progress: the partial it writes to is handed to
+/// the transport as the body's sink, and given back to
+/// [`ResumableUpload::commit`].
+#[derive(Debug)]
+pub struct ResumableUpload {
+    parent: Dir,
+    file_name: String,
+    /// The directories made for it, removed again (if empty) unless it
+    /// is committed.
+    made: MadeDirs,
+}
+
+impl Store {
+    /// Begins a resumable upload of `size` bytes to `name` for `owner`,
+    /// from a source last modified at `modified`: finds and proves the
+    /// owner's partial of that name, or makes one (discarding any with
+    /// `restart`). Refuses, before anything is written, what
+    /// [`Store::begin_write`] refuses, with the partial's proven bytes
+    /// counted as already on disk.
+    pub fn begin_resumable(
+        &self,
+        owner: &Owner,
+        name: &RemoteName,
+        size: u64,
+        modified: i64,
+        restart: bool,
+    ) -> Result<(ResumableUpload, Partial, Found), Refusal> {
+        let partials = self.partials_dir()?;
+        let key = partial_key(owner, name);
+        let record_name = format!("{key}.rec");
+        let place = Place {
+            dir: &partials,
+            data_name: &key,
+            record_name: &record_name,
+            name: name.as_str(),
+            source_size: size,
+            source_modified: modified,
+        };
+        let (partial, found) = Partial::open(&place, restart).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                Refusal::new(
+                    ErrorCode::Busy,
+                    format!("another upload of {:?} is in progress", name.as_str()),
+                )
+            } else {
+                classify(e)
+            }
+        })?;
+        let needed = size - partial.prefix().len.min(size);
+        let (made, parent) = self.parent_for_upload(name, needed)?;
+        if parent.symlink_metadata(name.file_name()).is_ok() {
+            return Err(Refusal::new(
+                ErrorCode::AlreadyExists,
+                "a file by that name exists",
+            ));
+        }
+        let upload = ResumableUpload {
+            parent,
+            file_name: name.file_name().to_owned(),
+            made,
+        };
+        Ok((upload, partial, found))
+    }
+
+    /// Removes the partials no upload touched for `ttl`, and the pieces of
+    /// records a killed server left; returns how many partials went.
+    pub fn sweep_partials(&self, ttl: Duration) -> usize {
+        let Ok(dir) = self.dir.open_dir(PARTIALS_DIR) else {
+            return 0;
+        };
+        let Ok(entries) = dir.entries() else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some(key) = name.strip_suffix(".rec") else {
+                continue;
+            };
+            let touched = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t.into_std());
+            let expired = touched.is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > ttl));
+            // A partial an upload holds is not swept: its lock says so.
+            if expired && Partial::remove_unless_in_use(&dir, key, &name).unwrap_or(false) {
+                swept += 1;
+            }
+        }
+        swept
+    }
+
+    /// The hidden directory of the partials, made if missing, for this
+    /// server's user alone.
+    fn partials_dir(&self) -> Result<Dir, Refusal> {
+        let mut builder = DirBuilder::new();
+        builder.mode(0o700);
+        match self.dir.create_dir_with(PARTIALS_DIR, &builder) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(classify(e)),
+            _ => {}
+        }
+        self.dir.open_dir(PARTIALS_DIR).map_err(classify)
+    }
+}
+
+impl ResumableUpload {
+    /// Gives the complete, verified partial its name, never replacing
+    /// anything.
+    pub fn commit(mut self, partial: Partial) -> Result<(), Refusal> {
+        partial
+            .commit(&self.parent, Path::new(&self.file_name), false)
+            .map_err(classify)?;
+        // They hold the file now.
+        self.made.paths.clear();
+        Ok(())
+    }
+}
+
+/// The file name of `owner`'s partial for `name`.
+fn partial_key(owner: &Owner, name: &RemoteName) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&owner.0);
+    hasher.update(name.as_str().as_bytes());
+    // 160 bits: no two names of one owner will meet.
+    hasher.finalize().to_hex().chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::NameError;
+
+    #[test]
+    fn the_partials_directory_is_a_name_no_client_can_use() {
+        assert_eq!(RemoteName::parse(PARTIALS_DIR), Err(NameError::Reserved));
+    }
+
+    #[test]
+    fn partials_of_other_owners_or_names_have_other_keys() {
+        let name = RemoteName::parse("a/b.txt").unwrap();
+        let other_name = RemoteName::parse("a/c.txt").unwrap();
+        let alice = Owner::of(&Token::new("alice".to_owned()));
+        let nobody = Owner::of(&Token::new(String::new()));
+        assert_ne!(partial_key(&alice, &name), partial_key(&nobody, &name));
+        assert_ne!(partial_key(&alice, &name), partial_key(&alice, &other_name));
+        assert_eq!(
+            partial_key(&alice, &name),
+            partial_key(&alice, &name.clone())
+        );
+    }
+}
