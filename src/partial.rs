@@ -18,6 +18,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cap_std::fs::{Dir, OpenOptions};
@@ -177,6 +178,8 @@ pub struct Held {
     file: std::fs::File,
     /// The record as last written; its prefix is the last checkpoint.
     record: Mutex<Record>,
+    /// Committed or discarded: nothing is left to seal.
+    finished: AtomicBool,
 }
 
 impl Partial {
@@ -216,6 +219,7 @@ impl Partial {
                         record_name: place.record_name.to_owned(),
                         file,
                         record: Mutex::new(record.clone()),
+                        finished: AtomicBool::new(false),
                     }));
                     if reread > 0 {
                         partial.seal()?;
@@ -254,11 +258,32 @@ impl Partial {
                 source_modified: place.source_modified,
                 name: place.name.to_owned(),
             }),
+            finished: AtomicBool::new(false),
         }));
         partial.seal()?;
         Ok(partial)
     }
 
+    /// Removes the partial `data_name` in `dir` and its record
+    /// `record_name`, unless a transfer holds it; whether they went.
+    pub fn remove_unless_in_use(dir: &Dir, data_name: &str, record_name: &str) -> io::Result<bool> {
+        match dir.open_with(data_name, OpenOptions::new().read(true)) {
+            Ok(file) => match lock_exclusively(file.into_std()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+                // Held, locked, while it goes.
+                Ok(_held) => remove(dir, data_name)?,
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        remove(dir, &format!("{record_name}.new"))?;
+        remove(dir, record_name)?;
+        Ok(true)
+    }
+}
+
+impl Held {
     /// The proven prefix the body goes on from.
     pub fn prefix(&self) -> Prefix {
         self.record().prefix.clone()
@@ -279,6 +304,7 @@ impl Partial {
 
     /// Removes the partial and its record: its data cannot be used.
     pub fn discard(&self) -> io::Result<()> {
+        self.finished.store(true, Ordering::Relaxed);
         remove(&self.dir, &self.data_name)?;
         remove(&self.dir, &self.record_name)
     }
@@ -287,6 +313,7 @@ impl Partial {
     /// `target`, never replacing anything unless `replace`: syncs it,
     /// renames it, removes its record and syncs both directories.
     pub fn commit(&self, target: &Dir, final_name: &Path, replace: bool) -> io::Result<()> {
+        self.finished.store(true, Ordering::Relaxed);
         self.file.sync_data()?;
         let flags = if replace {
             RenameFlags::empty()
@@ -314,28 +341,24 @@ impl Partial {
         sync_dir(&self.dir, &self.file)
     }
 
-    /// Removes the partial `data_name` in `dir` and its record
-    /// `record_name`, unless a transfer holds it; whether they went.
-    pub fn remove_unless_in_use(dir: &Dir, data_name: &str, record_name: &str) -> io::Result<bool> {
-        match dir.open_with(data_name, OpenOptions::new().read(true)) {
-            Ok(file) => match lock_exclusively(file.into_std()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-                // Held, locked, while it goes.
-                Ok(_held) => remove(dir, data_name)?,
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        remove(dir, &format!("{record_name}.new"))?;
-        remove(dir, record_name)?;
-        Ok(true)
-    }
-
     fn record(&self) -> std::sync::MutexGuard<'_, Record> {
         self.record
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Held {
+    /// A partial neither committed nor discarded was cut off: it is sealed
+    /// at its last checkpoint once its last handle goes, which is after
+    /// every write of the transfer, even those still running on the
+    /// blocking pool when the transfer was dropped.
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::Relaxed) {
+            if let Err(e) = self.seal() {
+                tracing::debug!(error = %e, "cannot seal a partial");
+            }
+        }
     }
 }
 
@@ -546,7 +569,7 @@ mod tests {
 
         /// Writes the data up to the step and a little past it, checkpoints
         /// the step, and leaves the partial as a killed process would, or
-        /// sealed.
+        /// as one that lives on (sealed when its handle goes).
         fn interrupted(&self, sealed: bool) {
             remove(&self.dir, "p").unwrap();
             remove(&self.dir, "p.rec").unwrap();
@@ -559,8 +582,9 @@ mod tests {
             let mut hasher = StepHasher::new();
             hasher.update(&self.data[..STEP as usize]);
             partial.checkpoint(&hasher.prefix(&Prefix::none()));
-            if sealed {
-                partial.seal().unwrap();
+            if !sealed {
+                // As a killed process leaves it: no seal when it goes.
+                partial.finished.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -619,6 +643,36 @@ mod tests {
         setup.dir.write("p.rec", bytes).unwrap();
         let (_, found) = Partial::open(&setup.place(7), false).unwrap();
         assert_eq!(found, Found::Unproven);
+    }
+
+    #[test]
+    fn a_partial_committed_or_discarded_is_not_sealed_again() {
+        let setup = Setup::new();
+        let (partial, _) = Partial::open(&setup.place(7), false).unwrap();
+        partial.write_all_at(b"all of it", 0).unwrap();
+        partial
+            .commit(&setup.dir, Path::new("done"), false)
+            .unwrap();
+        drop(partial);
+        assert_eq!(setup.dir.read("done").unwrap(), b"all of it");
+        assert!(!setup.dir.exists("p") && !setup.dir.exists("p.rec"));
+
+        let (partial, _) = Partial::open(&setup.place(7), false).unwrap();
+        partial.discard().unwrap();
+        drop(partial);
+        assert!(!setup.dir.exists("p") && !setup.dir.exists("p.rec"));
+    }
+
+    #[test]
+    fn a_commit_never_replaces_a_file() {
+        let setup = Setup::new();
+        setup.dir.write("done", b"old").unwrap();
+        let (partial, _) = Partial::open(&setup.place(7), false).unwrap();
+        let refused = partial
+            .commit(&setup.dir, Path::new("done"), false)
+            .unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(setup.dir.read("done").unwrap(), b"old");
     }
 
     #[test]
