@@ -62,10 +62,12 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detail {
     None,
-    /// A file body moved.
+    /// A file body moved: `bytes` of it this time, from where `start`
+    /// says.
     Transfer {
         bytes: u64,
         elapsed: Duration,
+        start: Start,
     },
     /// A listing was sent or received.
     Entries(usize),
@@ -84,6 +86,18 @@ pub enum Detail {
         bytes: u64,
         elapsed: Duration,
     },
+}
+
+/// Where a transfer's body began.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Start {
+    /// At its first byte, with nothing to resume.
+    #[default]
+    Fresh,
+    /// At this byte, after a prefix a partial held and proved.
+    ResumedAt(u64),
+    /// At its first byte, a partial discarded for this reason.
+    StartedOver(String),
 }
 
 impl Report {
@@ -131,14 +145,24 @@ impl fmt::Display for Report {
         }
         match &self.outcome {
             Outcome::Ok(Detail::None) => f.write_str(" ok"),
-            Outcome::Ok(Detail::Transfer { bytes, elapsed }) => {
+            Outcome::Ok(Detail::Transfer {
+                bytes,
+                elapsed,
+                start,
+            }) => {
                 let seconds = elapsed.as_secs_f64();
                 write!(f, " ok {bytes} bytes in {seconds:.3}s")?;
                 // A rate over less than a megabyte says more about latency.
                 if seconds > 0.0 && *bytes >= 1_000_000 {
                     write!(f, " ({:.1} MB/s)", *bytes as f64 / seconds / 1e6)?;
                 }
-                Ok(())
+                match start {
+                    Start::Fresh => Ok(()),
+                    Start::ResumedAt(at) => write!(f, ", resumed at {}", mebibytes(*at)),
+                    Start::StartedOver(why) => {
+                        write!(f, ", started over: {}", escape_controls(why))
+                    }
+                }
             }
             Outcome::Ok(Detail::Entries(1)) => f.write_str(" ok 1 entry"),
             Outcome::Ok(Detail::Entries(count)) => write!(f, " ok {count} entries"),
@@ -171,6 +195,12 @@ impl fmt::Display for Report {
             Outcome::Closed(why) => write!(f, " closed: {}", escape_controls(why)),
         }
     }
+}
+
+/// `bytes` in MiB with one decimal, as a resume offset (a whole number of
+/// 64 MiB steps) reads best.
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// `count` with its noun, singular or plural.
@@ -214,11 +244,30 @@ mod tests {
         let outcome = Outcome::Ok(Detail::Transfer {
             bytes: 2_000_000,
             elapsed: Duration::from_secs(2),
+            start: Start::Fresh,
         });
         assert_eq!(
             at_epoch(RequestKind::Put, Some("a b.txt"), outcome),
             "2023-11-14T22:13:20.123Z 127.0.0.1:4242 put \"a b.txt\" ok 2000000 bytes in 2.000s (1.0 MB/s)"
         );
+    }
+
+    #[test]
+    fn a_resumed_or_restarted_transfer_says_so() {
+        let resumed = Outcome::Ok(Detail::Transfer {
+            bytes: 1000,
+            elapsed: Duration::from_secs(1),
+            start: Start::ResumedAt(612 * 1024 * 1024),
+        });
+        assert!(at_epoch(RequestKind::Get, Some("x"), resumed)
+            .ends_with("ok 1000 bytes in 1.000s, resumed at 612.0 MiB"));
+        let over = Outcome::Ok(Detail::Transfer {
+            bytes: 1000,
+            elapsed: Duration::from_secs(1),
+            start: Start::StartedOver("the source changed\n".to_owned()),
+        });
+        assert!(at_epoch(RequestKind::Put, Some("x"), over)
+            .ends_with("ok 1000 bytes in 1.000s, started over: the source changed\\n"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use ferry::client::{
     TreeSource, Upload,
 };
 use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
-use ferry::report::{Detail, Outcome, Report, Subject};
+use ferry::report::{Detail, Outcome, Report, Start, Subject};
 
 use super::get_tree::{
     get_trees, is_plain_get, split_get, suggest_recursive, tree_report_name, TreeGet,
@@ -528,6 +528,7 @@ async fn send(
     let transfer = |bytes| Detail::Transfer {
         bytes,
         elapsed: started.elapsed(),
+        start: Start::Fresh,
     };
     match prepared {
         Prepared::Put {

@@ -19,7 +19,7 @@ use super::Config;
 use crate::protocol::{
     ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token, MAGIC,
 };
-use crate::report::{Detail, Outcome, Report, Reporter, Subject};
+use crate::report::{Detail, Outcome, Report, Reporter, Start, Subject};
 use crate::security::access::Grant;
 use crate::store::{self, Store};
 use crate::transport::{self, Connection, Link, TransportError, TLS_HANDSHAKE_BYTE};
@@ -401,6 +401,7 @@ impl Session {
         Ok(Detail::Transfer {
             bytes: size,
             elapsed: started.elapsed(),
+            start: Start::Fresh,
         })
     }
 
@@ -427,6 +428,7 @@ impl Session {
         Ok(Detail::Transfer {
             bytes: streamed.size,
             elapsed: started.elapsed(),
+            start: Start::Fresh,
         })
     }
 
@@ -452,6 +454,7 @@ impl Session {
         Ok(Detail::Transfer {
             bytes: size,
             elapsed: started.elapsed(),
+            start: Start::Fresh,
         })
     }
 
