@@ -509,3 +509,70 @@ fn a_local_symlink_where_the_tree_has_a_directory_is_never_followed() {
         assert_eq!(files_under(outside.path()), Vec::<String>::new());
     }
 }
+
+/// What a tree download told its progress, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Told {
+    Bytes(u64),
+    Files(u64),
+    FileDone,
+}
+
+/// Records what it is told, and adds up the bytes moved.
+#[derive(Default)]
+struct Recorder {
+    told: Vec<Told>,
+    moved: u64,
+}
+
+impl ferry::client::Progress for Recorder {
+    fn begin(&mut self, total: u64) {
+        self.told.push(Told::Bytes(total));
+    }
+    fn advance(&mut self, bytes: u64) {
+        self.moved += bytes;
+    }
+    fn begin_files(&mut self, total: u64) {
+        self.told.push(Told::Files(total));
+    }
+    fn file_done(&mut self) {
+        self.told.push(Told::FileDone);
+    }
+}
+
+/// One progress bar for the whole tree (issue 13) needs the count of the
+/// files that will come, skipped ones left out, and word of each as it
+/// lands; small files (read whole) and large ones (streamed) alike.
+#[test]
+fn a_tree_download_tells_its_progress_the_files_to_come_and_each_one_done() {
+    let server = TestServer::start();
+    write_file(server.root(), "d/here already", b"same");
+    write_file(server.root(), "d/small", b"1");
+    write_file(
+        server.root(),
+        "d/sub/large",
+        &pseudo_random_bytes(300_000, 3),
+    );
+    std::fs::create_dir(server.root().join("d/empty")).unwrap();
+    write_file(server.client_dir(), "d/here already", b"same");
+    let target = server.client_dir().join("d");
+    let source = ferry::protocol::RemoteName::parse("d").unwrap();
+    let mut recorder = Recorder::default();
+    server.with_library_client(async |client| {
+        let got = client
+            .get_tree(Some(&source), &target, None, false, &mut recorder)
+            .await
+            .unwrap();
+        assert_eq!((got.files, got.skipped), (2, 1));
+    });
+    assert_eq!(
+        recorder.told,
+        [
+            Told::Bytes(300_001),
+            Told::Files(2),
+            Told::FileDone,
+            Told::FileDone
+        ]
+    );
+    assert_eq!(recorder.moved, 300_001);
+}

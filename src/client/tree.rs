@@ -142,6 +142,7 @@ impl Client {
         self.send_skips(&plan.taken).await?;
         spool.rewind().map_err(local)?;
         progress.begin(plan.bytes);
+        progress.begin_files(plan.files);
         let mut receiving = Receiving {
             spool,
             writer,
@@ -196,6 +197,7 @@ impl Client {
                     .write_whole(&expected, &body)
                     .map_err(|e| local_at(target, &expected, e))?;
                 progress.advance(size);
+                progress.file_done();
                 receiving.got.files += 1;
                 receiving.got.bytes += size;
                 continue;
@@ -223,6 +225,7 @@ impl Client {
                 .writer
                 .finish_file(file, &expected)
                 .map_err(|e| local_at(target, &expected, e))?;
+            progress.file_done();
             receiving.got.files += 1;
             receiving.got.bytes += size;
         }
@@ -329,7 +332,8 @@ impl Client {
 struct Plan {
     /// A flag per entry: taken (a directory to make, a file to fetch).
     taken: Vec<bool>,
-    /// The bytes of the files taken.
+    /// The files taken, and their bytes.
+    files: u64,
     bytes: u64,
     conflicts: Conflicts,
 }
@@ -347,6 +351,7 @@ fn plan(
     let mut plan = Plan {
         // Bounded: the manifest had at most MAX_TREE_ENTRIES.
         taken: vec![false; usize::try_from(entries).unwrap_or(0)],
+        files: 0,
         bytes: 0,
         conflicts: Conflicts {
             first: Vec::new(),
@@ -367,7 +372,10 @@ fn plan(
                 if let Some(slot) = plan.taken.get_mut(index) {
                     *slot = true;
                 }
-                plan.bytes += entry.size;
+                if entry.kind == EntryKind::File {
+                    plan.files += 1;
+                    plan.bytes += entry.size;
+                }
             }
             Decision::Skip => {}
             Decision::Conflict(why) => {
