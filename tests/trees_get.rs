@@ -218,11 +218,10 @@ fn several_names_go_into_one_directory() {
     assert_exit_saying(&with_dir, 1, "get -r");
 }
 
-/// A fake server that answers the client's stat with a directory and its
+/// A fake server that answers the client's stats with a directory and its
 /// GetTree with `reply`, then waits for the client to hang up.
 fn hostile_tree_server(reply: Vec<Message>, then: Vec<u8>) -> u16 {
     fake_ferry_server(move |stream| {
-        let _stat = read_frame(stream);
         let info = Message::Info(Info {
             kind: EntryKind::Directory,
             size: 0,
@@ -231,8 +230,18 @@ fn hostile_tree_server(reply: Vec<Message>, then: Vec<u8>) -> u16 {
             link: Link::None,
             digest: None,
         });
-        let _ = stream.write_all(&frame(&info));
-        let _get_tree = read_frame(stream);
+        loop {
+            let rest = read_frame(stream);
+            let mut request = (rest.len() as u32).to_be_bytes().to_vec();
+            request.extend(rest);
+            match ferry::protocol::decode(&request) {
+                Ok(Some((Message::Stat { .. }, _))) => {
+                    let _ = stream.write_all(&frame(&info));
+                }
+                Ok(Some((Message::GetTree { .. }, _))) => break,
+                _ => return, // the client hung up, or asked for something else
+            }
+        }
         let mut bytes = Vec::new();
         for message in &reply {
             bytes.extend(frame(message));
@@ -575,4 +584,45 @@ fn a_tree_download_tells_its_progress_the_files_to_come_and_each_one_done() {
         ]
     );
     assert_eq!(recorder.moved, 300_001);
+}
+
+/// The mode and modification time of `path` itself.
+fn mode_and_time(path: &Path) -> (u32, i64) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.mode() & 0o777, meta.mtime())
+}
+
+/// A tree made by the copy is the source directory's copy, its own mode
+/// and time included (`cp -rp`, issue 13), wherever cp's rules put it; a
+/// directory merged into keeps its own mode.
+#[test]
+fn a_new_tree_takes_the_source_directory_s_mode_and_time_and_a_merge_keeps_the_target_s() {
+    let server = TestServer::start();
+    build_tree(server.root(), "photos", 10);
+    let source = server.root().join("photos");
+    set_mode(&source, 0o750);
+    set_mtime(&source, OLD - 5000);
+    let here = server.client_dir();
+    std::fs::create_dir(here.join("into")).unwrap();
+    for (args, copy) in [
+        (&["get", "-r", "photos"][..], "photos"),
+        (&["get", "-r", "photos", "new name"], "new name"),
+        (&["get", "-r", "photos", "into"], "into/photos"),
+    ] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        assert_eq!(
+            mode_and_time(&here.join(copy)),
+            (0o750, OLD - 5000),
+            "{args:?}"
+        );
+    }
+    // Merged into, as every directory there before, it keeps its own.
+    let merged = here.join("photos");
+    set_mode(&merged, 0o700);
+    set_mtime(&merged, OLD);
+    std::fs::remove_file(merged.join("one")).unwrap();
+    assert_exit(&server.run_client(&["get", "-r", "photos"]), 0);
+    assert!(merged.join("one").is_file());
+    assert_eq!(mode_and_time(&merged).0, 0o700);
 }

@@ -97,6 +97,15 @@ impl Client {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(local(e)),
         };
+        // A new tree is the copy of the source directory: it takes that
+        // directory's mode and time, as `cp -rp` and `rsync -t` give them.
+        // Merging leaves the target's own alone, as it leaves every
+        // directory of a merge that was there before; a file named anew
+        // goes into a directory that is no copy of anything.
+        let top = match (&existing, as_name) {
+            (None, None) => self.directory_attributes(source).await?,
+            _ => None,
+        };
         let request = Message::GetTree {
             source: source.map(RemoteName::to_string).unwrap_or_default(),
         };
@@ -127,7 +136,7 @@ impl Client {
         // failure, like a conflict, refuses the transfer cleanly.
         let writer = match (plan.conflicts.count, writer_top) {
             (0, Some(top)) => Ok(TreeWriter::merge(top, replace)),
-            (0, None) => TreeWriter::new_tree(target).map_err(local),
+            (0, None) => TreeWriter::new_tree(target, top).map_err(local),
             _ => Err(ClientError::LocalConflicts(plan.conflicts)),
         };
         let writer = match writer {
@@ -229,6 +238,16 @@ impl Client {
             receiving.got.files += 1;
             receiving.got.bytes += size;
         }
+    }
+
+    /// The mode and time of the directory `source`; `None` if it is a
+    /// file.
+    async fn directory_attributes(
+        &mut self,
+        source: Option<&RemoteName>,
+    ) -> Result<Option<(u32, i64)>, ClientError> {
+        let info = self.stat(source).await?;
+        Ok((info.kind == EntryKind::Directory).then_some((info.mode, info.modified)))
     }
 
     /// Receives and checks the manifest, keeping it in a spool: the
