@@ -636,6 +636,36 @@ fn a_file_above_the_size_limit_refuses_the_tree_before_any_body() {
     still_in_step(&mut client);
 }
 
+/// A tree whose files fit the disk one by one but not all together is
+/// refused by its sum before any body (issue 13), whether it is new or
+/// merged into a directory; nothing is made, and the connection lives.
+#[test]
+fn a_tree_bigger_than_the_free_space_is_refused_before_any_body() {
+    let server = TestServer::start();
+    std::fs::create_dir(server.root().join("there")).unwrap();
+    let disk = rustix::fs::statvfs(server.root()).unwrap();
+    let each = disk.f_bavail * disk.f_frsize / 5 * 3;
+    let mut client = RawClient::handshake(server.addr());
+    for target in ["new", "there"] {
+        send_manifest(
+            &mut client,
+            target,
+            false,
+            &[file("a", each), file("b", each)],
+        );
+        let Some(Message::Error { code, message }) = client.recv() else {
+            panic!("no refusal for {target}");
+        };
+        assert_eq!(code, ErrorCode::InsufficientStorage, "{message}");
+        assert!(
+            message.contains(&format!("{} bytes needed", 2 * each)),
+            "{message}"
+        );
+        still_in_step(&mut client);
+    }
+    assert_eq!(server.root_files(), ["there"]);
+}
+
 #[test]
 fn staging_directories_of_a_dead_server_are_removed_at_start() {
     let served = tempfile::tempdir().unwrap();
