@@ -626,3 +626,95 @@ fn a_new_tree_takes_the_source_directory_s_mode_and_time_and_a_merge_keeps_the_t
     assert!(merged.join("one").is_file());
     assert_eq!(mode_and_time(&merged).0, 0o700);
 }
+
+/// A proxy to `server` for one connection that passes everything on as it
+/// comes, but runs `meanwhile` when the server's manifest has come to its
+/// end, before the client sees that end: so the tree changes, for sure,
+/// between the manifest and the bodies. Returns its port.
+fn proxy_changing_the_tree(
+    server: std::net::SocketAddr,
+    meanwhile: impl FnOnce() + Send + 'static,
+) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut upstream = std::net::TcpStream::connect(server).unwrap();
+        let (mut from_client, mut to_server) =
+            (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_client, &mut to_server);
+            let _ = to_server.shutdown(std::net::Shutdown::Write);
+        });
+        let mut preamble = [0; ferry::protocol::PREAMBLE_LEN];
+        upstream.read_exact(&mut preamble).unwrap();
+        client.write_all(&preamble).unwrap();
+        // Frames only, up to the manifest's end: no body comes before it.
+        let mut meanwhile = Some(meanwhile);
+        while meanwhile.is_some() {
+            let rest = read_frame(&mut upstream);
+            let mut whole = (rest.len() as u32).to_be_bytes().to_vec();
+            whole.extend(rest);
+            if let Ok(Some((Message::TreeEnd { .. }, _))) = ferry::protocol::decode(&whole) {
+                meanwhile.take().unwrap()();
+            }
+            client.write_all(&whole).unwrap();
+        }
+        let _ = std::io::copy(&mut upstream, &mut client);
+        let _ = client.shutdown(std::net::Shutdown::Write);
+    });
+    port
+}
+
+/// A tree that changes on the server between its manifest and its bodies
+/// (PROTOCOL.md §5.11, issue 13): a file that grew, one that went, the
+/// last one gone. The client fails with `file-changed` and keeps nothing
+/// of the changed file; a new tree is whole or absent, so nothing of it
+/// is left; in a merge, the files before the change are there, complete.
+#[test]
+fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files() {
+    let names = ["a", "b", "c", "d", "e"];
+    for (changed, grows, code, kept) in [
+        ("c", true, 3, &names[..2]),
+        ("c", false, 3, &names[..2]),
+        ("e", false, 1, &names[..4]),
+    ] {
+        for merge in [false, true] {
+            let server = TestServer::start();
+            for name in names {
+                write_file(
+                    server.root(),
+                    &format!("t/{name}"),
+                    name.repeat(100).as_bytes(),
+                );
+            }
+            let path = server.root().join("t").join(changed);
+            let port = proxy_changing_the_tree(server.addr(), move || {
+                if grows {
+                    std::fs::write(&path, b"grown longer than it was").unwrap();
+                } else {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            });
+            let here = server.client_dir();
+            if merge {
+                std::fs::create_dir(here.join("t")).unwrap();
+            }
+            let mut command = client_at("127.0.0.1", port, &["get", "-r", "t"]);
+            command.current_dir(here);
+            let (output, _) = output_within(&mut command, Duration::from_secs(20));
+            let case = format!("{changed} (grows: {grows}, merge: {merge})");
+            assert_exit_saying(&output, code, "file-changed");
+            let mut expected: Vec<String> = Vec::new();
+            if merge {
+                expected.push("t".into());
+                for name in kept {
+                    expected.push(format!("t/{name}"));
+                    let content = std::fs::read(here.join("t").join(name)).unwrap();
+                    assert_eq!(content, name.repeat(100).as_bytes(), "{case}");
+                }
+            }
+            assert_eq!(files_under(here), expected, "{case}: {}", describe(&output));
+        }
+    }
+}

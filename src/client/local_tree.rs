@@ -307,6 +307,17 @@ impl TreeWriter {
         Ok(())
     }
 
+    /// After a transfer ended early, in a merge: gives the files received
+    /// and verified so far their names, and the directories made their
+    /// modes and times. A new tree keeps nothing: it is whole or absent.
+    pub fn keep_verified(&mut self) -> io::Result<()> {
+        if self.new_tree.is_some() {
+            return Ok(());
+        }
+        self.close_to(0)?;
+        self.flush()
+    }
+
     /// The directory entries go into now.
     fn current(&self) -> &OwnedDir {
         self.chain.last().map_or(&self.top, |level| &level.dir)

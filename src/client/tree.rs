@@ -163,6 +163,41 @@ impl Client {
                 ..TreeGot::default()
             },
         };
+        let received = self.receive_bodies(&mut receiving, as_name, progress).await;
+        match received {
+            Ok((files, skipped, bytes)) => receiving.finish(files, skipped, bytes),
+            Err(error) => {
+                // An orderly end (the server's error after what it sent,
+                // or a file found changed) keeps what came verified before
+                // it, in a merge, as the server's message says; a broken
+                // stream keeps nothing not already in place.
+                if matches!(
+                    error,
+                    ClientError::Remote { .. } | ClientError::FileChanged(_)
+                ) {
+                    receiving
+                        .writer
+                        .keep_verified()
+                        .map_err(|source| ClientError::Local {
+                            path: target.to_owned(),
+                            source,
+                        })?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Receives the bodies of the files taken, each after its entry, up
+    /// to the server's end of the tree: what it counts (files, skipped,
+    /// bytes).
+    async fn receive_bodies(
+        &mut self,
+        receiving: &mut Receiving<'_>,
+        as_name: Option<&str>,
+        progress: &mut dyn Progress,
+    ) -> Result<(u64, u64, u64), ClientError> {
+        let target = receiving.target;
         loop {
             let entry = match self.reply().await? {
                 // The one file, checked as it was named in the manifest.
@@ -177,7 +212,7 @@ impl Client {
                     files,
                     skipped,
                     bytes,
-                } => return receiving.finish(files, skipped, bytes),
+                } => return Ok((files, skipped, bytes)),
                 other => return Err(unexpected(other, "a tree entry")),
             };
             let expected = receiving.next_file(&entry)?;
@@ -435,6 +470,11 @@ impl Receiving<'_> {
             }
         };
         if entry.path != expected.path || entry.kind != EntryKind::File {
+            // A later file of the manifest: the server's walk no longer
+            // finds those before it.
+            if entry.kind == EntryKind::File && self.is_file_ahead(&entry.path)? {
+                return Err(ClientError::FileChanged(expected.path));
+            }
             return Err(not_in_manifest(entry));
         }
         if (entry.size, entry.mode, entry.modified)
@@ -490,6 +530,17 @@ impl Receiving<'_> {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether `path` is a file further on in the manifest; reads the
+    /// manifest on to there, or to its end.
+    fn is_file_ahead(&mut self, path: &str) -> Result<bool, ClientError> {
+        while let Some(next) = self.next_entry()? {
+            if next.path == path {
+                return Ok(next.kind == EntryKind::File);
+            }
+        }
+        Ok(false)
     }
 
     fn next_entry(&mut self) -> Result<Option<TreeEntry>, ClientError> {
