@@ -365,6 +365,23 @@ fn several_sources_go_into_a_directory_target_made_if_missing() {
     assert!(server.root().join("linked/album/p.jpg").is_file());
 }
 
+/// What README tells a user whose shell expands `put *.txt` into two
+/// names: give a target directory, the served one as `./`, and the files
+/// go into it rather than one onto the other.
+#[test]
+fn several_names_go_into_the_target_directory_the_served_one_as_dot_slash() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "a.txt", b"a");
+    write_file(server.client_dir(), "b.txt", b"b");
+    assert_exit(&server.run_client(&["put", "a.txt", "b.txt", "./"]), 0);
+    assert_exit(&server.run_client(&["put", "a.txt", "b.txt", "dir/"]), 0);
+    assert_eq!(
+        server.root_files(),
+        ["a.txt", "b.txt", "dir", "dir/a.txt", "dir/b.txt"]
+    );
+    assert_eq!(std::fs::read(server.root().join("b.txt")).unwrap(), b"b");
+}
+
 #[test]
 fn targets_follow_cp_rules() {
     let server = TestServer::start();
