@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::TestServer;
-use ferry::client::{expand_remote, Client, GlobError, Progress, Security, Trust, Upload};
-use ferry::protocol::{NameError, RemoteName, Token};
+use ferry::client::{expand_remote, Client, GlobError, Progress, Upload};
+use ferry::protocol::{NameError, RemoteName};
 
 struct Quiet;
 
@@ -33,34 +31,17 @@ const FILES: &[&str] = &[
 ];
 const DIRS: &[&str] = &["d1", "d2", "d3"];
 
-/// Runs `test` with a plain client connected to a server holding `FILES`.
-/// The server runs its own runtime, so the client gets one of its own.
+/// Runs `test` with a library client connected to a server holding
+/// `FILES`.
 fn with_served(test: impl AsyncFnOnce(&mut Client)) {
     let server = TestServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut client = connect_and_fill(&server).await;
-        test(&mut client).await;
+    server.with_library_client(async |client| {
+        fill(client, &server).await;
+        test(client).await;
     });
 }
 
-async fn connect_and_fill(server: &TestServer) -> Client {
-    let security = Security {
-        trust: Trust::Plain,
-        token: Token::default(),
-        on_first_use: |_, _| {},
-    };
-    let mut client = Client::connect(
-        "127.0.0.1",
-        server.port(),
-        Duration::from_secs(20),
-        &security,
-    )
-    .await
-    .unwrap();
+async fn fill(client: &mut Client, server: &TestServer) {
     for dir in DIRS {
         let name = RemoteName::parse(dir).unwrap();
         client.make_dir(&name, false).await.unwrap();
@@ -74,7 +55,6 @@ async fn connect_and_fill(server: &TestServer) -> Client {
             .await
             .unwrap();
     }
-    client
 }
 
 async fn expand(client: &mut Client, pattern: &str) -> Vec<String> {

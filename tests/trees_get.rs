@@ -218,11 +218,10 @@ fn several_names_go_into_one_directory() {
     assert_exit_saying(&with_dir, 1, "get -r");
 }
 
-/// A fake server that answers the client's stat with a directory and its
+/// A fake server that answers the client's stats with a directory and its
 /// GetTree with `reply`, then waits for the client to hang up.
 fn hostile_tree_server(reply: Vec<Message>, then: Vec<u8>) -> u16 {
     fake_ferry_server(move |stream| {
-        let _stat = read_frame(stream);
         let info = Message::Info(Info {
             kind: EntryKind::Directory,
             size: 0,
@@ -231,8 +230,18 @@ fn hostile_tree_server(reply: Vec<Message>, then: Vec<u8>) -> u16 {
             link: Link::None,
             digest: None,
         });
-        let _ = stream.write_all(&frame(&info));
-        let _get_tree = read_frame(stream);
+        loop {
+            let rest = read_frame(stream);
+            let mut request = (rest.len() as u32).to_be_bytes().to_vec();
+            request.extend(rest);
+            match ferry::protocol::decode(&request) {
+                Ok(Some((Message::Stat { .. }, _))) => {
+                    let _ = stream.write_all(&frame(&info));
+                }
+                Ok(Some((Message::GetTree { .. }, _))) => break,
+                _ => return, // the client hung up, or asked for something else
+            }
+        }
         let mut bytes = Vec::new();
         for message in &reply {
             bytes.extend(frame(message));
@@ -507,5 +516,205 @@ fn a_local_symlink_where_the_tree_has_a_directory_is_never_followed() {
         let output = server.run_client(args);
         assert_exit_saying(&output, 1, "is not a directory here");
         assert_eq!(files_under(outside.path()), Vec::<String>::new());
+    }
+}
+
+/// What a tree download told its progress, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Told {
+    Bytes(u64),
+    Files(u64),
+    FileDone,
+}
+
+/// Records what it is told, and adds up the bytes moved.
+#[derive(Default)]
+struct Recorder {
+    told: Vec<Told>,
+    moved: u64,
+}
+
+impl ferry::client::Progress for Recorder {
+    fn begin(&mut self, total: u64) {
+        self.told.push(Told::Bytes(total));
+    }
+    fn advance(&mut self, bytes: u64) {
+        self.moved += bytes;
+    }
+    fn begin_files(&mut self, total: u64) {
+        self.told.push(Told::Files(total));
+    }
+    fn file_done(&mut self) {
+        self.told.push(Told::FileDone);
+    }
+}
+
+/// One progress bar for the whole tree (issue 13) needs the count of the
+/// files that will come, skipped ones left out, and word of each as it
+/// lands; small files (read whole) and large ones (streamed) alike.
+#[test]
+fn a_tree_download_tells_its_progress_the_files_to_come_and_each_one_done() {
+    let server = TestServer::start();
+    write_file(server.root(), "d/here already", b"same");
+    write_file(server.root(), "d/small", b"1");
+    write_file(
+        server.root(),
+        "d/sub/large",
+        &pseudo_random_bytes(300_000, 3),
+    );
+    std::fs::create_dir(server.root().join("d/empty")).unwrap();
+    write_file(server.client_dir(), "d/here already", b"same");
+    let target = server.client_dir().join("d");
+    let source = ferry::protocol::RemoteName::parse("d").unwrap();
+    let mut recorder = Recorder::default();
+    server.with_library_client(async |client| {
+        let got = client
+            .get_tree(Some(&source), &target, None, false, &mut recorder)
+            .await
+            .unwrap();
+        assert_eq!((got.files, got.skipped), (2, 1));
+    });
+    assert_eq!(
+        recorder.told,
+        [
+            Told::Bytes(300_001),
+            Told::Files(2),
+            Told::FileDone,
+            Told::FileDone
+        ]
+    );
+    assert_eq!(recorder.moved, 300_001);
+}
+
+/// The mode and modification time of `path` itself.
+fn mode_and_time(path: &Path) -> (u32, i64) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.mode() & 0o777, meta.mtime())
+}
+
+/// A tree made by the copy is the source directory's copy, its own mode
+/// and time included (`cp -rp`, issue 13), wherever cp's rules put it; a
+/// directory merged into keeps its own mode.
+#[test]
+fn a_new_tree_takes_the_source_directory_s_mode_and_time_and_a_merge_keeps_the_target_s() {
+    let server = TestServer::start();
+    build_tree(server.root(), "photos", 10);
+    let source = server.root().join("photos");
+    set_mode(&source, 0o750);
+    set_mtime(&source, OLD - 5000);
+    let here = server.client_dir();
+    std::fs::create_dir(here.join("into")).unwrap();
+    for (args, copy) in [
+        (&["get", "-r", "photos"][..], "photos"),
+        (&["get", "-r", "photos", "new name"], "new name"),
+        (&["get", "-r", "photos", "into"], "into/photos"),
+    ] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        assert_eq!(
+            mode_and_time(&here.join(copy)),
+            (0o750, OLD - 5000),
+            "{args:?}"
+        );
+    }
+    // Merged into, as every directory there before, it keeps its own.
+    let merged = here.join("photos");
+    set_mode(&merged, 0o700);
+    set_mtime(&merged, OLD);
+    std::fs::remove_file(merged.join("one")).unwrap();
+    assert_exit(&server.run_client(&["get", "-r", "photos"]), 0);
+    assert!(merged.join("one").is_file());
+    assert_eq!(mode_and_time(&merged).0, 0o700);
+}
+
+/// A proxy to `server` for one connection that passes everything on as it
+/// comes, but runs `meanwhile` when the server's manifest has come to its
+/// end, before the client sees that end: so the tree changes, for sure,
+/// between the manifest and the bodies. Returns its port.
+fn proxy_changing_the_tree(
+    server: std::net::SocketAddr,
+    meanwhile: impl FnOnce() + Send + 'static,
+) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut upstream = std::net::TcpStream::connect(server).unwrap();
+        let (mut from_client, mut to_server) =
+            (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_client, &mut to_server);
+            let _ = to_server.shutdown(std::net::Shutdown::Write);
+        });
+        let mut preamble = [0; ferry::protocol::PREAMBLE_LEN];
+        upstream.read_exact(&mut preamble).unwrap();
+        client.write_all(&preamble).unwrap();
+        // Frames only, up to the manifest's end: no body comes before it.
+        let mut meanwhile = Some(meanwhile);
+        while meanwhile.is_some() {
+            let rest = read_frame(&mut upstream);
+            let mut whole = (rest.len() as u32).to_be_bytes().to_vec();
+            whole.extend(rest);
+            if let Ok(Some((Message::TreeEnd { .. }, _))) = ferry::protocol::decode(&whole) {
+                meanwhile.take().unwrap()();
+            }
+            client.write_all(&whole).unwrap();
+        }
+        let _ = std::io::copy(&mut upstream, &mut client);
+        let _ = client.shutdown(std::net::Shutdown::Write);
+    });
+    port
+}
+
+/// A tree that changes on the server between its manifest and its bodies
+/// (PROTOCOL.md §5.11, issue 13): a file that grew, one that went, the
+/// last one gone. The client fails with `file-changed` and keeps nothing
+/// of the changed file; a new tree is whole or absent, so nothing of it
+/// is left; in a merge, the files before the change are there, complete.
+#[test]
+fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files() {
+    let names = ["a", "b", "c", "d", "e"];
+    for (changed, grows, code, kept) in [
+        ("c", true, 3, &names[..2]),
+        ("c", false, 3, &names[..2]),
+        ("e", false, 1, &names[..4]),
+    ] {
+        for merge in [false, true] {
+            let server = TestServer::start();
+            for name in names {
+                write_file(
+                    server.root(),
+                    &format!("t/{name}"),
+                    name.repeat(100).as_bytes(),
+                );
+            }
+            let path = server.root().join("t").join(changed);
+            let port = proxy_changing_the_tree(server.addr(), move || {
+                if grows {
+                    std::fs::write(&path, b"grown longer than it was").unwrap();
+                } else {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            });
+            let here = server.client_dir();
+            if merge {
+                std::fs::create_dir(here.join("t")).unwrap();
+            }
+            let mut command = client_at("127.0.0.1", port, &["get", "-r", "t"]);
+            command.current_dir(here);
+            let (output, _) = output_within(&mut command, Duration::from_secs(20));
+            let case = format!("{changed} (grows: {grows}, merge: {merge})");
+            assert_exit_saying(&output, code, "file-changed");
+            let mut expected: Vec<String> = Vec::new();
+            if merge {
+                expected.push("t".into());
+                for name in kept {
+                    expected.push(format!("t/{name}"));
+                    let content = std::fs::read(here.join("t").join(name)).unwrap();
+                    assert_eq!(content, name.repeat(100).as_bytes(), "{case}");
+                }
+            }
+            assert_eq!(files_under(here), expected, "{case}: {}", describe(&output));
+        }
     }
 }

@@ -365,6 +365,23 @@ fn several_sources_go_into_a_directory_target_made_if_missing() {
     assert!(server.root().join("linked/album/p.jpg").is_file());
 }
 
+/// What README tells a user whose shell expands `put *.txt` into two
+/// names: give a target directory, the served one as `./`, and the files
+/// go into it rather than one onto the other.
+#[test]
+fn several_names_go_into_the_target_directory_the_served_one_as_dot_slash() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "a.txt", b"a");
+    write_file(server.client_dir(), "b.txt", b"b");
+    assert_exit(&server.run_client(&["put", "a.txt", "b.txt", "./"]), 0);
+    assert_exit(&server.run_client(&["put", "a.txt", "b.txt", "dir/"]), 0);
+    assert_eq!(
+        server.root_files(),
+        ["a.txt", "b.txt", "dir", "dir/a.txt", "dir/b.txt"]
+    );
+    assert_eq!(std::fs::read(server.root().join("b.txt")).unwrap(), b"b");
+}
+
 #[test]
 fn targets_follow_cp_rules() {
     let server = TestServer::start();
@@ -634,6 +651,36 @@ fn a_file_above_the_size_limit_refuses_the_tree_before_any_body() {
     assert_eq!(code, ErrorCode::TooLarge);
     assert!(message.contains("\"big\""), "{message}");
     still_in_step(&mut client);
+}
+
+/// A tree whose files fit the disk one by one but not all together is
+/// refused by its sum before any body (issue 13), whether it is new or
+/// merged into a directory; nothing is made, and the connection lives.
+#[test]
+fn a_tree_bigger_than_the_free_space_is_refused_before_any_body() {
+    let server = TestServer::start();
+    std::fs::create_dir(server.root().join("there")).unwrap();
+    let disk = rustix::fs::statvfs(server.root()).unwrap();
+    let each = disk.f_bavail * disk.f_frsize / 5 * 3;
+    let mut client = RawClient::handshake(server.addr());
+    for target in ["new", "there"] {
+        send_manifest(
+            &mut client,
+            target,
+            false,
+            &[file("a", each), file("b", each)],
+        );
+        let Some(Message::Error { code, message }) = client.recv() else {
+            panic!("no refusal for {target}");
+        };
+        assert_eq!(code, ErrorCode::InsufficientStorage, "{message}");
+        assert!(
+            message.contains(&format!("{} bytes needed", 2 * each)),
+            "{message}"
+        );
+        still_in_step(&mut client);
+    }
+    assert_eq!(server.root_files(), ["there"]);
 }
 
 #[test]

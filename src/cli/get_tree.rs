@@ -126,7 +126,7 @@ pub async fn get_trees(
             }
             (Some(target), _) => {
                 let (dir, name) = split_file_target(target)?;
-                let mut bar = ProgressBar::for_transfer(settings.quiet);
+                let mut bar = ProgressBar::for_tree(settings.quiet);
                 let got = client
                     .get_tree(source.as_ref(), &dir, Some(&name), get.replace, &mut bar)
                     .await?;
@@ -137,7 +137,9 @@ pub async fn get_trees(
             (None, Some(base)) if is_dir => PathBuf::from(base),
             (None, _) => PathBuf::from("."),
         };
-        let mut bar = ProgressBar::for_transfer(settings.quiet);
+        // A bar per source: each tree's totals are known only once its
+        // manifest has come.
+        let mut bar = ProgressBar::for_tree(settings.quiet);
         let got = client
             .get_tree(source.as_ref(), &dest, None, get.replace, &mut bar)
             .await?;

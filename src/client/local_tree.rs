@@ -151,6 +151,8 @@ struct NewTree {
     /// The hidden directory's path, to remove it whole on failure.
     hidden_path: PathBuf,
     name: String,
+    /// The mode and time the top directory takes, once all is in it.
+    attributes: Option<(u32, i64)>,
     done: bool,
 }
 
@@ -184,8 +186,9 @@ impl TreeWriter {
     }
 
     /// Builds a new tree that will take the name `target`, which must not
-    /// exist, in a hidden directory beside it.
-    pub fn new_tree(target: &Path) -> io::Result<TreeWriter> {
+    /// exist, in a hidden directory beside it; with `attributes`, the
+    /// tree's top directory takes that mode and time at the end.
+    pub fn new_tree(target: &Path, attributes: Option<(u32, i64)>) -> io::Result<TreeWriter> {
         let name = target
             .file_name()
             .and_then(|name| name.to_str())
@@ -206,6 +209,7 @@ impl TreeWriter {
                 hidden_path: parent_path.join(&hidden),
                 hidden,
                 name: name.to_owned(),
+                attributes,
                 done: false,
             }),
             chain: Vec::new(),
@@ -284,6 +288,9 @@ impl TreeWriter {
     pub fn finish(mut self) -> io::Result<()> {
         self.close_to(0)?;
         self.flush()?;
+        if let Some((mode, modified)) = self.new_tree.as_ref().and_then(|tree| tree.attributes) {
+            set_attributes(&self.top, mode, modified)?;
+        }
         rustix::fs::syncfs(&self.top)?;
         if let Some(tree) = self.new_tree.as_mut() {
             rustix::fs::renameat_with(
@@ -300,6 +307,17 @@ impl TreeWriter {
         Ok(())
     }
 
+    /// After a transfer ended early, in a merge: gives the files received
+    /// and verified so far their names, and the directories made their
+    /// modes and times. A new tree keeps nothing: it is whole or absent.
+    pub fn keep_verified(&mut self) -> io::Result<()> {
+        if self.new_tree.is_some() {
+            return Ok(());
+        }
+        self.close_to(0)?;
+        self.flush()
+    }
+
     /// The directory entries go into now.
     fn current(&self) -> &OwnedDir {
         self.chain.last().map_or(&self.top, |level| &level.dir)
@@ -313,8 +331,7 @@ impl TreeWriter {
             if let Some((mode, modified)) = level.attributes {
                 // A rename inside would move the directory's time again.
                 self.flush()?;
-                set_time(&level.dir, modified)?;
-                rustix::fs::fchmod(&level.dir, Mode::from_raw_mode(mode & 0o777))?;
+                set_attributes(&level.dir, mode, modified)?;
             }
         }
         Ok(())
@@ -406,6 +423,13 @@ fn set_time(fd: impl AsFd, modified: i64) -> io::Result<()> {
         last_modification: time,
     };
     Ok(rustix::fs::futimens(fd, &times)?)
+}
+
+/// Gives the directory `dir` its time and its mode (permission bits
+/// only: no setuid, setgid or sticky bit).
+fn set_attributes(dir: &OwnedDir, mode: u32, modified: i64) -> io::Result<()> {
+    set_time(dir, modified)?;
+    Ok(rustix::fs::fchmod(dir, Mode::from_raw_mode(mode & 0o777))?)
 }
 
 /// A rename that found its name taken says so in ferry's words.

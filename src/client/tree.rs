@@ -97,6 +97,15 @@ impl Client {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(local(e)),
         };
+        // A new tree is the copy of the source directory: it takes that
+        // directory's mode and time, as `cp -rp` and `rsync -t` give them.
+        // Merging leaves the target's own alone, as it leaves every
+        // directory of a merge that was there before; a file named anew
+        // goes into a directory that is no copy of anything.
+        let top = match (&existing, as_name) {
+            (None, None) => self.directory_attributes(source).await?,
+            _ => None,
+        };
         let request = Message::GetTree {
             source: source.map(RemoteName::to_string).unwrap_or_default(),
         };
@@ -127,7 +136,7 @@ impl Client {
         // failure, like a conflict, refuses the transfer cleanly.
         let writer = match (plan.conflicts.count, writer_top) {
             (0, Some(top)) => Ok(TreeWriter::merge(top, replace)),
-            (0, None) => TreeWriter::new_tree(target).map_err(local),
+            (0, None) => TreeWriter::new_tree(target, top).map_err(local),
             _ => Err(ClientError::LocalConflicts(plan.conflicts)),
         };
         let writer = match writer {
@@ -142,6 +151,7 @@ impl Client {
         self.send_skips(&plan.taken).await?;
         spool.rewind().map_err(local)?;
         progress.begin(plan.bytes);
+        progress.begin_files(plan.files);
         let mut receiving = Receiving {
             spool,
             writer,
@@ -153,6 +163,41 @@ impl Client {
                 ..TreeGot::default()
             },
         };
+        let received = self.receive_bodies(&mut receiving, as_name, progress).await;
+        match received {
+            Ok((files, skipped, bytes)) => receiving.finish(files, skipped, bytes),
+            Err(error) => {
+                // An orderly end (the server's error after what it sent,
+                // or a file found changed) keeps what came verified before
+                // it, in a merge, as the server's message says; a broken
+                // stream keeps nothing not already in place.
+                if matches!(
+                    error,
+                    ClientError::Remote { .. } | ClientError::FileChanged(_)
+                ) {
+                    receiving
+                        .writer
+                        .keep_verified()
+                        .map_err(|source| ClientError::Local {
+                            path: target.to_owned(),
+                            source,
+                        })?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Receives the bodies of the files taken, each after its entry, up
+    /// to the server's end of the tree: what it counts (files, skipped,
+    /// bytes).
+    async fn receive_bodies(
+        &mut self,
+        receiving: &mut Receiving<'_>,
+        as_name: Option<&str>,
+        progress: &mut dyn Progress,
+    ) -> Result<(u64, u64, u64), ClientError> {
+        let target = receiving.target;
         loop {
             let entry = match self.reply().await? {
                 // The one file, checked as it was named in the manifest.
@@ -167,7 +212,7 @@ impl Client {
                     files,
                     skipped,
                     bytes,
-                } => return receiving.finish(files, skipped, bytes),
+                } => return Ok((files, skipped, bytes)),
                 other => return Err(unexpected(other, "a tree entry")),
             };
             let expected = receiving.next_file(&entry)?;
@@ -196,6 +241,7 @@ impl Client {
                     .write_whole(&expected, &body)
                     .map_err(|e| local_at(target, &expected, e))?;
                 progress.advance(size);
+                progress.file_done();
                 receiving.got.files += 1;
                 receiving.got.bytes += size;
                 continue;
@@ -223,9 +269,20 @@ impl Client {
                 .writer
                 .finish_file(file, &expected)
                 .map_err(|e| local_at(target, &expected, e))?;
+            progress.file_done();
             receiving.got.files += 1;
             receiving.got.bytes += size;
         }
+    }
+
+    /// The mode and time of the directory `source`; `None` if it is a
+    /// file.
+    async fn directory_attributes(
+        &mut self,
+        source: Option<&RemoteName>,
+    ) -> Result<Option<(u32, i64)>, ClientError> {
+        let info = self.stat(source).await?;
+        Ok((info.kind == EntryKind::Directory).then_some((info.mode, info.modified)))
     }
 
     /// Receives and checks the manifest, keeping it in a spool: the
@@ -329,7 +386,8 @@ impl Client {
 struct Plan {
     /// A flag per entry: taken (a directory to make, a file to fetch).
     taken: Vec<bool>,
-    /// The bytes of the files taken.
+    /// The files taken, and their bytes.
+    files: u64,
     bytes: u64,
     conflicts: Conflicts,
 }
@@ -347,6 +405,7 @@ fn plan(
     let mut plan = Plan {
         // Bounded: the manifest had at most MAX_TREE_ENTRIES.
         taken: vec![false; usize::try_from(entries).unwrap_or(0)],
+        files: 0,
         bytes: 0,
         conflicts: Conflicts {
             first: Vec::new(),
@@ -367,7 +426,10 @@ fn plan(
                 if let Some(slot) = plan.taken.get_mut(index) {
                     *slot = true;
                 }
-                plan.bytes += entry.size;
+                if entry.kind == EntryKind::File {
+                    plan.files += 1;
+                    plan.bytes += entry.size;
+                }
             }
             Decision::Skip => {}
             Decision::Conflict(why) => {
@@ -408,6 +470,11 @@ impl Receiving<'_> {
             }
         };
         if entry.path != expected.path || entry.kind != EntryKind::File {
+            // A later file of the manifest: the server's walk no longer
+            // finds those before it.
+            if entry.kind == EntryKind::File && self.is_file_ahead(&entry.path)? {
+                return Err(ClientError::FileChanged(expected.path));
+            }
             return Err(not_in_manifest(entry));
         }
         if (entry.size, entry.mode, entry.modified)
@@ -463,6 +530,17 @@ impl Receiving<'_> {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether `path` is a file further on in the manifest; reads the
+    /// manifest on to there, or to its end.
+    fn is_file_ahead(&mut self, path: &str) -> Result<bool, ClientError> {
+        while let Some(next) = self.next_entry()? {
+            if next.path == path {
+                return Ok(next.kind == EntryKind::File);
+            }
+        }
+        Ok(false)
     }
 
     fn next_entry(&mut self) -> Result<Option<TreeEntry>, ClientError> {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ferry::client::{Client, Security, Trust};
 use ferry::protocol::{decode, encode, Message, Preamble, RequestKind, Token, PREAMBLE_LEN};
 use ferry::report::{Report, Reporter};
 use ferry::server::{Config, Server};
@@ -151,6 +152,27 @@ impl TestServer {
     /// temporary files included.
     pub fn root_files(&self) -> Vec<String> {
         files_under(self.root())
+    }
+
+    /// Runs `test` with ferry's library client connected to this server
+    /// over plain TCP. The server runs its own runtime, so the client gets
+    /// one of its own.
+    pub fn with_library_client(&self, test: impl AsyncFnOnce(&mut Client)) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let security = Security {
+                trust: Trust::Plain,
+                token: Token::default(),
+                on_first_use: |_, _| {},
+            };
+            let mut client = Client::connect("127.0.0.1", self.port(), PATIENCE, &security)
+                .await
+                .unwrap();
+            test(&mut client).await;
+        });
     }
 }
 

@@ -157,12 +157,12 @@ impl Session {
                 tracing::error!(error = %e, "store task failed");
                 Refusal::new(ErrorCode::Io, "internal server error")
             })?;
-            let turn = turn?;
+            let mut turn = turn?;
             skipped += turn.skipped;
             if !turn.done && turn.end.is_none() {
                 next = Some(walk_on(walk, skips, turn.index));
             } else if turn.end.is_none() && turn.index != skips.len() {
-                return Err(file_changed("entries of the tree went since its manifest").into());
+                turn.end = Some(file_changed("entries of the tree went since its manifest"));
             }
             for send in turn.sends {
                 let size = match send {
