@@ -284,6 +284,11 @@ impl Partial {
 }
 
 impl Held {
+    /// The partial's file, to stamp it.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
     /// The proven prefix the body goes on from.
     pub fn prefix(&self) -> Prefix {
         self.record().prefix.clone()

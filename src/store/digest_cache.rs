@@ -47,6 +47,12 @@ impl Stamp {
         self.size
     }
 
+    /// The file's modification time when stamped, in whole seconds since
+    /// the epoch.
+    pub fn modified_seconds(&self) -> i64 {
+        self.modified_seconds
+    }
+
     /// The stamp of an open file now.
     pub fn of(file: &File) -> std::io::Result<Stamp> {
         let metadata = file.metadata()?;

@@ -416,6 +416,13 @@ impl ReadFile {
         self.size
     }
 
+    /// The file's modification time when it was opened, in whole seconds
+    /// since the epoch: with the size, what a resumed get checks the
+    /// client's partial was made of.
+    pub fn modified(&self) -> i64 {
+        self.stamp.modified_seconds()
+    }
+
     /// The file's digest, if the store has it for the file as it is.
     pub fn cached_digest(&self) -> Option<Digest> {
         self.cached

@@ -16,9 +16,10 @@ use std::time::{Duration, SystemTime};
 use cap_std::fs::DirBuilderExt;
 use cap_std::fs::{Dir, DirBuilder};
 
+use super::digest_cache::{self, Stamp};
 use super::{classify, MadeDirs, Store};
 use crate::partial::{Found, Partial, Place};
-use crate::protocol::{ErrorCode, Refusal, RemoteName, Token};
+use crate::protocol::{Digest, ErrorCode, Refusal, RemoteName, Token};
 
 /// The hidden directory of the partials, at the root.
 pub const PARTIALS_DIR: &str = ".ferry-tmp-partials";
@@ -147,8 +148,13 @@ impl Store {
 
 impl ResumableUpload {
     /// Gives the complete, verified partial its name, never replacing
-    /// anything.
-    pub fn commit(mut self, partial: Partial) -> Result<(), Refusal> {
+    /// anything, with `digest` remembered for later gets.
+    pub fn commit(mut self, partial: &Partial, digest: &Digest) -> Result<(), Refusal> {
+        // Stamped after the last write, so the record matches the file as
+        // it will appear under its name.
+        if let Ok(stamp) = Stamp::of(partial.file()) {
+            digest_cache::remember(partial.file(), &stamp, digest);
+        }
         partial
             .commit(&self.parent, Path::new(&self.file_name), false)
             .map_err(classify)?;
