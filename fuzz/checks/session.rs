@@ -328,8 +328,14 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
             | Message::TreeEnd { .. }
             | Message::Skip { .. }
             | Message::Conflict { .. }
-            | Message::TreeDone { .. } => {}
-            Message::Body { size } => match read_body(rest, *size) {
+            | Message::TreeDone { .. }
+            | Message::Resume { .. } => {}
+            // No fixture file is a step long, so a body is always sent
+            // from its start and its trailer is its own digest.
+            Message::Body { size }
+            | Message::Sending {
+                size, offset: 0, ..
+            } => match read_body(rest, *size) {
                 Ok(Some(after)) => rest = after,
                 Ok(None) if reply.reset => break,
                 Ok(None) => return Err(format!("a body of {size} bytes is cut short")),
@@ -347,8 +353,13 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
             | Message::PutTree { .. }
             | Message::GetTree { .. }
             | Message::PutStream { .. }
+            | Message::PutFrom { .. }
+            | Message::GetFrom { .. }
             | Message::Chunk { .. }
             | Message::Trailer { .. } => return Err(format!("the server sent {}", message.name())),
+            Message::Sending { offset, .. } => {
+                return Err(format!("the server resumed a fixture file at {offset}"))
+            }
         }
         messages.push(message);
     }

@@ -8,9 +8,11 @@
 
 use super::error_code::ErrorCode;
 use super::request::{
-    RequestKind, TAG_DELETE, TAG_GET, TAG_GET_TREE, TAG_LIST, TAG_MAKE_DIR, TAG_PUT,
-    TAG_PUT_STREAM, TAG_PUT_TREE, TAG_REMOVE_DIR, TAG_RENAME, TAG_STAT,
+    RequestKind, TAG_DELETE, TAG_GET, TAG_GET_FROM, TAG_GET_TREE, TAG_LIST, TAG_MAKE_DIR, TAG_PUT,
+    TAG_PUT_FROM, TAG_PUT_STREAM, TAG_PUT_TREE, TAG_REMOVE_DIR, TAG_RENAME, TAG_STAT,
 };
+use super::resume::ResumeReason;
+use super::steps::{Prefix, MAX_PREFIX_VALUES, STEP};
 use super::token::Token;
 use super::Digest;
 
@@ -39,12 +41,15 @@ const TAG_REMOVED: u8 = 0x27;
 const TAG_SKIP: u8 = 0x28;
 const TAG_CONFLICT: u8 = 0x29;
 const TAG_TREE_DONE: u8 = 0x2a;
+const TAG_RESUME: u8 = 0x2b;
+const TAG_SENDING: u8 = 0x2c;
 const TAG_ERROR: u8 = 0x7f;
 
 const LIST_FLAG_LONG: u8 = 0x01;
 const DELETE_FLAG_RECURSIVE: u8 = 0x01;
 const MAKE_DIR_FLAG_PARENTS: u8 = 0x01;
 const PUT_FLAG_REPLACE: u8 = 0x01;
+const PUT_FROM_FLAG_RESTART: u8 = 0x01;
 
 /// Every message of the protocol, in both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +96,26 @@ pub enum Message {
     /// Client: store a body of unknown length under `name`, sent in
     /// `Chunk`s. Answered like a `Put` (§5.12).
     PutStream { name: String, replace: bool },
+    /// Client: store `size` bytes under `name`, going on from a partial
+    /// the server kept of an earlier try from the same source, whose
+    /// modification time is `modified`; with `restart`, any partial is
+    /// discarded. Answered by `Resume` or `Error` (§5.13).
+    PutFrom {
+        name: String,
+        size: u64,
+        modified: i64,
+        restart: bool,
+    },
+    /// Client: send me the file `name` from byte `offset` (a whole number
+    /// of steps) on; the client holds a partial proving the bytes before,
+    /// as the file was when it had `size` bytes and modification time
+    /// `modified`. Answered by `Sending` or `Error` (§5.13).
+    GetFrom {
+        name: String,
+        offset: u64,
+        size: u64,
+        modified: i64,
+    },
     /// Either side, in a tree exchange: one file or directory of the tree.
     TreeEntry(TreeEntry),
     /// Either side: the end of a manifest or of a tree's bodies; how many
@@ -111,6 +136,22 @@ pub enum Message {
         files: u64,
         skipped: u64,
         bytes: u64,
+    },
+    /// Server, answering a `PutFrom`: its partial holds the first
+    /// `prefix.len` bytes, vouched for by `prefix`; send the rest, then the
+    /// trailer of the whole file.
+    Resume {
+        prefix: Prefix,
+        reason: ResumeReason,
+    },
+    /// Server, answering a `GetFrom`: the file has `size` bytes and was
+    /// modified at `modified`; its bytes from `offset` on follow, then the
+    /// trailer of the whole file.
+    Sending {
+        size: u64,
+        modified: i64,
+        offset: u64,
+        reason: ResumeReason,
     },
     /// Either side, right after a body: the BLAKE3 digest of its bytes.
     Trailer { digest: Digest },
@@ -152,12 +193,16 @@ impl Message {
             Message::PutTree { .. } => "a put-tree request",
             Message::GetTree { .. } => "a get-tree request",
             Message::PutStream { .. } => "a put-stream request",
+            Message::PutFrom { .. } => "a put-from request",
+            Message::GetFrom { .. } => "a get-from request",
             Message::TreeEntry(_) => "a tree entry",
             Message::TreeEnd { .. } => "a tree end",
             Message::Chunk { .. } => "a chunk header",
             Message::Skip { .. } => "a skip note",
             Message::Conflict { .. } => "a conflict note",
             Message::TreeDone { .. } => "a tree-done reply",
+            Message::Resume { .. } => "a resume reply",
+            Message::Sending { .. } => "a sending reply",
             Message::Trailer { .. } => "a trailer",
             Message::Proceed => "a proceed reply",
             Message::Body { .. } => "a body reply",
@@ -185,6 +230,8 @@ impl Message {
             Message::PutTree { .. } => RequestKind::PutTree,
             Message::GetTree { .. } => RequestKind::GetTree,
             Message::PutStream { .. } => RequestKind::PutStream,
+            Message::PutFrom { .. } => RequestKind::PutFrom,
+            Message::GetFrom { .. } => RequestKind::GetFrom,
             Message::Hello { .. }
             | Message::TreeEntry(_)
             | Message::TreeEnd { .. }
@@ -192,6 +239,8 @@ impl Message {
             | Message::Skip { .. }
             | Message::Conflict { .. }
             | Message::TreeDone { .. }
+            | Message::Resume { .. }
+            | Message::Sending { .. }
             | Message::Trailer { .. }
             | Message::Proceed
             | Message::Body { .. }
@@ -338,6 +387,12 @@ pub enum DecodeError {
     /// A tree entry's mode has bits beyond `0o777`.
     #[error("mode {0:#o} has bits beyond 0o777")]
     InvalidMode(u32),
+    /// A resume offset is not a whole number of steps.
+    #[error("offset {0} is not a whole number of {STEP}-byte steps")]
+    UnalignedOffset(u64),
+    /// A prefix does not have one chaining value per set bit of its steps.
+    #[error("a prefix of {len} bytes cannot have {values} chaining values")]
+    MalformedPrefix { len: u64, values: u8 },
 }
 
 /// Why a message could not be encoded.
@@ -405,6 +460,30 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
             out.push(flag(*replace, PUT_FLAG_REPLACE));
             put_str(out, name);
         }
+        Message::PutFrom {
+            name,
+            size,
+            modified,
+            restart,
+        } => {
+            out.push(TAG_PUT_FROM);
+            out.push(flag(*restart, PUT_FROM_FLAG_RESTART));
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&modified.to_be_bytes());
+            put_str(out, name);
+        }
+        Message::GetFrom {
+            name,
+            offset,
+            size,
+            modified,
+        } => {
+            out.push(TAG_GET_FROM);
+            out.extend_from_slice(&offset.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&modified.to_be_bytes());
+            put_str(out, name);
+        }
         Message::TreeEntry(entry) => {
             out.push(TAG_TREE_ENTRY);
             out.push(kind_to_u8(entry.kind));
@@ -441,6 +520,30 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
             out.extend_from_slice(&files.to_be_bytes());
             out.extend_from_slice(&skipped.to_be_bytes());
             out.extend_from_slice(&bytes.to_be_bytes());
+        }
+        Message::Resume { prefix, reason } => {
+            out.push(TAG_RESUME);
+            out.extend_from_slice(&prefix.len.to_be_bytes());
+            out.push(reason.to_u8());
+            // A well-formed prefix has at most 64 values; the decoder
+            // refuses any other shape.
+            let count = u8::try_from(prefix.values.len()).unwrap_or(u8::MAX);
+            out.push(count);
+            for value in prefix.values.iter().take(usize::from(count)) {
+                out.extend_from_slice(value);
+            }
+        }
+        Message::Sending {
+            size,
+            modified,
+            offset,
+            reason,
+        } => {
+            out.push(TAG_SENDING);
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&modified.to_be_bytes());
+            out.extend_from_slice(&offset.to_be_bytes());
+            out.push(reason.to_u8());
         }
         Message::Hello { token } => {
             out.push(TAG_HELLO);
@@ -599,6 +702,28 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
                 replace,
             }
         }
+        TAG_PUT_FROM => {
+            let restart = fields.flag(PUT_FROM_FLAG_RESTART)?;
+            let size = fields.u64()?;
+            let modified = fields.i64()?;
+            Message::PutFrom {
+                name: fields.string()?,
+                size,
+                modified,
+                restart,
+            }
+        }
+        TAG_GET_FROM => {
+            let offset = fields.step_offset()?;
+            let size = fields.u64()?;
+            let modified = fields.i64()?;
+            Message::GetFrom {
+                name: fields.string()?,
+                offset,
+                size,
+                modified,
+            }
+        }
         TAG_TREE_ENTRY => {
             let kind = match fields.kind()? {
                 EntryKind::Other => return Err(DecodeError::InvalidValue(2)),
@@ -647,6 +772,35 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
                 files,
                 skipped,
                 bytes: fields.u64()?,
+            }
+        }
+        TAG_RESUME => {
+            let len = fields.u64()?;
+            let reason = ResumeReason::from_u8(fields.u8()?);
+            let count = fields.u8()?;
+            let malformed = DecodeError::MalformedPrefix { len, values: count };
+            if usize::from(count) > MAX_PREFIX_VALUES {
+                return Err(malformed);
+            }
+            let values = (0..count).map(|_| fields.array());
+            let prefix = Prefix {
+                len,
+                values: values.collect::<Result<_, _>>()?,
+            };
+            if !prefix.is_well_formed(STEP) {
+                return Err(malformed);
+            }
+            Message::Resume { prefix, reason }
+        }
+        TAG_SENDING => {
+            let size = fields.u64()?;
+            let modified = fields.i64()?;
+            let offset = fields.step_offset()?;
+            Message::Sending {
+                size,
+                modified,
+                offset,
+                reason: ResumeReason::from_u8(fields.u8()?),
             }
         }
         TAG_TRAILER => Message::Trailer {
@@ -806,6 +960,19 @@ impl Fields<'_> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    /// An offset a resume starts at: a whole number of steps.
+    fn step_offset(&mut self) -> Result<u64, DecodeError> {
+        let offset = self.u64()?;
+        if offset % STEP != 0 {
+            return Err(DecodeError::UnalignedOffset(offset));
+        }
+        Ok(offset)
+    }
+
     /// A flag byte that may be 0 or `bit`; anything else is malformed.
     fn flag(&mut self, bit: u8) -> Result<bool, DecodeError> {
         match self.u8()? {
@@ -845,6 +1012,7 @@ impl Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ChainingValue;
     use proptest::prelude::*;
 
     fn encoded(message: &Message) -> Vec<u8> {
@@ -1043,6 +1211,133 @@ mod tests {
     }
 
     #[test]
+    fn resume_wire_formats() {
+        #[rustfmt::skip]
+        let put_from = [
+            0x00, 0x00, 0x00, 0x15, // frame length 21
+            0x0d, 0x01,             // tag: PutFrom, flags: restart
+            0, 0, 0, 0, 0, 0, 0, 5, // size 5
+            0, 0, 0, 0, 0, 0, 0, 7, // modified 7
+            0x00, 0x01, b'a',       // name "a"
+        ];
+        assert_eq!(
+            encoded(&Message::PutFrom {
+                name: "a".into(),
+                size: 5,
+                modified: 7,
+                restart: true,
+            }),
+            put_from
+        );
+        #[rustfmt::skip]
+        let get_from = [
+            0x00, 0x00, 0x00, 0x1c,       // frame length 28
+            0x0e,                         // tag: GetFrom
+            0, 0, 0, 0, 0x04, 0, 0, 0,    // offset 64 MiB
+            0, 0, 0, 0, 0x04, 0, 0, 0x01, // size 64 MiB + 1
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // modified -1
+            0x00, 0x01, b'a',             // name "a"
+        ];
+        assert_eq!(
+            encoded(&Message::GetFrom {
+                name: "a".into(),
+                offset: STEP,
+                size: STEP + 1,
+                modified: -1,
+            }),
+            get_from
+        );
+        #[rustfmt::skip]
+        let resume = [
+            0x00, 0x00, 0x00, 0x4b,       // frame length 75
+            0x2b,                         // tag: Resume
+            0, 0, 0, 0, 0x0c, 0, 0, 0,    // offset 3 steps
+            0x01,                         // reason: resumed
+            0x02,                         // two chaining values
+        ];
+        let mut with_values = resume.to_vec();
+        with_values.extend([1; 32]);
+        with_values.extend([2; 32]);
+        assert_eq!(
+            encoded(&Message::Resume {
+                prefix: Prefix {
+                    len: 3 * STEP,
+                    values: vec![[1; 32], [2; 32]],
+                },
+                reason: ResumeReason::Resumed,
+            }),
+            with_values
+        );
+        #[rustfmt::skip]
+        let sending = [
+            0x00, 0x00, 0x00, 0x1a, // frame length 26
+            0x2c,                   // tag: Sending
+            0, 0, 0, 0, 0, 0, 0, 9, // size 9
+            0, 0, 0, 0, 0, 0, 0, 7, // modified 7
+            0, 0, 0, 0, 0, 0, 0, 0, // offset 0
+            0x03,                   // reason: the source changed
+        ];
+        assert_eq!(
+            encoded(&Message::Sending {
+                size: 9,
+                modified: 7,
+                offset: 0,
+                reason: ResumeReason::SourceChanged,
+            }),
+            sending
+        );
+    }
+
+    #[test]
+    fn resumes_from_no_whole_step_or_of_the_wrong_shape_are_malformed() {
+        let resume = |len, values: Vec<ChainingValue>| {
+            encoded(&Message::Resume {
+                prefix: Prefix { len, values },
+                reason: ResumeReason::New,
+            })
+        };
+        let cases = [
+            (resume(STEP + 1, vec![[0; 32]]), STEP + 1, 1),
+            (resume(3 * STEP, vec![[0; 32]]), 3 * STEP, 1),
+            (resume(0, vec![[0; 32]]), 0, 1),
+            (resume(STEP, vec![]), STEP, 0),
+            (resume(u64::MAX, vec![[0; 32]; 65]), u64::MAX, 65),
+        ];
+        for (bytes, len, values) in cases {
+            assert_eq!(
+                decode(&bytes),
+                Err(DecodeError::MalformedPrefix { len, values }),
+                "{len} bytes, {values} values"
+            );
+        }
+        let get_from = encoded(&Message::GetFrom {
+            name: "a".into(),
+            offset: STEP / 2,
+            size: STEP,
+            modified: 0,
+        });
+        assert_eq!(
+            decode(&get_from),
+            Err(DecodeError::UnalignedOffset(STEP / 2))
+        );
+        let sending = encoded(&Message::Sending {
+            size: STEP,
+            modified: 0,
+            offset: 1,
+            reason: ResumeReason::Resumed,
+        });
+        assert_eq!(decode(&sending), Err(DecodeError::UnalignedOffset(1)));
+        let mut put_from = encoded(&Message::PutFrom {
+            name: "a".into(),
+            size: 0,
+            modified: 0,
+            restart: false,
+        });
+        put_from[5] = 0x02;
+        assert_eq!(decode(&put_from), Err(DecodeError::InvalidValue(2)));
+    }
+
+    #[test]
     fn tree_entries_of_other_kinds_or_wider_modes_are_malformed() {
         let mut other = encoded(&Message::TreeEntry(TreeEntry {
             kind: EntryKind::File,
@@ -1153,6 +1448,19 @@ mod tests {
         assert_eq!(out, [7], "a refused message leaves the buffer as it was");
     }
 
+    /// A well-formed prefix of any length: a value per set bit of its steps.
+    fn any_prefix() -> impl Strategy<Value = Prefix> {
+        (0..=u64::MAX / STEP).prop_flat_map(|steps| {
+            let count = steps.count_ones() as usize;
+            proptest::collection::vec(any::<ChainingValue>(), count).prop_map(move |values| {
+                Prefix {
+                    len: steps * STEP,
+                    values,
+                }
+            })
+        })
+    }
+
     fn any_message() -> impl Strategy<Value = Message> {
         let name = "\\PC{0,64}";
         prop_oneof![
@@ -1168,6 +1476,34 @@ mod tests {
                 .prop_map(|(target, replace)| Message::PutTree { target, replace }),
             name.prop_map(|source| Message::GetTree { source }),
             (name, any::<bool>()).prop_map(|(name, replace)| Message::PutStream { name, replace }),
+            (name, any::<u64>(), any::<i64>(), any::<bool>()).prop_map(
+                |(name, size, modified, restart)| Message::PutFrom {
+                    name,
+                    size,
+                    modified,
+                    restart
+                }
+            ),
+            (name, 0..=u64::MAX / STEP, any::<u64>(), any::<i64>()).prop_map(
+                |(name, steps, size, modified)| Message::GetFrom {
+                    name,
+                    offset: steps * STEP,
+                    size,
+                    modified
+                }
+            ),
+            (any_prefix(), any::<u8>()).prop_map(|(prefix, reason)| Message::Resume {
+                prefix,
+                reason: ResumeReason::from_u8(reason)
+            }),
+            (any::<u64>(), any::<i64>(), 0..=u64::MAX / STEP, any::<u8>()).prop_map(
+                |(size, modified, steps, reason)| Message::Sending {
+                    size,
+                    modified,
+                    offset: steps * STEP,
+                    reason: ResumeReason::from_u8(reason)
+                }
+            ),
             (
                 any::<bool>(),
                 any::<u64>(),

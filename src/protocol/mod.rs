@@ -18,6 +18,7 @@ mod handshake;
 mod message;
 mod name;
 mod request;
+mod resume;
 mod steps;
 mod token;
 mod tree;
@@ -31,6 +32,7 @@ pub use message::{
 };
 pub use name::{NameError, RemoteName, MAX_COMPONENT_LEN, MAX_NAME_LEN, TEMP_PREFIX};
 pub use request::RequestKind;
+pub use resume::ResumeReason;
 pub use steps::{ChainingValue, Prefix, StepHasher, MAX_PREFIX_VALUES, STEP};
 pub use token::Token;
 pub use tree::{ManifestError, ManifestOrder};

@@ -17,6 +17,8 @@ pub(super) const TAG_STAT: u8 = 0x09;
 pub(super) const TAG_PUT_TREE: u8 = 0x0a;
 pub(super) const TAG_GET_TREE: u8 = 0x0b;
 pub(super) const TAG_PUT_STREAM: u8 = 0x0c;
+pub(super) const TAG_PUT_FROM: u8 = 0x0d;
+pub(super) const TAG_GET_FROM: u8 = 0x0e;
 
 /// A kind of request a client can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,11 +34,15 @@ pub enum RequestKind {
     PutTree,
     GetTree,
     PutStream,
+    /// A put that resumes a partial upload, or keeps one if cut off.
+    PutFrom,
+    /// A get that resumes a partial download.
+    GetFrom,
 }
 
 impl RequestKind {
     /// Every kind, in tag order: what this server serves.
-    pub const ALL: [RequestKind; 11] = [
+    pub const ALL: [RequestKind; 13] = [
         RequestKind::Put,
         RequestKind::Get,
         RequestKind::List,
@@ -48,6 +54,8 @@ impl RequestKind {
         RequestKind::PutTree,
         RequestKind::GetTree,
         RequestKind::PutStream,
+        RequestKind::PutFrom,
+        RequestKind::GetFrom,
     ];
 
     /// The tag of the request's frame.
@@ -64,6 +72,8 @@ impl RequestKind {
             RequestKind::PutTree => TAG_PUT_TREE,
             RequestKind::GetTree => TAG_GET_TREE,
             RequestKind::PutStream => TAG_PUT_STREAM,
+            RequestKind::PutFrom => TAG_PUT_FROM,
+            RequestKind::GetFrom => TAG_GET_FROM,
         }
     }
 
@@ -74,11 +84,12 @@ impl RequestKind {
 }
 
 impl fmt::Display for RequestKind {
-    /// The word reports and the command line use.
+    /// The word reports and the command line use. A resumable put or get
+    /// is, to its user, a put or a get.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            RequestKind::Put => "put",
-            RequestKind::Get => "get",
+            RequestKind::Put | RequestKind::PutFrom => "put",
+            RequestKind::Get | RequestKind::GetFrom => "get",
             RequestKind::List => "list",
             RequestKind::Delete => "delete",
             RequestKind::MakeDir => "mkdir",

@@ -62,12 +62,16 @@ enum Effect {
 /// a new kind of request does not compile until it is placed here.
 fn effect(kind: RequestKind) -> Effect {
     match kind {
-        RequestKind::Get | RequestKind::GetTree | RequestKind::List | RequestKind::Stat => {
-            Effect::Read
-        }
-        RequestKind::Put | RequestKind::PutTree | RequestKind::PutStream | RequestKind::MakeDir => {
-            Effect::Create
-        }
+        RequestKind::Get
+        | RequestKind::GetFrom
+        | RequestKind::GetTree
+        | RequestKind::List
+        | RequestKind::Stat => Effect::Read,
+        RequestKind::Put
+        | RequestKind::PutFrom
+        | RequestKind::PutTree
+        | RequestKind::PutStream
+        | RequestKind::MakeDir => Effect::Create,
         RequestKind::Delete | RequestKind::RemoveDir | RequestKind::Rename => Effect::Remove,
     }
 }
@@ -422,29 +426,29 @@ mod tests {
         assert_eq!(allowed(&with(ServerMode::Full), RW), all);
         assert_eq!(
             allowed(&with(ServerMode::Full), RO),
-            [Get, List, Stat, GetTree]
+            [Get, List, Stat, GetTree, GetFrom]
         );
         assert_eq!(
             allowed(&with(ServerMode::Full), WO),
-            [Put, MakeDir, PutTree, PutStream]
+            [Put, MakeDir, PutTree, PutStream, PutFrom]
         );
         assert_eq!(
             allowed(&with(ServerMode::NoDelete), RW),
-            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream]
+            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream, PutFrom, GetFrom]
         );
         assert_eq!(
             allowed(&with(ServerMode::ReadOnly), RW),
-            [Get, List, Stat, GetTree]
+            [Get, List, Stat, GetTree, GetFrom]
         );
         assert_eq!(allowed(&with(ServerMode::ReadOnly), WO), []);
         assert_eq!(
             allowed(&with(ServerMode::UploadOnly), RW),
-            [Put, MakeDir, PutTree, PutStream]
+            [Put, MakeDir, PutTree, PutStream, PutFrom]
         );
         assert_eq!(allowed(&with(ServerMode::UploadOnly), RO), []);
         assert_eq!(
             allowed(&with(ServerMode::NoDelete), WO),
-            [Put, MakeDir, PutTree, PutStream]
+            [Put, MakeDir, PutTree, PutStream, PutFrom]
         );
         let open = Access {
             tokens: None,
@@ -452,11 +456,11 @@ mod tests {
         };
         assert_eq!(
             allowed(&open, ""),
-            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream]
+            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream, PutFrom, GetFrom]
         );
         assert_eq!(
             allowed(&open, "any token at all is ignored"),
-            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream]
+            [Put, Get, List, MakeDir, Stat, PutTree, GetTree, PutStream, PutFrom, GetFrom]
         );
     }
 

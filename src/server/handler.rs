@@ -644,9 +644,11 @@ fn broken(kind: RequestKind, error: &TransportError) -> String {
         return format!("{error}{kept}");
     }
     let what = match kind {
-        RequestKind::Put | RequestKind::PutStream => "the upload was complete",
+        RequestKind::Put | RequestKind::PutStream | RequestKind::PutFrom => {
+            "the upload was complete"
+        }
         RequestKind::PutTree => "the tree upload was complete",
-        RequestKind::Get => "the download was complete",
+        RequestKind::Get | RequestKind::GetFrom => "the download was complete",
         RequestKind::GetTree => "the tree download was complete",
         RequestKind::List => "the listing was complete",
         RequestKind::Delete

@@ -21,7 +21,7 @@ use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 
 use super::{BodySink, BodySource, TransportError};
-use crate::protocol::Digest;
+use crate::protocol::StepHasher;
 
 /// Bodies up to this size move in one chunk through user space: the
 /// zero-copy machinery would cost more than it saves.
@@ -50,6 +50,8 @@ pub const SENDFILE_STEP: usize = 4 * 1024 * 1024;
 /// steps.
 #[derive(Debug, Default)]
 pub struct FileWriter {
+    /// Where this transfer's bytes start: after a partial it resumes.
+    start: u64,
     pub offset: u64,
     /// Where the disk space claimed so far ends.
     reserved: u64,
@@ -59,15 +61,27 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
+    /// A writer of a body's bytes from `start` on.
+    pub fn at(start: u64) -> FileWriter {
+        FileWriter {
+            start,
+            offset: start,
+            reserved: start,
+            error: None,
+        }
+    }
+
     /// Claims disk space for what comes next of the `left` bytes still to
     /// be written: as much again as has arrived so far, at most
     /// [`RESERVE_STEP`], and never past the body's end. One large extent
     /// is less filesystem work than many small ones, and a peer that
     /// declares a huge body and sends little claims about as little as it
-    /// sent: a thousand uploads of one byte claim a block each.
+    /// sent: a thousand uploads of one byte claim a block each. A partial
+    /// resumed does not count as arrived: the peer has not sent it now.
     pub fn reserve_ahead(&mut self, sink: &dyn BodySink, left: u64) {
-        if self.offset >= self.reserved && self.error.is_none() && self.offset > 0 {
-            let step = left.min(self.offset).min(RESERVE_STEP);
+        let arrived = self.offset - self.start;
+        if self.offset >= self.reserved && self.error.is_none() && arrived > 0 {
+            let step = left.min(arrived).min(RESERVE_STEP);
             sink.reserve(self.offset, step);
             self.reserved = self.offset + step;
         }
@@ -125,7 +139,7 @@ impl FileWriter {
 /// ends at `at`.
 pub fn hash_range(
     read_at: impl Fn(&mut [u8], u64) -> io::Result<usize>,
-    hasher: &mut blake3::Hasher,
+    hasher: &mut StepHasher,
     from: u64,
     to: u64,
     stop: &AtomicBool,
@@ -144,21 +158,20 @@ pub fn hash_range(
     Ok(Ok(()))
 }
 
-/// The digest of the first `size` bytes of `source`, read from it; gives
-/// up early if `stop` is set (the digest is then of no use).
+/// A hasher of bytes `from..to` of `source`, read from it; `from` is a
+/// whole number of steps. Gives up early if `stop` is set (the hasher is
+/// then of no use).
 pub fn hash_source(
     source: &dyn BodySource,
-    size: u64,
+    from: u64,
+    to: u64,
     stop: &AtomicBool,
-) -> Result<Digest, TransportError> {
-    let mut hasher = blake3::Hasher::new();
+) -> Result<StepHasher, TransportError> {
+    let mut hasher = StepHasher::at(from);
     let read_at = |buf: &mut [u8], offset| source.read_at(buf, offset);
-    match hash_range(read_at, &mut hasher, 0, size, stop) {
-        Ok(Ok(())) => Ok(*hasher.finalize().as_bytes()),
-        Ok(Err(sent)) => Err(TransportError::FileShrank {
-            sent,
-            declared: size,
-        }),
+    match hash_range(read_at, &mut hasher, from, to, stop) {
+        Ok(Ok(())) => Ok(hasher),
+        Ok(Err(sent)) => Err(TransportError::FileShrank { sent, declared: to }),
         Err(e) => Err(TransportError::SourceFailed(e)),
     }
 }
@@ -170,7 +183,7 @@ pub fn read_chunk(
     offset: u64,
     len: usize,
     size: u64,
-    hasher: Option<&mut blake3::Hasher>,
+    hasher: Option<&mut StepHasher>,
 ) -> Result<Vec<u8>, TransportError> {
     let mut chunk = vec![0; len];
     let mut filled = 0;

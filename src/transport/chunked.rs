@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinHandle;
 
 use super::body::{buffer_len, FileWriter};
-use super::pump::{data_path_failed, take_back, Flushing, Pace, CHUNK};
+use super::flush::Flushing;
+use super::pump::{data_path_failed, take_back, Pace, CHUNK};
 use super::{BodySink, Connection, Stream, TransportError};
 use crate::protocol::{Digest, Message};
 
@@ -116,7 +117,7 @@ impl<S: Stream> Connection<S> {
                 }
                 if let Some(previous) = writing.take() {
                     state = previous.await.map_err(data_path_failed)?;
-                    flushing.maybe_sync(&sink, state.0.offset);
+                    flushing.advance(&sink, state.0.offset);
                 }
                 let (mut writer, mut hasher) = std::mem::take(&mut state);
                 let sink = Arc::clone(&sink);
@@ -133,7 +134,7 @@ impl<S: Stream> Connection<S> {
         if let Some(last) = writing.take() {
             state = last.await.map_err(data_path_failed)?;
         }
-        flushing.finish().await;
+        flushing.finish(&sink).await;
         let trailer = self.expect_message().await?;
         let Message::Trailer { digest: expected } = trailer else {
             return Err(TransportError::Unexpected {

@@ -49,7 +49,11 @@ pub trait BodySink: Send + Sync + 'static {
 
     /// The first `prefix.len` bytes are synced to disk and vouched for by
     /// `prefix`: a sink that keeps partials records it, so an interrupted
-    /// transfer can go on from there. Called on the blocking pool.
+    /// transfer can go on from there (PROTOCOL.md §5.13). Called on the
+    /// blocking pool while the body arrives, with ever longer prefixes of
+    /// whole steps, each shorter than the body; never after the receive
+    /// has returned, unless it was cancelled (its future dropped) while a
+    /// call was under way.
     fn checkpoint(&self, _prefix: &Prefix) {}
 }
 

@@ -11,7 +11,10 @@
 //! Either way the waiting for the peer is async and only bounded steps of
 //! disk work run on the blocking pool (see `pump`, and `body` for the
 //! steps), so a slow peer holds no thread. Memory per transfer is bounded
-//! whatever the file size. A body of unknown length moves in chunks,
+//! whatever the file size. A body can also go on after a prefix its
+//! receiver holds already, and the receiver vouches for what it has
+//! synced as it arrives, so a body cut off can go on later (see `flush`,
+//! PROTOCOL.md §5.13). A body of unknown length moves in chunks,
 //! each behind a frame of its own (see `chunked`). A small body of a
 //! tree may instead move whole through memory, queued with its frames
 //! (see `whole`).
@@ -19,6 +22,7 @@
 mod body;
 mod chunked;
 mod ends;
+mod flush;
 mod link;
 mod pump;
 mod whole;
@@ -35,6 +39,7 @@ use crate::protocol::{
 pub use chunked::Streamed;
 pub use ends::{BodySink, BodySource, Discard};
 pub use link::{tune, Link, Stream};
+pub use pump::PrefixCheck;
 pub use whole::WHOLE_BODY;
 
 /// The first byte of a TLS handshake record: what a TLS client sends first.

@@ -27,9 +27,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::body::{self, buffer_len, FileWriter, FLUSH_STEP, INLINE_BODY, PIPE_BUFFER};
+use super::body::{self, buffer_len, FileWriter, INLINE_BODY, PIPE_BUFFER};
+use super::flush::Flushing;
 use super::{BodySink, BodySource, Connection, Stream, TransportError};
-use crate::protocol::{Digest, Message};
+use crate::protocol::{Digest, Message, Prefix, StepHasher, STEP};
 
 /// The most a sendfile(2) on the async side sends: the first piece of
 /// each round, small so that a file not in the page cache keeps the
@@ -43,11 +44,25 @@ pub const CHUNK: usize = 256 * 1024;
 
 /// What a body receiver got.
 struct Received {
-    /// The digest of the body as it arrived.
-    digest: Digest,
+    /// The hash of the body as it arrived, after the prefix it went on from.
+    hasher: StepHasher,
     /// The first write to the sink that failed, if one did; the body was
     /// still read in full so the connection stays in step.
     sink_error: Option<io::Error>,
+}
+
+/// What a sender of the rest of a body found of the prefix the receiver
+/// offered, against its own source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixCheck {
+    /// The digest was known, so the source's prefix was not hashed; the
+    /// receiver's digest check still settles it.
+    NotChecked,
+    /// The source's first bytes have the offered prefix.
+    Matched,
+    /// They do not: the receiver's partial is not of this source, and its
+    /// digest check fails.
+    Differed,
 }
 
 impl<S: Stream> Connection<S> {
@@ -61,15 +76,75 @@ impl<S: Stream> Connection<S> {
         known: Option<Digest>,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(B, Digest), TransportError> {
+        let (source, digest, _) = self
+            .send_body_from(source, size, &Prefix::none(), known, progress)
+            .await?;
+        Ok((source, digest))
+    }
+
+    /// Sends bytes `from.len..size` of `source` as a raw body, the rest of
+    /// a body whose receiver holds a partial it says `from` vouches for,
+    /// then the trailer with the digest of all `size` bytes: `known` if
+    /// the caller has it, otherwise computed from the source as the body
+    /// is sent, its first `from.len` bytes hashed beside the rest. That
+    /// digest is the source's own whatever `from` says, so a receiver
+    /// whose partial differs fails its check; the [`PrefixCheck`] tells
+    /// the sender as much. `from` must be well-formed and, unless empty,
+    /// shorter than `size`. Gives back the source, the digest and the
+    /// check.
+    pub async fn send_body_from<B: BodySource>(
+        &mut self,
+        source: B,
+        size: u64,
+        from: &Prefix,
+        known: Option<Digest>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(B, Digest, PrefixCheck), TransportError> {
+        check_resumable(from, size)?;
         self.flush().await?;
         let source = Arc::new(source);
-        let zero_copy = source.raw_fd().is_some() && size > INLINE_BODY;
-        let digest = match self.stream.raw_tcp().filter(|_| zero_copy) {
-            Some(_) => self.send_zero_copy(&source, size, known, progress).await?,
-            None => self.send_chunks(&source, size, known, progress).await?,
+        let stop = StopOnDrop::default();
+        // Started at once, so it is done about when the rest is sent.
+        let own_prefix = (known.is_none() && from.len > 0).then(|| {
+            let (source, stop, len) = (Arc::clone(&source), Arc::clone(&stop.0), from.len);
+            tokio::task::spawn_blocking(move || {
+                let hasher = body::hash_source(&*source, 0, len, &stop)?;
+                Ok::<_, TransportError>(hasher.prefix(&Prefix::none()))
+            })
+        });
+        let zero_copy = source.raw_fd().is_some() && size - from.len > INLINE_BODY;
+        let hash = known.is_none();
+        let tail = match self.stream.raw_tcp().filter(|_| zero_copy) {
+            Some(_) => {
+                self.send_zero_copy(&source, from.len, size, hash, progress)
+                    .await?
+            }
+            None => {
+                self.send_chunks(&source, from.len, size, hash, progress)
+                    .await?
+            }
+        };
+        let (digest, check) = match (known, tail) {
+            (Some(digest), _) => (digest, PrefixCheck::NotChecked),
+            (None, Some(tail)) => {
+                let own = match own_prefix {
+                    Some(hashing) => hashing.await.map_err(data_path_failed)??,
+                    None => Prefix::none(),
+                };
+                let digest = tail
+                    .finalize(&own)
+                    .ok_or_else(|| data_path_failed("no digest"))?;
+                let check = if own == *from {
+                    PrefixCheck::Matched
+                } else {
+                    PrefixCheck::Differed
+                };
+                (digest, check)
+            }
+            (None, None) => return Err(data_path_failed("no digest")),
         };
         self.write_message(&Message::Trailer { digest }).await?;
-        Ok((take_back(source)?, digest))
+        Ok((take_back(source)?, digest, check))
     }
 
     /// Receives a raw body of `size` bytes into `sink`, then its trailer,
@@ -84,16 +159,46 @@ impl<S: Stream> Connection<S> {
         size: u64,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(B, Digest), TransportError> {
+        self.recv_body_from(sink, size, Prefix::none(), progress)
+            .await
+    }
+
+    /// As [`Connection::recv_body`], for the rest of a body whose first
+    /// `from.len` bytes the sink holds already, vouched for by `from`:
+    /// bytes `from.len..size` arrive and are written at those offsets,
+    /// and the digest checked is that of `from` joined with their hash.
+    /// `from` must be well-formed and, unless empty, shorter than `size`.
+    /// Every step (64 MiB) of what arrived is synced, and then vouched for
+    /// to the sink ([`BodySink::checkpoint`]).
+    pub async fn recv_body_from<B: BodySink>(
+        &mut self,
+        sink: B,
+        size: u64,
+        from: Prefix,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(B, Digest), TransportError> {
+        check_resumable(&from, size)?;
+        let rest = size - from.len;
         // The start of the body may have arrived with the frame before it.
-        let prefix_len =
-            usize::try_from(size).map_or(self.read_buf.len(), |size| size.min(self.read_buf.len()));
-        let prefix: Vec<u8> = self.read_buf.drain(..prefix_len).collect();
+        let early_len =
+            usize::try_from(rest).map_or(self.read_buf.len(), |rest| rest.min(self.read_buf.len()));
+        let early: Vec<u8> = self.read_buf.drain(..early_len).collect();
         let sink = Arc::new(sink);
-        let zero_copy = sink.raw_fd().is_some() && size > INLINE_BODY;
+        let mut flushing = Flushing::after(&from, size);
+        let zero_copy = sink.raw_fd().is_some() && rest > INLINE_BODY;
         let received = match self.stream.raw_tcp().filter(|_| zero_copy) {
-            Some(_) => self.recv_zero_copy(&sink, prefix, size, progress).await?,
-            None => self.recv_chunks(&sink, prefix, size, progress).await?,
+            Some(_) => {
+                self.recv_zero_copy(&sink, early, &from, size, &mut flushing, progress)
+                    .await
+            }
+            None => {
+                self.recv_chunks(&sink, early, &from, size, &mut flushing, progress)
+                    .await
+            }
         };
+        // Cut off or not, no sync or checkpoint outlives the receive.
+        flushing.finish(&sink).await;
+        let received = received?;
         let trailer = self.expect_message().await?;
         let Message::Trailer { digest: expected } = trailer else {
             return Err(TransportError::Unexpected {
@@ -104,33 +209,35 @@ impl<S: Stream> Connection<S> {
         if let Some(e) = received.sink_error {
             return Err(TransportError::Sink(e));
         }
-        if received.digest != expected {
+        if received.hasher.finalize(&from) != Some(expected) {
             return Err(TransportError::DigestMismatch);
         }
-        Ok((take_back(sink)?, received.digest))
+        Ok((take_back(sink)?, expected))
     }
 
-    /// [`Connection::send_body`] by sendfile(2) from the source's
-    /// descriptor to the socket, while the file is hashed beside it.
+    /// [`Connection::send_body_from`] by sendfile(2) from the source's
+    /// descriptor to the socket, bytes `start..size`, while they are
+    /// hashed beside it if `hash`.
     async fn send_zero_copy<B: BodySource>(
         &mut self,
         source: &Arc<B>,
+        start: u64,
         size: u64,
-        known: Option<Digest>,
+        hash: bool,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<Digest, TransportError> {
+    ) -> Result<Option<StepHasher>, TransportError> {
         let tcp = self
             .stream
             .raw_tcp()
             .ok_or_else(|| data_path_failed("no socket"))?;
         let socket = Arc::new(tcp.as_fd().try_clone_to_owned()?);
         let stop = StopOnDrop::default();
-        let hashing = known.is_none().then(|| {
+        let hashing = hash.then(|| {
             let (source, stop) = (Arc::clone(source), Arc::clone(&stop.0));
-            tokio::task::spawn_blocking(move || body::hash_source(&*source, size, &stop))
+            tokio::task::spawn_blocking(move || body::hash_source(&*source, start, size, &stop))
         });
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
-        let mut offset = 0;
+        let mut offset = start;
         while offset < size {
             wait_ready(tcp, Interest::WRITABLE, self.stall_limit).await?;
             // A first piece goes through tokio, so that an EAGAIN is met
@@ -183,24 +290,24 @@ impl<S: Stream> Connection<S> {
             pace.moved(sent - offset)?;
             offset = sent;
         }
-        match (known, hashing) {
-            (Some(digest), _) => Ok(digest),
-            (None, Some(hashing)) => hashing.await.map_err(data_path_failed)?,
-            (None, None) => Err(data_path_failed("no digest")),
+        match hashing {
+            Some(hashing) => Ok(Some(hashing.await.map_err(data_path_failed)??)),
+            None => Ok(None),
         }
     }
 
-    /// [`Connection::send_body`] in chunks through the stream: the next
-    /// chunk is read and hashed on the blocking pool while this one is
-    /// written to the stream.
+    /// [`Connection::send_body_from`] in chunks through the stream, bytes
+    /// `start..size`: the next chunk is read, and hashed if `hash`, on the
+    /// blocking pool while this one is written to the stream.
     async fn send_chunks<B: BodySource>(
         &mut self,
         source: &Arc<B>,
+        start: u64,
         size: u64,
-        known: Option<Digest>,
+        hash: bool,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<Digest, TransportError> {
-        let read = |offset: u64, mut hasher: Option<blake3::Hasher>| {
+    ) -> Result<Option<StepHasher>, TransportError> {
+        let read = |offset: u64, mut hasher: Option<StepHasher>| {
             let source = Arc::clone(source);
             tokio::task::spawn_blocking(move || {
                 let len = buffer_len(size - offset, CHUNK);
@@ -208,10 +315,10 @@ impl<S: Stream> Connection<S> {
                 (chunk, hasher)
             })
         };
-        let mut hasher = known.is_none().then(blake3::Hasher::new);
-        let mut next = (size > 0).then(|| read(0, hasher.take()));
+        let mut hasher = hash.then(|| StepHasher::at(start));
+        let mut next = (size > start).then(|| read(start, hasher.take()));
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
-        let mut offset = 0;
+        let mut offset = start;
         while let Some(reading) = next.take() {
             let (chunk, returned) = reading.await.map_err(data_path_failed)?;
             let chunk = chunk?;
@@ -224,23 +331,21 @@ impl<S: Stream> Connection<S> {
             self.write_paced(&chunk, &mut pace).await?;
             progress(chunk.len() as u64);
         }
-        match (known, hasher) {
-            (Some(digest), _) => Ok(digest),
-            (None, Some(hasher)) => Ok(*hasher.finalize().as_bytes()),
-            (None, None) => Err(data_path_failed("no digest")),
-        }
+        Ok(hasher)
     }
 
-    /// [`Connection::recv_body`] by splice(2): socket into a pipe here,
-    /// without blocking, then pipe into the sink's descriptor on the
+    /// [`Connection::recv_body_from`] by splice(2): socket into a pipe
+    /// here, without blocking, then pipe into the sink's descriptor on the
     /// blocking pool; what was written is hashed from the page cache by a
-    /// step of its own while the next piece arrives, and synced every
-    /// [`FLUSH_STEP`] so the final sync has only the tail left.
+    /// step of its own while the next piece arrives, and synced as
+    /// `flushing` says. `early` is the start of the bytes after `from`.
     async fn recv_zero_copy<B: BodySink>(
         &mut self,
         sink: &Arc<B>,
-        prefix: Vec<u8>,
+        early: Vec<u8>,
+        from: &Prefix,
         size: u64,
+        flushing: &mut Flushing,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Received, TransportError> {
         let tcp = self
@@ -252,21 +357,20 @@ impl<S: Stream> Connection<S> {
         // A bigger pipe means fewer splices; the default is 64 KiB.
         let pipe_len = rustix::pipe::fcntl_setpipe_size(&pipe_in, PIPE_BUFFER).unwrap_or(64 * 1024);
         let pipe_out = Arc::new(pipe_out);
-        let prefix_len = prefix.len() as u64;
-        let mut writer = FileWriter::default();
-        let mut hashing = Hashing::new(&prefix);
-        let mut flushing = Flushing::default();
-        progress(prefix_len);
-        if !prefix.is_empty() {
+        let early_len = early.len() as u64;
+        let mut writer = FileWriter::at(from.len);
+        let mut hashing = Hashing::new(from.len, &early);
+        progress(early_len);
+        if !early.is_empty() {
             let sink = Arc::clone(sink);
             writer = blocking(move || {
-                writer.write(&*sink, &prefix);
+                writer.write(&*sink, &early);
                 writer
             })
             .await?;
         }
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
-        let mut left = size - prefix_len;
+        let mut left = size - from.len - early_len;
         while left > 0 {
             let want = buffer_len(left, pipe_len);
             let n = splice_in(tcp, &pipe_in, want, self.stall_limit).await?;
@@ -283,40 +387,43 @@ impl<S: Stream> Connection<S> {
             left -= n as u64;
             progress(n as u64);
             if writer.error.is_none() {
-                hashing.catch_up(sink, &mut writer, false).await?;
-                flushing.maybe_sync(sink, writer.offset);
+                hashing.catch_up(sink, &mut writer, flushing, false).await?;
+                flushing.advance(sink, writer.offset);
             }
         }
-        hashing.catch_up(sink, &mut writer, true).await?;
-        flushing.finish().await;
+        hashing.catch_up(sink, &mut writer, flushing, true).await?;
         Ok(Received {
-            digest: *hashing.hasher.finalize().as_bytes(),
+            hasher: hashing.hasher,
             sink_error: writer.error,
         })
     }
 
-    /// [`Connection::recv_body`] in chunks through the stream: each chunk
-    /// is hashed and written on the blocking pool while the next arrives.
+    /// [`Connection::recv_body_from`] in chunks through the stream: each
+    /// chunk is hashed and written on the blocking pool while the next
+    /// arrives, and synced as `flushing` says. `early` is the start of the
+    /// bytes after `from`.
     async fn recv_chunks<B: BodySink>(
         &mut self,
         sink: &Arc<B>,
-        prefix: Vec<u8>,
+        early: Vec<u8>,
+        from: &Prefix,
         size: u64,
+        flushing: &mut Flushing,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Received, TransportError> {
-        type Written = (FileWriter, blake3::Hasher);
-        let mut state: Written = (FileWriter::default(), blake3::Hasher::new());
+        type Written = (FileWriter, StepHasher);
+        let mut state: Written = (FileWriter::at(from.len), StepHasher::at(from.len));
         let mut writing: Option<JoinHandle<Written>> = None;
-        let mut flushing = Flushing::default();
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
-        let mut left = size - prefix.len() as u64;
-        progress(prefix.len() as u64);
-        let mut chunk = prefix;
+        let mut left = size - from.len - early.len() as u64;
+        progress(early.len() as u64);
+        let mut chunk = early;
         loop {
             if !chunk.is_empty() {
                 if let Some(previous) = writing.take() {
                     state = previous.await.map_err(data_path_failed)?;
-                    flushing.maybe_sync(sink, state.0.offset);
+                    flushing.hashed(&state.1);
+                    flushing.advance(sink, state.0.offset);
                 }
                 let (mut writer, mut hasher) = std::mem::take(&mut state);
                 let sink = Arc::clone(sink);
@@ -338,11 +445,11 @@ impl<S: Stream> Connection<S> {
         }
         if let Some(last) = writing.take() {
             state = last.await.map_err(data_path_failed)?;
+            flushing.hashed(&state.1);
         }
-        flushing.finish().await;
         let (writer, hasher) = state;
         Ok(Received {
-            digest: *hasher.finalize().as_bytes(),
+            hasher,
             sink_error: writer.error,
         })
     }
@@ -401,13 +508,13 @@ impl<S: Stream> Connection<S> {
 
 /// What a hashing step gives back: the hasher, and whether the range was
 /// read whole (`Ok(Err(at))`: the data ended at `at`).
-type HashStep = (blake3::Hasher, io::Result<Result<(), u64>>);
+type HashStep = (StepHasher, io::Result<Result<(), u64>>);
 
 /// The hashing of a received body, a step behind the writing: it reads
 /// back from the sink what was written, on the blocking pool, while the
 /// next piece arrives.
 struct Hashing {
-    hasher: blake3::Hasher,
+    hasher: StepHasher,
     /// The hasher has seen bytes `..hashed`.
     hashed: u64,
     /// A step in progress, with the hasher inside it.
@@ -415,24 +522,27 @@ struct Hashing {
 }
 
 impl Hashing {
-    /// Hashing that has seen `prefix`, the start of the body.
-    fn new(prefix: &[u8]) -> Hashing {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(prefix);
+    /// Hashing of a body from byte `start` on that has seen `early`, the
+    /// first bytes from there.
+    fn new(start: u64, early: &[u8]) -> Hashing {
+        let mut hasher = StepHasher::at(start);
+        hasher.update(early);
         Hashing {
             hasher,
-            hashed: prefix.len() as u64,
+            hashed: start + early.len() as u64,
             step: None,
         }
     }
 
     /// Hands the hasher what `writer` has written since, once the step in
     /// progress is done: at once if `wait`, otherwise only if it is already
-    /// done. A read-back that fails is the sink's failure, like a write.
+    /// done; `flushing` hears how far it came. A read-back that fails is
+    /// the sink's failure, like a write.
     async fn catch_up<B: BodySink>(
         &mut self,
         sink: &Arc<B>,
         writer: &mut FileWriter,
+        flushing: &mut Flushing,
         wait: bool,
     ) -> Result<(), TransportError> {
         loop {
@@ -443,6 +553,7 @@ impl Hashing {
                 }
                 let (hasher, hashed) = step.await.map_err(data_path_failed)?;
                 self.hasher = hasher;
+                flushing.hashed(&self.hasher);
                 let failure = match hashed {
                     Ok(Ok(())) => None,
                     Ok(Err(_)) => Some(io::Error::other(
@@ -470,37 +581,6 @@ impl Hashing {
             if !wait {
                 return Ok(());
             }
-        }
-    }
-}
-
-/// Syncs a body being received every [`FLUSH_STEP`], one sync at a time,
-/// on the blocking pool beside the transfer.
-#[derive(Default)]
-pub(super) struct Flushing {
-    flushed: u64,
-    step: Option<JoinHandle<()>>,
-}
-
-impl Flushing {
-    /// Starts a sync if another [`FLUSH_STEP`] was written since the last
-    /// and none is running. A failure is not reported here: the final
-    /// sync, before the file takes its name, meets it again.
-    pub(super) fn maybe_sync<B: BodySink>(&mut self, sink: &Arc<B>, written: u64) {
-        let busy = self.step.as_ref().is_some_and(|step| !step.is_finished());
-        if written - self.flushed >= FLUSH_STEP && !busy {
-            let sink = Arc::clone(sink);
-            self.step = Some(tokio::task::spawn_blocking(move || {
-                let _ = sink.sync_written();
-            }));
-            self.flushed = written;
-        }
-    }
-
-    /// Waits for a sync in progress.
-    pub(super) async fn finish(self) {
-        if let Some(step) = self.step {
-            let _ = step.await;
         }
     }
 }
@@ -611,6 +691,18 @@ fn sendfile_failed(error: io::Error) -> TransportError {
     }
 }
 
+/// Refuses to go on from a prefix that is not one, or that leaves
+/// nothing of the body to send: the caller rules both out.
+fn check_resumable(from: &Prefix, size: u64) -> Result<(), TransportError> {
+    if from.is_well_formed(STEP) && (from.len == 0 || from.len < size) {
+        return Ok(());
+    }
+    Err(data_path_failed(format!(
+        "a body of {size} bytes cannot go on from byte {}",
+        from.len
+    )))
+}
+
 /// Runs one step of blocking work on the blocking pool.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -717,6 +809,208 @@ mod tests {
         fn sync_written(&self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Noise made a word at a time: bodies of several steps stay quick to
+    /// make in a debug build.
+    fn fast_noise(len: usize, mut state: u64) -> Vec<u8> {
+        let mut data = Vec::with_capacity(len + 8);
+        while data.len() < len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        data.truncate(len);
+        data
+    }
+
+    /// The prefix of the first `len` bytes of `data`, as a receiver that
+    /// synced them would hold it.
+    fn prefix_of(data: &[u8], len: u64) -> Prefix {
+        let mut hasher = StepHasher::new();
+        hasher.update(&data[..len as usize]);
+        hasher.prefix(&Prefix::none())
+    }
+
+    /// How much of a sink's bytes are there, to check what a sync covered.
+    trait Length {
+        fn length(&self) -> u64;
+    }
+
+    impl Length for std::fs::File {
+        fn length(&self) -> u64 {
+            self.metadata().unwrap().len()
+        }
+    }
+
+    impl Length for Memory {
+        fn length(&self) -> u64 {
+            self.0.lock().unwrap().len() as u64
+        }
+    }
+
+    /// A sink that records its checkpoints, each with how many bytes the
+    /// last sync before it covered.
+    struct Recording<S> {
+        inner: S,
+        synced: std::sync::Mutex<u64>,
+        checkpoints: std::sync::Mutex<Vec<(Prefix, u64)>>,
+    }
+
+    impl<S> Recording<S> {
+        fn new(inner: S) -> Recording<S> {
+            Recording {
+                inner,
+                synced: Default::default(),
+                checkpoints: Default::default(),
+            }
+        }
+    }
+
+    impl<S: BodySink + Length> BodySink for Recording<S> {
+        fn raw_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+            self.inner.raw_fd()
+        }
+
+        fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+            self.inner.write_all_at(bytes, offset)
+        }
+
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.inner.read_at(buf, offset)
+        }
+
+        fn reserve(&self, offset: u64, len: u64) {
+            self.inner.reserve(offset, len)
+        }
+
+        fn sync_written(&self) -> io::Result<()> {
+            // The length before the sync: all of it is on disk after.
+            let length = self.inner.length();
+            self.inner.sync_written()?;
+            *self.synced.lock().unwrap() = length;
+            Ok(())
+        }
+
+        fn checkpoint(&self, prefix: &Prefix) {
+            let synced = *self.synced.lock().unwrap();
+            self.checkpoints
+                .lock()
+                .unwrap()
+                .push((prefix.clone(), synced));
+        }
+    }
+
+    /// Sends `data` to `sink`, which holds its first `from` bytes
+    /// already, and gives back the sink with what the sender found.
+    async fn resume<A: BodySource, B: BodySink>(
+        source: A,
+        sink: B,
+        data: &[u8],
+        from: u64,
+    ) -> (Result<(B, Digest), TransportError>, PrefixCheck) {
+        let (a, b) = tcp_pair().await;
+        let (mut sender, mut receiver) = (Connection::new(a), Connection::new(b));
+        let size = data.len() as u64;
+        let offered = prefix_of(data, from);
+        let (mut quiet, mut silent) = (|_| {}, |_| {});
+        let send = sender.send_body_from(source, size, &offered, None, &mut quiet);
+        let recv = receiver.recv_body_from(sink, size, offered.clone(), &mut silent);
+        let (sent, received) = tokio::join!(send, recv);
+        (received, sent.unwrap().2)
+    }
+
+    /// Checks what a resumed receive left: every byte of `data` in the
+    /// sink, and checkpoints of ever longer whole steps, each after a
+    /// sync that covered it and each the prefix of those bytes.
+    fn check_resumed<S: BodySink + Length>(
+        received: Result<(Recording<S>, Digest), TransportError>,
+        data: &[u8],
+        from: u64,
+        what: &str,
+    ) {
+        let (sink, digest) = received.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(digest, *blake3::hash(data).as_bytes(), "{what}");
+        let mut written = vec![0; data.len()];
+        let mut at = 0;
+        while at < written.len() {
+            let n = sink.read_at(&mut written[at..], at as u64).unwrap();
+            assert!(n > 0, "{what}: the sink ends at {at}");
+            at += n;
+        }
+        assert!(written == data, "{what}: the sink holds other bytes");
+        let checkpoints = sink.checkpoints.lock().unwrap();
+        let lens: Vec<u64> = checkpoints.iter().map(|(p, _)| p.len).collect();
+        assert_eq!(lens.first(), Some(&(from + STEP)), "{what}: {lens:?}");
+        for (prefix, synced) in checkpoints.iter() {
+            assert!(prefix.len < data.len() as u64, "{what}: {lens:?}");
+            assert!(prefix.len <= *synced, "{what}: {} not synced", prefix.len);
+            assert_eq!(*prefix, prefix_of(data, prefix.len), "{what}");
+        }
+        assert!(lens.windows(2).all(|w| w[0] < w[1]), "{what}: {lens:?}");
+    }
+
+    /// A body resumed from a partial of whole steps arrives whole, by
+    /// sendfile and splice between descriptors and in chunks between ends
+    /// without one, and the receiver vouches for what it synced as it goes
+    /// (issue 14).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_resumed_after_a_prefix_arrives_whole_with_checkpoints() {
+        let data = fast_noise(2 * STEP as usize + (3 << 20), 7);
+        let source = file_holding(&data);
+        for from in [0, STEP] {
+            let partial = &data[..from as usize];
+            let sink = Recording::new(file_holding(partial));
+            let file = source.try_clone().unwrap();
+            let (received, check) = resume(file, sink, &data, from).await;
+            assert_eq!(check, PrefixCheck::Matched);
+            check_resumed(received, &data, from, &format!("splice from {from}"));
+
+            let memory = Memory(std::sync::Mutex::new(data.clone()));
+            let sink = Recording::new(Memory(std::sync::Mutex::new(partial.to_vec())));
+            let (received, check) = resume(memory, sink, &data, from).await;
+            assert_eq!(check, PrefixCheck::Matched);
+            check_resumed(received, &data, from, &format!("chunks from {from}"));
+        }
+    }
+
+    /// A partial that is not the sender's: the sender says so, and the
+    /// receiver's check fails, since the trailer carries the digest of the
+    /// sender's own bytes, not one made from the prefix it was offered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partial_of_other_bytes_fails_the_digest_check() {
+        let data = fast_noise(STEP as usize + (1 << 20), 11);
+        let mut partial = data[..STEP as usize].to_vec();
+        partial[12345] ^= 1;
+        let (a, b) = tcp_pair().await;
+        let (mut sender, mut receiver) = (Connection::new(a), Connection::new(b));
+        let size = data.len() as u64;
+        let offered = prefix_of(&partial, STEP);
+        let send = async {
+            let sent = sender
+                .send_body_from(file_holding(&data), size, &offered, None, &mut |_| {})
+                .await;
+            sender.write_message(&Message::Done).await.unwrap();
+            sent
+        };
+        let recv = async {
+            let sink = file_holding(&partial);
+            let received = receiver
+                .recv_body_from(sink, size, offered.clone(), &mut |_| {})
+                .await;
+            (received, receiver.read_message().await.unwrap())
+        };
+        let (sent, (received, next)) = tokio::join!(send, recv);
+        let (_, digest, check) = sent.unwrap();
+        assert_eq!(digest, *blake3::hash(&data).as_bytes());
+        assert_eq!(check, PrefixCheck::Differed);
+        assert!(
+            matches!(received, Err(TransportError::DigestMismatch)),
+            "{:?}",
+            received.err()
+        );
+        assert_eq!(next, Some(Message::Done), "the connection is still in step");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
