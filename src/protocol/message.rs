@@ -106,13 +106,14 @@ pub enum Message {
         modified: i64,
         restart: bool,
     },
-    /// Client: send me the file `name` from byte `offset` (a whole number
-    /// of steps) on; the client holds a partial proving the bytes before,
-    /// as the file was when it had `size` bytes and modification time
-    /// `modified`. Answered by `Sending` or `Error` (§5.13).
+    /// Client: send me the file `name` from byte `prefix.len` (a whole
+    /// number of steps) on; the client holds a partial of those bytes,
+    /// vouched for by `prefix`, of the file as it was when it had `size`
+    /// bytes and modification time `modified`. Answered by `Sending` or
+    /// `Error` (§5.13).
     GetFrom {
         name: String,
-        offset: u64,
+        prefix: Prefix,
         size: u64,
         modified: i64,
     },
@@ -474,12 +475,12 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
         }
         Message::GetFrom {
             name,
-            offset,
+            prefix,
             size,
             modified,
         } => {
             out.push(TAG_GET_FROM);
-            out.extend_from_slice(&offset.to_be_bytes());
+            put_prefix(out, prefix);
             out.extend_from_slice(&size.to_be_bytes());
             out.extend_from_slice(&modified.to_be_bytes());
             put_str(out, name);
@@ -523,15 +524,8 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
         }
         Message::Resume { prefix, reason } => {
             out.push(TAG_RESUME);
-            out.extend_from_slice(&prefix.len.to_be_bytes());
             out.push(reason.to_u8());
-            // A well-formed prefix has at most 64 values; the decoder
-            // refuses any other shape.
-            let count = u8::try_from(prefix.values.len()).unwrap_or(u8::MAX);
-            out.push(count);
-            for value in prefix.values.iter().take(usize::from(count)) {
-                out.extend_from_slice(value);
-            }
+            put_prefix(out, prefix);
         }
         Message::Sending {
             size,
@@ -714,12 +708,12 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             }
         }
         TAG_GET_FROM => {
-            let offset = fields.step_offset()?;
+            let prefix = fields.prefix()?;
             let size = fields.u64()?;
             let modified = fields.i64()?;
             Message::GetFrom {
                 name: fields.string()?,
-                offset,
+                prefix,
                 size,
                 modified,
             }
@@ -775,22 +769,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             }
         }
         TAG_RESUME => {
-            let len = fields.u64()?;
             let reason = ResumeReason::from_u8(fields.u8()?);
-            let count = fields.u8()?;
-            let malformed = DecodeError::MalformedPrefix { len, values: count };
-            if usize::from(count) > MAX_PREFIX_VALUES {
-                return Err(malformed);
+            Message::Resume {
+                prefix: fields.prefix()?,
+                reason,
             }
-            let values = (0..count).map(|_| fields.array());
-            let prefix = Prefix {
-                len,
-                values: values.collect::<Result<_, _>>()?,
-            };
-            if !prefix.is_well_formed(STEP) {
-                return Err(malformed);
-            }
-            Message::Resume { prefix, reason }
         }
         TAG_SENDING => {
             let size = fields.u64()?;
@@ -913,6 +896,18 @@ fn put_digest(out: &mut Vec<u8>, digest: Option<&Digest>) {
     }
 }
 
+/// A prefix's length, the count of its chaining values, and them. A
+/// well-formed prefix has at most 64 values; the decoder refuses any
+/// other shape.
+fn put_prefix(out: &mut Vec<u8>, prefix: &Prefix) {
+    out.extend_from_slice(&prefix.len.to_be_bytes());
+    let count = u8::try_from(prefix.values.len()).unwrap_or(u8::MAX);
+    out.push(count);
+    for value in prefix.values.iter().take(usize::from(count)) {
+        out.extend_from_slice(value);
+    }
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // A string longer than u16::MAX is cut here and then rejected by the
     // frame-length check in `encode`, since such a frame exceeds the limit.
@@ -965,6 +960,26 @@ impl Fields<'_> {
     }
 
     /// An offset a resume starts at: a whole number of steps.
+    /// A prefix: its length, the count of its chaining values, and
+    /// them; malformed unless it has the shape its length calls for.
+    fn prefix(&mut self) -> Result<Prefix, DecodeError> {
+        let len = self.u64()?;
+        let count = self.u8()?;
+        let malformed = DecodeError::MalformedPrefix { len, values: count };
+        if usize::from(count) > MAX_PREFIX_VALUES {
+            return Err(malformed);
+        }
+        let values = (0..count).map(|_| self.array());
+        let prefix = Prefix {
+            len,
+            values: values.collect::<Result<_, _>>()?,
+        };
+        if !prefix.is_well_formed(STEP) {
+            return Err(malformed);
+        }
+        Ok(prefix)
+    }
+
     fn step_offset(&mut self) -> Result<u64, DecodeError> {
         let offset = self.u64()?;
         if offset % STEP != 0 {
@@ -1230,18 +1245,28 @@ mod tests {
             put_from
         );
         #[rustfmt::skip]
-        let get_from = [
-            0x00, 0x00, 0x00, 0x1c,       // frame length 28
+        let get_from_head = [
+            0x00, 0x00, 0x00, 0x3d,       // frame length 61
             0x0e,                         // tag: GetFrom
             0, 0, 0, 0, 0x04, 0, 0, 0,    // offset 64 MiB
+            0x01,                         // one chaining value
+        ];
+        #[rustfmt::skip]
+        let get_from_tail = [
             0, 0, 0, 0, 0x04, 0, 0, 0x01, // size 64 MiB + 1
             0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // modified -1
             0x00, 0x01, b'a',             // name "a"
         ];
+        let mut get_from = get_from_head.to_vec();
+        get_from.extend([3; 32]);
+        get_from.extend(get_from_tail);
         assert_eq!(
             encoded(&Message::GetFrom {
                 name: "a".into(),
-                offset: STEP,
+                prefix: Prefix {
+                    len: STEP,
+                    values: vec![[3; 32]],
+                },
                 size: STEP + 1,
                 modified: -1,
             }),
@@ -1251,8 +1276,8 @@ mod tests {
         let resume = [
             0x00, 0x00, 0x00, 0x4b,       // frame length 75
             0x2b,                         // tag: Resume
-            0, 0, 0, 0, 0x0c, 0, 0, 0,    // offset 3 steps
             0x01,                         // reason: resumed
+            0, 0, 0, 0, 0x0c, 0, 0, 0,    // offset 3 steps
             0x02,                         // two chaining values
         ];
         let mut with_values = resume.to_vec();
@@ -1312,13 +1337,19 @@ mod tests {
         }
         let get_from = encoded(&Message::GetFrom {
             name: "a".into(),
-            offset: STEP / 2,
+            prefix: Prefix {
+                len: STEP / 2,
+                values: vec![],
+            },
             size: STEP,
             modified: 0,
         });
         assert_eq!(
             decode(&get_from),
-            Err(DecodeError::UnalignedOffset(STEP / 2))
+            Err(DecodeError::MalformedPrefix {
+                len: STEP / 2,
+                values: 0
+            })
         );
         let sending = encoded(&Message::Sending {
             size: STEP,
@@ -1484,10 +1515,10 @@ mod tests {
                     restart
                 }
             ),
-            (name, 0..=u64::MAX / STEP, any::<u64>(), any::<i64>()).prop_map(
-                |(name, steps, size, modified)| Message::GetFrom {
+            (name, any_prefix(), any::<u64>(), any::<i64>()).prop_map(
+                |(name, prefix, size, modified)| Message::GetFrom {
                     name,
-                    offset: steps * STEP,
+                    prefix,
                     size,
                     modified
                 }
