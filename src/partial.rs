@@ -307,6 +307,19 @@ impl Held {
         write_record(&self.dir, &self.record_name, &record)
     }
 
+    /// Empties the partial for a body from its start, of a source of
+    /// `source_size` bytes modified at `source_modified`: the other side
+    /// would not go on from its prefix.
+    pub fn start_over(&self, source_size: u64, source_modified: i64) -> io::Result<()> {
+        {
+            let mut record = self.record();
+            record.prefix = Prefix::none();
+            record.source_size = source_size;
+            record.source_modified = source_modified;
+        }
+        self.seal()
+    }
+
     /// Removes the partial and its record: its data cannot be used.
     pub fn discard(&self) -> io::Result<()> {
         self.finished.store(true, Ordering::Relaxed);
@@ -461,7 +474,8 @@ fn lock_exclusively(file: std::fs::File) -> io::Result<std::fs::File> {
     }
 }
 
-fn read_record(dir: &Dir, name: &str) -> Option<Record> {
+/// The record `name` in `dir`, if there is a whole, undamaged one.
+pub fn read_record(dir: &Dir, name: &str) -> Option<Record> {
     let mut bytes = Vec::new();
     let file = dir.open(name).ok()?;
     use std::io::Read;

@@ -199,7 +199,7 @@ impl fmt::Display for Report {
 
 /// `bytes` in MiB with one decimal, as a resume offset (a whole number of
 /// 64 MiB steps) reads best.
-fn mebibytes(bytes: u64) -> String {
+pub fn mebibytes(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 

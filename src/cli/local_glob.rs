@@ -42,6 +42,7 @@ pub fn expand_put(request: Request, words: &[Word], cwd: &Path) -> Result<Reques
     let Request::Put {
         recursive,
         replace,
+        restart,
         paths,
     } = request
     else {
@@ -59,6 +60,7 @@ pub fn expand_put(request: Request, words: &[Word], cwd: &Path) -> Result<Reques
         return Ok(Request::Put {
             recursive,
             replace,
+            restart,
             paths,
         });
     }
@@ -94,6 +96,7 @@ pub fn expand_put(request: Request, words: &[Word], cwd: &Path) -> Result<Reques
     Ok(Request::Put {
         recursive,
         replace,
+        restart,
         paths: expanded,
     })
 }

@@ -232,6 +232,10 @@ pub enum Request {
         /// atomically; needs the right to delete.
         #[arg(long)]
         replace: bool,
+        /// Discard what the server kept of an interrupted upload of this
+        /// file and start over, instead of going on from it.
+        #[arg(long)]
+        restart: bool,
         /// LOCAL... [REMOTE]: the local files (directories with -r), then
         /// the name on the server. A lone - is standard input, and needs
         /// the name (a local file named - is ./-).
@@ -259,6 +263,10 @@ pub enum Request {
         /// refusing them.
         #[arg(long)]
         replace: bool,
+        /// Discard the partial an interrupted download of this file left
+        /// beside it and start over, instead of going on from it.
+        #[arg(long)]
+        restart: bool,
         /// Names on the server; of two or more, the last is the local
         /// path to write to [default: their names, in the current
         /// directory]. A last operand '-' is standard output, for one

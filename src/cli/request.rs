@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ferry::client::{
-    expand_remote, format_target, Client, ClientError, GlobError, Left, LocalTree, Security,
+    expand_remote, format_target, Client, ClientError, GlobError, Left, LocalTree, Moved, Security,
     TreeSource, Upload,
 };
 use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
@@ -64,7 +64,10 @@ pub enum CommandError {
     /// expanded.
     #[error("{0}")]
     LocalGlob(#[from] LocalGlobError),
-    #[error("interrupted by Ctrl-C; nothing partial was kept")]
+    #[error(
+        "interrupted by Ctrl-C; a file put or get run again goes on from where it stopped \
+         (--restart starts it over)"
+    )]
     Interrupted,
 }
 
@@ -124,6 +127,8 @@ pub enum Prepared {
         /// is refused before its body then, which costs a round trip only
         /// when it happens, where asking first would cost one every time.
         if_dir: Option<(RemoteName, PathBuf)>,
+        /// Discard what the server kept of an interrupted upload.
+        restart: bool,
     },
     /// `put - NAME`: standard input, of unknown length.
     PutStdin {
@@ -146,6 +151,8 @@ pub enum Prepared {
         /// A directory to make, with its parents, before the download:
         /// the local path named it with a trailing `/`.
         into_dir: Option<PathBuf>,
+        /// Discard the partial an interrupted download left.
+        restart: bool,
     },
     /// Files or trees by GetTree requests, one per source.
     GetTrees(TreeGet),
@@ -181,6 +188,7 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
             paths,
             recursive,
             replace,
+            ..
         } => match stdin_put(paths, *recursive) {
             Some(name) => (RequestKind::PutStream, name.map(str::to_owned)),
             None => put_plan::describe(paths, *recursive, *replace),
@@ -189,6 +197,7 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
             recursive,
             replace,
             operands,
+            ..
         } => match split_get(operands) {
             (sources, _) if is_plain_get(*recursive, *replace, &sources) => {
                 (RequestKind::Get, sources.first().cloned())
@@ -211,11 +220,15 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
 /// Prepares a get of `sources` (remote names, patterns already expanded)
 /// to `target`.
 fn prepare_get(
-    recursive: bool,
-    replace: bool,
+    how: GetHow,
     sources: Vec<String>,
     target: Option<PathBuf>,
 ) -> Result<Prepared, CommandError> {
+    let GetHow {
+        recursive,
+        replace,
+        restart,
+    } = how;
     if let ([source], Some(target)) = (sources.as_slice(), &target) {
         if is_standard_stream(target) && !recursive && !replace {
             return Ok(Prepared::GetStdout {
@@ -253,6 +266,7 @@ fn prepare_get(
         name,
         dest,
         into_dir,
+        restart,
     })
 }
 
@@ -261,11 +275,18 @@ fn prepare_get(
 pub enum Command {
     Ready(Prepared),
     Matching {
-        recursive: bool,
-        replace: bool,
+        how: GetHow,
         patterns: Vec<String>,
         target: Option<PathBuf>,
     },
+}
+
+/// The flags of a get.
+#[derive(Debug, Clone, Copy)]
+pub struct GetHow {
+    pub recursive: bool,
+    pub replace: bool,
+    pub restart: bool,
 }
 
 /// Checks everything that can be checked without the server.
@@ -273,14 +294,19 @@ pub fn prepare(request: Request) -> Result<Command, CommandError> {
     if let Request::Get {
         recursive,
         replace,
+        restart,
         operands,
     } = &request
     {
         let (sources, target) = split_get(operands);
         if sources.iter().any(|source| is_pattern(source)) {
-            return Ok(Command::Matching {
+            let how = GetHow {
                 recursive: *recursive,
                 replace: *replace,
+                restart: *restart,
+            };
+            return Ok(Command::Matching {
+                how,
                 patterns: sources,
                 target,
             });
@@ -296,6 +322,7 @@ fn prepare_ready(request: Request) -> Result<Prepared, CommandError> {
             recursive,
             replace,
             paths,
+            ..
         } if stdin_put(&paths, recursive).is_some() => {
             let name = stdin_put(&paths, recursive).flatten().map(str::to_owned);
             Prepared::PutStdin {
@@ -306,6 +333,7 @@ fn prepare_ready(request: Request) -> Result<Prepared, CommandError> {
         Request::Put {
             recursive,
             replace,
+            restart,
             paths,
         } => match put_plan::plan(&paths, recursive, replace)? {
             PutPlan::File {
@@ -313,6 +341,7 @@ fn prepare_ready(request: Request) -> Result<Prepared, CommandError> {
                 name,
                 if_dir,
             } => Prepared::Put {
+                restart,
                 upload: Upload::open(&local)?,
                 name: RemoteName::parse(&name)?,
                 if_dir: match if_dir {
@@ -335,10 +364,16 @@ fn prepare_ready(request: Request) -> Result<Prepared, CommandError> {
         Request::Get {
             recursive,
             replace,
+            restart,
             operands,
         } => {
             let (sources, target) = split_get(&operands);
-            prepare_get(recursive, replace, sources, target)?
+            let how = GetHow {
+                recursive,
+                replace,
+                restart,
+            };
+            prepare_get(how, sources, target)?
         }
         Request::List {
             long,
@@ -501,13 +536,12 @@ pub async fn perform(
     let prepared = match command {
         Command::Ready(prepared) => prepared,
         Command::Matching {
-            recursive,
-            replace,
+            how,
             patterns,
             target,
         } => {
             let sources = expand_patterns(client, patterns).await?;
-            prepare_get(recursive, replace, sources, target)?
+            prepare_get(how, sources, target)?
         }
     };
     tokio::select! {
@@ -530,14 +564,21 @@ async fn send(
         elapsed: started.elapsed(),
         start: Start::Fresh,
     };
+    let moved_detail = |moved: Moved| Detail::Transfer {
+        bytes: moved.bytes,
+        elapsed: started.elapsed(),
+        start: moved.start,
+    };
     match prepared {
         Prepared::Put {
             upload,
             name,
             if_dir,
+            restart,
         } => {
             let mut bar = ProgressBar::for_transfer(settings.quiet);
-            match (client.put(upload, &name, &mut bar).await, if_dir) {
+            let put = client.put_resumable(upload, &name, restart, &mut bar).await;
+            let moved = match (put, if_dir) {
                 (
                     Err(ClientError::Remote {
                         code: ErrorCode::IsADirectory,
@@ -546,10 +587,13 @@ async fn send(
                     Some((inside, local)),
                 ) => {
                     let upload = Upload::open(&local)?;
-                    client.put(upload, &inside, &mut bar).await.map(transfer)
+                    client
+                        .put_resumable(upload, &inside, restart, &mut bar)
+                        .await?
                 }
-                (put, _) => put.map(transfer),
-            }
+                (put, _) => put?,
+            };
+            Ok(moved_detail(moved))
         }
         Prepared::PutStdin { name, replace } => {
             // No bar: the length is not known.
@@ -607,6 +651,7 @@ async fn send(
             name,
             dest,
             into_dir,
+            restart,
         } => {
             if let Some(dir) = into_dir {
                 // Made only now, once connected, so an unreachable server
@@ -616,9 +661,9 @@ async fn send(
             }
             let mut bar = ProgressBar::for_transfer(settings.quiet);
             client
-                .get(&name, &dest, &mut bar)
+                .get_resumable(&name, &dest, restart, &mut bar)
                 .await
-                .map(transfer)
+                .map(moved_detail)
                 .map_err(suggest_recursive)
         }
         Prepared::GetTrees(get) => get_trees(client, get, settings).await,

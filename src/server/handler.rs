@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 mod get_tree;
 mod put_tree;
+mod resume;
 
 use super::gate::Pass;
 use super::tally::Tally;
@@ -21,7 +22,7 @@ use crate::protocol::{
 };
 use crate::report::{Detail, Outcome, Report, Reporter, Start, Subject};
 use crate::security::access::Grant;
-use crate::store::{self, Store};
+use crate::store::{self, Owner, Store};
 use crate::transport::{self, Connection, Link, TransportError, TLS_HANDSHAKE_BYTE};
 
 /// Listing entries are read from the directory and sent in batches of
@@ -150,7 +151,7 @@ impl Session {
         if let Err(e) = conn.write_message(&welcome).await {
             return self.report_connection(e.kind(), e.to_string());
         }
-        self.serve_requests(conn, grant).await;
+        self.serve_requests(conn, grant, Owner::of(&token)).await;
     }
 
     /// Opens the connection as the server is configured: TLS, or plain
@@ -240,7 +241,7 @@ impl Session {
 
     /// Answers requests until the client leaves, the connection breaks, or
     /// the server shuts down.
-    async fn serve_requests(&self, mut conn: Connection<Link>, grant: Grant) {
+    async fn serve_requests(&self, mut conn: Connection<Link>, grant: Grant, owner: Owner) {
         let header_timeout = self.config.header_timeout;
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -308,7 +309,7 @@ impl Session {
                 continue;
             }
             let started = Instant::now();
-            match self.handle(&mut conn, message, &grant, started).await {
+            match self.handle(&mut conn, message, &grant, &owner, started).await {
                 Ok(detail) => self.report(subject, name, Outcome::Ok(detail)),
                 Err(Abort::Refused(refusal)) => {
                     if !self.refuse(&mut conn, Some((subject, name)), refusal).await {
@@ -329,6 +330,7 @@ impl Session {
         conn: &mut Connection<Link>,
         request: Message,
         grant: &Grant,
+        owner: &Owner,
         started: Instant,
     ) -> Result<Detail, Abort> {
         match request {
@@ -340,6 +342,32 @@ impl Session {
                 self.put_stream(conn, &name, replace, started).await
             }
             Message::Get { name } => self.get(conn, &name, started).await,
+            Message::PutFrom {
+                name,
+                size,
+                modified,
+                restart,
+            } => {
+                let asked = resume::PutFrom {
+                    size,
+                    modified,
+                    restart,
+                };
+                self.put_from(conn, &name, asked, owner, started).await
+            }
+            Message::GetFrom {
+                name,
+                prefix,
+                size,
+                modified,
+            } => {
+                let asked = resume::GetFrom {
+                    prefix,
+                    size,
+                    modified,
+                };
+                self.get_from(conn, &name, asked, started).await
+            }
             Message::GetTree { source } => self.get_tree(conn, &source, started).await,
             Message::List { dir, long } => self.list(conn, &dir, long).await,
             Message::Delete { name, recursive } => self.delete(conn, &name, recursive).await,
@@ -384,10 +412,7 @@ impl Session {
         started: Instant,
     ) -> Result<Detail, Abort> {
         let name = RemoteName::parse(name)?;
-        if let Some(limit) = self.config.max_file_size.filter(|&limit| size > limit) {
-            let reason = format!("{size} bytes is more than this server accepts ({limit} bytes)");
-            return Err(Refusal::new(ErrorCode::TooLarge, reason).into());
-        }
+        self.check_file_size(size)?;
         let (upload, sink) = self
             .blocking(move |store| store.begin_write(&name, size))
             .await?;
@@ -403,6 +428,17 @@ impl Session {
             elapsed: started.elapsed(),
             start: Start::Fresh,
         })
+    }
+
+    /// Refuses a file larger than this server accepts.
+    fn check_file_size(&self, size: u64) -> Result<(), Refusal> {
+        match self.config.max_file_size.filter(|&limit| size > limit) {
+            Some(limit) => Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("{size} bytes is more than this server accepts ({limit} bytes)"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// A put of unknown length: checked and staged as a put is, its size
@@ -637,6 +673,7 @@ impl Session {
 fn broken(kind: RequestKind, error: &TransportError) -> String {
     let kept = match kind {
         RequestKind::Put | RequestKind::PutStream => "; nothing was kept",
+        RequestKind::PutFrom => "; what arrived is kept for a resume",
         RequestKind::PutTree => "; no file of it that was not complete was kept",
         _ => "",
     };
@@ -678,7 +715,9 @@ fn report_name(request: &Message) -> Option<String> {
     match request {
         Message::Put { name, .. }
         | Message::PutStream { name, .. }
+        | Message::PutFrom { name, .. }
         | Message::Get { name }
+        | Message::GetFrom { name, .. }
         | Message::Delete { name, .. }
         | Message::MakeDir { name, .. }
         | Message::RemoveDir { name }
@@ -687,7 +726,26 @@ fn report_name(request: &Message) -> Option<String> {
         Message::List { dir, .. } => (!dir.is_empty()).then(|| dir.clone()),
         Message::PutTree { target, .. } => (!target.is_empty()).then(|| target.clone()),
         Message::Rename { from, .. } => Some(from.clone()),
-        _ => None,
+        // Not requests: listed, so a new request cannot go unnamed.
+        Message::Hello { .. }
+        | Message::TreeEntry(_)
+        | Message::TreeEnd { .. }
+        | Message::Chunk { .. }
+        | Message::Skip { .. }
+        | Message::Conflict { .. }
+        | Message::TreeDone { .. }
+        | Message::Resume { .. }
+        | Message::Sending { .. }
+        | Message::Trailer { .. }
+        | Message::Proceed
+        | Message::Body { .. }
+        | Message::Entry(_)
+        | Message::Done
+        | Message::Welcome { .. }
+        | Message::Info(_)
+        | Message::Omitted { .. }
+        | Message::Removed { .. }
+        | Message::Error { .. } => None,
     }
 }
 
