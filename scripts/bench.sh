@@ -10,6 +10,9 @@
 # --only trees runs put -r and get -r of whole trees (10,000 x 4 KiB and
 # 100 x 10 MiB; --quick scales them down) against rsync -r, tar + socat and
 # scp -r; ferry rows say "not supported by this build" for a ferry without -r.
+# Beside the 100 x 10 MiB tree ferry also puts and gets one 1 GiB file (with
+# --quick, 200 MiB: the scaled tree's bytes), turn by turn with the tree, to
+# judge the tree against the single file's MB/s.
 #
 # FERRY_BIN=/path/to/ferry skips the build and benchmarks that binary instead.
 # FERRY_BASELINE_BIN=/path/to/old/ferry, like --baseline-bin, also runs the
