@@ -69,7 +69,9 @@ impl Client {
             progress.begin(size - prefix.len);
             let sent = self
                 .conn
-                .send_body_from(Arc::clone(&file), size, &prefix, None, &mut |n| progress.advance(n))
+                .send_body_from(Arc::clone(&file), size, &prefix, None, &mut |n| {
+                    progress.advance(n)
+                })
                 .await?;
             let syncing = Duration::from_secs(size / SLOWEST_DISK_BYTES_PER_SEC);
             let outcome = self.reply_within(self.timeout + syncing).await;

@@ -309,7 +309,10 @@ impl Session {
                 continue;
             }
             let started = Instant::now();
-            match self.handle(&mut conn, message, &grant, &owner, started).await {
+            match self
+                .handle(&mut conn, message, &grant, &owner, started)
+                .await
+            {
                 Ok(detail) => self.report(subject, name, Outcome::Ok(detail)),
                 Err(Abort::Refused(refusal)) => {
                     if !self.refuse(&mut conn, Some((subject, name)), refusal).await {
