@@ -47,7 +47,11 @@ impl Client {
     ) -> Result<TreeSent, ClientError> {
         self.require(RequestKind::PutTree)?;
         let target = target.map(RemoteName::to_string).unwrap_or_default();
-        self.conn.queue(&Message::PutTree { target, replace })?;
+        self.conn.queue(&Message::PutTree {
+            target,
+            replace,
+            top: None,
+        })?;
         let mut reader = tree.entries()?;
         let mut queued = 0;
         while let Some(Spooled { entry, .. }) = reader.next_entry()? {
