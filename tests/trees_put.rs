@@ -751,3 +751,54 @@ fn a_target_the_tree_makes_takes_the_top_s_mode_and_time_and_one_merged_into_kee
     assert!(old.join("d/a").is_file());
     no_temporaries(server.root());
 }
+
+/// A tree `put -r` makes is the source directory's copy, its own mode and
+/// time included (`cp -rp`, issue 13), wherever cp's rules put it; a
+/// directory merged into keeps its own, and one that several sources go
+/// into is the copy of none.
+#[test]
+fn a_new_tree_takes_the_source_directory_s_mode_and_time_and_a_merge_keeps_the_target_s() {
+    let server = TestServer::start();
+    let here = server.client_dir();
+    write_file(here, "photos/one", b"1");
+    write_file(here, "photos/sub/two", b"2");
+    write_file(here, "a.txt", b"a");
+    let source = here.join("photos");
+    set_mode(&source, 0o750);
+    set_time(&source, OLD - 5000);
+    std::fs::create_dir(server.root().join("into")).unwrap();
+    for (args, copy) in [
+        (&["put", "-r", "photos"][..], "photos"),
+        (&["put", "-r", "photos", "new name"], "new name"),
+        (&["put", "-r", "photos", "into"], "into/photos"),
+    ] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        assert_eq!(
+            mode_and_time(&server.root().join(copy)),
+            (0o750, OLD - 5000),
+            "{args:?}"
+        );
+    }
+    // Merged into, as every directory there before, it keeps its own.
+    let merged = server.root().join("photos");
+    set_mode(&merged, 0o700);
+    set_time(&merged, OLD);
+    std::fs::remove_file(merged.join("one")).unwrap();
+    assert_exit(&server.run_client(&["put", "-r", "photos"]), 0);
+    assert!(merged.join("one").is_file());
+    let (mode, time) = mode_and_time(&merged);
+    assert_eq!(mode, 0o700);
+    assert_ne!(time, OLD - 5000);
+    // Several sources: the directory made for them is no copy.
+    assert_exit(
+        &server.run_client(&["put", "-r", "photos", "a.txt", "several"]),
+        0,
+    );
+    assert!(server.root().join("several/photos/sub/two").is_file());
+    assert_eq!(
+        mode_and_time(&server.root().join("several/photos")),
+        (0o750, OLD - 5000)
+    );
+    assert_ne!(mode_and_time(&server.root().join("several")).1, OLD - 5000);
+}
