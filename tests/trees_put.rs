@@ -230,6 +230,7 @@ fn send_manifest(client: &mut RawClient, target: &str, replace: bool, entries: &
     client.send(&Message::PutTree {
         target: target.into(),
         replace,
+        top: None,
     });
     let mut bytes = 0;
     for entry in entries {
@@ -443,6 +444,7 @@ fn malformed_manifests_are_bad_requests_and_end_the_connection() {
     client.send(&Message::PutTree {
         target: "t".into(),
         replace: false,
+        top: None,
     });
     client.send(&file("a", 1));
     client.send(&Message::TreeEnd {
@@ -693,4 +695,110 @@ fn staging_directories_of_a_dead_server_are_removed_at_start() {
     let server = TestServer::start_with(|config| config.root = served.path().to_owned());
     server.wait_for_reports(2);
     assert_eq!(files_under(served.path()), ["keep"]);
+}
+
+/// The mode and modification time of `path` itself.
+fn mode_and_time(path: &Path) -> (u32, i64) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.mode() & 0o777, meta.mtime())
+}
+
+/// A PutTree's top (PROTOCOL.md §5.10, issue 13), in the protocol's own
+/// words: a target the tree makes takes its mode and time once its
+/// contents are in; a directory merged into keeps its own.
+#[test]
+fn a_target_the_tree_makes_takes_the_top_s_mode_and_time_and_one_merged_into_keeps_its_own() {
+    let server = TestServer::start();
+    let old = server.root().join("old");
+    std::fs::create_dir(&old).unwrap();
+    set_mode(&old, 0o700);
+    set_time(&old, OLD);
+    let top = (0o750, OLD - 5000);
+    for target in ["new", "old"] {
+        let mut client = RawClient::handshake(server.addr());
+        let entries = [dir("d"), file("d/a", 3), file("z", 3)];
+        client.send(&Message::PutTree {
+            target: target.into(),
+            replace: false,
+            top: Some(top),
+        });
+        for entry in &entries {
+            client.send(entry);
+        }
+        let end = Message::TreeEnd {
+            entries: 3,
+            bytes: 6,
+        };
+        client.send(&end);
+        assert_eq!(client.recv(), Some(Message::Proceed), "{target}");
+        for entry in &entries {
+            client.send(entry);
+            if matches!(entry, Message::TreeEntry(e) if e.kind == EntryKind::File) {
+                send_body(&mut client, b"abc");
+            }
+        }
+        client.send(&end);
+        assert!(
+            matches!(client.recv(), Some(Message::TreeDone { files: 2, .. })),
+            "{target}"
+        );
+    }
+    assert_eq!(mode_and_time(&server.root().join("new")), top);
+    assert_eq!(mode_and_time(&server.root().join("new/d")), (0o755, OLD));
+    let (mode, time) = mode_and_time(&old);
+    assert_eq!(mode, 0o700);
+    assert_ne!(time, top.1);
+    assert!(old.join("d/a").is_file());
+    no_temporaries(server.root());
+}
+
+/// A tree `put -r` makes is the source directory's copy, its own mode and
+/// time included (`cp -rp`, issue 13), wherever cp's rules put it; a
+/// directory merged into keeps its own, and one that several sources go
+/// into is the copy of none.
+#[test]
+fn a_new_tree_takes_the_source_directory_s_mode_and_time_and_a_merge_keeps_the_target_s() {
+    let server = TestServer::start();
+    let here = server.client_dir();
+    write_file(here, "photos/one", b"1");
+    write_file(here, "photos/sub/two", b"2");
+    write_file(here, "a.txt", b"a");
+    let source = here.join("photos");
+    set_mode(&source, 0o750);
+    set_time(&source, OLD - 5000);
+    std::fs::create_dir(server.root().join("into")).unwrap();
+    for (args, copy) in [
+        (&["put", "-r", "photos"][..], "photos"),
+        (&["put", "-r", "photos", "new name"], "new name"),
+        (&["put", "-r", "photos", "into"], "into/photos"),
+    ] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        assert_eq!(
+            mode_and_time(&server.root().join(copy)),
+            (0o750, OLD - 5000),
+            "{args:?}"
+        );
+    }
+    // Merged into, as every directory there before, it keeps its own.
+    let merged = server.root().join("photos");
+    set_mode(&merged, 0o700);
+    set_time(&merged, OLD);
+    std::fs::remove_file(merged.join("one")).unwrap();
+    assert_exit(&server.run_client(&["put", "-r", "photos"]), 0);
+    assert!(merged.join("one").is_file());
+    let (mode, time) = mode_and_time(&merged);
+    assert_eq!(mode, 0o700);
+    assert_ne!(time, OLD - 5000);
+    // Several sources: the directory made for them is no copy.
+    assert_exit(
+        &server.run_client(&["put", "-r", "photos", "a.txt", "several"]),
+        0,
+    );
+    assert!(server.root().join("several/photos/sub/two").is_file());
+    assert_eq!(
+        mode_and_time(&server.root().join("several/photos")),
+        (0o750, OLD - 5000)
+    );
+    assert_ne!(mode_and_time(&server.root().join("several")).1, OLD - 5000);
 }

@@ -46,6 +46,22 @@ pub fn decode() -> Vec<Seed> {
         ("rename", rename("a.txt", "d/b.txt")),
         ("stat", stat("a.txt")),
         ("stat-root", stat("")),
+        (
+            "put-tree",
+            Message::PutTree {
+                target: "backup".into(),
+                replace: true,
+                top: None,
+            },
+        ),
+        (
+            "put-tree-top",
+            Message::PutTree {
+                target: "backup".into(),
+                replace: false,
+                top: Some((0o750, 1_700_000_000)),
+            },
+        ),
         ("hello", hello()),
         (
             "hello-token",
@@ -165,6 +181,7 @@ pub fn manifest() -> Vec<Seed> {
     let put_tree = Message::PutTree {
         target: "backup".into(),
         replace: false,
+        top: None,
     };
     let mut with_digest = file("a.txt", 5);
     if let Message::TreeEntry(entry) = &mut with_digest {

@@ -34,8 +34,9 @@ pub struct TreeSent {
 
 impl Client {
     /// Puts `tree` into the directory `target` (`None`: the served
-    /// directory), made if missing; with `replace`, files of other content
-    /// are replaced rather than refused. The server refuses conflicts
+    /// directory), made if missing, taking the tree's top mode and time
+    /// if it is made; with `replace`, files of other content are replaced
+    /// rather than refused. The server refuses conflicts
     /// before any body ([`ClientError::RemoteConflicts`]); files it has with the
     /// same content are not sent again.
     pub async fn put_tree(
@@ -47,7 +48,11 @@ impl Client {
     ) -> Result<TreeSent, ClientError> {
         self.require(RequestKind::PutTree)?;
         let target = target.map(RemoteName::to_string).unwrap_or_default();
-        self.conn.queue(&Message::PutTree { target, replace })?;
+        self.conn.queue(&Message::PutTree {
+            target,
+            replace,
+            top: tree.top,
+        })?;
         let mut reader = tree.entries()?;
         let mut queued = 0;
         while let Some(Spooled { entry, .. }) = reader.next_entry()? {

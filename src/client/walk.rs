@@ -55,6 +55,10 @@ pub struct LocalTree {
     pub files: u64,
     /// Symlinks, special files and unnamable entries left out.
     pub left_out: u64,
+    /// With one directory's contents as the only source, the tree is that
+    /// directory's copy: its mode (permission bits) and time, for a top
+    /// the tree makes to take.
+    pub top: Option<(u32, i64)>,
 }
 
 /// One entry read back from the spool.
@@ -71,6 +75,15 @@ impl LocalTree {
         sources: &[TreeSource],
         on_left: &mut dyn FnMut(&Path, Left),
     ) -> Result<LocalTree, ClientError> {
+        // Several sources, or a file, go into a directory that is no copy
+        // of anything.
+        let copied_dir = match sources {
+            [TreeSource::Contents(dir)] => {
+                let metadata = std::fs::metadata(dir).map_err(|e| local(dir.clone(), e))?;
+                Some((metadata.permissions().mode() & 0o777, metadata.mtime()))
+            }
+            _ => None,
+        };
         let spool = tempfile::tempfile().map_err(|source| ClientError::Local {
             path: std::env::temp_dir(),
             source,
@@ -123,6 +136,7 @@ impl LocalTree {
             bytes,
             files,
             left_out,
+            top: copied_dir,
         })
     }
 

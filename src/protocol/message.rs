@@ -49,6 +49,7 @@ const LIST_FLAG_LONG: u8 = 0x01;
 const DELETE_FLAG_RECURSIVE: u8 = 0x01;
 const MAKE_DIR_FLAG_PARENTS: u8 = 0x01;
 const PUT_FLAG_REPLACE: u8 = 0x01;
+const PUT_TREE_FLAG_TOP: u8 = 0x02;
 const PUT_FROM_FLAG_RESTART: u8 = 0x01;
 
 /// Every message of the protocol, in both directions.
@@ -87,8 +88,15 @@ pub enum Message {
     /// `target` (empty for the root), made if missing. A manifest of
     /// `TreeEntry` frames and a `TreeEnd` follow; the server answers go or
     /// no-go before any body (PROTOCOL.md §5.10). With `replace`, an
-    /// existing file of other content is replaced instead of refused.
-    PutTree { target: String, replace: bool },
+    /// existing file of other content is replaced instead of refused. With
+    /// `top`, `(mode, modified)`: the permission bits (`0o777` at most)
+    /// and time a `target` the tree makes takes once its contents are in;
+    /// a directory merged into keeps its own.
+    PutTree {
+        target: String,
+        replace: bool,
+        top: Option<(u32, i64)>,
+    },
     /// Client: send me the tree under `source` (a directory, or one
     /// file). Answered by a manifest, then the bodies the client asks for
     /// (§5.11).
@@ -446,9 +454,17 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
             out.push(TAG_STAT);
             put_str(out, name);
         }
-        Message::PutTree { target, replace } => {
+        Message::PutTree {
+            target,
+            replace,
+            top,
+        } => {
             out.push(TAG_PUT_TREE);
-            out.push(flag(*replace, PUT_FLAG_REPLACE));
+            out.push(flag(*replace, PUT_FLAG_REPLACE) | flag(top.is_some(), PUT_TREE_FLAG_TOP));
+            if let Some((mode, modified)) = top {
+                out.extend_from_slice(&mode.to_be_bytes());
+                out.extend_from_slice(&modified.to_be_bytes());
+            }
             put_str(out, target);
         }
         Message::GetTree { source } => {
@@ -676,10 +692,24 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             name: fields.string()?,
         },
         TAG_PUT_TREE => {
-            let replace = fields.flag(PUT_FLAG_REPLACE)?;
+            // Two flags, in any combination.
+            let flags = fields.u8()?;
+            if flags & !(PUT_FLAG_REPLACE | PUT_TREE_FLAG_TOP) != 0 {
+                return Err(DecodeError::InvalidValue(flags));
+            }
+            let top = if flags & PUT_TREE_FLAG_TOP != 0 {
+                let mode = u32::from_be_bytes(fields.array()?);
+                if mode > 0o777 {
+                    return Err(DecodeError::InvalidMode(mode));
+                }
+                Some((mode, i64::from_be_bytes(fields.array()?)))
+            } else {
+                None
+            };
             Message::PutTree {
                 target: fields.string()?,
-                replace,
+                replace: flags & PUT_FLAG_REPLACE != 0,
+                top,
             }
         }
         TAG_GET_TREE => {
@@ -1207,9 +1237,37 @@ mod tests {
         assert_eq!(
             encoded(&Message::PutTree {
                 target: "t".into(),
-                replace: true
+                replace: true,
+                top: None,
             }),
             [0, 0, 0, 5, 0x0a, 0x01, 0x00, 0x01, b't']
+        );
+        #[rustfmt::skip]
+        let put_tree_top = [
+            0x00, 0x00, 0x00, 0x11, // frame length 17
+            0x0a, 0x03,             // tag: PutTree, flags: replace | top
+            0x00, 0x00, 0x01, 0xe8, // mode 0o750
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf9, // modified -7
+            0x00, 0x01, b't',       // target "t"
+        ];
+        assert_eq!(
+            encoded(&Message::PutTree {
+                target: "t".into(),
+                replace: true,
+                top: Some((0o750, -7)),
+            }),
+            put_tree_top
+        );
+        assert_eq!(
+            decode(&put_tree_top[..]),
+            Ok(Some((
+                Message::PutTree {
+                    target: "t".into(),
+                    replace: true,
+                    top: Some((0o750, -7)),
+                },
+                put_tree_top.len()
+            )))
         );
         assert_eq!(
             encoded(&Message::GetTree { source: "".into() }),
@@ -1389,6 +1447,31 @@ mod tests {
     }
 
     #[test]
+    fn put_tree_flags_beyond_replace_and_top_and_top_modes_beyond_0o777_are_malformed() {
+        let plain = encoded(&Message::PutTree {
+            target: "t".into(),
+            replace: false,
+            top: None,
+        });
+        for flags in [0x04, 0x05, 0x80, 0xff] {
+            let mut bad = plain.clone();
+            bad[5] = flags;
+            assert_eq!(decode(&bad), Err(DecodeError::InvalidValue(flags)));
+        }
+        let mut setgid = encoded(&Message::PutTree {
+            target: "t".into(),
+            replace: false,
+            top: Some((0o755, 0)),
+        });
+        setgid[8] = 0x05; // mode 0o2755: setgid
+        assert_eq!(decode(&setgid), Err(DecodeError::InvalidMode(0o2755)));
+        // The top flag without its fields: the frame is too short for them.
+        let mut short = plain;
+        short[5] = 0x02;
+        assert_eq!(decode(&short), Err(DecodeError::Truncated));
+    }
+
+    #[test]
     fn a_welcome_naming_unknown_requests_keeps_the_known_ones() {
         let bytes = [0, 0, 0, 5, 0x24, 0x03, 0x01, 0x3a, 0x02];
         assert_eq!(
@@ -1503,8 +1586,16 @@ mod tests {
             name.prop_map(|name| Message::RemoveDir { name }),
             (name, name).prop_map(|(from, to)| Message::Rename { from, to }),
             name.prop_map(|name| Message::Stat { name }),
-            (name, any::<bool>())
-                .prop_map(|(target, replace)| Message::PutTree { target, replace }),
+            (
+                name,
+                any::<bool>(),
+                proptest::option::of((0..=0o777u32, any::<i64>()))
+            )
+                .prop_map(|(target, replace, top)| Message::PutTree {
+                    target,
+                    replace,
+                    top
+                }),
             name.prop_map(|source| Message::GetTree { source }),
             (name, any::<bool>()).prop_map(|(name, replace)| Message::PutStream { name, replace }),
             (name, any::<u64>(), any::<i64>(), any::<bool>()).prop_map(

@@ -337,8 +337,13 @@ impl Session {
         started: Instant,
     ) -> Result<Detail, Abort> {
         match request {
-            Message::PutTree { target, replace } => {
-                self.put_tree(conn, &target, replace, grant, started).await
+            Message::PutTree {
+                target,
+                replace,
+                top,
+            } => {
+                self.put_tree(conn, &target, replace, top, grant, started)
+                    .await
             }
             Message::Put { name, size } => self.put(conn, &name, size, started).await,
             Message::PutStream { name, replace } => {

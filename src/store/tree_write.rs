@@ -7,7 +7,8 @@
 //! directory is merged into it, each file atomically. Either way files are
 //! written to hidden temporary files, and take their names in batches: one
 //! `syncfs` for the batch, then the renames, then the times and modes of
-//! the directories whose contents are all in place. Dropped before
+//! the directories whose contents are all in place (a new tree's top
+//! last, just before its rename). Dropped before
 //! [`TreeWrite::finish`], it removes its temporary files, the directories
 //! it made (as far as they are empty) and a new tree's staging directory
 //! with everything in it.
@@ -103,6 +104,8 @@ struct NewTree {
     parent: Option<Dir>,
     name: String,
     staging: Option<String>,
+    /// The mode and time the tree's top takes once all is in it.
+    top: Option<(u32, i64)>,
 }
 
 struct FinishedDir {
@@ -122,12 +125,14 @@ pub struct TreeFile {
 
 impl super::Store {
     /// Opens the tree `target` (`None`: the root) for a PutTree: a
-    /// directory is merged into, a missing name becomes a new tree, and
-    /// anything else is refused. Makes nothing yet.
+    /// directory is merged into, keeping its own mode and time; a missing
+    /// name becomes a new tree, which takes `top`'s mode and time at the
+    /// end, if given; anything else is refused. Makes nothing yet.
     pub fn open_tree(
         &self,
         target: Option<&RemoteName>,
         replace: bool,
+        top: Option<(u32, i64)>,
     ) -> Result<TreeWrite, Refusal> {
         let not_a_directory = || {
             Refusal::new(
@@ -165,6 +170,7 @@ impl super::Store {
                     parent: None,
                     name: target.file_name().to_owned(),
                     staging: None,
+                    top,
                 });
             }
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(not_a_directory()),
@@ -491,6 +497,22 @@ impl TreeWrite {
     pub fn finish(mut self) -> Result<(), Refusal> {
         self.chain.clear();
         self.commit_batch()?;
+        // Last, as anything made in it would move its time again.
+        if let Some(NewTree {
+            parent: Some(parent),
+            staging: Some(staging),
+            top: Some((mode, modified)),
+            ..
+        }) = &self.new
+        {
+            let top = FinishedDir {
+                path: staging.clone(),
+                mode: mode & 0o777,
+                modified: *modified,
+                made: true,
+            };
+            set_dir_times(parent, &top)?;
+        }
         let base = self.base.as_ref().ok_or_else(not_started)?;
         sync_filesystem(base, self.last_file.as_ref())?;
         if let Some(new) = &self.new {
@@ -525,9 +547,16 @@ impl Drop for TreeWrite {
         if let Some(NewTree {
             parent: Some(parent),
             staging: Some(staging),
+            top,
             ..
         }) = &self.new
         {
+            if top.is_some() {
+                // The top may have taken a mode that keeps even its owner
+                // from emptying it.
+                let owner_only = Mode::from_raw_mode(0o700);
+                let _ = rustix::fs::chmodat(parent, staging.as_str(), owner_only, AtFlags::empty());
+            }
             if let Err(e) = tree::remove(parent, staging) {
                 tracing::warn!(staging = %staging, error = %e.message, "cannot remove a tree's staging directory");
             }

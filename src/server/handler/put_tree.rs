@@ -36,12 +36,14 @@ const SHOWN_CONFLICTS: usize = 20;
 const NAMED_IN_MESSAGE: usize = 5;
 
 impl Session {
-    /// Answers a PutTree: refuses it before any body, or takes the tree.
+    /// Answers a PutTree: refuses it before any body, or takes the tree;
+    /// a new target takes `top`'s mode and time, if given.
     pub(super) async fn put_tree(
         &self,
         conn: &mut Connection<Link>,
         target: &str,
         replace: bool,
+        top: Option<(u32, i64)>,
         grant: &Grant,
         started: Instant,
     ) -> Result<Detail, Abort> {
@@ -53,7 +55,7 @@ impl Session {
         if refusal.is_none() {
             let opened = match RemoteName::parse_dir(target) {
                 Ok(target) => {
-                    self.blocking(move |store| store.open_tree(target.as_ref(), replace))
+                    self.blocking(move |store| store.open_tree(target.as_ref(), replace, top))
                         .await
                 }
                 Err(e) => Err(e.into()),
