@@ -134,10 +134,12 @@ impl Client {
         let mut plan = plan?;
         // Where the tree goes is made ready before any body, so a local
         // failure, like a conflict, refuses the transfer cleanly.
-        let writer = match (plan.conflicts.count, writer_top) {
-            (0, Some(top)) => Ok(TreeWriter::merge(top, replace)),
-            (0, None) => TreeWriter::new_tree(target, top).map_err(local),
-            _ => Err(ClientError::LocalConflicts(plan.conflicts)),
+        let room = check_room(target, plan.bytes);
+        let writer = match (plan.conflicts.count, writer_top, room) {
+            (1.., _, _) => Err(ClientError::LocalConflicts(plan.conflicts)),
+            (0, _, Err(e)) => Err(local(e)),
+            (0, Some(top), Ok(())) => Ok(TreeWriter::merge(top, replace)),
+            (0, None, Ok(())) => TreeWriter::new_tree(target, top).map_err(local),
         };
         let writer = match writer {
             Ok(writer) => writer,
@@ -569,4 +571,50 @@ fn not_in_manifest(entry: &TreeEntry) -> ClientError {
         "sent a body for {:?}, which is not the manifest's next file",
         entry.path
     ))
+}
+
+/// Refuses a tree of `bytes` that the disk holding `target` (or, for a
+/// new tree, the nearest directory above it) has no room for, before any
+/// body: the server's check of an upload, made here for a download.
+fn check_room(target: &Path, bytes: u64) -> io::Result<()> {
+    let found = target
+        .ancestors()
+        .find(|dir| dir.as_os_str().is_empty() || dir.exists());
+    let Some(existing) = found else {
+        return Ok(());
+    };
+    let existing = if existing.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        existing
+    };
+    let Ok(fs) = rustix::fs::statvfs(existing) else {
+        return Ok(()); // unknown; the writes will find out
+    };
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    if bytes <= free {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!("not enough space on this disk: {bytes} bytes needed, {free} free"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_larger_than_the_free_space_is_refused_and_a_new_target_is_met_above() {
+        let dir = tempfile::tempdir().unwrap();
+        let new_tree = dir.path().join("not/yet/made");
+        assert!(check_room(&new_tree, 0).is_ok());
+        assert!(check_room(dir.path(), 1024).is_ok());
+        let refused = check_room(&new_tree, u64::MAX).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::StorageFull);
+        assert!(refused.to_string().contains("bytes needed"), "{refused}");
+        // A relative target with no directory of its own is met in ".".
+        assert!(check_room(Path::new("relative-new"), u64::MAX).is_err());
+    }
 }
