@@ -151,6 +151,16 @@ pub enum Found {
     Unproven,
 }
 
+impl Found {
+    /// How much of the partial was read again to prove it.
+    pub fn reread(self) -> u64 {
+        match self {
+            Found::Resumed { reread } => reread,
+            Found::Nothing | Found::Restarted | Found::SourceChanged | Found::Unproven => 0,
+        }
+    }
+}
+
 /// Where a partial and its record live, and what they are for.
 pub struct Place<'a> {
     /// The directory holding both.

@@ -94,8 +94,9 @@ pub enum Start {
     /// At its first byte, with nothing to resume.
     #[default]
     Fresh,
-    /// At this byte, after a prefix a partial held and proved.
-    ResumedAt(u64),
+    /// At byte `at`, after a prefix a partial held and proved, reading
+    /// `reread` bytes of it to do so (0 when its sealed record held).
+    ResumedAt { at: u64, reread: u64 },
     /// At its first byte, a partial discarded for this reason.
     StartedOver(String),
 }
@@ -158,7 +159,15 @@ impl fmt::Display for Report {
                 }
                 match start {
                     Start::Fresh => Ok(()),
-                    Start::ResumedAt(at) => write!(f, ", resumed at {}", mebibytes(*at)),
+                    Start::ResumedAt { at, reread: 0 } => {
+                        write!(f, ", resumed at {}", mebibytes(*at))
+                    }
+                    Start::ResumedAt { at, reread } => write!(
+                        f,
+                        ", resumed at {} (proved by reading {} of the partial again)",
+                        mebibytes(*at),
+                        mebibytes(*reread)
+                    ),
                     Start::StartedOver(why) => {
                         write!(f, ", started over: {}", escape_controls(why))
                     }
@@ -257,10 +266,23 @@ mod tests {
         let resumed = Outcome::Ok(Detail::Transfer {
             bytes: 1000,
             elapsed: Duration::from_secs(1),
-            start: Start::ResumedAt(612 * 1024 * 1024),
+            start: Start::ResumedAt {
+                at: 612 * 1024 * 1024,
+                reread: 0,
+            },
         });
         assert!(at_epoch(RequestKind::Get, Some("x"), resumed)
             .ends_with("ok 1000 bytes in 1.000s, resumed at 612.0 MiB"));
+        let reread = Outcome::Ok(Detail::Transfer {
+            bytes: 1000,
+            elapsed: Duration::from_secs(1),
+            start: Start::ResumedAt {
+                at: 128 * 1024 * 1024,
+                reread: 128 * 1024 * 1024,
+            },
+        });
+        assert!(at_epoch(RequestKind::Get, Some("x"), reread)
+            .ends_with("resumed at 128.0 MiB (proved by reading 128.0 MiB of the partial again)"));
         let over = Outcome::Ok(Detail::Transfer {
             bytes: 1000,
             elapsed: Duration::from_secs(1),

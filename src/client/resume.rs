@@ -81,7 +81,11 @@ impl Client {
                     let start = match (started_over.take(), reason) {
                         (Some(why), _) => Start::StartedOver(why),
                         (None, ResumeReason::New) => Start::Fresh,
-                        (None, ResumeReason::Resumed) => Start::ResumedAt(prefix.len),
+                        (None, ResumeReason::Resumed) => Start::ResumedAt {
+                            at: prefix.len,
+                            // The server's part: its report says.
+                            reread: 0,
+                        },
                         (None, other) => Start::StartedOver(other.describe()),
                     };
                     let bytes = size - prefix.len;
@@ -214,7 +218,10 @@ impl Client {
             }
             let start = match (started_over, reason) {
                 (Some(why), _) => Start::StartedOver(why),
-                (None, ResumeReason::Resumed) => Start::ResumedAt(from.len),
+                (None, ResumeReason::Resumed) => Start::ResumedAt {
+                    at: from.len,
+                    reread: found.reread(),
+                },
                 (None, ResumeReason::New) => match found {
                     Found::Nothing | Found::Resumed { .. } => Start::Fresh,
                     other => Start::StartedOver(describe_local(other)),

@@ -80,7 +80,7 @@ impl Session {
         Ok(Detail::Transfer {
             bytes: size - prefix.len,
             elapsed: started.elapsed(),
-            start: start_for(reason, prefix.len),
+            start: start_for(reason, prefix.len, found.reread()),
         })
     }
 
@@ -130,7 +130,7 @@ impl Session {
         Ok(Detail::Transfer {
             bytes: size - from.len,
             elapsed: started.elapsed(),
-            start: start_for(reason, from.len),
+            start: start_for(reason, from.len, 0),
         })
     }
 }
@@ -146,11 +146,12 @@ fn reason_for(found: Found) -> ResumeReason {
     }
 }
 
-/// Where a report says a transfer began.
-pub(super) fn start_for(reason: ResumeReason, offset: u64) -> Start {
+/// Where a report says a transfer began, `reread` bytes of the partial
+/// read again to prove it.
+fn start_for(reason: ResumeReason, offset: u64, reread: u64) -> Start {
     match reason {
         ResumeReason::New => Start::Fresh,
-        ResumeReason::Resumed => Start::ResumedAt(offset),
+        ResumeReason::Resumed => Start::ResumedAt { at: offset, reread },
         other => Start::StartedOver(other.describe()),
     }
 }
