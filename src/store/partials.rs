@@ -17,7 +17,7 @@ use cap_std::fs::DirBuilderExt;
 use cap_std::fs::{Dir, DirBuilder};
 
 use super::digest_cache::{self, Stamp};
-use super::{classify, MadeDirs, Store};
+use super::{check_free_space, classify, MadeDirs, Store};
 use crate::partial::{Found, Partial, Place};
 use crate::protocol::{Digest, ErrorCode, Refusal, RemoteName, Token};
 
@@ -65,6 +65,15 @@ impl Store {
         modified: i64,
         restart: bool,
     ) -> Result<(ResumableUpload, Partial, Found), Refusal> {
+        // What refuses the upload whatever the partial holds comes first,
+        // so a refusal makes no partial.
+        let (made, parent) = self.parent_for_upload(name, 0)?;
+        if parent.symlink_metadata(name.file_name()).is_ok() {
+            return Err(Refusal::new(
+                ErrorCode::AlreadyExists,
+                "a file by that name exists",
+            ));
+        }
         let partials = self.partials_dir()?;
         let key = partial_key(owner, name);
         let record_name = format!("{key}.rec");
@@ -86,13 +95,15 @@ impl Store {
                 classify(e)
             }
         })?;
-        let needed = size - partial.prefix().len.min(size);
-        let (made, parent) = self.parent_for_upload(name, needed)?;
-        if parent.symlink_metadata(name.file_name()).is_ok() {
-            return Err(Refusal::new(
-                ErrorCode::AlreadyExists,
-                "a file by that name exists",
-            ));
+        // The partial's bytes are on the disk already.
+        let held = partial.prefix().len;
+        if let Err(refusal) = check_free_space(&parent, size - held.min(size)) {
+            // An empty partial is not worth keeping; a proven one waits
+            // for room to be made.
+            if held == 0 {
+                let _ = partial.discard();
+            }
+            return Err(refusal);
         }
         let upload = ResumableUpload {
             parent,
