@@ -779,6 +779,8 @@ class ResumeRun:
     moved: the bytes the second run moved, by its report line.
     fresh_s: a transfer from the start of a file of exactly moved bytes,
     through the same server in the same repetition.
+    *_cpu: user+sys seconds of client and server, the resumed run's and
+    the fresh one's, to tell work from waiting on a loaded machine.
     reread_mib: of the partial read again to prove it, by the report line
     of the side holding it.
     """
@@ -787,6 +789,8 @@ class ResumeRun:
     moved: int
     resumed_s: float
     fresh_s: float
+    resumed_cpu: float
+    fresh_cpu: float
     reread_mib: float
 
 
@@ -1537,8 +1541,9 @@ class Bench:
                     log(f"  {METHODS[name].label} {direction} rep {rep + 1}/{self.args.reps}:"
                         f" cut at {run.cut_at / MIB:.1f} MiB, resumed at"
                         f" {run.offset / MIB:.1f} MiB, {run.moved} bytes in"
-                        f" {run.resumed_s:.3f} s against {run.fresh_s:.3f} s fresh"
-                        f" ({run.resumed_s / run.fresh_s:.2f}), {run.reread_mib:.1f} MiB"
+                        f" {run.resumed_s:.3f} s (CPU {run.resumed_cpu:.3f} s) against"
+                        f" {run.fresh_s:.3f} s fresh (CPU {run.fresh_cpu:.3f} s), ratio"
+                        f" {run.resumed_s / run.fresh_s:.2f}, {run.reread_mib:.1f} MiB"
                         " of the partial read again")
         finally:
             for server in servers.values():
@@ -1572,8 +1577,10 @@ class Bench:
                                             downloads / f"rest-{name}",
                                             f"{METHODS[name].label} {direction}"
                                             f" {human_size(rest)} fresh")
-        resumed_s, moved, reread_mib = timed["resumed"]
-        return ResumeRun(cut_at, offset, moved, resumed_s, timed["fresh"], reread_mib)
+        (resumed_s, resumed_cpu), moved, reread_mib = timed["resumed"]
+        fresh_s, fresh_cpu = timed["fresh"]
+        return ResumeRun(cut_at, offset, moved, resumed_s, fresh_s, resumed_cpu, fresh_cpu,
+                         reread_mib)
 
     def cut_transfer(self, server, direction, source, put_target, get_target, what):
         """Starts a put or get of source and sends the client SIGINT, as
@@ -1619,12 +1626,12 @@ class Bench:
         """The cut command run again, timed, its copy checked and removed.
         Its report line must say it went on from offset and moved the rest;
         the side holding the partial, the server for a put, says how much
-        of it it read again. Returns (wall seconds, bytes moved, MiB read
-        again)."""
+        of it it read again. Returns ((wall seconds, CPU seconds), bytes
+        moved, MiB read again)."""
         step = self.ferry_file_step(server, direction, source, put_target, get_target,
                                     quiet=False)
         log_start = server.log_path.stat().st_size
-        seconds, _ = self.run_file_step(step, server, source, f"{what} resumed", is_ferry=True)
+        timing = self.run_file_step(step, server, source, f"{what} resumed", is_ferry=True)
         line = last_line(LOG_DIR / "client.log")
         moved, resumed_at, reread_mib = transfer_report(line, what)
         if resumed_at != f"{offset / MIB:.1f}" or moved != source.size - offset:
@@ -1637,20 +1644,21 @@ class Bench:
             if server_at != resumed_at:
                 raise BenchError(f"{what}: the client resumed at {resumed_at} MiB, the"
                                  f" server says {line!r}")
-        return seconds, moved, reread_mib
+        return timing, moved, reread_mib
 
     def fresh_run(self, server, direction, source, put_target, get_target, what):
         """A put or get of source from its start, timed, its copy checked
-        and removed; its report line must say so. Returns wall seconds."""
+        and removed; its report line must say so. Returns (wall seconds, CPU
+        seconds)."""
         step = self.ferry_file_step(server, direction, source, put_target, get_target,
                                     quiet=False)
-        seconds, _ = self.run_file_step(step, server, source, what, is_ferry=True)
+        timing = self.run_file_step(step, server, source, what, is_ferry=True)
         line = last_line(LOG_DIR / "client.log")
         moved, resumed_at, _ = transfer_report(line, what)
         if resumed_at is not None or moved != source.size:
             raise BenchError(f"{what}: not a transfer of {source.size} bytes from the start:"
                              f" {line!r}")
-        return seconds
+        return timing
 
 
 def receive_exactly(conn, count):
@@ -1906,6 +1914,8 @@ def resume_table(runs, leftovers):
             f"{statistics.median(fresh):.3f}", f"{min(fresh):.3f}-{max(fresh):.3f}",
             f"{ratio:.2f}", goal_word(ratio <= RESUME_RATIO_GOAL),
             f"{reread:.1f}", goal_word(reread == 0),
+            f"{statistics.median(run.resumed_cpu for run in results):.3f}",
+            f"{statistics.median(run.fresh_cpu for run in results):.3f}",
         ])
     text = (
         f"Resume: a {human_size(RESUME_SIZE)} put and get, the client sent SIGINT (Ctrl-C,"
@@ -1920,13 +1930,14 @@ def resume_table(runs, leftovers):
         " Ratio = median over the repetitions of resumed s / fresh s; issue 14's goal is"
         f" <= {RESUME_RATIO_GOAL}. Prefix read again: the most, over the repetitions, that"
         " the side holding the partial (the server for a put, the client for a get) read of"
-        " it again to prove it, by its report line; the goal is 0.\n\n"
+        " it again to prove it, by its report line; the goal is 0. CPU s = median user+sys"
+        " of client and server per run, resumed and fresh.\n\n"
         + markdown_table(
             ["ferry", "direction", "resumed at", "steps", "bytes moved, resumed run",
              "resumed median s", "min-max s", "fresh median s", "min-max s",
              "resumed / fresh", f"goal: <= {RESUME_RATIO_GOAL}",
-             "prefix read again, MiB", "goal: 0"],
-            rows, right_aligned=(2, 3, 4, 5, 7, 9, 11)))
+             "prefix read again, MiB", "goal: 0", "resumed CPU s", "fresh CPU s"],
+            rows, right_aligned=(2, 3, 4, 5, 7, 9, 11, 13, 14)))
     if leftovers:
         text += ("\n\nPartials left once their transfers had completed (removed): "
                  + ", ".join(leftovers))
