@@ -51,6 +51,19 @@ for --only:
                     by this build", and no single-file runs in that
                     direction, instead of stopping the run. --baseline-bin
                     does not apply to it
+  resume            a 1 GiB ferry put and get (plain and TLS), the client
+                    sent SIGINT (Ctrl-C) once the receiver's partial passes
+                    512 MiB, then the same command run again: the bytes it
+                    moved, where it resumed (whole 64 MiB steps), its time
+                    against a fresh put or get of a file of exactly those
+                    bytes (run in the same repetition, which goes first
+                    alternating), met or NOT met against issue 14's goal of
+                    1.1, and the bytes of the partial that the side holding
+                    it (the server for a put, the client for a get) read
+                    again to prove it, by its report line (goal: 0). Every
+                    copy checked by SHA-256; every partial left over is
+                    removed and listed. Also 1 GiB with --quick: a step is
+                    64 MiB. --baseline-bin does not apply to it
 
 Before and after: --baseline-bin PATH (bench.sh also takes it from
 FERRY_BASELINE_BIN) benchmarks a second ferry binary, such as a build of an
@@ -75,6 +88,7 @@ Standard library only.
 
 import argparse
 import datetime
+import fcntl
 import hashlib
 import os
 import platform
@@ -139,7 +153,7 @@ ANY_FERRY_METHODS = FERRY_METHODS + tuple(BASELINE_METHODS.values())
 FERRY_PEERS = (REFERENCE, "rsync", "scp", "sftp")
 # Names for --only that stand for several cases.
 CASE_GROUPS = {"ferry": FERRY_METHODS}
-OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory", "trees"]
+OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory", "trees", "resume"]
 ALL_CASES = [name for name in METHODS if name not in BASELINE_METHODS.values()] + OTHER_CASES
 
 LATENCY_RUNS = 200
@@ -193,6 +207,34 @@ TREE_REFERENCE = "rsync"
 TREE_FILE_TWINS = {"ferry-plain": "ferry-plain-file", "ferry-tls": "ferry-tls-file"}
 # What a ferry row says when the binary has no put -r or get -r.
 NOT_SUPPORTED = "not supported by this build"
+
+# Issue 14's resume case: a file of RESUME_SIZE put and got, the client
+# sent SIGINT once the receiver's partial passes RESUME_CUT_AT, then the
+# same command run again. The receiver keeps whole steps of RESUME_STEP,
+# each once it is synced (README, Resuming), so the second run goes on
+# from the last step on disk when the cut came: RESUME_CUT_AT, or a step
+# before it if that step's sync was still under way. --quick keeps the
+# size: a smaller file would resume from one or two steps.
+RESUME_SIZE = GIB
+RESUME_CUT_AT = 512 * MIB
+RESUME_STEP = 64 * MIB
+# Goal of issue 14: the resumed run takes at most this many times a fresh
+# transfer of the bytes it moves; and reads none of the partial again.
+RESUME_RATIO_GOAL = 1.1
+# A server's partial uploads, under its root: each one's data file is
+# named by 40 hex digits, its record adds .rec (.rec.new while written).
+SERVER_PARTIALS = ".ferry-tmp-partials"
+# A download's partial beside its target NAME: .NAME + this; its record
+# adds .rec.
+CLIENT_PARTIAL_SUFFIX = ".ferry-partial"
+# The end of a file transfer's report line, the client's or the server's
+# (src/report.rs): the bytes moved this time and, for a resumed one, where
+# it went on from and how much of the partial was read again to prove it;
+# no parenthesis means none.
+TRANSFER_REPORT = re.compile(
+    r" ok (\d+) bytes in [0-9.]+s(?: \([0-9.]+ MB/s\))?"
+    r"(?:, resumed at ([0-9.]+) MiB"
+    r"(?: \(proved by reading ([0-9.]+) MiB of the partial again\))?)?$")
 # The handshake of protocol version 3 (src/protocol, PROTOCOL.md §2): each
 # side's preamble, the client's Hello with an empty token (a u32 length, tag
 # 0x05, an empty u16-prefixed string), and the server's Welcome (tag 0x24)
@@ -602,6 +644,99 @@ def remove_file(path):
         pass
 
 
+def file_size(path):
+    """path's size, 0 if there is no such file (yet, or any more)."""
+    try:
+        return path.stat().st_size if path else 0
+    except FileNotFoundError:
+        return 0
+
+
+def server_partial(root):
+    """The data file of the one partial upload of a ferry server serving
+    root, None while there is none; more than one would leave the resume
+    case unsure which to watch."""
+    try:
+        names = [entry.name for entry in os.scandir(root / SERVER_PARTIALS)
+                 if "." not in entry.name]
+    except FileNotFoundError:
+        return None
+    if len(names) > 1:
+        raise BenchError(f"{len(names)} partial uploads in {root / SERVER_PARTIALS}, expected one")
+    return root / SERVER_PARTIALS / names[0] if names else None
+
+
+def client_partial(target):
+    """Where a ferry get to target keeps its partial."""
+    return target.with_name(f".{target.name}{CLIENT_PARTIAL_SUFFIX}")
+
+
+def size_once_released(path, timeout=60):
+    """path's size once no process holds it locked. ferry holds a partial
+    under an exclusive flock while a transfer writes it and until it is
+    sealed at its last step, so this is where a transfer cut off will go
+    on from. The lock taken here is let go at once: the next run needs it."""
+    deadline = time.monotonic() + timeout
+    with open(path, "rb") as partial:
+        while True:
+            try:
+                fcntl.flock(partial, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{path} still locked {timeout} s after its client exited")
+                time.sleep(0.002)
+                continue
+            size = os.fstat(partial.fileno()).st_size
+            fcntl.flock(partial, fcntl.LOCK_UN)
+            return size
+
+
+def remove_partials(root, downloads):
+    """Removes every partial and record in the partial uploads under root
+    and beside the downloads, and returns their paths: once a transfer has
+    completed there should be none."""
+    partials = root / SERVER_PARTIALS
+    paths = sorted(partials.iterdir()) if partials.is_dir() else []
+    paths += sorted(path for path in downloads.iterdir() if CLIENT_PARTIAL_SUFFIX in path.name)
+    for path in paths:
+        remove_file(path)
+    return [str(path.relative_to(WORK_DIR)) for path in paths]
+
+
+def last_line(path):
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def server_report_line(log_path, start, needle, what, timeout=10):
+    """The first whole line of a server's log past byte start that holds
+    needle. Report lines reach the log from a writer thread of their own,
+    maybe a moment after the client has its reply, so this waits for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(log_path, "rb") as server_log:
+            server_log.seek(start)
+            text = server_log.read().decode(errors="replace")
+        for line in text.splitlines(keepends=True):
+            if needle in line and line.endswith("\n"):
+                return line.rstrip("\n")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: no server report line with {needle!r} after {timeout} s"
+                             + log_tail(log_path))
+        time.sleep(0.005)
+
+
+def transfer_report(line, what):
+    """A file transfer's report line read: (bytes moved, where it resumed
+    in MiB as printed, or None for a transfer from the start, MiB of the
+    partial read again). A line that says neither, such as a transfer that
+    started over, stops the benchmark."""
+    match = TRANSFER_REPORT.search(line)
+    if not match:
+        raise BenchError(f"{what}: a report line neither fresh nor resumed: {line!r}")
+    return int(match.group(1)), match.group(2), float(match.group(3) or 0)
+
+
 # ---------------------------------------------------------------- the benchmark
 
 
@@ -633,6 +768,30 @@ class Step:
     listener: list | None = None
     listener_port: int | None = None
     output: Path | None = None
+
+
+@dataclass
+class ResumeRun:
+    """One repetition of the resume case in one mode and direction.
+
+    cut_at: the receiver's partial when the client was sent SIGINT.
+    offset: where the second run went on from, the partial once sealed.
+    moved: the bytes the second run moved, by its report line.
+    fresh_s: a transfer from the start of a file of exactly moved bytes,
+    through the same server in the same repetition.
+    *_cpu: user+sys seconds of client and server, the resumed run's and
+    the fresh one's, to tell work from waiting on a loaded machine.
+    reread_mib: of the partial read again to prove it, by the report line
+    of the side holding it.
+    """
+    cut_at: int
+    offset: int
+    moved: int
+    resumed_s: float
+    fresh_s: float
+    resumed_cpu: float
+    fresh_cpu: float
+    reread_mib: float
 
 
 @dataclass
@@ -731,11 +890,12 @@ class Bench:
                 raise BenchError("ferry server did not start" + log_tail(log_path))
             time.sleep(0.002)
 
-    def ferry_client(self, server):
+    def ferry_client(self, server, quiet=True):
         """The start of a one-shot ferry client command for server, from
-        the server's own binary; run it in server.env."""
-        return [server.ferry, "client", "127.0.0.1", server.port, "-q",
-                *ferry_trust(server.fingerprint)]
+        the server's own binary; run it in server.env. quiet=False keeps
+        the client's report line, on its stderr."""
+        return [server.ferry, "client", "127.0.0.1", server.port,
+                *(["-q"] if quiet else []), *ferry_trust(server.fingerprint)]
 
     def start_listening(self, command, port, log_path):
         with open(log_path, "wb") as log_file:
@@ -890,14 +1050,14 @@ class Bench:
                         output=output)
         raise AssertionError(f"no step for method {name}")
 
-    def ferry_file_step(self, server, direction, source, put_target, get_target):
+    def ferry_file_step(self, server, direction, source, put_target, get_target, quiet=True):
         """A ferry put of source to put_target, a path in the server's root,
-        or a get of its served copy to get_target."""
+        or a get of its served copy to get_target; quiet as ferry_client's."""
         if direction == "put":
             request, output = ["put", source.path, put_target.name], put_target
         else:
             request, output = ["get", source.served_name, get_target], get_target
-        return Step(self.ferry_client(server) + request, env=server.env, output=output)
+        return Step(self.ferry_client(server, quiet) + request, env=server.env, output=output)
 
     def run_once(self, name, direction, source):
         """One timed, checked run: returns (wall seconds, CPU seconds)."""
@@ -1341,6 +1501,165 @@ class Bench:
                                     downloads / f"{name}-{source.label}")
         return self.run_file_step(step, server, source, what, is_ferry=True)
 
+    def resume(self):
+        """Issue 14's resume case: per ferry mode and direction, and per
+        repetition, a put or get of RESUME_SIZE cut once its partial passes
+        RESUME_CUT_AT, the same command run again, timed, and a fresh put
+        or get of a file of exactly the bytes that run moved, through the
+        same server, which of the two goes first alternating rep by rep, so
+        that load from elsewhere hits both alike. Returns (method,
+        direction) -> [ResumeRun], and every partial found left over once a
+        transfer had completed (removed)."""
+        case_dir = WORK_DIR / "resume"
+        root, downloads, sources_dir = (case_dir / name
+                                        for name in ("root", "downloads", "sources"))
+        for directory in (root, downloads, sources_dir):
+            directory.mkdir(parents=True)
+        source = make_source(human_size(RESUME_SIZE).replace(" ", ""), RESUME_SIZE,
+                             sources_dir, root)
+        rests = {}  # bytes -> a Source of that many, for the fresh runs
+        keys = [(name, direction) for name in FERRY_METHODS for direction in ("put", "get")]
+        runs = {key: [] for key in keys}
+        leftovers = []
+        servers = {}
+        try:
+            for name in FERRY_METHODS:
+                servers[name] = self.start_ferry(root, LOG_DIR / f"{name}-resume.log",
+                                                 tls=name == "ferry-tls")
+            for rep in range(self.args.reps):
+                # A different mode and direction goes first in each
+                # repetition, as in the trees case.
+                shift = rep % len(keys)
+                for name, direction in keys[shift:] + keys[:shift]:
+                    run = self.resume_once(name, direction, rep, source, rests,
+                                           servers[name], root, downloads, sources_dir)
+                    runs[name, direction].append(run)
+                    left = remove_partials(root, downloads)
+                    if left:
+                        log(f"  partials left after the transfers completed: {', '.join(left)}")
+                    leftovers += left
+                    log(f"  {METHODS[name].label} {direction} rep {rep + 1}/{self.args.reps}:"
+                        f" cut at {run.cut_at / MIB:.1f} MiB, resumed at"
+                        f" {run.offset / MIB:.1f} MiB, {run.moved} bytes in"
+                        f" {run.resumed_s:.3f} s (CPU {run.resumed_cpu:.3f} s) against"
+                        f" {run.fresh_s:.3f} s fresh (CPU {run.fresh_cpu:.3f} s), ratio"
+                        f" {run.resumed_s / run.fresh_s:.2f}, {run.reread_mib:.1f} MiB"
+                        " of the partial read again")
+        finally:
+            for server in servers.values():
+                self.procs.stop(server.proc)
+        return runs, leftovers
+
+    def resume_once(self, name, direction, rep, source, rests, server, root, downloads,
+                    sources_dir):
+        """One repetition of the resume case: the cut, then the resumed run
+        and the fresh one, in turns; both copies checked and removed.
+        Returns a ResumeRun."""
+        what = f"{METHODS[name].label} {direction} {human_size(source.size)}"
+        put_target = root / f"put-resume-{name}"
+        get_target = downloads / f"resume-{name}"
+        cut_at, offset = self.cut_transfer(server, direction, source, put_target, get_target,
+                                           what)
+        if not offset:
+            raise BenchError(f"{what}: cut at {cut_at} bytes, the partial kept nothing")
+        rest = source.size - offset
+        if rest not in rests:
+            rests[rest] = make_source(f"rest-{human_size(rest).replace(' ', '')}", rest,
+                                      sources_dir, root)
+        timed = {}
+        for run in ("resumed", "fresh") if rep % 2 == 0 else ("fresh", "resumed"):
+            if run == "resumed":
+                timed[run] = self.resumed_run(server, direction, source, offset,
+                                              put_target, get_target, what)
+            else:
+                timed[run] = self.fresh_run(server, direction, rests[rest],
+                                            root / f"put-rest-{name}",
+                                            downloads / f"rest-{name}",
+                                            f"{METHODS[name].label} {direction}"
+                                            f" {human_size(rest)} fresh")
+        (resumed_s, resumed_cpu), moved, reread_mib = timed["resumed"]
+        fresh_s, fresh_cpu = timed["fresh"]
+        return ResumeRun(cut_at, offset, moved, resumed_s, fresh_s, resumed_cpu, fresh_cpu,
+                         reread_mib)
+
+    def cut_transfer(self, server, direction, source, put_target, get_target, what):
+        """Starts a put or get of source and sends the client SIGINT, as
+        Ctrl-C would, once the receiver's partial passes RESUME_CUT_AT: the
+        server's for a put, the client's beside its target for a get. The
+        client must exit 130; the receiver, the server once it sees the
+        connection go, seals the partial at its last step. Returns the
+        partial's size at the cut and once sealed."""
+        step = self.ferry_file_step(server, direction, source, put_target, get_target,
+                                    quiet=False)
+        settle_disk()
+        warm_page_cache(source.path)
+        client_log = LOG_DIR / "client-cut.log"
+        with open(client_log, "wb") as client_stderr:
+            client = self.procs.start(step.client, stderr=client_stderr, env=step.env)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            partial = (server_partial(put_target.parent) if direction == "put"
+                       else client_partial(get_target))
+            cut_at = file_size(partial)
+            if cut_at > RESUME_CUT_AT:
+                break
+            # Not reaped, so that reap can: its pid stays the client's.
+            if exits_within(client.pid, 0):
+                self.procs.reap(client)
+                raise BenchError(f"{what}: the client exited with {client.returncode} before"
+                                 f" its partial passed {human_size(RESUME_CUT_AT)}"
+                                 + log_tail(client_log) + log_tail(server.log_path))
+            if time.monotonic() > deadline:
+                self.procs.stop(client)
+                raise BenchError(f"{what}: the partial did not pass"
+                                 f" {human_size(RESUME_CUT_AT)} in {RUN_TIMEOUT_S} s")
+            time.sleep(0.001)
+        os.kill(client.pid, signal.SIGINT)
+        self.procs.reap(client)
+        if client.returncode != 130:
+            raise BenchError(f"{what}: SIGINT at {cut_at} bytes, the client exited with"
+                             f" {client.returncode}, not 130 (interrupted)"
+                             + log_tail(client_log) + log_tail(server.log_path))
+        return cut_at, size_once_released(partial)
+
+    def resumed_run(self, server, direction, source, offset, put_target, get_target, what):
+        """The cut command run again, timed, its copy checked and removed.
+        Its report line must say it went on from offset and moved the rest;
+        the side holding the partial, the server for a put, says how much
+        of it it read again. Returns ((wall seconds, CPU seconds), bytes
+        moved, MiB read again)."""
+        step = self.ferry_file_step(server, direction, source, put_target, get_target,
+                                    quiet=False)
+        log_start = server.log_path.stat().st_size
+        timing = self.run_file_step(step, server, source, f"{what} resumed", is_ferry=True)
+        line = last_line(LOG_DIR / "client.log")
+        moved, resumed_at, reread_mib = transfer_report(line, what)
+        if resumed_at != f"{offset / MIB:.1f}" or moved != source.size - offset:
+            raise BenchError(f"{what}: the partial was sealed at {offset} bytes, the second"
+                             f" run says {line!r}")
+        if direction == "put":
+            line = server_report_line(server.log_path, log_start,
+                                      f'put "{put_target.name}" ok', what)
+            _, server_at, reread_mib = transfer_report(line, f"{what}, the server's report")
+            if server_at != resumed_at:
+                raise BenchError(f"{what}: the client resumed at {resumed_at} MiB, the"
+                                 f" server says {line!r}")
+        return timing, moved, reread_mib
+
+    def fresh_run(self, server, direction, source, put_target, get_target, what):
+        """A put or get of source from its start, timed, its copy checked
+        and removed; its report line must say so. Returns (wall seconds, CPU
+        seconds)."""
+        step = self.ferry_file_step(server, direction, source, put_target, get_target,
+                                    quiet=False)
+        timing = self.run_file_step(step, server, source, what, is_ferry=True)
+        line = last_line(LOG_DIR / "client.log")
+        moved, resumed_at, _ = transfer_report(line, what)
+        if resumed_at is not None or moved != source.size:
+            raise BenchError(f"{what}: not a transfer of {source.size} bytes from the start:"
+                             f" {line!r}")
+        return timing
+
 
 def receive_exactly(conn, count):
     """Up to count bytes: fewer only if the peer closed."""
@@ -1567,6 +1886,64 @@ def tree_file_comparison(trees, runs, unsupported):
     return "\n\n".join(tables)
 
 
+def spread(values, unit=""):
+    """One value if every repetition gave it, else each in turn."""
+    if len(set(values)) == 1:
+        return f"{values[0]}{unit}"
+    return ", ".join(str(value) for value in values) + unit
+
+
+def resume_table(runs, leftovers):
+    """Issue 14's resume goals, per ferry mode and direction: the second
+    run against a fresh transfer of the same bytes, and the partial read
+    again to prove it."""
+    rows = []
+    for (name, direction), results in runs.items():
+        resumed, fresh = ([getattr(run, field) for run in results]
+                          for field in ("resumed_s", "fresh_s"))
+        # Per repetition: each pair moved the same bytes even when the cut
+        # left different offsets in different repetitions.
+        ratio = statistics.median(run.resumed_s / run.fresh_s for run in results)
+        reread = max(run.reread_mib for run in results)
+        rows.append([
+            METHODS[name].label, direction,
+            spread([f"{run.offset / MIB:.0f}" for run in results], " MiB"),
+            spread([f"{run.offset // RESUME_STEP}" for run in results]),
+            spread([run.moved for run in results]),
+            f"{statistics.median(resumed):.3f}", f"{min(resumed):.3f}-{max(resumed):.3f}",
+            f"{statistics.median(fresh):.3f}", f"{min(fresh):.3f}-{max(fresh):.3f}",
+            f"{ratio:.2f}", goal_word(ratio <= RESUME_RATIO_GOAL),
+            f"{reread:.1f}", goal_word(reread == 0),
+            f"{statistics.median(run.resumed_cpu for run in results):.3f}",
+            f"{statistics.median(run.fresh_cpu for run in results):.3f}",
+        ])
+    text = (
+        f"Resume: a {human_size(RESUME_SIZE)} put and get, the client sent SIGINT (Ctrl-C,"
+        f" exit 130) once the receiver's partial (the server's for a put, the client's for"
+        f" a get) passed {human_size(RESUME_CUT_AT)}, then the same command run again"
+        " (resumed); against a fresh put or get of a file of exactly the bytes the resumed"
+        " run moved (the size less the resumed-at offset), through the same server in the"
+        " same repetition, which of the two goes first alternating rep by rep. Seconds from"
+        " client start to exit, every copy checked by SHA-256 and removed. Resumed at: where"
+        f" the second run went on from, in whole steps of {human_size(RESUME_STEP)} (the"
+        " last one synced when the cut came), one value per repetition if they differ."
+        " Ratio = median over the repetitions of resumed s / fresh s; issue 14's goal is"
+        f" <= {RESUME_RATIO_GOAL}. Prefix read again: the most, over the repetitions, that"
+        " the side holding the partial (the server for a put, the client for a get) read of"
+        " it again to prove it, by its report line; the goal is 0. CPU s = median user+sys"
+        " of client and server per run, resumed and fresh.\n\n"
+        + markdown_table(
+            ["ferry", "direction", "resumed at", "steps", "bytes moved, resumed run",
+             "resumed median s", "min-max s", "fresh median s", "min-max s",
+             "resumed / fresh", f"goal: <= {RESUME_RATIO_GOAL}",
+             "prefix read again, MiB", "goal: 0", "resumed CPU s", "fresh CPU s"],
+            rows, right_aligned=(2, 3, 4, 5, 7, 9, 11, 13, 14)))
+    if leftovers:
+        text += ("\n\nPartials left once their transfers had completed (removed): "
+                 + ", ".join(leftovers))
+    return text
+
+
 def markdown_table(header, rows, right_aligned=()):
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if column in right_aligned else "---"
@@ -1653,6 +2030,8 @@ def report(args, sections):
         comparison = tree_file_comparison(trees, runs, unsupported)
         if comparison:
             parts.append(comparison)
+    if "resume" in sections:
+        parts.append(resume_table(*sections["resume"]))
     memory_rows = []
     if "idle-memory" in sections:
         rss_fresh, rss_idle, hwm_idle = (kib / 1024 for kib in sections["idle-memory"])
@@ -1770,6 +2149,9 @@ def run(args, bench, chosen):
         log("trees")
         runs, unsupported = bench.trees(trees)
         sections["trees"] = (trees, runs, unsupported)
+    if "resume" in chosen:
+        log("resume")
+        sections["resume"] = bench.resume()
     return sections
 
 

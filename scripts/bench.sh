@@ -13,6 +13,9 @@
 # Beside the 100 x 10 MiB tree ferry also puts and gets one 1 GiB file (with
 # --quick, 200 MiB: the scaled tree's bytes), turn by turn with the tree, to
 # judge the tree against the single file's MB/s.
+# --only resume cuts a 1 GiB ferry put and get (plain and TLS) with SIGINT
+# once the receiver's partial passes 512 MiB, runs the same command again,
+# and holds that run against a fresh transfer of the same bytes (issue 14).
 #
 # FERRY_BIN=/path/to/ferry skips the build and benchmarks that binary instead.
 # FERRY_BASELINE_BIN=/path/to/old/ferry, like --baseline-bin, also runs the
