@@ -377,15 +377,23 @@ impl Held {
 }
 
 impl Drop for Held {
-    /// A partial neither committed nor discarded was cut off: it is sealed
-    /// at its last checkpoint once its last handle goes, which is after
-    /// every write of the transfer, even those still running on the
-    /// blocking pool when the transfer was dropped.
+    /// A partial neither committed nor discarded was cut off: once its
+    /// last handle goes, which is after every write of the transfer (even
+    /// those still running on the blocking pool when the transfer was
+    /// dropped), it is sealed at its last checkpoint, or removed if no
+    /// step was proven: there is nothing to go on from.
     fn drop(&mut self) {
-        if !self.finished.load(Ordering::Relaxed) {
-            if let Err(e) = self.seal() {
-                tracing::debug!(error = %e, "cannot seal a partial");
-            }
+        if self.finished.load(Ordering::Relaxed) {
+            return;
+        }
+        // Read, and the lock let go, before either takes it again.
+        let proven = self.record().prefix.len;
+        let kept = match proven {
+            0 => self.discard(),
+            _ => self.seal(),
+        };
+        if let Err(e) = kept {
+            tracing::debug!(error = %e, "cannot keep or remove a partial");
         }
     }
 }
@@ -688,6 +696,15 @@ mod tests {
 
         let (partial, _) = Partial::open(&setup.place(7), false).unwrap();
         partial.discard().unwrap();
+        drop(partial);
+        assert!(!setup.dir.exists("p") && !setup.dir.exists("p.rec"));
+    }
+
+    #[test]
+    fn a_partial_cut_off_before_its_first_step_leaves_nothing() {
+        let setup = Setup::new();
+        let (partial, _) = Partial::open(&setup.place(7), false).unwrap();
+        partial.write_all_at(b"less than a step", 0).unwrap();
         drop(partial);
         assert!(!setup.dir.exists("p") && !setup.dir.exists("p.rec"));
     }
