@@ -7,12 +7,25 @@
 //! from there (PROTOCOL.md §5.13). One sync or checkpoint runs at a time,
 //! on the blocking pool beside the transfer.
 //!
-//! A receive cut off while the receiver lives (the connection closed or
-//! reset, a stall, a peer too slow, the trailer missing) hashes and syncs
-//! what it wrote and records the longest prefix of whole steps in it
-//! before it returns the error ([`Flushing::cut_off`]), if the sink keeps
-//! its checkpoints ([`BodySink::takes_checkpoints`]): it goes on from
-//! less than one step behind the last byte it took from the socket.
+//! How far the last checkpoint may lag what was received, for a sink that
+//! keeps its checkpoints ([`BodySink::takes_checkpoints`]):
+//!
+//! - The receive never reads more from the socket while what it wrote
+//!   runs [`MAX_AHEAD`] (two steps) or more past the last checkpoint
+//!   recorded: it waits for the hashing, sync or checkpoint under way
+//!   ([`Flushing::behind`], [`Flushing::wait`]). So a receiver killed
+//!   outright, or whose receive is dropped, goes on from a checkpoint
+//!   less than two steps plus the piece read last (1 MiB at most: a
+//!   pipe's worth, or two chunks) behind every byte it took from the
+//!   socket. Only a failed sync lifts the bound, since then nothing can
+//!   be vouched for; the final sync meets that failure again.
+//! - A receive cut off while the receiver lives (the connection closed or
+//!   reset, a stall, a peer too slow, the trailer missing) hashes and
+//!   syncs what it wrote and records the longest prefix of whole steps in
+//!   it before it returns the error ([`Flushing::cut_off`]): it goes on
+//!   from less than one step behind the last byte it took from the
+//!   socket. By the bound above, that costs at most the hashing and a
+//!   sync of less than two steps and 1 MiB.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +36,10 @@ use tokio::task::JoinHandle;
 use super::body::FLUSH_STEP;
 use super::BodySink;
 use crate::protocol::{Prefix, StepHasher, STEP};
+
+/// How far the bytes written may run past the last checkpoint recorded
+/// before the receive waits for the sync and checkpoint under way.
+pub(super) const MAX_AHEAD: u64 = 2 * STEP;
 
 /// The most prefixes kept waiting for a sync to cover them; the oldest
 /// goes first, when syncs lag or fail.
@@ -61,6 +78,8 @@ struct Checkpoints {
     steps: u64,
     /// Prefixes hashed and not yet recorded, shortest first, at most
     /// [`PENDING`]: the hashing hands over one at every step it passes.
+    /// The receive stays within [`MAX_AHEAD`] of the last recorded, so
+    /// there are fewer unless syncs fail.
     pending: VecDeque<Prefix>,
     /// The length of the last prefix recorded: the sink's checkpoint.
     recorded: u64,
@@ -121,6 +140,26 @@ impl Flushing {
         if written.saturating_sub(self.flushed) >= FLUSH_STEP {
             self.start_sync(sink, written);
         }
+    }
+
+    /// Whether the receive, `written` bytes far, must wait before it reads
+    /// more: it is [`MAX_AHEAD`] or more past the last checkpoint recorded.
+    /// Never for a body without checkpoints.
+    pub(super) fn behind(&mut self, written: u64) -> bool {
+        self.settle();
+        self.checkpoints
+            .as_ref()
+            .is_some_and(|c| written >= c.recorded.saturating_add(MAX_AHEAD))
+    }
+
+    /// Waits for the step under way, then starts what is due, as
+    /// [`Flushing::advance`]. Whether there was a step to wait for or one
+    /// is started: if neither, no checkpoint can come of waiting (a sync
+    /// failed), and the receive goes on without.
+    pub(super) async fn wait<B: BodySink>(&mut self, sink: &Arc<B>, written: u64) -> bool {
+        let waited = self.join().await;
+        self.advance(sink, written);
+        waited || self.step.is_some()
     }
 
     /// Waits for the step under way, then records the checkpoint it made

@@ -189,8 +189,10 @@ impl<S: Stream> Connection<S> {
     /// `from` must be well-formed and, unless empty, shorter than `size`.
     /// Every step (64 MiB) of what arrived is synced, and then vouched for
     /// to the sink ([`BodySink::checkpoint`]). For a sink that keeps its
-    /// checkpoints, a body cut off is synced and vouched for up to the
-    /// last whole step that arrived before the error is returned.
+    /// checkpoints, the receive waits for them rather than run two steps
+    /// ahead of the last, and a body cut off is synced and vouched for up
+    /// to the last whole step that arrived before the error is returned
+    /// (see `flush` for the bounds).
     pub async fn recv_body_from<B: BodySink>(
         &mut self,
         sink: B,
@@ -414,9 +416,10 @@ impl<S: Stream> Connection<S> {
     }
 
     /// The moving of [`Connection::recv_zero_copy`]: the body into the
-    /// sink through `writer`, with `hashing` behind it. However it ends,
-    /// every byte taken from the socket has been handed to the sink,
-    /// unless `writer` says a write failed.
+    /// sink through `writer`, with `hashing` behind it; the next piece is
+    /// never read two steps or more past the last checkpoint (see
+    /// `flush`). However it ends, every byte taken from the socket has
+    /// been handed to the sink, unless `writer` says a write failed.
     #[allow(clippy::too_many_arguments)]
     async fn splice_body<B: BodySink>(
         &mut self,
@@ -450,6 +453,14 @@ impl<S: Stream> Connection<S> {
         }
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
         while left > 0 {
+            if writer.error.is_none() {
+                while flushing.behind(writer.offset) {
+                    hashing.catch_up(sink, writer, flushing, true).await?;
+                    if !flushing.wait(sink, writer.offset).await {
+                        break;
+                    }
+                }
+            }
             let want = buffer_len(left, pipe_len);
             let n = splice_in(tcp, &pipe_in, want, self.stall_limit).await?;
             let (sink_step, pipe) = (Arc::clone(sink), Arc::clone(&pipe_out));
@@ -475,9 +486,10 @@ impl<S: Stream> Connection<S> {
 
     /// [`Connection::recv_body_from`] in chunks through the stream: each
     /// chunk is hashed and written on the blocking pool while the next
-    /// arrives, and synced as `flushing` says. `early` is the start of the
-    /// bytes after `from`. Cut off, it writes and hashes what it read
-    /// before it returns, the chunk it was filling too.
+    /// arrives, and synced as `flushing` says; the next is never read two
+    /// steps or more past the last checkpoint (see `flush`). `early` is
+    /// the start of the bytes after `from`. Cut off, it writes and hashes
+    /// what it read before it returns, the chunk it was filling too.
     async fn recv_chunks<B: BodySink>(
         &mut self,
         sink: &Arc<B>,
@@ -495,10 +507,14 @@ impl<S: Stream> Connection<S> {
         progress(early.len() as u64);
         let mut chunk = early;
         let mut cut = None;
+        // How far the writes done end, while the next has the state;
+        // `None` once one failed.
+        let mut written = Some(from.len);
         loop {
             if !chunk.is_empty() {
                 if let Some(previous) = writing.take() {
                     state = previous.await.map_err(data_path_failed)?;
+                    written = state.0.error.is_none().then_some(state.0.offset);
                     flushing.hashed(&state.1);
                     flushing.advance(sink, state.0.offset);
                 }
@@ -513,6 +529,13 @@ impl<S: Stream> Connection<S> {
             }
             if left == 0 || cut.is_some() {
                 break;
+            }
+            if let Some(written) = written {
+                while flushing.behind(written) {
+                    if !flushing.wait(sink, written).await {
+                        break;
+                    }
+                }
             }
             let mut next = Vec::with_capacity(buffer_len(left, CHUNK));
             let filled = self.fill_paced(&mut next, &mut pace).await;
@@ -954,7 +977,9 @@ mod tests {
     }
 
     /// A sink that records its checkpoints, each with how many bytes the
-    /// last sync before it covered. Its syncs can be made slow.
+    /// last sync before it covered. Its syncs can be made slow, and it
+    /// notes the most that was ever written past the last checkpoint,
+    /// looked at after each sync and before each checkpoint.
     struct Recording<S> {
         inner: S,
         sync_delay: Duration,
@@ -967,6 +992,7 @@ mod tests {
     struct Log {
         synced: std::sync::Mutex<u64>,
         checkpoints: std::sync::Mutex<Vec<(Prefix, u64)>>,
+        max_ahead: std::sync::Mutex<u64>,
     }
 
     impl Log {
@@ -987,6 +1013,19 @@ mod tests {
                 sync_delay,
                 log: Default::default(),
             }
+        }
+    }
+
+    impl<S: Length> Recording<S> {
+        /// Notes how far what is written now runs past the last checkpoint.
+        fn note_ahead(&self) {
+            let checkpointed = {
+                let checkpoints = self.log.checkpoints.lock().unwrap();
+                checkpoints.last().map_or(0, |(p, _)| p.len)
+            };
+            let ahead = self.inner.length().saturating_sub(checkpointed);
+            let mut max = self.log.max_ahead.lock().unwrap();
+            *max = (*max).max(ahead);
         }
     }
 
@@ -1013,6 +1052,7 @@ mod tests {
             self.inner.sync_written()?;
             std::thread::sleep(self.sync_delay);
             *self.log.synced.lock().unwrap() = length;
+            self.note_ahead();
             Ok(())
         }
 
@@ -1021,6 +1061,7 @@ mod tests {
         }
 
         fn checkpoint(&self, prefix: &Prefix) {
+            self.note_ahead();
             let synced = *self.log.synced.lock().unwrap();
             self.log
                 .checkpoints
@@ -1143,6 +1184,60 @@ mod tests {
             assert_eq!(last.len, 2 * STEP, "{what}: checkpoints at {lens:?} MiB");
             assert_eq!(*last, prefix_of(&data, 2 * STEP), "{what}");
             assert!(*synced >= last.len, "{what}: only {synced} synced");
+        }
+    }
+
+    /// A sink whose syncs are slow holds back a fast sender: what is
+    /// written never runs two steps, and the piece read last, past the
+    /// last checkpoint, so a receiver killed outright resends little more
+    /// (issue 14).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_sync_holds_the_receive_within_two_steps_of_its_checkpoint() {
+        let data = fast_noise(4 * STEP as usize + (1 << 20), 17);
+        let size = data.len() as u64;
+        for chunks in [false, true] {
+            let what = if chunks { "chunks" } else { "splice" };
+            let (a, b) = tcp_pair().await;
+            let (mut sender, mut receiver) = (Connection::new(a), Connection::new(b));
+            let send = async {
+                let sent = if chunks {
+                    let memory = Memory(std::sync::Mutex::new(data.clone()));
+                    let sent = sender.send_body(memory, size, None, &mut |_| {}).await;
+                    sent.map(|_| ())
+                } else {
+                    let file = file_holding(&data);
+                    let sent = sender.send_body(file, size, None, &mut |_| {}).await;
+                    sent.map(|_| ())
+                };
+                sent.unwrap();
+            };
+            let (received, log) = if chunks {
+                let sink = Recording::slow(Memory::default(), SLOW_SYNC);
+                let log = Arc::clone(&sink.log);
+                let recv = async { receiver.recv_body(sink, size, &mut |_| {}).await };
+                (tokio::join!(send, recv).1.map(|(_, d)| d), log)
+            } else {
+                let sink = Recording::slow(tempfile::tempfile().unwrap(), SLOW_SYNC);
+                let log = Arc::clone(&sink.log);
+                let recv = async { receiver.recv_body(sink, size, &mut |_| {}).await };
+                (tokio::join!(send, recv).1.map(|(_, d)| d), log)
+            };
+            let digest = received.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(digest, *blake3::hash(&data).as_bytes(), "{what}");
+            let ahead = *log.max_ahead.lock().unwrap();
+            let piece = PIPE_BUFFER.max(2 * CHUNK) as u64;
+            assert!(
+                ahead <= 2 * STEP + piece,
+                "{what}: {} MiB written past the last checkpoint",
+                ahead >> 20
+            );
+            let checkpoints = log.checkpoints();
+            let lens: Vec<u64> = checkpoints.iter().map(|(p, _)| p.len >> 20).collect();
+            assert!(lens.len() >= 3, "{what}: checkpoints at {lens:?} MiB");
+            for (prefix, synced) in &checkpoints {
+                assert!(prefix.len <= *synced, "{what}: {lens:?} MiB");
+                assert_eq!(*prefix, prefix_of(&data, prefix.len), "{what}");
+            }
         }
     }
 
