@@ -427,6 +427,10 @@ impl BodySink for Partial {
         self.file.sync_written()
     }
 
+    fn takes_checkpoints(&self) -> bool {
+        true
+    }
+
     fn checkpoint(&self, prefix: &Prefix) {
         let mut record = self.record();
         if prefix.len <= record.prefix.len {

@@ -55,6 +55,15 @@ pub trait BodySink: Send + Sync + 'static {
     /// has returned, unless it was cancelled (its future dropped) while a
     /// call was under way.
     fn checkpoint(&self, _prefix: &Prefix) {}
+
+    /// Whether [`BodySink::checkpoint`] keeps anything. Only for a sink
+    /// that does is the receive held within two steps of its last
+    /// checkpoint, and a body cut off synced and vouched for up to the
+    /// last whole step it holds before the error is returned; for any
+    /// other the data is synced every step and no more.
+    fn takes_checkpoints(&self) -> bool {
+        false
+    }
 }
 
 impl<T: AsFd + Send + Sync + 'static> BodySource for T {

@@ -51,6 +51,25 @@ struct Received {
     sink_error: Option<io::Error>,
 }
 
+/// A body receiver cut off.
+struct CutOff {
+    error: TransportError,
+    /// How far the body is written, every byte of it taken from the
+    /// socket and hashed (see [`super::flush::Flushing::cut_off`]); `None`
+    /// if not all of them are: a write failed.
+    written: Option<u64>,
+}
+
+impl From<TransportError> for CutOff {
+    /// A cut before the body began, or one that lost track of it.
+    fn from(error: TransportError) -> CutOff {
+        CutOff {
+            error,
+            written: None,
+        }
+    }
+}
+
 /// What a sender of the rest of a body found of the prefix the receiver
 /// offered, against its own source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +188,11 @@ impl<S: Stream> Connection<S> {
     /// and the digest checked is that of `from` joined with their hash.
     /// `from` must be well-formed and, unless empty, shorter than `size`.
     /// Every step (64 MiB) of what arrived is synced, and then vouched for
-    /// to the sink ([`BodySink::checkpoint`]).
+    /// to the sink ([`BodySink::checkpoint`]). For a sink that keeps its
+    /// checkpoints, the receive waits for them rather than run two steps
+    /// ahead of the last, and a body cut off is synced and vouched for up
+    /// to the last whole step that arrived before the error is returned
+    /// (see `flush` for the bounds).
     pub async fn recv_body_from<B: BodySink>(
         &mut self,
         sink: B,
@@ -184,7 +207,7 @@ impl<S: Stream> Connection<S> {
             usize::try_from(rest).map_or(self.read_buf.len(), |rest| rest.min(self.read_buf.len()));
         let early: Vec<u8> = self.read_buf.drain(..early_len).collect();
         let sink = Arc::new(sink);
-        let mut flushing = Flushing::after(&from, size);
+        let mut flushing = Flushing::after(&from, size, sink.takes_checkpoints());
         let zero_copy = sink.raw_fd().is_some() && rest > INLINE_BODY;
         let received = match self.stream.raw_tcp().filter(|_| zero_copy) {
             Some(_) => {
@@ -197,14 +220,31 @@ impl<S: Stream> Connection<S> {
             }
         };
         // Cut off or not, no sync or checkpoint outlives the receive.
+        let received = match received {
+            Ok(received) => received,
+            Err(CutOff { error, written }) => {
+                flushing.cut_off(&sink, written).await;
+                return Err(error);
+            }
+        };
         flushing.finish(&sink).await;
-        let received = received?;
-        let trailer = self.expect_message().await?;
-        let Message::Trailer { digest: expected } = trailer else {
-            return Err(TransportError::Unexpected {
+        let trailer = match self.expect_message().await {
+            Ok(Message::Trailer { digest }) => Ok(digest),
+            Ok(other) => Err(TransportError::Unexpected {
                 expected: "a trailer",
-                got: trailer.name(),
-            });
+                got: other.name(),
+            }),
+            Err(e) => Err(e),
+        };
+        let expected = match trailer {
+            Ok(expected) => expected,
+            // The whole body is written and hashed: it goes on from its
+            // last whole step.
+            Err(error) => {
+                let written = received.sink_error.is_none().then_some(size);
+                flushing.cut_off(&sink, written).await;
+                return Err(error);
+            }
         };
         if let Some(e) = received.sink_error {
             return Err(TransportError::Sink(e));
@@ -339,6 +379,7 @@ impl<S: Stream> Connection<S> {
     /// blocking pool; what was written is hashed from the page cache by a
     /// step of its own while the next piece arrives, and synced as
     /// `flushing` says. `early` is the start of the bytes after `from`.
+    /// Cut off, it hashes what it wrote before it returns.
     async fn recv_zero_copy<B: BodySink>(
         &mut self,
         sink: &Arc<B>,
@@ -347,7 +388,49 @@ impl<S: Stream> Connection<S> {
         size: u64,
         flushing: &mut Flushing,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<Received, TransportError> {
+    ) -> Result<Received, CutOff> {
+        let mut writer = FileWriter::at(from.len);
+        let mut hashing = Hashing::new(from.len, &early);
+        let spliced = self
+            .splice_body(
+                sink,
+                early,
+                size,
+                &mut writer,
+                &mut hashing,
+                flushing,
+                progress,
+            )
+            .await;
+        let hashed = hashing.catch_up(sink, &mut writer, flushing, true).await;
+        match spliced.and(hashed) {
+            Ok(()) => Ok(Received {
+                hasher: hashing.hasher,
+                sink_error: writer.error,
+            }),
+            Err(error) => Err(CutOff {
+                error,
+                written: writer.error.is_none().then_some(writer.offset),
+            }),
+        }
+    }
+
+    /// The moving of [`Connection::recv_zero_copy`]: the body into the
+    /// sink through `writer`, with `hashing` behind it; the next piece is
+    /// never read two steps or more past the last checkpoint (see
+    /// `flush`). However it ends, every byte taken from the socket has
+    /// been handed to the sink, unless `writer` says a write failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn splice_body<B: BodySink>(
+        &mut self,
+        sink: &Arc<B>,
+        early: Vec<u8>,
+        size: u64,
+        writer: &mut FileWriter,
+        hashing: &mut Hashing,
+        flushing: &mut Flushing,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), TransportError> {
         let tcp = self
             .stream
             .raw_tcp()
@@ -358,50 +441,55 @@ impl<S: Stream> Connection<S> {
         let pipe_len = rustix::pipe::fcntl_setpipe_size(&pipe_in, PIPE_BUFFER).unwrap_or(64 * 1024);
         let pipe_out = Arc::new(pipe_out);
         let early_len = early.len() as u64;
-        let mut writer = FileWriter::at(from.len);
-        let mut hashing = Hashing::new(from.len, &early);
+        let mut left = size - writer.offset - early_len;
         progress(early_len);
         if !early.is_empty() {
-            let sink = Arc::clone(sink);
-            writer = blocking(move || {
-                writer.write(&*sink, &early);
-                writer
-            })
-            .await?;
+            let (sink, mut moved) = (Arc::clone(sink), std::mem::take(writer));
+            let step = blocking(move || {
+                moved.write(&*sink, &early);
+                moved
+            });
+            *writer = step.await.map_err(|e| lost(writer, e))?;
         }
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
-        let mut left = size - from.len - early_len;
         while left > 0 {
+            if writer.error.is_none() {
+                while flushing.behind(writer.offset) {
+                    hashing.catch_up(sink, writer, flushing, true).await?;
+                    if !flushing.wait(sink, writer.offset).await {
+                        break;
+                    }
+                }
+            }
             let want = buffer_len(left, pipe_len);
             let n = splice_in(tcp, &pipe_in, want, self.stall_limit).await?;
-            pace.moved(n as u64)?;
             let (sink_step, pipe) = (Arc::clone(sink), Arc::clone(&pipe_out));
-            let (back, written) = blocking(move || {
-                writer.reserve_ahead(&*sink_step, left);
-                let written = writer.write_from_pipe(&*sink_step, &pipe, n);
-                (writer, written)
-            })
-            .await?;
-            writer = back;
+            let mut moved = std::mem::take(writer);
+            let step = blocking(move || {
+                moved.reserve_ahead(&*sink_step, left);
+                let written = moved.write_from_pipe(&*sink_step, &pipe, n);
+                (moved, written)
+            });
+            let (back, written) = step.await.map_err(|e| lost(writer, e))?;
+            *writer = back;
             written?;
             left -= n as u64;
             progress(n as u64);
+            pace.moved(n as u64)?;
             if writer.error.is_none() {
-                hashing.catch_up(sink, &mut writer, flushing, false).await?;
+                hashing.catch_up(sink, writer, flushing, false).await?;
                 flushing.advance(sink, writer.offset);
             }
         }
-        hashing.catch_up(sink, &mut writer, flushing, true).await?;
-        Ok(Received {
-            hasher: hashing.hasher,
-            sink_error: writer.error,
-        })
+        Ok(())
     }
 
     /// [`Connection::recv_body_from`] in chunks through the stream: each
     /// chunk is hashed and written on the blocking pool while the next
-    /// arrives, and synced as `flushing` says. `early` is the start of the
-    /// bytes after `from`.
+    /// arrives, and synced as `flushing` says; the next is never read two
+    /// steps or more past the last checkpoint (see `flush`). `early` is
+    /// the start of the bytes after `from`. Cut off, it writes and hashes
+    /// what it read before it returns, the chunk it was filling too.
     async fn recv_chunks<B: BodySink>(
         &mut self,
         sink: &Arc<B>,
@@ -410,7 +498,7 @@ impl<S: Stream> Connection<S> {
         size: u64,
         flushing: &mut Flushing,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<Received, TransportError> {
+    ) -> Result<Received, CutOff> {
         type Written = (FileWriter, StepHasher);
         let mut state: Written = (FileWriter::at(from.len), StepHasher::at(from.len));
         let mut writing: Option<JoinHandle<Written>> = None;
@@ -418,10 +506,15 @@ impl<S: Stream> Connection<S> {
         let mut left = size - from.len - early.len() as u64;
         progress(early.len() as u64);
         let mut chunk = early;
+        let mut cut = None;
+        // How far the writes done end, while the next has the state;
+        // `None` once one failed.
+        let mut written = Some(from.len);
         loop {
             if !chunk.is_empty() {
                 if let Some(previous) = writing.take() {
                     state = previous.await.map_err(data_path_failed)?;
+                    written = state.0.error.is_none().then_some(state.0.offset);
                     flushing.hashed(&state.1);
                     flushing.advance(sink, state.0.offset);
                 }
@@ -434,24 +527,38 @@ impl<S: Stream> Connection<S> {
                     (writer, hasher)
                 }));
             }
-            if left == 0 {
+            if left == 0 || cut.is_some() {
                 break;
             }
+            if let Some(written) = written {
+                while flushing.behind(written) {
+                    if !flushing.wait(sink, written).await {
+                        break;
+                    }
+                }
+            }
             let mut next = Vec::with_capacity(buffer_len(left, CHUNK));
-            self.fill_paced(&mut next, &mut pace).await?;
+            let filled = self.fill_paced(&mut next, &mut pace).await;
             left -= next.len() as u64;
             progress(next.len() as u64);
             chunk = next;
+            cut = filled.err();
         }
         if let Some(last) = writing.take() {
             state = last.await.map_err(data_path_failed)?;
             flushing.hashed(&state.1);
         }
         let (writer, hasher) = state;
-        Ok(Received {
-            hasher,
-            sink_error: writer.error,
-        })
+        match cut {
+            None => Ok(Received {
+                hasher,
+                sink_error: writer.error,
+            }),
+            Some(error) => Err(CutOff {
+                error,
+                written: writer.error.is_none().then_some(writer.offset),
+            }),
+        }
     }
 
     /// Writes all of `bytes` to the stream, failing if the peer takes none
@@ -535,9 +642,10 @@ impl Hashing {
     }
 
     /// Hands the hasher what `writer` has written since, once the step in
-    /// progress is done: at once if `wait`, otherwise only if it is already
-    /// done; `flushing` hears how far it came. A read-back that fails is
-    /// the sink's failure, like a write.
+    /// progress is done: at once, all of it, if `wait`, otherwise only if
+    /// it is already done, as far as the next step; `flushing` hears how
+    /// far it came. A read-back that fails is the sink's failure, like a
+    /// write.
     async fn catch_up<B: BodySink>(
         &mut self,
         sink: &Arc<B>,
@@ -551,7 +659,7 @@ impl Hashing {
                     self.step = Some(step);
                     return Ok(());
                 }
-                let (hasher, hashed) = step.await.map_err(data_path_failed)?;
+                let (hasher, hashed) = step.await.map_err(|e| lost(writer, data_path_failed(e)))?;
                 self.hasher = hasher;
                 flushing.hashed(&self.hasher);
                 let failure = match hashed {
@@ -568,7 +676,9 @@ impl Hashing {
             if writer.error.is_some() || self.hashed >= writer.offset {
                 return Ok(());
             }
-            let (from, to) = (self.hashed, writer.offset);
+            // Never past a step in one go, so that `flushing` hears of
+            // every step's prefix.
+            let (from, to) = (self.hashed, writer.offset.min(next_step(self.hashed)));
             let mut hasher = std::mem::take(&mut self.hasher);
             let sink = Arc::clone(sink);
             self.step = Some(tokio::task::spawn_blocking(move || {
@@ -583,6 +693,20 @@ impl Hashing {
             }
         }
     }
+}
+
+/// Where the step after the one `offset` is in begins.
+fn next_step(offset: u64) -> u64 {
+    (offset / STEP + 1).saturating_mul(STEP)
+}
+
+/// Notes in `writer` that a step of the data path failed and took the
+/// writer's account of what was written with it; gives back `error`.
+fn lost(writer: &mut FileWriter, error: TransportError) -> TransportError {
+    writer
+        .error
+        .get_or_insert_with(|| io::Error::other("a step of the data path failed"));
+    error
 }
 
 /// Keeps a transfer to its stall limit and minimum rate.
@@ -661,7 +785,9 @@ async fn splice_in(
             Ok(0) | Err(rustix::io::Errno::AGAIN) => break,
             Ok(n) => spliced += n,
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(TransportError::Io(e.into())),
+            // What the pipe holds is written first; the next splice meets
+            // the failure again.
+            Err(_) => break,
         }
     }
     Ok(spliced)
@@ -851,20 +977,55 @@ mod tests {
     }
 
     /// A sink that records its checkpoints, each with how many bytes the
-    /// last sync before it covered.
+    /// last sync before it covered. Its syncs can be made slow, and it
+    /// notes the most that was ever written past the last checkpoint,
+    /// looked at after each sync and before each checkpoint.
     struct Recording<S> {
         inner: S,
+        sync_delay: Duration,
+        /// What it recorded, for the test to read while the receive has
+        /// the sink.
+        log: Arc<Log>,
+    }
+
+    #[derive(Default)]
+    struct Log {
         synced: std::sync::Mutex<u64>,
         checkpoints: std::sync::Mutex<Vec<(Prefix, u64)>>,
+        max_ahead: std::sync::Mutex<u64>,
+    }
+
+    impl Log {
+        fn checkpoints(&self) -> Vec<(Prefix, u64)> {
+            self.checkpoints.lock().unwrap().clone()
+        }
     }
 
     impl<S> Recording<S> {
         fn new(inner: S) -> Recording<S> {
+            Recording::slow(inner, Duration::ZERO)
+        }
+
+        /// A recording whose every sync takes `sync_delay` longer.
+        fn slow(inner: S, sync_delay: Duration) -> Recording<S> {
             Recording {
                 inner,
-                synced: Default::default(),
-                checkpoints: Default::default(),
+                sync_delay,
+                log: Default::default(),
             }
+        }
+    }
+
+    impl<S: Length> Recording<S> {
+        /// Notes how far what is written now runs past the last checkpoint.
+        fn note_ahead(&self) {
+            let checkpointed = {
+                let checkpoints = self.log.checkpoints.lock().unwrap();
+                checkpoints.last().map_or(0, |(p, _)| p.len)
+            };
+            let ahead = self.inner.length().saturating_sub(checkpointed);
+            let mut max = self.log.max_ahead.lock().unwrap();
+            *max = (*max).max(ahead);
         }
     }
 
@@ -889,13 +1050,21 @@ mod tests {
             // The length before the sync: all of it is on disk after.
             let length = self.inner.length();
             self.inner.sync_written()?;
-            *self.synced.lock().unwrap() = length;
+            std::thread::sleep(self.sync_delay);
+            *self.log.synced.lock().unwrap() = length;
+            self.note_ahead();
             Ok(())
         }
 
+        fn takes_checkpoints(&self) -> bool {
+            true
+        }
+
         fn checkpoint(&self, prefix: &Prefix) {
-            let synced = *self.synced.lock().unwrap();
-            self.checkpoints
+            self.note_ahead();
+            let synced = *self.log.synced.lock().unwrap();
+            self.log
+                .checkpoints
                 .lock()
                 .unwrap()
                 .push((prefix.clone(), synced));
@@ -940,7 +1109,7 @@ mod tests {
             at += n;
         }
         assert!(written == data, "{what}: the sink holds other bytes");
-        let checkpoints = sink.checkpoints.lock().unwrap();
+        let checkpoints = sink.log.checkpoints();
         let lens: Vec<u64> = checkpoints.iter().map(|(p, _)| p.len).collect();
         assert_eq!(lens.first(), Some(&(from + STEP)), "{what}: {lens:?}");
         for (prefix, synced) in checkpoints.iter() {
@@ -972,6 +1141,103 @@ mod tests {
             let (received, check) = resume(memory, sink, &data, from).await;
             assert_eq!(check, PrefixCheck::Matched);
             check_resumed(received, &data, from, &format!("chunks from {from}"));
+        }
+    }
+
+    /// A sync that takes this long lets a fast peer run far ahead of it.
+    const SLOW_SYNC: Duration = Duration::from_millis(600);
+
+    /// A body cut off a little past two steps, by a peer that hung up,
+    /// while the syncs lag behind: before the receive returns its error,
+    /// what arrived is synced and vouched for up to its last whole step,
+    /// over splice and over chunks (issue 14).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_cut_off_is_vouched_for_up_to_its_last_whole_step() {
+        let data = fast_noise(2 * STEP as usize + (3 << 20), 13);
+        for chunks in [false, true] {
+            let what = if chunks { "chunks" } else { "splice" };
+            let (mut a, b) = tcp_pair().await;
+            let mut receiver = Connection::new(b);
+            let peer = async {
+                a.write_all(&data).await.unwrap();
+                drop(a);
+            };
+            let (received, log) = if chunks {
+                let sink = Recording::slow(Memory::default(), SLOW_SYNC);
+                let log = Arc::clone(&sink.log);
+                let recv = async { receiver.recv_body(sink, 4 * STEP, &mut |_| {}).await };
+                (tokio::join!(peer, recv).1.map(|_| ()), log)
+            } else {
+                let sink = Recording::slow(tempfile::tempfile().unwrap(), SLOW_SYNC);
+                let log = Arc::clone(&sink.log);
+                let recv = async { receiver.recv_body(sink, 4 * STEP, &mut |_| {}).await };
+                (tokio::join!(peer, recv).1.map(|_| ()), log)
+            };
+            assert!(
+                matches!(received, Err(TransportError::Closed)),
+                "{what}: {:?}",
+                received.err()
+            );
+            let checkpoints = log.checkpoints();
+            let lens: Vec<u64> = checkpoints.iter().map(|(p, _)| p.len >> 20).collect();
+            let (last, synced) = checkpoints.last().expect(what);
+            assert_eq!(last.len, 2 * STEP, "{what}: checkpoints at {lens:?} MiB");
+            assert_eq!(*last, prefix_of(&data, 2 * STEP), "{what}");
+            assert!(*synced >= last.len, "{what}: only {synced} synced");
+        }
+    }
+
+    /// A sink whose syncs are slow holds back a fast sender: what is
+    /// written never runs two steps, and the piece read last, past the
+    /// last checkpoint, so a receiver killed outright resends little more
+    /// (issue 14).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_sync_holds_the_receive_within_two_steps_of_its_checkpoint() {
+        let data = fast_noise(4 * STEP as usize + (1 << 20), 17);
+        let size = data.len() as u64;
+        for chunks in [false, true] {
+            let what = if chunks { "chunks" } else { "splice" };
+            let (a, b) = tcp_pair().await;
+            let (mut sender, mut receiver) = (Connection::new(a), Connection::new(b));
+            let send = async {
+                let sent = if chunks {
+                    let memory = Memory(std::sync::Mutex::new(data.clone()));
+                    let sent = sender.send_body(memory, size, None, &mut |_| {}).await;
+                    sent.map(|_| ())
+                } else {
+                    let file = file_holding(&data);
+                    let sent = sender.send_body(file, size, None, &mut |_| {}).await;
+                    sent.map(|_| ())
+                };
+                sent.unwrap();
+            };
+            let (received, log) = if chunks {
+                let sink = Recording::slow(Memory::default(), SLOW_SYNC);
+                let log = Arc::clone(&sink.log);
+                let recv = async { receiver.recv_body(sink, size, &mut |_| {}).await };
+                (tokio::join!(send, recv).1.map(|(_, d)| d), log)
+            } else {
+                let sink = Recording::slow(tempfile::tempfile().unwrap(), SLOW_SYNC);
+                let log = Arc::clone(&sink.log);
+                let recv = async { receiver.recv_body(sink, size, &mut |_| {}).await };
+                (tokio::join!(send, recv).1.map(|(_, d)| d), log)
+            };
+            let digest = received.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(digest, *blake3::hash(&data).as_bytes(), "{what}");
+            let ahead = *log.max_ahead.lock().unwrap();
+            let piece = PIPE_BUFFER.max(2 * CHUNK) as u64;
+            assert!(
+                ahead <= 2 * STEP + piece,
+                "{what}: {} MiB written past the last checkpoint",
+                ahead >> 20
+            );
+            let checkpoints = log.checkpoints();
+            let lens: Vec<u64> = checkpoints.iter().map(|(p, _)| p.len >> 20).collect();
+            assert!(lens.len() >= 3, "{what}: checkpoints at {lens:?} MiB");
+            for (prefix, synced) in &checkpoints {
+                assert!(prefix.len <= *synced, "{what}: {lens:?} MiB");
+                assert_eq!(*prefix, prefix_of(&data, prefix.len), "{what}");
+            }
         }
     }
 
