@@ -171,6 +171,9 @@ pub struct Place<'a> {
     pub name: &'a str,
     pub source_size: u64,
     pub source_modified: i64,
+    /// The directory `dir` is in and its name there, if `dir` is to go
+    /// once no partial is left in it.
+    pub tidy: Option<(&'a Dir, &'a str)>,
 }
 
 /// A partial being written: a body's sink that checkpoints itself. A
@@ -190,6 +193,8 @@ pub struct Held {
     record: Mutex<Record>,
     /// Committed or discarded: nothing is left to seal.
     finished: AtomicBool,
+    /// Where `dir` is, to remove it once empty.
+    tidy: Option<(Dir, String)>,
 }
 
 impl Partial {
@@ -230,6 +235,7 @@ impl Partial {
                         file,
                         record: Mutex::new(record.clone()),
                         finished: AtomicBool::new(false),
+                        tidy: tidy_of(place)?,
                     }));
                     if reread > 0 {
                         partial.seal()?;
@@ -269,6 +275,7 @@ impl Partial {
                 name: place.name.to_owned(),
             }),
             finished: AtomicBool::new(false),
+            tidy: tidy_of(place)?,
         }));
         partial.seal()?;
         Ok(partial)
@@ -334,7 +341,17 @@ impl Held {
     pub fn discard(&self) -> io::Result<()> {
         self.finished.store(true, Ordering::Relaxed);
         remove(&self.dir, &self.data_name)?;
-        remove(&self.dir, &self.record_name)
+        remove(&self.dir, &self.record_name)?;
+        self.tidy();
+        Ok(())
+    }
+
+    /// Removes the directory of the partials if no partial is left in
+    /// it; one that is not empty stays, as it should.
+    fn tidy(&self) {
+        if let Some((parent, name)) = &self.tidy {
+            let _ = parent.remove_dir(name);
+        }
     }
 
     /// Gives the complete, verified partial the name `final_name` in
@@ -366,7 +383,9 @@ impl Held {
         }
         remove(&self.dir, &self.record_name)?;
         sync_dir(target, &self.file)?;
-        sync_dir(&self.dir, &self.file)
+        sync_dir(&self.dir, &self.file)?;
+        self.tidy();
+        Ok(())
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, Record> {
@@ -481,6 +500,14 @@ fn prove(file: &std::fs::File, record: &Record) -> io::Result<Option<u64>> {
     }
     file.set_len(len)?;
     Ok(Some(len))
+}
+
+/// A handle on the directory to remove once empty, as `place` names it.
+fn tidy_of(place: &Place<'_>) -> io::Result<Option<(Dir, String)>> {
+    place
+        .tidy
+        .map(|(parent, name)| Ok((parent.try_clone()?, name.to_owned())))
+        .transpose()
 }
 
 /// `file`, locked for this process alone: two transfers of one name never
@@ -605,6 +632,7 @@ mod tests {
                 name: "big",
                 source_size: self.data.len() as u64,
                 source_modified,
+                tidy: None,
             }
         }
 

@@ -154,6 +154,8 @@ impl Client {
                 name: name.as_str(),
                 source_size,
                 source_modified,
+                // Beside the target: no directory of partials.
+                tidy: None,
             };
             let (partial, found) = open_partial(&place, restart).map_err(local)?;
             let prefix = partial.prefix();

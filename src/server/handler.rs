@@ -681,7 +681,9 @@ impl Session {
 fn broken(kind: RequestKind, error: &TransportError) -> String {
     let kept = match kind {
         RequestKind::Put | RequestKind::PutStream => "; nothing was kept",
-        RequestKind::PutFrom => "; what arrived, to its last whole 64 MiB step, is kept for a resume",
+        RequestKind::PutFrom => {
+            "; what arrived, to its last whole 64 MiB step, is kept for a resume"
+        }
         RequestKind::PutTree => "; no file of it that was not complete was kept",
         _ => "",
     };

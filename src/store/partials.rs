@@ -5,7 +5,8 @@
 //! temporary file's, so no client can name, list or fetch what is in it.
 //! A partial is named after its owner (a digest of the token that began
 //! it, or of no token) and the name it is for, so only the same owner
-//! uploading the same name finds it again. An upload cut off keeps its
+//! uploading the same name finds it again. The directory is there only
+//! while a partial is: it goes with the last one. An upload cut off keeps its
 //! partial up to its last checkpoint; partials not touched for the
 //! server's `--partial-ttl` are swept away.
 
@@ -74,27 +75,35 @@ impl Store {
                 "a file by that name exists",
             ));
         }
-        let partials = self.partials_dir()?;
         let key = partial_key(owner, name);
         let record_name = format!("{key}.rec");
-        let place = Place {
-            dir: &partials,
-            data_name: &key,
-            record_name: &record_name,
-            name: name.as_str(),
-            source_size: size,
-            source_modified: modified,
+        let busy = || {
+            Refusal::new(
+                ErrorCode::Busy,
+                format!("another upload of {:?} is in progress", name.as_str()),
+            )
         };
-        let (partial, found) = Partial::open(&place, restart).map_err(|e| {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                Refusal::new(
-                    ErrorCode::Busy,
-                    format!("another upload of {:?} is in progress", name.as_str()),
-                )
-            } else {
-                classify(e)
+        // The directory of the partials goes when its last partial does,
+        // so it may go between its making and the partial's: made again.
+        let mut attempts = 0;
+        let (partial, found) = loop {
+            let partials = self.partials_dir()?;
+            let place = Place {
+                dir: &partials,
+                data_name: &key,
+                record_name: &record_name,
+                name: name.as_str(),
+                source_size: size,
+                source_modified: modified,
+                tidy: Some((&self.dir, PARTIALS_DIR)),
+            };
+            match Partial::open(&place, restart) {
+                Ok(opened) => break opened,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(busy()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) => return Err(classify(e)),
             }
-        })?;
+        };
         // The partial's bytes are on the disk already.
         let held = partial.prefix().len;
         if let Err(refusal) = check_free_space(&parent, size - held.min(size)) {
@@ -141,6 +150,8 @@ impl Store {
                 swept += 1;
             }
         }
+        // Gone with its last partial; one still holding any stays.
+        let _ = self.dir.remove_dir(PARTIALS_DIR);
         swept
     }
 
