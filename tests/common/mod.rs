@@ -323,6 +323,29 @@ impl BinaryServer {
         Self::start_serving(root, "127.0.0.1", &[])
     }
 
+    /// A plain server on 127.0.0.1 serving `root`, with `extra_args`.
+    pub fn start_in_with(root: TempDir, extra_args: &[&str]) -> BinaryServer {
+        Self::start_serving(root, "127.0.0.1", extra_args)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and gives back the
+    /// directory it served, to serve it again.
+    pub fn kill_keeping_root(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.root, tempfile::tempdir().unwrap())
+    }
+
+    /// The next report line that contains `needle`, passing over others.
+    pub fn next_report_saying(&mut self, needle: &str) -> String {
+        loop {
+            let line = self.next_report();
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
     /// A server on 127.0.0.1 serving `root`, its command adjusted by
     /// `configure` before it starts: resource limits, another user, where
     /// its stderr goes.
@@ -802,4 +825,281 @@ pub fn server_refusing_to_start(args: &[&str], configure: impl FnOnce(&mut Comma
         describe(&output)
     );
     output
+}
+
+/// A way through a [`Relay`]: up is client to server, down server to client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    Up,
+    Down,
+}
+
+/// What a [`Relay`] does to a connection once `n` bytes of a body went
+/// one way.
+#[derive(Clone, Copy, Debug)]
+pub enum Cut {
+    /// Nothing: it passes everything on.
+    Never,
+    /// Closes both ways of the connection, as a lost link does.
+    After(Way, u64),
+    /// Passes nothing more that way, holding the connection open, until
+    /// [`Relay::sever`] or the relay is dropped.
+    Hold(Way, u64),
+}
+
+/// Where a [`Relay`] takes a body to begin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// ferry's protocol over plain TCP: after the preamble, the frames up
+    /// to the first that a file's body follows (Put or PutFrom up, Body or
+    /// Sending down); whatever comes after it is the body, and its
+    /// trailer. For connections of one transfer.
+    Plain,
+    /// Bytes it cannot read (TLS): all of them count, from the first.
+    Opaque,
+}
+
+/// A TCP relay on 127.0.0.1 to a server, for tests that count the bytes
+/// a transfer moves, or cut it off part way, at an exact byte of its body.
+/// Every connection it accepts is relayed, each cut alike; the counts are
+/// of all of them. Dropped, it severs its connections.
+pub struct Relay {
+    port: u16,
+    state: Arc<RelayState>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    /// Body bytes passed on up and down.
+    counted: [std::sync::atomic::AtomicU64; 2],
+    /// Set once a connection was cut or held.
+    cut: std::sync::atomic::AtomicBool,
+    /// Set to sever every connection.
+    severed: std::sync::atomic::AtomicBool,
+    /// Both sockets of every connection, to sever them; a connection cut
+    /// off is dropped from here, so that its sockets close once its pumps
+    /// end, and a peer still sending meets a reset, not a full window.
+    sockets: Mutex<Vec<Option<[TcpStream; 2]>>>,
+}
+
+impl Relay {
+    /// A relay to `server` that does `cut` to each connection.
+    pub fn start(server: SocketAddr, framing: Framing, cut: Cut) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(RelayState::default());
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if shared.severed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(upstream) = TcpStream::connect(server) else {
+                    return;
+                };
+                let connection = {
+                    let mut sockets = shared.sockets.lock().unwrap();
+                    sockets.push(Some([
+                        client.try_clone().unwrap(),
+                        upstream.try_clone().unwrap(),
+                    ]));
+                    sockets.len() - 1
+                };
+                for (way, from, to) in [
+                    (
+                        Way::Up,
+                        client.try_clone().unwrap(),
+                        upstream.try_clone().unwrap(),
+                    ),
+                    (
+                        Way::Down,
+                        upstream.try_clone().unwrap(),
+                        client.try_clone().unwrap(),
+                    ),
+                ] {
+                    let state = Arc::clone(&shared);
+                    std::thread::spawn(move || {
+                        pump(way, from, to, framing, cut, &state);
+                        if state.cut.load(std::sync::atomic::Ordering::SeqCst) {
+                            state.sockets.lock().unwrap()[connection] = None;
+                        }
+                    });
+                }
+            }
+        });
+        Relay { port, state }
+    }
+
+    /// A relay that only counts.
+    pub fn counting(server: SocketAddr, framing: Framing) -> Relay {
+        Relay::start(server, framing, Cut::Never)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Body bytes passed on `way` so far (all bytes with
+    /// [`Framing::Opaque`]).
+    pub fn counted(&self, way: Way) -> u64 {
+        self.state.counted[way as usize].load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until a connection has been cut off or held.
+    pub fn wait_for_cut(&self) {
+        eventually("the relay cut the connection", || {
+            self.state.cut.load(std::sync::atomic::Ordering::SeqCst)
+        });
+    }
+
+    /// Closes both ways of every connection, held or not.
+    pub fn sever(&self) {
+        self.state
+            .severed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for socket in self
+            .state
+            .sockets
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        // Wakes the accept loop, which then ends.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.sever();
+    }
+}
+
+/// Where a way of a relayed connection is: before its body, or in it.
+enum Phase {
+    /// Bytes of the preamble still to come.
+    Preamble(usize),
+    /// The first bytes of a frame so far: its length and tag.
+    Head(Vec<u8>),
+    /// Bytes of a frame still to come, and whether the body follows it.
+    Rest(u64, bool),
+    Body,
+}
+
+impl Phase {
+    /// Passes over `bytes` going `way`, returning how many of them come
+    /// before the body.
+    fn before_body(&mut self, way: Way, bytes: &[u8]) -> usize {
+        // The tags of the frames a body follows: Put, PutFrom; Body,
+        // Sending.
+        let body_next: &[u8] = match way {
+            Way::Up => &[0x01, 0x0d],
+            Way::Down => &[0x21, 0x2c],
+        };
+        let mut used = 0;
+        while used < bytes.len() {
+            let left = &bytes[used..];
+            match self {
+                Phase::Body => return used,
+                Phase::Preamble(want) => {
+                    let n = (*want).min(left.len());
+                    used += n;
+                    *want -= n;
+                    if *want == 0 {
+                        *self = Phase::Head(Vec::new());
+                    }
+                }
+                Phase::Head(head) => {
+                    let n = (5 - head.len()).min(left.len());
+                    head.extend_from_slice(&left[..n]);
+                    used += n;
+                    if head.len() == 5 {
+                        let len = u32::from_be_bytes(head[..4].try_into().unwrap());
+                        // A frame holds its tag at least; one that does
+                        // not is no frame, and all from there counts.
+                        *self = match u64::from(len).checked_sub(1) {
+                            Some(rest) => Phase::Rest(rest, body_next.contains(&head[4])),
+                            None => Phase::Body,
+                        };
+                    }
+                }
+                Phase::Rest(want, body_next) => {
+                    let n = (*want).min(left.len() as u64);
+                    used += n as usize;
+                    *want -= n;
+                    if *want == 0 {
+                        *self = if *body_next {
+                            Phase::Body
+                        } else {
+                            Phase::Head(Vec::new())
+                        };
+                    }
+                }
+            }
+        }
+        if let Phase::Rest(0, true) = self {
+            *self = Phase::Body;
+        }
+        used
+    }
+}
+
+/// Passes bytes on `way` from `from` to `to`, counting the body's and
+/// doing `cut`.
+fn pump(
+    way: Way,
+    mut from: TcpStream,
+    mut to: TcpStream,
+    framing: Framing,
+    cut: Cut,
+    state: &RelayState,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut phase = match framing {
+        Framing::Plain => Phase::Preamble(PREAMBLE_LEN),
+        Framing::Opaque => Phase::Body,
+    };
+    let (limit, hold) = match cut {
+        Cut::After(at, n) if at == way => (Some(n), false),
+        Cut::Hold(at, n) if at == way => (Some(n), true),
+        _ => (None, false),
+    };
+    let mut passed = 0u64;
+    let mut buf = vec![0; 256 * 1024];
+    loop {
+        // A cut at byte 0 comes as soon as the body begins.
+        let due = matches!(phase, Phase::Body) && limit.is_some_and(|n| passed >= n);
+        if due {
+            state.cut.store(true, SeqCst);
+            if hold {
+                while !state.severed.load(SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+        };
+        let head = phase.before_body(way, &buf[..n]);
+        let body = (n - head) as u64;
+        let allowed = limit.map_or(body, |limit| body.min(limit - passed));
+        if to.write_all(&buf[..head + allowed as usize]).is_err() {
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        passed += allowed;
+        state.counted[way as usize].fetch_add(allowed, SeqCst);
+    }
 }
