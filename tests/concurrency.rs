@@ -10,7 +10,9 @@ use common::{
     assert_exit, assert_exit_saying, describe, eventually, pseudo_random_bytes, write_file,
     RawClient, TestServer,
 };
+use ferry::client::partial_name;
 use ferry::protocol::{ErrorCode, Message, TEMP_PREFIX};
+use ferry::store::PARTIALS_DIR;
 
 #[test]
 fn fifty_clients_at_once_all_succeed() {
@@ -153,31 +155,63 @@ fn a_client_vanishing_mid_upload_leaves_nothing_behind() {
     );
 }
 
+/// Issue 14: a client killed mid-upload leaves its upload's partial, for
+/// a resume: hidden in the server's partials directory, never under the
+/// name, never listed, never served. The server keeps serving.
 #[test]
-fn a_client_killed_mid_upload_leaves_nothing_and_the_server_keeps_serving() {
+fn a_client_killed_mid_upload_leaves_only_a_hidden_partial_and_the_server_keeps_serving() {
     let server = TestServer::start();
-    // A sparse file big enough that the upload is still running when killed.
+    // A sparse file big enough that the upload is still running when
+    // killed; the server's disk must have room for it.
     let big = std::fs::File::create(server.client_dir().join("huge.bin")).unwrap();
-    big.set_len(8 << 30).unwrap();
+    big.set_len(2 << 30).unwrap();
     let mut client = server
         .client(&["put", "huge.bin"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let partials = server.root().join(PARTIALS_DIR);
+    // Bytes of the body have arrived in the partial (not its record).
+    let has_arrived = |entry: std::fs::DirEntry| {
+        !entry.file_name().to_string_lossy().contains(".rec")
+            && entry.metadata().is_ok_and(|m| m.len() > 0)
+    };
     eventually("the upload has started", || {
-        server
-            .root_files()
-            .iter()
-            .any(|f| f.starts_with(TEMP_PREFIX))
+        std::fs::read_dir(&partials)
+            .is_ok_and(|mut entries| entries.any(|entry| entry.is_ok_and(has_arrived)))
     });
     client.kill().unwrap();
     client.wait().unwrap();
-    eventually("the temporary file is gone", || {
-        server.root_files().is_empty()
+    let report = server.wait_for_reports(1)[0].to_string();
+    assert!(
+        report.contains("put \"huge.bin\" failed connection-lost"),
+        "{report}"
+    );
+    assert!(report.ends_with("kept for a resume"), "{report}");
+    // The partial and its record, and no record being written.
+    eventually("only the partial and its record are left", || {
+        let files = server.root_files();
+        files.len() == 3
+            && files
+                .iter()
+                .all(|f| f.starts_with(PARTIALS_DIR) && !f.ends_with(".new"))
     });
+    let output = server.run_client(&["list", "-l"]);
+    assert_exit(&output, 0);
+    assert!(output.stdout.is_empty(), "{}", describe(&output));
+    assert_exit_saying(
+        &server.run_client(&["get", "huge.bin", "copy.bin"]),
+        1,
+        "not-found",
+    );
     write_file(server.client_dir(), "small.txt", b"still serving");
     assert_exit(&server.run_client(&["put", "small.txt"]), 0);
-    assert_eq!(server.root_files(), ["small.txt"]);
+    let served: Vec<String> = server
+        .root_files()
+        .into_iter()
+        .filter(|f| !f.starts_with(PARTIALS_DIR))
+        .collect();
+    assert_eq!(served, ["small.txt"]);
 }
 
 #[test]
@@ -214,8 +248,11 @@ fn a_stalled_client_does_not_hold_up_the_others() {
     assert_exit(&server.run_client(&["list"]), 0);
 }
 
+/// Issue 14: Ctrl-C mid-download keeps the hidden partial beside the
+/// target, for a resume, and nothing under the target's name; the client
+/// exits 130.
 #[test]
-fn ctrl_c_mid_download_keeps_nothing_and_exits_130() {
+fn ctrl_c_mid_download_keeps_only_a_hidden_partial_and_exits_130() {
     let server = TestServer::start();
     let huge = std::fs::File::create(server.root().join("huge.bin")).unwrap();
     huge.set_len(8 << 30).unwrap();
@@ -224,8 +261,6 @@ fn ctrl_c_mid_download_keeps_nothing_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The download goes to an unnamed file, seen only among the client's
-    // open descriptors.
     eventually("the download has started", || {
         common::has_file_open_under(client.id(), server.client_dir())
     });
@@ -237,9 +272,11 @@ fn ctrl_c_mid_download_keeps_nothing_and_exits_130() {
         .success());
     let output = client.wait_with_output().unwrap();
     assert_exit_saying(&output, 130, "failed interrupted");
-    assert!(
-        common::files_under(server.client_dir()).is_empty(),
-        "{:?}",
-        common::files_under(server.client_dir())
+    let partial = partial_name("huge.bin");
+    assert_eq!(
+        common::files_under(server.client_dir()),
+        [partial.clone(), format!("{partial}.rec")],
+        "{}",
+        describe(&output)
     );
 }
