@@ -12,9 +12,14 @@ temporary directory made for the run and removed at its end, and without
 FERRY_TOKEN, so the invoking user's ~/.config/ferry is never touched.
 Each of --workers threads runs one `ferry client` process at a time, a
 random put, get, list or delete, for --seconds. A killer thread
-SIGKILLs a random client in flight every --kill-every seconds on average;
-its worker simply starts its next request, as a restarted client would.
-The killer is a thread, not a second program, because it then kills by a
+SIGKILLs a random client in flight every --kill-every seconds on average.
+A killed put or get is run again, the same command, as its user would,
+until it is not killed: it resumes what the killed one left (issue 14).
+Only a file of more than a step (64 MiB) can resume from more than its
+start: --max-size 192M exercises that, and with the default every run
+again starts from its first byte.
+A killed list or delete is not; its worker starts its next request. The
+killer is a thread, not a second program, because it then kills by a
 process id that cannot have been reused: a worker reaps its client only
 under the same lock the killer holds to kill it.
 
@@ -27,20 +32,29 @@ anywhere, after any race, can be checked. Names are of two kinds:
               answer about them is predictable
   pool/...    a shared pool every worker puts, gets and deletes at random,
               so requests race: a put of a taken name must be refused
-              (exit 1, already-exists), a get or delete of a missing one
-              must say not-found
+              (exit 1, already-exists), and one of a name another worker
+              is uploading may be (exit 3, busy: the server's partial of
+              it is in use); a get or delete of a missing one must say
+              not-found
 
 Book-keeping: an acknowledged put (exit 0) means the name exists with its
 content unless a delete could have come after it; a killed put or delete
-leaves the name uncertain. A get that succeeded must have written the exact
-content; a refused or killed one must leave nothing in the download
-directory, neither the file nor a `.ferry-tmp-*` temporary.
+leaves the name uncertain until its put is run again. A get that
+succeeded must have written the exact content; a refused one must leave
+nothing in the download directory, neither the file nor a `.ferry-tmp-*`
+temporary nor a `.NAME.ferry-partial` (a killed one leaves its partial,
+which the get run again takes up and removes). A run again that is told
+`busy` met the partial of the killed one still held by the server, which
+has not seen it die yet, or another worker's upload of the name: it is
+tried again after a moment.
 
 At the end the workers stop, the server settles for --settle seconds, and
 the checks run: every file under the served root has the content its name
 implies, no name that must exist is missing, none that must be gone is
 there, no temporary file is left under the root or the download
-directories, no client failed in an unexpected way, and the server's open
+directories, no partial is left (none in the server's
+`.ferry-tmp-partials`, none beside a download), no client failed in an
+unexpected way, and the server's open
 descriptors are back to their count at start (its memory is shown beside
 its start value). The result is a Markdown report on stdout (also saved to
 target/soak/results.md) and PASS or FAIL; the exit code is 1 on FAIL.
@@ -87,6 +101,22 @@ LOG_DIR = SOAK_DIR / "logs"
 RESULTS_FILE = SOAK_DIR / "results.md"
 
 TEMP_PREFIX = ".ferry-tmp-"
+# Where the server keeps the partials of uploads cut off, for a resume;
+# a download's partial is `.NAME.ferry-partial` beside it, with its record
+# `.NAME.ferry-partial.rec` (issue 14).
+PARTIALS_DIR = ".ferry-tmp-partials"
+PARTIAL_SUFFIX = ".ferry-partial"
+# A partial's record: a magic, then the length of the prefix it proves
+# (PROTOCOL.md §5.14); the rest is not read here.
+RECORD_MAGIC = b"ferryPR1"
+# A killed put or get is run again until it is not killed; a run again
+# told `busy` is tried again after a moment. Past these, the worker gives
+# up, and says so.
+RERUNS_LIMIT = 50
+BUSY_LIMIT = 100
+BUSY_WAIT_S = 0.1
+# `, resumed at 12.0 MiB` in a client's report line.
+RESUMED = re.compile(r", resumed at ([0-9.]+) MiB")
 KINDS = ("put", "get", "list", "delete")
 # Share of each request kind in a worker's random choice.
 KIND_WEIGHTS = (35, 35, 10, 20)
@@ -194,6 +224,34 @@ def random_size(rng, max_size):
     if draw < EMPTY_SHARE + BIG_SHARE and max_size > MIB:
         return rng.randint(MIB + 1, max_size)
     return min(int(round((MIB ** rng.random()))), max_size)
+
+
+def record_prefix(path):
+    """The length of the prefix a partial's record proves; None if there is
+    no record, or it is not one."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if len(data) < 16 or not data.startswith(RECORD_MAGIC):
+        return None
+    return int.from_bytes(data[8:16], "big")
+
+
+def record_name(path):
+    """The name a partial's record says its partial is for, or None."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    # magic, len, file_size, ctime (8 + 4), source size and time, count,
+    # values, name length, name, checksum (PROTOCOL.md §5.14).
+    at = 8 + 8 + 8 + 12 + 8 + 8
+    if len(data) < at + 1 + 2 + 32 or not data.startswith(RECORD_MAGIC):
+        return None
+    at += 1 + 32 * data[at]
+    length = int.from_bytes(data[at:at + 2], "big")
+    return data[at + 2:at + 2 + length].decode(errors="replace")
 
 
 def check_file(path, name, digests):
@@ -323,6 +381,16 @@ class Ledger:
         self.pool = collections.defaultdict(list)  # name -> [Mutation]
         self.findings = collections.defaultdict(list)  # title -> [detail]
         self.killed_get_leftovers = 0
+        # Killed puts and gets run again: runs, final ok, and those that
+        # resumed from a partial (with the MiB they did not move again).
+        self.reruns = collections.Counter()  # kind
+        self.reruns_ok = collections.Counter()
+        self.resumed = collections.Counter()
+        self.resumed_mib = collections.Counter()
+        self.busy_waits = 0
+        # Partials a refused get run again kept: they prove a prefix, so
+        # they wait for the file to come back (issue 14); removed here.
+        self.kept_by_refused_gets = 0
 
     def finding(self, title, detail):
         with self.lock:
@@ -390,7 +458,9 @@ class Worker:
 
     def client(self, kind, *request):
         """Runs one client request to its end."""
-        command = [self.soak.ferry, "client", "127.0.0.1", self.soak.port, "-q",
+        # A transfer's report line says whether it resumed, and where.
+        quiet = [] if kind in ("put", "get") else ["-q"]
+        command = [self.soak.ferry, "client", "127.0.0.1", self.soak.port, *quiet,
                    *ferry_trust(self.soak.fingerprint), kind, *request]
         with self.soak.ledger.lock:
             self.soak.ledger.started[kind] += 1
@@ -415,7 +485,9 @@ class Worker:
             with ledger.lock:
                 ledger.killed[kind] += 1
             return "killed"
-        if code == 1 and failure and failure.group(1) in expected_refusals:
+        # busy turns the connection away: exit 3, not 1.
+        refused_code = 3 if failure and failure.group(1) == "busy" else 1
+        if code == refused_code and failure and failure.group(1) in expected_refusals:
             with ledger.lock:
                 ledger.refused[kind, failure.group(1)] += 1
             return "refused"
@@ -427,6 +499,54 @@ class Worker:
         with self.soak.ledger.lock:
             self.soak.ledger.pool[name].append(Mutation(kind, run.start, run.end, outcome))
 
+    def again_until_done(self, kind, request, refusals, again_refusals, size):
+        """Runs a put or get; one killed is run again, the same command, as
+        its user would, until it is not killed: it resumes (issue 14). A
+        run again told `busy` is tried again after a moment. Returns each
+        run with its result, the last one final, busy ones left out."""
+        ledger = self.soak.ledger
+        runs = []
+        busy_waits = 0
+        while True:
+            again = bool(runs)
+            run = self.client(kind, *request)
+            failure = FAILURE_KIND.search(run.stderr)
+            if again and run.code == 3 and failure and failure.group(1) == "busy":
+                if busy_waits < BUSY_LIMIT:
+                    busy_waits += 1
+                    with ledger.lock:
+                        ledger.busy_waits += 1
+                        ledger.started[kind] -= 1
+                    time.sleep(BUSY_WAIT_S)
+                    continue
+            context = self.same_pid_leftovers(run.pid) if kind == "get" else ""
+            result = self.tally(kind, run, again_refusals if again else refusals, size, context)
+            runs.append((run, result))
+            if again:
+                with ledger.lock:
+                    ledger.reruns[kind] += 1
+                    if result == "ok":
+                        ledger.reruns_ok[kind] += 1
+                resumed = RESUMED.search(run.stderr)
+                if result == "ok" and resumed:
+                    with ledger.lock:
+                        ledger.resumed[kind] += 1
+                        ledger.resumed_mib[kind] += float(resumed.group(1))
+            if result != "killed" or not self.may_run_again(kind, request):
+                return runs
+            if len(runs) > RERUNS_LIMIT:
+                ledger.finding(f"killed {kind} run again {RERUNS_LIMIT} times, given up",
+                               " ".join(map(str, request)))
+                return runs
+
+    def may_run_again(self, kind, request):
+        """Whether a killed put or get is to be run again: a get killed
+        after its file took its name is done."""
+        if kind == "get":
+            dest = Path(request[1])
+            return not dest.exists()
+        return True
+
     def put(self, name, pool):
         seed, size = parse_name(name)
         if pool:
@@ -434,14 +554,22 @@ class Worker:
         else:
             source = self.scratch / "upload.bin"
             self.soak.digests.write(source, seed, size)
-        run = self.client("put", source, name)
-        # A fresh own name can only be refused by a bug.
-        result = self.tally("put", run, ("already-exists",) if pool else (), size)
+        # A fresh own name can only be refused by a bug, or, run again, if
+        # the killed put landed before it died.
+        refusals = ("already-exists", "busy") if pool else ()
+        runs = self.again_until_done("put", [source, name], refusals,
+                                     ("already-exists",), size)
+        result = runs[-1][1]
         if pool:
-            self.record_pool(name, "put", run, result)
+            for run, each in runs:
+                self.record_pool(name, "put", run, each)
             if result == "ok":
                 self.soak.pool_put_acked = True
-        elif result == "ok":
+            elif len(runs) > 1 and result == "refused":
+                # A proven partial of a name taken meanwhile waits for it.
+                with self.soak.ledger.lock:
+                    self.soak.taken_after_kill.add(name)
+        elif result == "ok" or (result == "refused" and len(runs) > 1):
             self.acked.add(name)
             self.ever_acked = True
         elif result != "refused":
@@ -467,8 +595,10 @@ class Worker:
         self.gets += 1
         dest = self.downloads / f"got-{self.gets}.bin"
         refusals = ("not-found",) if pool or name in self.uncertain else ()
-        run = self.client("get", name, dest)
-        result = self.tally("get", run, refusals, size, self.same_pid_leftovers(run.pid))
+        # Run again, a pool name may have gone meanwhile.
+        again_refusals = ("not-found",) if pool else refusals
+        runs = self.again_until_done("get", [name, dest], refusals, again_refusals, size)
+        run, result = runs[-1]
         ledger = self.soak.ledger
         if result == "ok":
             if dest.exists():
@@ -487,13 +617,28 @@ class Worker:
         elif result == "killed" and dest.exists() and not check_file(dest, name, self.soak.digests):
             # Killed after the rename: the download is complete, which is fine.
             dest.unlink()
+        if result == "refused" and len(runs) > 1:
+            self.drop_proven_partial(dest)
         leftovers = self.leftovers()
         if leftovers and result == "killed":
             with ledger.lock:
                 ledger.killed_get_leftovers += 1
         for path, what in leftovers:
             ledger.finding(f"{result} get left {what} in the download directory",
-                           f"{name} -> {path.name}, {path.stat().st_size} of {size} bytes")
+                           f"{name} -> {path.name}, {path.stat().st_size} of {size} bytes"
+                           + (f", after {len(runs) - 1} runs again" if len(runs) > 1 else ""))
+
+    def drop_proven_partial(self, dest):
+        """A get run again and refused (its file gone meanwhile) keeps a
+        partial that proves a prefix, for the file's return; counted and
+        removed here. One that proves nothing stays, for a finding."""
+        data = dest.with_name(f".{dest.name}{PARTIAL_SUFFIX}")
+        record = data.with_name(data.name + ".rec")
+        if record_prefix(record) and data.exists():
+            data.unlink()
+            record.unlink()
+            with self.soak.ledger.lock:
+                self.soak.ledger.kept_by_refused_gets += 1
 
     def same_pid_leftovers(self, pid):
         """Says so if an earlier client left a temporary file named after
@@ -512,8 +657,13 @@ class Worker:
         for path in sorted(self.downloads.iterdir()):
             if path not in self.reported:
                 self.reported.add(path)
-                is_temp = path.name.startswith(TEMP_PREFIX)
-                found.append((path, "a temporary file" if is_temp else "a partial file"))
+                if path.name.startswith(TEMP_PREFIX):
+                    what = "a temporary file"
+                elif PARTIAL_SUFFIX in path.name:
+                    what = "a partial (.ferry-partial)"
+                else:
+                    what = "a file under another name"
+                found.append((path, what))
         return found
 
     def list(self):
@@ -664,6 +814,10 @@ class Soak:
         self.kills_sent = collections.Counter()
         self.crashes = []
         self.pool_put_acked = False
+        # Pool names whose put, killed, then run again, was refused: the
+        # name was taken meanwhile. Only these may keep a server partial
+        # that proves a prefix, waiting for the name.
+        self.taken_after_kill = set()
         self.root = WORK_DIR / "root"
         self.port = None
         rng = random.Random(f"{args.seed}-pool")
@@ -758,7 +912,9 @@ class Soak:
         """Walks the served root; returns (files, files verified)."""
         present = set()
         verified = 0
-        for directory, _, files in os.walk(self.root):
+        for directory, subdirs, files in os.walk(self.root):
+            if Path(directory) == self.root and PARTIALS_DIR in subdirs:
+                subdirs.remove(PARTIALS_DIR)  # checked by check_partials
             for file_name in files:
                 path = Path(directory) / file_name
                 name = path.relative_to(self.root).as_posix()
@@ -783,16 +939,43 @@ class Soak:
         return len(present), verified
 
     def check_downloads(self, workers):
-        """Counts the temporary files left in the download directories; a
-        file no get reported is a finding of its own."""
-        temps = 0
+        """Counts the temporary files and partials left in the download
+        directories; a file no get reported is a finding of its own."""
+        temps = partials = 0
         for worker in workers:
             for path in sorted(worker.downloads.iterdir()):
                 temps += path.name.startswith(TEMP_PREFIX)
+                partials += PARTIAL_SUFFIX in path.name
                 if path not in worker.reported:
                     self.ledger.finding("download directory holds an unreported file",
                                         str(path.relative_to(WORK_DIR)))
-        return temps
+        return temps, partials
+
+    def check_partials(self):
+        """The server's partials once every command completed: none, but
+        for one that proves a prefix of a pool name taken meanwhile, which
+        waits for it (until --partial-ttl). Returns (left, of them kept so)."""
+        directory = self.root / PARTIALS_DIR
+        if not directory.is_dir():
+            return 0, 0
+        left = kept = 0
+        for path in sorted(directory.iterdir()):
+            left += 1
+            if path.name.endswith(".rec"):
+                data = path.with_name(path.name[:-len(".rec")])
+                if (record_prefix(path) and record_name(path) in self.taken_after_kill
+                        and data.exists()):
+                    kept += 2
+                    continue
+                self.ledger.finding(
+                    "partial left in the server's partials directory",
+                    f"{path.name}: for {record_name(path)!r}, proving"
+                    f" {record_prefix(path)} bytes, data"
+                    f" {data.stat().st_size if data.exists() else 'missing'}")
+            elif not path.with_name(path.name + ".rec").exists():
+                self.ledger.finding("partial left in the server's partials directory",
+                                    f"{path.name}: {path.stat().st_size} bytes, no record")
+        return left, kept
 
 
 def server_log_summary(log_path):
@@ -864,6 +1047,16 @@ def report(args, soak, facts):
         ["`.ferry-tmp-*` left in download directories",
          f"{facts['download_temps']}, by {ledger.killed_get_leftovers} of"
          f" {ledger.killed['get']} killed gets"],
+        ["killed puts, gets run again: runs, ok, resumed from a partial"
+         " (MiB not moved again)",
+         "; ".join(f"{kind} {ledger.reruns[kind]}, {ledger.reruns_ok[kind]},"
+                   f" {ledger.resumed[kind]} ({ledger.resumed_mib[kind]:.0f})"
+                   for kind in ("put", "get"))
+         + f"; waits for a `busy` partial: {ledger.busy_waits}"],
+        ["partials left: server (kept for a name taken meanwhile), download directories"
+         " (kept by a refused get, removed)",
+         f"{facts['server_partials']} ({facts['server_partials_kept']}),"
+         f" {facts['download_partials']} ({ledger.kept_by_refused_gets})"],
         ["server VmRSS MiB: at start, after settle (peak during run)",
          f"{mib(facts['rss_idle'])}, {mib(facts['rss_end'])}"
          f" ({mib(facts['status_end']['VmHWM'])})"],
@@ -997,7 +1190,8 @@ def soak_and_check(args, soak):
         facts["fds_end"] = len(facts["fds_end_map"])
         log("soak: checking the served root and the download directories")
         facts["files"], facts["verified"] = soak.check_root(workers)
-        facts["download_temps"] = soak.check_downloads(workers)
+        facts["download_temps"], facts["download_partials"] = soak.check_downloads(workers)
+        facts["server_partials"], facts["server_partials_kept"] = soak.check_partials()
     finally:
         soak.flights.kill_all()
         facts["server_exit"] = stop_server(server.proc)
