@@ -155,9 +155,10 @@ fn a_client_vanishing_mid_upload_leaves_nothing_behind() {
     );
 }
 
-/// Issue 14: a client killed mid-upload leaves its upload's partial, for
-/// a resume: hidden in the server's partials directory, never under the
-/// name, never listed, never served. The server keeps serving.
+/// Issue 14: a client killed mid-upload, past the first step, leaves its
+/// upload's partial, for a resume: hidden in the server's partials
+/// directory, never under the name, never listed, never served. The
+/// server keeps serving.
 #[test]
 fn a_client_killed_mid_upload_leaves_only_a_hidden_partial_and_the_server_keeps_serving() {
     let server = TestServer::start();
@@ -171,15 +172,14 @@ fn a_client_killed_mid_upload_leaves_only_a_hidden_partial_and_the_server_keeps_
         .spawn()
         .unwrap();
     let partials = server.root().join(PARTIALS_DIR);
-    // Bytes of the body have arrived in the partial (not its record).
-    let has_arrived = |entry: std::fs::DirEntry| {
-        !entry.file_name().to_string_lossy().contains(".rec")
-            && entry.metadata().is_ok_and(|m| m.len() > 0)
+    let record = || {
+        let entries = std::fs::read_dir(&partials).ok()?;
+        let names = entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok());
+        let record = names.into_iter().find(|name| name.ends_with(".rec"))?;
+        Some(partials.join(record))
     };
-    eventually("the upload has started", || {
-        std::fs::read_dir(&partials)
-            .is_ok_and(|mut entries| entries.any(|entry| entry.is_ok_and(has_arrived)))
-    });
+    eventually("the upload has started", || record().is_some());
+    common::wait_for_a_step(&record().unwrap());
     client.kill().unwrap();
     client.wait().unwrap();
     let report = server.wait_for_reports(1)[0].to_string();
@@ -248,9 +248,9 @@ fn a_stalled_client_does_not_hold_up_the_others() {
     assert_exit(&server.run_client(&["list"]), 0);
 }
 
-/// Issue 14: Ctrl-C mid-download keeps the hidden partial beside the
-/// target, for a resume, and nothing under the target's name; the client
-/// exits 130.
+/// Issue 14: Ctrl-C mid-download, past the first step, keeps the hidden
+/// partial beside the target, for a resume, and nothing under the
+/// target's name; the client exits 130.
 #[test]
 fn ctrl_c_mid_download_keeps_only_a_hidden_partial_and_exits_130() {
     let server = TestServer::start();
@@ -261,9 +261,8 @@ fn ctrl_c_mid_download_keeps_only_a_hidden_partial_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    eventually("the download has started", || {
-        common::has_file_open_under(client.id(), server.client_dir())
-    });
+    let partial = partial_name("huge.bin");
+    common::wait_for_a_step(&server.client_dir().join(format!("{partial}.rec")));
     let pid = client.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -272,7 +271,6 @@ fn ctrl_c_mid_download_keeps_only_a_hidden_partial_and_exits_130() {
         .success());
     let output = client.wait_with_output().unwrap();
     assert_exit_saying(&output, 130, "failed interrupted");
-    let partial = partial_name("huge.bin");
     assert_eq!(
         common::files_under(server.client_dir()),
         [partial.clone(), format!("{partial}.rec")],

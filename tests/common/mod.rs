@@ -827,6 +827,20 @@ pub fn server_refusing_to_start(args: &[&str], configure: impl FnOnce(&mut Comma
     output
 }
 
+/// How far the partial's record at `path` vouches for it (PROTOCOL.md
+/// §5.13), if there is a whole, undamaged record there.
+pub fn recorded_prefix(path: &Path) -> Option<u64> {
+    ferry::partial::Record::decode(&std::fs::read(path).ok()?).map(|record| record.prefix.len)
+}
+
+/// Waits until the partial's record at `path` vouches for a step or more:
+/// a partial cut off before its first step is not kept.
+pub fn wait_for_a_step(path: &Path) {
+    eventually("the receiver vouched for a step", || {
+        recorded_prefix(path).is_some_and(|len| len >= ferry::protocol::STEP)
+    });
+}
+
 /// A way through a [`Relay`]: up is client to server, down server to client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Way {
