@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use ferry::client::partial_name;
-use ferry::partial::Record;
 use ferry::protocol::STEP;
 use ferry::report::mebibytes;
 use ferry::store::PARTIALS_DIR;
@@ -28,13 +27,12 @@ const MIB: u64 = 1 << 20;
 /// The file cut at every offset: four steps.
 const BIG: u64 = 4 * STEP;
 
-/// A file of one step and some more: cut past its step, its partial
-/// keeps the step, and a resume sends the rest.
-const SMALL: u64 = STEP + 40 * MIB;
+/// A file of one step and a little more: cut past its step, its partial
+/// keeps the step, and a resume sends the little more.
+const SMALL: u64 = STEP + 4 * MIB;
 
-/// Where [`SMALL`] is cut to keep a partial of one step: well past it,
-/// for the tests that are not about where a cut falls.
-const PAST_STEP: u64 = STEP + 32 * MIB;
+/// Where [`SMALL`] is cut to keep a partial of one step.
+const PAST_STEP: u64 = STEP + MIB;
 
 /// What a plain transfer moves besides its body: a few frames and the
 /// trailer.
@@ -207,11 +205,6 @@ fn client_partial(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (data, record)
 }
 
-/// How far the record at `path` vouches for its partial, if it is whole.
-fn recorded_prefix(path: &Path) -> Option<u64> {
-    Record::decode(&std::fs::read(path).ok()?).map(|record| record.prefix.len)
-}
-
 /// Files beside a download's target that are partials: none once every
 /// transfer completed.
 fn client_partials(dir: &Path) -> Vec<String> {
@@ -306,6 +299,21 @@ fn run_counted(server: &TestServer, args: &[&str], way: Way, began: &Began) -> u
     run_counted_seen(server, args, way, began, began)
 }
 
+/// Asserts that a transfer cut off after `cut` bytes, to begin again as
+/// `began`, kept a partial whose record, `record`, vouches for where it
+/// will begin; or kept none, if it is to begin from the start.
+fn assert_kept(began: &Began, record: Option<PathBuf>, cut: u64) {
+    match (began, record) {
+        (Began::At(at), Some(record)) => {
+            assert_eq!(recorded_prefix(&record), Some(*at), "cut at {cut}");
+        }
+        (Began::Fresh, None) => {}
+        (began, record) => {
+            panic!("cut at {cut}, to begin {began:?}: the record kept is {record:?}")
+        }
+    }
+}
+
 /// The offsets a transfer of [`BIG`] is cut at: before its body, after
 /// one byte, either side of the first step, one byte short, and the whole
 /// body without its trailer.
@@ -314,11 +322,6 @@ const CUTS: [u64; 6] = [0, 1, STEP - 1, STEP + 1, BIG - 1, BIG];
 /// Issue 14: a put cut off anywhere, made again, resumes from the last
 /// step the server synced before the cut, sends only the rest, and ends
 /// byte-identical; its partial is gone once it took its name.
-///
-/// Fails on main before the transport checkpoints on a cut-off (branch
-/// resume-flush): cut one byte past the first step, the server had not
-/// yet hashed that step when the cut came, kept no checkpoint, and the
-/// put started from zero.
 #[test]
 fn a_put_cut_off_at_any_offset_resumes_and_sends_at_most_the_rest_and_a_step() {
     let (server, source) = server_with_upload(BIG);
@@ -328,6 +331,11 @@ fn a_put_cut_off_at_any_offset_resumes_and_sends_at_most_the_rest_and_a_step() {
         cut_off(&server, &args, Cut::After(Way::Up, cut));
         assert!(!server.root().join(&name).exists());
         let began = resumes_at(cut, BIG);
+        let record = server_partials(server.root())
+            .into_iter()
+            .find(|name| name.ends_with(".rec"))
+            .map(|name| server.root().join(PARTIALS_DIR).join(name));
+        assert_kept(&began, record, cut);
         let sent = run_counted(&server, &args, Way::Up, &began);
         let rest = BIG - cut;
         assert!(
@@ -344,9 +352,6 @@ fn a_put_cut_off_at_any_offset_resumes_and_sends_at_most_the_rest_and_a_step() {
 /// Issue 14: a get cut off anywhere, made again, resumes from the last
 /// step the client synced, receives only the rest, and ends
 /// byte-identical; before that, nothing is under the target's name.
-///
-/// Fails on main before the transport checkpoints on a cut-off (branch
-/// resume-flush), as the put above does.
 #[test]
 fn a_get_cut_off_at_any_offset_resumes_and_receives_at_most_the_rest_and_a_step() {
     let (server, source) = server_with_download(BIG);
@@ -356,8 +361,10 @@ fn a_get_cut_off_at_any_offset_resumes_and_receives_at_most_the_rest_and_a_step(
         let args = ["get", "big.bin", &name];
         cut_off(&server, &args, Cut::After(Way::Down, cut));
         assert!(!here.join(&name).exists());
-        assert!(client_partial(here, &name).0.exists(), "cut at {cut}");
         let began = resumes_at(cut, BIG);
+        let (data, record) = client_partial(here, &name);
+        assert_eq!(data.exists(), record.exists(), "cut at {cut}");
+        assert_kept(&began, record.exists().then_some(record), cut);
         let received = run_counted(&server, &args, Way::Down, &began);
         let rest = BIG - cut;
         assert!(
@@ -425,25 +432,14 @@ fn over_tls_a_cut_put_and_get_resume_from_their_last_step() {
 
 /// A file two steps and a little long, and where a receiver is held, and
 /// killed, part way through it: past the two steps a receiver may run
-/// ahead of its last checkpoint, so by then it has recorded one.
+/// ahead of its last checkpoint (PROTOCOL.md §5.13), so by then it has
+/// recorded one.
 const KILLED_SIZE: u64 = 2 * STEP + 16 * MIB;
 const KILLED_AT: u64 = 2 * STEP + 2 * MIB;
-
-/// Waits until the record at `record` vouches for a step or more.
-fn wait_for_a_step(record: &Path) {
-    eventually("the receiver vouched for a step", || {
-        recorded_prefix(record).is_some_and(|len| len >= STEP)
-    });
-}
 
 /// Issue 14: a client killed outright (SIGKILL) mid-get leaves a partial
 /// beside the target and nothing under its name; its last checkpoint is
 /// proven by reading the partial again, and the rerun resumes from it.
-///
-/// May fail on main before the transport bounds how far a receive runs
-/// ahead of its checkpoint (branch resume-flush): a checkpoint was taken
-/// only when more bytes arrived after its sync ended, so a receiver held
-/// at the relay could wait forever with none.
 #[test]
 fn a_get_whose_client_was_killed_resumes_from_the_partial_it_left() {
     let (server, source) = server_with_download(KILLED_SIZE);
@@ -487,9 +483,6 @@ fn a_get_whose_client_was_killed_resumes_from_the_partial_it_left() {
 
 /// Issue 14: a server killed outright mid-put keeps its partial, and a
 /// server started again on the same directory resumes it.
-///
-/// Fails on main before the transport bounds how far a receive runs
-/// ahead of its checkpoint (branch resume-flush), as the get above may.
 #[test]
 fn a_put_whose_server_was_killed_resumes_on_the_server_started_again() {
     let server = BinaryServer::start(&[]);
