@@ -924,16 +924,10 @@ fn a_refused_put_or_get_leaves_no_partial() {
 }
 
 /// Issue 14: the same put made again at once, as soon as the cut one has
-/// failed, resumes: the server has let go of its partial by then, and
-/// does not turn the new one away as `busy`.
-///
-/// A bug, ignored until it is fixed: the server reports the cut put and
-/// the client fails at once, but the server still holds the partial while
-/// it seals it (and, over a link that died without a word, until its
-/// stall timeout), so a rerun made at once is refused `busy: another
-/// upload of "..." is in progress` (exit 3), about one in four here.
+/// failed, resumes: the server still holds its partial while it seals
+/// it, and the new try waits for it (a while) rather than being turned
+/// away as `busy`.
 #[test]
-#[ignore = "bug: a put made again at once after a cut is refused busy while the server seals"]
 fn a_put_made_again_at_once_after_a_cut_resumes() {
     let (server, source) = server_with_upload(SMALL);
     for case in 0..4 {

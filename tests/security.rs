@@ -974,7 +974,7 @@ fn a_tls_client_killed_mid_upload_is_reported_as_gone() {
         "{report}"
     );
     assert!(
-        report.contains("is kept for a resume"),
+        report.contains("are kept for a resume"),
         "a cut-off put keeps its whole steps: {report}"
     );
     assert!(!report.contains("http"), "{report}");

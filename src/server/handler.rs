@@ -681,9 +681,7 @@ impl Session {
 fn broken(kind: RequestKind, error: &TransportError) -> String {
     let kept = match kind {
         RequestKind::Put | RequestKind::PutStream => "; nothing was kept",
-        RequestKind::PutFrom => {
-            "; what arrived, to its last whole 64 MiB step, is kept for a resume"
-        }
+        RequestKind::PutFrom => "; the whole 64 MiB steps of it that arrived are kept for a resume",
         RequestKind::PutTree => "; no file of it that was not complete was kept",
         _ => "",
     };
