@@ -18,7 +18,7 @@ use super::gate::Pass;
 use super::tally::Tally;
 use super::Config;
 use crate::protocol::{
-    ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token, MAGIC,
+    Digest, ErrorCode, FailureKind, Message, Refusal, RemoteName, RequestKind, Token, MAGIC,
 };
 use crate::report::{Detail, Outcome, Report, Reporter, Start, Subject};
 use crate::security::access::Grant;
@@ -438,6 +438,19 @@ impl Session {
         })
     }
 
+    /// Keeps the digest just computed while sending `file` for later
+    /// gets, unless the store had it at hand already.
+    async fn remember_digest(&self, file: store::ReadFile, digest: Digest, cached: Option<Digest>) {
+        if cached.is_none() {
+            let _ = self
+                .blocking(move |_| {
+                    file.remember(&digest);
+                    Ok(())
+                })
+                .await;
+        }
+    }
+
     /// Refuses a file larger than this server accepts.
     fn check_file_size(&self, size: u64) -> Result<(), Refusal> {
         match self.config.max_file_size.filter(|&limit| size > limit) {
@@ -487,14 +500,7 @@ impl Session {
         let (size, cached) = (file.size(), file.cached_digest());
         conn.queue(&Message::Body { size })?;
         let (file, digest) = conn.send_body(file, size, cached, &mut |_| {}).await?;
-        if cached.is_none() {
-            let _ = self
-                .blocking(move |_| {
-                    file.remember(&digest);
-                    Ok(())
-                })
-                .await;
-        }
+        self.remember_digest(file, digest, cached).await;
         Ok(Detail::Transfer {
             bytes: size,
             elapsed: started.elapsed(),

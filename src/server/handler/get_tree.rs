@@ -193,14 +193,7 @@ impl Session {
                         conn.queue(&Message::Body { size })?;
                         let (file, digest) =
                             conn.send_body(file, size, cached, &mut |_| {}).await?;
-                        if cached.is_none() {
-                            let _ = self
-                                .blocking(move |_| {
-                                    file.remember(&digest);
-                                    Ok(())
-                                })
-                                .await;
-                        }
+                        self.remember_digest(file, digest, cached).await;
                         size
                     }
                 };

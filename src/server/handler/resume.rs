@@ -136,14 +136,7 @@ impl Session {
         let (file, digest, check) = conn
             .send_body_from(file, size, &from, cached, &mut |_| {})
             .await?;
-        if cached.is_none() {
-            let _ = self
-                .blocking(move |_| {
-                    file.remember(&digest);
-                    Ok(())
-                })
-                .await;
-        }
+        self.remember_digest(file, digest, cached).await;
         if check == PrefixCheck::Differed {
             // The client's digest check fails and it starts over; this
             // side says why.
