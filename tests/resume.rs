@@ -839,29 +839,35 @@ fn another_token_cannot_resume_see_or_list_a_partial() {
     assert_eq!(server_partials(server.root.path()), Vec::<String>::new());
 }
 
-/// Issue 14: a partial whose record is older than `--partial-ttl` (24 h
-/// by default) is swept when the server starts; the put then starts from
-/// the start.
-#[test]
-fn an_expired_partial_is_swept_at_start() {
-    let server = BinaryServer::start(&[]);
+/// A binary server holding the partial of a put of `big.bin` (a SMALL
+/// source of `seed`, made in the returned directory) that a relay cut
+/// just past the first step, once the server has let go of it.
+fn server_with_cut_put(seed: u64) -> (BinaryServer, tempfile::TempDir) {
+    let mut server = BinaryServer::start(&[]);
     let here = tempfile::tempdir().unwrap();
-    write_source(&here.path().join("big.bin"), SMALL, 6);
+    write_source(&here.path().join("big.bin"), SMALL, seed);
     let relay = Relay::start(
         server.addr(),
         Framing::Plain,
         Cut::After(Way::Up, PAST_STEP),
     );
-    let put = |port| {
-        run_in(
-            here.path(),
-            client_at("127.0.0.1", port, &["put", "big.bin"]),
-        )
-    };
-    assert_failed(&put(relay.port()));
-    let mut server = server;
+    assert_failed(&put_big(here.path(), relay.port()));
     server.next_report_saying("put");
     wait_until_let_go(server.root.path());
+    (server, here)
+}
+
+/// Puts `big.bin` from `here` to the plain server on `port`.
+fn put_big(here: &Path, port: u16) -> Output {
+    run_in(here, client_at("127.0.0.1", port, &["put", "big.bin"]))
+}
+
+/// Issue 14: a partial whose record is older than `--partial-ttl` (24 h
+/// by default) is swept when the server starts; the put then starts from
+/// the start.
+#[test]
+fn an_expired_partial_is_swept_at_start() {
+    let (server, here) = server_with_cut_put(6);
     let (data, record) = server_partial(server.root.path());
     let root = server.kill_keeping_root();
     let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
@@ -875,36 +881,22 @@ fn an_expired_partial_is_swept_at_start() {
         "{swept}"
     );
     assert_eq!(server_partials(server.root.path()), Vec::<String>::new());
-    assert_began(&ok_line(&put(server.port)), &Began::Fresh);
+    assert_began(&ok_line(&put_big(here.path(), server.port)), &Began::Fresh);
 }
 
 /// A partial younger than its time to live survives a restart of the
 /// server: only the expired one goes.
 #[test]
 fn a_partial_within_its_time_to_live_is_kept_across_a_restart() {
-    let server = BinaryServer::start(&[]);
-    let here = tempfile::tempdir().unwrap();
-    write_source(&here.path().join("big.bin"), SMALL, 7);
-    let relay = Relay::start(
-        server.addr(),
-        Framing::Plain,
-        Cut::After(Way::Up, PAST_STEP),
-    );
-    let put = |port| {
-        run_in(
-            here.path(),
-            client_at("127.0.0.1", port, &["put", "big.bin"]),
-        )
-    };
-    assert_failed(&put(relay.port()));
-    let mut server = server;
-    server.next_report_saying("put");
-    wait_until_let_go(server.root.path());
+    let (server, here) = server_with_cut_put(7);
     let (_, record) = server_partial(server.root.path());
     let root = server.kill_keeping_root();
     set_mtime(&record, SystemTime::now() - Duration::from_secs(3600));
     let server = BinaryServer::start_in_with(root, &["--partial-ttl", "2"]);
-    assert_began(&ok_line(&put(server.port)), &Began::At(STEP));
+    assert_began(
+        &ok_line(&put_big(here.path(), server.port)),
+        &Began::At(STEP),
+    );
 }
 
 /// Issue 14: a refused request leaves nothing, not even an empty partial:

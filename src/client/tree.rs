@@ -243,9 +243,7 @@ impl Client {
                     .write_whole(&expected, &body)
                     .map_err(|e| local_at(target, &expected, e))?;
                 progress.advance(size);
-                progress.file_done();
-                receiving.got.files += 1;
-                receiving.got.bytes += size;
+                receiving.landed(size, progress);
                 continue;
             }
             let file = receiving
@@ -271,9 +269,7 @@ impl Client {
                 .writer
                 .finish_file(file, &expected)
                 .map_err(|e| local_at(target, &expected, e))?;
-            progress.file_done();
-            receiving.got.files += 1;
-            receiving.got.bytes += size;
+            receiving.landed(size, progress);
         }
     }
 
@@ -460,6 +456,14 @@ struct Receiving<'a> {
 }
 
 impl Receiving<'_> {
+    /// Counts a file of `size` bytes that took its place, for the report
+    /// and the bar.
+    fn landed(&mut self, size: u64, progress: &mut dyn Progress) {
+        progress.file_done();
+        self.got.files += 1;
+        self.got.bytes += size;
+    }
+
     /// The manifest's next file taken, which `entry` must be, making the
     /// directories before it; the file skipped on the way are counted.
     fn next_file(&mut self, entry: &TreeEntry) -> Result<TreeEntry, ClientError> {

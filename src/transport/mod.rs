@@ -453,3 +453,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(n)
     }
 }
+
+/// A connected pair of loopback sockets, for the transport's tests.
+#[cfg(test)]
+async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connecting = tokio::net::TcpStream::connect(addr);
+    let (client, accepted) = tokio::join!(connecting, listener.accept());
+    (client.unwrap(), accepted.unwrap().0)
+}

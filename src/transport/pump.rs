@@ -861,10 +861,10 @@ impl Drop for StopOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::tcp_pair;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
 
     /// Bytes no compressor or filesystem would shortcut.
     fn noise(len: usize) -> Vec<u8> {
@@ -883,13 +883,6 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(data).unwrap();
         file
-    }
-
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (client.unwrap(), accepted.unwrap().0)
     }
 
     /// A source or sink with no descriptor, as an object store's would be:

@@ -66,14 +66,7 @@ impl<S: Stream> Connection<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::{TcpListener, TcpStream};
-
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (client.unwrap(), accepted.unwrap().0)
-    }
+    use crate::transport::tcp_pair;
 
     #[tokio::test]
     async fn whole_bodies_cross_in_one_write_and_are_checked() {
