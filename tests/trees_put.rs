@@ -12,6 +12,7 @@ use common::*;
 use ferry::protocol::{EntryKind, ErrorCode, FailureKind, Message, TreeEntry, TEMP_PREFIX};
 use ferry::report::Outcome;
 use ferry::security::access::{Access, ServerMode};
+use ferry::store::PARTIALS_DIR;
 
 /// 2001-09-09, long before any test runs.
 const OLD: i64 = 1_000_000_000;
@@ -231,6 +232,7 @@ fn send_manifest(client: &mut RawClient, target: &str, replace: bool, entries: &
         target: target.into(),
         replace,
         top: None,
+        restart: false,
     });
     let mut bytes = 0;
     for entry in entries {
@@ -445,6 +447,7 @@ fn malformed_manifests_are_bad_requests_and_end_the_connection() {
         target: "t".into(),
         replace: false,
         top: None,
+        restart: false,
     });
     client.send(&file("a", 1));
     client.send(&Message::TreeEnd {
@@ -514,11 +517,55 @@ fn drop_mid_tree(server: &TestServer, target: &str) {
     );
 }
 
+/// Issue 14: a new tree cut off shows nothing, not even the parents made
+/// for it, but keeps what it verified, hidden; the same tree put again
+/// names the kept file a candidate, skips it on its digest, and takes
+/// only the rest.
 #[test]
-fn a_connection_dropped_mid_tree_leaves_nothing_of_a_new_tree() {
+fn a_connection_dropped_mid_tree_shows_nothing_of_a_new_tree_and_the_next_try_goes_on() {
     let server = TestServer::start();
     drop_mid_tree(&server, "fresh/tree");
-    assert!(server.root_files().is_empty(), "{:?}", server.root_files());
+    let shown: Vec<String> = server
+        .root_files()
+        .into_iter()
+        .filter(|path| !path.starts_with(PARTIALS_DIR))
+        .collect();
+    assert_eq!(shown, Vec::<String>::new());
+
+    let big = pseudo_random_bytes(1024 * 1024, 3);
+    let mut client = RawClient::handshake(server.addr());
+    let entries = [file("a", 10), file("b", big.len() as u64)];
+    send_manifest(&mut client, "fresh/tree", false, &entries);
+    let kept = Message::Skip { first: 0, count: 1 };
+    assert_eq!(client.recv(), Some(kept.clone()));
+    assert_eq!(client.recv(), Some(Message::Proceed));
+    client.send(&Message::Trailer {
+        digest: *blake3::hash(b"0123456789").as_bytes(),
+    });
+    assert_eq!(client.recv(), Some(kept));
+    assert_eq!(client.recv(), Some(Message::Proceed));
+    client.send(&entries[1]);
+    send_body(&mut client, &big);
+    client.send(&Message::TreeEnd {
+        entries: 1,
+        bytes: big.len() as u64,
+    });
+    assert_eq!(
+        client.recv(),
+        Some(Message::TreeDone {
+            files: 1,
+            skipped: 1,
+            bytes: big.len() as u64,
+        })
+    );
+    assert_eq!(
+        server.root_files(),
+        ["fresh", "fresh/tree", "fresh/tree/a", "fresh/tree/b"]
+    );
+    assert_eq!(
+        std::fs::read(server.root().join("fresh/tree/b")).unwrap(),
+        big
+    );
 }
 
 #[test]
@@ -721,6 +768,7 @@ fn a_target_the_tree_makes_takes_the_top_s_mode_and_time_and_one_merged_into_kee
             target: target.into(),
             replace: false,
             top: Some(top),
+            restart: false,
         });
         for entry in &entries {
             client.send(entry);

@@ -52,6 +52,7 @@ pub fn decode() -> Vec<Seed> {
                 target: "backup".into(),
                 replace: true,
                 top: None,
+                restart: false,
             },
         ),
         (
@@ -60,6 +61,7 @@ pub fn decode() -> Vec<Seed> {
                 target: "backup".into(),
                 replace: false,
                 top: Some((0o750, 1_700_000_000)),
+                restart: true,
             },
         ),
         ("hello", hello()),
@@ -182,6 +184,7 @@ pub fn manifest() -> Vec<Seed> {
         target: "backup".into(),
         replace: false,
         top: None,
+        restart: false,
     };
     let mut with_digest = file("a.txt", 5);
     if let Message::TreeEntry(entry) = &mut with_digest {

@@ -233,7 +233,8 @@ pub enum Request {
         #[arg(long)]
         replace: bool,
         /// Discard what the server kept of an interrupted upload of this
-        /// file and start over, instead of going on from it.
+        /// file (with -r, of this new directory) and start over, instead
+        /// of going on from it.
         #[arg(long)]
         restart: bool,
         /// LOCAL... [REMOTE]: the local files (directories with -r), then

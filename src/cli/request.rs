@@ -144,6 +144,8 @@ pub enum Prepared {
         target: Option<RemoteName>,
         resolve: Resolve,
         replace: bool,
+        /// Discard what the server kept of an interrupted try.
+        restart: bool,
     },
     Get {
         name: RemoteName,
@@ -359,6 +361,7 @@ fn prepare_ready(request: Request) -> Result<Prepared, CommandError> {
                 target,
                 resolve,
                 replace,
+                restart,
             },
         },
         Request::Get {
@@ -622,6 +625,7 @@ async fn send(
             target,
             resolve,
             replace,
+            restart,
         } => {
             let (target, sources) = put_plan::resolve(client, target, &resolve, sources).await?;
             let walked = tokio::task::spawn_blocking(move || {
@@ -638,7 +642,7 @@ async fn send(
             }
             let mut bar = ProgressBar::for_tree(settings.quiet);
             let sent = client
-                .put_tree(&tree, target.as_ref(), replace, &mut bar)
+                .put_tree(&tree, target.as_ref(), replace, restart, &mut bar)
                 .await?;
             Ok(Detail::Tree {
                 files: sent.files,

@@ -38,12 +38,14 @@ impl Client {
     /// if it is made; with `replace`, files of other content are replaced
     /// rather than refused. The server refuses conflicts
     /// before any body ([`ClientError::RemoteConflicts`]); files it has with the
-    /// same content are not sent again.
+    /// same content are not sent again, nor those a cut-off try of the same
+    /// new tree left, unless `restart`.
     pub async fn put_tree(
         &mut self,
         tree: &LocalTree,
         target: Option<&RemoteName>,
         replace: bool,
+        restart: bool,
         progress: &mut dyn Progress,
     ) -> Result<TreeSent, ClientError> {
         self.require(RequestKind::PutTree)?;
@@ -52,6 +54,9 @@ impl Client {
             target,
             replace,
             top: tree.top,
+            // A server that cannot resume keeps nothing to discard, and
+            // would not know the flag.
+            restart: restart && self.serves(RequestKind::PutFrom),
         })?;
         let mut reader = tree.entries()?;
         let mut queued = 0;

@@ -50,6 +50,7 @@ const DELETE_FLAG_RECURSIVE: u8 = 0x01;
 const MAKE_DIR_FLAG_PARENTS: u8 = 0x01;
 const PUT_FLAG_REPLACE: u8 = 0x01;
 const PUT_TREE_FLAG_TOP: u8 = 0x02;
+const PUT_TREE_FLAG_RESTART: u8 = 0x04;
 const PUT_FROM_FLAG_RESTART: u8 = 0x01;
 
 /// Every message of the protocol, in both directions.
@@ -91,11 +92,14 @@ pub enum Message {
     /// existing file of other content is replaced instead of refused. With
     /// `top`, `(mode, modified)`: the permission bits (`0o777` at most)
     /// and time a `target` the tree makes takes once its contents are in;
-    /// a directory merged into keeps its own.
+    /// a directory merged into keeps its own. With `restart`, what the
+    /// server kept of an interrupted try at the same new tree is
+    /// discarded rather than gone on from.
     PutTree {
         target: String,
         replace: bool,
         top: Option<(u32, i64)>,
+        restart: bool,
     },
     /// Client: send me the tree under `source` (a directory, or one
     /// file). Answered by a manifest, then the bodies the client asks for
@@ -458,9 +462,14 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
             target,
             replace,
             top,
+            restart,
         } => {
             out.push(TAG_PUT_TREE);
-            out.push(flag(*replace, PUT_FLAG_REPLACE) | flag(top.is_some(), PUT_TREE_FLAG_TOP));
+            out.push(
+                flag(*replace, PUT_FLAG_REPLACE)
+                    | flag(top.is_some(), PUT_TREE_FLAG_TOP)
+                    | flag(*restart, PUT_TREE_FLAG_RESTART),
+            );
             if let Some((mode, modified)) = top {
                 out.extend_from_slice(&mode.to_be_bytes());
                 out.extend_from_slice(&modified.to_be_bytes());
@@ -692,9 +701,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
             name: fields.string()?,
         },
         TAG_PUT_TREE => {
-            // Two flags, in any combination.
+            // Three flags, in any combination.
             let flags = fields.u8()?;
-            if flags & !(PUT_FLAG_REPLACE | PUT_TREE_FLAG_TOP) != 0 {
+            if flags & !(PUT_FLAG_REPLACE | PUT_TREE_FLAG_TOP | PUT_TREE_FLAG_RESTART) != 0 {
                 return Err(DecodeError::InvalidValue(flags));
             }
             let top = if flags & PUT_TREE_FLAG_TOP != 0 {
@@ -710,6 +719,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
                 target: fields.string()?,
                 replace: flags & PUT_FLAG_REPLACE != 0,
                 top,
+                restart: flags & PUT_TREE_FLAG_RESTART != 0,
             }
         }
         TAG_GET_TREE => {
@@ -1239,8 +1249,18 @@ mod tests {
                 target: "t".into(),
                 replace: true,
                 top: None,
+                restart: false,
             }),
             [0, 0, 0, 5, 0x0a, 0x01, 0x00, 0x01, b't']
+        );
+        assert_eq!(
+            encoded(&Message::PutTree {
+                target: "t".into(),
+                replace: false,
+                top: None,
+                restart: true,
+            }),
+            [0, 0, 0, 5, 0x0a, 0x04, 0x00, 0x01, b't']
         );
         #[rustfmt::skip]
         let put_tree_top = [
@@ -1255,6 +1275,7 @@ mod tests {
                 target: "t".into(),
                 replace: true,
                 top: Some((0o750, -7)),
+                restart: false,
             }),
             put_tree_top
         );
@@ -1265,6 +1286,7 @@ mod tests {
                     target: "t".into(),
                     replace: true,
                     top: Some((0o750, -7)),
+                    restart: false,
                 },
                 put_tree_top.len()
             )))
@@ -1447,13 +1469,14 @@ mod tests {
     }
 
     #[test]
-    fn put_tree_flags_beyond_replace_and_top_and_top_modes_beyond_0o777_are_malformed() {
+    fn put_tree_flags_beyond_replace_top_and_restart_and_top_modes_beyond_0o777_are_malformed() {
         let plain = encoded(&Message::PutTree {
             target: "t".into(),
             replace: false,
             top: None,
+            restart: false,
         });
-        for flags in [0x04, 0x05, 0x80, 0xff] {
+        for flags in [0x08, 0x0d, 0x80, 0xff] {
             let mut bad = plain.clone();
             bad[5] = flags;
             assert_eq!(decode(&bad), Err(DecodeError::InvalidValue(flags)));
@@ -1462,6 +1485,7 @@ mod tests {
             target: "t".into(),
             replace: false,
             top: Some((0o755, 0)),
+            restart: false,
         });
         setgid[8] = 0x05; // mode 0o2755: setgid
         assert_eq!(decode(&setgid), Err(DecodeError::InvalidMode(0o2755)));
@@ -1589,10 +1613,12 @@ mod tests {
             (
                 name,
                 any::<bool>(),
-                proptest::option::of((0..=0o777u32, any::<i64>()))
+                proptest::option::of((0..=0o777u32, any::<i64>())),
+                any::<bool>(),
             )
-                .prop_map(|(target, replace, top)| Message::PutTree {
+                .prop_map(|(target, replace, top, restart)| Message::PutTree {
                     target,
+                    restart,
                     replace,
                     top
                 }),

@@ -37,6 +37,14 @@ const TURN_AWAY_TIME: Duration = Duration::from_secs(1);
 /// take to hang up before it is closed anyway.
 const SHUTDOWN_GOODBYE_TIME: Duration = Duration::from_millis(250);
 
+/// How long a resumed upload waits for another try of it to let go of
+/// what it goes on from. Well within a client's reply timeout (10 s by
+/// default).
+const BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// How often it looks meanwhile.
+const BUSY_POLL: Duration = Duration::from_millis(50);
+
 /// Everything one connection's task needs.
 pub(super) struct Session {
     pub store: Arc<Store>,
@@ -341,8 +349,14 @@ impl Session {
                 target,
                 replace,
                 top,
+                restart,
             } => {
-                self.put_tree(conn, &target, replace, top, grant, started)
+                let asked = put_tree::PutTree {
+                    replace,
+                    top,
+                    restart,
+                };
+                self.put_tree(conn, &target, asked, grant, owner, started)
                     .await
             }
             Message::Put { name, size } => self.put(conn, &name, size, started).await,
@@ -666,6 +680,26 @@ impl Session {
                 tracing::error!(error = %e, "store task failed");
                 Err(Refusal::new(ErrorCode::Io, "internal server error"))
             })
+    }
+
+    /// [`Session::blocking`], made again while the store answers `busy`,
+    /// for a while: another try of the same upload, just cut off, may
+    /// still hold what this one goes on from while it keeps what it
+    /// verified (a sync of at most two steps).
+    async fn blocking_unless_busy<T: Send + 'static>(
+        &self,
+        work: impl Fn(&Store) -> Result<T, Refusal> + Clone + Send + 'static,
+    ) -> Result<T, Refusal> {
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.blocking(work.clone()).await {
+                Err(refusal) if refusal.code == ErrorCode::Busy && waited < BUSY_WAIT => {
+                    tokio::time::sleep(BUSY_POLL).await;
+                    waited += BUSY_POLL;
+                }
+                done => return done,
+            }
+        }
     }
 
     fn report(&self, subject: Subject, name: Option<String>, outcome: Outcome) {

@@ -9,8 +9,14 @@
 //! while a partial is: it goes with the last one. An upload cut off keeps its
 //! partial up to its last checkpoint; partials not touched for the
 //! server's `--partial-ttl` are swept away.
+//!
+//! A new tree a PutTree builds is built here too, in a directory named
+//! after its owner and target ([`tree_key`]), so a try cut off leaves what
+//! it verified for the next try of the same tree (see
+//! [`super::TreeWrite`]); it is swept like a partial.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +30,10 @@ use crate::protocol::{Digest, ErrorCode, Refusal, RemoteName, Token};
 
 /// The hidden directory of the partials, at the root.
 pub const PARTIALS_DIR: &str = ".ferry-tmp-partials";
+
+/// How the staging directory of a new tree ends, in the partials
+/// directory.
+const TREE_SUFFIX: &str = ".tree";
 
 /// Whose partials these are: a digest of the token a client offered (an
 /// empty one for none), never the token itself.
@@ -137,17 +147,26 @@ impl Store {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            let Some(key) = name.strip_suffix(".rec") else {
-                continue;
-            };
             let touched = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .map(|t| t.into_std());
             let expired = touched.is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > ttl));
-            // A partial an upload holds is not swept: its lock says so.
-            if expired && Partial::remove_unless_in_use(&dir, key, &name).unwrap_or(false) {
-                swept += 1;
+            if !expired {
+                continue;
+            }
+            // A partial or a tree an upload holds is not swept: its lock
+            // says so.
+            if let Some(key) = name.strip_suffix(".rec") {
+                if Partial::remove_unless_in_use(&dir, key, &name).unwrap_or(false) {
+                    swept += 1;
+                }
+            } else if name.ends_with(TREE_SUFFIX) {
+                if let Ok(_held) = lock_tree(&dir, &name) {
+                    if super::tree::remove(&dir, &name).is_ok() {
+                        swept += 1;
+                    }
+                }
             }
         }
         // Gone with its last partial; one still holding any stays.
@@ -155,17 +174,44 @@ impl Store {
         swept
     }
 
-    /// The hidden directory of the partials, made if missing, for this
-    /// server's user alone.
     fn partials_dir(&self) -> Result<Dir, Refusal> {
-        let mut builder = DirBuilder::new();
-        builder.mode(0o700);
-        match self.dir.create_dir_with(PARTIALS_DIR, &builder) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(classify(e)),
-            _ => {}
-        }
-        self.dir.open_dir(PARTIALS_DIR).map_err(classify)
+        partials_dir(&self.dir)
     }
+}
+
+/// The hidden directory of the partials in `root`, made if missing, for
+/// this server's user alone.
+pub(super) fn partials_dir(root: &Dir) -> Result<Dir, Refusal> {
+    let mut builder = DirBuilder::new();
+    builder.mode(0o700);
+    match root.create_dir_with(PARTIALS_DIR, &builder) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(classify(e)),
+        _ => {}
+    }
+    root.open_dir(PARTIALS_DIR).map_err(classify)
+}
+
+/// The name, in the partials directory, of the directory where `owner`'s
+/// new tree at `target` is built.
+pub(super) fn tree_key(owner: &Owner, target: &RemoteName) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&owner.0);
+    // Kept apart from the keys of files of the same name.
+    hasher.update(b"tree\0");
+    hasher.update(target.as_str().as_bytes());
+    let key: String = hasher.finalize().to_hex().chars().take(40).collect();
+    key + TREE_SUFFIX
+}
+
+/// Locks the tree staging directory `name` in `dir` for one upload: held
+/// while the returned descriptor is open. `WouldBlock` if another upload
+/// holds it.
+pub(super) fn lock_tree(dir: &Dir, name: &str) -> io::Result<OwnedFd> {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)?;
+    Ok(fd)
 }
 
 impl ResumableUpload {
@@ -217,5 +263,16 @@ mod tests {
             partial_key(&alice, &name),
             partial_key(&alice, &name.clone())
         );
+    }
+
+    #[test]
+    fn a_tree_of_one_owner_and_target_has_its_own_key() {
+        let name = RemoteName::parse("a/b").unwrap();
+        let alice = Owner::of(&Token::new("alice".to_owned()));
+        let nobody = Owner::of(&Token::new(String::new()));
+        assert_eq!(tree_key(&alice, &name), tree_key(&alice, &name));
+        assert_ne!(tree_key(&alice, &name), tree_key(&nobody, &name));
+        assert!(!tree_key(&alice, &name).starts_with(&partial_key(&alice, &name)));
+        assert!(tree_key(&alice, &name).ends_with(TREE_SUFFIX));
     }
 }

@@ -2,16 +2,22 @@
 //! manifest meets on the server, then the entries themselves.
 //!
 //! A tree whose target does not exist is built in a hidden staging
-//! directory beside it and takes its name by one never-replacing rename at
-//! the end, so it appears whole or not at all. A tree whose target is a
-//! directory is merged into it, each file atomically. Either way files are
+//! directory and takes its name by one never-replacing rename at the end,
+//! so it appears whole or not at all. The staging directory is kept in the
+//! partials directory, named after the tree's owner and target: a try cut
+//! off leaves there what it verified, and the next try of the same tree
+//! by the same owner builds on it (its files are candidates for skipping,
+//! as a merge's are; anything in it may be replaced, and what the manifest
+//! does not name is removed before the rename), so a tree goes on from
+//! where it was cut. A tree whose target is a directory is merged into
+//! it, each file atomically. Either way files are
 //! written to hidden temporary files, and take their names in batches: one
 //! `syncfs` for the batch, then the renames, then the times and modes of
 //! the directories whose contents are all in place (a new tree's top
 //! last, just before its rename). Dropped before
-//! [`TreeWrite::finish`], it removes its temporary files, the directories
-//! it made (as far as they are empty) and a new tree's staging directory
-//! with everything in it.
+//! [`TreeWrite::finish`], it removes its temporary files and the
+//! directories it made (as far as they are empty); a new tree's staging
+//! directory keeps the files verified, or goes if it has none.
 //!
 //! Memory stays bounded whatever the size of the tree: the candidates for
 //! skipping wait in an unnamed temporary file, not in memory, and only the
@@ -19,6 +25,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
@@ -26,6 +33,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::digest_cache::{self, Stamp};
+use super::partials::{self, Owner};
 use super::{check_free_space, classify, tree, MadeDirs, WriteFile};
 use crate::protocol::{Digest, EntryKind, ErrorCode, Refusal, RemoteName, TreeEntry};
 use crate::staging::Staged;
@@ -67,9 +75,17 @@ pub struct Candidate {
 /// A tree being written.
 pub struct TreeWrite {
     /// Where entry paths are resolved: the target of a merge, or the
-    /// staging directory of a new tree once [`TreeWrite::start`] made it.
+    /// staging directory of a new tree once [`TreeWrite::start`] made it
+    /// (or [`Store::open_tree`] found it kept).
     base: Option<Dir>,
     replace: bool,
+    /// `base` is a new tree's staging directory kept by an earlier try:
+    /// anything in it may be replaced, and what the manifest does not
+    /// name is removed at the end.
+    resumed: bool,
+    /// The manifest's entries, kind and path, written as they are
+    /// surveyed, for a resumed tree only.
+    manifest: Option<BufWriter<File>>,
     /// Where a new tree goes; `None` for a merge.
     new: Option<NewTree>,
     /// Candidates of the survey, written as they are found.
@@ -91,6 +107,9 @@ pub struct TreeWrite {
     /// Parents of the target made for a new tree; declared last, so they
     /// go after what is in them.
     made_parents: Option<MadeDirs>,
+    /// Set once [`TreeWrite::finish`] or [`TreeWrite::discard`] began:
+    /// the staging directory is no longer worth keeping.
+    finishing: bool,
     done: bool,
 }
 
@@ -103,9 +122,23 @@ struct NewTree {
     /// Its handle, once it exists.
     parent: Option<Dir>,
     name: String,
-    staging: Option<String>,
+    /// The name of its staging directory in the partials directory.
+    key: String,
+    staging: Option<Staging>,
     /// The mode and time the tree's top takes once all is in it.
     top: Option<(u32, i64)>,
+}
+
+/// Where a new tree is built.
+struct Staging {
+    /// The directory holding it: the partials directory, or the target's
+    /// parent where the partials directory is on another filesystem.
+    holder: Dir,
+    name: String,
+    /// The lock of a staging directory in the partials directory, which
+    /// is kept for the next try if this one is cut off; `None` for one
+    /// beside the target, which is not.
+    lock: Option<OwnedFd>,
 }
 
 struct FinishedDir {
@@ -128,11 +161,17 @@ impl super::Store {
     /// directory is merged into, keeping its own mode and time; a missing
     /// name becomes a new tree, which takes `top`'s mode and time at the
     /// end, if given; anything else is refused. Makes nothing yet.
+    ///
+    /// A new tree goes on from the staging directory an earlier try of
+    /// `owner`'s at the same target kept, unless `restart` (which
+    /// discards it); one that another connection is building is `busy`.
     pub fn open_tree(
         &self,
         target: Option<&RemoteName>,
         replace: bool,
         top: Option<(u32, i64)>,
+        owner: &Owner,
+        restart: bool,
     ) -> Result<TreeWrite, Refusal> {
         let not_a_directory = || {
             Refusal::new(
@@ -143,6 +182,8 @@ impl super::Store {
         let mut tree = TreeWrite {
             base: None,
             replace,
+            resumed: false,
+            manifest: None,
             new: None,
             spool: None,
             unspool: None,
@@ -152,6 +193,7 @@ impl super::Store {
             last_file: None,
             made: Vec::new(),
             made_parents: None,
+            finishing: false,
             done: false,
         };
         let Some(target) = target else {
@@ -164,12 +206,19 @@ impl super::Store {
             }
             Ok(_) => return Err(not_a_directory()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let key = partials::tree_key(owner, target);
+                let kept = self.kept_staging(&key, target, restart)?;
+                if let Some(kept) = &kept {
+                    tree.base = Some(kept.holder.open_dir(&kept.name).map_err(classify)?);
+                    tree.resumed = true;
+                }
                 tree.new = Some(NewTree {
                     root: self.dir.try_clone().map_err(classify)?,
                     parent_path: target.parent().map(str::to_owned),
                     parent: None,
                     name: target.file_name().to_owned(),
-                    staging: None,
+                    key,
+                    staging: kept,
                     top,
                 });
             }
@@ -177,6 +226,45 @@ impl super::Store {
             Err(e) => return Err(classify(e)),
         }
         Ok(tree)
+    }
+}
+
+impl super::Store {
+    /// The staging directory `key` an earlier try kept, locked; `None` if
+    /// there is none, or if `restart` and it was removed.
+    fn kept_staging(
+        &self,
+        key: &str,
+        target: &RemoteName,
+        restart: bool,
+    ) -> Result<Option<Staging>, Refusal> {
+        let holder = match self.dir.open_dir(partials::PARTIALS_DIR) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            opened => opened.map_err(classify)?,
+        };
+        let lock = match partials::lock_tree(&holder, key) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(Refusal::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "another upload of the tree {:?} is in progress",
+                        target.as_str()
+                    ),
+                ))
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        if restart {
+            tree::remove(&holder, key)?;
+            return Ok(None);
+        }
+        Ok(Some(Staging {
+            holder,
+            name: key.to_owned(),
+            lock: Some(lock),
+        }))
     }
 }
 
@@ -190,6 +278,9 @@ impl TreeWrite {
     /// would go. A file of the same size is remembered, with the server's
     /// digest of it, for [`TreeWrite::next_candidate`].
     pub fn survey(&mut self, index: u64, entry: &TreeEntry) -> Result<Meets, Refusal> {
+        if self.resumed {
+            self.spool_manifest(entry)?;
+        }
         let Some(base) = &self.base else {
             return Ok(Meets::Free); // a new tree meets nothing
         };
@@ -220,8 +311,26 @@ impl TreeWrite {
                 Meets::SameSize
             }
             EntryKind::File if metadata.is_file() && self.replace => Meets::Free,
+            // What an earlier try left in the tree's own staging directory
+            // is replaced.
+            _ if self.resumed => Meets::Free,
             _ => Meets::Conflict,
         })
+    }
+
+    fn spool_manifest(&mut self, entry: &TreeEntry) -> Result<(), Refusal> {
+        if self.manifest.is_none() {
+            self.manifest = Some(BufWriter::new(tempfile::tempfile().map_err(classify)?));
+        }
+        let Some(manifest) = self.manifest.as_mut() else {
+            return Ok(()); // just made
+        };
+        let len = u16::try_from(entry.path.len())
+            .map_err(|_| Refusal::new(ErrorCode::BadName, "name too long"))?;
+        let is_dir = u8::from(entry.kind == EntryKind::Directory);
+        manifest.write_all(&[is_dir]).map_err(classify)?;
+        manifest.write_all(&len.to_le_bytes()).map_err(classify)?;
+        manifest.write_all(entry.path.as_bytes()).map_err(classify)
     }
 
     fn spool_candidate(&mut self, index: u64, path: &str, digest: &Digest) -> Result<(), Refusal> {
@@ -283,7 +392,8 @@ impl TreeWrite {
     }
 
     /// Makes what the tree needs before its first entry: a new tree's
-    /// missing parents and its staging directory.
+    /// missing parents and its staging directory; from a kept staging
+    /// directory, what the manifest does not name is removed first.
     pub fn start(&mut self) -> Result<(), Refusal> {
         let Some(new) = self.new.as_mut() else {
             return Ok(());
@@ -301,10 +411,18 @@ impl TreeWrite {
         }
         .map_err(classify)?;
         self.made_parents = Some(made);
-        let staging = crate::staging::make_staging_dir(&parent).map_err(classify)?;
-        self.base = Some(parent.open_dir(&staging).map_err(classify)?);
-        new.staging = Some(staging);
+        if new.staging.is_none() {
+            let staging = make_staging(&new.root, &parent, &new.key)?;
+            self.base = Some(staging.holder.open_dir(&staging.name).map_err(classify)?);
+            new.staging = Some(staging);
+        }
         new.parent = Some(parent);
+        if let (Some(manifest), Some(base)) = (self.manifest.take(), &self.base) {
+            let file = manifest
+                .into_inner()
+                .map_err(|e| classify(e.into_error()))?;
+            prune(base, &mut ManifestReader::new(file)?)?;
+        }
         Ok(())
     }
 
@@ -352,7 +470,15 @@ impl TreeWrite {
                                 ),
                             ));
                         }
-                        false
+                        if self.resumed {
+                            // An earlier try's, perhaps finished with a mode
+                            // that keeps it from being written to: it takes
+                            // its mode again once its contents are in.
+                            let owner_only = Mode::from_raw_mode(0o700);
+                            rustix::fs::chmodat(parent, name, owner_only, AtFlags::empty())
+                                .map_err(|e| classify(e.into()))?;
+                        }
+                        self.resumed
                     }
                     Err(e) => return Err(classify(e)),
                 };
@@ -376,7 +502,7 @@ impl TreeWrite {
             }
             EntryKind::File | EntryKind::Other => {
                 let dir = parent.try_clone().map_err(classify)?;
-                let created = if self.replace {
+                let created = if self.replaces() {
                     Staged::create_replacing(dir, Path::new(name))
                 } else {
                     Staged::create(dir, Path::new(name))
@@ -466,16 +592,15 @@ impl TreeWrite {
         if !self.batch.is_empty() {
             sync_filesystem(base, self.last_file.as_ref())?;
         }
+        let replace = self.replaces();
         for staged in self.batch.drain(..) {
-            staged
-                .rename_synced(self.replace)
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::AlreadyExists => Refusal::new(
-                        ErrorCode::AlreadyExists,
-                        "a name of the tree was taken meanwhile; ferry never overwrites",
-                    ),
-                    _ => classify(e),
-                })?;
+            staged.rename_synced(replace).map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Refusal::new(
+                    ErrorCode::AlreadyExists,
+                    "a name of the tree was taken meanwhile; ferry never overwrites",
+                ),
+                _ => classify(e),
+            })?;
         }
         // Only directories no longer in the chain are complete.
         let open: Vec<String> = self.chain.iter().map(|(path, _)| path.clone()).collect();
@@ -495,23 +620,25 @@ impl TreeWrite {
     /// Completes the tree: the last batch, a last sync, and for a new tree
     /// the rename that gives it its name.
     pub fn finish(mut self) -> Result<(), Refusal> {
+        // Whatever fails from here, the staging directory is not worth
+        // keeping: its contents are all there.
+        self.finishing = true;
         self.chain.clear();
         self.commit_batch()?;
         // Last, as anything made in it would move its time again.
         if let Some(NewTree {
-            parent: Some(parent),
             staging: Some(staging),
             top: Some((mode, modified)),
             ..
         }) = &self.new
         {
             let top = FinishedDir {
-                path: staging.clone(),
+                path: staging.name.clone(),
                 mode: mode & 0o777,
                 modified: *modified,
                 made: true,
             };
-            set_dir_times(parent, &top)?;
+            set_dir_times(&staging.holder, &top)?;
         }
         let base = self.base.as_ref().ok_or_else(not_started)?;
         sync_filesystem(base, self.last_file.as_ref())?;
@@ -519,8 +646,12 @@ impl TreeWrite {
             let (Some(parent), Some(staging)) = (&new.parent, &new.staging) else {
                 return Err(not_started());
             };
-            tree::rename_no_replace(parent, staging, parent, &new.name)?;
+            tree::rename_no_replace(&staging.holder, &staging.name, parent, &new.name)?;
             sync_filesystem(parent, self.last_file.as_ref())?;
+            if staging.lock.is_some() {
+                // The partials directory goes with the last thing in it.
+                let _ = new.root.remove_dir(partials::PARTIALS_DIR);
+            }
         }
         self.done = true;
         if let Some(made) = self.made_parents.as_mut() {
@@ -528,11 +659,73 @@ impl TreeWrite {
         }
         Ok(())
     }
+
+    /// Ends a tree cut off before its end: a new tree's staging directory
+    /// that can be kept keeps every file verified (the last batch takes
+    /// its names, after a sync), for the next try; anything else is
+    /// undone, as a drop does.
+    pub fn cut_off(mut self) {
+        if !self.keeps_staging() {
+            return;
+        }
+        self.chain.clear();
+        if self.commit_batch().is_err() {
+            return;
+        }
+        if let Some(NewTree {
+            staging: Some(staging),
+            ..
+        }) = &self.new
+        {
+            // The time-to-live of a kept tree runs from its last try.
+            let now = Timestamps {
+                last_access: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                },
+                last_modification: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                },
+            };
+            let _ = rustix::fs::utimensat(
+                &staging.holder,
+                staging.name.as_str(),
+                &now,
+                AtFlags::empty(),
+            );
+        }
+    }
+
+    /// Ends a tree that failed: nothing of it is kept, not even a new
+    /// tree's staging directory.
+    pub fn discard(mut self) {
+        self.finishing = true;
+    }
+
+    /// Whether a file may replace what is in its way: with the `replace`
+    /// flag, or in a kept staging directory.
+    pub fn replaces(&self) -> bool {
+        self.replace || self.resumed
+    }
+
+    /// Whether the tree is new, with a staging directory to keep for the
+    /// next try if this one is cut off.
+    fn keeps_staging(&self) -> bool {
+        !self.finishing
+            && self
+                .new
+                .as_ref()
+                .and_then(|new| new.staging.as_ref())
+                .is_some_and(|staging| staging.lock.is_some())
+    }
 }
 
 impl Drop for TreeWrite {
     /// Undoes an unfinished tree: temporary files first, then the
-    /// directories made for it.
+    /// directories made for it. A new tree's staging directory that can
+    /// be kept keeps the files that took their names in it, unless it has
+    /// none.
     fn drop(&mut self) {
         if self.done {
             return;
@@ -544,24 +737,177 @@ impl Drop for TreeWrite {
                 let _ = base.remove_dir(path);
             }
         }
+        let keep = self.keeps_staging();
         if let Some(NewTree {
-            parent: Some(parent),
+            root,
             staging: Some(staging),
             top,
             ..
         }) = &self.new
         {
+            if keep && staging.holder.remove_dir(&staging.name).is_err() {
+                return; // not empty: kept
+            }
             if top.is_some() {
                 // The top may have taken a mode that keeps even its owner
                 // from emptying it.
                 let owner_only = Mode::from_raw_mode(0o700);
-                let _ = rustix::fs::chmodat(parent, staging.as_str(), owner_only, AtFlags::empty());
+                let _ = rustix::fs::chmodat(
+                    &staging.holder,
+                    staging.name.as_str(),
+                    owner_only,
+                    AtFlags::empty(),
+                );
             }
-            if let Err(e) = tree::remove(parent, staging) {
-                tracing::warn!(staging = %staging, error = %e.message, "cannot remove a tree's staging directory");
+            match tree::remove(&staging.holder, &staging.name) {
+                Ok(_) => {}
+                Err(e) if e.code == ErrorCode::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(staging = %staging.name, error = %e.message, "cannot remove a tree's staging directory");
+                }
+            }
+            if staging.lock.is_some() {
+                // The partials directory goes with the last thing in it.
+                let _ = root.remove_dir(partials::PARTIALS_DIR);
             }
         }
     }
+}
+
+/// Makes a new tree's staging directory, named `key`, locked, in the
+/// partials directory, to be kept if the tree is cut off; or, where that
+/// directory is on another filesystem than the target's `parent` (a
+/// rename cannot cross), a hidden one beside the target, not kept.
+fn make_staging(root: &Dir, parent: &Dir, key: &str) -> Result<Staging, Refusal> {
+    // The partials directory goes with its last partial, so it may go
+    // between its making and the staging directory's: made again.
+    for _ in 0..3 {
+        let holder = partials::partials_dir(root)?;
+        if !same_filesystem(&holder, parent)? {
+            break;
+        }
+        match holder.create_dir(key) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Another try of the same tree made it since this one looked.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Refusal::new(
+                    ErrorCode::Busy,
+                    "another upload of the tree is in progress",
+                ))
+            }
+            Err(e) => return Err(classify(e)),
+        }
+        let lock = partials::lock_tree(&holder, key).map_err(classify)?;
+        return Ok(Staging {
+            holder,
+            name: key.to_owned(),
+            lock: Some(lock),
+        });
+    }
+    let name = crate::staging::make_staging_dir(parent).map_err(classify)?;
+    Ok(Staging {
+        holder: parent.try_clone().map_err(classify)?,
+        name,
+        lock: None,
+    })
+}
+
+fn same_filesystem(a: &Dir, b: &Dir) -> Result<bool, Refusal> {
+    let device = |dir: &Dir| {
+        rustix::fs::fstat(dir)
+            .map(|stat| stat.st_dev)
+            .map_err(|e| classify(e.into()))
+    };
+    Ok(device(a)? == device(b)?)
+}
+
+/// The manifest's entries as [`TreeWrite::survey`] spooled them, read
+/// back in order.
+struct ManifestReader {
+    file: BufReader<File>,
+    /// The next entry, read ahead: whether it is a directory, its path.
+    next: Option<(bool, String)>,
+}
+
+impl ManifestReader {
+    fn new(mut file: File) -> Result<ManifestReader, Refusal> {
+        file.rewind().map_err(classify)?;
+        let mut reader = ManifestReader {
+            file: BufReader::new(file),
+            next: None,
+        };
+        reader.advance()?;
+        Ok(reader)
+    }
+
+    fn advance(&mut self) -> Result<(), Refusal> {
+        let mut is_dir = [0; 1];
+        match self.file.read_exact(&mut is_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.next = None;
+                return Ok(());
+            }
+            Err(e) => return Err(classify(e)),
+        }
+        let mut len = [0; 2];
+        self.file.read_exact(&mut len).map_err(classify)?;
+        let mut path = vec![0; usize::from(u16::from_le_bytes(len))];
+        self.file.read_exact(&mut path).map_err(classify)?;
+        let path = String::from_utf8(path).map_err(|e| classify(io::Error::other(e)))?;
+        self.next = Some((is_dir[0] == 1, path));
+        Ok(())
+    }
+
+    /// Passes over the entries before `path` in manifest order; whether
+    /// the next is `path`, and a directory.
+    fn find(&mut self, path: &str) -> Result<Option<bool>, Refusal> {
+        while let Some((is_dir, next)) = &self.next {
+            match next.split('/').cmp(path.split('/')) {
+                std::cmp::Ordering::Less => self.advance()?,
+                std::cmp::Ordering::Equal => return Ok(Some(*is_dir)),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Removes from a kept staging directory, `base`, what the manifest does
+/// not name (or names as another kind), so the tree is the manifest's
+/// whatever an earlier try left. Walks `base` in manifest order beside
+/// the spooled manifest.
+fn prune(base: &Dir, manifest: &mut ManifestReader) -> Result<(), Refusal> {
+    prune_under(base, "", manifest)
+}
+
+fn prune_under(dir: &Dir, prefix: &str, manifest: &mut ManifestReader) -> Result<(), Refusal> {
+    let mut names = Vec::new();
+    for entry in dir.entries().map_err(classify)? {
+        names.push(entry.map_err(classify)?.file_name());
+    }
+    names.sort_unstable();
+    for name in names {
+        let Some(utf8) = name.to_str() else {
+            // No manifest names it.
+            tree::remove(dir, &name.to_string_lossy())?;
+            continue;
+        };
+        let path = format!("{prefix}{utf8}");
+        let metadata = dir.symlink_metadata(utf8).map_err(classify)?;
+        match manifest.find(&path)? {
+            Some(true) if metadata.is_dir() => {
+                let below = dir.open_dir(utf8).map_err(classify)?;
+                prune_under(&below, &format!("{path}/"), manifest)?;
+            }
+            Some(false) if metadata.is_file() => {}
+            _ => {
+                tree::remove(dir, utf8)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sets a finished directory's time, and its mode if the tree made it.

@@ -16,7 +16,7 @@ use crate::protocol::{
 };
 use crate::report::Detail;
 use crate::security::access::Grant;
-use crate::store::{Meets, TreeFile, TreeWrite, WriteFile};
+use crate::store::{Meets, Owner, TreeFile, TreeWrite, WriteFile};
 use crate::transport::{Connection, Discard, Link, TransportError, WHOLE_BODY};
 
 /// Entries surveyed per trip to the blocking pool.
@@ -35,18 +35,32 @@ const SHOWN_CONFLICTS: usize = 20;
 /// Conflicting names named in the refusal's message.
 const NAMED_IN_MESSAGE: usize = 5;
 
+/// How a PutTree asks for its tree (PROTOCOL.md §5.10).
+pub(super) struct PutTree {
+    pub replace: bool,
+    /// The mode and time a new target takes.
+    pub top: Option<(u32, i64)>,
+    /// Discard what an earlier try of the same new tree kept.
+    pub restart: bool,
+}
+
 impl Session {
-    /// Answers a PutTree: refuses it before any body, or takes the tree;
-    /// a new target takes `top`'s mode and time, if given.
+    /// Answers a PutTree: refuses it before any body, or takes the tree.
+    /// A new tree goes on from what an earlier try of `owner`'s kept.
     pub(super) async fn put_tree(
         &self,
         conn: &mut Connection<Link>,
         target: &str,
-        replace: bool,
-        top: Option<(u32, i64)>,
+        asked: PutTree,
         grant: &Grant,
+        owner: &Owner,
         started: Instant,
     ) -> Result<Detail, Abort> {
+        let PutTree {
+            replace,
+            top,
+            restart,
+        } = asked;
         // Checked here rather than before every request, because the
         // manifest is already on its way: a refused tree's manifest is
         // still read to its end, so the connection stays in step.
@@ -55,8 +69,11 @@ impl Session {
         if refusal.is_none() {
             let opened = match RemoteName::parse_dir(target) {
                 Ok(target) => {
-                    self.blocking(move |store| store.open_tree(target.as_ref(), replace, top))
-                        .await
+                    let owner = owner.clone();
+                    self.blocking_unless_busy(move |store| {
+                        store.open_tree(target.as_ref(), replace, top, &owner, restart)
+                    })
+                    .await
                 }
                 Err(e) => Err(e.into()),
             };
@@ -87,7 +104,7 @@ impl Session {
             send_runs(conn, &candidates).await?;
             conn.write_message(&Message::Proceed).await?;
             tree = self
-                .compare_digests(conn, tree, replace, &mut skipped, &mut conflicts)
+                .compare_digests(conn, tree, &mut skipped, &mut conflicts)
                 .await?;
             conflicts.refuse_if_any(conn)?;
             send_runs(conn, &skipped).await?;
@@ -239,15 +256,16 @@ impl Session {
 
     /// Reads the client's digest of each candidate, in manifest order, and
     /// compares it with the server's: the same content is skipped; another
-    /// is replaced with `replace`, and a conflict without.
+    /// is replaced where the tree replaces ([`TreeWrite::replaces`]), and
+    /// a conflict elsewhere.
     async fn compare_digests(
         &self,
         conn: &mut Connection<Link>,
         mut tree: TreeWrite,
-        replace: bool,
         skipped: &mut Indices,
         conflicts: &mut Conflicts,
     ) -> Result<TreeWrite, Abort> {
+        let replace = tree.replaces();
         loop {
             let (back, batch) = self
                 .blocking(move |_| {
@@ -313,8 +331,89 @@ impl Session {
         let mut order = ManifestOrder::new();
         let mut batch = Batch::default();
         let mut arrived: Option<Arrived> = None;
+        let read = self
+            .read_bodies(
+                conn,
+                sent,
+                &mut writing,
+                &mut order,
+                &mut batch,
+                &mut arrived,
+            )
+            .await;
+        if let Err(Abort::Broken(cut)) = read {
+            // What arrived verified is kept for the next try, off the
+            // async threads: the last files take their names after a sync.
+            writing.settle().await;
+            let failed = writing.failure.is_some();
+            if let Some(mut tree) = writing.tree.take() {
+                let ops = batch.take();
+                let _ = self
+                    .blocking(move |_| {
+                        if failed {
+                            tree.discard();
+                        } else {
+                            let _ = apply(&mut tree, arrived, ops);
+                            tree.cut_off();
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
+            return Err(Abort::Broken(cut));
+        }
+        read?;
+        writing.settle().await;
+        if order.counts().0 != sent.entries {
+            writing.fail(bad_request(
+                "the tree's bodies left out entries its manifest announced",
+            ));
+        }
+        let Writing {
+            tree,
+            failure,
+            mut files,
+            mut bytes,
+            ..
+        } = writing;
+        let Some(mut tree) = tree else {
+            return Err(failure
+                .unwrap_or_else(|| Refusal::new(ErrorCode::Io, "the tree was given up"))
+                .into());
+        };
+        let (ops, last) = (batch.take(), arrived);
+        let (more_files, more_bytes) = self
+            .blocking(move |_| {
+                if let Some(failure) = failure {
+                    // Undone off the async threads: a new tree's staging
+                    // directory may hold many files.
+                    drop((last, ops));
+                    tree.discard();
+                    return Err(failure);
+                }
+                let applied = apply(&mut tree, last, ops)?;
+                tree.finish()?;
+                Ok(applied)
+            })
+            .await?;
+        files += more_files;
+        bytes += more_bytes;
+        Ok((files, bytes))
+    }
+
+    /// The reading of [`Session::receive_bodies`]: the second pass to its
+    /// `TreeEnd`, handed to the store as it comes.
+    async fn read_bodies(
+        &self,
+        conn: &mut Connection<Link>,
+        sent: Sent,
+        writing: &mut Writing,
+        order: &mut ManifestOrder,
+        batch: &mut Batch,
+        arrived: &mut Option<Arrived>,
+    ) -> Result<(), Abort> {
         loop {
-            let Some(entry) = next_entry(conn, &mut order).await? else {
+            let Some(entry) = next_entry(conn, order).await? else {
                 break;
             };
             let (entries_so_far, bytes_so_far) = order.counts();
@@ -388,7 +487,7 @@ impl Session {
                     };
                     match conn.recv_body(write_file, size, &mut |_| {}).await {
                         Ok((body, digest)) => {
-                            arrived = Some(Arrived {
+                            *arrived = Some(Arrived {
                                 file: tree_file,
                                 body,
                                 digest,
@@ -408,41 +507,7 @@ impl Session {
                 writing.start(arrived.take(), batch.take());
             }
         }
-        writing.settle().await;
-        if order.counts().0 != sent.entries {
-            writing.fail(bad_request(
-                "the tree's bodies left out entries its manifest announced",
-            ));
-        }
-        let Writing {
-            tree,
-            failure,
-            mut files,
-            mut bytes,
-            ..
-        } = writing;
-        let Some(mut tree) = tree else {
-            return Err(failure
-                .unwrap_or_else(|| Refusal::new(ErrorCode::Io, "the tree was given up"))
-                .into());
-        };
-        let (ops, last) = (batch.take(), arrived);
-        let (more_files, more_bytes) = self
-            .blocking(move |_| {
-                if let Some(failure) = failure {
-                    // Undone off the async threads: a new tree's staging
-                    // directory may hold many files.
-                    drop((tree, last, ops));
-                    return Err(failure);
-                }
-                let applied = apply(&mut tree, last, ops)?;
-                tree.finish()?;
-                Ok(applied)
-            })
-            .await?;
-        files += more_files;
-        bytes += more_bytes;
-        Ok((files, bytes))
+        Ok(())
     }
 }
 
@@ -684,6 +749,7 @@ struct Manifest {
 }
 
 /// What the second pass is to carry.
+#[derive(Clone, Copy)]
 struct Sent {
     entries: u64,
     bytes: u64,

@@ -2,22 +2,14 @@
 //! the partial an earlier try of the same owner left, and a get that goes
 //! on from where the client's partial ends.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Abort, Session};
 use crate::partial::Found;
-use crate::protocol::{ErrorCode, Message, Prefix, RemoteName, ResumeReason, STEP};
+use crate::protocol::{Message, Prefix, RemoteName, ResumeReason, STEP};
 use crate::report::{Detail, Start};
 use crate::store::Owner;
 use crate::transport::{Connection, Link, PrefixCheck, TransportError};
-
-/// How long a resumable put waits for another try of it to let go of the
-/// partial: a try cut off syncs what arrived, at most two steps, first.
-/// Well within a client's reply timeout (10 s by default).
-const SEAL_WAIT: Duration = Duration::from_secs(5);
-
-/// How often it looks meanwhile.
-const SEAL_POLL: Duration = Duration::from_millis(50);
 
 /// What a resumable put asks for, besides the name.
 pub(super) struct PutFrom {
@@ -53,24 +45,12 @@ impl Session {
             modified,
             restart,
         } = asked;
-        // A try of this upload just cut off may still hold its partial
-        // while it seals it: waited for here, on the async side, a while.
-        let mut waited = Duration::ZERO;
-        let (upload, partial, found) = loop {
-            let (owner, name) = (owner.clone(), name.clone());
-            let began = self
-                .blocking(move |store| {
-                    store.begin_resumable(&owner, &name, size, modified, restart)
-                })
-                .await;
-            match began {
-                Err(refusal) if refusal.code == ErrorCode::Busy && waited < SEAL_WAIT => {
-                    tokio::time::sleep(SEAL_POLL).await;
-                    waited += SEAL_POLL;
-                }
-                began => break began?,
-            }
-        };
+        let (owner, name_for_store) = (owner.clone(), name.clone());
+        let (upload, partial, found) = self
+            .blocking_unless_busy(move |store| {
+                store.begin_resumable(&owner, &name_for_store, size, modified, restart)
+            })
+            .await?;
         let prefix = partial.prefix();
         let reason = reason_for(found);
         conn.write_message(&Message::Resume {
