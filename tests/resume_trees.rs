@@ -228,3 +228,128 @@ fn an_expired_kept_tree_is_swept_at_start() {
     );
     assert_eq!(kept(server.root.path()), Vec::<String>::new());
 }
+
+/// The hidden directory a new tree download is built in beside `target`.
+fn hidden_tree(dir: &Path, name: &str) -> std::path::PathBuf {
+    dir.join(format!(".{name}.ferry-partial-tree"))
+}
+
+/// A server serving `photos/`, and its copy's path on the server.
+fn server_with_photos() -> TestServer {
+    let server = TestServer::start();
+    make_photos(server.root());
+    server
+}
+
+/// Gets `photos` through a relay that cuts it after `cut` bytes down;
+/// checks that it failed, with nothing under the name, and something
+/// kept in the hidden directory.
+fn cut_get(server: &TestServer, args: &[&str], cut: u64) {
+    let relay = Relay::start(server.addr(), Framing::Opaque, Cut::After(Way::Down, cut));
+    let output = run(server, relay.port(), args);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(!server.client_dir().join("photos").exists());
+    let hidden = hidden_tree(server.client_dir(), "photos");
+    assert!(
+        !files_under(&hidden).is_empty(),
+        "nothing kept: {}",
+        describe(&output)
+    );
+}
+
+/// Issue 14: a get -r of a new tree cut off leaves nothing under the
+/// name, and keeps the files it verified in a hidden directory beside
+/// it; the same get again skips them, fetches the rest, and leaves the
+/// tree whole and nothing hidden.
+#[test]
+fn a_new_tree_download_cut_off_goes_on_from_the_files_it_verified() {
+    let server = server_with_photos();
+    cut_get(&server, &["get", "-r", "photos"], CUT);
+    let relay = Relay::counting(server.addr(), Framing::Opaque);
+    let (files, skipped) = counts(&run(&server, relay.port(), &["get", "-r", "photos"]));
+    assert_eq!(files + skipped, FILES);
+    assert!(skipped >= 4, "{skipped} skipped");
+    let received = relay.counted(Way::Down);
+    assert!(
+        received < files * MIB + MIB,
+        "received {received} for {files} files"
+    );
+    assert_same_tree(
+        &server.root().join("photos"),
+        &server.client_dir().join("photos"),
+    );
+    assert_eq!(
+        files_under(server.client_dir()).first().map(String::as_str),
+        Some("photos")
+    );
+    assert!(!hidden_tree(server.client_dir(), "photos").exists());
+}
+
+/// The tree a download goes on from ends as the server's tree is now:
+/// what it no longer has goes, what changed comes again; `--restart`
+/// fetches everything.
+#[test]
+fn a_new_tree_download_goes_on_as_the_server_s_tree_is_now_or_restarts() {
+    let server = server_with_photos();
+    cut_get(&server, &["get", "-r", "photos"], CUT);
+    let photos = server.root().join("photos");
+    std::fs::remove_file(photos.join("x/00.bin")).unwrap();
+    std::fs::remove_dir_all(photos.join("y")).unwrap();
+    write_file(&photos, "y", b"now a file");
+    write_file(&photos, "x/02.bin", &pseudo_random_bytes(MIB as usize, 99));
+    let output = server.run_client(&["get", "-r", "photos"]);
+    let (files, skipped) = counts(&output);
+    assert_eq!(files + skipped, FILES / 2, "{}", describe(&output));
+    assert!(skipped >= 1, "{}", describe(&output));
+    assert_same_tree(&photos, &server.client_dir().join("photos"));
+
+    std::fs::remove_dir_all(server.client_dir().join("photos")).unwrap();
+    cut_get(&server, &["get", "-r", "photos"], CUT / 2);
+    let output = server.run_client(&["get", "-r", "--restart", "photos"]);
+    assert_eq!(counts(&output), (FILES / 2, 0));
+    assert_same_tree(&photos, &server.client_dir().join("photos"));
+    assert!(!hidden_tree(server.client_dir(), "photos").exists());
+}
+
+/// Ctrl-C mid-way through a new tree download keeps what it verified,
+/// hidden, and the next download goes on from it.
+#[test]
+fn ctrl_c_mid_tree_download_keeps_the_files_verified() {
+    let server = server_with_photos();
+    let relay = Relay::start(server.addr(), Framing::Opaque, Cut::Hold(Way::Down, CUT));
+    let client = client_at("127.0.0.1", relay.port(), &["get", "-r", "photos"])
+        .current_dir(server.client_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held, the client has written what it got; its files wait for their
+    // batch in the hidden directory under temporary names.
+    let hidden = hidden_tree(server.client_dir(), "photos");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let written = || match hidden.exists() {
+        true => files_under(&hidden),
+        false => Vec::new(),
+    };
+    while written().iter().filter(|path| path.contains('.')).count() < 4 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", written());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = client.id().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let output = client.wait_with_output().unwrap();
+    assert_exit_saying(&output, 130, "interrupted");
+    drop(relay);
+    assert!(!server.client_dir().join("photos").exists());
+
+    let (files, skipped) = counts(&server.run_client(&["get", "-r", "photos"]));
+    assert_eq!(files + skipped, FILES);
+    assert!(skipped >= 4, "{skipped} skipped");
+    assert_same_tree(
+        &server.root().join("photos"),
+        &server.client_dir().join("photos"),
+    );
+}

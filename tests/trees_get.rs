@@ -12,6 +12,7 @@ use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use common::*;
+use ferry::client::TreeHow;
 use ferry::protocol::{EntryKind, Info, Link, Message, TreeEntry};
 
 /// A modification time long past: 2001-09-09.
@@ -569,7 +570,13 @@ fn a_tree_download_tells_its_progress_the_files_to_come_and_each_one_done() {
     let mut recorder = Recorder::default();
     server.with_library_client(async |client| {
         let got = client
-            .get_tree(Some(&source), &target, None, false, &mut recorder)
+            .get_tree(
+                Some(&source),
+                &target,
+                None,
+                TreeHow::default(),
+                &mut recorder,
+            )
             .await
             .unwrap();
         assert_eq!((got.files, got.skipped), (2, 1));

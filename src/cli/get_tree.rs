@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ferry::client::{Client, ClientError};
+use ferry::client::{Client, ClientError, TreeHow};
 use ferry::protocol::{EntryKind, ErrorCode, RemoteName};
 use ferry::report::Detail;
 
@@ -20,7 +20,7 @@ pub struct TreeGet {
     pub sources: Vec<Option<RemoteName>>,
     pub target: Option<PathBuf>,
     pub recursive: bool,
-    pub replace: bool,
+    pub how: TreeHow,
 }
 
 /// A get's operands: the remote names, and the local target (the last
@@ -117,7 +117,7 @@ pub async fn get_trees(
             (Some(target), _) if is_dir => target.clone(),
             // One file to a new name: the plain get, which never replaces,
             // or a tree of that one file, which may.
-            (Some(target), Some(_)) if !get.replace => {
+            (Some(target), Some(_)) if !get.how.replace => {
                 let name = source.as_ref().ok_or_else(|| not_a_file(target))?;
                 let mut bar = ProgressBar::for_transfer(settings.quiet);
                 bytes += client.get(name, target, &mut bar).await?;
@@ -128,7 +128,7 @@ pub async fn get_trees(
                 let (dir, name) = split_file_target(target)?;
                 let mut bar = ProgressBar::for_tree(settings.quiet);
                 let got = client
-                    .get_tree(source.as_ref(), &dir, Some(&name), get.replace, &mut bar)
+                    .get_tree(source.as_ref(), &dir, Some(&name), get.how, &mut bar)
                     .await?;
                 (files, skipped, bytes) =
                     (files + got.files, skipped + got.skipped, bytes + got.bytes);
@@ -141,7 +141,7 @@ pub async fn get_trees(
         // manifest has come.
         let mut bar = ProgressBar::for_tree(settings.quiet);
         let got = client
-            .get_tree(source.as_ref(), &dest, None, get.replace, &mut bar)
+            .get_tree(source.as_ref(), &dest, None, get.how, &mut bar)
             .await?;
         drop(bar);
         print_omitted(&got.omitted, "left out");

@@ -264,8 +264,9 @@ pub enum Request {
         /// refusing them.
         #[arg(long)]
         replace: bool,
-        /// Discard the partial an interrupted download of this file left
-        /// beside it and start over, instead of going on from it.
+        /// Discard the partial an interrupted download of this file (with
+        /// -r, of this new directory) left beside it and start over,
+        /// instead of going on from it.
         #[arg(long)]
         restart: bool,
         /// Names on the server; of two or more, the last is the local

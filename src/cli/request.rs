@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferry::client::{
     expand_remote, format_target, Client, ClientError, GlobError, Left, LocalTree, Moved, Security,
-    TreeSource, Upload,
+    TreeHow, TreeSource, Upload,
 };
 use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
 use ferry::report::{Detail, Outcome, Report, Start, Subject};
@@ -247,7 +247,7 @@ fn prepare_get(
             sources,
             target,
             recursive,
-            replace,
+            how: TreeHow { replace, restart },
         }));
     }
     let remote_name = sources.first().cloned().unwrap_or_default();

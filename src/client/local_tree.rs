@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use crate::protocol::{EntryKind, TreeEntry, TEMP_PREFIX};
+use super::spool::SpoolReader;
+use crate::protocol::{manifest_order, EntryKind, TreeEntry, TEMP_PREFIX};
 
 /// Distinguishes the temporary names of one process.
 static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
@@ -41,12 +42,17 @@ pub(super) enum Decision {
 
 /// Decides, entry by entry, what a manifest means for the local target.
 pub(super) struct Planner {
-    /// The target; `None` where it does not exist yet.
+    /// The target, or the hidden directory a new tree goes on from;
+    /// `None` where neither exists yet.
     top: Option<OwnedDir>,
     /// The directories of the current entry's chain: `None` for one that
     /// does not exist here (everything in it is new).
     chain: Vec<Option<OwnedDir>>,
     replace: bool,
+    /// `top` is a new tree's hidden directory, kept by an earlier try:
+    /// whatever is in it is the transfer's own, taken again where it is
+    /// not the same, never a conflict.
+    resumed: bool,
 }
 
 /// A directory opened for reading (so it can be synced, and its mode and
@@ -54,12 +60,15 @@ pub(super) struct Planner {
 type OwnedDir = rustix::fd::OwnedFd;
 
 impl Planner {
-    /// Plans for the target `top`, which exists or not (`None`).
-    pub fn new(top: Option<OwnedDir>, replace: bool) -> Planner {
+    /// Plans for the target `top`, which exists or not (`None`); or, if
+    /// `resumed`, for the hidden directory an earlier try of a new tree
+    /// kept.
+    pub fn new(top: Option<OwnedDir>, replace: bool, resumed: bool) -> Planner {
         Planner {
             top,
             chain: Vec::new(),
             replace,
+            resumed,
         }
     }
 
@@ -94,18 +103,19 @@ impl Planner {
             }
             (EntryKind::Directory, _) => {
                 self.chain.push(None);
-                Ok(Decision::Conflict("is not a directory here"))
-            }
-            (_, FileType::Directory) => Ok(Decision::Conflict("is a directory here")),
-            (_, FileType::RegularFile) => {
-                if is_same_file(parent, name, entry)? {
-                    Ok(Decision::Skip)
-                } else if self.replace {
+                if self.resumed {
                     Ok(Decision::Take)
                 } else {
-                    Ok(Decision::Conflict("is here with other content"))
+                    Ok(Decision::Conflict("is not a directory here"))
                 }
             }
+            (_, FileType::RegularFile) if is_same_file(parent, name, entry)? => Ok(Decision::Skip),
+            // An earlier try's: taken again, and what is in the way goes
+            // before any body (see `TreeWriter::prune`).
+            _ if self.resumed => Ok(Decision::Take),
+            (_, FileType::Directory) => Ok(Decision::Conflict("is a directory here")),
+            (_, FileType::RegularFile) if self.replace => Ok(Decision::Take),
+            (_, FileType::RegularFile) => Ok(Decision::Conflict("is here with other content")),
             _ if self.replace => Ok(Decision::Take),
             _ => Ok(Decision::Conflict("is a symlink or special file here")),
         }
@@ -153,7 +163,95 @@ struct NewTree {
     name: String,
     /// The mode and time the top directory takes, once all is in it.
     attributes: Option<(u32, i64)>,
+    /// The hidden directory, open and locked while this transfer has it.
+    _lock: OwnedDir,
+    /// Set once the tree took its name, or failed in a way that keeps
+    /// nothing of it.
     done: bool,
+}
+
+/// The hidden directory a new tree is built in beside its target,
+/// `.NAME.ferry-partial-tree`: kept if the download is cut off, so the
+/// next download of it goes on from the files in it.
+pub(super) struct KeptTree {
+    parent: OwnedDir,
+    hidden: String,
+    hidden_path: PathBuf,
+    name: String,
+    dir: OwnedDir,
+    /// Whether an earlier try left it.
+    pub resumed: bool,
+}
+
+/// The suffix of a new tree's hidden directory.
+const TREE_PARTIAL_SUFFIX: &str = ".ferry-partial-tree";
+
+impl KeptTree {
+    /// Opens and locks the hidden directory of a new tree that will take
+    /// the name `target`: the one an earlier try left (discarded first
+    /// with `restart`), or a new one.
+    pub fn open(target: &Path, restart: bool) -> io::Result<KeptTree> {
+        let name = target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a usable name"))?;
+        let parent_path = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let parent = rustix::fs::open(parent_path, flags, Mode::empty())?;
+        let hidden = format!(".{name}{TREE_PARTIAL_SUFFIX}");
+        let hidden_path = parent_path.join(&hidden);
+        let (mut resumed, mut discard) = (true, restart);
+        let dir = loop {
+            match open_dir_nofollow(&parent, &hidden) {
+                Ok(dir) => {
+                    lock(&dir, &hidden_path)?;
+                    if !discard {
+                        break dir;
+                    }
+                    // std's remove_dir_all never follows a symlink out.
+                    std::fs::remove_dir_all(&hidden_path)?;
+                    (resumed, discard) = (false, false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match rustix::fs::mkdirat(&parent, hidden.as_str(), Mode::from_raw_mode(0o777))
+                    {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    resumed = false;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(KeptTree {
+            parent,
+            hidden,
+            hidden_path,
+            name: name.to_owned(),
+            dir,
+            resumed,
+        })
+    }
+
+    /// The hidden directory, for the planning of what to take.
+    pub fn dir(&self) -> io::Result<OwnedDir> {
+        Ok(rustix::io::dup(&self.dir)?)
+    }
+}
+
+/// Locks the hidden directory `dir` of a new tree for this transfer.
+fn lock(dir: &OwnedDir, path: &Path) -> io::Result<()> {
+    match rustix::fs::flock(dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(Errno::WOULDBLOCK) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("another download is writing {}", path.display()),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A directory of the chain.
@@ -185,39 +283,49 @@ impl TreeWriter {
         }
     }
 
-    /// Builds a new tree that will take the name `target`, which must not
-    /// exist, in a hidden directory beside it; with `attributes`, the
-    /// tree's top directory takes that mode and time at the end.
-    pub fn new_tree(target: &Path, attributes: Option<(u32, i64)>) -> io::Result<TreeWriter> {
-        let name = target
-            .file_name()
-            .and_then(|name| name.to_str())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a usable name"))?;
-        let parent_path = match target.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let parent = rustix::fs::open(parent_path, flags, Mode::empty())?;
-        let hidden = temp_name();
-        rustix::fs::mkdirat(&parent, hidden.as_str(), Mode::from_raw_mode(0o777))?;
-        let top = open_dir_nofollow(&parent, &hidden)?;
+    /// Builds a new tree in its hidden directory, `kept`, to take its
+    /// name (which must not exist) at the end; with `attributes`, the
+    /// tree's top directory takes that mode and time then. In a directory
+    /// an earlier try left, whatever is in the way is replaced.
+    pub fn new_tree(kept: KeptTree, attributes: Option<(u32, i64)>) -> io::Result<TreeWriter> {
+        let KeptTree {
+            parent,
+            hidden,
+            hidden_path,
+            name,
+            dir,
+            resumed,
+        } = kept;
         Ok(TreeWriter {
-            top,
+            top: rustix::io::dup(&dir)?,
             new_tree: Some(NewTree {
                 parent,
-                hidden_path: parent_path.join(&hidden),
                 hidden,
-                name: name.to_owned(),
+                hidden_path,
+                name,
                 attributes,
+                _lock: dir,
                 done: false,
             }),
             chain: Vec::new(),
             pending: Vec::new(),
             pending_bytes: 0,
             writing: None,
-            replace: false,
+            replace: resumed,
         })
+    }
+
+    /// Removes from a new tree's hidden directory, which an earlier try
+    /// left, whatever the manifest (`spool`, read from its start) does not
+    /// name, or names as another kind: the tree that takes the name is
+    /// then exactly the manifest. Walks the directory in manifest order
+    /// beside the manifest.
+    pub fn prune(&self, spool: &mut SpoolReader) -> io::Result<()> {
+        let Some(tree) = &self.new_tree else {
+            return Ok(());
+        };
+        let mut next = spool.next_entry()?;
+        prune_under(&self.top, &tree.hidden_path, "", spool, &mut next)
     }
 
     /// Makes (or, merging, enters) the directory `entry`.
@@ -228,6 +336,12 @@ impl TreeWriter {
         let attributes = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => Some((entry.mode, entry.modified)),
             Err(Errno::EXIST) if self.new_tree.is_none() => None,
+            // An earlier try's, perhaps given a mode that keeps it from
+            // being written to: it takes its mode again at the end.
+            Err(Errno::EXIST) => {
+                rustix::fs::chmodat(parent, name, Mode::from_raw_mode(0o700), AtFlags::empty())?;
+                Some((entry.mode, entry.modified))
+            }
             Err(e) => return Err(e.into()),
         };
         let dir = open_dir_nofollow(parent, name)?;
@@ -307,15 +421,31 @@ impl TreeWriter {
         Ok(())
     }
 
-    /// After a transfer ended early, in a merge: gives the files received
-    /// and verified so far their names, and the directories made their
-    /// modes and times. A new tree keeps nothing: it is whole or absent.
+    /// After a transfer ended early other than by a cut (the server's
+    /// error, a file found changed, a damaged body), in a merge: gives the
+    /// files received and verified so far their names, and the
+    /// directories made their modes and times. A new tree keeps nothing,
+    /// not even for a next try: it is whole or absent.
     pub fn keep_verified(&mut self) -> io::Result<()> {
         if self.new_tree.is_some() {
+            self.abandon();
             return Ok(());
         }
         self.close_to(0)?;
         self.flush()
+    }
+
+    /// After a transfer that failed its check: keeps nothing of it, no
+    /// file waiting for its name and no new tree.
+    pub fn abandon(&mut self) {
+        for pending in self.pending.drain(..) {
+            let _ = rustix::fs::unlinkat(&pending.dir, pending.temp.as_str(), AtFlags::empty());
+        }
+        if let Some(tree) = self.new_tree.as_mut() {
+            tree.done = true;
+            // std's remove_dir_all never follows a symlink out of the tree.
+            let _ = std::fs::remove_dir_all(&tree.hidden_path);
+        }
     }
 
     /// The directory entries go into now.
@@ -367,20 +497,77 @@ impl TreeWriter {
 }
 
 impl Drop for TreeWriter {
-    /// Removes what a failed transfer left: temporary files, and a new
-    /// tree's hidden directory with everything in it.
+    /// Ends a transfer cut off (the connection lost, Ctrl-C): the file
+    /// being written goes, and the files verified take their names, after
+    /// a sync, for a next try to go on from. A new tree's hidden
+    /// directory stays unless it holds nothing.
     fn drop(&mut self) {
         if let Some((dir, temp)) = self.writing.take() {
             let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
         }
-        for pending in self.pending.drain(..) {
-            let _ = rustix::fs::unlinkat(&pending.dir, pending.temp.as_str(), AtFlags::empty());
+        if self.new_tree.as_ref().is_some_and(|tree| tree.done) {
+            return;
         }
-        if let Some(tree) = self.new_tree.as_ref().filter(|tree| !tree.done) {
-            // std's remove_dir_all never follows a symlink out of the tree.
-            let _ = std::fs::remove_dir_all(&tree.hidden_path);
+        if self.close_to(0).and_then(|()| self.flush()).is_err() {
+            for pending in self.pending.drain(..) {
+                let _ = rustix::fs::unlinkat(&pending.dir, pending.temp.as_str(), AtFlags::empty());
+            }
+        }
+        if let Some(tree) = &self.new_tree {
+            let _ = rustix::fs::unlinkat(&tree.parent, tree.hidden.as_str(), AtFlags::REMOVEDIR);
         }
     }
+}
+
+/// [`TreeWriter::prune`] of the directory `dir`, `prefix` below the top,
+/// `top`; `next` is the manifest's next entry.
+fn prune_under(
+    dir: &OwnedDir,
+    top: &Path,
+    prefix: &str,
+    spool: &mut SpoolReader,
+    next: &mut Option<TreeEntry>,
+) -> io::Result<()> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    for name in names {
+        let name = String::from_utf8(name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.utf8_error()))?;
+        let path = format!("{prefix}{name}");
+        while next
+            .as_ref()
+            .is_some_and(|entry| manifest_order(&entry.path, &path).is_lt())
+        {
+            *next = spool.next_entry()?;
+        }
+        let named = next
+            .as_ref()
+            .filter(|entry| entry.path == path)
+            .map(|entry| entry.kind);
+        let here = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        match (named, FileType::from_raw_mode(here.st_mode)) {
+            (Some(EntryKind::Directory), FileType::Directory) => {
+                let below = open_dir_nofollow(dir, &name)?;
+                rustix::fs::fchmod(&below, Mode::from_raw_mode(0o700))?;
+                prune_under(&below, top, &format!("{path}/"), spool, next)?;
+            }
+            (Some(EntryKind::File), FileType::RegularFile) => {}
+            (_, FileType::Directory) => {
+                let below = open_dir_nofollow(dir, &name)?;
+                rustix::fs::fchmod(&below, Mode::from_raw_mode(0o700))?;
+                // std's remove_dir_all never follows a symlink out.
+                std::fs::remove_dir_all(top.join(&path))?;
+            }
+            _ => rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty())?,
+        }
+    }
+    Ok(())
 }
 
 /// How many directories `path` is below the top, and its last component.
@@ -498,12 +685,23 @@ mod tests {
             (dir, "missing", b"", Decision::Take, Decision::Take),
             (file, "missing/x", b"x", Decision::Take, Decision::Take),
         ];
-        for replace in [false, true] {
-            let mut planner = Planner::new(Some(open_target(here).unwrap()), replace);
+        // In the hidden directory a new tree goes on from, everything is
+        // the transfer's own: taken again unless it is the same.
+        for (replace, resumed) in [(false, false), (true, false), (false, true)] {
+            let top = Some(open_target(here).unwrap());
+            let mut planner = Planner::new(top, replace, resumed);
             for (kind, path, data, without, with) in cases {
-                let expected = if replace { with } else { without };
+                let expected = match (resumed, replace) {
+                    (true, _) if *with == Decision::Skip => &Decision::Skip,
+                    (true, _) => &Decision::Take,
+                    (false, true) => with,
+                    (false, false) => without,
+                };
                 let decided = planner.decide(&entry(*kind, path, data)).unwrap();
-                assert_eq!(&decided, expected, "{path} (replace: {replace})");
+                assert_eq!(
+                    &decided, expected,
+                    "{path} (replace: {replace}, resumed: {resumed})"
+                );
             }
         }
     }

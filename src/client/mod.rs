@@ -40,7 +40,7 @@ use crate::transport::{self, Connection, Link, TransportError};
 pub use glob::{expand_remote, GlobError};
 pub use put_tree::TreeSent;
 pub use resume::{partial_name, Moved, PARTIAL_SUFFIX};
-pub use tree::{Conflicts, TreeGot};
+pub use tree::{Conflicts, TreeGot, TreeHow};
 pub use trust::{FirstUse, Security, Trust};
 pub use walk::{Left, LocalTree, TreeSource};
 

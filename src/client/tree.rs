@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::local_tree::{self, Decision, Planner, TreeWriter};
+use super::local_tree::{self, Decision, KeptTree, Planner, TreeWriter};
 use super::spool::{Spool, SpoolReader};
 use super::{unexpected, Client, ClientError, Progress};
 use crate::protocol::{
@@ -22,6 +22,16 @@ const MANIFEST_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 6
 
 /// The most conflicting names a refused tree names.
 const CONFLICTS_SHOWN: usize = 20;
+
+/// How a tree download treats what is already here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TreeHow {
+    /// Replace local files of other content, instead of refusing them.
+    pub replace: bool,
+    /// Discard what an earlier try of a new tree kept, instead of going
+    /// on from it.
+    pub restart: bool,
+}
 
 /// What a tree download did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,14 +81,20 @@ impl Client {
     /// replaced, else any is a conflict and nothing is fetched. With
     /// `as_name`, `source` must be one file, and it takes that name in
     /// `target` instead of its own.
+    ///
+    /// A new tree is built in a hidden directory beside `target`; cut off,
+    /// it keeps there the files verified, and the next download of it
+    /// goes on from them (skipping those that are the same), unless
+    /// `restart`.
     pub async fn get_tree(
         &mut self,
         source: Option<&RemoteName>,
         target: &Path,
         as_name: Option<&str>,
-        replace: bool,
+        how: TreeHow,
         progress: &mut dyn Progress,
     ) -> Result<TreeGot, ClientError> {
+        let TreeHow { replace, restart } = how;
         self.require(RequestKind::GetTree)?;
         let local = |source: io::Error| ClientError::Local {
             path: target.to_owned(),
@@ -113,17 +129,31 @@ impl Client {
         let (spool, entries, omitted) = self.receive_manifest(as_name).await?;
         let mut spool = spool.read().map_err(local)?;
 
-        // Decide, then tell the server, before any body.
-        let writer_top = existing
-            .as_ref()
-            .map(rustix::io::dup)
-            .transpose()
-            .map_err(|e| local(e.into()))?;
+        // Decide, then tell the server, before any body: against the
+        // target, or against what an earlier try of a new tree kept.
+        let (writer, planned_on, resumed) = match existing {
+            Some(top) => {
+                let planned_on = rustix::io::dup(&top).map_err(|e| local(e.into()))?;
+                (TreeWriter::merge(top, replace), Some(planned_on), false)
+            }
+            None => {
+                let kept = KeptTree::open(target, restart).map_err(local)?;
+                let resumed = kept.resumed;
+                let planned_on = resumed.then(|| kept.dir()).transpose().map_err(local)?;
+                let writer = TreeWriter::new_tree(kept, top).map_err(local)?;
+                (writer, planned_on, resumed)
+            }
+        };
         // Hashing local files takes a while: off the async thread, so
         // Ctrl-C is heard meanwhile.
         let owned_target = target.to_owned();
         let planned = tokio::task::spawn_blocking(move || {
-            let plan = plan(&mut spool, entries, existing, replace, &owned_target);
+            let on = Target {
+                dir: planned_on,
+                replace,
+                resumed,
+            };
+            let plan = plan(&mut spool, entries, on, &owned_target);
             (spool, plan)
         })
         .await;
@@ -135,21 +165,22 @@ impl Client {
         // Where the tree goes is made ready before any body, so a local
         // failure, like a conflict, refuses the transfer cleanly.
         let room = check_room(target, plan.bytes);
-        let writer = match (plan.conflicts.count, writer_top, room) {
-            (1.., _, _) => Err(ClientError::LocalConflicts(plan.conflicts)),
-            (0, _, Err(e)) => Err(local(e)),
-            (0, Some(top), Ok(())) => Ok(TreeWriter::merge(top, replace)),
-            (0, None, Ok(())) => TreeWriter::new_tree(target, top).map_err(local),
+        let ready = match (plan.conflicts.count, room) {
+            (1.., _) => Err(ClientError::LocalConflicts(plan.conflicts)),
+            (0, Err(e)) => Err(local(e)),
+            (0, Ok(())) if resumed => spool
+                .rewind()
+                .and_then(|()| writer.prune(&mut spool))
+                .map_err(local),
+            (0, Ok(())) => Ok(()),
         };
-        let writer = match writer {
-            Ok(writer) => writer,
-            Err(refused) => {
-                plan.taken.iter_mut().for_each(|slot| *slot = false);
-                self.send_skips(&plan.taken).await?;
-                self.receive_tree_done(0).await?;
-                return Err(refused);
-            }
-        };
+        if let Err(refused) = ready {
+            // Dropped, the writer leaves what an earlier try kept.
+            plan.taken.iter_mut().for_each(|slot| *slot = false);
+            self.send_skips(&plan.taken).await?;
+            self.receive_tree_done(0).await?;
+            return Err(refused);
+        }
         self.send_skips(&plan.taken).await?;
         spool.rewind().map_err(local)?;
         progress.begin(plan.bytes);
@@ -169,14 +200,16 @@ impl Client {
         match received {
             Ok((files, skipped, bytes)) => receiving.finish(files, skipped, bytes),
             Err(error) => {
-                // An orderly end (the server's error after what it sent,
-                // or a file found changed) keeps what came verified before
-                // it, in a merge, as the server's message says; a broken
-                // stream keeps nothing not already in place.
-                if matches!(
-                    error,
-                    ClientError::Remote { .. } | ClientError::FileChanged(_)
-                ) {
+                // A transfer cut off (the connection lost or stalled, a
+                // reply too late) keeps what came verified, for the next
+                // try: the writer, dropped, sees to it. A damaged body
+                // keeps nothing. An orderly end (the server's error after
+                // what it sent, a file found changed) keeps what came
+                // verified in a merge, as the server's message says, and
+                // nothing of a new tree.
+                if matches!(error, ClientError::DigestMismatch) {
+                    receiving.writer.abandon();
+                } else if !matches!(error, ClientError::Transport(_) | ClientError::Timeout(_)) {
                     receiving
                         .writer
                         .keep_verified()
@@ -390,16 +423,25 @@ struct Plan {
     conflicts: Conflicts,
 }
 
+/// What a manifest is planned against.
+struct Target {
+    /// The target, or the hidden directory a new tree goes on from; none
+    /// for a new tree from the start.
+    dir: Option<rustix::fd::OwnedFd>,
+    replace: bool,
+    /// `dir` is a new tree's hidden directory, kept by an earlier try.
+    resumed: bool,
+}
+
 /// Decides, for each of the `entries` of `spool`, whether it is taken,
-/// skipped or in the way, against the target (`existing`, or none yet).
+/// skipped or in the way, against `on`.
 fn plan(
     spool: &mut SpoolReader,
     entries: u64,
-    existing: Option<rustix::fd::OwnedFd>,
-    replace: bool,
+    on: Target,
     target: &Path,
 ) -> Result<Plan, ClientError> {
-    let mut planner = Planner::new(existing, replace);
+    let mut planner = Planner::new(on.dir, on.replace, on.resumed);
     let mut plan = Plan {
         // Bounded: the manifest had at most MAX_TREE_ENTRIES.
         taken: vec![false; usize::try_from(entries).unwrap_or(0)],

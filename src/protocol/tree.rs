@@ -33,6 +33,13 @@ pub enum ManifestError {
     },
 }
 
+/// How the paths `a` and `b` compare in a manifest's order: component by
+/// component, each in byte order, so a directory comes before what is in
+/// it (`a` < `a/x` < `a.txt`).
+pub fn manifest_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
 /// Checks a manifest entry by entry, in order.
 #[derive(Debug, Default)]
 pub struct ManifestOrder {
@@ -130,6 +137,25 @@ mod tests {
             modified: 0,
             digest: None,
             path: path.into(),
+        }
+    }
+
+    #[test]
+    fn manifest_order_is_the_order_a_manifest_admits() {
+        let sorted = ["a", "a/x", "a/x/1", "a/y", "a.txt", "b", "b/a"];
+        for pair in sorted.windows(2) {
+            assert!(manifest_order(pair[0], pair[1]).is_lt(), "{pair:?}");
+            assert!(manifest_order(pair[1], pair[0]).is_gt(), "{pair:?}");
+        }
+        assert!(manifest_order("a/x", "a/x").is_eq());
+        let mut order = ManifestOrder::new();
+        for path in sorted {
+            let kind = if path.contains('.') || path.ends_with('1') {
+                EntryKind::File
+            } else {
+                EntryKind::Directory
+            };
+            assert_eq!(order.admit(&entry(kind, path)), Ok(()), "{path}");
         }
     }
 

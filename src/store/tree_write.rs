@@ -35,7 +35,9 @@ use rustix::io::Errno;
 use super::digest_cache::{self, Stamp};
 use super::partials::{self, Owner};
 use super::{check_free_space, classify, tree, MadeDirs, WriteFile};
-use crate::protocol::{Digest, EntryKind, ErrorCode, Refusal, RemoteName, TreeEntry};
+use crate::protocol::{
+    manifest_order, Digest, EntryKind, ErrorCode, Refusal, RemoteName, TreeEntry,
+};
 use crate::staging::Staged;
 
 /// Verified files waiting for their batch's sync: few enough that their
@@ -864,7 +866,7 @@ impl ManifestReader {
     /// the next is `path`, and a directory.
     fn find(&mut self, path: &str) -> Result<Option<bool>, Refusal> {
         while let Some((is_dir, next)) = &self.next {
-            match next.split('/').cmp(path.split('/')) {
+            match manifest_order(next, path) {
                 std::cmp::Ordering::Less => self.advance()?,
                 std::cmp::Ordering::Equal => return Ok(Some(*is_dir)),
                 std::cmp::Ordering::Greater => break,
