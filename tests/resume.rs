@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use ferry::client::partial_name;
+use ferry::partial::Record;
 use ferry::protocol::STEP;
 use ferry::report::mebibytes;
 use ferry::store::PARTIALS_DIR;
@@ -479,6 +480,76 @@ fn a_get_whose_client_was_killed_resumes_from_the_partial_it_left() {
     );
     assert_same_file(&here.join("big.bin"), &source);
     assert_eq!(client_partials(here), Vec::<String>::new());
+}
+
+/// Issue 14: a get held at any offset, its client then killed outright
+/// (SIGKILL), made again: the client brought its checkpoint up to the
+/// last whole step it had while it waited for more, so the rerun proves
+/// that step by reading it, receives at most the rest and a step, and
+/// ends byte-identical.
+#[test]
+fn a_get_whose_client_was_killed_while_held_at_any_offset_resumes_from_its_last_step() {
+    let (server, source) = server_with_download(BIG);
+    let here = server.client_dir();
+    for cut in CUTS {
+        let name = format!("copy-{cut}.bin");
+        let args = ["get", "big.bin", &name];
+        let reports = server.reports().len();
+        let relay = Relay::start(server.addr(), Framing::Plain, Cut::Hold(Way::Down, cut));
+        // A stall limit beyond the wait below: the client is still waiting
+        // when it is killed, not given up with its partial sealed.
+        let mut client = client_at("127.0.0.1", relay.port(), &args)
+            .args(["--timeout", "60"])
+            .current_dir(here)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (data, record) = client_partial(here, &name);
+        let kept = cut.min(BIG - 1) / STEP * STEP;
+        // Below a step there is no checkpoint to wait for, only the bytes.
+        let what = format!("the client took the {cut} bytes the relay let through");
+        eventually(&what, || {
+            if kept > 0 {
+                recorded_prefix(&record) == Some(kept)
+            } else {
+                has_received(&data, &record, BIG, cut)
+            }
+        });
+        assert!(client.try_wait().unwrap().is_none(), "cut at {cut}");
+        client.kill().unwrap();
+        client.wait().unwrap();
+        drop(relay);
+        server.wait_for_reports(reports + 1);
+        assert!(!here.join(&name).exists(), "cut at {cut}");
+
+        // Killed, the client could not seal its partial: it proves its
+        // step by reading it.
+        let began = match kept {
+            0 => Began::Fresh,
+            at => Began::Proved(at, at),
+        };
+        let server_began = as_sender_says(&began, false);
+        let received = run_counted_seen(&server, &args, Way::Down, &began, &server_began);
+        let rest = BIG - cut;
+        assert!(
+            received <= rest + STEP + FRAMES,
+            "cut at {cut}: the resume received {received} bytes of a body that had {rest} to go"
+        );
+        assert_same_file(&here.join(&name), &source);
+        std::fs::remove_file(here.join(&name)).unwrap();
+        assert_eq!(client_partials(here), Vec::<String>::new());
+    }
+}
+
+/// Whether the client writing the partial `data` has received the first
+/// `len` bytes of a body of `size`: its record is of that source (it had
+/// the server's `Sending`) and the data is that long.
+fn has_received(data: &Path, record: &Path, size: u64, len: u64) -> bool {
+    let of_source = std::fs::read(record)
+        .ok()
+        .and_then(|bytes| Record::decode(&bytes))
+        .is_some_and(|record| record.source_size == size);
+    of_source && std::fs::metadata(data).is_ok_and(|meta| meta.len() >= len)
 }
 
 /// Issue 14: a server killed outright mid-put keeps its partial, and a

@@ -59,8 +59,9 @@ pub trait BodySink: Send + Sync + 'static {
     /// Whether [`BodySink::checkpoint`] keeps anything. Only for a sink
     /// that does is the receive held within two steps of its last
     /// checkpoint, and a body cut off synced and vouched for up to the
-    /// last whole step it holds before the error is returned; for any
-    /// other the data is synced every step and no more.
+    /// last whole step it holds before the error is returned, as is one
+    /// whose sender pauses before the receive waits on; for any other the
+    /// data is synced every step and no more.
     fn takes_checkpoints(&self) -> bool {
         false
     }

@@ -22,14 +22,20 @@
 //! - A receive cut off while the receiver lives (the connection closed or
 //!   reset, a stall, a peer too slow, the trailer missing) hashes and
 //!   syncs what it wrote and records the longest prefix of whole steps in
-//!   it before it returns the error ([`Flushing::cut_off`]): it goes on
-//!   from less than one step behind the last byte it took from the
-//!   socket. By the bound above, that costs at most the hashing and a
+//!   it before it returns the error ([`Flushing::bring_up_to_date`]): it
+//!   goes on from less than one step behind the last byte it took from
+//!   the socket. By the bound above, that costs at most the hashing and a
 //!   sync of less than two steps and 1 MiB.
+//! - A receive whose sender pauses, sending nothing for [`IDLE`], does the
+//!   same, then waits on within the same stall limit: a receiver killed
+//!   after its sender paused for longer than that, and that hashing and
+//!   sync, goes on from less than one step behind the last byte it took
+//!   from the socket.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -40,6 +46,15 @@ use crate::protocol::{Prefix, StepHasher, STEP};
 /// How far the bytes written may run past the last checkpoint recorded
 /// before the receive waits for the sync and checkpoint under way.
 pub(super) const MAX_AHEAD: u64 = 2 * STEP;
+
+/// How long a receive that takes checkpoints waits for more of the body
+/// before it brings its checkpoint up to date, then waits on. Longer than
+/// the gaps of a transfer that is moving, even one that lost a packet
+/// (Linux retransmits after 200 ms at the soonest). A gap that does last
+/// this long costs a sync a step at most, during which what arrives waits
+/// in the socket: with no new whole step to vouch for there is nothing to
+/// do.
+pub(super) const IDLE: Duration = Duration::from_millis(250);
 
 /// The most prefixes kept waiting for a sync to cover them; the oldest
 /// goes first, when syncs lag or fail.
@@ -172,13 +187,18 @@ impl Flushing {
         }
     }
 
-    /// For a body cut off with `written` bytes written, all of them hashed
-    /// and handed to [`Flushing::hashed`]: syncs them and records the
-    /// longest prefix of whole steps they hold, unless it is recorded
-    /// already, so the body goes on from there. `None` if not all that was
-    /// received was written (a write failed): then only the step under
-    /// way is waited for, as [`Flushing::finish`] does.
-    pub(super) async fn cut_off<B: BodySink>(&mut self, sink: &Arc<B>, written: Option<u64>) {
+    /// For a body cut off, or whose sender paused, with `written` bytes
+    /// written, all of them hashed and handed to [`Flushing::hashed`]:
+    /// syncs them and records the longest prefix of whole steps they hold,
+    /// unless it is recorded already, so the body goes on from there if
+    /// the receive ends now. `None` if not all that was received was
+    /// written (a write failed): then only the step under way is waited
+    /// for, as [`Flushing::finish`] does.
+    pub(super) async fn bring_up_to_date<B: BodySink>(
+        &mut self,
+        sink: &Arc<B>,
+        written: Option<u64>,
+    ) {
         self.join().await;
         let longest = self.checkpoints.as_ref().and_then(|c| {
             c.pending

@@ -14,7 +14,10 @@
 //! A transfer must also keep moving: no byte for the stall limit ends it
 //! ([`TransportError::Stalled`]), and so does moving fewer bytes than the
 //! minimum rate over a whole stall limit ([`TransportError::TooSlow`]), so
-//! a peer that sends a byte now and then cannot hold a transfer open.
+//! a peer that sends a byte now and then cannot hold a transfer open. A
+//! receiver that keeps checkpoints puts a pause of its sender to use, to
+//! bring them up to date (see `flush`), within the same stall limit
+//! ([`Stall`]).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -28,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use super::body::{self, buffer_len, FileWriter, INLINE_BODY, PIPE_BUFFER};
-use super::flush::Flushing;
+use super::flush::{Flushing, IDLE};
 use super::{BodySink, BodySource, Connection, Stream, TransportError};
 use crate::protocol::{Digest, Message, Prefix, StepHasher, STEP};
 
@@ -55,7 +58,7 @@ struct Received {
 struct CutOff {
     error: TransportError,
     /// How far the body is written, every byte of it taken from the
-    /// socket and hashed (see [`super::flush::Flushing::cut_off`]); `None`
+    /// socket and hashed (see [`Flushing::bring_up_to_date`]); `None`
     /// if not all of them are: a write failed.
     written: Option<u64>,
 }
@@ -191,8 +194,9 @@ impl<S: Stream> Connection<S> {
     /// to the sink ([`BodySink::checkpoint`]). For a sink that keeps its
     /// checkpoints, the receive waits for them rather than run two steps
     /// ahead of the last, and a body cut off is synced and vouched for up
-    /// to the last whole step that arrived before the error is returned
-    /// (see `flush` for the bounds).
+    /// to the last whole step that arrived before the error is returned,
+    /// as is one whose sender pauses before the receive waits on (see
+    /// `flush` for the bounds).
     pub async fn recv_body_from<B: BodySink>(
         &mut self,
         sink: B,
@@ -223,12 +227,28 @@ impl<S: Stream> Connection<S> {
         let received = match received {
             Ok(received) => received,
             Err(CutOff { error, written }) => {
-                flushing.cut_off(&sink, written).await;
+                flushing.bring_up_to_date(&sink, written).await;
                 return Err(error);
             }
         };
         flushing.finish(&sink).await;
-        let trailer = match self.expect_message().await {
+        // The whole body is written and hashed, unless a write failed.
+        let written = received.sink_error.is_none().then_some(size);
+        let stall = Stall::from_now(self.stall_limit);
+        if sink.takes_checkpoints()
+            && tokio::time::timeout(IDLE, self.wait_for_data())
+                .await
+                .is_err()
+        {
+            // The sender paused before its trailer; the wait given up
+            // read nothing.
+            flushing.bring_up_to_date(&sink, written).await;
+        }
+        let trailer = match stall
+            .within(self.expect_message())
+            .await
+            .and_then(|read| read)
+        {
             Ok(Message::Trailer { digest }) => Ok(digest),
             Ok(other) => Err(TransportError::Unexpected {
                 expected: "a trailer",
@@ -238,11 +258,9 @@ impl<S: Stream> Connection<S> {
         };
         let expected = match trailer {
             Ok(expected) => expected,
-            // The whole body is written and hashed: it goes on from its
-            // last whole step.
+            // It goes on from the body's last whole step.
             Err(error) => {
-                let written = received.sink_error.is_none().then_some(size);
-                flushing.cut_off(&sink, written).await;
+                flushing.bring_up_to_date(&sink, written).await;
                 return Err(error);
             }
         };
@@ -279,7 +297,7 @@ impl<S: Stream> Connection<S> {
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
         let mut offset = start;
         while offset < size {
-            wait_ready(tcp, Interest::WRITABLE, self.stall_limit).await?;
+            wait_ready(tcp, Interest::WRITABLE, Stall::from_now(self.stall_limit)).await?;
             // A first piece goes through tokio, so that an EAGAIN is met
             // where tokio sees it and forgets the socket's readiness without
             // losing a wakeup; a step on another thread cannot tell it that.
@@ -461,8 +479,23 @@ impl<S: Stream> Connection<S> {
                     }
                 }
             }
+            let stall = Stall::from_now(self.stall_limit);
+            // A peek, cancel-safe, not `readable`: tokio may still hold
+            // the socket readable from before the splices that emptied it
+            // (see `splice_in`).
+            if sink.takes_checkpoints()
+                && writer.error.is_none()
+                && tokio::time::timeout(IDLE, tcp.peek(&mut [0]))
+                    .await
+                    .is_err()
+            {
+                // The sender paused: what came is vouched for, in case
+                // this receiver is killed before more comes.
+                hashing.catch_up(sink, writer, flushing, true).await?;
+                flushing.bring_up_to_date(sink, Some(writer.offset)).await;
+            }
             let want = buffer_len(left, pipe_len);
-            let n = splice_in(tcp, &pipe_in, want, self.stall_limit).await?;
+            let n = splice_in(tcp, &pipe_in, want, stall).await?;
             let (sink_step, pipe) = (Arc::clone(sink), Arc::clone(&pipe_out));
             let mut moved = std::mem::take(writer);
             let step = blocking(move || {
@@ -489,7 +522,8 @@ impl<S: Stream> Connection<S> {
     /// arrives, and synced as `flushing` says; the next is never read two
     /// steps or more past the last checkpoint (see `flush`). `early` is
     /// the start of the bytes after `from`. Cut off, it writes and hashes
-    /// what it read before it returns, the chunk it was filling too.
+    /// what it read before it returns, the chunk it was filling too; so
+    /// does it when the sender pauses, before it waits on.
     async fn recv_chunks<B: BodySink>(
         &mut self,
         sink: &Arc<B>,
@@ -510,6 +544,9 @@ impl<S: Stream> Connection<S> {
         // How far the writes done end, while the next has the state;
         // `None` once one failed.
         let mut written = Some(from.len);
+        let pausing = sink.takes_checkpoints();
+        // The wait for the sender's next bytes, once it has paused in it.
+        let mut paused = None;
         loop {
             if !chunk.is_empty() {
                 if let Some(previous) = writing.take() {
@@ -530,6 +567,17 @@ impl<S: Stream> Connection<S> {
             if left == 0 || cut.is_some() {
                 break;
             }
+            if paused.is_some() {
+                // What came, the chunk cut short by the pause too, is
+                // vouched for, in case this receiver is killed before more
+                // comes.
+                if let Some(last) = writing.take() {
+                    state = last.await.map_err(data_path_failed)?;
+                    written = state.0.error.is_none().then_some(state.0.offset);
+                    flushing.hashed(&state.1);
+                }
+                flushing.bring_up_to_date(sink, written).await;
+            }
             if let Some(written) = written {
                 while flushing.behind(written) {
                     if !flushing.wait(sink, written).await {
@@ -538,11 +586,16 @@ impl<S: Stream> Connection<S> {
                 }
             }
             let mut next = Vec::with_capacity(buffer_len(left, CHUNK));
-            let filled = self.fill_paced(&mut next, &mut pace).await;
+            let filled = self
+                .fill_or_pause(&mut next, &mut pace, pausing, paused.take())
+                .await;
             left -= next.len() as u64;
             progress(next.len() as u64);
             chunk = next;
-            cut = filled.err();
+            match filled {
+                Ok(pause) => paused = pause,
+                Err(error) => cut = Some(error),
+            }
         }
         if let Some(last) = writing.take() {
             state = last.await.map_err(data_path_failed)?;
@@ -593,23 +646,51 @@ impl<S: Stream> Connection<S> {
         chunk: &mut Vec<u8>,
         pace: &mut Pace,
     ) -> Result<(), TransportError> {
-        let limit = self.stall_limit;
+        self.fill_or_pause(chunk, pace, false, None).await?;
+        Ok(())
+    }
+
+    /// [`Connection::fill_paced`], going on with `waiting`, a wait the
+    /// peer paused in, if given. If `pausing`, a wait in which the peer
+    /// sends nothing for [`IDLE`] is cut short and given back, `chunk`
+    /// short, for the caller to put the pause to use and then go on with
+    /// it: its stall limit still runs from when it began.
+    async fn fill_or_pause(
+        &mut self,
+        chunk: &mut Vec<u8>,
+        pace: &mut Pace,
+        pausing: bool,
+        mut waiting: Option<Stall>,
+    ) -> Result<Option<Stall>, TransportError> {
         while chunk.len() < chunk.capacity() {
+            let (stall, may_pause) = match waiting.take() {
+                Some(stall) => (stall, false),
+                None => (Stall::from_now(self.stall_limit), pausing),
+            };
             let want = (chunk.capacity() - chunk.len()) as u64;
             let mut body = (&mut self.stream).take(want);
-            match tokio::time::timeout(limit, body.read_buf(chunk)).await {
-                Ok(Ok(0)) => return Err(TransportError::Closed),
-                Ok(Ok(n)) => pace.moved(n as u64)?,
+            // Cancel-safe: a read given up reads nothing.
+            let read = stall.within(body.read_buf(chunk));
+            let read = if may_pause {
+                match tokio::time::timeout(IDLE, read).await {
+                    Ok(read) => read,
+                    Err(_) => return Ok(Some(stall)),
+                }
+            } else {
+                read.await
+            };
+            match read? {
+                Ok(0) => return Err(TransportError::Closed),
+                Ok(n) => pace.moved(n as u64)?,
                 // TLS's word for a peer gone without close_notify: a cut
                 // like any other (see `Connection::read_more`).
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(TransportError::Closed)
                 }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(TransportError::Stalled(limit)),
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -750,8 +831,35 @@ impl Pace {
     }
 }
 
+/// A wait for the peer, given up with [`TransportError::Stalled`] once
+/// the stall limit has passed since it began, however it is split: what
+/// a receiver does while its sender pauses ([`IDLE`]) does not lengthen
+/// it.
+#[derive(Clone, Copy)]
+struct Stall {
+    limit: Duration,
+    began: Instant,
+}
+
+impl Stall {
+    fn from_now(limit: Duration) -> Stall {
+        Stall {
+            limit,
+            began: Instant::now(),
+        }
+    }
+
+    /// `ready`'s output, unless the stall limit passes first.
+    async fn within<F: std::future::Future>(self, ready: F) -> Result<F::Output, TransportError> {
+        let left = self.limit.saturating_sub(self.began.elapsed());
+        tokio::time::timeout(left, ready)
+            .await
+            .map_err(|_| TransportError::Stalled(self.limit))
+    }
+}
+
 /// Splices what the socket has, up to `want` bytes, into the empty pipe:
-/// waits for the first byte (within `limit`), then takes whatever more
+/// waits for the first byte (within `stall`), then takes whatever more
 /// arrived without waiting. Returns how many bytes the pipe holds.
 ///
 /// Only the first splice goes through tokio's readiness: into an empty
@@ -763,12 +871,12 @@ async fn splice_in(
     tcp: &TcpStream,
     pipe: &OwnedFd,
     want: usize,
-    limit: Duration,
+    stall: Stall,
 ) -> Result<usize, TransportError> {
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     let splice = |len| rustix::pipe::splice(tcp.as_fd(), None, pipe, None, len, flags);
     let mut spliced = loop {
-        wait_ready(tcp, Interest::READABLE, limit).await?;
+        wait_ready(tcp, Interest::READABLE, stall).await?;
         match tcp.try_io(Interest::READABLE, || splice(want).map_err(io::Error::from)) {
             Ok(0) => return Err(TransportError::Closed),
             Ok(n) => break n,
@@ -793,18 +901,15 @@ async fn splice_in(
     Ok(spliced)
 }
 
-/// Waits until the socket is ready for `interest`, or has failed; gives up
-/// with [`TransportError::Stalled`] if the peer lets `limit` pass.
+/// Waits until the socket is ready for `interest`, or has failed, within
+/// `stall`.
 async fn wait_ready(
     tcp: &TcpStream,
     interest: Interest,
-    limit: Duration,
+    stall: Stall,
 ) -> Result<(), TransportError> {
-    match tokio::time::timeout(limit, tcp.ready(interest)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(TransportError::Io(e)),
-        Err(_) => Err(TransportError::Stalled(limit)),
-    }
+    stall.within(tcp.ready(interest)).await??;
+    Ok(())
 }
 
 /// What a failed sendfile(2) means: it reports a failed read of the file
@@ -1176,6 +1281,56 @@ mod tests {
             let (last, synced) = checkpoints.last().expect(what);
             assert_eq!(last.len, 2 * STEP, "{what}: checkpoints at {lens:?} MiB");
             assert_eq!(*last, prefix_of(&data, 2 * STEP), "{what}");
+            assert!(*synced >= last.len, "{what}: only {synced} synced");
+        }
+    }
+
+    /// A sender that pauses just past two steps, holding the connection
+    /// open: the receiver syncs and vouches for both before more comes,
+    /// over splice and over chunks (the chunk the pause cut short written
+    /// too), so a receiver killed during the pause is sent less than a
+    /// step again (issue 14).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_whose_sender_pauses_vouches_for_what_came() {
+        let data = fast_noise(2 * STEP as usize + 1, 19);
+        let data = &data;
+        for chunks in [false, true] {
+            let what = if chunks { "chunks" } else { "splice" };
+            let (mut a, b) = tcp_pair().await;
+            let mut receiver = Connection::new(b);
+            // Sends what it has, then waits (a while at most) for the
+            // receiver's checkpoint of both steps before it hangs up.
+            let pause = |log: Arc<Log>| async move {
+                a.write_all(data).await.unwrap();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let vouched = || log.checkpoints().last().map(|(p, _)| p.len) == Some(2 * STEP);
+                while !vouched() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                log.checkpoints()
+            };
+            let (checkpoints, received) = if chunks {
+                let sink = Recording::new(Memory::default());
+                let pause = pause(Arc::clone(&sink.log));
+                let recv = async { receiver.recv_body(sink, 4 * STEP, &mut |_| {}).await };
+                let (checkpoints, received) = tokio::join!(pause, recv);
+                (checkpoints, received.map(|_| ()))
+            } else {
+                let sink = Recording::new(tempfile::tempfile().unwrap());
+                let pause = pause(Arc::clone(&sink.log));
+                let recv = async { receiver.recv_body(sink, 4 * STEP, &mut |_| {}).await };
+                let (checkpoints, received) = tokio::join!(pause, recv);
+                (checkpoints, received.map(|_| ()))
+            };
+            assert!(
+                matches!(received, Err(TransportError::Closed)),
+                "{what}: {:?}",
+                received.err()
+            );
+            let lens: Vec<u64> = checkpoints.iter().map(|(p, _)| p.len >> 20).collect();
+            let (last, synced) = checkpoints.last().expect(what);
+            assert_eq!(last.len, 2 * STEP, "{what}: checkpoints at {lens:?} MiB");
+            assert_eq!(*last, prefix_of(data, 2 * STEP), "{what}");
             assert!(*synced >= last.len, "{what}: only {synced} synced");
         }
     }
