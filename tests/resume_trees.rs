@@ -353,3 +353,55 @@ fn ctrl_c_mid_tree_download_keeps_the_files_verified() {
         &server.client_dir().join("photos"),
     );
 }
+
+/// The big file of a tree: a step and a little more, so a cut past its
+/// step keeps a partial of one step.
+const BIG_FILE: u64 = ferry::protocol::STEP + 8 * MIB;
+
+/// Makes `big/` in `dir`: a small file, a big one, and a small one.
+fn make_big_tree(dir: &Path) {
+    write_file(dir, "big/a.bin", &pseudo_random_bytes(MIB as usize, 11));
+    write_file(
+        dir,
+        "big/b.bin",
+        &pseudo_random_bytes(BIG_FILE as usize, 12),
+    );
+    write_file(dir, "big/c.bin", &pseudo_random_bytes(MIB as usize, 13));
+}
+
+/// Where a transfer of `big/` is cut: in its big file, past its step.
+const IN_BIG_FILE: u64 = MIB + ferry::protocol::STEP + 2 * MIB;
+
+/// Issue 14: the file a tree download was cut in resumes from its last
+/// step: the next get -r skips the file before it, is sent only the rest
+/// of the cut one, and the file after it.
+#[test]
+fn the_file_a_tree_download_was_cut_in_resumes_from_its_last_step() {
+    let server = TestServer::start();
+    make_big_tree(server.root());
+    let relay = Relay::start(
+        server.addr(),
+        Framing::Opaque,
+        Cut::After(Way::Down, IN_BIG_FILE),
+    );
+    let output = run(&server, relay.port(), &["get", "-r", "big"]);
+    assert!(!output.status.success(), "{}", describe(&output));
+
+    let relay = Relay::counting(server.addr(), Framing::Opaque);
+    let output = run(&server, relay.port(), &["get", "-r", "big"]);
+    let (files, skipped) = counts(&output);
+    assert_eq!((files, skipped), (2, 1), "{}", describe(&output));
+    let rest = BIG_FILE - ferry::protocol::STEP + MIB;
+    let received = relay.counted(Way::Down);
+    assert!(
+        received < rest + MIB,
+        "received {received}, the rest being {rest}"
+    );
+    assert_same_tree(&server.root().join("big"), &server.client_dir().join("big"));
+    assert_eq!(
+        files_under(server.client_dir()).len(),
+        4,
+        "{:?}",
+        files_under(server.client_dir())
+    );
+}

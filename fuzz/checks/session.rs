@@ -360,6 +360,9 @@ fn read_reply(reply: &Reply, spoke: bool) -> Result<Vec<Message>, String> {
             Message::Sending { offset, .. } => {
                 return Err(format!("the server resumed a fixture file at {offset}"))
             }
+            Message::Held { index, .. } => {
+                return Err(format!("the server held a partial of tree entry {index}"))
+            }
         }
         messages.push(message);
     }

@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
+use super::resume::{partial_name, PARTIAL_SUFFIX};
 use super::spool::SpoolReader;
-use crate::protocol::{manifest_order, EntryKind, TreeEntry, TEMP_PREFIX};
+use crate::partial::{Partial, Place};
+use crate::protocol::{EntryKind, TreeEntry, STEP, TEMP_PREFIX};
 
 /// Distinguishes the temporary names of one process.
 static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
@@ -69,6 +71,26 @@ impl Planner {
             chain: Vec::new(),
             replace,
             resumed,
+        }
+    }
+
+    /// The partial an earlier try left of `entry`, the file just decided
+    /// on (and taken), proven as far as it can be; `None` if there is
+    /// none. See [`open_partial`].
+    pub fn partial(&self, entry: &TreeEntry) -> io::Result<Option<Partial>> {
+        let (depth, name) = split(&entry.path);
+        let parent = match depth {
+            0 => self.top.as_ref(),
+            _ => self.chain.last().and_then(Option::as_ref),
+        };
+        let Some(parent) = parent else {
+            return Ok(None);
+        };
+        let record = format!("{}.rec", partial_name(name));
+        match rustix::fs::statat(parent, record.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => open_partial(parent, entry, false).map(Some),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -388,6 +410,25 @@ impl TreeWriter {
         Ok(())
     }
 
+    /// A new partial beside the file `entry`, to receive it into, so a
+    /// cut leaves what came of it for the next try (any partial of it
+    /// there is discarded).
+    pub fn begin_partial(&mut self, entry: &TreeEntry) -> io::Result<Partial> {
+        let (depth, _) = split(&entry.path);
+        self.close_to(depth)?;
+        open_partial(self.current(), entry, true)
+    }
+
+    /// Gives the received and verified `partial` of the file `entry` its
+    /// mode, time and name, at once.
+    pub fn finish_partial(&mut self, partial: &Partial, entry: &TreeEntry) -> io::Result<()> {
+        let (depth, name) = split(&entry.path);
+        self.close_to(depth)?;
+        rustix::fs::fchmod(partial.file(), Mode::from_raw_mode(entry.mode & 0o777))?;
+        set_time(partial.file(), entry.modified)?;
+        partial.commit(&cap_dir(self.current())?, Path::new(name), self.replace)
+    }
+
     /// Writes the file `entry`, whose body arrived whole and verified, to
     /// a temporary file, and queues it as [`TreeWriter::finish_file`] does.
     pub fn write_whole(&mut self, entry: &TreeEntry, body: &[u8]) -> io::Result<()> {
@@ -520,7 +561,10 @@ impl Drop for TreeWriter {
 }
 
 /// [`TreeWriter::prune`] of the directory `dir`, `prefix` below the top,
-/// `top`; `next` is the manifest's next entry.
+/// `top`; `next` is the manifest's next entry. The names here and the
+/// manifest's entries here come in the same order, and are walked side by
+/// side. The partial of a file the manifest has, and that is large enough
+/// to have kept one, stays for the transfer to go on from.
 fn prune_under(
     dir: &OwnedDir,
     top: &Path,
@@ -536,38 +580,109 @@ fn prune_under(
         }
     }
     names.sort_unstable();
-    for name in names {
+    let mut names = names.into_iter().peekable();
+    // Files of the manifest here whose partial may stay, and the partials
+    // here, matched once all the names here are known.
+    let (mut resumable, mut partials) = (Vec::new(), Vec::new());
+    let mut child = next_child(spool, next, prefix)?;
+    loop {
+        let here = names.peek().map(|name| name.as_slice());
+        let wanted = child
+            .as_ref()
+            .and_then(|entry| entry.path.strip_prefix(prefix))
+            .map(str::as_bytes);
+        let order = match (here, wanted) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(here), Some(wanted)) => here.cmp(wanted),
+        };
+        if order.is_gt() {
+            // Not here: the transfer brings it.
+            if let Some(entry) = child.take().filter(can_have_partial) {
+                resumable.push(split(&entry.path).1.to_owned());
+            }
+            child = next_child(spool, next, prefix)?;
+            continue;
+        }
+        let Some(name) = names.next() else { break };
         let name = String::from_utf8(name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.utf8_error()))?;
-        let path = format!("{prefix}{name}");
-        while next
-            .as_ref()
-            .is_some_and(|entry| manifest_order(&entry.path, &path).is_lt())
-        {
-            *next = spool.next_entry()?;
-        }
-        let named = next
-            .as_ref()
-            .filter(|entry| entry.path == path)
-            .map(|entry| entry.kind);
-        let here = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
-        match (named, FileType::from_raw_mode(here.st_mode)) {
+        let stat = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        let named = match order.is_eq() {
+            true => child.take(),
+            false => None,
+        };
+        match (named.as_ref().map(|entry| entry.kind), kind) {
             (Some(EntryKind::Directory), FileType::Directory) => {
                 let below = open_dir_nofollow(dir, &name)?;
                 rustix::fs::fchmod(&below, Mode::from_raw_mode(0o700))?;
-                prune_under(&below, top, &format!("{path}/"), spool, next)?;
+                prune_under(&below, top, &format!("{prefix}{name}/"), spool, next)?;
             }
             (Some(EntryKind::File), FileType::RegularFile) => {}
+            (None, FileType::RegularFile) if partial_of(&name).is_some() => partials.push(name),
             (_, FileType::Directory) => {
                 let below = open_dir_nofollow(dir, &name)?;
                 rustix::fs::fchmod(&below, Mode::from_raw_mode(0o700))?;
                 // std's remove_dir_all never follows a symlink out.
-                std::fs::remove_dir_all(top.join(&path))?;
+                std::fs::remove_dir_all(top.join(format!("{prefix}{name}")))?;
             }
             _ => rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty())?,
         }
+        if let Some(entry) = named.filter(can_have_partial) {
+            resumable.push(split(&entry.path).1.to_owned());
+        }
+        if order.is_eq() {
+            child = next_child(spool, next, prefix)?;
+        }
+    }
+    for name in partials {
+        if !partial_of(&name).is_some_and(|of| resumable.iter().any(|file| file == of)) {
+            rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty())?;
+        }
     }
     Ok(())
+}
+
+/// The manifest's next entry directly in the directory `prefix` (the
+/// top for ""), passing over those deeper (in a directory not entered);
+/// `None` once the manifest has left that directory.
+fn next_child(
+    spool: &mut SpoolReader,
+    next: &mut Option<TreeEntry>,
+    prefix: &str,
+) -> io::Result<Option<TreeEntry>> {
+    loop {
+        let within = next.as_ref().and_then(|entry| entry.path.strip_prefix(prefix));
+        match within {
+            Some(path) => {
+                let deeper = path.contains('/');
+                let this = std::mem::replace(next, spool.next_entry()?);
+                if !deeper {
+                    return Ok(this);
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Whether the manifest's `entry` is a file that may have a partial: one
+/// of more than a step, which a checkpoint can be kept of.
+fn can_have_partial(entry: &TreeEntry) -> bool {
+    entry.kind == EntryKind::File && entry.size > STEP
+}
+
+/// The name of the file `name` is a partial or a partial's record of, if
+/// it is one: `.NAME.ferry-partial`, `.NAME.ferry-partial.rec` or
+/// `.NAME.ferry-partial.rec.new`.
+fn partial_of(name: &str) -> Option<&str> {
+    let data = name
+        .strip_suffix(".rec.new")
+        .or_else(|| name.strip_suffix(".rec"))
+        .unwrap_or(name);
+    data.strip_prefix('.')?.strip_suffix(PARTIAL_SUFFIX)
 }
 
 /// How many directories `path` is below the top, and its last component.
@@ -591,6 +706,33 @@ fn temp_name() -> String {
 fn open_dir_nofollow(parent: &OwnedDir, name: &str) -> io::Result<OwnedDir> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     Ok(rustix::fs::openat(parent, name, flags, Mode::empty())?)
+}
+
+/// Opens the partial of the file `entry` in `dir`, beside where the file
+/// goes: `.NAME.ferry-partial` and its record, as a single get keeps them.
+/// What it holds is proven (see [`Partial::open`]), or discarded first
+/// with `restart`.
+fn open_partial(dir: &OwnedDir, entry: &TreeEntry, restart: bool) -> io::Result<Partial> {
+    let name = split(&entry.path).1;
+    let data_name = partial_name(name);
+    let record_name = format!("{data_name}.rec");
+    let dir = cap_dir(dir)?;
+    let place = Place {
+        dir: &dir,
+        data_name: &data_name,
+        record_name: &record_name,
+        name: &entry.path,
+        source_size: entry.size,
+        source_modified: entry.modified,
+        tidy: None,
+    };
+    Ok(Partial::open(&place, restart)?.0)
+}
+
+/// `dir` as a capability-based directory handle, for [`Partial`].
+fn cap_dir(dir: &OwnedDir) -> io::Result<cap_std::fs::Dir> {
+    let dup = rustix::io::dup(dir)?;
+    Ok(cap_std::fs::Dir::from_std_file(File::from(dup)))
 }
 
 /// Opens the existing directory `path` the user named as a target.

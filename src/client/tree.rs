@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use super::local_tree::{self, Decision, KeptTree, Planner, TreeWriter};
 use super::spool::{Spool, SpoolReader};
 use super::{unexpected, Client, ClientError, Progress};
+use crate::partial::Partial;
 use crate::protocol::{
-    EntryKind, ManifestOrder, Message, OmitReason, RemoteName, RequestKind, TreeEntry,
+    EntryKind, ManifestOrder, Message, OmitReason, Prefix, RemoteName, RequestKind, TreeEntry,
+    MAX_HELD, STEP,
 };
 use crate::transport::{TransportError, WHOLE_BODY};
 
@@ -177,15 +179,17 @@ impl Client {
         if let Err(refused) = ready {
             // Dropped, the writer leaves what an earlier try kept.
             plan.taken.iter_mut().for_each(|slot| *slot = false);
-            self.send_skips(&plan.taken).await?;
+            self.send_skips(&plan.taken, &[]).await?;
             self.receive_tree_done(0).await?;
             return Err(refused);
         }
-        self.send_skips(&plan.taken).await?;
+        self.send_skips(&plan.taken, &plan.partials).await?;
         spool.rewind().map_err(local)?;
         progress.begin(plan.bytes);
         progress.begin_files(plan.files);
+        let partials = std::mem::take(&mut plan.partials).into_iter().collect();
         let mut receiving = Receiving {
+            partials,
             spool,
             writer,
             taken: plan.taken,
@@ -251,6 +255,14 @@ impl Client {
                 other => return Err(unexpected(other, "a tree entry")),
             };
             let expected = receiving.next_file(&entry)?;
+            let partial = receiving.partials.remove(&(receiving.index as u64 - 1));
+            if let Some(partial) = partial.filter(|p| p.prefix().len > 0) {
+                let size = self
+                    .receive_held(receiving, &expected, partial, progress)
+                    .await?;
+                receiving.landed(size, progress);
+                continue;
+            }
             let size = match self.reply().await? {
                 Message::Body { size } if size == expected.size => size,
                 Message::Body { size } => {
@@ -261,6 +273,17 @@ impl Client {
                 }
                 other => return Err(unexpected(other, "a body")),
             };
+            if size > STEP {
+                // Into a partial, so that a cut leaves what came of it.
+                let partial = receiving
+                    .writer
+                    .begin_partial(&expected)
+                    .map_err(|e| local_at(target, &expected, e))?;
+                self.receive_into(receiving, &expected, partial, Prefix::none(), progress)
+                    .await?;
+                receiving.landed(size, progress);
+                continue;
+            }
             if size <= WHOLE_BODY {
                 // Small: taken whole into memory, and written in one go.
                 let (body, digest) = match self.conn.recv_whole_body(size).await {
@@ -304,6 +327,85 @@ impl Client {
                 .map_err(|e| local_at(target, &expected, e))?;
             receiving.landed(size, progress);
         }
+    }
+
+    /// Receives the file `expected`, of which `partial` proves a prefix
+    /// the server was told of: its `Sending` says from where it sends
+    /// (from the start if it cannot go on from there). Returns the bytes
+    /// that came.
+    async fn receive_held(
+        &mut self,
+        receiving: &mut Receiving<'_>,
+        expected: &TreeEntry,
+        partial: Partial,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, ClientError> {
+        let held = partial.prefix();
+        let local = |e| local_at(receiving.target, expected, e);
+        let from = match self.reply().await? {
+            Message::Sending {
+                size,
+                modified,
+                offset,
+                ..
+            } if size == expected.size && modified == expected.modified => match offset {
+                0 => {
+                    partial.start_over(size, modified).map_err(local)?;
+                    Prefix::none()
+                }
+                _ if offset == held.len => held,
+                _ => {
+                    return Err(ClientError::BadReply(format!(
+                        "the server offered to go on with {:?} from byte {offset}, not {}",
+                        expected.path, held.len
+                    )))
+                }
+            },
+            Message::Sending { .. } => return Err(ClientError::FileChanged(expected.path.clone())),
+            other => return Err(unexpected(other, "a sending reply")),
+        };
+        let moved = expected.size - from.len;
+        self.receive_into(receiving, expected, partial, from, progress)
+            .await?;
+        Ok(moved)
+    }
+
+    /// Receives the body of the file `expected` into `partial` after
+    /// `from`, checks it, and gives it its name.
+    async fn receive_into(
+        &mut self,
+        receiving: &mut Receiving<'_>,
+        expected: &TreeEntry,
+        partial: Partial,
+        from: Prefix,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ClientError> {
+        let local = |e| local_at(receiving.target, expected, e);
+        let received = self
+            .conn
+            .recv_body_from(partial.clone(), expected.size, from, &mut |n| {
+                progress.advance(n)
+            })
+            .await;
+        let digest = match received {
+            Ok((_, digest)) => digest,
+            Err(TransportError::Sink(e)) => return Err(local(e)),
+            Err(TransportError::DigestMismatch) => {
+                // What it held, or what came, is not the server's file.
+                partial.discard().map_err(local)?;
+                return Err(ClientError::DigestMismatch);
+            }
+            // Dropped, the partial is sealed at its last checkpoint.
+            Err(other) => return Err(other.into()),
+        };
+        if expected.digest != Some(digest) {
+            partial.discard().map_err(local)?;
+            return Err(ClientError::FileChanged(expected.path.clone()));
+        }
+        receiving
+            .writer
+            .finish_partial(&partial, expected)
+            .map_err(local)
     }
 
     /// The mode and time of the directory `source`; `None` if it is a
@@ -380,8 +482,13 @@ impl Client {
     }
 
     /// Tells the server which entries it need not send: runs of the
-    /// entries not `taken`.
-    async fn send_skips(&mut self, taken: &[bool]) -> Result<(), ClientError> {
+    /// entries not `taken`; and from where to send those it holds
+    /// `partials` of that prove anything.
+    async fn send_skips(
+        &mut self,
+        taken: &[bool],
+        partials: &[(u64, Partial)],
+    ) -> Result<(), ClientError> {
         let mut runs = 0u64;
         let mut start = None;
         for (index, &is_taken) in taken.iter().chain([&true]).enumerate() {
@@ -394,6 +501,16 @@ impl Client {
                     start = None;
                 }
                 _ => {}
+            }
+        }
+        for (index, partial) in partials {
+            let prefix = partial.prefix();
+            if prefix.len > 0 {
+                self.conn.queue(&Message::Held {
+                    index: *index,
+                    prefix,
+                })?;
+                runs += 1;
             }
         }
         self.conn.queue(&Message::TreeEnd {
@@ -417,10 +534,14 @@ impl Client {
 struct Plan {
     /// A flag per entry: taken (a directory to make, a file to fetch).
     taken: Vec<bool>,
-    /// The files taken, and their bytes.
+    /// The files taken, and the bytes to come of them.
     files: u64,
     bytes: u64,
     conflicts: Conflicts,
+    /// The partials an earlier try left of files taken, by manifest
+    /// index, at most [`MAX_HELD`]: offered to the server if they prove
+    /// anything, and received into either way.
+    partials: Vec<(u64, Partial)>,
 }
 
 /// What a manifest is planned against.
@@ -451,6 +572,7 @@ fn plan(
             first: Vec::new(),
             count: 0,
         },
+        partials: Vec::new(),
     };
     let mut index = 0;
     let spool_failed = |source| ClientError::Local {
@@ -470,6 +592,15 @@ fn plan(
                     plan.files += 1;
                     plan.bytes += entry.size;
                 }
+                if entry.kind == EntryKind::File && plan.partials.len() < MAX_HELD {
+                    let partial = planner
+                        .partial(&entry)
+                        .map_err(|e| local_at(target, &entry, e))?;
+                    if let Some(partial) = partial {
+                        plan.bytes -= partial.prefix().len;
+                        plan.partials.push((index as u64, partial));
+                    }
+                }
             }
             Decision::Skip => {}
             Decision::Conflict(why) => {
@@ -488,6 +619,8 @@ fn plan(
 /// The second pass in progress: the manifest read alongside the bodies,
 /// and where they are written.
 struct Receiving<'a> {
+    /// The partials of files to come, by manifest index.
+    partials: std::collections::BTreeMap<u64, Partial>,
     spool: SpoolReader,
     writer: TreeWriter,
     taken: Vec<bool>,

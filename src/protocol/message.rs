@@ -43,6 +43,7 @@ const TAG_CONFLICT: u8 = 0x29;
 const TAG_TREE_DONE: u8 = 0x2a;
 const TAG_RESUME: u8 = 0x2b;
 const TAG_SENDING: u8 = 0x2c;
+const TAG_HELD: u8 = 0x2d;
 const TAG_ERROR: u8 = 0x7f;
 
 const LIST_FLAG_LONG: u8 = 0x01;
@@ -166,6 +167,10 @@ pub enum Message {
         offset: u64,
         reason: ResumeReason,
     },
+    /// In a tree exchange, the receiver of the bodies: it holds a partial
+    /// of the file at manifest index `index`, proving `prefix`; the file
+    /// is sent from there (PROTOCOL.md §5.10, §5.11).
+    Held { index: u64, prefix: Prefix },
     /// Either side, right after a body: the BLAKE3 digest of its bytes.
     Trailer { digest: Digest },
     /// Server: go ahead and send the body of a `Put`.
@@ -216,6 +221,7 @@ impl Message {
             Message::TreeDone { .. } => "a tree-done reply",
             Message::Resume { .. } => "a resume reply",
             Message::Sending { .. } => "a sending reply",
+            Message::Held { .. } => "a held-partial note",
             Message::Trailer { .. } => "a trailer",
             Message::Proceed => "a proceed reply",
             Message::Body { .. } => "a body reply",
@@ -254,6 +260,7 @@ impl Message {
             | Message::TreeDone { .. }
             | Message::Resume { .. }
             | Message::Sending { .. }
+            | Message::Held { .. }
             | Message::Trailer { .. }
             | Message::Proceed
             | Message::Body { .. }
@@ -564,6 +571,11 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeTooLarge
             out.extend_from_slice(&offset.to_be_bytes());
             out.push(reason.to_u8());
         }
+        Message::Held { index, prefix } => {
+            out.push(TAG_HELD);
+            out.extend_from_slice(&index.to_be_bytes());
+            put_prefix(out, prefix);
+        }
         Message::Hello { token } => {
             out.push(TAG_HELLO);
             put_str(out, token.expose());
@@ -824,6 +836,13 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
                 modified,
                 offset,
                 reason: ResumeReason::from_u8(fields.u8()?),
+            }
+        }
+        TAG_HELD => {
+            let index = fields.u64()?;
+            Message::Held {
+                index,
+                prefix: fields.prefix()?,
             }
         }
         TAG_TRAILER => Message::Trailer {
@@ -1391,6 +1410,25 @@ mod tests {
             }),
             sending
         );
+        let value = [0xab; 32];
+        #[rustfmt::skip]
+        let mut held = vec![
+            0x00, 0x00, 0x00, 0x32, // frame length 50
+            0x2d, // tag: Held
+            0, 0, 0, 0, 0, 0, 0, 3, // index 3
+            0, 0, 0, 0, 4, 0, 0, 0, // offset 2^26: one step
+            0x01, // one chaining value
+        ];
+        held.extend_from_slice(&value);
+        let message = Message::Held {
+            index: 3,
+            prefix: Prefix {
+                len: STEP,
+                values: vec![value],
+            },
+        };
+        assert_eq!(encoded(&message), held);
+        assert_eq!(decode(&held), Ok(Some((message, held.len()))));
     }
 
     #[test]
@@ -1644,6 +1682,8 @@ mod tests {
                 prefix,
                 reason: ResumeReason::from_u8(reason)
             }),
+            (any::<u64>(), any_prefix())
+                .prop_map(|(index, prefix)| Message::Held { index, prefix }),
             (any::<u64>(), any::<i64>(), 0..=u64::MAX / STEP, any::<u8>()).prop_map(
                 |(size, modified, steps, reason)| Message::Sending {
                     size,

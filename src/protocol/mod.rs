@@ -35,7 +35,7 @@ pub use request::RequestKind;
 pub use resume::ResumeReason;
 pub use steps::{ChainingValue, Prefix, StepHasher, MAX_PREFIX_VALUES, STEP};
 pub use token::Token;
-pub use tree::{manifest_order, ManifestError, ManifestOrder};
+pub use tree::{manifest_order, ManifestError, ManifestOrder, MAX_HELD};
 
 /// Length in bytes of a BLAKE3 digest as carried by a `Trailer` frame.
 pub const DIGEST_LEN: usize = 32;

@@ -33,6 +33,11 @@ pub enum ManifestError {
     },
 }
 
+/// The most partials a receiver may say it holds in one tree exchange
+/// (`Held`, PROTOCOL.md §5.10, §5.11): the sender keeps each, with up to
+/// 64 chaining values, until its file is sent.
+pub const MAX_HELD: usize = 16;
+
 /// How the paths `a` and `b` compare in a manifest's order: component by
 /// component, each in byte order, so a directory comes before what is in
 /// it (`a` < `a/x` < `a.txt`).

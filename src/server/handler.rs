@@ -784,6 +784,7 @@ fn report_name(request: &Message) -> Option<String> {
         | Message::TreeDone { .. }
         | Message::Resume { .. }
         | Message::Sending { .. }
+        | Message::Held { .. }
         | Message::Trailer { .. }
         | Message::Proceed
         | Message::Body { .. }

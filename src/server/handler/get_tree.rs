@@ -6,7 +6,10 @@
 use std::time::Instant;
 
 use super::{Abort, Session, ENTRIES_PER_BATCH};
-use crate::protocol::{Digest, EntryKind, ErrorCode, Message, Refusal, RemoteName, TreeEntry};
+use crate::protocol::{
+    Digest, EntryKind, ErrorCode, Message, Prefix, Refusal, RemoteName, ResumeReason, TreeEntry,
+    MAX_HELD,
+};
 use crate::report::Detail;
 use crate::server::skips::Skips;
 use crate::store;
@@ -101,19 +104,31 @@ impl Session {
         Ok(entries)
     }
 
-    /// Reads the client's `Skip` runs up to its `TreeEnd`: a bit for each
-    /// of the manifest's `entries`. The client may take a while to decide
+    /// Reads the client's `Skip` runs and `Held` prefixes up to its
+    /// `TreeEnd`: a bit for each of the manifest's `entries`, and the
+    /// prefixes. The client may take a while to decide
     /// (it hashes its own files), so this waits as long as an idle
     /// connection may, on the async side, holding no thread.
     async fn read_skips(&self, conn: &mut Connection<Link>, entries: u64) -> Result<Skips, Abort> {
         let mut skips = Skips::new(entries);
-        let mut runs = 0u64;
+        let mut frames = 0u64;
         let stall_limit = conn.stall_limit();
         conn.set_stall_limit(self.config.idle_timeout);
         let read = loop {
             match conn.expect_message().await {
-                Ok(Message::Skip { first, count }) if skips.mark(first, count) => runs += 1,
-                Ok(Message::TreeEnd { entries, bytes: 0 }) if entries == runs => break Ok(()),
+                Ok(Message::Skip { first, count }) if skips.mark(first, count) => frames += 1,
+                Ok(Message::Held { index, prefix }) => match skips.hold(index, prefix) {
+                    true => frames += 1,
+                    false => {
+                        let why = format!(
+                            "a held partial of entry {index} is out of place: beyond the \
+                             tree, skipped, out of order or one of more than {MAX_HELD} \
+                             (malformed message)"
+                        );
+                        break Err(Refusal::new(ErrorCode::BadRequest, why).into());
+                    }
+                },
+                Ok(Message::TreeEnd { entries, bytes: 0 }) if entries == frames => break Ok(()),
                 Ok(other) => {
                     let why = format!(
                         "expected a skip run within the tree's {entries} entries, or the end \
@@ -184,7 +199,11 @@ impl Session {
                         }
                         size
                     }
-                    ToSend::Stream { entry, file } => {
+                    ToSend::Stream {
+                        entry,
+                        file,
+                        held: None,
+                    } => {
                         let (size, cached) = (file.size(), file.cached_digest());
                         conn.queue(&Message::TreeEntry(TreeEntry {
                             digest: cached,
@@ -195,6 +214,34 @@ impl Session {
                             conn.send_body(file, size, cached, &mut |_| {}).await?;
                         self.remember_digest(file, digest, cached).await;
                         size
+                    }
+                    // The client holds a partial of it: from where that
+                    // ends, as for a GetFrom (§5.13).
+                    ToSend::Stream {
+                        entry,
+                        file,
+                        held: Some(prefix),
+                    } => {
+                        let (size, cached) = (file.size(), file.cached_digest());
+                        let (from, reason) = match prefix.len < size {
+                            true => (prefix, ResumeReason::Resumed),
+                            false => (Prefix::none(), ResumeReason::Unproven),
+                        };
+                        conn.queue(&Message::TreeEntry(TreeEntry {
+                            digest: cached,
+                            ..entry
+                        }))?;
+                        conn.queue(&Message::Sending {
+                            size,
+                            modified: file.modified(),
+                            offset: from.len,
+                            reason,
+                        })?;
+                        let (file, digest, _) = conn
+                            .send_body_from(file, size, &from, cached, &mut |_| {})
+                            .await?;
+                        self.remember_digest(file, digest, cached).await;
+                        size - from.len
                     }
                 };
                 files += 1;
@@ -255,10 +302,13 @@ enum ToSend {
         /// The digest the store had at hand, which the entry carries.
         cached: Option<Digest>,
     },
-    /// A larger file, opened, to be streamed.
+    /// A larger file, or one the client holds a partial of, opened, to be
+    /// streamed.
     Stream {
         entry: TreeEntry,
         file: store::ReadFile,
+        /// What the client holds of it.
+        held: Option<Prefix>,
     },
 }
 
@@ -311,8 +361,13 @@ fn next_to_send(
                     turn.end = Some(file_changed(&format!("{:?} changed size", entry.path)));
                     break;
                 }
-                if entry.size > transport::WHOLE_BODY {
-                    turn.sends.push(ToSend::Stream { entry, file });
+                let partial = skips.held(index - 1).cloned();
+                if entry.size > transport::WHOLE_BODY || partial.is_some() {
+                    turn.sends.push(ToSend::Stream {
+                        entry,
+                        file,
+                        held: partial,
+                    });
                     break;
                 }
                 let Some((body, digest)) = file.read_whole()? else {
