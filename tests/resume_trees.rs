@@ -75,8 +75,13 @@ fn kept(root: &Path) -> Vec<String> {
 /// Puts `photos` from `here` through a relay that cuts it after [`CUT`]
 /// bytes; checks that it failed, and waits for the server to report it.
 fn cut_put(server: &TestServer, args: &[&str]) {
+    cut_put_at(server, args, CUT);
+}
+
+/// [`cut_put`], cut after `cut` bytes.
+fn cut_put_at(server: &TestServer, args: &[&str], cut: u64) {
     let reports = server.reports().len();
-    let relay = Relay::start(server.addr(), Framing::Opaque, Cut::After(Way::Up, CUT));
+    let relay = Relay::start(server.addr(), Framing::Opaque, Cut::After(Way::Up, cut));
     let output = run(server, relay.port(), args);
     assert!(!output.status.success(), "{}", describe(&output));
     server.wait_for_reports(reports + 1);
@@ -404,4 +409,24 @@ fn the_file_a_tree_download_was_cut_in_resumes_from_its_last_step() {
         "{:?}",
         files_under(server.client_dir())
     );
+}
+
+/// Issue 14: the file a tree upload was cut in resumes from the server's
+/// last step: the next put -r skips the file before it, sends only the
+/// rest of the cut one, and the file after it; nothing is kept after.
+#[test]
+fn the_file_a_tree_upload_was_cut_in_resumes_from_its_last_step() {
+    let server = TestServer::start();
+    make_big_tree(server.client_dir());
+    cut_put_at(&server, &["put", "-r", "big"], IN_BIG_FILE);
+
+    let relay = Relay::counting(server.addr(), Framing::Opaque);
+    let output = run(&server, relay.port(), &["put", "-r", "big"]);
+    let (files, skipped) = counts(&output);
+    assert_eq!((files, skipped), (2, 1), "{}", describe(&output));
+    let rest = BIG_FILE - ferry::protocol::STEP + MIB;
+    let sent = relay.counted(Way::Up);
+    assert!(sent < rest + MIB, "sent {sent}, the rest being {rest}");
+    assert_same_tree(&server.client_dir().join("big"), &server.root().join("big"));
+    assert_eq!(kept(server.root()), Vec::<String>::new());
 }

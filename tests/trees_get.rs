@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use ferry::client::TreeHow;
-use ferry::protocol::{EntryKind, Info, Link, Message, TreeEntry};
+use ferry::protocol::{EntryKind, ErrorCode, Info, Link, Message, ResumeReason, TreeEntry};
 
 /// A modification time long past: 2001-09-09.
 const OLD: i64 = 1_000_000_000;
@@ -724,4 +724,74 @@ fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files() 
             assert_eq!(files_under(here), expected, "{case}: {}", describe(&output));
         }
     }
+}
+
+/// Issue 14: a `Held` partial of an entry the client skipped, or out of
+/// order, is a malformed message; one of a file the server cannot go on
+/// from (a prefix as long as the file) is answered by `Sending` from the
+/// start, with the reason.
+#[test]
+fn held_partials_out_of_place_are_bad_requests_and_one_too_long_is_sent_whole() {
+    let server = TestServer::start();
+    write_file(server.root(), "t/a", b"aaa");
+    write_file(server.root(), "t/b", b"bee");
+    let step = ferry::protocol::Prefix {
+        len: ferry::protocol::STEP,
+        values: vec![[1; 32]],
+    };
+    let manifest = |raw: &mut RawClient| {
+        raw.send(&Message::GetTree { source: "t".into() });
+        while !matches!(raw.recv(), Some(Message::TreeEnd { .. })) {}
+    };
+    for held in [
+        vec![(0, step.clone())],                    // skipped below
+        vec![(1, step.clone()), (1, step.clone())], // twice
+        vec![(2, step.clone())],                    // beyond the tree
+    ] {
+        let mut raw = RawClient::handshake(server.addr());
+        manifest(&mut raw);
+        raw.send(&Message::Skip { first: 0, count: 1 });
+        for (index, prefix) in held.clone() {
+            raw.send(&Message::Held { index, prefix });
+        }
+        raw.send(&Message::TreeEnd {
+            entries: 1 + held.len() as u64,
+            bytes: 0,
+        });
+        match raw.recv() {
+            Some(Message::Error { code, .. }) => assert_eq!(code, ErrorCode::BadRequest),
+            other => panic!("{held:?}: {other:?}"),
+        }
+    }
+
+    let mut raw = RawClient::handshake(server.addr());
+    manifest(&mut raw);
+    raw.send(&Message::Skip { first: 0, count: 1 });
+    raw.send(&Message::Held {
+        index: 1,
+        prefix: step,
+    });
+    raw.send(&Message::TreeEnd {
+        entries: 2,
+        bytes: 0,
+    });
+    assert!(matches!(raw.recv(), Some(Message::TreeEntry(_))));
+    let Some(Message::Sending {
+        size: 3,
+        offset: 0,
+        reason,
+        ..
+    }) = raw.recv()
+    else {
+        panic!("no sending from the start");
+    };
+    assert_eq!(reason, ResumeReason::Unproven);
+    let mut body = [0; 3];
+    raw.read_exact(&mut body);
+    assert_eq!(&body, b"bee");
+    assert!(matches!(raw.recv(), Some(Message::Trailer { .. })));
+    assert!(matches!(
+        raw.recv(),
+        Some(Message::TreeDone { files: 1, .. })
+    ));
 }

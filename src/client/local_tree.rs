@@ -654,7 +654,9 @@ fn next_child(
     prefix: &str,
 ) -> io::Result<Option<TreeEntry>> {
     loop {
-        let within = next.as_ref().and_then(|entry| entry.path.strip_prefix(prefix));
+        let within = next
+            .as_ref()
+            .and_then(|entry| entry.path.strip_prefix(prefix));
         match within {
             Some(path) => {
                 let deeper = path.contains('/');

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::walk::{LocalTree, Spooled};
 use super::{unexpected, Client, ClientError, Progress, SLOWEST_DISK_BYTES_PER_SEC};
-use crate::protocol::{EntryKind, Message, RemoteName, RequestKind, TreeEntry};
+use crate::protocol::{EntryKind, Message, Prefix, RemoteName, RequestKind, TreeEntry, MAX_HELD};
 use crate::transport::{TransportError, WHOLE_BODY};
 
 /// Entries queued between flushes of the manifest and of the digests.
@@ -76,14 +76,17 @@ impl Client {
         // The server looks at what it has, hashing files of the same size
         // unless it has their digests at hand.
         let surveying = self.timeout + disk_time(tree.bytes);
-        let candidates = self.read_runs(tree.entries, surveying).await?;
+        let (candidates, held) = self.read_runs(tree.entries, surveying).await?;
         let skipped = if candidates.is_empty() {
             Vec::new()
         } else {
             self.send_digests(tree, &candidates).await?;
-            self.read_runs(tree.entries, self.timeout).await?
+            match self.read_runs(tree.entries, self.timeout).await? {
+                (skipped, again) if again.is_empty() => skipped,
+                _ => return Err(ClientError::BadReply("held a partial too late".into())),
+            }
         };
-        let sent = self.send_bodies(tree, &skipped, progress).await?;
+        let sent = self.send_bodies(tree, &skipped, held, progress).await?;
         let syncing = self.timeout + disk_time(sent.bytes);
         match self.reply_within(syncing).await? {
             Message::TreeDone {
@@ -103,14 +106,16 @@ impl Client {
         }
     }
 
-    /// Reads `Skip` runs up to a `Proceed`; `Conflict`s and an `Error`
+    /// Reads `Skip` runs, and the `Held` partials of files to send from
+    /// where they end, up to a `Proceed`; `Conflict`s and an `Error`
     /// instead are the refusal.
     async fn read_runs(
         &mut self,
         entries: u64,
         wait: Duration,
-    ) -> Result<Vec<(u64, u64)>, ClientError> {
+    ) -> Result<(Vec<(u64, u64)>, Vec<(u64, Prefix)>), ClientError> {
         let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut held: Vec<(u64, Prefix)> = Vec::new();
         let mut conflicts = Vec::new();
         loop {
             match self.reply_within(wait).await {
@@ -124,8 +129,18 @@ impl Client {
                     }
                     runs.push((first, count));
                 }
+                Ok(Message::Held { index, prefix }) => {
+                    let after_last = held.last().is_none_or(|(last, _)| index > *last);
+                    if !after_last || index >= entries || held.len() == MAX_HELD {
+                        return Err(ClientError::BadReply(format!(
+                            "held a partial of entry {index}, out of order, beyond the tree \
+                             or one too many"
+                        )));
+                    }
+                    held.push((index, prefix));
+                }
                 Ok(Message::Conflict { name }) => conflicts.push(name),
-                Ok(Message::Proceed) => return Ok(runs),
+                Ok(Message::Proceed) => return Ok((runs, held)),
                 Ok(other) => return Err(unexpected(other, "a go-ahead for the tree")),
                 Err(ClientError::Remote { code, message }) if !conflicts.is_empty() => {
                     return Err(ClientError::RemoteConflicts {
@@ -182,7 +197,8 @@ impl Client {
         Ok(())
     }
 
-    /// Sends every entry not `skipped` with its body, then the end.
+    /// Sends every entry not `skipped` with its body, then the end; a
+    /// file `held` from where the server's partial of it ends.
     ///
     /// Directories and small files (at most [`WHOLE_BODY`]) go in batches:
     /// the files of a batch are read and hashed whole in one trip to the
@@ -192,6 +208,7 @@ impl Client {
         &mut self,
         tree: &LocalTree,
         skipped: &[(u64, u64)],
+        held: Vec<(u64, Prefix)>,
         progress: &mut dyn Progress,
     ) -> Result<TreeSent, ClientError> {
         // A first reading for the totals the progress shows.
@@ -204,6 +221,10 @@ impl Client {
                 total += entry.size;
             }
         }
+        total -= held.iter().map(|(_, prefix)| prefix.len).sum::<u64>();
+        let mut held = held.into_iter().peekable();
+        // The bytes of the files this pass names, which its end counts.
+        let mut announced = 0;
         progress.begin(total);
         progress.begin_files(files);
         let mut sent = TreeSent {
@@ -217,13 +238,20 @@ impl Client {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let mut reading: Option<Reading> = None;
+        let mut index = 0;
         while let Some(spooled) = reader.next_entry()? {
+            index += 1;
             if cursor.skips_next() {
                 continue;
             }
             entries += 1;
             let size = spooled.entry.size;
-            if spooled.entry.kind == EntryKind::Directory || size <= WHOLE_BODY {
+            announced += size;
+            let from = held
+                .next_if(|(held, _)| *held == index - 1)
+                .map_or_else(Prefix::none, |(_, prefix)| prefix);
+            let whole = from.len == 0 && size <= WHOLE_BODY;
+            if spooled.entry.kind == EntryKind::Directory || whole {
                 batch_bytes += size;
                 batch.push(spooled);
                 if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
@@ -251,7 +279,7 @@ impl Client {
             }
             self.conn.queue(&Message::TreeEntry(entry))?;
             self.conn
-                .send_body(upload.file, size, None, &mut |n| progress.advance(n))
+                .send_body_from(upload.file, size, &from, None, &mut |n| progress.advance(n))
                 .await
                 .map_err(|e| match e {
                     TransportError::SourceFailed(source) => ClientError::Local {
@@ -262,7 +290,7 @@ impl Client {
                 })?;
             progress.file_done();
             sent.files += 1;
-            sent.bytes += size;
+            sent.bytes += size - from.len;
         }
         if let Some(before) = reading.take() {
             self.send_batch(before, &mut sent, progress).await?;
@@ -274,7 +302,7 @@ impl Client {
         self.conn
             .write_message(&Message::TreeEnd {
                 entries,
-                bytes: sent.bytes,
+                bytes: announced,
             })
             .await?;
         Ok(sent)

@@ -35,8 +35,10 @@ use rustix::io::Errno;
 use super::digest_cache::{self, Stamp};
 use super::partials::{self, Owner};
 use super::{check_free_space, classify, tree, MadeDirs, WriteFile};
+use crate::partial::{Partial, Place};
 use crate::protocol::{
-    manifest_order, Digest, EntryKind, ErrorCode, Refusal, RemoteName, TreeEntry,
+    manifest_order, Digest, EntryKind, ErrorCode, Prefix, Refusal, RemoteName, TreeEntry, MAX_HELD,
+    STEP,
 };
 use crate::staging::Staged;
 
@@ -88,6 +90,17 @@ pub struct TreeWrite {
     /// The manifest's entries, kind and path, written as they are
     /// surveyed, for a resumed tree only.
     manifest: Option<BufWriter<File>>,
+    /// Whose tree this is, where it goes, and the store's root: the
+    /// partials of its large files are found by them.
+    owner: Owner,
+    target: Option<RemoteName>,
+    root: Dir,
+    /// Discard what earlier tries kept rather than go on from it.
+    restart: bool,
+    /// The partials an earlier try left of files of the manifest, proving
+    /// a prefix: manifest index, path, partial; in manifest order, at most
+    /// [`MAX_HELD`].
+    held: Vec<(u64, String, Partial)>,
     /// Where a new tree goes; `None` for a merge.
     new: Option<NewTree>,
     /// Candidates of the survey, written as they are found.
@@ -186,6 +199,11 @@ impl super::Store {
             replace,
             resumed: false,
             manifest: None,
+            owner: owner.clone(),
+            target: target.cloned(),
+            root: self.dir.try_clone().map_err(classify)?,
+            restart,
+            held: Vec::new(),
             new: None,
             spool: None,
             unspool: None,
@@ -283,6 +301,15 @@ impl TreeWrite {
         if self.resumed {
             self.spool_manifest(entry)?;
         }
+        let meets = self.meets(index, entry)?;
+        if meets == Meets::Free && entry.kind == EntryKind::File {
+            self.hold_partial(index, entry)?;
+        }
+        Ok(meets)
+    }
+
+    /// What [`TreeWrite::survey`] says `entry` meets.
+    fn meets(&mut self, index: u64, entry: &TreeEntry) -> Result<Meets, Refusal> {
         let Some(base) = &self.base else {
             return Ok(Meets::Free); // a new tree meets nothing
         };
@@ -318,6 +345,87 @@ impl TreeWrite {
             _ if self.resumed => Meets::Free,
             _ => Meets::Conflict,
         })
+    }
+
+    /// Keeps the partial an earlier try of the owner's left of the file
+    /// `entry`, at `index`, if it proves a prefix of the same source.
+    fn hold_partial(&mut self, index: u64, entry: &TreeEntry) -> Result<(), Refusal> {
+        if entry.size <= STEP || self.restart || self.held.len() == MAX_HELD {
+            return Ok(());
+        }
+        let key = partials::partial_key(&self.owner, &self.full_name(entry)?);
+        let has_record = match self.root.open_dir(partials::PARTIALS_DIR) {
+            Ok(dir) => dir.symlink_metadata(format!("{key}.rec")).is_ok(),
+            Err(_) => false,
+        };
+        if !has_record {
+            return Ok(());
+        }
+        match self.open_partial(entry, false) {
+            Ok(partial) if partial.prefix().len > 0 => {
+                self.held.push((index, entry.path.clone(), partial));
+                Ok(())
+            }
+            // Nothing proven: the body makes a partial of its own.
+            Ok(_) => Ok(()),
+            // Another upload has it: the body is met by `busy` if it
+            // still does.
+            Err(refusal) if refusal.code == ErrorCode::Busy => Ok(()),
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    /// The partials an earlier try left that prove a prefix: manifest
+    /// index, path and prefix, in manifest order.
+    pub fn held(&self) -> Vec<(u64, String, Prefix)> {
+        self.held
+            .iter()
+            .map(|(index, path, partial)| (*index, path.clone(), partial.prefix()))
+            .collect()
+    }
+
+    /// The name `entry` takes in the store.
+    fn full_name(&self, entry: &TreeEntry) -> Result<RemoteName, Refusal> {
+        let full = match &self.target {
+            Some(target) => format!("{}/{}", target.as_str(), entry.path),
+            None => entry.path.clone(),
+        };
+        Ok(RemoteName::parse(&full)?)
+    }
+
+    /// The owner's partial of the file `entry`, in the partials directory:
+    /// the one there, proven, or a new one (the old discarded, with
+    /// `restart`).
+    fn open_partial(&self, entry: &TreeEntry, restart: bool) -> Result<Partial, Refusal> {
+        let name = self.full_name(entry)?;
+        let key = partials::partial_key(&self.owner, &name);
+        let record_name = format!("{key}.rec");
+        // The directory of the partials goes when its last partial does,
+        // so it may go between its making and the partial's: made again.
+        let mut attempts = 0;
+        loop {
+            let dir = partials::partials_dir(&self.root)?;
+            let place = Place {
+                dir: &dir,
+                data_name: &key,
+                record_name: &record_name,
+                name: name.as_str(),
+                source_size: entry.size,
+                source_modified: entry.modified,
+                tidy: Some((&self.root, partials::PARTIALS_DIR)),
+            };
+            match Partial::open(&place, restart) {
+                Ok((partial, _)) => return Ok(partial),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(Refusal::new(
+                        ErrorCode::Busy,
+                        format!("another upload of {:?} is in progress", name.as_str()),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) => return Err(classify(e)),
+            }
+        }
     }
 
     fn spool_manifest(&mut self, entry: &TreeEntry) -> Result<(), Refusal> {
@@ -432,10 +540,7 @@ impl TreeWrite {
     /// found, in a merge); a file gets a hidden temporary file beside its
     /// name, to write its body to.
     pub fn enter(&mut self, entry: &TreeEntry) -> Result<Option<(TreeFile, WriteFile)>, Refusal> {
-        let (parent_path, name) = match entry.path.rsplit_once('/') {
-            Some((parent, name)) => (parent, name),
-            None => ("", entry.path.as_str()),
-        };
+        let (parent_path, name) = split(&entry.path);
         // Leave the directories this entry is not in: their contents are
         // all here.
         while let Some((path, _)) = self.chain.last() {
@@ -444,20 +549,7 @@ impl TreeWrite {
             }
             self.chain.pop();
         }
-        let parent = match self.chain.last() {
-            Some((_, dir)) => dir,
-            None if parent_path.is_empty() => self.base.as_ref().ok_or_else(not_started)?,
-            // The order check of the manifest rules this out.
-            None => {
-                return Err(Refusal::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "tree entry {:?} is not inside a directory sent before it",
-                        entry.path
-                    ),
-                ))
-            }
-        };
+        let parent = parent_in(&self.chain, self.base.as_ref(), entry)?;
         match entry.kind {
             EntryKind::Directory => {
                 let made = match parent.create_dir(name) {
@@ -527,6 +619,77 @@ impl TreeWrite {
                 Ok(Some((tree_file, WriteFile { file })))
             }
         }
+    }
+
+    /// Takes the next entry of the second pass, a file of more than a
+    /// step: the partial to receive it into, in the partials directory so
+    /// a cut keeps what came of it, and the prefix it proves already (the
+    /// one `held` offered, or none for a new partial).
+    pub fn enter_partial(&mut self, entry: &TreeEntry) -> Result<(Partial, Prefix), Refusal> {
+        let (parent_path, _) = split(&entry.path);
+        while self
+            .chain
+            .last()
+            .is_some_and(|(path, _)| path != parent_path)
+        {
+            self.chain.pop();
+        }
+        parent_in(&self.chain, self.base.as_ref(), entry)?;
+        // Those of entries passed over go: their files did not come.
+        while self
+            .held
+            .first()
+            .is_some_and(|(_, path, _)| manifest_order(path, &entry.path).is_lt())
+        {
+            self.held.remove(0);
+        }
+        if self
+            .held
+            .first()
+            .is_some_and(|(_, path, _)| *path == entry.path)
+        {
+            let (_, _, partial) = self.held.remove(0);
+            let prefix = partial.prefix();
+            return Ok((partial, prefix));
+        }
+        Ok((self.open_partial(entry, true)?, Prefix::none()))
+    }
+
+    /// Takes a file whose body arrived whole and verified in `partial`:
+    /// gives it its mode and time, remembers its digest, and gives it its
+    /// name at once (the partial is synced first).
+    pub fn received_partial(
+        &mut self,
+        partial: &Partial,
+        entry: &TreeEntry,
+        digest: &Digest,
+    ) -> Result<(), Refusal> {
+        let file = partial.file();
+        rustix::fs::fchmod(file, Mode::from_raw_mode(entry.mode & 0o777))
+            .map_err(|e| classify(e.into()))?;
+        let time = timespec(entry.modified);
+        let times = Timestamps {
+            last_access: time,
+            last_modification: time,
+        };
+        rustix::fs::futimens(file, &times).map_err(|e| classify(e.into()))?;
+        if let Ok(stamp) = Stamp::of(file) {
+            digest_cache::remember(file, &stamp, digest);
+        }
+        let parent = parent_in(&self.chain, self.base.as_ref(), entry)?;
+        let name = Path::new(split(&entry.path).1);
+        partial
+            .commit(parent, name, self.replaces())
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Refusal::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "{:?} was taken meanwhile; ferry never overwrites",
+                        entry.path
+                    ),
+                ),
+                _ => classify(e),
+            })
     }
 
     /// Takes a file whose body arrived whole and verified: gives it its
@@ -952,6 +1115,33 @@ fn sync_filesystem(dir: &Dir, file: Option<&File>) -> Result<(), Refusal> {
         Err(e) => Err(e),
     };
     synced.map_err(|e| classify(e.into()))
+}
+
+/// The directory the entry of the second pass just entered is in: the
+/// last of `chain`, the directories entered, or `base` at the top.
+fn parent_in<'a>(
+    chain: &'a [(String, Dir)],
+    base: Option<&'a Dir>,
+    entry: &TreeEntry,
+) -> Result<&'a Dir, Refusal> {
+    match chain.last() {
+        Some((_, dir)) => Ok(dir),
+        None if !entry.path.contains('/') => base.ok_or_else(not_started),
+        // The order check of the manifest rules this out.
+        None => Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!(
+                "tree entry {:?} is not inside a directory sent before it",
+                entry.path
+            ),
+        )),
+    }
+}
+
+/// The directory part of a manifest path (`""` for the top) and its
+/// last component.
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 fn timespec(seconds: i64) -> Timespec {

@@ -10,9 +10,10 @@
 use std::time::Instant;
 
 use super::{Abort, Session};
+use crate::partial::Partial;
 use crate::protocol::{
     self, Digest, EntryKind, ErrorCode, ManifestError, ManifestOrder, Message, Refusal, RemoteName,
-    RequestKind, TreeEntry,
+    RequestKind, TreeEntry, STEP,
 };
 use crate::report::Detail;
 use crate::security::access::Grant;
@@ -97,6 +98,13 @@ impl Session {
             })
             .await?;
         conflicts.refuse_if_any(conn)?;
+        // The partials an earlier try left of files to come, before the
+        // first go-ahead: those files are sent from where they end.
+        let mut offsets = Offsets::default();
+        for (index, path, prefix) in tree.held() {
+            offsets.0.push_back((path, prefix.len));
+            conn.queue(&Message::Held { index, prefix })?;
+        }
         let mut skipped = Indices::new(entries);
         if candidates.count() > 0 {
             // The candidates are named as runs of skips, before a first
@@ -115,7 +123,7 @@ impl Session {
             entries: entries - skipped,
             bytes,
         };
-        let (files, moved) = self.receive_bodies(conn, tree, sent).await?;
+        let (files, moved) = self.receive_bodies(conn, tree, sent, offsets).await?;
         conn.write_message(&Message::TreeDone {
             files,
             skipped,
@@ -313,6 +321,7 @@ impl Session {
         conn: &mut Connection<Link>,
         tree: TreeWrite,
         sent: Sent,
+        mut offsets: Offsets,
     ) -> Result<(u64, u64), Abort> {
         let tree = self
             .blocking(move |_| {
@@ -335,6 +344,7 @@ impl Session {
             .read_bodies(
                 conn,
                 sent,
+                &mut offsets,
                 &mut writing,
                 &mut order,
                 &mut batch,
@@ -403,10 +413,12 @@ impl Session {
 
     /// The reading of [`Session::receive_bodies`]: the second pass to its
     /// `TreeEnd`, handed to the store as it comes.
+    #[allow(clippy::too_many_arguments)]
     async fn read_bodies(
         &self,
         conn: &mut Connection<Link>,
         sent: Sent,
+        offsets: &mut Offsets,
         writing: &mut Writing,
         order: &mut ManifestOrder,
         batch: &mut Batch,
@@ -423,10 +435,12 @@ impl Session {
                 )
                 .into());
             }
+            // What of a file comes: less for one sent from a partial.
+            let body = entry.size - offsets.take(&entry);
             // After a failure the rest is only read; the tree is undone at
             // the end, off the async threads.
             if writing.failure.is_some() {
-                discard(conn, &entry).await?;
+                discard(conn, &entry, body).await?;
                 continue;
             }
             let size = entry.size;
@@ -450,10 +464,15 @@ impl Session {
                     }
                     Err(broken) => return Err(Abort::Broken(broken)),
                 },
+                EntryKind::File if size > STEP => {
+                    self.receive_into_partial(conn, entry, body, writing, batch, arrived)
+                        .await?;
+                    continue;
+                }
                 EntryKind::File | EntryKind::Other => {
                     writing.settle().await;
                     let Some(open) = writing.tree.take_if(|_| writing.failure.is_none()) else {
-                        discard(conn, &entry).await?;
+                        discard(conn, &entry, body).await?;
                         continue;
                     };
                     let (before, ops) = (arrived.take(), batch.take());
@@ -487,7 +506,7 @@ impl Session {
                     };
                     match conn.recv_body(write_file, size, &mut |_| {}).await {
                         Ok((body, digest)) => {
-                            *arrived = Some(Arrived {
+                            *arrived = Some(Arrived::Temporary {
                                 file: tree_file,
                                 body,
                                 digest,
@@ -508,6 +527,104 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+impl Session {
+    /// Receives `entry`, a file of more than a step, `body` bytes of it,
+    /// into a partial: the one an earlier try left, which `Held` offered
+    /// and whose end the body goes on from, or a new one; so a cut keeps
+    /// what came of it. It takes its name with the next trip to the
+    /// store, as a file in a temporary file does.
+    async fn receive_into_partial(
+        &self,
+        conn: &mut Connection<Link>,
+        entry: TreeEntry,
+        body: u64,
+        writing: &mut Writing,
+        batch: &mut Batch,
+        arrived: &mut Option<Arrived>,
+    ) -> Result<(), Abort> {
+        writing.settle().await;
+        let Some(open) = writing.tree.take_if(|_| writing.failure.is_none()) else {
+            discard_body(conn, body).await?;
+            return Ok(());
+        };
+        let (before, ops) = (arrived.take(), batch.take());
+        let to_enter = entry.clone();
+        let (back, applied, entered) = self
+            .blocking(move |_| {
+                let mut open = open;
+                let applied = apply(&mut open, before, ops);
+                let entered = match applied {
+                    Ok(_) => open.enter_partial(&to_enter).map(Some),
+                    Err(_) => Ok(None),
+                };
+                Ok((open, applied, entered))
+            })
+            .await?;
+        writing.tree = Some(back);
+        writing.count(applied);
+        let entered = match (&writing.failure, entered) {
+            (None, Ok(entered)) => entered,
+            (None, Err(why)) => {
+                writing.fail(why);
+                None
+            }
+            (Some(_), _) => None,
+        };
+        let Some((partial, from)) = entered.filter(|(_, from)| entry.size - from.len == body)
+        else {
+            if writing.failure.is_none() {
+                // The store goes on from another prefix than the one
+                // offered: nothing to go on with.
+                writing.fail(Refusal::new(
+                    ErrorCode::Io,
+                    format!("the partial of {:?} changed meanwhile", entry.path),
+                ));
+            }
+            discard_body(conn, body).await?;
+            return Ok(());
+        };
+        match conn
+            .recv_body_from(partial.clone(), entry.size, from, &mut |_| {})
+            .await
+        {
+            Ok((_, digest)) => {
+                *arrived = Some(Arrived::Partial {
+                    partial,
+                    entry,
+                    digest,
+                    moved: body,
+                })
+            }
+            Err(TransportError::DigestMismatch) => {
+                let _ = self.blocking(move |_| Ok(partial.discard())).await;
+                writing.fail(damaged(&entry.path));
+            }
+            Err(TransportError::Sink(e)) => writing.fail(crate::store::classify(e)),
+            Err(broken) => return Err(Abort::Broken(broken)),
+        }
+        Ok(())
+    }
+}
+
+/// The files of the second pass sent from where a partial of them ends
+/// (offered with `Held`): path and offset, in manifest order.
+#[derive(Default)]
+struct Offsets(std::collections::VecDeque<(String, u64)>);
+
+impl Offsets {
+    /// Where the body of `entry` begins: the offset offered for it, or 0.
+    fn take(&mut self, entry: &TreeEntry) -> u64 {
+        match self.0.front() {
+            Some((path, offset)) if *path == entry.path => {
+                let offset = *offset;
+                self.0.pop_front();
+                offset
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -651,18 +768,46 @@ fn damaged(path: &str) -> Refusal {
 
 /// A file whose body arrived whole and verified, not yet handed to the
 /// store.
-struct Arrived {
-    file: TreeFile,
-    body: WriteFile,
-    digest: Digest,
-    size: u64,
+enum Arrived {
+    /// In a temporary file.
+    Temporary {
+        file: TreeFile,
+        body: WriteFile,
+        digest: Digest,
+        size: u64,
+    },
+    /// In a partial, `moved` bytes of it in this pass.
+    Partial {
+        partial: Partial,
+        entry: TreeEntry,
+        digest: Digest,
+        moved: u64,
+    },
 }
 
 impl Arrived {
-    /// Hands the file to the tree; its size once kept.
+    /// Hands the file to the tree; the bytes of it that came, once kept.
     fn keep(self, tree: &mut TreeWrite) -> Result<u64, Refusal> {
-        tree.received(self.file, self.body, &self.digest)?;
-        Ok(self.size)
+        match self {
+            Arrived::Temporary {
+                file,
+                body,
+                digest,
+                size,
+            } => {
+                tree.received(file, body, &digest)?;
+                Ok(size)
+            }
+            Arrived::Partial {
+                partial,
+                entry,
+                digest,
+                moved,
+            } => {
+                tree.received_partial(&partial, &entry, &digest)?;
+                Ok(moved)
+            }
+        }
     }
 }
 
@@ -678,10 +823,11 @@ async fn send_runs(conn: &mut Connection<Link>, indices: &Indices) -> Result<(),
 }
 
 /// Reads and drops what follows `entry` in the second pass: a file's body
-/// and trailer.
-async fn discard(conn: &mut Connection<Link>, entry: &TreeEntry) -> Result<(), Abort> {
+/// and trailer, `body` bytes of it (less than its size for one sent from
+/// a partial).
+async fn discard(conn: &mut Connection<Link>, entry: &TreeEntry, body: u64) -> Result<(), Abort> {
     if entry.kind == EntryKind::File {
-        discard_body(conn, entry.size).await?;
+        discard_body(conn, body).await?;
     }
     Ok(())
 }
