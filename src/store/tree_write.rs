@@ -8,8 +8,10 @@
 //! off leaves there what it verified, and the next try of the same tree
 //! by the same owner builds on it (its files are candidates for skipping,
 //! as a merge's are; anything in it may be replaced, and what the manifest
-//! does not name is removed before the rename), so a tree goes on from
-//! where it was cut. A tree whose target is a directory is merged into
+//! does not name is removed before any body), so a tree goes on from
+//! where it was cut. A file of more than a step is received into a
+//! partial of the owner's, as a PutFrom's body is, so the file a cut fell
+//! in goes on from its last step. A tree whose target is a directory is merged into
 //! it, each file atomically. Either way files are
 //! written to hidden temporary files, and take their names in batches: one
 //! `syncfs` for the batch, then the renames, then the times and modes of
@@ -85,7 +87,7 @@ pub struct TreeWrite {
     replace: bool,
     /// `base` is a new tree's staging directory kept by an earlier try:
     /// anything in it may be replaced, and what the manifest does not
-    /// name is removed at the end.
+    /// name is removed before any body.
     resumed: bool,
     /// The manifest's entries, kind and path, written as they are
     /// surveyed, for a resumed tree only.
@@ -247,9 +249,7 @@ impl super::Store {
         }
         Ok(tree)
     }
-}
 
-impl super::Store {
     /// The staging directory `key` an earlier try kept, locked; `None` if
     /// there is none, or if `restart` and it was removed.
     fn kept_staging(
