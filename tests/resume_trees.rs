@@ -409,6 +409,23 @@ fn the_file_a_tree_download_was_cut_in_resumes_from_its_last_step() {
         "{:?}",
         files_under(server.client_dir())
     );
+
+    // With --restart, what a cut kept, the big file's partial too, is
+    // thrown away: everything comes again.
+    std::fs::remove_dir_all(server.client_dir().join("big")).unwrap();
+    let relay = Relay::start(
+        server.addr(),
+        Framing::Opaque,
+        Cut::After(Way::Down, IN_BIG_FILE),
+    );
+    assert!(!run(&server, relay.port(), &["get", "-r", "big"])
+        .status
+        .success());
+    let relay = Relay::counting(server.addr(), Framing::Opaque);
+    let output = run(&server, relay.port(), &["get", "-r", "--restart", "big"]);
+    assert_eq!(counts(&output), (3, 0), "{}", describe(&output));
+    assert!(relay.counted(Way::Down) > BIG_FILE + 2 * MIB);
+    assert_same_tree(&server.root().join("big"), &server.client_dir().join("big"));
 }
 
 /// Issue 14: the file a tree upload was cut in resumes from the server's

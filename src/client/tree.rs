@@ -30,8 +30,8 @@ const CONFLICTS_SHOWN: usize = 20;
 pub struct TreeHow {
     /// Replace local files of other content, instead of refusing them.
     pub replace: bool,
-    /// Discard what an earlier try of a new tree kept, instead of going
-    /// on from it.
+    /// Discard what an earlier try kept (a new tree's hidden directory,
+    /// the partials of files), instead of going on from it.
     pub restart: bool,
 }
 
@@ -86,7 +86,8 @@ impl Client {
     ///
     /// A new tree is built in a hidden directory beside `target`; cut off,
     /// it keeps there the files verified, and the next download of it
-    /// goes on from them (skipping those that are the same), unless
+    /// goes on from them (skipping those that are the same); a file of
+    /// more than a step goes on from the partial a cut left of it. Unless
     /// `restart`.
     pub async fn get_tree(
         &mut self,
@@ -146,6 +147,8 @@ impl Client {
                 (writer, planned_on, resumed)
             }
         };
+        // A server that cannot resume would not know `Held`.
+        let offers = !restart && self.serves(RequestKind::GetFrom);
         // Hashing local files takes a while: off the async thread, so
         // Ctrl-C is heard meanwhile.
         let owned_target = target.to_owned();
@@ -154,6 +157,7 @@ impl Client {
                 dir: planned_on,
                 replace,
                 resumed,
+                offers,
             };
             let plan = plan(&mut spool, entries, on, &owned_target);
             (spool, plan)
@@ -552,6 +556,10 @@ struct Target {
     replace: bool,
     /// `dir` is a new tree's hidden directory, kept by an earlier try.
     resumed: bool,
+    /// Whether partials of files are offered to go on from: the server
+    /// can resume, and no restart was asked for (else they are
+    /// discarded as their files come).
+    offers: bool,
 }
 
 /// Decides, for each of the `entries` of `spool`, whether it is taken,
@@ -592,7 +600,7 @@ fn plan(
                     plan.files += 1;
                     plan.bytes += entry.size;
                 }
-                if entry.kind == EntryKind::File && plan.partials.len() < MAX_HELD {
+                if entry.kind == EntryKind::File && on.offers && plan.partials.len() < MAX_HELD {
                     let partial = planner
                         .partial(&entry)
                         .map_err(|e| local_at(target, &entry, e))?;
