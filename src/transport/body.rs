@@ -176,16 +176,18 @@ pub fn hash_source(
     }
 }
 
-/// Reads bytes `offset..offset + len` of `source` whole, hashing them into
-/// `hasher` unless the digest is known already.
+/// Reads bytes `offset..offset + len` of `source` whole into `chunk`, a
+/// buffer used before (so its pages are not faulted in afresh for every
+/// chunk), hashing them into `hasher` unless the digest is known already.
 pub fn read_chunk(
     source: &dyn BodySource,
     offset: u64,
     len: usize,
     size: u64,
     hasher: Option<&mut StepHasher>,
+    mut chunk: Vec<u8>,
 ) -> Result<Vec<u8>, TransportError> {
-    let mut chunk = vec![0; len];
+    chunk.resize(len, 0);
     let mut filled = 0;
     while filled < chunk.len() {
         let rest = chunk.get_mut(filled..).unwrap_or_default();

@@ -365,29 +365,32 @@ impl<S: Stream> Connection<S> {
         hash: bool,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Option<StepHasher>, TransportError> {
-        let read = |offset: u64, mut hasher: Option<StepHasher>| {
+        let read = |offset: u64, mut hasher: Option<StepHasher>, buffer: Vec<u8>| {
             let source = Arc::clone(source);
             tokio::task::spawn_blocking(move || {
                 let len = buffer_len(size - offset, CHUNK);
-                let chunk = body::read_chunk(&*source, offset, len, size, hasher.as_mut());
+                let chunk = body::read_chunk(&*source, offset, len, size, hasher.as_mut(), buffer);
                 (chunk, hasher)
             })
         };
         let mut hasher = hash.then(|| StepHasher::at(start));
-        let mut next = (size > start).then(|| read(start, hasher.take()));
+        let mut next = (size > start).then(|| read(start, hasher.take(), Vec::new()));
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
         let mut offset = start;
+        // Two buffers take turns: one is read into while the other is sent.
+        let mut spare = Vec::new();
         while let Some(reading) = next.take() {
             let (chunk, returned) = reading.await.map_err(data_path_failed)?;
             let chunk = chunk?;
             offset += chunk.len() as u64;
             if offset < size {
-                next = Some(read(offset, returned));
+                next = Some(read(offset, returned, std::mem::take(&mut spare)));
             } else {
                 hasher = returned;
             }
             self.write_paced(&chunk, &mut pace).await?;
             progress(chunk.len() as u64);
+            spare = chunk;
         }
         Ok(hasher)
     }
@@ -535,7 +538,10 @@ impl<S: Stream> Connection<S> {
     ) -> Result<Received, CutOff> {
         type Written = (FileWriter, StepHasher);
         let mut state: Written = (FileWriter::at(from.len), StepHasher::at(from.len));
-        let mut writing: Option<JoinHandle<Written>> = None;
+        // A write gives its chunk back, to be filled again: two buffers
+        // take turns, so their pages are not faulted in afresh each chunk.
+        let mut writing: Option<JoinHandle<(Written, Vec<u8>)>> = None;
+        let mut spare = Vec::new();
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
         let mut left = size - from.len - early.len() as u64;
         progress(early.len() as u64);
@@ -550,7 +556,7 @@ impl<S: Stream> Connection<S> {
         loop {
             if !chunk.is_empty() {
                 if let Some(previous) = writing.take() {
-                    state = previous.await.map_err(data_path_failed)?;
+                    (state, spare) = previous.await.map_err(data_path_failed)?;
                     written = state.0.error.is_none().then_some(state.0.offset);
                     flushing.hashed(&state.1);
                     flushing.advance(sink, state.0.offset);
@@ -561,7 +567,7 @@ impl<S: Stream> Connection<S> {
                     hasher.update(&chunk);
                     writer.reserve_ahead(&*sink, size - writer.offset);
                     writer.write(&*sink, &chunk);
-                    (writer, hasher)
+                    ((writer, hasher), chunk)
                 }));
             }
             if left == 0 || cut.is_some() {
@@ -572,7 +578,7 @@ impl<S: Stream> Connection<S> {
                 // vouched for, in case this receiver is killed before more
                 // comes.
                 if let Some(last) = writing.take() {
-                    state = last.await.map_err(data_path_failed)?;
+                    (state, spare) = last.await.map_err(data_path_failed)?;
                     written = state.0.error.is_none().then_some(state.0.offset);
                     flushing.hashed(&state.1);
                 }
@@ -585,9 +591,11 @@ impl<S: Stream> Connection<S> {
                     }
                 }
             }
-            let mut next = Vec::with_capacity(buffer_len(left, CHUNK));
+            let mut next = std::mem::take(&mut spare);
+            next.clear();
+            let want = buffer_len(left, CHUNK);
             let filled = self
-                .fill_or_pause(&mut next, &mut pace, pausing, paused.take())
+                .fill_or_pause(&mut next, want, &mut pace, pausing, paused.take())
                 .await;
             left -= next.len() as u64;
             progress(next.len() as u64);
@@ -598,7 +606,7 @@ impl<S: Stream> Connection<S> {
             }
         }
         if let Some(last) = writing.take() {
-            state = last.await.map_err(data_path_failed)?;
+            (state, _) = last.await.map_err(data_path_failed)?;
             flushing.hashed(&state.1);
         }
         let (writer, hasher) = state;
@@ -646,29 +654,33 @@ impl<S: Stream> Connection<S> {
         chunk: &mut Vec<u8>,
         pace: &mut Pace,
     ) -> Result<(), TransportError> {
-        self.fill_or_pause(chunk, pace, false, None).await?;
+        let want = chunk.capacity();
+        self.fill_or_pause(chunk, want, pace, false, None).await?;
         Ok(())
     }
 
-    /// [`Connection::fill_paced`], going on with `waiting`, a wait the
-    /// peer paused in, if given. If `pausing`, a wait in which the peer
-    /// sends nothing for [`IDLE`] is cut short and given back, `chunk`
-    /// short, for the caller to put the pause to use and then go on with
-    /// it: its stall limit still runs from when it began.
+    /// [`Connection::fill_paced`] up to `want` bytes, going on with
+    /// `waiting`, a wait the peer paused in, if given. If `pausing`, a wait
+    /// in which the peer sends nothing for [`IDLE`] is cut short and given
+    /// back, `chunk` short, for the caller to put the pause to use and then
+    /// go on with it: its stall limit still runs from when it began.
     async fn fill_or_pause(
         &mut self,
         chunk: &mut Vec<u8>,
+        want: usize,
         pace: &mut Pace,
         pausing: bool,
         mut waiting: Option<Stall>,
     ) -> Result<Option<Stall>, TransportError> {
-        while chunk.len() < chunk.capacity() {
+        // Room for all of it at once, so every read can fill what came.
+        chunk.reserve(want.saturating_sub(chunk.len()));
+        while chunk.len() < want {
             let (stall, may_pause) = match waiting.take() {
                 Some(stall) => (stall, false),
                 None => (Stall::from_now(self.stall_limit), pausing),
             };
-            let want = (chunk.capacity() - chunk.len()) as u64;
-            let mut body = (&mut self.stream).take(want);
+            let rest = (want - chunk.len()) as u64;
+            let mut body = (&mut self.stream).take(rest);
             // Cancel-safe: a read given up reads nothing.
             let read = stall.within(body.read_buf(chunk));
             let read = if may_pause {
