@@ -447,3 +447,53 @@ fn the_file_a_tree_upload_was_cut_in_resumes_from_its_last_step() {
     assert_same_tree(&server.client_dir().join("big"), &server.root().join("big"));
     assert_eq!(kept(server.root()), Vec::<String>::new());
 }
+
+/// A client that, offered a partial of a file, then sends that file's
+/// entry shorter than the partial is told `bad-request`; the server
+/// neither panics nor reads a body of a wrapped-around length.
+#[test]
+fn a_held_file_sent_shorter_than_its_partial_is_a_bad_request() {
+    use ferry::protocol::{EntryKind, ErrorCode, Message, TreeEntry};
+    let server = TestServer::start();
+    make_big_tree(server.client_dir());
+    cut_put_at(&server, &["put", "-r", "big"], IN_BIG_FILE);
+    let modified = |name: &str| {
+        let path = server.client_dir().join("big").join(name);
+        let time = std::fs::metadata(path).unwrap().modified().unwrap();
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let file = |name: &str, size: u64| {
+        Message::TreeEntry(TreeEntry {
+            kind: EntryKind::File,
+            size,
+            mode: 0o644,
+            modified: modified(name),
+            digest: None,
+            path: name.to_owned(),
+        })
+    };
+    let mut raw = RawClient::handshake(server.addr());
+    raw.send(&Message::PutTree {
+        target: "big".into(),
+        replace: false,
+        top: None,
+        restart: false,
+    });
+    raw.send(&file("b.bin", BIG_FILE));
+    raw.send(&Message::TreeEnd {
+        entries: 1,
+        bytes: BIG_FILE,
+    });
+    let Some(Message::Held { index: 0, prefix }) = raw.recv() else {
+        panic!("no partial held");
+    };
+    assert_eq!(prefix.len, ferry::protocol::STEP);
+    assert_eq!(raw.recv(), Some(Message::Proceed));
+    raw.send(&file("b.bin", 1));
+    match raw.recv() {
+        Some(Message::Error { code, .. }) => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("{other:?}"),
+    }
+}

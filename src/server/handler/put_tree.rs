@@ -435,8 +435,14 @@ impl Session {
                 )
                 .into());
             }
-            // What of a file comes: less for one sent from a partial.
-            let body = entry.size - offsets.take(&entry);
+            // What of a file comes: less for one sent from a partial, which
+            // the entry must still be longer than.
+            let Some(body) = entry.size.checked_sub(offsets.take(&entry)) else {
+                return Err(bad_request(
+                    "a file sent from where its partial ends is shorter than that",
+                )
+                .into());
+            };
             // After a failure the rest is only read; the tree is undone at
             // the end, off the async threads.
             if writing.failure.is_some() {
