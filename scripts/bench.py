@@ -20,13 +20,16 @@ for --only:
                     fingerprint), socat (-b131072, the reference of every
                     ratio), socat-default, nc, iperf3, rsync, scp, sftp,
                     http, dufs (needs --dufs); `ferry` selects both ferry
-                    modes
+                    modes, and with both a table gives TLS MB/s / plain
+                    MB/s per size and direction, met or NOT met against
+                    issue 15's goal of 0.80 at 1 GiB
   latency           ferry `list` (plain) against spawning /bin/true plus one
                     TCP round trip
   concurrent        N ferry clients (plain) at once, each with its own 1 MiB
                     file
-  idle-memory       ferry server (plain) RSS with 1,000 idle handshaken
-                    connections
+  idle-memory       ferry server RSS with 1,000 idle handshaken
+                    connections, plain and TLS (the TLS handshake done,
+                    then ferry's; no request)
   transfer-memory   ferry client (plain) peak RSS, big file against a 1 MiB
                     one
   trees             put -r and get -r of two trees to a new name: 10,000
@@ -100,6 +103,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -160,6 +164,10 @@ LATENCY_RUNS = 200
 IDLE_CONNECTIONS = 1000
 IDLE_RSS_GOAL_MIB = 64
 LATENCY_RATIO_GOAL = 2
+# Goal of issue 15: at this size, ferry (TLS) at least this share of ferry
+# (plain)'s speed, both ways.
+TLS_PLAIN_RATIO_GOAL = 0.80
+TLS_PLAIN_GOAL_SIZE = GIB
 CONCURRENT_FILE_SIZE = MIB
 
 
@@ -237,11 +245,12 @@ TRANSFER_REPORT = re.compile(
     r"(?: \(proved by reading ([0-9.]+) MiB of the partial again\))?)?$")
 # The handshake of protocol version 3 (src/protocol, PROTOCOL.md §2): each
 # side's preamble, the client's Hello with an empty token (a u32 length, tag
-# 0x05, an empty u16-prefixed string), and the server's Welcome (tag 0x24)
-# listing the eight request tags it serves.
+# 0x05, an empty u16-prefixed string), and the tag of the server's Welcome,
+# whose fields (a u8 count, then that many request tags) grow with the
+# requests the server serves (PROTOCOL.md §9).
 FERRY_PREAMBLE = b"FERRY\x00\x00\x03"
 FERRY_ANONYMOUS_HELLO = b"\x00\x00\x00\x03\x05\x00\x00"
-FERRY_WELCOME = b"\x00\x00\x00\x0a\x24\x08\x01\x02\x03\x04\x06\x07\x08\x09"
+FERRY_WELCOME_TAG = 0x24
 # From README.md: with -q a failed client prints nothing, so its exit code is
 # all a failure report has to go on.
 FERRY_EXIT_CODES = {
@@ -1290,35 +1299,48 @@ class Bench:
         return time.perf_counter() - started, [proc.returncode for proc in procs]
 
     def idle_memory(self):
-        """Server VmRSS fresh, then VmRSS and VmHWM with IDLE_CONNECTIONS
-        connections that completed the handshake, in KiB."""
+        """Per ferry mode, "plain" and "TLS": the server's VmRSS fresh, then
+        VmRSS and VmHWM with IDLE_CONNECTIONS connections that completed the
+        handshake (over TLS, the TLS handshake and then ferry's), in KiB."""
+        return {"plain": self.idle_memory_of(tls=False), "TLS": self.idle_memory_of(tls=True)}
+
+    def idle_memory_of(self, tls):
+        """idle_memory for one mode: one server, IDLE_CONNECTIONS connections
+        opened one after another, each waiting for its Welcome, so that no
+        more than one handshake is ever in progress (--max-handshakes-per-ip
+        does not come into it)."""
+        mode = "tls" if tls else "plain"
         # All from 127.0.0.1: more than one address may hold by default
-        # (--max-per-ip 256, issue 12).
-        server = self.start_ferry(WORK_DIR / "idle-root", LOG_DIR / "ferry-idle.log",
-                                  extra_args=["--max-per-ip", str(IDLE_CONNECTIONS)])
+        # (--max-per-ip 256, issue 12). --max-connections is 1000 by default,
+        # given all the same so that the case does not hang on that default.
+        server = self.start_ferry(WORK_DIR / "idle-root", LOG_DIR / f"ferry-idle-{mode}.log",
+                                  tls=tls,
+                                  extra_args=["--max-per-ip", str(IDLE_CONNECTIONS),
+                                              "--max-connections", str(IDLE_CONNECTIONS)])
+        context = idle_tls_context() if tls else None
         connections = []
         try:
             rss_fresh, _ = process_memory_kib(server.proc.pid)
             for _ in range(IDLE_CONNECTIONS):
-                conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                conn = open_idle_connection(server, context)
                 connections.append(conn)
                 conn.sendall(FERRY_PREAMBLE + FERRY_ANONYMOUS_HELLO)
-                expected = FERRY_PREAMBLE + FERRY_WELCOME
-                reply = receive_exactly(conn, len(expected))
-                if reply != expected:
-                    raise BenchError(f"ferry answered the preamble and hello with {reply!r},"
-                                     f" not {expected!r}")
+                reply = receive_welcome(conn)
+                if reply is not None:
+                    raise BenchError(f"ferry ({mode}) answered the preamble and hello with"
+                                     f" {reply!r}, not its preamble and a Welcome"
+                                     + log_tail(server.log_path))
             # Lets the server settle whatever it does after a handshake.
             time.sleep(1)
             if server.proc.poll() is not None:
-                raise BenchError("ferry server died holding idle connections"
+                raise BenchError(f"ferry server ({mode}) died holding idle connections"
                                  + log_tail(server.log_path))
             rss_idle, hwm_idle = process_memory_kib(server.proc.pid)
         finally:
             for conn in connections:
                 conn.close()
             self.procs.stop(server.proc)
-        log(f"  server VmRSS {rss_fresh / 1024:.1f} MiB fresh,"
+        log(f"  {mode} server VmRSS {rss_fresh / 1024:.1f} MiB fresh,"
             f" {rss_idle / 1024:.1f} MiB with {IDLE_CONNECTIONS} idle connections")
         return rss_fresh, rss_idle, hwm_idle
 
@@ -1661,6 +1683,59 @@ class Bench:
         return timing
 
 
+def idle_tls_context():
+    """A client context for the idle TLS connections: TLS 1.3 only, as
+    ferry speaks. Certificate verification is off: ferry's identity is a
+    self-signed certificate that no CA vouches for, which its client pins
+    by fingerprint instead; open_idle_connection compares that fingerprint
+    itself."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def open_idle_connection(server, context):
+    """A connection to server, plain, or with context through the TLS
+    handshake, the server's certificate checked against the fingerprint in
+    its start line, as `ferry client --fingerprint` would."""
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    # As ferry's own client does (src/transport/link.rs). Without it, over
+    # TLS the Hello waits behind the unacknowledged Finished for the server's
+    # delayed ACK, 40 ms a connection.
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if context is None:
+        return conn
+    try:
+        conn = context.wrap_socket(conn)
+    except BaseException:
+        conn.close()
+        raise
+    fingerprint = hashlib.sha256(conn.getpeercert(binary_form=True)).hexdigest()
+    if fingerprint != server.fingerprint:
+        conn.close()
+        raise BenchError(f"the TLS server showed a certificate of fingerprint {fingerprint},"
+                         f" not {server.fingerprint} of its start line")
+    return conn
+
+
+def receive_welcome(conn):
+    """Reads the server's answer to the preamble and an empty Hello: None
+    if it is ferry's preamble and a Welcome, else the bytes read."""
+    head = receive_exactly(conn, len(FERRY_PREAMBLE) + 4)
+    if len(head) < len(FERRY_PREAMBLE) + 4 or not head.startswith(FERRY_PREAMBLE):
+        return head
+    length = int.from_bytes(head[len(FERRY_PREAMBLE):], "big")
+    # Frame lengths are 1..=16384 (PROTOCOL.md §3); refuse the rest unread.
+    if not 2 <= length <= 16384:
+        return head
+    frame = receive_exactly(conn, length)
+    if len(frame) < length or frame[0] != FERRY_WELCOME_TAG or frame[1] != length - 2:
+        return head + frame
+    return None
+
+
 def receive_exactly(conn, count):
     """Up to count bytes: fewer only if the peer closed."""
     data = b""
@@ -1765,6 +1840,35 @@ def peer_summary(medians):
                    else "NOT met: " + ", ".join(slower))
         text += f"\n\nferry (TLS) faster than scp and sftp in every row: {verdict}"
     return text
+
+
+def tls_over_plain(medians):
+    """ferry (TLS) against ferry (plain), both --ferry-bin's, row by row:
+    both medians and TLS MB/s / plain MB/s (plain median / TLS median), so
+    below 1 TLS is the slower; at TLS_PLAIN_GOAL_SIZE, issue 15's goal.
+    Empty unless both modes were measured."""
+    sizes = sorted({size for _, _, size in medians}, reverse=True)
+    rows = []
+    for size in sizes:
+        for direction in ("put", "get"):
+            plain_s, tls_s = (medians.get((name, direction, size)) for name in FERRY_METHODS)
+            if plain_s is None or tls_s is None:
+                continue
+            ratio = plain_s / tls_s
+            rows.append([direction, human_size(size), f"{plain_s:.4f}", f"{tls_s:.4f}",
+                         f"{ratio:.2f}",
+                         goal_word(ratio >= TLS_PLAIN_RATIO_GOAL)
+                         if size == TLS_PLAIN_GOAL_SIZE else ""])
+    if not rows:
+        return ""
+    return ("ferry (TLS) against ferry (plain), both measured in this run: plain median /"
+            " TLS median, which is TLS MB/s / plain MB/s, so below 1 TLS is the slower."
+            f" Issue 15's goal, for {human_size(TLS_PLAIN_GOAL_SIZE)} only: TLS at least"
+            f" {TLS_PLAIN_RATIO_GOAL:.2f} times plain's speed.\n\n"
+            + markdown_table(["direction", "size", "plain median s", "TLS median s",
+                              "TLS MB/s / plain MB/s",
+                              f"goal: TLS >= {TLS_PLAIN_RATIO_GOAL:.2f} x plain"],
+                             rows, right_aligned=(2, 3, 4)))
 
 
 def baseline_comparison(medians):
@@ -1983,9 +2087,10 @@ def report(args, sections):
                 ["method", "direction", "size", "median s", "min-max s", "MB/s",
                  "ratio to socat -b131072", "CPU s"],
                 sections["transfers"], right_aligned=(3, 5, 6, 7)))
-        comparison = baseline_comparison(sections["transfer-medians"])
-        if comparison:
-            parts.append(comparison)
+        for comparison in (tls_over_plain(sections["transfer-medians"]),
+                           baseline_comparison(sections["transfer-medians"])):
+            if comparison:
+                parts.append(comparison)
         summary = peer_summary(sections["transfer-medians"])
         if summary:
             parts.append(summary)
@@ -2033,14 +2138,14 @@ def report(args, sections):
     if "resume" in sections:
         parts.append(resume_table(*sections["resume"]))
     memory_rows = []
-    if "idle-memory" in sections:
-        rss_fresh, rss_idle, hwm_idle = (kib / 1024 for kib in sections["idle-memory"])
+    for mode, kib in sections.get("idle-memory", {}).items():
+        rss_fresh, rss_idle, hwm_idle = (value / 1024 for value in kib)
         memory_rows += [
-            ["ferry server (plain) VmRSS, fresh", f"{rss_fresh:.1f}"],
-            [f"ferry server (plain) VmRSS, {IDLE_CONNECTIONS} idle connections"
+            [f"ferry server ({mode}) VmRSS, fresh", f"{rss_fresh:.1f}"],
+            [f"ferry server ({mode}) VmRSS, {IDLE_CONNECTIONS} idle connections"
              f" (goal < {IDLE_RSS_GOAL_MIB}: {goal_word(rss_idle < IDLE_RSS_GOAL_MIB)})",
              f"{rss_idle:.1f}"],
-            [f"ferry server (plain) VmHWM, {IDLE_CONNECTIONS} idle connections",
+            [f"ferry server ({mode}) VmHWM, {IDLE_CONNECTIONS} idle connections",
              f"{hwm_idle:.1f}"],
         ]
     memory_rows += sections.get("transfer-memory", [])

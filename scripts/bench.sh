@@ -7,6 +7,9 @@
 #                    [--baseline-bin PATH]
 #
 # --only ferry runs both ferry modes; ferry-plain or ferry-tls runs one.
+# With both, a table gives TLS MB/s / plain MB/s for each size and direction.
+# --only idle-memory holds 1,000 idle connections on a plain server, then on
+# a TLS one (TLS and ferry handshakes done, no request).
 # --only trees runs put -r and get -r of whole trees (10,000 x 4 KiB and
 # 100 x 10 MiB; --quick scales them down) against rsync -r, tar + socat and
 # scp -r; ferry rows say "not supported by this build" for a ferry without -r.
