@@ -317,10 +317,11 @@ impl Session {
                 continue;
             }
             let started = Instant::now();
-            match self
-                .handle(&mut conn, message, &grant, &owner, started)
-                .await
-            {
+            // Boxed: the future of a request's handling is large (a tree's
+            // second pass holds a body's receive within it), and an idle
+            // connection should not hold that much memory while it waits.
+            let handled = Box::pin(self.handle(&mut conn, message, &grant, &owner, started));
+            match handled.await {
                 Ok(detail) => self.report(subject, name, Outcome::Ok(detail)),
                 Err(Abort::Refused(refusal)) => {
                     if !self.refuse(&mut conn, Some((subject, name)), refusal).await {
