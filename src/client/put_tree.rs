@@ -221,7 +221,13 @@ impl Client {
                 total += entry.size;
             }
         }
-        total -= held.iter().map(|(_, prefix)| prefix.len).sum::<u64>();
+        // What the server holds already does not come again (a server's
+        // prefixes are checked as each file is sent).
+        let held_bytes = held
+            .iter()
+            .map(|(_, prefix)| prefix.len)
+            .fold(0, u64::saturating_add);
+        total = total.saturating_sub(held_bytes);
         let mut held = held.into_iter().peekable();
         // The bytes of the files this pass names, which its end counts.
         let mut announced = 0;
