@@ -20,6 +20,7 @@ use tokio_rustls::Connect;
 
 use super::Fingerprint;
 use crate::protocol::MAGIC;
+use crate::transport::Batched;
 
 /// Why the TLS handshake failed.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ pub async fn connect_tls(
     tcp: TcpStream,
     host: &str,
     expected: Option<Fingerprint>,
-) -> Result<(TlsStream<TcpStream>, Fingerprint), TlsFailure> {
+) -> Result<(TlsStream<Batched>, Fingerprint), TlsFailure> {
     let provider = super::provider();
     let verifier = Arc::new(PinVerifier {
         expected,
@@ -62,7 +63,8 @@ pub async fn connect_tls(
     let name = ServerName::try_from(host.to_owned())
         .unwrap_or_else(|_| ServerName::from(std::net::IpAddr::from([0, 0, 0, 0])));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let (connected, reply) = handshake_keeping_reply(connector.connect(name, tcp)).await;
+    let (connected, reply) =
+        handshake_keeping_reply(connector.connect(name, Batched::new(tcp))).await;
     let seen = *verifier.seen.lock().unwrap_or_else(PoisonError::into_inner);
     match (connected, seen) {
         (Ok(stream), Some(seen)) => Ok((stream, seen)),
@@ -83,8 +85,8 @@ pub async fn connect_tls(
 /// if they are not TLS, they tell what answered instead. They are peeked
 /// before the handshake reads them, so rustls still sees every byte.
 async fn handshake_keeping_reply(
-    mut connect: Connect<TcpStream>,
-) -> (io::Result<TlsStream<TcpStream>>, Vec<u8>) {
+    mut connect: Connect<Batched>,
+) -> (io::Result<TlsStream<Batched>>, Vec<u8>) {
     let mut reply = [0; MAGIC.len()];
     let mut peeked = None;
     let connected = std::future::poll_fn(|cx| {
@@ -93,7 +95,7 @@ async fn handshake_keeping_reply(
         // for the rest of the turn, so rustls reads nothing unpeeked. (With
         // I/O driven on another thread, bytes landing between the two calls
         // could slip by: the message is then the one for a stranger.)
-        if let (None, Some(tcp)) = (peeked, connect.get_ref()) {
+        if let (None, Some(tcp)) = (peeked, connect.get_ref().map(Batched::tcp)) {
             if let Poll::Ready(result) = tcp.poll_peek(cx, &mut ReadBuf::new(&mut reply)) {
                 peeked = Some(result.unwrap_or(0));
             }

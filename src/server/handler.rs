@@ -23,7 +23,7 @@ use crate::protocol::{
 use crate::report::{Detail, Outcome, Report, Reporter, Start, Subject};
 use crate::security::access::Grant;
 use crate::store::{self, Owner, Store};
-use crate::transport::{self, Connection, Link, TransportError, TLS_HANDSHAKE_BYTE};
+use crate::transport::{self, Batched, Connection, Link, TransportError, TLS_HANDSHAKE_BYTE};
 
 /// Listing entries are read from the directory and sent in batches of
 /// this many: the most a listing holds in memory at once.
@@ -201,7 +201,7 @@ impl Session {
                     ));
                 }
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-                match acceptor.accept(stream).await {
+                match acceptor.accept(Batched::new(stream)).await {
                     Ok(tls) => Link::Tls(Box::new(tls.into())),
                     Err(e) => {
                         let unopened = Unopened::new(FailureKind::TlsError, tls_failure(&e));

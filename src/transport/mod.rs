@@ -38,7 +38,7 @@ use crate::protocol::{
 };
 pub use chunked::Streamed;
 pub use ends::{BodySink, BodySource, Discard};
-pub use link::{tune, Link, Stream};
+pub use link::{tune, Batched, Link, Stream};
 pub use pump::PrefixCheck;
 pub use whole::WHOLE_BODY;
 

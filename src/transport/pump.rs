@@ -219,8 +219,13 @@ impl<S: Stream> Connection<S> {
                     .await
             }
             None => {
-                self.recv_chunks(&sink, early, &from, size, &mut flushing, progress)
-                    .await
+                // Through TLS: the ciphertext comes in large reads.
+                self.stream.batch_reads(true);
+                let received = self
+                    .recv_chunks(&sink, early, &from, size, &mut flushing, progress)
+                    .await;
+                self.stream.batch_reads(false);
+                received
             }
         };
         // Cut off or not, no sync or checkpoint outlives the receive.
