@@ -98,7 +98,7 @@ const BATCH: usize = 256 * 1024;
 
 /// The TCP socket under TLS. rustls reads at most one record (16 KiB)
 /// from it at a time, which costs a system call a record; while a body
-/// arrives, this reads up to [`BATCH`] bytes at once into a buffer of its
+/// arrives, this reads up to 256 KiB (`BATCH`) at once into a buffer of its
 /// own and hands them on from there. The buffer is there only while it
 /// batches (and until what it holds is read), so an idle connection holds
 /// none.
