@@ -476,38 +476,12 @@ impl Session {
                     continue;
                 }
                 EntryKind::File | EntryKind::Other => {
-                    writing.settle().await;
-                    let Some(open) = writing.tree.take_if(|_| writing.failure.is_none()) else {
-                        discard(conn, &entry, body).await?;
-                        continue;
-                    };
-                    let (before, ops) = (arrived.take(), batch.take());
                     let path = entry.path.clone();
-                    let (back, applied, entered) = self
-                        .blocking(move |_| {
-                            let mut open = open;
-                            let applied = apply(&mut open, before, ops);
-                            let entered = match applied {
-                                Ok(_) => open.enter(&entry),
-                                Err(_) => Ok(None),
-                            };
-                            Ok((open, applied, entered))
-                        })
+                    let entered = self
+                        .apply_then(writing, arrived, batch, move |tree| tree.enter(&entry))
                         .await?;
-                    writing.tree = Some(back);
-                    writing.count(applied);
-                    let entered = match (&writing.failure, entered) {
-                        (None, Ok(entered)) => entered,
-                        (None, Err(why)) => {
-                            writing.fail(why);
-                            None
-                        }
-                        (Some(_), _) => None,
-                    };
                     let Some((tree_file, write_file)) = entered else {
-                        if writing.failure.is_some() {
-                            discard_body(conn, size).await?;
-                        }
+                        discard_body(conn, body).await?;
                         continue;
                     };
                     match conn.recv_body(write_file, size, &mut |_| {}).await {
@@ -537,6 +511,45 @@ impl Session {
 }
 
 impl Session {
+    /// Hands the store, in one trip to the blocking pool, the file that
+    /// arrived before and the batch waiting, then `enter`s the next file
+    /// of the second pass. `None` after a failure, this one or an earlier
+    /// one: the body is to be discarded.
+    async fn apply_then<T: Send + 'static>(
+        &self,
+        writing: &mut Writing,
+        arrived: &mut Option<Arrived>,
+        batch: &mut Batch,
+        enter: impl FnOnce(&mut TreeWrite) -> Result<Option<T>, Refusal> + Send + 'static,
+    ) -> Result<Option<T>, Abort> {
+        writing.settle().await;
+        let Some(open) = writing.tree.take_if(|_| writing.failure.is_none()) else {
+            return Ok(None);
+        };
+        let (before, ops) = (arrived.take(), batch.take());
+        let (back, applied, entered) = self
+            .blocking(move |_| {
+                let mut open = open;
+                let applied = apply(&mut open, before, ops);
+                let entered = match applied {
+                    Ok(_) => enter(&mut open),
+                    Err(_) => Ok(None),
+                };
+                Ok((open, applied, entered))
+            })
+            .await?;
+        writing.tree = Some(back);
+        writing.count(applied);
+        Ok(match (&writing.failure, entered) {
+            (None, Ok(entered)) => entered,
+            (None, Err(why)) => {
+                writing.fail(why);
+                None
+            }
+            (Some(_), _) => None,
+        })
+    }
+
     /// Receives `entry`, a file of more than a step, `body` bytes of it,
     /// into a partial: the one an earlier try left, which `Held` offered
     /// and whose end the body goes on from, or a new one; so a cut keeps
@@ -551,34 +564,12 @@ impl Session {
         batch: &mut Batch,
         arrived: &mut Option<Arrived>,
     ) -> Result<(), Abort> {
-        writing.settle().await;
-        let Some(open) = writing.tree.take_if(|_| writing.failure.is_none()) else {
-            discard_body(conn, body).await?;
-            return Ok(());
-        };
-        let (before, ops) = (arrived.take(), batch.take());
         let to_enter = entry.clone();
-        let (back, applied, entered) = self
-            .blocking(move |_| {
-                let mut open = open;
-                let applied = apply(&mut open, before, ops);
-                let entered = match applied {
-                    Ok(_) => open.enter_partial(&to_enter).map(Some),
-                    Err(_) => Ok(None),
-                };
-                Ok((open, applied, entered))
+        let entered = self
+            .apply_then(writing, arrived, batch, move |tree| {
+                tree.enter_partial(&to_enter).map(Some)
             })
             .await?;
-        writing.tree = Some(back);
-        writing.count(applied);
-        let entered = match (&writing.failure, entered) {
-            (None, Ok(entered)) => entered,
-            (None, Err(why)) => {
-                writing.fail(why);
-                None
-            }
-            (Some(_), _) => None,
-        };
         let Some((partial, from)) = entered.filter(|(_, from)| entry.size - from.len == body)
         else {
             if writing.failure.is_none() {
