@@ -601,16 +601,7 @@ impl TreeWrite {
                 } else {
                     Staged::create(dir, Path::new(name))
                 };
-                let (staged, file) = created.map_err(|e| match e.kind() {
-                    io::ErrorKind::AlreadyExists => Refusal::new(
-                        ErrorCode::AlreadyExists,
-                        format!(
-                            "{:?} was taken meanwhile; ferry never overwrites",
-                            entry.path
-                        ),
-                    ),
-                    _ => classify(e),
-                })?;
+                let (staged, file) = created.map_err(|e| taken_meanwhile(e, entry))?;
                 let tree_file = TreeFile {
                     staged,
                     mode: entry.mode & 0o777,
@@ -664,32 +655,12 @@ impl TreeWrite {
         entry: &TreeEntry,
         digest: &Digest,
     ) -> Result<(), Refusal> {
-        let file = partial.file();
-        rustix::fs::fchmod(file, Mode::from_raw_mode(entry.mode & 0o777))
-            .map_err(|e| classify(e.into()))?;
-        let time = timespec(entry.modified);
-        let times = Timestamps {
-            last_access: time,
-            last_modification: time,
-        };
-        rustix::fs::futimens(file, &times).map_err(|e| classify(e.into()))?;
-        if let Ok(stamp) = Stamp::of(file) {
-            digest_cache::remember(file, &stamp, digest);
-        }
+        settle_file(partial.file(), entry.mode & 0o777, entry.modified, digest)?;
         let parent = parent_in(&self.chain, self.base.as_ref(), entry)?;
         let name = Path::new(split(&entry.path).1);
         partial
             .commit(parent, name, self.replaces())
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => Refusal::new(
-                    ErrorCode::AlreadyExists,
-                    format!(
-                        "{:?} was taken meanwhile; ferry never overwrites",
-                        entry.path
-                    ),
-                ),
-                _ => classify(e),
-            })
+            .map_err(|e| taken_meanwhile(e, entry))
     }
 
     /// Takes a file whose body arrived whole and verified: gives it its
@@ -705,19 +676,9 @@ impl TreeWrite {
             mode,
             modified,
         } = tree_file;
-        rustix::fs::fchmod(&body.file, Mode::from_raw_mode(mode))
-            .map_err(|e| classify(e.into()))?;
-        let time = timespec(modified);
-        let times = Timestamps {
-            last_access: time,
-            last_modification: time,
-        };
-        rustix::fs::futimens(&body.file, &times).map_err(|e| classify(e.into()))?;
-        if let Ok(stamp) = Stamp::of(&body.file) {
-            digest_cache::remember(&body.file, &stamp, digest);
-            if stamp.size() >= crate::staging::EARLY_WRITEBACK {
-                crate::staging::start_writeback(&body.file);
-            }
+        let stamp = settle_file(&body.file, mode, modified, digest)?;
+        if stamp.is_some_and(|stamp| stamp.size() >= crate::staging::EARLY_WRITEBACK) {
+            crate::staging::start_writeback(&body.file);
         }
         self.batch.push(staged);
         self.last_file = Some(body.file);
@@ -1135,6 +1096,43 @@ fn parent_in<'a>(
                 entry.path
             ),
         )),
+    }
+}
+
+/// Gives a verified file of the tree its mode and time and remembers its
+/// digest; its stamp then, if it could be taken.
+fn settle_file(
+    file: &File,
+    mode: u32,
+    modified: i64,
+    digest: &Digest,
+) -> Result<Option<Stamp>, Refusal> {
+    rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(|e| classify(e.into()))?;
+    let time = timespec(modified);
+    let times = Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    rustix::fs::futimens(file, &times).map_err(|e| classify(e.into()))?;
+    let stamp = Stamp::of(file).ok();
+    if let Some(stamp) = &stamp {
+        digest_cache::remember(file, stamp, digest);
+    }
+    Ok(stamp)
+}
+
+/// The refusal for a name of the tree `entry` that was taken meanwhile,
+/// or for another failure `error` to give it its name.
+fn taken_meanwhile(error: io::Error, entry: &TreeEntry) -> Refusal {
+    match error.kind() {
+        io::ErrorKind::AlreadyExists => Refusal::new(
+            ErrorCode::AlreadyExists,
+            format!(
+                "{:?} was taken meanwhile; ferry never overwrites",
+                entry.path
+            ),
+        ),
+        _ => classify(error),
     }
 }
 
