@@ -300,6 +300,15 @@ fn run_counted(server: &TestServer, args: &[&str], way: Way, began: &Began) -> u
     run_counted_seen(server, args, way, began, began)
 }
 
+/// Asserts that `name` on `server` is a copy of `source` and that no
+/// partial is left; removes the copy, for the next case.
+fn assert_uploaded_then_clear(server: &TestServer, name: &str, source: &Path) {
+    let copy = server.root().join(name);
+    assert_same_file(&copy, source);
+    std::fs::remove_file(copy).unwrap();
+    assert_eq!(server_partials(server.root()), Vec::<String>::new());
+}
+
 /// Asserts that a transfer cut off after `cut` bytes, to begin again as
 /// `began`, kept a partial whose record, `record`, vouches for where it
 /// will begin; or kept none, if it is to begin from the start.
@@ -343,10 +352,7 @@ fn a_put_cut_off_at_any_offset_resumes_and_sends_at_most_the_rest_and_a_step() {
             sent <= rest + STEP + FRAMES,
             "cut at {cut}: the resume sent {sent} bytes of a body that had {rest} to go"
         );
-        let copy = server.root().join(&name);
-        assert_same_file(&copy, &source);
-        std::fs::remove_file(copy).unwrap();
-        assert_eq!(server_partials(server.root()), Vec::<String>::new());
+        assert_uploaded_then_clear(&server, &name, &source);
     }
 }
 
@@ -669,10 +675,7 @@ fn a_put_resumed_on_a_damaged_partial_sends_again_what_is_not_proven() {
             sent <= to_send(began, SMALL) + FRAMES,
             "{what}: sent {sent}"
         );
-        let copy = server.root().join(&name);
-        assert_same_file(&copy, &source);
-        std::fs::remove_file(copy).unwrap();
-        assert_eq!(server_partials(server.root()), Vec::<String>::new());
+        assert_uploaded_then_clear(&server, &name, &source);
     }
 }
 
@@ -755,10 +758,7 @@ fn a_put_of_a_changed_source_starts_over_saying_why() {
             client_at("127.0.0.1", relay.port(), &args),
         );
         assert_began(&ok_line(&output), &began);
-        let copy = server.root().join(&name);
-        assert_same_file(&copy, &source);
-        std::fs::remove_file(copy).unwrap();
-        assert_eq!(server_partials(server.root()), Vec::<String>::new());
+        assert_uploaded_then_clear(&server, &name, &source);
         // The server saw the source change; or the resumed body failed its
         // digest, and the client sent it all once more.
         let sent = relay.counted(Way::Up);
@@ -833,22 +833,13 @@ fn restart_discards_the_partial_and_starts_over() {
     assert_eq!(client_partials(here), Vec::<String>::new());
 }
 
-const ALICE: &str = "alice-token-6f1d93b2c8e04a75";
-const BOB: &str = "bob-token-0c2e8d4a9b7f1e36";
-
 /// Issue 14: a partial is bound to the token that made it. Another token
 /// cannot resume it, see it or list it, and its own put of the name
 /// leaves it be; a client without a token is not let in at all. The
 /// owner resumes it after all that.
 #[test]
 fn another_token_cannot_resume_see_or_list_a_partial() {
-    let keys = tempfile::tempdir().unwrap();
-    let tokens = write_file(
-        keys.path(),
-        "tokens",
-        format!("{ALICE} rw\n{BOB} rw\n").as_bytes(),
-    );
-    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (_keys, tokens) = alice_and_bob_token_file();
     // No penalty for the refused client without a token below: the
     // address would be refused for a while after it (tests/flood.rs).
     let mut server = BinaryServer::start(&[

@@ -160,20 +160,11 @@ fn restart_puts_a_new_tree_from_the_start() {
     assert_eq!(kept(server.root()), Vec::<String>::new());
 }
 
-const ALICE: &str = "alice-token-6f1d93b2c8e04a75";
-const BOB: &str = "bob-token-0c2e8d4a9b7f1e36";
-
 /// What one token's try kept is not another's to go on from: Bob's put of
 /// the same tree sends it all, and leaves Alice's be.
 #[test]
 fn another_token_does_not_go_on_from_a_kept_tree() {
-    let keys = tempfile::tempdir().unwrap();
-    let tokens = write_file(
-        keys.path(),
-        "tokens",
-        format!("{ALICE} rw\n{BOB} rw\n").as_bytes(),
-    );
-    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (_keys, tokens) = alice_and_bob_token_file();
     let mut server = BinaryServer::start(&["--token-file", tokens.to_str().unwrap()]);
     let here = tempfile::tempdir().unwrap();
     make_photos(here.path());

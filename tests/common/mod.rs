@@ -1117,3 +1117,21 @@ fn pump(
         state.counted[way as usize].fetch_add(allowed, SeqCst);
     }
 }
+
+/// Two tokens with the right to read and write, for tests of what one
+/// token may see of another's.
+pub const ALICE: &str = "alice-token-6f1d93b2c8e04a75";
+pub const BOB: &str = "bob-token-0c2e8d4a9b7f1e36";
+
+/// A token file granting [`ALICE`] and [`BOB`] `rw`, private as a server
+/// requires; the directory holding it goes when the first is dropped.
+pub fn alice_and_bob_token_file() -> (TempDir, PathBuf) {
+    let keys = tempfile::tempdir().unwrap();
+    let tokens = write_file(
+        keys.path(),
+        "tokens",
+        format!("{ALICE} rw\n{BOB} rw\n").as_bytes(),
+    );
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    (keys, tokens)
+}
