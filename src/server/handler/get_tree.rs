@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use super::{Abort, Session, ENTRIES_PER_BATCH};
 use crate::protocol::{
-    Digest, EntryKind, ErrorCode, Message, Prefix, Refusal, RemoteName, ResumeReason, TreeEntry,
-    MAX_HELD,
+    Digest, EntryKind, ErrorCode, Message, Prefix, Refusal, RemoteName, TreeEntry, MAX_HELD,
 };
 use crate::report::Detail;
 use crate::server::skips::Skips;
@@ -222,26 +221,15 @@ impl Session {
                         file,
                         held: Some(prefix),
                     } => {
-                        let (size, cached) = (file.size(), file.cached_digest());
-                        let (from, reason) = match prefix.len < size {
-                            true => (prefix, ResumeReason::Resumed),
-                            false => (Prefix::none(), ResumeReason::Unproven),
-                        };
                         conn.queue(&Message::TreeEntry(TreeEntry {
-                            digest: cached,
+                            digest: file.cached_digest(),
                             ..entry
                         }))?;
-                        conn.queue(&Message::Sending {
-                            size,
-                            modified: file.modified(),
-                            offset: from.len,
-                            reason,
-                        })?;
-                        let (file, digest, _) = conn
-                            .send_body_from(file, size, &from, cached, &mut |_| {})
-                            .await?;
-                        self.remember_digest(file, digest, cached).await;
-                        size - from.len
+                        // The client checked that the file is the
+                        // manifest's, which its partial was made of.
+                        let size = file.size();
+                        let (offset, _) = self.send_from(conn, file, prefix, true).await?;
+                        size - offset
                     }
                 };
                 files += 1;

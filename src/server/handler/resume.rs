@@ -8,7 +8,7 @@ use super::{Abort, Session};
 use crate::partial::Found;
 use crate::protocol::{Message, Prefix, RemoteName, ResumeReason, STEP};
 use crate::report::{Detail, Start};
-use crate::store::Owner;
+use crate::store::{Owner, ReadFile};
 use crate::transport::{Connection, Link, PrefixCheck, TransportError};
 
 /// What a resumable put asks for, besides the name.
@@ -97,14 +97,33 @@ impl Session {
     ) -> Result<Detail, Abort> {
         let name = RemoteName::parse(name)?;
         let file = self.blocking(move |store| store.open_read(&name)).await?;
-        let (size, modified, cached) = (file.size(), file.modified(), file.cached_digest());
-        let offered = asked.prefix.len;
+        let (size, modified) = (file.size(), file.modified());
         let same_file = asked.size == size && asked.modified == modified;
-        let (from, reason) = match offered {
+        let (offset, reason) = self.send_from(conn, file, asked.prefix, same_file).await?;
+        Ok(Detail::Transfer {
+            bytes: size - offset,
+            elapsed: started.elapsed(),
+            start: start_for(reason, offset, 0),
+        })
+    }
+
+    /// Sends `file` from where the client's partial, proving `offered`,
+    /// ends, if it can go on from there (`same_file`: the partial was made
+    /// of this file as it is now), otherwise whole (§5.13): `Sending`, the
+    /// bytes, the trailer. Gives back where the bytes began, and why.
+    pub(super) async fn send_from(
+        &self,
+        conn: &mut Connection<Link>,
+        file: ReadFile,
+        offered: Prefix,
+        same_file: bool,
+    ) -> Result<(u64, ResumeReason), Abort> {
+        let (size, modified, cached) = (file.size(), file.modified(), file.cached_digest());
+        let (from, reason) = match offered.len {
             0 => (Prefix::none(), ResumeReason::New),
             _ if !same_file => (Prefix::none(), ResumeReason::SourceChanged),
-            _ if offered >= size => (Prefix::none(), ResumeReason::Unproven),
-            _ => (asked.prefix, ResumeReason::Resumed),
+            len if len >= size => (Prefix::none(), ResumeReason::Unproven),
+            _ => (offered, ResumeReason::Resumed),
         };
         debug_assert_eq!(from.len % STEP, 0);
         conn.queue(&Message::Sending {
@@ -122,11 +141,7 @@ impl Session {
             // side says why.
             tracing::info!("the client's partial of a get did not match the file's first bytes");
         }
-        Ok(Detail::Transfer {
-            bytes: size - from.len,
-            elapsed: started.elapsed(),
-            start: start_for(reason, from.len, 0),
-        })
+        Ok((from.len, reason))
     }
 }
 
