@@ -24,14 +24,14 @@ for --only:
                     MB/s per size and direction, met or NOT met against
                     issue 15's goal of 0.80 at 1 GiB
   latency           ferry `list` (plain) against spawning /bin/true plus one
-                    TCP round trip
+                    TCP round trip; the same `list` over TLS beside it
   concurrent        N ferry clients (plain) at once, each with its own 1 MiB
                     file
   idle-memory       ferry server RSS with 1,000 idle handshaken
                     connections, plain and TLS (the TLS handshake done,
                     then ferry's; no request)
-  transfer-memory   ferry client (plain) peak RSS, big file against a 1 MiB
-                    one
+  transfer-memory   ferry client peak RSS, plain and TLS, big file against a
+                    1 MiB one
   trees             put -r and get -r of two trees to a new name: 10,000
                     files of 4 KiB and 100 files of 10 MiB (--quick: 2,000
                     and 20), in a few subdirectories; ferry (plain and TLS)
@@ -163,6 +163,8 @@ ALL_CASES = [name for name in METHODS if name not in BASELINE_METHODS.values()] 
 LATENCY_RUNS = 200
 IDLE_CONNECTIONS = 1000
 IDLE_RSS_GOAL_MIB = 64
+# Issue 15: a client's peak RSS, whatever the file size, plain or TLS.
+CLIENT_RSS_GOAL_MIB = 16
 LATENCY_RATIO_GOAL = 2
 # Goal of issue 15: at this size, ferry (TLS) at least this share of ferry
 # (plain)'s speed, both ways.
@@ -1173,14 +1175,22 @@ class Bench:
         """
         if not os.access("/usr/bin/time", os.X_OK):
             raise BenchError("transfer-memory needs /usr/bin/time (Debian package time)")
-        server = self.start_ferry(self.root, LOG_DIR / "ferry-memory.log")
         peak_file = WORK_DIR / "peak-rss"
+        rows = []
+        for tls in (False, True):
+            rows += self.transfer_memory_of(big_label, tls, peak_file)
+        return rows
+
+    def transfer_memory_of(self, big_label, tls, peak_file):
+        """transfer_memory's rows for one mode."""
+        mode = "TLS" if tls else "plain"
+        server = self.start_ferry(self.root, LOG_DIR / f"ferry-memory-{mode}.log", tls=tls)
         rows = []
         try:
             for label in ("1MiB", big_label):
                 source = self.sources[label]
                 for direction in ("put", "get"):
-                    what = f"ferry client (plain) {direction} {human_size(source.size)}"
+                    what = f"ferry client ({mode}) {direction} {human_size(source.size)}"
                     if direction == "put":
                         output = self.root / f"put-memory-{label}"
                         request = ["put", source.path, output.name]
@@ -1200,7 +1210,9 @@ class Bench:
                     remove_file(output)
                     peak_mib = int(peak_file.read_text().split()[-1]) / 1024
                     log(f"  {what}: peak RSS {peak_mib:.1f} MiB")
-                    rows.append([f"{what}, peak RSS", f"{peak_mib:.1f}"])
+                    goal = goal_word(peak_mib < CLIENT_RSS_GOAL_MIB)
+                    rows.append([f"{what}, peak RSS (goal < {CLIENT_RSS_GOAL_MIB}: {goal})",
+                                 f"{peak_mib:.1f}"])
         finally:
             self.procs.stop(server.proc)
         return rows
@@ -1212,7 +1224,17 @@ class Bench:
         (root / "notes").mkdir(parents=True)
         for name in ("a.txt", "b.txt", "notes/c.txt"):
             (root / name).write_text(f"{name}\n")
-        server = self.start_ferry(root, LOG_DIR / "ferry-latency.log")
+        ferry_s, tls_s = (self.median_list(root, tls) for tls in (False, True))
+        true_s = self.median_spawn(["/bin/true"])
+        rtt_s = median_tcp_round_trip()
+        log(f"  ferry list {ferry_s * 1e3:.3f} ms (TLS {tls_s * 1e3:.3f} ms),"
+            f" /bin/true {true_s * 1e3:.3f} ms, TCP round trip {rtt_s * 1e3:.3f} ms")
+        return ferry_s, tls_s, true_s, rtt_s
+
+    def median_list(self, root, tls):
+        """Median ferry `list` of root, plain or over TLS (handshake
+        included), after one run that checks what it prints."""
+        server = self.start_ferry(root, LOG_DIR / f"ferry-latency-{tls}.log", tls=tls)
         command = self.ferry_client(server) + ["list"]
         try:
             listing = subprocess.run([str(part) for part in command], env=self.ferry_env,
@@ -1220,14 +1242,9 @@ class Bench:
             if listing.returncode != 0 or listing.stdout.split() != ["a.txt", "b.txt", "notes/"]:
                 raise BenchError(f"ferry list exited with {listing.returncode}, printed"
                                  f" {listing.stdout!r}, stderr {listing.stderr!r}")
-            ferry_s = self.median_spawn(command, env=self.ferry_env)
+            return self.median_spawn(command, env=self.ferry_env)
         finally:
             self.procs.stop(server.proc)
-        true_s = self.median_spawn(["/bin/true"])
-        rtt_s = median_tcp_round_trip()
-        log(f"  ferry list {ferry_s * 1e3:.3f} ms, /bin/true {true_s * 1e3:.3f} ms,"
-            f" TCP round trip {rtt_s * 1e3:.3f} ms")
-        return ferry_s, true_s, rtt_s
 
     def median_spawn(self, command, env=None):
         """Median wall time from start to exit, every command spawned the
@@ -2095,11 +2112,13 @@ def report(args, sections):
         if summary:
             parts.append(summary)
     if "latency" in sections:
-        ferry_s, true_s, rtt_s = sections["latency"]
+        ferry_s, tls_s, true_s, rtt_s = sections["latency"]
         ratio = ferry_s / (true_s + rtt_s)
         parts.append(markdown_table(
             [f"no-data request, median of {LATENCY_RUNS}", "ms"],
             [["`ferry client --plain -q list`", f"{ferry_s * 1e3:.3f}"],
+             ["`ferry client -q --fingerprint … list` (TLS, handshake included)",
+              f"{tls_s * 1e3:.3f}"],
              ["spawn `/bin/true`", f"{true_s * 1e3:.3f}"],
              ["TCP round trip (connect, 1 byte echoed)", f"{rtt_s * 1e3:.3f}"],
              [f"ratio ferry / (true + round trip), goal <= {LATENCY_RATIO_GOAL}:"
