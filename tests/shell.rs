@@ -820,3 +820,25 @@ fn tab_completes_a_remote_name_in_the_directory_being_typed() {
     );
     assert_eq!(terminal.quit_at_prompt(2), Some(0));
 }
+
+#[test]
+fn tab_lists_a_remote_directory_once_a_line() {
+    let server = TestServer::start();
+    write_file(server.root(), "abc.txt", b"c");
+    write_file(server.root(), "abd.txt", b"d");
+    let mut terminal = Terminal::open(&server);
+    terminal.shown("ferry> ", 1);
+    // Four Tabs on the line: the common part, the list, and after `c`
+    // the whole name; one listing for all.
+    terminal.type_keys("stat a\t\t\tc\t\r");
+    terminal.shown("stat \"abc.txt\" ok", 1);
+    let reports = server.wait_for_reports(2);
+    let listings = reports
+        .iter()
+        .filter(|report| {
+            report.subject == ferry::report::Subject::Request(ferry::protocol::RequestKind::List)
+        })
+        .count();
+    assert_eq!(listings, 1, "{reports:#?}");
+    assert_eq!(terminal.quit_at_prompt(2), Some(0));
+}

@@ -99,7 +99,13 @@ impl<'a> Input<'a> {
         if std::io::stdin().is_terminal() {
             let config = rustyline::Config::builder()
                 .max_history_size(history::MAX_ENTRIES)
-                .map(|config| config.auto_add_history(false).build());
+                .map(|config| {
+                    config
+                        .auto_add_history(false)
+                        // As bash and sftp: the common part, then a list.
+                        .completion_type(rustyline::CompletionType::List)
+                        .build()
+                });
             match config.and_then(Editor::with_config) {
                 Ok(mut editor) => {
                     editor.set_helper(Some(ShellHelper::new(runtime)));
