@@ -107,7 +107,7 @@ fn help_lists_the_commands_and_end_of_input_quits() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     for command in [
         "put", "get", "list", "delete", "quit", "upld", "dwld", "delf", "mkdir", "rmdir", "rename",
-        "mv", "stat",
+        "mv", "stat", "cd", "pwd", "lcd", "lpwd", "lls", "!COMMAND",
     ] {
         assert!(
             stdout.contains(command),
@@ -150,11 +150,23 @@ struct Terminal {
     child: std::process::Child,
     screen: std::sync::Arc<std::sync::Mutex<String>>,
     keyboard: std::process::ChildStdin,
+    /// A home made for this terminal alone, kept until it goes.
+    _home: Option<tempfile::TempDir>,
 }
 
 impl Terminal {
-    /// The shell of `server`'s client, on a pty.
+    /// The shell of `server`'s client, on a pty, with a home of its own
+    /// (so its history file is the test's).
     fn open(server: &TestServer) -> Terminal {
+        let home = tempfile::tempdir().unwrap();
+        let mut terminal = Terminal::open_with_home(server, home.path());
+        terminal._home = Some(home);
+        terminal
+    }
+
+    /// The shell of `server`'s client, on a pty, run in the client
+    /// directory with `home` as HOME and no XDG_STATE_HOME.
+    fn open_with_home(server: &TestServer, home: &std::path::Path) -> Terminal {
         let shell = format!(
             "{} client 127.0.0.1 {} --plain",
             env!("CARGO_BIN_EXE_ferry"),
@@ -162,6 +174,9 @@ impl Terminal {
         );
         let mut child = std::process::Command::new("script")
             .args(["-qec", &shell, "/dev/null"])
+            .current_dir(server.client_dir())
+            .env("HOME", home)
+            .env_remove("XDG_STATE_HOME")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -183,6 +198,7 @@ impl Terminal {
             child,
             screen,
             keyboard,
+            _home: None,
         }
     }
 
@@ -208,6 +224,11 @@ impl Terminal {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Types `keys` as they are, without Enter.
+    fn type_keys(&mut self, keys: &str) {
+        self.keyboard.write_all(keys.as_bytes()).unwrap();
     }
 
     fn type_line(&mut self, line: &str) {
@@ -552,4 +573,272 @@ fn a_one_shot_put_leaves_local_globs_to_the_users_shell() {
     let output = server.run_client(&["put", "*.txt"]);
     assert_exit(&output, 1);
     assert!(server.root_files().is_empty(), "{}", describe(&output));
+}
+
+// The shell as sftp's (issue 16): remote and local working directories,
+// `~`, `!`, history between sessions and Tab completion.
+
+/// Runs the shell of `server`'s client with `script` piped in, HOME set to
+/// `home` and no XDG_STATE_HOME.
+fn run_shell_at_home(
+    server: &TestServer,
+    home: &std::path::Path,
+    script: &str,
+) -> std::process::Output {
+    let mut child = server
+        .client(&[])
+        .env("HOME", home)
+        .env_remove("XDG_STATE_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn after_cd_names_are_taken_from_the_remote_directory_and_pwd_shows_it() {
+    let server = TestServer::start();
+    write_file(server.root(), "d/e/x.txt", b"in e");
+    write_file(server.root(), "top.txt", b"top");
+    write_file(server.client_dir(), "up.txt", b"up");
+    let script = "pwd
+cd d/e
+pwd
+list
+get x.txt
+put up.txt
+get ../../top.txt
+cd ..
+pwd
+cd /
+pwd
+";
+    let output = server.run_shell(script);
+    assert_exit(&output, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "/\n/d/e\nx.txt\n/d\n/\n",
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        std::fs::read(server.client_dir().join("x.txt")).unwrap(),
+        b"in e"
+    );
+    assert!(server.client_dir().join("top.txt").exists());
+    assert_eq!(
+        std::fs::read(server.root().join("d/e/up.txt")).unwrap(),
+        b"up",
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn cd_to_a_missing_directory_or_a_file_fails_and_stays_put() {
+    let server = TestServer::start();
+    write_file(server.root(), "d/f.txt", b"f");
+    let output = server.run_shell("cd d\ncd nosuch\ncd f.txt\npwd\n");
+    assert_exit(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cd /d/nosuch: no such file or directory"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        stderr.contains("cd /d/f.txt: not a directory"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "/d\n");
+}
+
+#[test]
+fn lcd_moves_where_gets_land_and_lpwd_and_lls_show_it() {
+    let server = TestServer::start();
+    write_file(server.root(), "x.txt", b"x");
+    write_file(server.client_dir(), "here/b.txt", b"bb");
+    write_file(server.client_dir(), "here/a/inner", b"");
+    let script = "lcd here\nget x.txt\nlpwd\nlls\nlls -l a/..\nlcd nosuch\n";
+    let output = server.run_shell(script);
+    assert_exit(&output, 1);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("here/x.txt")).unwrap(),
+        b"x",
+        "{}",
+        describe(&output)
+    );
+    let here = server.client_dir().join("here").canonicalize().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some(here.to_str().unwrap()), "{stdout}");
+    assert_eq!(
+        lines.by_ref().take(3).collect::<Vec<_>>(),
+        ["a/", "b.txt", "x.txt"]
+    );
+    let long: Vec<&str> = lines.collect();
+    assert_eq!(long.len(), 3, "{stdout}");
+    assert!(
+        long[1].trim_start().starts_with("2 ") && long[1].ends_with("  b.txt"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("lcd nosuch:"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn a_leading_tilde_in_a_local_path_is_the_home_directory() {
+    let server = TestServer::start();
+    let home = tempfile::tempdir().unwrap();
+    write_file(home.path(), "h1.txt", b"h1");
+    write_file(home.path(), "h2.txt", b"h2");
+    write_file(server.root(), "r.txt", b"r");
+    let script =
+        "put ~/h1.txt\nput ~/h2*.txt copy.txt\nget r.txt ~/got.txt\nput '~/h1.txt'\nlcd ~\nlpwd\n";
+    let output = run_shell_at_home(&server, home.path(), script);
+    // Only the quoted `~` fails: there is no directory `~` here.
+    assert_exit(&output, 1);
+    assert_eq!(
+        server.root_files(),
+        ["copy.txt", "h1.txt", "r.txt"],
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        std::fs::read(server.root().join("copy.txt")).unwrap(),
+        b"h2"
+    );
+    assert_eq!(std::fs::read(home.path().join("got.txt")).unwrap(), b"r");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim_end(),
+        home.path().to_str().unwrap()
+    );
+}
+
+#[test]
+fn a_bang_runs_a_local_command_and_says_how_it_failed() {
+    let server = TestServer::start();
+    let output = server.run_shell("!echo hi\n! exit 3\n");
+    assert_exit(&output, 1);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hi\n",
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("exit 3: exit status 3"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn on_a_terminal_the_prompt_shows_the_remote_directory() {
+    let server = TestServer::start();
+    write_file(server.root(), "pets/cat.jpg", b"c");
+    let mut terminal = Terminal::open(&server);
+    terminal.shown("ferry> ", 1);
+    terminal.type_line("cd pets");
+    terminal.shown("ferry:/pets> ", 1);
+    terminal.type_line("cd ..");
+    assert_eq!(terminal.quit_at_prompt(2), Some(0));
+}
+
+#[test]
+fn history_is_kept_between_sessions_in_a_file_of_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start();
+    let home = tempfile::tempdir().unwrap();
+    write_file(server.root(), "remembered.txt", b"r");
+
+    let mut first = Terminal::open_with_home(&server, home.path());
+    first.shown("ferry> ", 1);
+    first.type_line("stat remembered.txt");
+    first.shown("stat \"remembered.txt\" ok", 1);
+    assert_eq!(first.quit_at_prompt(2), Some(0));
+
+    let file = home.path().join(".local/state/ferry/history");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+
+    let mut second = Terminal::open_with_home(&server, home.path());
+    second.shown("ferry> ", 1);
+    // Up, then Enter: the command of the first session again.
+    second.type_keys("\x1b[A\r");
+    second.shown("stat \"remembered.txt\" ok", 1);
+    assert_eq!(second.quit_at_prompt(2), Some(0));
+}
+
+#[test]
+fn tab_completes_a_command() {
+    let server = TestServer::start();
+    let mut terminal = Terminal::open(&server);
+    terminal.shown("ferry> ", 1);
+    // `lpw` alone is no command; completed, it prints where the shell is.
+    terminal.type_keys("lpw\t\r");
+    let here = server.client_dir().canonicalize().unwrap();
+    terminal.shown(&format!("\n{}", here.display()), 1);
+    assert_eq!(terminal.quit_at_prompt(2), Some(0));
+}
+
+#[test]
+fn tab_completes_a_local_path() {
+    let server = TestServer::start();
+    write_file(server.client_dir(), "my report.txt", b"local");
+    let mut terminal = Terminal::open(&server);
+    terminal.shown("ferry> ", 1);
+    terminal.type_keys("put my\t\r");
+    terminal.shown("put \"my report.txt\" ok", 1);
+    assert_eq!(server.root_files(), ["my report.txt"]);
+    assert_eq!(terminal.quit_at_prompt(2), Some(0));
+}
+
+#[test]
+fn tab_completes_a_remote_name_in_the_directory_being_typed() {
+    let server = TestServer::start();
+    write_file(server.root(), "my dir/inner file.txt", b"remote");
+    let mut terminal = Terminal::open(&server);
+    terminal.shown("ferry> ", 1);
+    terminal.type_keys("get my\tin\t\r");
+    terminal.shown("get \"my dir/inner file.txt\" ok", 1);
+    assert_eq!(
+        std::fs::read(server.client_dir().join("inner file.txt")).unwrap(),
+        b"remote"
+    );
+    assert_eq!(terminal.quit_at_prompt(2), Some(0));
+}
+
+#[test]
+fn tab_lists_a_remote_directory_once_a_line() {
+    let server = TestServer::start();
+    write_file(server.root(), "abc.txt", b"c");
+    write_file(server.root(), "abd.txt", b"d");
+    let mut terminal = Terminal::open(&server);
+    terminal.shown("ferry> ", 1);
+    // Four Tabs on the line: the common part, the list, and after `c`
+    // the whole name; one listing for all.
+    terminal.type_keys("stat a\t\t\tc\t\r");
+    terminal.shown("stat \"abc.txt\" ok", 1);
+    let reports = server.wait_for_reports(2);
+    let listings = reports
+        .iter()
+        .filter(|report| {
+            report.subject == ferry::report::Subject::Request(ferry::protocol::RequestKind::List)
+        })
+        .count();
+    assert_eq!(listings, 1, "{reports:#?}");
+    assert_eq!(terminal.quit_at_prompt(2), Some(0));
 }

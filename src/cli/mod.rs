@@ -1,14 +1,19 @@
 //! The command line: clap types, and dispatch to the server, a one-shot
 //! request or the interactive shell.
 
+mod completion;
 mod get_tree;
+mod history;
+mod local;
 mod local_glob;
 mod output;
 mod put_plan;
+mod remote_dir;
 mod report_queue;
 mod request;
 mod serve;
 mod shell;
+mod shell_helper;
 mod shell_words;
 
 use std::io::Write;

@@ -1,9 +1,10 @@
 //! The interactive shell (seed 002's CONN/UPLD/LIST/DWLD/DELF/QUIT client):
-//! one connection kept across commands, line editing and history on a
-//! terminal, plain line reading from a pipe.
+//! one connection kept across commands, remote and local working
+//! directories, line editing, Tab completion and a history kept between
+//! sessions on a terminal, plain line reading from a pipe.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -11,17 +12,23 @@ use ferry::client::Client;
 use ferry::protocol::{EntryKind, Link, RemoteName};
 use ferry::report::{escape_controls, Detail, Subject};
 use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::Editor;
 use tokio::runtime::Runtime;
 
+use super::completion::{self, WordKind};
+use super::remote_dir::RemoteDir;
 use super::request::{self, describe, perform, prepare, CommandError, Settings};
+use super::shell_helper::ShellHelper;
+use super::shell_words::Word;
 use super::Request;
-use super::{local_glob, shell_words};
+use super::{history, local, local_glob, shell_words};
 
 /// One line typed into the shell.
 #[derive(Debug, Parser)]
 #[command(
     multicall = true,
-    about = "Commands (any case; names with spaces in quotes):"
+    about = "Commands (any case; names with spaces in quotes; !COMMAND runs COMMAND here through sh, ! alone a shell):"
 )]
 struct ShellLine {
     #[command(subcommand)]
@@ -35,46 +42,118 @@ enum ShellCommand {
     /// Connect to the server again.
     #[command(visible_alias = "conn")]
     Connect,
+    /// Change the remote working directory, which names are taken from
+    /// (`/` alone or no directory: the served directory).
+    Cd {
+        /// The directory on the server.
+        dir: Option<String>,
+    },
+    /// Print the remote working directory.
+    Pwd,
+    /// Change the local working directory [default: the home directory].
+    Lcd {
+        /// The local directory.
+        dir: Option<PathBuf>,
+    },
+    /// Print the local working directory.
+    Lpwd,
+    /// List the local working directory, or a directory here.
+    // -h is --human-readable, as in `ls -lh`; help is --help alone.
+    #[command(
+        disable_help_flag = true,
+        arg(clap::Arg::new("help")
+            .long("help")
+            .action(clap::ArgAction::Help)
+            .help("Print help"))
+    )]
+    Lls {
+        /// Show size and modification time.
+        #[arg(short)]
+        long: bool,
+        /// With -l, sizes as `ls -lh` shows them.
+        #[arg(short = 'h', long)]
+        human_readable: bool,
+        /// The local directory [default: the working directory].
+        dir: Option<PathBuf>,
+    },
     /// Leave the shell (Ctrl-D works too).
     #[command(visible_alias = "exit")]
     Quit,
 }
 
 /// Where command lines come from.
-enum Input {
-    /// A terminal: line editing, history, prompts, confirmations.
-    Terminal(rustyline::DefaultEditor),
+enum Input<'a> {
+    /// A terminal: line editing, completion, history, prompts,
+    /// confirmations.
+    Terminal {
+        editor: Box<Editor<ShellHelper<'a>, FileHistory>>,
+        /// Where each line is appended; `None` once it cannot be.
+        history: Option<PathBuf>,
+    },
     /// A pipe or file: plain lines, no prompts, no confirmations.
     Script(std::io::StdinLock<'static>),
 }
 
-impl Input {
-    fn open() -> Input {
+impl<'a> Input<'a> {
+    fn open(runtime: &'a Runtime) -> Input<'a> {
         if std::io::stdin().is_terminal() {
-            match rustyline::DefaultEditor::new() {
-                Ok(editor) => return Input::Terminal(editor),
+            let config = rustyline::Config::builder()
+                .max_history_size(history::MAX_ENTRIES)
+                .map(|config| {
+                    config
+                        .auto_add_history(false)
+                        // As bash and sftp: the common part, then a list.
+                        .completion_type(rustyline::CompletionType::List)
+                        .build()
+                });
+            match config.and_then(Editor::with_config) {
+                Ok(mut editor) => {
+                    editor.set_helper(Some(ShellHelper::new(runtime)));
+                    let history = open_history(&mut editor);
+                    return Input::Terminal {
+                        editor: Box::new(editor),
+                        history,
+                    };
+                }
                 Err(e) => eprintln!("ferry: no line editing ({e}); reading plain lines"),
             }
         }
         Input::Script(std::io::stdin().lock())
     }
 
-    /// The next line, or `None` at end of input (Ctrl-D).
-    fn read_line(&mut self) -> Option<String> {
+    /// The next line, or `None` at end of input (Ctrl-D). On a terminal,
+    /// the session's connection is lent to completion meanwhile.
+    fn read_line(&mut self, session: &mut Session) -> Option<String> {
         match self {
-            Input::Terminal(editor) => match editor.readline("ferry> ") {
-                Ok(line) => {
-                    let _ = editor.add_history_entry(line.as_str());
-                    Some(line)
+            Input::Terminal { editor, history } => {
+                if let Some(helper) = editor.helper_mut() {
+                    helper.begin_line(session.client.take(), &session.remote_dir);
                 }
-                // Ctrl-C abandons the line being typed, not the shell.
-                Err(ReadlineError::Interrupted) => Some(String::new()),
-                Err(ReadlineError::Eof) => None,
-                Err(e) => {
-                    eprintln!("ferry: cannot read a command: {e}");
-                    None
+                let prompt = match session.remote_dir.is_root() {
+                    true => "ferry> ".to_owned(),
+                    false => format!(
+                        "ferry:{}> ",
+                        escape_controls(&session.remote_dir.to_string())
+                    ),
+                };
+                let read = editor.readline(&prompt);
+                if let Some(helper) = editor.helper_mut() {
+                    session.client = helper.end_line();
                 }
-            },
+                match read {
+                    Ok(line) => {
+                        remember(editor, history, &line);
+                        Some(line)
+                    }
+                    // Ctrl-C abandons the line being typed, not the shell.
+                    Err(ReadlineError::Interrupted) => Some(String::new()),
+                    Err(ReadlineError::Eof) => None,
+                    Err(e) => {
+                        eprintln!("ferry: cannot read a command: {e}");
+                        None
+                    }
+                }
+            }
             Input::Script(stdin) => {
                 let mut line = String::new();
                 match stdin.read_line(&mut line) {
@@ -92,7 +171,7 @@ impl Input {
     /// Asks a yes/no question on a terminal; a script is not asked.
     fn confirm(&mut self, question: &str) -> bool {
         match self {
-            Input::Terminal(editor) => editor
+            Input::Terminal { editor, .. } => editor
                 .readline(&format!("{question} [y/N] "))
                 .is_ok_and(|answer| matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")),
             Input::Script(_) => true,
@@ -100,29 +179,73 @@ impl Input {
     }
 
     fn is_terminal(&self) -> bool {
-        matches!(self, Input::Terminal(_))
+        matches!(self, Input::Terminal { .. })
+    }
+}
+
+/// Loads the history of earlier sessions into `editor`, and returns the
+/// file to append this session's lines to; `None`, once said, if there is
+/// none to use.
+fn open_history(editor: &mut Editor<ShellHelper<'_>, FileHistory>) -> Option<PathBuf> {
+    let path = history::path()?;
+    if let Err(e) = history::create(&path) {
+        eprintln!(
+            "ferry: no history kept: cannot make {}: {e}",
+            path.display()
+        );
+        return None;
+    }
+    if let Err(e) = editor.load_history(&path) {
+        eprintln!("ferry: cannot read the history in {}: {e}", path.display());
+    }
+    Some(path)
+}
+
+/// Adds `line` to the history and appends it to the file at once, so a
+/// shell killed later keeps it; a file that cannot be written is said
+/// once and then left alone.
+fn remember(
+    editor: &mut Editor<ShellHelper<'_>, FileHistory>,
+    history: &mut Option<PathBuf>,
+    line: &str,
+) {
+    if !matches!(editor.add_history_entry(line), Ok(true)) {
+        return;
+    }
+    if let Some(path) = history {
+        if let Err(e) = editor.append_history(path) {
+            eprintln!("ferry: history no longer kept in {}: {e}", path.display());
+            *history = None;
+        }
     }
 }
 
 /// Runs the shell until `quit` or end of input. From a script, the exit
 /// code is 1 if any command failed; at a terminal it is 0.
 pub fn run(runtime: &Runtime, settings: &Settings) -> ExitCode {
-    let mut input = Input::open();
+    let mut input = Input::open(runtime);
     let mut session = Session {
         settings,
         client: None,
+        remote_dir: RemoteDir::default(),
     };
     if input.is_terminal() {
         eprintln!("ferry shell: type 'help' for commands, 'quit' or Ctrl-D to leave");
     }
     runtime.block_on(session.connect());
     let mut failed = false;
-    while let Some(line) = input.read_line() {
-        let Some(words) = shell_words::split(&line) else {
+    while let Some(line) = input.read_line(&mut session) {
+        // As in sftp, `!` runs the rest of the line here, through sh.
+        if let Some(command) = line.trim_start().strip_prefix('!') {
+            failed |= !local::run_command(command);
+            continue;
+        }
+        let Some(mut words) = shell_words::split(&line) else {
             eprintln!("ferry: unbalanced quotes in: {}", line.trim_end());
             failed = true;
             continue;
         };
+        expand_tildes(&mut words);
         let mut texts: Vec<String> = words.iter().map(|word| word.text.clone()).collect();
         let Some(first) = texts.first_mut() else {
             continue;
@@ -143,7 +266,21 @@ pub fn run(runtime: &Runtime, settings: &Settings) -> ExitCode {
                 session.client = None;
                 failed |= !runtime.block_on(session.connect());
             }
+            ShellCommand::Cd { dir } => {
+                failed |= !runtime.block_on(session.change_dir(dir.as_deref().unwrap_or("/")));
+            }
+            ShellCommand::Pwd => println!("{}", escape_controls(&session.remote_dir.to_string())),
+            ShellCommand::Lcd { dir } => failed |= !said(local::change_dir(dir.as_deref())),
+            ShellCommand::Lpwd => {
+                failed |= !said(local::current_dir().map(|dir| println!("{}", dir.display())))
+            }
+            ShellCommand::Lls {
+                long,
+                human_readable,
+                dir,
+            } => failed |= !said(local::list(dir.as_deref(), long, human_readable)),
             ShellCommand::Request(request @ Request::Delete { .. }) if input.is_terminal() => {
+                let request = session.remote_dir.apply(request);
                 // Look first: asking about a name that is not there, or a
                 // directory without -r, would only be refused afterwards.
                 let Some(question) = runtime.block_on(session.deletion_question(&request)) else {
@@ -163,7 +300,10 @@ pub fn run(runtime: &Runtime, settings: &Settings) -> ExitCode {
                 // Local globs are the shell's to expand here, as sh would.
                 let description = describe(&request);
                 match local_glob::expand_put(request, &words, Path::new(".")) {
-                    Ok(request) => failed |= !runtime.block_on(session.execute(request)),
+                    Ok(request) => {
+                        let request = session.remote_dir.apply(request);
+                        failed |= !runtime.block_on(session.execute(request));
+                    }
                     Err(e) => {
                         let failed_glob = Err(e.into());
                         request::report(settings, settings.target(), description, &failed_glob);
@@ -180,13 +320,82 @@ pub fn run(runtime: &Runtime, settings: &Settings) -> ExitCode {
     }
 }
 
+/// Expands a leading `~` in the words that are local paths, as sh does
+/// (`~user` is not expanded).
+fn expand_tildes(words: &mut [Word]) {
+    let Some(home) = local::home_dir() else {
+        return;
+    };
+    let home = home.to_string_lossy();
+    let texts: Vec<&str> = words.iter().map(|word| word.text.as_str()).collect();
+    let kinds = completion::kinds(&texts);
+    for (word, kind) in words.iter_mut().zip(kinds) {
+        if kind == WordKind::Local {
+            word.expand_tilde(&home);
+        }
+    }
+}
+
+/// Says why a local command failed, if it did; returns whether it worked.
+fn said(result: Result<(), String>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("ferry: {}", escape_controls(&e));
+            false
+        }
+    }
+}
+
 /// The shell's connection, made again whenever it is lost.
 struct Session<'a> {
     settings: &'a Settings,
     client: Option<Client>,
+    /// Where names typed are taken from (`cd`).
+    remote_dir: RemoteDir,
 }
 
 impl Session<'_> {
+    /// Makes `dir`, taken from the remote working directory, the new one
+    /// if it is a directory on the server; says why not if it is not.
+    async fn change_dir(&mut self, dir: &str) -> bool {
+        let target = self.remote_dir.enter(dir);
+        let Some(name) = target.name() else {
+            self.remote_dir = target;
+            return true;
+        };
+        let shown = escape_controls(&target.to_string());
+        let name = match RemoteName::parse(&name) {
+            Ok(name) => name,
+            Err(e) => {
+                eprintln!("ferry: cd {shown}: {e}");
+                return false;
+            }
+        };
+        let Some(client) = self.client().await else {
+            return false;
+        };
+        match client.stat(Some(&name)).await {
+            Ok(info) if info.kind == EntryKind::Directory => {
+                self.remote_dir = target;
+                true
+            }
+            Ok(_) => {
+                eprintln!("ferry: cd {shown}: not a directory on the server");
+                false
+            }
+            Err(e) => {
+                let lost = e.is_connection_lost();
+                let e = escape_controls(&e.to_string());
+                eprintln!("ferry: cd {shown}: {e}");
+                if lost {
+                    self.client = None;
+                }
+                false
+            }
+        }
+    }
+
     /// Connects, reporting a failure; returns whether it worked.
     async fn connect(&mut self) -> bool {
         match self.settings.connect().await {

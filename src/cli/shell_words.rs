@@ -16,6 +16,31 @@ pub struct Word {
     /// quoted: its quoted glob characters escaped with `\`, so that they
     /// match only themselves.
     pub pattern: Option<String>,
+    /// Whether the word is `~` or begins with `~/`, the `~` unquoted: a
+    /// local path the shell expands to the home directory, as sh does.
+    pub has_tilde: bool,
+}
+
+impl Word {
+    /// The word with its leading `~` replaced by `home`, if it has one to
+    /// expand (`~user` is not expanded).
+    pub fn expand_tilde(&mut self, home: &str) {
+        if !self.has_tilde {
+            return;
+        }
+        self.text.replace_range(..1, home);
+        if let Some(pattern) = &mut self.pattern {
+            let escaped: String = home
+                .chars()
+                .flat_map(|c| match GLOB_SPECIAL.contains(&c) {
+                    true => vec!['\\', c],
+                    false => vec![c],
+                })
+                .collect();
+            pattern.replace_range(..1, &escaped);
+        }
+        self.has_tilde = false;
+    }
 }
 
 /// A word being read.
@@ -24,10 +49,14 @@ struct WordBuilder {
     text: String,
     pattern: String,
     has_glob: bool,
+    starts_unquoted: bool,
 }
 
 impl WordBuilder {
     fn push(&mut self, c: char, quoted: bool) {
+        if self.text.is_empty() {
+            self.starts_unquoted = !quoted;
+        }
         self.text.push(c);
         if quoted && GLOB_SPECIAL.contains(&c) {
             self.pattern.push('\\');
@@ -38,7 +67,9 @@ impl WordBuilder {
     }
 
     fn finish(self) -> Word {
+        let has_tilde = self.starts_unquoted && (self.text == "~" || self.text.starts_with("~/"));
         Word {
+            has_tilde,
             text: self.text,
             pattern: self.has_glob.then_some(self.pattern),
         }
@@ -180,6 +211,28 @@ mod tests {
             let [word] = words.as_slice() else {
                 panic!("{typed:?} is not one word: {words:?}");
             };
+            assert_eq!(word.pattern.as_deref(), pattern, "{typed:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_unquoted_leading_tilde_is_expanded() {
+        // (word as typed, text once expanded, pattern once expanded)
+        for (typed, text, pattern) in [
+            ("~", "/h o*me", None),
+            ("~/x.txt", "/h o*me/x.txt", None),
+            ("~/*.txt", "/h o*me/*.txt", Some("/h o\\*me/*.txt")),
+            ("'~'/x", "~/x", None),
+            ("\\~", "~", None),
+            ("~user/x", "~user/x", None),
+            ("a~/x", "a~/x", None),
+        ] {
+            let mut words = split(typed).unwrap();
+            let [word] = words.as_mut_slice() else {
+                panic!("{typed:?} is not one word: {words:?}");
+            };
+            word.expand_tilde("/h o*me");
+            assert_eq!(word.text, text, "{typed:?}");
             assert_eq!(word.pattern.as_deref(), pattern, "{typed:?}");
         }
     }
