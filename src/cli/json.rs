@@ -393,6 +393,14 @@ mod tests {
     }
 
     #[test]
+    fn the_dropped_lines_notice_is_an_object_too() {
+        let object = parsed(&dropped_line(7));
+        assert_eq!(object["type"], "dropped");
+        assert_eq!(object["count"], 7);
+        assert!(object["time"].is_string());
+    }
+
+    #[test]
     fn times_before_the_epoch_show_as_the_epoch() {
         assert_eq!(rfc3339_seconds(-5), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_seconds(86_400), "1970-01-02T00:00:00Z");
