@@ -335,3 +335,29 @@ fn a_put_report_names_the_remote_name_it_got() {
     let output = server.run_client(&["put", "-r", "tree", "dir"]);
     assert_exit_saying(&output, 0, r#"put-tree "dir/tree" ok 1 file"#);
 }
+
+#[test]
+fn the_shell_under_json_prints_a_report_object_per_command() {
+    let server = TestServer::start();
+    write_file(server.root(), "here.txt", b"x");
+    let script = write_file(server.client_dir(), "script", b"ls\nget missing.txt\n");
+    let output = server
+        .client(&["--json"])
+        .stdin(std::fs::File::open(script).unwrap())
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    let lines = json_lines(&output);
+    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["entry", "report", "report"],
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(lines[0]["name"], "here.txt");
+    assert_eq!(lines[1]["request"], "list");
+    assert_eq!(lines[2]["request"], "get");
+    assert_eq!(lines[2]["outcome"], "failed");
+    assert_eq!(lines[2]["kind"], "not-found");
+}
