@@ -218,8 +218,8 @@ struct ClientArgs {
     #[arg(long, value_name = "FILE", global = true)]
     token_file: Option<PathBuf>,
     /// Print JSON objects, one a line, on stdout instead of text: reports,
-    /// listing entries, stats, tree files and errors (see README, "JSON
-    /// output"); no progress bars.
+    /// listing entries, stats and errors (see README, "JSON output"); no
+    /// progress bars.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
