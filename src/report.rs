@@ -21,6 +21,9 @@ pub struct Report {
     pub subject: Subject,
     /// The remote name the request was about, if any.
     pub name: Option<String>,
+    /// Where a client's download landed: the local path written (`-` for
+    /// standard output). `None` for everything else.
+    pub local: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
 }
@@ -109,8 +112,14 @@ impl Report {
             peer,
             subject,
             name,
+            local: None,
             outcome,
         }
+    }
+
+    /// The same report, naming where the download landed.
+    pub fn landed_at(self, local: Option<String>) -> Self {
+        Report { local, ..self }
     }
 
     /// Whether the request succeeded.
@@ -131,7 +140,7 @@ impl fmt::Display for Subject {
 
 impl fmt::Display for Report {
     /// One line, whatever the name or message contain: `time peer request
-    /// ["name"] ok|failed ...`.
+    /// ["name"] [-> "local"] ok|failed ...`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -143,6 +152,9 @@ impl fmt::Display for Report {
         if let Some(name) = &self.name {
             // Debug quoting escapes control characters, quotes and backslashes.
             write!(f, " {name:?}")?;
+        }
+        if let Some(local) = &self.local {
+            write!(f, " -> {local:?}")?;
         }
         match &self.outcome {
             Outcome::Ok(Detail::None) => f.write_str(" ok"),
@@ -243,9 +255,31 @@ mod tests {
             peer: "127.0.0.1:4242".to_owned(),
             subject: Subject::Request(request),
             name: name.map(str::to_owned),
+            local: None,
             outcome,
         };
         report.to_string()
+    }
+
+    #[test]
+    fn a_download_names_where_it_landed() {
+        let outcome = Outcome::Ok(Detail::Transfer {
+            bytes: 2,
+            elapsed: Duration::from_millis(1),
+            start: Start::Fresh,
+        });
+        let report = Report {
+            time: SystemTime::UNIX_EPOCH,
+            peer: "127.0.0.1:4242".to_owned(),
+            subject: Subject::Request(RequestKind::Get),
+            name: Some("nested/renamed.txt".to_owned()),
+            local: Some("./new\nname.txt".to_owned()),
+            outcome,
+        };
+        assert_eq!(
+            report.to_string(),
+            r#"1970-01-01T00:00:00.000Z 127.0.0.1:4242 get "nested/renamed.txt" -> "./new\nname.txt" ok 2 bytes in 0.001s"#
+        );
     }
 
     #[test]

@@ -813,7 +813,7 @@ fn tab_completes_a_remote_name_in_the_directory_being_typed() {
     let mut terminal = Terminal::open(&server);
     terminal.shown("ferry> ", 1);
     terminal.type_keys("get my\tin\t\r");
-    terminal.shown("get \"my dir/inner file.txt\" ok", 1);
+    terminal.shown("get \"my dir/inner file.txt\" -> \"inner file.txt\" ok", 1);
     assert_eq!(
         std::fs::read(server.client_dir().join("inner file.txt")).unwrap(),
         b"remote"

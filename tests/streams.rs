@@ -285,7 +285,7 @@ fn get_to_stdout_writes_only_the_body() {
     );
     assert!(output.stdout == data, "stdout differs from the file");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("get \"large.bin\" ok"), "{stderr}");
+    assert!(stderr.contains("get \"large.bin\" -> \"-\" ok"), "{stderr}");
     // Nothing was written to a file named `-`, or any other.
     assert!(files_under(server.client_dir()).is_empty());
 }

@@ -109,7 +109,7 @@ fn a_tree_round_trips_byte_identical_with_modes_and_times_over_plain() {
     let mut expected = snapshot(&server.root().join("photos"));
     expected.retain(|(path, ..)| path != "link" && path != "nested/fifo");
     assert_eq!(snapshot(&server.client_dir().join("photos")), expected);
-    assert!(stderr_of(&output).contains("get-tree \"photos\" ok 5 files, 0 skipped"));
+    assert!(stderr_of(&output).contains("get-tree \"photos\" -> \"photos\" ok 5 files, 0 skipped"));
 }
 
 #[test]

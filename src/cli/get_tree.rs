@@ -46,8 +46,9 @@ pub fn is_plain_get(recursive: bool, replace: bool, sources: &[String]) -> bool 
     !recursive && !replace && sources.len() == 1
 }
 
-/// What the report line of a tree get names: the local path.
-pub fn tree_report_name(sources: &[String], target: Option<PathBuf>) -> String {
+/// Where a tree get lands: the local target, or the directory it goes
+/// into.
+pub fn tree_local(sources: &[String], target: Option<PathBuf>) -> String {
     match (target, sources) {
         (Some(target), _) => target.display().to_string(),
         (None, [one]) => RemoteName::parse(one)
@@ -119,14 +120,14 @@ pub async fn get_trees(
             // or a tree of that one file, which may.
             (Some(target), Some(_)) if !get.how.replace => {
                 let name = source.as_ref().ok_or_else(|| not_a_file(target))?;
-                let mut bar = ProgressBar::for_transfer(settings.quiet);
+                let mut bar = ProgressBar::for_transfer(settings.hides_progress());
                 bytes += client.get(name, target, &mut bar).await?;
                 files += 1;
                 continue;
             }
             (Some(target), _) => {
                 let (dir, name) = split_file_target(target)?;
-                let mut bar = ProgressBar::for_tree(settings.quiet);
+                let mut bar = ProgressBar::for_tree(settings.hides_progress());
                 let got = client
                     .get_tree(source.as_ref(), &dir, Some(&name), get.how, &mut bar)
                     .await?;
@@ -139,7 +140,7 @@ pub async fn get_trees(
         };
         // A bar per source: each tree's totals are known only once its
         // manifest has come.
-        let mut bar = ProgressBar::for_tree(settings.quiet);
+        let mut bar = ProgressBar::for_tree(settings.hides_progress());
         let got = client
             .get_tree(source.as_ref(), &dest, None, get.how, &mut bar)
             .await?;

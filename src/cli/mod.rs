@@ -4,6 +4,7 @@
 mod completion;
 mod get_tree;
 mod history;
+mod json;
 mod local;
 mod local_glob;
 mod output;
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry::client::{FirstUse, Security, Trust};
-use ferry::protocol::Token;
+use ferry::protocol::{FailureKind, Token};
 use ferry::security::{access, KnownHosts};
 
 /// ferry: move files between machines, fast and safely.
@@ -179,6 +180,18 @@ struct ServerArgs {
     /// list or fetch.
     #[arg(long, group = "mode")]
     upload_only: bool,
+    /// How the start line and the report lines are written: text, one
+    /// line a report as ever, or json, one object a line (see README,
+    /// "JSON output").
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How a server writes its start line and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +222,11 @@ struct ClientArgs {
     /// set]. Never given on the command line, where others could see it.
     #[arg(long, value_name = "FILE", global = true)]
     token_file: Option<PathBuf>,
+    /// Print JSON objects, one a line, on stdout instead of text: reports,
+    /// listing entries, stats and errors (see README, "JSON output"); no
+    /// progress bars.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     request: Option<Request>,
 }
@@ -397,7 +415,20 @@ fn run_client(args: ClientArgs) -> ExitCode {
         // A token file or known-hosts location that cannot be used is a
         // local file problem, not a misused command line.
         Err(e) => {
-            eprintln!("ferry: {e:#}");
+            let message = format!("{e:#}");
+            match args.json {
+                true => output::print_json(
+                    &json::error_line(
+                        None,
+                        None,
+                        &FailureKind::LocalIo.to_string(),
+                        &message,
+                        exit::FAILED,
+                    ),
+                    output::JsonTo::Stdout,
+                ),
+                false => eprintln!("ferry: {message}"),
+            }
             return ExitCode::from(exit::FAILED);
         }
     };
@@ -407,6 +438,7 @@ fn run_client(args: ClientArgs) -> ExitCode {
         quiet: args.quiet,
         timeout: args.timeout,
         security,
+        json: args.json,
     };
     match args.request {
         Some(request) => runtime.block_on(request::run_once(&settings, request)),

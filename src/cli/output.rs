@@ -1,5 +1,5 @@
 //! What the client prints: report lines and progress on stderr, listings
-//! on stdout.
+//! on stdout; under --json, every line on stdout as JSON.
 
 use std::io::{IsTerminal, Write};
 
@@ -11,6 +11,23 @@ use indicatif::ProgressStyle;
 /// Prints a report line to stderr.
 pub fn print_report(report: &Report) {
     let _ = writeln!(std::io::stderr().lock(), "{report}");
+}
+
+/// Where a JSON line goes: stdout, unless a download is written there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonTo {
+    Stdout,
+    /// Stdout carries a file's bytes (`get NAME -`).
+    Stderr,
+}
+
+/// Prints one JSON line. Write errors (a closed pipe) are ignored, as for
+/// listings.
+pub fn print_json(line: &str, to: JsonTo) {
+    let _ = match to {
+        JsonTo::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
+        JsonTo::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+    };
 }
 
 /// Prints one listing entry: its name, with a trailing `/` for a

@@ -59,10 +59,13 @@ struct Shared {
 
 /// Starts a writer thread writing report lines to `sink`. With
 /// `warn_on_drop`, lost lines are also said through `tracing` (on stderr),
-/// which is pointless when `sink` is stderr itself.
+/// which is pointless when `sink` is stderr itself. `notice` words the
+/// line (without its newline) saying how many lines were lost, in the
+/// stream's format.
 pub(super) fn start(
     sink: impl Write + Send + 'static,
     warn_on_drop: bool,
+    notice: fn(u64) -> String,
 ) -> std::io::Result<(ReportQueue, ReportWriter)> {
     let (items, queued) = mpsc::sync_channel(MAX_QUEUED_LINES);
     let (finished, done) = mpsc::channel();
@@ -75,6 +78,7 @@ pub(super) fn start(
         queued,
         sink,
         warn_on_drop,
+        notice,
         shared: Arc::clone(&shared),
     };
     std::thread::Builder::new()
@@ -140,6 +144,7 @@ struct Writer<W> {
     queued: Receiver<Item>,
     sink: W,
     warn_on_drop: bool,
+    notice: fn(u64) -> String,
     shared: Arc<Shared>,
 }
 
@@ -208,13 +213,20 @@ impl<W: Write> Writer<W> {
         if dropped == 0 {
             return;
         }
-        let said = dropped_notice(dropped);
         if self.warn_on_drop {
+            let said = dropped_notice(dropped);
             tracing::warn!("{said}: the report stream is not read fast enough");
         }
-        let time = humantime::format_rfc3339_millis(SystemTime::now());
-        batch.push_str(&format!("{time} {said}\n"));
+        batch.push_str(&(self.notice)(dropped));
+        batch.push('\n');
     }
+}
+
+/// The text line saying `count` report lines were dropped: the time, then
+/// [`dropped_notice`].
+pub(super) fn dropped_text_line(count: u64) -> String {
+    let time = humantime::format_rfc3339_millis(SystemTime::now());
+    format!("{time} {}", dropped_notice(count))
 }
 
 /// `N report lines dropped`, its count spelled out.
@@ -279,7 +291,7 @@ mod tests {
     #[test]
     fn a_stalled_sink_costs_dropped_lines_that_are_counted_and_said_first() {
         let sink = GatedSink::default();
-        let (queue, writer) = start(sink.clone(), false).unwrap();
+        let (queue, writer) = start(sink.clone(), false, dropped_text_line).unwrap();
         queue.push("first\n".into());
         // The writer now holds "first" in a write that does not return.
         sink.wait_for_writes(1);
@@ -308,7 +320,7 @@ mod tests {
     #[test]
     fn queued_bytes_are_bounded_whatever_the_line_count() {
         let sink = GatedSink::default();
-        let (queue, writer) = start(sink.clone(), false).unwrap();
+        let (queue, writer) = start(sink.clone(), false, dropped_text_line).unwrap();
         queue.push("first\n".into());
         sink.wait_for_writes(1);
         let long = format!("{}\n", "x".repeat(1024 * 1024 - 1));
@@ -326,7 +338,7 @@ mod tests {
     #[test]
     fn finish_gives_up_on_a_sink_that_never_takes_anything() {
         let sink = GatedSink::default();
-        let (queue, writer) = start(sink.clone(), false).unwrap();
+        let (queue, writer) = start(sink.clone(), false, dropped_text_line).unwrap();
         queue.push("never written\n".into());
         sink.wait_for_writes(1);
         let started = std::time::Instant::now();
@@ -340,7 +352,7 @@ mod tests {
     fn finish_writes_what_is_queued_and_returns_at_once() {
         let sink = GatedSink::default();
         sink.open_gate();
-        let (queue, writer) = start(sink.clone(), false).unwrap();
+        let (queue, writer) = start(sink.clone(), false, dropped_text_line).unwrap();
         for n in 0..100 {
             queue.push(format!("line {n}\n"));
         }

@@ -15,11 +15,12 @@ use ferry::client::{
 use ferry::protocol::{ErrorCode, FailureKind, NameError, RemoteName, RequestKind};
 use ferry::report::{Detail, Outcome, Report, Start, Subject};
 
-use super::get_tree::{
-    get_trees, is_plain_get, split_get, suggest_recursive, tree_report_name, TreeGet,
-};
+use super::get_tree::{get_trees, is_plain_get, split_get, suggest_recursive, tree_local, TreeGet};
+use super::json;
 use super::local_glob::LocalGlobError;
-use super::output::{print_entry, print_info, print_omitted, print_report, ProgressBar};
+use super::output::{
+    print_entry, print_info, print_json, print_omitted, print_report, JsonTo, ProgressBar,
+};
 use super::put_plan::{self, PutPlan, Resolve};
 use super::{exit, Request};
 
@@ -31,12 +32,20 @@ pub struct Settings {
     pub quiet: bool,
     pub timeout: Duration,
     pub security: Security,
+    /// Print JSON objects, one a line, instead of text (`--json`).
+    pub json: bool,
 }
 
 impl Settings {
     /// `host:port` as the user gave it.
     pub fn target(&self) -> String {
         format_target(&self.host, self.port)
+    }
+
+    /// Whether progress bars stay hidden: when quiet, and under --json,
+    /// whose readers are scripts.
+    pub fn hides_progress(&self) -> bool {
+        self.quiet || self.json
     }
 
     /// Connects to the server.
@@ -105,14 +114,15 @@ impl CommandError {
         )
     }
 
-    fn exit_code(&self) -> ExitCode {
-        ExitCode::from(match self {
+    /// The exit code a one-shot command that failed so ends with.
+    fn exit_status(&self) -> u8 {
+        match self {
             CommandError::Interrupted => exit::INTERRUPTED,
             CommandError::Usage(_) => exit::USAGE,
             CommandError::Client(e) if e.is_trust_failure() => exit::UNTRUSTED,
             e if e.is_connection_lost() => exit::UNREACHABLE,
             _ => exit::FAILED,
-        })
+        }
     }
 }
 
@@ -183,17 +193,31 @@ pub enum Prepared {
     },
 }
 
-/// The kind of `request` and the remote name it is about, for its report.
-pub fn describe(request: &Request) -> (Subject, Option<String>) {
-    let (kind, name) = match request {
+/// What a request's report says it is about.
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub subject: Subject,
+    /// The remote name.
+    pub name: Option<String>,
+    /// Where a download lands: the local path, `-` for standard output.
+    pub local: Option<String>,
+}
+
+/// The kind of `request`, the remote name it is about and, for a get,
+/// where it lands, for its report.
+pub fn describe(request: &Request) -> Description {
+    let (kind, name, local) = match request {
         Request::Put {
             paths,
             recursive,
             replace,
             ..
         } => match stdin_put(paths, *recursive) {
-            Some(name) => (RequestKind::PutStream, name.map(str::to_owned)),
-            None => put_plan::describe(paths, *recursive, *replace),
+            Some(name) => (RequestKind::PutStream, name.map(str::to_owned), None),
+            None => {
+                let (kind, name) = put_plan::describe(paths, *recursive, *replace);
+                (kind, name, None)
+            }
         },
         Request::Get {
             recursive,
@@ -201,22 +225,59 @@ pub fn describe(request: &Request) -> (Subject, Option<String>) {
             operands,
             ..
         } => match split_get(operands) {
-            (sources, _) if is_plain_get(*recursive, *replace, &sources) => {
-                (RequestKind::Get, sources.first().cloned())
+            (sources, target) if is_plain_get(*recursive, *replace, &sources) => {
+                let source = sources.first().cloned();
+                let local = source
+                    .as_deref()
+                    .and_then(|source| plain_get_local(source, target));
+                (RequestKind::Get, source, local)
             }
             (sources, target) => (
                 RequestKind::GetTree,
-                Some(tree_report_name(&sources, target)),
+                Some(sources.join(", ")),
+                Some(tree_local(&sources, target)),
             ),
         },
-        Request::List { remote_dir, .. } => (RequestKind::List, remote_dir.clone()),
-        Request::Delete { remote_name, .. } => (RequestKind::Delete, Some(remote_name.clone())),
-        Request::Mkdir { remote_name, .. } => (RequestKind::MakeDir, Some(remote_name.clone())),
-        Request::Rmdir { remote_name } => (RequestKind::RemoveDir, Some(remote_name.clone())),
-        Request::Rename { from, .. } => (RequestKind::Rename, Some(from.clone())),
-        Request::Stat { remote_name } => (RequestKind::Stat, remote_name.clone()),
+        Request::List { remote_dir, .. } => (RequestKind::List, remote_dir.clone(), None),
+        Request::Delete { remote_name, .. } => {
+            (RequestKind::Delete, Some(remote_name.clone()), None)
+        }
+        Request::Mkdir { remote_name, .. } => {
+            (RequestKind::MakeDir, Some(remote_name.clone()), None)
+        }
+        Request::Rmdir { remote_name } => (RequestKind::RemoveDir, Some(remote_name.clone()), None),
+        Request::Rename { from, .. } => (RequestKind::Rename, Some(from.clone()), None),
+        Request::Stat { remote_name } => (RequestKind::Stat, remote_name.clone(), None),
     };
-    (Subject::Request(kind), name)
+    Description {
+        subject: Subject::Request(kind),
+        name,
+        local,
+    }
+}
+
+/// Where the plain get of `source` to `target` lands, as [`prepare_get`]
+/// will decide it; for a pattern, the target it names, if any.
+fn plain_get_local(source: &str, target: Option<PathBuf>) -> Option<String> {
+    match target {
+        Some(target) if is_standard_stream(&target) => Some("-".to_owned()),
+        target if is_pattern(source) => target.map(|target| target.display().to_string()),
+        target => RemoteName::parse(source)
+            .ok()
+            .map(|name| destination(&name, target).0.display().to_string()),
+    }
+}
+
+/// The local file a plain get of `name` writes, by the rules of cp, and
+/// the directory to make for it when `target` names one with a trailing
+/// `/`.
+fn destination(name: &RemoteName, target: Option<PathBuf>) -> (PathBuf, Option<PathBuf>) {
+    match target {
+        None => (PathBuf::from(name.file_name()), None),
+        Some(dir) if names_directory(&dir) => (dir.join(name.file_name()), Some(dir)),
+        Some(dir) if dir.is_dir() => (dir.join(name.file_name()), None),
+        Some(path) => (path, None),
+    }
 }
 
 /// Prepares a get of `sources` (remote names, patterns already expanded)
@@ -252,15 +313,10 @@ fn prepare_get(
     }
     let remote_name = sources.first().cloned().unwrap_or_default();
     let name = RemoteName::parse(&remote_name)?;
-    let (dest, into_dir) = match target {
-        None => (PathBuf::from(name.file_name()), None),
-        Some(dir) if names_directory(&dir) => {
-            check_directory(&dir)?;
-            (dir.join(name.file_name()), Some(dir))
-        }
-        Some(dir) if dir.is_dir() => (dir.join(name.file_name()), None),
-        Some(path) => (path, None),
-    };
+    let (dest, into_dir) = destination(&name, target);
+    if let Some(dir) = &into_dir {
+        check_directory(dir)?;
+    }
     if dest.symlink_metadata().is_ok() {
         return Err(ClientError::LocalExists(dest).into());
     }
@@ -531,10 +587,14 @@ fn counted_entries(count: u64) -> String {
 /// Sends a prepared request over `client`, abandoning it on Ctrl-C.
 /// Abandoning drops the transfer, which removes a staged download's
 /// temporary file; killed by the signal instead, the client would leave it.
+/// What only the server could settle (the file a pattern matched, a put
+/// gone into a directory) is written into `description`, so the report
+/// names where things went.
 pub async fn perform(
     client: &mut Client,
     command: Command,
     settings: &Settings,
+    description: &mut Description,
 ) -> Result<Detail, CommandError> {
     let prepared = match command {
         Command::Ready(prepared) => prepared,
@@ -544,7 +604,12 @@ pub async fn perform(
             target,
         } => {
             let sources = expand_patterns(client, patterns).await?;
-            prepare_get(how, sources, target)?
+            let prepared = prepare_get(how, sources, target)?;
+            if let Prepared::Get { name, dest, .. } = &prepared {
+                description.name = Some(name.to_string());
+                description.local = Some(dest.display().to_string());
+            }
+            prepared
         }
     };
     tokio::select! {
@@ -552,14 +617,19 @@ pub async fn perform(
         // file exists.
         biased;
         _ = tokio::signal::ctrl_c() => Err(CommandError::Interrupted),
-        result = send(client, prepared, settings) => result.map_err(Into::into),
+        result = send(client, prepared, settings, &mut description.name) => {
+            result.map_err(Into::into)
+        }
     }
 }
 
+/// Sends `prepared`; `remote` is the name its report gives, changed when
+/// the server's answer moves the request to another.
 async fn send(
     client: &mut Client,
     prepared: Prepared,
     settings: &Settings,
+    remote: &mut Option<String>,
 ) -> Result<Detail, ClientError> {
     let started = Instant::now();
     let transfer = |bytes| Detail::Transfer {
@@ -579,7 +649,7 @@ async fn send(
             if_dir,
             restart,
         } => {
-            let mut bar = ProgressBar::for_transfer(settings.quiet);
+            let mut bar = ProgressBar::for_transfer(settings.hides_progress());
             let put = client.put_resumable(upload, &name, restart, &mut bar).await;
             let moved = match (put, if_dir) {
                 (
@@ -589,6 +659,7 @@ async fn send(
                     }),
                     Some((inside, local)),
                 ) => {
+                    *remote = Some(inside.to_string());
                     let upload = Upload::open(&local)?;
                     client
                         .put_resumable(upload, &inside, restart, &mut bar)
@@ -616,7 +687,7 @@ async fn send(
         }
         Prepared::GetStdout { name } => {
             // The bar, like the report, is on stderr.
-            let mut bar = ProgressBar::for_transfer(settings.quiet);
+            let mut bar = ProgressBar::for_transfer(settings.hides_progress());
             let stdout = std::io::stdout();
             client.get_to(&name, stdout, &mut bar).await.map(transfer)
         }
@@ -628,6 +699,7 @@ async fn send(
             restart,
         } => {
             let (target, sources) = put_plan::resolve(client, target, &resolve, sources).await?;
+            *remote = target.as_ref().map(RemoteName::to_string);
             let walked = tokio::task::spawn_blocking(move || {
                 LocalTree::walk(&sources, &mut |path, why| say_left_out(path, why))
             });
@@ -640,7 +712,7 @@ async fn send(
                     counted_entries(tree.left_out)
                 );
             }
-            let mut bar = ProgressBar::for_tree(settings.quiet);
+            let mut bar = ProgressBar::for_tree(settings.hides_progress());
             let sent = client
                 .put_tree(&tree, target.as_ref(), replace, restart, &mut bar)
                 .await?;
@@ -663,7 +735,7 @@ async fn send(
                 std::fs::create_dir_all(&dir)
                     .map_err(|source| ClientError::Local { path: dir, source })?;
             }
-            let mut bar = ProgressBar::for_transfer(settings.quiet);
+            let mut bar = ProgressBar::for_transfer(settings.hides_progress());
             client
                 .get_resumable(&name, &dest, restart, &mut bar)
                 .await
@@ -681,7 +753,10 @@ async fn send(
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             let mut stdout = std::io::stdout().lock();
             for entry in &entries {
-                print_entry(&mut stdout, entry, long, human);
+                match settings.json {
+                    true => print_json(&json::entry_line(entry, long), JsonTo::Stdout),
+                    false => print_entry(&mut stdout, entry, long, human),
+                }
             }
             print_omitted(&listed.omitted, "not shown");
             Ok(Detail::Entries(listed.entries))
@@ -704,7 +779,10 @@ async fn send(
         Prepared::Stat { name } => {
             let info = client.stat(name.as_ref()).await?;
             let shown = name.as_ref().map_or("/", RemoteName::as_str);
-            print_info(&mut std::io::stdout().lock(), shown, &info);
+            match settings.json {
+                true => print_json(&json::stat_line(shown, &info), JsonTo::Stdout),
+                false => print_info(&mut std::io::stdout().lock(), shown, &info),
+            }
             Ok(Detail::None)
         }
     }
@@ -714,46 +792,89 @@ async fn send(
 pub fn report(
     settings: &Settings,
     peer: String,
-    (subject, name): (Subject, Option<String>),
+    description: Description,
     result: &Result<Detail, CommandError>,
 ) {
-    let outcome = match result {
-        Ok(detail) => Outcome::Ok(detail.clone()),
-        Err(e) => Outcome::failed(e.kind(), e.to_string()),
+    let to = json_to(&description);
+    let Description {
+        subject,
+        name,
+        local,
+    } = description;
+    let (outcome, local) = match result {
+        Ok(detail) => (Outcome::Ok(detail.clone()), local),
+        // Nothing landed.
+        Err(e) => (Outcome::failed(e.kind(), e.to_string()), None),
     };
     // Quiet drops the line for success only: a failure always says why.
     if !settings.quiet || result.is_err() {
-        print_report(&Report::now(peer, subject, name, outcome));
+        let report = Report::now(peer, subject, name, outcome).landed_at(local);
+        match settings.json {
+            true => print_json(&json::report_line(&report), to),
+            false => print_report(&report),
+        }
+    }
+}
+
+/// Where a request's JSON lines go: beside, not into, a download written
+/// to stdout.
+fn json_to(description: &Description) -> JsonTo {
+    match description.local.as_deref() {
+        Some("-") => JsonTo::Stderr,
+        _ => JsonTo::Stdout,
+    }
+}
+
+/// Under --json, ends a failed one-shot command with an `error` line
+/// carrying the exit code.
+fn say_error(settings: &Settings, description: &Description, error: &CommandError) {
+    if settings.json {
+        let line = json::error_line(
+            Some(description.subject.to_string()),
+            description.name.as_deref(),
+            &error.kind().to_string(),
+            &error.to_string(),
+            error.exit_status(),
+        );
+        print_json(&line, json_to(description));
     }
 }
 
 /// `ferry client HOST PORT <request>`: one request, one report line.
 pub async fn run_once(settings: &Settings, request: Request) -> ExitCode {
-    let description = describe(&request);
+    let mut description = describe(&request);
     let result = match prepare(request) {
         Ok(prepared) => match settings.connect().await {
             Ok(mut client) => {
                 let peer = client.server_addr().to_string();
-                let result = perform(&mut client, prepared, settings).await;
+                let result = perform(&mut client, prepared, settings, &mut description).await;
                 // Whoever read the download went away (`get NAME - | head`):
                 // nothing to say, as for any tool in a pipe.
                 if matches!(&result, Err(e) if e.is_broken_pipe()) {
                     return ExitCode::SUCCESS;
                 }
-                report(settings, peer, description, &result);
-                return exit_code(&result);
+                return finish(settings, peer, description, &result);
             }
             Err(e) => Err(e.into()),
         },
         Err(e) => Err(e),
     };
-    report(settings, settings.target(), description, &result);
-    exit_code(&result)
+    finish(settings, settings.target(), description, &result)
 }
 
-fn exit_code(result: &Result<Detail, CommandError>) -> ExitCode {
+/// Reports a one-shot command's result and gives its exit code.
+fn finish(
+    settings: &Settings,
+    peer: String,
+    description: Description,
+    result: &Result<Detail, CommandError>,
+) -> ExitCode {
+    report(settings, peer, description.clone(), result);
     match result {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => e.exit_code(),
+        Err(e) => {
+            say_error(settings, &description, e);
+            ExitCode::from(e.exit_status())
+        }
     }
 }

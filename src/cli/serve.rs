@@ -12,15 +12,16 @@ use ferry::security::Identity;
 use ferry::server::{Config, Limits, Server};
 use tokio::net::TcpListener;
 
+use super::json;
 use super::report_queue::{self, ReportWriter};
-use super::{ServerArgs, TOKEN_VARIABLE};
+use super::{LogFormat, ServerArgs, TOKEN_VARIABLE};
 
 pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     give_back_freed_memory();
     let _file_size_signal = survive_file_size_limit()?;
     let listener = bind(args.bind, args.port).await?;
-    let (reporter, report_writer) = reporter(args.quiet)?;
+    let (reporter, report_writer) = reporter(args.quiet, args.log_format)?;
     let security = ServerSecurity::from_args(&args)?;
     let config = Config {
         limits: Limits {
@@ -48,15 +49,22 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let root = server.root_path().display().to_string();
+    let start_line = match args.log_format {
+        LogFormat::Text => format!(
+            "ferry server up and running on {local}, serving {root}; {}; {}",
+            security.encryption, security.access_summary
+        ),
+        LogFormat::Json => json::start_line(
+            local,
+            &root,
+            &security.encryption,
+            security.fingerprint.clone(),
+            &security.access_summary,
+        ),
+    };
     let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
-        "ferry server up and running on {local}, serving {}; {}; {}",
-        server.root_path().display(),
-        security.encryption,
-        security.access_summary
-    )
-    .context("cannot write to stdout")?;
+    writeln!(stdout, "{start_line}").context("cannot write to stdout")?;
     drop(stdout);
     server.run(listener, shutdown).await;
     // Blocks this thread, which drives nothing else now that serving is over.
@@ -69,20 +77,29 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
 /// written before it exits without them.
 const REPORT_FLUSH_PATIENCE: Duration = Duration::from_secs(1);
 
-/// Prints each report on stdout; with `quiet`, only failed ones, on stderr
-/// beside the other diagnostics. Lines go through a bounded queue to a
-/// writer thread: a stream nobody reads loses lines (counted, and said
-/// when the stream moves again) instead of stalling the server.
-fn reporter(quiet: bool) -> anyhow::Result<(Reporter, ReportWriter)> {
+/// Prints each report on stdout, in `format`; with `quiet`, only failed
+/// ones, on stderr beside the other diagnostics. Lines go through a
+/// bounded queue to a writer thread: a stream nobody reads loses lines
+/// (counted, and said when the stream moves again) instead of stalling
+/// the server.
+fn reporter(quiet: bool, format: LogFormat) -> anyhow::Result<(Reporter, ReportWriter)> {
+    let notice = match format {
+        LogFormat::Text => report_queue::dropped_text_line,
+        LogFormat::Json => json::dropped_line,
+    };
     let started = if quiet {
-        report_queue::start(std::io::stderr(), false)
+        report_queue::start(std::io::stderr(), false, notice)
     } else {
-        report_queue::start(std::io::stdout(), true)
+        report_queue::start(std::io::stdout(), true, notice)
     };
     let (queue, writer) = started.context("cannot start the report writer thread")?;
     let reporter: Reporter = Arc::new(move |report| {
         if !(quiet && report.is_ok()) {
-            queue.push(format!("{report}\n"));
+            let line = match format {
+                LogFormat::Text => report.to_string(),
+                LogFormat::Json => json::report_line(report),
+            };
+            queue.push(line + "\n");
         }
     });
     Ok((reporter, writer))
@@ -94,6 +111,8 @@ struct ServerSecurity {
     tls: Option<Arc<rustls::ServerConfig>>,
     access: Access,
     encryption: String,
+    /// The identity's fingerprint, under TLS.
+    fingerprint: Option<String>,
     access_summary: String,
 }
 
@@ -118,8 +137,8 @@ impl ServerSecurity {
                 "open to anyone who can connect (no token file)".to_owned(),
             ),
         };
-        let (tls, encryption) = if args.plain {
-            (None, "plain TCP, not encrypted (--plain)".to_owned())
+        let (tls, encryption, fingerprint) = if args.plain {
+            (None, "plain TCP, not encrypted (--plain)".to_owned(), None)
         } else {
             let path = match &args.identity {
                 Some(path) => path.clone(),
@@ -132,8 +151,9 @@ impl ServerSecurity {
                     path.display()
                 );
             }
-            let said = format!("TLS, identity {}", identity.fingerprint());
-            (Some(identity.server_config()), said)
+            let fingerprint = identity.fingerprint().to_string();
+            let said = format!("TLS, identity {fingerprint}");
+            (Some(identity.server_config()), said, Some(fingerprint))
         };
         if tls.is_none() && tokens.is_some() {
             tracing::warn!("--plain: clients' tokens cross the network unencrypted");
@@ -151,6 +171,7 @@ impl ServerSecurity {
             tls,
             access: Access { tokens, mode },
             encryption,
+            fingerprint,
             access_summary: format!("{whose}, {mode}"),
         })
     }

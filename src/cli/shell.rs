@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ferry::client::Client;
 use ferry::protocol::{EntryKind, Link, RemoteName};
-use ferry::report::{escape_controls, Detail, Subject};
+use ferry::report::{escape_controls, Detail};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::Editor;
@@ -419,7 +419,7 @@ impl Session<'_> {
     /// Runs one request, reconnecting first if the connection is gone;
     /// returns whether it succeeded.
     async fn execute(&mut self, request: Request) -> bool {
-        let description = describe(&request);
+        let mut description = describe(&request);
         let prepared = match request::uses_standard_stream(&request) {
             true => Err(CommandError::Usage(
                 "- (standard input or output) works in one-shot commands, not in the shell".into(),
@@ -438,7 +438,7 @@ impl Session<'_> {
             return false;
         };
         let peer = client.server_addr().to_string();
-        let result = perform(client, prepared, settings).await;
+        let result = perform(client, prepared, settings, &mut description).await;
         self.finish(peer, description, &result);
         result.is_ok()
     }
@@ -506,7 +506,7 @@ impl Session<'_> {
     fn finish(
         &mut self,
         peer: String,
-        description: (Subject, Option<String>),
+        description: request::Description,
         result: &Result<Detail, CommandError>,
     ) {
         request::report(self.settings, peer, description, result);

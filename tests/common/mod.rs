@@ -465,8 +465,17 @@ impl Drop for BinaryServer {
     }
 }
 
-/// The port in a start line such as `... up and running on 127.0.0.1:4242, ...`.
+/// The port in a start line such as `... up and running on 127.0.0.1:4242, ...`,
+/// or in the `address` of a JSON one (`--log-format json`).
 pub fn port_from_start_line(line: &str) -> u16 {
+    if line.starts_with('{') {
+        let start: serde_json::Value = serde_json::from_str(line).unwrap();
+        let address = start["address"].as_str().unwrap_or_default();
+        return address
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|_| panic!("no address in {line:?}"))
+            .port();
+    }
     assert!(
         line.contains("up and running"),
         "not a start line: {line:?}"
