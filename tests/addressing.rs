@@ -1,6 +1,6 @@
 //! Reaching a server (issue 16) with the real binary: HOST:PORT and
 //! [IPV6]:PORT beside HOST PORT, the default port 7740, named servers and
-//! server defaults in the config file.
+//! server defaults in the config file, and the known-hosts commands.
 
 mod common;
 
@@ -266,4 +266,82 @@ fn server_defaults_come_from_the_config_file_and_flags_win() {
     assert!(line.contains("read-only"), "{line}");
     assert!(line.contains(&other_path), "{line}");
     assert!(!line.contains(path_str(&served)), "{line}");
+}
+
+#[test]
+fn known_hosts_are_listed_and_forgotten_keeping_the_file_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = ("1".repeat(64), "2".repeat(64));
+    let known = write_file(
+        dir.path(),
+        "known_hosts",
+        format!("# met\n127.0.0.1:4000 {one}\n[::1]:9107 {two}\n").as_bytes(),
+    );
+    // Not the 0600 a new temporary file gets: the rewrite keeps this one.
+    std::fs::set_permissions(&known, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let known_hosts = |args: &[&str]| {
+        ferry_command()
+            .arg("known-hosts")
+            .args(args)
+            .args(["--known-hosts", path_str(&known)])
+            .output()
+            .unwrap()
+    };
+    let output = known_hosts(&["list"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        stdout_of(&output),
+        format!("127.0.0.1:4000 {one}\n[::1]:9107 {two}\n")
+    );
+
+    assert_exit(&known_hosts(&["forget", "[::1]:9107"]), 0);
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("# met\n127.0.0.1:4000 {one}\n")
+    );
+    let mode = std::fs::metadata(&known).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    assert_eq!(
+        stdout_of(&known_hosts(&["list"])),
+        format!("127.0.0.1:4000 {one}\n")
+    );
+
+    let output = known_hosts(&["forget", "[::1]:9107"]);
+    assert_exit_saying(&output, 1, "records no server [::1]:9107");
+}
+
+#[test]
+fn a_changed_identity_names_the_command_that_forgets_it() {
+    let server = BinaryServer::start_tls(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("127.0.0.1:{}", server.port);
+    let known = write_file(
+        dir.path(),
+        "known_hosts",
+        format!("{target} {}\n", "0".repeat(64)).as_bytes(),
+    );
+    let list = || {
+        tls_client_at(
+            "127.0.0.1",
+            server.port,
+            &["--known-hosts", path_str(&known), "list"],
+        )
+        .output()
+        .unwrap()
+    };
+    let output = list();
+    assert_exit_saying(&output, 4, &format!("`ferry known-hosts forget {target}`"));
+
+    let forget = ferry_command()
+        .args([
+            "known-hosts",
+            "forget",
+            &target,
+            "--known-hosts",
+            path_str(&known),
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&forget, 0);
+    assert_exit_saying(&list(), 0, "first connection");
 }

@@ -4,6 +4,7 @@
 mod address;
 mod config;
 mod get_tree;
+mod known_hosts_cmd;
 mod local_glob;
 mod output;
 mod put_plan;
@@ -57,6 +58,9 @@ enum TopCommand {
     /// Make access tokens for a server's token file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show or forget the servers recorded in the known-hosts file.
+    #[command(subcommand)]
+    KnownHosts(known_hosts_cmd::KnownHostsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -389,6 +393,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         TopCommand::Server(args) => run_server(args, matches.subcommand_matches("server")),
         TopCommand::Client(args) => run_client(args),
         TopCommand::Token(command) => run_token(command),
+        TopCommand::KnownHosts(command) => known_hosts_cmd::run(command),
     }
 }
 
