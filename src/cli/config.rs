@@ -474,6 +474,50 @@ mod tests {
         assert!(format!("{error:#}").contains("none.toml"), "{error:#}");
     }
 
+    fn client_args(words: &[&str]) -> ClientArgs {
+        use clap::Parser;
+        let line = ["ferry", "client"].iter().chain(words);
+        match super::super::Cli::try_parse_from(line).unwrap().command {
+            super::super::TopCommand::Client(args) => args,
+            other => panic!("not a client command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_a_named_server_and_a_trust_flag_replaces_its_trust() {
+        let config = parsed(
+            "[servers.box]\nhost = \"10.0.0.9\"\nport = 9000\nplain = true\n\
+             timeout = 3\ntoken-file = \"t\"\n",
+        )
+        .unwrap();
+        let options = |words: &[&str]| {
+            let args = client_args(words);
+            let address = super::super::address::client_address(&args.host, args.port).unwrap();
+            config.client_options(&args, address)
+        };
+
+        let named = options(&["box", "list"]);
+        assert_eq!((named.host.as_str(), named.port), ("10.0.0.9", 9000));
+        assert!(named.plain);
+        assert_eq!(named.timeout, Duration::from_secs(3));
+        assert_eq!(named.token_file, Some(PathBuf::from("/etc/t")));
+
+        let hex = "ab".repeat(32);
+        let flagged = options(&["box", "8000", "--fingerprint", &hex, "--timeout", "1", "ls"]);
+        assert_eq!((flagged.host.as_str(), flagged.port), ("10.0.0.9", 8000));
+        assert!(!flagged.plain);
+        assert!(flagged.fingerprint.is_some());
+        assert_eq!(flagged.timeout, Duration::from_secs(1));
+
+        let other = options(&["box.example", "list"]);
+        assert_eq!(
+            (other.host.as_str(), other.port),
+            ("box.example", DEFAULT_PORT)
+        );
+        assert_eq!(other.timeout, DEFAULT_TIMEOUT);
+        assert!(!other.plain && other.token_file.is_none());
+    }
+
     #[test]
     fn lines_are_counted_from_one() {
         assert_eq!(line_of("a\nb\nc", 0), 1);
