@@ -7,11 +7,10 @@ mod cli;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let (cli, matches) = cli::Cli::parse_with_matches();
     // Diagnostics go to stderr, filtered by RUST_LOG (warnings by default);
     // results and report lines are printed by the cli module.
     tracing_subscriber::fmt()
@@ -22,5 +21,5 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .init();
-    cli::run(cli)
+    cli::run(cli, &matches)
 }

@@ -41,11 +41,13 @@ fn every_command_has_help_and_the_binary_a_version() {
 fn usage_errors_exit_with_2() {
     for args in [
         &[][..],
-        &["client", "localhost"],
+        // Since issue 16 a port may be left out (7740), on either side.
+        &["client"],
         &["client", "localhost", "not-a-port", "list"],
+        &["client", "localhost:9000", "9000", "list"],
         &["client", "localhost", "9000", "put"],
         &["client", "localhost", "9000", "frobnicate"],
-        &["server"],
+        &["server", "0", "--frobnicate"],
         &["server", "70000"],
     ] {
         assert_exit(&ferry_command().args(args).output().unwrap(), 2);

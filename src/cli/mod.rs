@@ -1,10 +1,13 @@
 //! The command line: clap types, and dispatch to the server, a one-shot
 //! request or the interactive shell.
 
+mod address;
 mod completion;
+mod config;
 mod get_tree;
 mod history;
 mod json;
+mod known_hosts_cmd;
 mod local;
 mod local_glob;
 mod output;
@@ -23,7 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ferry::client::{FirstUse, Security, Trust};
 use ferry::protocol::{FailureKind, Token};
 use ferry::security::{access, KnownHosts};
@@ -40,6 +43,17 @@ pub struct Cli {
     command: TopCommand,
 }
 
+impl Cli {
+    /// Parses the process's arguments, keeping clap's matches: they tell
+    /// which options the command line gave, and those win over the config
+    /// file's defaults. Exits as clap does on a usage error.
+    pub fn parse_with_matches() -> (Cli, ArgMatches) {
+        let matches = Cli::command().get_matches();
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        (cli, matches)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum TopCommand {
     /// Serve a directory over TCP.
@@ -50,6 +64,9 @@ enum TopCommand {
     /// Make access tokens for a server's token file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show or forget the servers recorded in the known-hosts file.
+    #[command(subcommand)]
+    KnownHosts(known_hosts_cmd::KnownHostsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,8 +104,13 @@ impl From<ModeArg> for access::TokenMode {
 
 #[derive(Debug, Args)]
 struct ServerArgs {
-    /// Port to listen on; 0 picks a free port (the start line shows it).
-    port: u16,
+    /// Port to listen on; 0 picks a free port (the start line shows it)
+    /// [default: the config file's, else 7740].
+    port: Option<u16>,
+    /// Take defaults for these options from FILE's `[server]` table
+    /// [default: config.toml in ~/.config/ferry, if there is one].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Directory to serve; created if missing.
     #[arg(long, value_name = "DIR", default_value = ".")]
     root: PathBuf,
@@ -196,17 +218,24 @@ enum LogFormat {
 
 #[derive(Debug, Args)]
 struct ClientArgs {
-    /// Server host name, IPv4 or IPv6 address.
+    /// The server: HOST, HOST:PORT or [IPV6]:PORT, where HOST is a name
+    /// from the config file, a host name, an IPv4 or an IPv6 address.
     host: String,
-    /// Server port.
-    port: u16,
+    /// Server port, if HOST has none [default: the named server's, else
+    /// 7740].
+    #[arg(value_parser = parse_port_operand)]
+    port: Option<u16>,
+    /// Read named servers from FILE [default: config.toml in
+    /// ~/.config/ferry, if there is one].
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
     /// Print no report line when a request succeeds; failures still do.
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Seconds to wait for the server to connect or answer, or for a
-    /// transfer to move again; fractions allowed (0.5).
-    #[arg(long, value_name = "SECONDS", default_value = "10", global = true, value_parser = parse_timeout)]
-    timeout: Duration,
+    /// transfer to move again; fractions allowed (0.5) [default: 10].
+    #[arg(long, value_name = "SECONDS", global = true, value_parser = parse_timeout)]
+    timeout: Option<Duration>,
     /// Speak plain, unencrypted TCP, to a server run with --plain.
     #[arg(long, global = true, conflicts_with_all = ["fingerprint", "known_hosts"])]
     plain: bool,
@@ -380,17 +409,26 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> ExitCode {
+/// Runs the parsed command line; `matches` are clap's, for the options
+/// given.
+pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
     match cli.command {
-        TopCommand::Server(args) => run_server(args),
+        TopCommand::Server(args) => run_server(args, matches.subcommand_matches("server")),
         TopCommand::Client(args) => run_client(args),
         TopCommand::Token(command) => run_token(command),
+        TopCommand::KnownHosts(command) => known_hosts_cmd::run(command),
     }
 }
 
 /// Runs `ferry server`. It spreads connections over every core.
-fn run_server(args: ServerArgs) -> ExitCode {
+fn run_server(mut args: ServerArgs, matches: Option<&ArgMatches>) -> ExitCode {
+    match config::load(args.config.as_deref()) {
+        Ok(config) => config.server.apply(&mut args, matches),
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     let Some(runtime) = start_runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
@@ -410,10 +448,19 @@ fn run_client(args: ClientArgs) -> ExitCode {
     let Some(runtime) = start_runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
     };
-    let security = match client_security(&args) {
-        Ok(security) => security,
-        // A token file or known-hosts location that cannot be used is a
-        // local file problem, not a misused command line.
+    let address = match address::client_address(&args.host, args.port) {
+        Ok(address) => address,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    // A config file, token file or known-hosts location that cannot be
+    // used is a local file problem, not a misused command line.
+    let options =
+        config::load(args.config.as_deref()).map(|config| config.client_options(&args, address));
+    let (options, security) = match options.and_then(|o| client_security(&o).map(|s| (o, s))) {
+        Ok(both) => both,
         Err(e) => {
             let message = format!("{e:#}");
             match args.json {
@@ -433,10 +480,10 @@ fn run_client(args: ClientArgs) -> ExitCode {
         }
     };
     let settings = request::Settings {
-        host: args.host,
-        port: args.port,
+        host: options.host,
+        port: options.port,
         quiet: args.quiet,
-        timeout: args.timeout,
+        timeout: options.timeout,
         security,
         json: args.json,
     };
@@ -503,13 +550,37 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A port operand: digits. Anything else was meant as a request, as a
+/// request's name never is digits.
+fn parse_port_operand(text: &str) -> Result<u16, String> {
+    if !address::is_port_like(text) {
+        return Err(format!(
+            "`{text}` is neither a port (digits) nor a request; see `ferry client --help`"
+        ));
+    }
+    address::parse_port(text).map_err(|e| e.to_string())
+}
+
 fn parse_fingerprint(text: &str) -> Result<ferry::security::Fingerprint, String> {
     ferry::security::Fingerprint::parse(text).map_err(|e| e.to_string())
 }
 
-/// Whom the client trusts and which token it presents, from its flags and
-/// FERRY_TOKEN.
-fn client_security(args: &ClientArgs) -> anyhow::Result<Security> {
+/// How the client reaches and trusts its server, once its flags and the
+/// config file are merged.
+#[derive(Debug)]
+struct ClientOptions {
+    host: String,
+    port: u16,
+    timeout: Duration,
+    plain: bool,
+    fingerprint: Option<ferry::security::Fingerprint>,
+    known_hosts: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+}
+
+/// Whom the client trusts and which token it presents, from its options
+/// and FERRY_TOKEN.
+fn client_security(args: &ClientOptions) -> anyhow::Result<Security> {
     let trust = if args.plain {
         Trust::Plain
     } else if let Some(fingerprint) = args.fingerprint {

@@ -12,6 +12,7 @@ use ferry::security::Identity;
 use ferry::server::{Config, Limits, Server};
 use tokio::net::TcpListener;
 
+use super::address::DEFAULT_PORT;
 use super::json;
 use super::report_queue::{self, ReportWriter};
 use super::{LogFormat, ServerArgs, TOKEN_VARIABLE};
@@ -20,7 +21,7 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     give_back_freed_memory();
     let _file_size_signal = survive_file_size_limit()?;
-    let listener = bind(args.bind, args.port).await?;
+    let listener = bind(args.bind, args.port.unwrap_or(DEFAULT_PORT)).await?;
     let (reporter, report_writer) = reporter(args.quiet, args.log_format)?;
     let security = ServerSecurity::from_args(&args)?;
     let config = Config {

@@ -109,9 +109,8 @@ pub enum ClientError {
     #[error(
         "WARNING: SERVER IDENTITY CHANGED: {target} proved identity {seen}, but line {line} of \
          {} records {expected}. Someone may be intercepting this connection, or the server's \
-         identity was replaced; nothing was sent. If the change is expected, remove line \
-         {line} of {} and connect again",
-        file.display(),
+         identity was replaced; nothing was sent. If the change is expected, run \
+         `ferry known-hosts forget {target}` (it removes that line) and connect again",
         file.display()
     )]
     IdentityChanged {

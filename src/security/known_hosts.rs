@@ -35,6 +35,16 @@ pub enum KnownHostsError {
     /// met": that would trust whatever answers now.
     #[error("line {line} of {} is not `HOST:PORT FINGERPRINT`; fix or remove it", path.display())]
     BadLine { path: PathBuf, line: usize },
+    #[error("{} records no server {target}", path.display())]
+    NotRecorded { path: PathBuf, target: String },
+}
+
+/// A line of the file that records a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `host:port`, as the client connected to it.
+    pub target: String,
+    pub fingerprint: Fingerprint,
 }
 
 impl KnownHosts {
@@ -56,20 +66,69 @@ impl KnownHosts {
     /// What the file records for `target` (`host:port`), if anything. A
     /// missing file records nothing.
     pub fn lookup(&self, target: &str) -> Result<Option<KnownHost>, KnownHostsError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(KnownHostsError::Read {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        find(&text, target).map_err(|line| KnownHostsError::BadLine {
+        find(&self.read()?, target).map_err(|line| KnownHostsError::BadLine {
             path: self.path.clone(),
             line,
         })
+    }
+
+    /// Every server the file records, in its order, and the numbers of
+    /// the lines that cannot be read (blank lines and comments aside).
+    pub fn entries(&self) -> Result<(Vec<Entry>, Vec<usize>), KnownHostsError> {
+        let mut entries = Vec::new();
+        let mut bad = Vec::new();
+        for (index, line) in self.read()?.lines().enumerate() {
+            match parse_line(line) {
+                Line::Skipped => {}
+                Line::Entry(entry) => entries.push(entry),
+                Line::Bad(_) => bad.push(index + 1),
+            }
+        }
+        Ok((entries, bad))
+    }
+
+    /// Removes every line for `target`, rewriting the file atomically (a
+    /// temporary file beside it, renamed over it) with its mode kept. The
+    /// server is then met as for the first time.
+    pub fn forget(&self, target: &str) -> Result<(), KnownHostsError> {
+        let text = self.read()?;
+        let kept: String = text
+            .split_inclusive('\n')
+            .filter(|line| line.split_whitespace().next() != Some(target))
+            .collect();
+        if kept.len() == text.len() {
+            return Err(KnownHostsError::NotRecorded {
+                path: self.path.clone(),
+                target: target.to_owned(),
+            });
+        }
+        let failed = |source| KnownHostsError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let permissions = std::fs::metadata(&self.path).map_err(failed)?.permissions();
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+        temporary.write_all(kept.as_bytes()).map_err(failed)?;
+        temporary.as_file().sync_all().map_err(failed)?;
+        std::fs::set_permissions(temporary.path(), permissions).map_err(failed)?;
+        temporary.persist(&self.path).map_err(|e| failed(e.error))?;
+        Ok(())
+    }
+
+    /// The file's text; a missing file is empty.
+    fn read(&self) -> Result<String, KnownHostsError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(KnownHostsError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     /// Appends a line trusting `fingerprint` for `target`, creating the file
@@ -97,23 +156,44 @@ impl KnownHosts {
     }
 }
 
+/// What one line of the file holds.
+enum Line<'a> {
+    /// A blank line or a `#` comment.
+    Skipped,
+    Entry(Entry),
+    /// A line that cannot be read, and its first word.
+    Bad(&'a str),
+}
+
+fn parse_line(line: &str) -> Line<'_> {
+    let mut words = line.split_whitespace();
+    let Some(host) = words.next().filter(|word| !word.starts_with('#')) else {
+        return Line::Skipped;
+    };
+    match (words.next().map(Fingerprint::parse), words.next()) {
+        (Some(Ok(fingerprint)), None) => Line::Entry(Entry {
+            target: host.to_owned(),
+            fingerprint,
+        }),
+        _ => Line::Bad(host),
+    }
+}
+
 /// The first line of `text` for `target`, or the number of a line for it
 /// that cannot be read. Blank lines and `#` comments are skipped.
 fn find(text: &str, target: &str) -> Result<Option<KnownHost>, usize> {
     for (index, line) in text.lines().enumerate() {
-        let mut words = line.split_whitespace();
-        let Some(host) = words.next().filter(|word| !word.starts_with('#')) else {
-            continue;
-        };
-        if host != target {
-            continue;
+        let line_number = index + 1;
+        match parse_line(line) {
+            Line::Entry(entry) if entry.target == target => {
+                return Ok(Some(KnownHost {
+                    line: line_number,
+                    fingerprint: entry.fingerprint,
+                }))
+            }
+            Line::Bad(host) if host == target => return Err(line_number),
+            _ => {}
         }
-        let line = index + 1;
-        let fingerprint = match (words.next(), words.next()) {
-            (Some(hex), None) => Fingerprint::parse(hex).map_err(|_| line)?,
-            _ => return Err(line),
-        };
-        return Ok(Some(KnownHost { line, fingerprint }));
     }
     Ok(None)
 }
@@ -154,6 +234,37 @@ mod tests {
                 .line,
             2
         );
+    }
+
+    #[test]
+    fn forgetting_removes_only_that_servers_lines_and_keeps_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let (a, b) = (fingerprint(b"a"), fingerprint(b"b"));
+        std::fs::write(&path, format!("# mine\nh:1 {a}\nh:10 {b}\nbroken\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let hosts = KnownHosts::at(path.clone());
+        hosts.forget("h:1").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("# mine\nh:10 {b}\nbroken\n")
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert!(matches!(
+            hosts.forget("h:1"),
+            Err(KnownHostsError::NotRecorded { .. })
+        ));
+        let (entries, bad) = hosts.entries().unwrap();
+        assert_eq!(
+            entries,
+            vec![Entry {
+                target: "h:10".into(),
+                fingerprint: b
+            }]
+        );
+        assert_eq!(bad, vec![3]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use identity::{Identity, IdentityError};
-pub use known_hosts::{KnownHost, KnownHosts, KnownHostsError};
+pub use known_hosts::{Entry as KnownHostEntry, KnownHost, KnownHosts, KnownHostsError};
 pub use pinning::{connect_tls, TlsFailure};
 pub use secret_file::SecretFileError;
 

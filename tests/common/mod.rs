@@ -373,12 +373,25 @@ impl BinaryServer {
         plain: bool,
         configure: impl FnOnce(&mut Command),
     ) -> BinaryServer {
+        let mut args = vec!["server", "0", "--bind", bind, "--root"];
+        let root_path = root.path().to_str().unwrap().to_owned();
+        args.push(&root_path);
+        args.extend(plain.then_some("--plain"));
+        args.extend(extra_args);
+        Self::start_exactly(root, &args, configure)
+    }
+
+    /// `ferry <args>`, which starts a server, with nothing added: no port,
+    /// address or root unless `args` give them (a config file may). `root`
+    /// is the directory it is meant to serve, kept as long as the server.
+    pub fn start_exactly(
+        root: TempDir,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> BinaryServer {
         let mut command = ferry_command();
         command
-            .args(["server", "0", "--bind", bind, "--root"])
-            .arg(root.path())
-            .args(plain.then_some("--plain"))
-            .args(extra_args)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         configure(&mut command);
