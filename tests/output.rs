@@ -361,3 +361,88 @@ fn the_shell_under_json_prints_a_report_object_per_command() {
     assert_eq!(lines[2]["outcome"], "failed");
     assert_eq!(lines[2]["kind"], "not-found");
 }
+
+/// The `tree-file` objects of `lines`, as (path, action, size, moved),
+/// sorted by path.
+fn tree_files(lines: &[Value]) -> Vec<(String, String, u64, u64)> {
+    let mut files: Vec<_> = lines
+        .iter()
+        .filter(|line| line["type"] == "tree-file")
+        .map(|line| {
+            (
+                line["path"].as_str().unwrap().to_owned(),
+                line["action"].as_str().unwrap().to_owned(),
+                line["size"].as_u64().unwrap(),
+                line["moved"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn verbose_names_each_file_of_a_tree_as_it_moves_or_is_skipped() {
+    let server = TestServer::start();
+    let local = server.client_dir();
+    write_file(local, "tree/one.txt", b"1");
+    write_file(local, "tree/sub/two.txt", b"22");
+    let file = |path: &str, action: &str, size: u64, moved: u64| {
+        (path.to_owned(), action.to_owned(), size, moved)
+    };
+
+    // Not asked: no file objects, only the report.
+    let lines = json_ok(&server, &["put", "-r", "tree", "quiet-copy"]);
+    assert_eq!(tree_files(&lines), []);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+
+    let lines = json_ok(&server, &["--verbose", "put", "-r", "tree"]);
+    assert_eq!(
+        tree_files(&lines),
+        [
+            file("one.txt", "moved", 1, 1),
+            file("sub/two.txt", "moved", 2, 2)
+        ]
+    );
+    assert_eq!(lines.last().unwrap()["type"], "report");
+
+    // Again into the same tree, one file changed: the other is skipped.
+    write_file(local, "tree/sub/two.txt", b"2!");
+    let lines = json_ok(&server, &["-v", "put", "-r", "--replace", "tree"]);
+    assert_eq!(
+        tree_files(&lines),
+        [
+            file("one.txt", "skipped", 1, 0),
+            file("sub/two.txt", "moved", 2, 2)
+        ]
+    );
+
+    // A get the same way: to a new name, then into the tree it came from.
+    let lines = json_ok(&server, &["-v", "get", "-r", "tree", "fresh"]);
+    assert_eq!(
+        tree_files(&lines),
+        [
+            file("one.txt", "moved", 1, 1),
+            file("sub/two.txt", "moved", 2, 2)
+        ]
+    );
+    let lines = json_ok(&server, &["-v", "get", "-r", "tree"]);
+    assert_eq!(
+        tree_files(&lines),
+        [
+            file("one.txt", "skipped", 1, 0),
+            file("sub/two.txt", "skipped", 2, 0)
+        ]
+    );
+
+    // Without --json, a line each on stderr.
+    let output = server.run_client(&["-v", "get", "-r", "tree", "text-copy"]);
+    assert_exit(&output, 0);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("  moved \"one.txt\" 1 bytes"), "{stderr}");
+    assert!(
+        stderr.contains("  moved \"sub/two.txt\" 2 bytes"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}

@@ -368,6 +368,24 @@ fn make_big_tree(dir: &Path) {
 /// Where a transfer of `big/` is cut: in its big file, past its step.
 const IN_BIG_FILE: u64 = MIB + ferry::protocol::STEP + 2 * MIB;
 
+/// `--verbose` names what became of each file of [`make_big_tree`] on the
+/// run after a cut in its big file (issue 16).
+fn assert_names_resumed_file(output: &Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("  skipped \"a.bin\" (same content)"),
+        "{stderr}"
+    );
+    // The cut came past its first step, which the receiver had synced.
+    let rest = BIG_FILE - ferry::protocol::STEP;
+    let resumed = format!("  resumed \"b.bin\" {rest} of {BIG_FILE} bytes");
+    assert!(stderr.contains(&resumed), "{stderr}");
+    assert!(
+        stderr.contains(&format!("  moved \"c.bin\" {MIB} bytes")),
+        "{stderr}"
+    );
+}
+
 /// Issue 14: the file a tree download was cut in resumes from its last
 /// step: the next get -r skips the file before it, is sent only the rest
 /// of the cut one, and the file after it.
@@ -384,9 +402,10 @@ fn the_file_a_tree_download_was_cut_in_resumes_from_its_last_step() {
     assert!(!output.status.success(), "{}", describe(&output));
 
     let relay = Relay::counting(server.addr(), Framing::Opaque);
-    let output = run(&server, relay.port(), &["get", "-r", "big"]);
+    let output = run(&server, relay.port(), &["-v", "get", "-r", "big"]);
     let (files, skipped) = counts(&output);
     assert_eq!((files, skipped), (2, 1), "{}", describe(&output));
+    assert_names_resumed_file(&output);
     let rest = BIG_FILE - ferry::protocol::STEP + MIB;
     let received = relay.counted(Way::Down);
     assert!(
@@ -429,9 +448,10 @@ fn the_file_a_tree_upload_was_cut_in_resumes_from_its_last_step() {
     cut_put_at(&server, &["put", "-r", "big"], IN_BIG_FILE);
 
     let relay = Relay::counting(server.addr(), Framing::Opaque);
-    let output = run(&server, relay.port(), &["put", "-r", "big"]);
+    let output = run(&server, relay.port(), &["-v", "put", "-r", "big"]);
     let (files, skipped) = counts(&output);
     assert_eq!((files, skipped), (2, 1), "{}", describe(&output));
+    assert_names_resumed_file(&output);
     let rest = BIG_FILE - ferry::protocol::STEP + MIB;
     let sent = relay.counted(Way::Up);
     assert!(sent < rest + MIB, "sent {sent}, the rest being {rest}");

@@ -545,7 +545,7 @@ impl ferry::client::Progress for Recorder {
     fn begin_files(&mut self, total: u64) {
         self.told.push(Told::Files(total));
     }
-    fn file_done(&mut self) {
+    fn file_done(&mut self, _file: &ferry::client::TreeFile<'_>) {
         self.told.push(Told::FileDone);
     }
 }

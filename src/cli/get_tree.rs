@@ -127,7 +127,8 @@ pub async fn get_trees(
             }
             (Some(target), _) => {
                 let (dir, name) = split_file_target(target)?;
-                let mut bar = ProgressBar::for_tree(settings.hides_progress());
+                let mut bar =
+                    ProgressBar::for_tree(settings.hides_progress(), settings.file_naming());
                 let got = client
                     .get_tree(source.as_ref(), &dir, Some(&name), get.how, &mut bar)
                     .await?;
@@ -140,7 +141,7 @@ pub async fn get_trees(
         };
         // A bar per source: each tree's totals are known only once its
         // manifest has come.
-        let mut bar = ProgressBar::for_tree(settings.hides_progress());
+        let mut bar = ProgressBar::for_tree(settings.hides_progress(), settings.file_naming());
         let got = client
             .get_tree(source.as_ref(), &dest, None, get.how, &mut bar)
             .await?;

@@ -206,6 +206,30 @@ pub fn entry_line(entry: &Entry, long: bool) -> String {
     })
 }
 
+/// A file of a tree as it moved or was skipped (`--verbose`).
+#[derive(Serialize)]
+struct TreeFileObject<'a> {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    path: &'a str,
+    action: &'static str,
+    size: u64,
+    /// Bytes that moved: `size` when moved, less when resumed, 0 when
+    /// skipped.
+    moved: u64,
+}
+
+/// A tree file as a JSON line: `action` is moved, resumed or skipped.
+pub fn tree_file_line(path: &str, action: &'static str, size: u64, moved: u64) -> String {
+    to_line(&TreeFileObject {
+        type_: "tree-file",
+        path,
+        action,
+        size,
+        moved,
+    })
+}
+
 /// What a stat found.
 #[derive(Serialize)]
 struct StatObject<'a> {

@@ -256,6 +256,10 @@ struct ClientArgs {
     /// progress bars.
     #[arg(long, global = true)]
     json: bool,
+    /// Name each file of a tree (put -r, get -r) as it moves or is
+    /// skipped: a line on stderr, or with --json a tree-file object.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     request: Option<Request>,
 }
@@ -486,6 +490,7 @@ fn run_client(args: ClientArgs) -> ExitCode {
         timeout: options.timeout,
         security,
         json: args.json,
+        verbose: args.verbose,
     };
     match args.request {
         Some(request) => runtime.block_on(request::run_once(&settings, request)),

@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use ferry::client::Progress;
+use ferry::client::{Progress, TreeFile};
 use ferry::protocol::{Entry, EntryKind, Info, Link, OmitReason};
 use ferry::report::{escape_controls, Report};
 use indicatif::ProgressStyle;
@@ -135,11 +135,22 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal.
+/// How each file of a tree is named as it moves or is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileNaming {
+    /// A line on stderr, above the bar.
+    Text,
+    /// A `tree-file` JSON object on stdout.
+    Json,
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal; for a
+/// tree, it may also name each file.
 pub struct ProgressBar {
     bar: Option<indicatif::ProgressBar>,
     /// For a tree: files done, of how many.
     files: Option<(u64, u64)>,
+    naming: Option<FileNaming>,
 }
 
 impl ProgressBar {
@@ -149,14 +160,44 @@ impl ProgressBar {
         ProgressBar {
             bar: shown.then(indicatif::ProgressBar::hidden),
             files: None,
+            naming: None,
         }
     }
 
-    /// One bar for a whole tree: files done of all, and bytes.
-    pub fn for_tree(quiet: bool) -> Self {
+    /// One bar for a whole tree: files done of all, and bytes; each file
+    /// named as `naming` says.
+    pub fn for_tree(quiet: bool, naming: Option<FileNaming>) -> Self {
         let mut bar = ProgressBar::for_transfer(quiet);
         bar.files = Some((0, 0));
+        bar.naming = naming;
         bar
+    }
+
+    /// Names a file of the tree, if asked to: `action` is moved, resumed
+    /// or skipped.
+    fn name_file(&self, path: &str, action: &'static str, size: u64, moved: u64) {
+        match self.naming {
+            None => {}
+            Some(FileNaming::Json) => print_json(
+                &super::json::tree_file_line(path, action, size, moved),
+                JsonTo::Stdout,
+            ),
+            Some(FileNaming::Text) => {
+                let line = match action {
+                    "resumed" => format!(
+                        "  resumed {:?} {moved} of {size} bytes",
+                        escape_controls(path)
+                    ),
+                    "skipped" => format!("  skipped {:?} (same content)", escape_controls(path)),
+                    _ => format!("  {action} {:?} {size} bytes", escape_controls(path)),
+                };
+                match &self.bar {
+                    // Above the bar, which is drawn again below it.
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
     }
 
     fn show_files(&self) {
@@ -193,11 +234,20 @@ impl Progress for ProgressBar {
         self.show_files();
     }
 
-    fn file_done(&mut self) {
+    fn file_done(&mut self, file: &TreeFile<'_>) {
         if let Some((done, _)) = self.files.as_mut() {
             *done += 1;
         }
         self.show_files();
+        let action = match file.moved < file.size {
+            true => "resumed",
+            false => "moved",
+        };
+        self.name_file(file.path, action, file.size, file.moved);
+    }
+
+    fn file_skipped(&mut self, path: &str, size: u64) {
+        self.name_file(path, "skipped", size, 0);
     }
 }
 

@@ -19,7 +19,8 @@ use super::get_tree::{get_trees, is_plain_get, split_get, suggest_recursive, tre
 use super::json;
 use super::local_glob::LocalGlobError;
 use super::output::{
-    print_entry, print_info, print_json, print_omitted, print_report, JsonTo, ProgressBar,
+    print_entry, print_info, print_json, print_omitted, print_report, FileNaming, JsonTo,
+    ProgressBar,
 };
 use super::put_plan::{self, PutPlan, Resolve};
 use super::{exit, Request};
@@ -34,6 +35,8 @@ pub struct Settings {
     pub security: Security,
     /// Print JSON objects, one a line, instead of text (`--json`).
     pub json: bool,
+    /// Name each file of a tree as it moves or is skipped (`--verbose`).
+    pub verbose: bool,
 }
 
 impl Settings {
@@ -46,6 +49,15 @@ impl Settings {
     /// whose readers are scripts.
     pub fn hides_progress(&self) -> bool {
         self.quiet || self.json
+    }
+
+    /// How a tree's files are named as they go: not at all, unless
+    /// `--verbose`.
+    pub fn file_naming(&self) -> Option<FileNaming> {
+        self.verbose.then_some(match self.json {
+            true => FileNaming::Json,
+            false => FileNaming::Text,
+        })
     }
 
     /// Connects to the server.
@@ -712,7 +724,7 @@ async fn send(
                     counted_entries(tree.left_out)
                 );
             }
-            let mut bar = ProgressBar::for_tree(settings.hides_progress());
+            let mut bar = ProgressBar::for_tree(settings.hides_progress(), settings.file_naming());
             let sent = client
                 .put_tree(&tree, target.as_ref(), replace, restart, &mut bar)
                 .await?;

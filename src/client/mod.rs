@@ -239,8 +239,23 @@ pub trait Progress: Send {
     fn advance(&mut self, bytes: u64);
     /// A tree's bodies are about to move: `total` files of them.
     fn begin_files(&mut self, _total: u64) {}
-    /// One more file of a tree has moved.
-    fn file_done(&mut self) {}
+    /// One more file of a tree has moved and is in place.
+    fn file_done(&mut self, _file: &TreeFile<'_>) {}
+    /// A file of a tree was not moved: the other side has it with the same
+    /// content.
+    fn file_skipped(&mut self, _path: &str, _size: u64) {}
+}
+
+/// A file of a tree that has moved, as [`Progress::file_done`] hears of it.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeFile<'a> {
+    /// The path below the tree's top, `/`-separated.
+    pub path: &'a str,
+    /// The file's size.
+    pub size: u64,
+    /// The bytes that moved for it: less than `size` when it went on from
+    /// a prefix its receiver held.
+    pub moved: u64,
 }
 
 /// The conflicting names of a refused tree, as its error shows them

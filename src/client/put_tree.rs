@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::walk::{LocalTree, Spooled};
-use super::{unexpected, Client, ClientError, Progress, SLOWEST_DISK_BYTES_PER_SEC};
+use super::{unexpected, Client, ClientError, Progress, TreeFile, SLOWEST_DISK_BYTES_PER_SEC};
 use crate::protocol::{EntryKind, Message, Prefix, RemoteName, RequestKind, TreeEntry, MAX_HELD};
 use crate::transport::{TransportError, WHOLE_BODY};
 
@@ -248,6 +248,9 @@ impl Client {
         while let Some(spooled) = reader.next_entry()? {
             index += 1;
             if cursor.skips_next() {
+                if spooled.entry.kind == EntryKind::File {
+                    progress.file_skipped(&spooled.entry.path, spooled.entry.size);
+                }
                 continue;
             }
             entries += 1;
@@ -283,6 +286,7 @@ impl Client {
             if upload.size < size {
                 return Err(shrank(local));
             }
+            let path = entry.path.clone();
             self.conn.queue(&Message::TreeEntry(entry))?;
             self.conn
                 .send_body_from(upload.file, size, &from, None, &mut |n| progress.advance(n))
@@ -294,7 +298,11 @@ impl Client {
                     },
                     other => other.into(),
                 })?;
-            progress.file_done();
+            progress.file_done(&TreeFile {
+                path: &path,
+                size,
+                moved: size - from.len,
+            });
             sent.files += 1;
             sent.bytes += size - from.len;
         }
@@ -326,14 +334,20 @@ impl Client {
             .map_err(|e| ClientError::BadReply(format!("reading files failed: {e}")))?;
         for (entry, body) in read {
             let size = entry.size;
-            self.conn.queue(&Message::TreeEntry(entry))?;
             let Some(body) = body else {
+                self.conn.queue(&Message::TreeEntry(entry))?;
                 continue; // a directory
             };
             let (bytes, digest) = body?;
+            let path = entry.path.clone();
+            self.conn.queue(&Message::TreeEntry(entry))?;
             self.conn.queue_whole_body(&bytes, digest)?;
             progress.advance(size);
-            progress.file_done();
+            progress.file_done(&TreeFile {
+                path: &path,
+                size,
+                moved: size,
+            });
             sent.files += 1;
             sent.bytes += size;
             if self.conn.queued_len() >= FLUSH_BYTES {

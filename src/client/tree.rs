@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::local_tree::{self, Decision, KeptTree, Planner, TreeWriter};
 use super::spool::{Spool, SpoolReader};
-use super::{unexpected, Client, ClientError, Progress};
+use super::{unexpected, Client, ClientError, Progress, TreeFile};
 use crate::partial::Partial;
 use crate::protocol::{
     EntryKind, ManifestOrder, Message, OmitReason, Prefix, RemoteName, RequestKind, TreeEntry,
@@ -206,7 +206,7 @@ impl Client {
         };
         let received = self.receive_bodies(&mut receiving, as_name, progress).await;
         match received {
-            Ok((files, skipped, bytes)) => receiving.finish(files, skipped, bytes),
+            Ok(counts) => receiving.finish(counts, progress),
             Err(error) => {
                 // A transfer cut off (the connection lost or stalled, a
                 // reply too late) keeps what came verified, for the next
@@ -258,13 +258,13 @@ impl Client {
                 } => return Ok((files, skipped, bytes)),
                 other => return Err(unexpected(other, "a tree entry")),
             };
-            let expected = receiving.next_file(&entry)?;
+            let expected = receiving.next_file(&entry, progress)?;
             let partial = receiving.partials.remove(&(receiving.index as u64 - 1));
             if let Some(partial) = partial.filter(|p| p.prefix().len > 0) {
-                let size = self
+                let moved = self
                     .receive_held(receiving, &expected, partial, progress)
                     .await?;
-                receiving.landed(size, progress);
+                receiving.landed(&expected, moved, progress);
                 continue;
             }
             let size = match self.reply().await? {
@@ -285,7 +285,7 @@ impl Client {
                     .map_err(|e| local_at(target, &expected, e))?;
                 self.receive_into(receiving, &expected, partial, Prefix::none(), progress)
                     .await?;
-                receiving.landed(size, progress);
+                receiving.landed(&expected, size, progress);
                 continue;
             }
             if size <= WHOLE_BODY {
@@ -303,7 +303,7 @@ impl Client {
                     .write_whole(&expected, &body)
                     .map_err(|e| local_at(target, &expected, e))?;
                 progress.advance(size);
-                receiving.landed(size, progress);
+                receiving.landed(&expected, size, progress);
                 continue;
             }
             let file = receiving
@@ -329,7 +329,7 @@ impl Client {
                 .writer
                 .finish_file(file, &expected)
                 .map_err(|e| local_at(target, &expected, e))?;
-            receiving.landed(size, progress);
+            receiving.landed(&expected, size, progress);
         }
     }
 
@@ -641,20 +641,28 @@ struct Receiving<'a> {
 impl Receiving<'_> {
     /// Counts a file of `size` bytes that took its place, for the report
     /// and the bar.
-    fn landed(&mut self, size: u64, progress: &mut dyn Progress) {
-        progress.file_done();
+    fn landed(&mut self, file: &TreeEntry, moved: u64, progress: &mut dyn Progress) {
+        progress.file_done(&TreeFile {
+            path: &file.path,
+            size: file.size,
+            moved,
+        });
         self.got.files += 1;
-        self.got.bytes += size;
+        self.got.bytes += moved;
     }
 
     /// The manifest's next file taken, which `entry` must be, making the
     /// directories before it; the file skipped on the way are counted.
-    fn next_file(&mut self, entry: &TreeEntry) -> Result<TreeEntry, ClientError> {
+    fn next_file(
+        &mut self,
+        entry: &TreeEntry,
+        progress: &mut dyn Progress,
+    ) -> Result<TreeEntry, ClientError> {
         let expected = loop {
             let Some(next) = self.next_entry()? else {
                 return Err(not_in_manifest(entry));
             };
-            if let Some(file) = self.take(next)? {
+            if let Some(file) = self.take(next, progress)? {
                 break file;
             }
         };
@@ -676,9 +684,13 @@ impl Receiving<'_> {
 
     /// Checks the server's counts, makes the directories after the last
     /// body, and gives the tree its names.
-    fn finish(mut self, files: u64, skipped: u64, bytes: u64) -> Result<TreeGot, ClientError> {
+    fn finish(
+        mut self,
+        (files, skipped, bytes): (u64, u64, u64),
+        progress: &mut dyn Progress,
+    ) -> Result<TreeGot, ClientError> {
         while let Some(next) = self.next_entry()? {
-            if let Some(file) = self.take(next)? {
+            if let Some(file) = self.take(next, progress)? {
                 return Err(ClientError::BadReply(format!(
                     "the tree ended without {:?}",
                     file.path
@@ -703,7 +715,11 @@ impl Receiving<'_> {
 
     /// Makes the directory `next`, or counts it skipped, or gives back the
     /// file taken.
-    fn take(&mut self, next: TreeEntry) -> Result<Option<TreeEntry>, ClientError> {
+    fn take(
+        &mut self,
+        next: TreeEntry,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<TreeEntry>, ClientError> {
         let is_taken = self.taken.get(self.index).copied().unwrap_or(false);
         self.index += 1;
         match next.kind {
@@ -715,6 +731,7 @@ impl Receiving<'_> {
             }
             EntryKind::File | EntryKind::Other if is_taken => Ok(Some(next)),
             EntryKind::File | EntryKind::Other => {
+                progress.file_skipped(&next.path, next.size);
                 self.got.skipped += 1;
                 Ok(None)
             }
