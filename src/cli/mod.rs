@@ -1,6 +1,7 @@
 //! The command line: clap types, and dispatch to the server, a one-shot
 //! request or the interactive shell.
 
+mod docs;
 mod get_tree;
 mod local_glob;
 mod output;
@@ -44,6 +45,15 @@ enum TopCommand {
     /// Make access tokens for a server's token file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a completion script for a shell: `ferry completions bash >
+    /// ~/.local/share/bash-completion/completions/ferry`.
+    Completions {
+        /// The shell to complete ferry's commands in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on standard output: `ferry man | man -l -`,
+    /// or `ferry man > ~/.local/share/man/man1/ferry.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,6 +373,14 @@ pub fn run(cli: Cli) -> ExitCode {
         TopCommand::Server(args) => run_server(args),
         TopCommand::Client(args) => run_client(args),
         TopCommand::Token(command) => run_token(command),
+        TopCommand::Completions { shell } => print(&docs::completions(shell), "the completions"),
+        TopCommand::Man => match docs::man_page() {
+            Ok(page) => print(&page, "the man page"),
+            Err(e) => {
+                eprintln!("ferry: cannot render the man page: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -432,16 +450,21 @@ fn run_token(command: TokenCommand) -> ExitCode {
         }
     };
     let line = match mode {
-        Some(mode) => format!("{} {}", token.expose(), access::TokenMode::from(mode)),
-        None => token.expose().to_owned(),
+        Some(mode) => format!("{} {}\n", token.expose(), access::TokenMode::from(mode)),
+        None => format!("{}\n", token.expose()),
     };
+    print(line.as_bytes(), "the token")
+}
+
+/// Writes `output` to stdout; `what` names it if that fails.
+fn print(output: &[u8], what: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+    match stdout.write_all(output).and_then(|()| stdout.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever was to read it has gone: nothing to say, as with `head`.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ferry: cannot write the token to stdout: {e}");
+            eprintln!("ferry: cannot write {what} to stdout: {e}");
             ExitCode::FAILURE
         }
     }
