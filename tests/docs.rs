@@ -93,9 +93,15 @@ fn the_man_page_renders_with_every_command_and_option() {
         return;
     };
     let flat = rendered.split_whitespace().collect::<Vec<_>>().join(" ");
-    for needle in ["ferry", "FERRY CLIENT PUT", "--timeout", "--min-rate"]
-        .iter()
-        .chain(COMMANDS)
+    for needle in [
+        "ferry",
+        "FERRY CLIENT PUT",
+        "--timeout",
+        "--min-rate",
+        "--limit-rate",
+    ]
+    .iter()
+    .chain(COMMANDS)
     {
         assert!(
             flat.contains(needle),

@@ -161,6 +161,10 @@ struct ServerArgs {
     /// minimum.
     #[arg(long, value_name = "SIZE", default_value = "4KiB")]
     min_rate: bytesize::ByteSize,
+    /// The most each connection's bodies may move, per second, both ways:
+    /// 500K, 10M (10^6 bytes), 1.5MiB (2^20), or bytes [default: no limit].
+    #[arg(long, value_name = "RATE", default_value = "0", hide_default_value = true, value_parser = parse_rate)]
+    limit_rate: u64,
     /// Serve plain, unencrypted TCP instead of TLS: only on a network you
     /// trust, or to measure.
     #[arg(long, conflicts_with = "identity")]
@@ -214,6 +218,10 @@ struct ClientArgs {
     /// set]. Never given on the command line, where others could see it.
     #[arg(long, value_name = "FILE", global = true)]
     token_file: Option<PathBuf>,
+    /// The most a transfer may move, per second, up or down: 500K, 10M
+    /// (10^6 bytes), 1.5MiB (2^20), or bytes [default: no limit].
+    #[arg(long, value_name = "RATE", default_value = "0", hide_default_value = true, global = true, value_parser = parse_rate)]
+    limit_rate: u64,
     #[command(subcommand)]
     request: Option<Request>,
 }
@@ -420,6 +428,7 @@ fn run_client(args: ClientArgs) -> ExitCode {
         quiet: args.quiet,
         timeout: args.timeout,
         security,
+        rate_limit: args.limit_rate,
     };
     match args.request {
         Some(request) => runtime.block_on(request::run_once(&settings, request)),
@@ -489,6 +498,25 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A rate in bytes a second, as `--min-rate` and `--max-file-size` take
+/// sizes: bytes, or with a unit, decimal (K, M, G: 10^3, 10^6, 10^9) or
+/// binary (KiB, MiB, GiB), fractions allowed. Unlike curl's
+/// `--limit-rate`, whose 10M is 10 MiB, ferry's 10M is 10 MB. 0 is no
+/// limit; a nonzero number that comes to less than a byte is refused
+/// rather than taken as none.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let rate: bytesize::ByteSize = text.trim().parse()?;
+    let written_as_zero = text
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .all(|c| c == '0' || c == '.');
+    if rate.as_u64() == 0 && !written_as_zero {
+        return Err("is less than one byte a second".into());
+    }
+    Ok(rate.as_u64())
+}
+
 fn parse_fingerprint(text: &str) -> Result<ferry::security::Fingerprint, String> {
     ferry::security::Fingerprint::parse(text).map_err(|e| e.to_string())
 }
@@ -530,3 +558,30 @@ fn announce_first_use(target: &str, first: &FirstUse) {
 
 /// The environment variable holding a token, for client and server.
 const TOKEN_VARIABLE: &str = "FERRY_TOKEN";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_take_decimal_and_binary_units_and_refuse_what_is_not_one() {
+        for (text, rate) in [
+            ("0", Ok(0)),
+            ("0K", Ok(0)),
+            ("1234", Ok(1234)),
+            ("500K", Ok(500_000)),
+            ("10M", Ok(10_000_000)),
+            ("20MB", Ok(20_000_000)),
+            ("1.5MiB", Ok(1_572_864)),
+            ("64KiB", Ok(65_536)),
+            ("1G", Ok(1_000_000_000)),
+            ("0.1", Err(())),
+            ("fast", Err(())),
+            ("-1", Err(())),
+            ("10X", Err(())),
+            ("", Err(())),
+        ] {
+            assert_eq!(parse_rate(text).map_err(|_| ()), rate, "{text:?}");
+        }
+    }
+}
