@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_exit, assert_exit_saying, client_at, describe, ferry_command, pinned,
-    pseudo_random_bytes, write_file, BinaryServer,
+    pseudo_random_bytes, wait_with_deadline, write_file, BinaryServer,
 };
 
 /// Bytes each limited transfer moves: three MiB, at [`RATE`] about 1.6 s.
@@ -200,4 +200,17 @@ fn a_rate_that_is_not_one_is_a_usage_error() {
             .unwrap();
         assert_exit_saying(&output, 2, "--limit-rate");
     }
+    // Below the server's own minimum rate, every transfer would fail. A
+    // server that started instead is killed after PATIENCE, failing.
+    let mut server = ferry_command()
+        .args(["server", "0", "--plain", "--limit-rate", "2K"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_with_deadline(&mut server);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("below --min-rate"), "{stderr}");
 }

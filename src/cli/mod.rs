@@ -394,6 +394,17 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Runs `ferry server`. It spreads connections over every core.
 fn run_server(args: ServerArgs) -> ExitCode {
+    // Every limited transfer would move slower than the server allows and
+    // be given up as too slow.
+    if args.limit_rate != 0 && args.limit_rate < args.min_rate.as_u64() {
+        eprintln!(
+            "ferry: --limit-rate {} bytes a second is below --min-rate {} bytes a second: \
+             every transfer would be given up as too slow",
+            args.limit_rate,
+            args.min_rate.as_u64()
+        );
+        return ExitCode::from(exit::USAGE);
+    }
     let Some(runtime) = start_runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
