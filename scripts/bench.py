@@ -67,6 +67,13 @@ for --only:
                     copy checked by SHA-256; every partial left over is
                     removed and listed. Also 1 GiB with --quick: a step is
                     64 MiB. --baseline-bin does not apply to it
+  rate              a 100 MiB ferry put and get (plain and TLS) with the
+                    client's --limit-rate 20M (20,000,000 bytes a second:
+                    ferry's M is decimal, README "Bandwidth"): the MB/s
+                    achieved, its ratio to 20 MB/s, met or NOT met against
+                    issue 16's goal of within 5% of the limit either way.
+                    Every copy checked by SHA-256. Also 100 MiB with
+                    --quick. --baseline-bin does not apply to it
 
 Before and after: --baseline-bin PATH (bench.sh also takes it from
 FERRY_BASELINE_BIN) benchmarks a second ferry binary, such as a build of an
@@ -157,7 +164,8 @@ ANY_FERRY_METHODS = FERRY_METHODS + tuple(BASELINE_METHODS.values())
 FERRY_PEERS = (REFERENCE, "rsync", "scp", "sftp")
 # Names for --only that stand for several cases.
 CASE_GROUPS = {"ferry": FERRY_METHODS}
-OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory", "trees", "resume"]
+OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory", "trees", "resume",
+               "rate"]
 ALL_CASES = [name for name in METHODS if name not in BASELINE_METHODS.values()] + OTHER_CASES
 
 LATENCY_RUNS = 200
@@ -231,6 +239,14 @@ RESUME_STEP = 64 * MIB
 # Goal of issue 14: the resumed run takes at most this many times a fresh
 # transfer of the bytes it moves; and reads none of the partial again.
 RESUME_RATIO_GOAL = 1.1
+# Issue 16's rate case: a file of RATE_SIZE put and got with the client's
+# --limit-rate RATE_LIMIT, which is RATE_LIMIT_BYTES a second (decimal M,
+# as ferry parses it); the MB/s achieved must be within RATE_TOLERANCE of
+# it, either way.
+RATE_SIZE = 100 * MIB
+RATE_LIMIT = "20M"
+RATE_LIMIT_BYTES = 20_000_000
+RATE_TOLERANCE = 0.05
 # A server's partial uploads, under its root: each one's data file is
 # named by 40 hex digits, its record adds .rec (.rec.new while written).
 SERVER_PARTIALS = ".ferry-tmp-partials"
@@ -1699,6 +1715,50 @@ class Bench:
                              f" {line!r}")
         return timing
 
+    def rate(self):
+        """Issue 16's rate case: per ferry mode and direction, and per
+        repetition, a put or get of RATE_SIZE with the client's --limit-rate
+        RATE_LIMIT, timed, its copy checked and removed; which mode and
+        direction goes first turns rep by rep. Returns (method, direction)
+        -> [wall seconds]."""
+        case_dir = WORK_DIR / "rate"
+        root, downloads, sources_dir = (case_dir / name
+                                        for name in ("root", "downloads", "sources"))
+        for directory in (root, downloads, sources_dir):
+            directory.mkdir(parents=True)
+        source = make_source(human_size(RATE_SIZE).replace(" ", ""), RATE_SIZE, sources_dir,
+                             root)
+        keys = [(name, direction) for name in FERRY_METHODS for direction in ("put", "get")]
+        runs = {key: [] for key in keys}
+        servers = {}
+        try:
+            for name in FERRY_METHODS:
+                servers[name] = self.start_ferry(root, LOG_DIR / f"{name}-rate.log",
+                                                 tls=name == "ferry-tls")
+            for rep in range(self.args.reps):
+                shift = rep % len(keys)
+                for name, direction in keys[shift:] + keys[:shift]:
+                    server = servers[name]
+                    limit = ["--limit-rate", RATE_LIMIT]
+                    if direction == "put":
+                        target = root / f"put-rate-{name}"
+                        request = ["put", source.path, target.name]
+                    else:
+                        target = downloads / f"rate-{name}"
+                        request = ["get", source.served_name, target]
+                    step = Step(self.ferry_client(server) + limit + request, env=server.env,
+                                output=target)
+                    what = (f"{METHODS[name].label} {direction} {human_size(RATE_SIZE)}"
+                            f" at --limit-rate {RATE_LIMIT}")
+                    seconds, _ = self.run_file_step(step, server, source, what, is_ferry=True)
+                    runs[name, direction].append(seconds)
+                    log(f"  {what} rep {rep + 1}/{self.args.reps}: {seconds:.3f} s,"
+                        f" {RATE_SIZE / seconds / 1e6:.2f} MB/s")
+        finally:
+            for server in servers.values():
+                self.procs.stop(server.proc)
+        return runs
+
 
 def idle_tls_context():
     """A client context for the idle TLS connections: TLS 1.3 only, as
@@ -2065,6 +2125,31 @@ def resume_table(runs, leftovers):
     return text
 
 
+def rate_table(runs):
+    """Issue 16's rate goal, per ferry mode and direction: the MB/s of a
+    limited transfer against the limit."""
+    limit_mb = RATE_LIMIT_BYTES / 1e6
+    rows = []
+    for (name, direction), seconds in runs.items():
+        median = statistics.median(seconds)
+        achieved = RATE_SIZE / median / 1e6
+        ratio = achieved / limit_mb
+        rows.append([METHODS[name].label, direction, f"{median:.3f}",
+                     f"{min(seconds):.3f}-{max(seconds):.3f}", f"{achieved:.2f}",
+                     f"{ratio:.3f}", goal_word(abs(ratio - 1) <= RATE_TOLERANCE)])
+    return (
+        f"Rate: a {human_size(RATE_SIZE)} put and get with the client's --limit-rate"
+        f" {RATE_LIMIT} ({RATE_LIMIT_BYTES:,} bytes a second), seconds from client start to"
+        " exit (the connection and the checks of a put or get included), every copy"
+        " checked by SHA-256. MB/s = 10^6 bytes a second, from the median; ratio = that /"
+        f" {limit_mb:g} MB/s; issue 16's goal is within {RATE_TOLERANCE:.0%} of the limit,"
+        " either way.\n\n"
+        + markdown_table(
+            ["ferry", "direction", "median s", "min-max s", "MB/s", f"ratio to {limit_mb:g} MB/s",
+             f"goal: within {RATE_TOLERANCE:.0%}"],
+            rows, right_aligned=(2, 4, 5)))
+
+
 def markdown_table(header, rows, right_aligned=()):
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if column in right_aligned else "---"
@@ -2156,6 +2241,8 @@ def report(args, sections):
             parts.append(comparison)
     if "resume" in sections:
         parts.append(resume_table(*sections["resume"]))
+    if "rate" in sections:
+        parts.append(rate_table(sections["rate"]))
     memory_rows = []
     for mode, kib in sections.get("idle-memory", {}).items():
         rss_fresh, rss_idle, hwm_idle = (value / 1024 for value in kib)
@@ -2276,6 +2363,9 @@ def run(args, bench, chosen):
     if "resume" in chosen:
         log("resume")
         sections["resume"] = bench.resume()
+    if "rate" in chosen:
+        log("rate")
+        sections["rate"] = bench.rate()
     return sections
 
 

@@ -19,6 +19,8 @@
 # --only resume cuts a 1 GiB ferry put and get (plain and TLS) with SIGINT
 # once the receiver's partial passes 512 MiB, runs the same command again,
 # and holds that run against a fresh transfer of the same bytes (issue 14).
+# --only rate puts and gets 100 MiB (plain and TLS) with the client's
+# --limit-rate 20M and holds the MB/s against 20 MB/s (issue 16: within 5%).
 #
 # FERRY_BIN=/path/to/ferry skips the build and benchmarks that binary instead.
 # FERRY_BASELINE_BIN=/path/to/old/ferry, like --baseline-bin, also runs the

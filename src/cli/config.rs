@@ -52,6 +52,8 @@ pub struct NamedServer {
     pub plain: Option<toml::Spanned<bool>>,
     #[serde(default, deserialize_with = "timeout")]
     pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "rate")]
+    pub limit_rate: Option<u64>,
 }
 
 /// The `[server]` table: defaults for `ferry server`'s options.
@@ -79,6 +81,8 @@ pub struct ServerDefaults {
     pub stall_timeout: Option<u64>,
     #[serde(default, deserialize_with = "at_least_one")]
     pub partial_ttl: Option<u64>,
+    #[serde(default, deserialize_with = "rate")]
+    pub limit_rate: Option<u64>,
 }
 
 /// A server mode as the config file spells it.
@@ -214,6 +218,7 @@ impl ConfigFile {
                 .token_file
                 .clone()
                 .or_else(|| named_or_empty.token_file.clone()),
+            rate_limit: args.limit_rate.or(named_or_empty.limit_rate).unwrap_or(0),
         }
     }
 }
@@ -240,6 +245,7 @@ impl ServerDefaults {
             idle_timeout,
             stall_timeout,
             partial_ttl,
+            limit_rate,
         } = self;
         args.port = args.port.or(*port);
         args.bind = args.bind.or(*bind);
@@ -264,6 +270,7 @@ impl ServerDefaults {
             given("stall_timeout"),
         );
         fill(&mut args.partial_ttl, *partial_ttl, given("partial_ttl"));
+        fill(&mut args.limit_rate, *limit_rate, given("limit_rate"));
         // Encryption and mode are each one choice: any flag for it on the
         // command line replaces the file's choice whole.
         if !args.plain && args.identity.is_none() {
@@ -340,6 +347,23 @@ fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64
         _ => Err(serde::de::Error::custom(format!(
             "{number} is not a whole number of at least 1"
         ))),
+    }
+}
+
+/// A rate in bytes a second, or with a unit as `--limit-rate` takes it:
+/// "10M"; 0 for no limit.
+fn rate<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Rate {
+        Bytes(u64),
+        Text(String),
+    }
+    match Rate::deserialize(deserializer)? {
+        Rate::Bytes(n) => Ok(Some(n)),
+        Rate::Text(text) => super::parse_rate(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("limit-rate `{text}`: {e}"))),
     }
 }
 

@@ -4,6 +4,7 @@
 mod address;
 mod completion;
 mod config;
+mod docs;
 mod get_tree;
 mod history;
 mod json;
@@ -67,6 +68,15 @@ enum TopCommand {
     /// Show or forget the servers recorded in the known-hosts file.
     #[command(subcommand)]
     KnownHosts(known_hosts_cmd::KnownHostsCommand),
+    /// Print a completion script for a shell: `ferry completions bash >
+    /// ~/.local/share/bash-completion/completions/ferry`.
+    Completions {
+        /// The shell to complete ferry's commands in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on standard output: `ferry man | man -l -`,
+    /// or `ferry man > ~/.local/share/man/man1/ferry.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +189,10 @@ struct ServerArgs {
     /// minimum.
     #[arg(long, value_name = "SIZE", default_value = "4KiB")]
     min_rate: bytesize::ByteSize,
+    /// The most each connection's bodies may move, per second, both ways:
+    /// 500K, 10M (10^6 bytes), 1.5MiB (2^20), or bytes [default: no limit].
+    #[arg(long, value_name = "RATE", default_value = "0", hide_default_value = true, value_parser = parse_rate)]
+    limit_rate: u64,
     /// Serve plain, unencrypted TCP instead of TLS: only on a network you
     /// trust, or to measure.
     #[arg(long, conflicts_with = "identity")]
@@ -260,6 +274,11 @@ struct ClientArgs {
     /// skipped: a line on stderr, or with --json a tree-file object.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// The most a transfer may move, per second, up or down: 500K, 10M
+    /// (10^6 bytes), 1.5MiB (2^20), or bytes; 0 for no limit [default:
+    /// the named server's limit-rate in the config file, else none].
+    #[arg(long, value_name = "RATE", global = true, value_parser = parse_rate)]
+    limit_rate: Option<u64>,
     #[command(subcommand)]
     request: Option<Request>,
 }
@@ -421,6 +440,14 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         TopCommand::Client(args) => run_client(args),
         TopCommand::Token(command) => run_token(command),
         TopCommand::KnownHosts(command) => known_hosts_cmd::run(command),
+        TopCommand::Completions { shell } => print(&docs::completions(shell), "the completions"),
+        TopCommand::Man => match docs::man_page() {
+            Ok(page) => print(&page, "the man page"),
+            Err(e) => {
+                eprintln!("ferry: cannot render the man page: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -432,6 +459,17 @@ fn run_server(mut args: ServerArgs, matches: Option<&ArgMatches>) -> ExitCode {
             eprintln!("ferry: {e:#}");
             return ExitCode::FAILURE;
         }
+    }
+    // Every limited transfer would move slower than the server allows and
+    // be given up as too slow.
+    if args.limit_rate != 0 && args.limit_rate < args.min_rate.as_u64() {
+        eprintln!(
+            "ferry: --limit-rate {} bytes a second is below --min-rate {} bytes a second: \
+             every transfer would be given up as too slow",
+            args.limit_rate,
+            args.min_rate.as_u64()
+        );
+        return ExitCode::from(exit::USAGE);
     }
     let Some(runtime) = start_runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
@@ -491,6 +529,7 @@ fn run_client(args: ClientArgs) -> ExitCode {
         security,
         json: args.json,
         verbose: args.verbose,
+        rate_limit: options.rate_limit,
     };
     match args.request {
         Some(request) => runtime.block_on(request::run_once(&settings, request)),
@@ -521,16 +560,21 @@ fn run_token(command: TokenCommand) -> ExitCode {
         }
     };
     let line = match mode {
-        Some(mode) => format!("{} {}", token.expose(), access::TokenMode::from(mode)),
-        None => token.expose().to_owned(),
+        Some(mode) => format!("{} {}\n", token.expose(), access::TokenMode::from(mode)),
+        None => format!("{}\n", token.expose()),
     };
+    print(line.as_bytes(), "the token")
+}
+
+/// Writes `output` to stdout; `what` names it if that fails.
+fn print(output: &[u8], what: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+    match stdout.write_all(output).and_then(|()| stdout.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever was to read it has gone: nothing to say, as with `head`.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ferry: cannot write the token to stdout: {e}");
+            eprintln!("ferry: cannot write {what} to stdout: {e}");
             ExitCode::FAILURE
         }
     }
@@ -566,6 +610,25 @@ fn parse_port_operand(text: &str) -> Result<u16, String> {
     address::parse_port(text).map_err(|e| e.to_string())
 }
 
+/// A rate in bytes a second, as `--min-rate` and `--max-file-size` take
+/// sizes: bytes, or with a unit, decimal (K, M, G: 10^3, 10^6, 10^9) or
+/// binary (KiB, MiB, GiB), fractions allowed. Unlike curl's
+/// `--limit-rate`, whose 10M is 10 MiB, ferry's 10M is 10 MB. 0 is no
+/// limit; a nonzero number that comes to less than a byte is refused
+/// rather than taken as none.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let rate: bytesize::ByteSize = text.trim().parse()?;
+    let written_as_zero = text
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .all(|c| c == '0' || c == '.');
+    if rate.as_u64() == 0 && !written_as_zero {
+        return Err("is less than one byte a second".into());
+    }
+    Ok(rate.as_u64())
+}
+
 fn parse_fingerprint(text: &str) -> Result<ferry::security::Fingerprint, String> {
     ferry::security::Fingerprint::parse(text).map_err(|e| e.to_string())
 }
@@ -581,6 +644,8 @@ struct ClientOptions {
     fingerprint: Option<ferry::security::Fingerprint>,
     known_hosts: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    /// Bytes a second a transfer may move; 0 for no limit.
+    rate_limit: u64,
 }
 
 /// Whom the client trusts and which token it presents, from its options
@@ -620,3 +685,30 @@ fn announce_first_use(target: &str, first: &FirstUse) {
 
 /// The environment variable holding a token, for client and server.
 const TOKEN_VARIABLE: &str = "FERRY_TOKEN";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_take_decimal_and_binary_units_and_refuse_what_is_not_one() {
+        for (text, rate) in [
+            ("0", Ok(0)),
+            ("0K", Ok(0)),
+            ("1234", Ok(1234)),
+            ("500K", Ok(500_000)),
+            ("10M", Ok(10_000_000)),
+            ("20MB", Ok(20_000_000)),
+            ("1.5MiB", Ok(1_572_864)),
+            ("64KiB", Ok(65_536)),
+            ("1G", Ok(1_000_000_000)),
+            ("0.1", Err(())),
+            ("fast", Err(())),
+            ("-1", Err(())),
+            ("10X", Err(())),
+            ("", Err(())),
+        ] {
+            assert_eq!(parse_rate(text).map_err(|_| ()), rate, "{text:?}");
+        }
+    }
+}

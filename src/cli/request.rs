@@ -37,6 +37,9 @@ pub struct Settings {
     pub json: bool,
     /// Name each file of a tree as it moves or is skipped (`--verbose`).
     pub verbose: bool,
+    /// The most a transfer's bodies may move, in bytes a second; 0 for no
+    /// limit.
+    pub rate_limit: u64,
 }
 
 impl Settings {
@@ -62,7 +65,10 @@ impl Settings {
 
     /// Connects to the server.
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect(&self.host, self.port, self.timeout, &self.security).await
+        let mut client =
+            Client::connect(&self.host, self.port, self.timeout, &self.security).await?;
+        client.set_rate_limit(self.rate_limit);
+        Ok(client)
     }
 }
 

@@ -37,6 +37,7 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         stall_timeout: Duration::from_secs(args.stall_timeout),
         partial_ttl: Duration::from_secs(args.partial_ttl.saturating_mul(3600)),
         min_rate: args.min_rate.as_u64(),
+        rate_limit: args.limit_rate,
         max_file_size: args.max_file_size.map(|size| size.as_u64()),
         max_tree_entries: args.max_tree_entries,
         max_manifest_bytes: args.max_manifest_bytes.as_u64(),

@@ -411,6 +411,13 @@ impl Client {
         })
     }
 
+    /// Sets the most the bodies of this client's transfers may move, in
+    /// bytes a second, files, trees and streams, up or down; 0 for no
+    /// limit, the default.
+    pub fn set_rate_limit(&mut self, bytes_per_second: u64) {
+        self.conn.set_rate_limit(bytes_per_second);
+    }
+
     /// The address of the server this client is connected to.
     pub fn server_addr(&self) -> SocketAddr {
         self.server

@@ -216,6 +216,7 @@ impl Session {
         let mut conn = Connection::new(link);
         conn.set_stall_limit(self.config.stall_timeout);
         conn.set_min_rate(self.config.min_rate);
+        conn.set_rate_limit(self.config.rate_limit);
         match conn.server_handshake().await {
             Ok(token) => Ok((conn, token)),
             Err(e) => {

@@ -50,6 +50,9 @@ pub struct Config {
     /// The slowest a body may move, in bytes a second averaged over the
     /// stall timeout, before the transfer is given up; 0 for no minimum.
     pub min_rate: u64,
+    /// The most a connection's bodies may move, both ways together, in
+    /// bytes a second; 0 for no limit.
+    pub rate_limit: u64,
     /// How long an interrupted upload's partial is kept for a resume.
     pub partial_ttl: Duration,
     /// The largest file a put may declare; `None` for no limit but the
@@ -104,6 +107,7 @@ impl Config {
             idle_timeout: Duration::from_secs(5 * 60),
             stall_timeout: Duration::from_secs(60),
             min_rate: DEFAULT_MIN_RATE,
+            rate_limit: 0,
             partial_ttl: DEFAULT_PARTIAL_TTL,
             max_file_size: None,
             max_tree_entries: DEFAULT_MAX_TREE_ENTRIES,

@@ -25,12 +25,15 @@ mod ends;
 mod flush;
 mod link;
 mod pump;
+mod rate;
 mod whole;
 
 use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use rate::Throttle;
 
 use crate::protocol::{
     self, DecodeError, ErrorCode, FailureKind, Message, Preamble, PreambleError, Token,
@@ -182,6 +185,8 @@ pub struct Connection<S> {
     /// The slowest a body may move, in bytes a second, averaged over a
     /// stall limit; 0 for no minimum.
     min_rate: u64,
+    /// The most bodies may move, both ways.
+    throttle: Throttle,
 }
 
 /// How long a connection waits for its peer to move a byte, unless told
@@ -197,6 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             write_buf: Vec::new(),
             stall_limit: DEFAULT_STALL_LIMIT,
             min_rate: 0,
+            throttle: Throttle::default(),
         }
     }
 
@@ -216,6 +222,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// 0 for no minimum.
     pub fn set_min_rate(&mut self, bytes_per_second: u64) {
         self.min_rate = bytes_per_second;
+    }
+
+    /// Sets the most bodies may move, sent and received together, in
+    /// bytes a second; 0 for no limit, the default, under which the data
+    /// path makes no more system calls than without one.
+    pub fn set_rate_limit(&mut self, bytes_per_second: u64) {
+        self.throttle = Throttle::new(bytes_per_second);
     }
 
     /// The underlying stream.

@@ -302,6 +302,12 @@ impl<S: Stream> Connection<S> {
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
         let mut offset = start;
         while offset < size {
+            // Under a rate limit, this round sends no more than it allows.
+            let round = self
+                .throttle
+                .piece(buffer_len(size - offset, usize::MAX))
+                .await;
+            let end = offset.saturating_add(round as u64).min(size);
             wait_ready(tcp, Interest::WRITABLE, Stall::from_now(self.stall_limit)).await?;
             // A first piece goes through tokio, so that an EAGAIN is met
             // where tokio sees it and forgets the socket's readiness without
@@ -309,7 +315,7 @@ impl<S: Stream> Connection<S> {
             let file = source
                 .raw_fd()
                 .ok_or_else(|| data_path_failed("the source has no descriptor"))?;
-            let probe = buffer_len(size - offset, PROBE);
+            let probe = buffer_len(end - offset, PROBE);
             let mut at = offset;
             let sent = tcp.try_io(Interest::WRITABLE, || {
                 rustix::fs::sendfile(tcp.as_fd(), file, Some(&mut at), probe)
@@ -335,9 +341,10 @@ impl<S: Stream> Connection<S> {
             }
             progress(at - offset);
             pace.moved(at - offset)?;
+            self.throttle.moved(at - offset);
             offset = at;
-            if offset == size {
-                break;
+            if offset == end {
+                continue;
             }
             // The rest of what the socket takes now, on the blocking pool:
             // reading the file may wait for the disk.
@@ -346,11 +353,12 @@ impl<S: Stream> Connection<S> {
                 let file = source
                     .raw_fd()
                     .ok_or_else(|| data_path_failed("the source has no descriptor"))?;
-                body::sendfile_step(&step_socket, file, offset, size)
+                body::sendfile_step(&step_socket, file, offset, end)
             })
             .await??;
             progress(sent - offset);
             pace.moved(sent - offset)?;
+            self.throttle.moved(sent - offset);
             offset = sent;
         }
         match hashing {
@@ -469,6 +477,7 @@ impl<S: Stream> Connection<S> {
         let early_len = early.len() as u64;
         let mut left = size - writer.offset - early_len;
         progress(early_len);
+        self.throttle.moved(early_len);
         if !early.is_empty() {
             let (sink, mut moved) = (Arc::clone(sink), std::mem::take(writer));
             let step = blocking(move || {
@@ -487,6 +496,8 @@ impl<S: Stream> Connection<S> {
                     }
                 }
             }
+            // Before the stall limit starts: a wait of our own is no stall.
+            let want = self.throttle.piece(buffer_len(left, pipe_len)).await;
             let stall = Stall::from_now(self.stall_limit);
             // A peek, cancel-safe, not `readable`: tokio may still hold
             // the socket readable from before the splices that emptied it
@@ -502,7 +513,6 @@ impl<S: Stream> Connection<S> {
                 hashing.catch_up(sink, writer, flushing, true).await?;
                 flushing.bring_up_to_date(sink, Some(writer.offset)).await;
             }
-            let want = buffer_len(left, pipe_len);
             let n = splice_in(tcp, &pipe_in, want, stall).await?;
             let (sink_step, pipe) = (Arc::clone(sink), Arc::clone(&pipe_out));
             let mut moved = std::mem::take(writer);
@@ -517,6 +527,7 @@ impl<S: Stream> Connection<S> {
             left -= n as u64;
             progress(n as u64);
             pace.moved(n as u64)?;
+            self.throttle.moved(n as u64);
             if writer.error.is_none() {
                 hashing.catch_up(sink, writer, flushing, false).await?;
                 flushing.advance(sink, writer.offset);
@@ -550,6 +561,7 @@ impl<S: Stream> Connection<S> {
         let mut pace = Pace::new(self.stall_limit, self.min_rate);
         let mut left = size - from.len - early.len() as u64;
         progress(early.len() as u64);
+        self.throttle.moved(early.len() as u64);
         let mut chunk = early;
         let mut cut = None;
         // How far the writes done end, while the next has the state;
@@ -638,11 +650,14 @@ impl<S: Stream> Connection<S> {
         let limit = self.stall_limit;
         let mut rest = bytes;
         while !rest.is_empty() {
-            match tokio::time::timeout(limit, self.stream.write(rest)).await {
+            let piece = self.throttle.piece(rest.len()).await;
+            let piece = rest.get(..piece).unwrap_or(rest);
+            match tokio::time::timeout(limit, self.stream.write(piece)).await {
                 Ok(Ok(0)) => return Err(TransportError::Closed),
                 Ok(Ok(n)) => {
                     rest = rest.get(n..).unwrap_or_default();
                     pace.moved(n as u64)?;
+                    self.throttle.moved(n as u64);
                 }
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => return Err(TransportError::Stalled(limit)),
@@ -680,11 +695,12 @@ impl<S: Stream> Connection<S> {
         // Room for all of it at once, so every read can fill what came.
         chunk.reserve(want.saturating_sub(chunk.len()));
         while chunk.len() < want {
+            // Before the stall limit starts: a wait of our own is no stall.
+            let rest = self.throttle.piece(want - chunk.len()).await as u64;
             let (stall, may_pause) = match waiting.take() {
                 Some(stall) => (stall, false),
                 None => (Stall::from_now(self.stall_limit), pausing),
             };
-            let rest = (want - chunk.len()) as u64;
             let mut body = (&mut self.stream).take(rest);
             // Cancel-safe: a read given up reads nothing.
             let read = stall.within(body.read_buf(chunk));
@@ -698,7 +714,10 @@ impl<S: Stream> Connection<S> {
             };
             match read? {
                 Ok(0) => return Err(TransportError::Closed),
-                Ok(n) => pace.moved(n as u64)?,
+                Ok(n) => {
+                    pace.moved(n as u64)?;
+                    self.throttle.moved(n as u64);
+                }
                 // TLS's word for a peer gone without close_notify: a cut
                 // like any other (see `Connection::read_more`).
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
