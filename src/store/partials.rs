@@ -110,7 +110,9 @@ impl Store {
             match Partial::open(&place, restart) {
                 Ok(opened) => break opened,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(busy()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < MAKE_ATTEMPTS => {
+                    attempts += 1
+                }
                 Err(e) => return Err(classify(e)),
             }
         };
@@ -184,12 +186,28 @@ impl Store {
 pub(super) fn partials_dir(root: &Dir) -> Result<Dir, Refusal> {
     let mut builder = DirBuilder::new();
     builder.mode(0o700);
-    match root.create_dir_with(PARTIALS_DIR, &builder) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(classify(e)),
-        _ => {}
+    // An upload that has just taken its partial out removes the directory
+    // if that left it empty, which may fall between the making here and
+    // the opening: made again, as often as another upload could have
+    // finished meanwhile.
+    let mut attempts = 0;
+    loop {
+        match root.create_dir_with(PARTIALS_DIR, &builder) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(classify(e)),
+            _ => {}
+        }
+        match root.open_dir(PARTIALS_DIR) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < MAKE_ATTEMPTS => {
+                attempts += 1
+            }
+            opened => return opened.map_err(classify),
+        }
     }
-    root.open_dir(PARTIALS_DIR).map_err(classify)
 }
+
+/// How often [`partials_dir`] makes the directory again when it is taken
+/// away before it is opened: far more often than uploads finish at once.
+const MAKE_ATTEMPTS: u32 = 100;
 
 /// The name, in the partials directory, of the directory where `owner`'s
 /// new tree at `target` is built.
@@ -245,6 +263,28 @@ pub(super) fn partial_key(owner: &Owner, name: &RemoteName) -> String {
 mod tests {
     use super::*;
     use crate::protocol::NameError;
+
+    /// Soak, 2026-11-28: a put failed `not-found` when another upload's
+    /// tidy took the empty directory away between its making and its
+    /// opening. Here a thread takes it away as fast as it can while this
+    /// one makes and opens it.
+    #[test]
+    fn the_partials_directory_taken_away_meanwhile_is_made_again() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = Dir::open_ambient_dir(root.path(), cap_std::ambient_authority()).unwrap();
+        let remover = dir.try_clone().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let tidying = std::thread::spawn(move || {
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = remover.remove_dir(PARTIALS_DIR);
+            }
+        });
+        let failed = (0..20_000).filter(|_| partials_dir(&dir).is_err()).count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        tidying.join().unwrap();
+        assert_eq!(failed, 0, "of 20000 makings and openings");
+    }
 
     #[test]
     fn the_partials_directory_is_a_name_no_client_can_use() {
