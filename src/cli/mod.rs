@@ -32,7 +32,7 @@ use ferry::client::{FirstUse, Security, Trust};
 use ferry::protocol::{FailureKind, Token};
 use ferry::security::{access, KnownHosts};
 
-/// ferry: move files between machines, fast and safely.
+/// Move files between machines, fast and safely.
 ///
 /// A server serves one directory over TCP; a client uploads, downloads,
 /// lists, renames and deletes files and directories in it. Nothing is ever overwritten, and a file
