@@ -278,6 +278,9 @@ mod tests {
         let tidying = std::thread::spawn(move || {
             while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = remover.remove_dir(PARTIALS_DIR);
+                // As often as uploads could finish, not in lockstep with
+                // the making, which no number of attempts would outlast.
+                std::thread::yield_now();
             }
         });
         let failed = (0..20_000).filter(|_| partials_dir(&dir).is_err()).count();
