@@ -82,7 +82,7 @@ pub struct Candidate {
 pub struct TreeWrite {
     /// Where entry paths are resolved: the target of a merge, or the
     /// staging directory of a new tree once [`TreeWrite::start`] made it
-    /// (or [`Store::open_tree`] found it kept).
+    /// (or [`LocalStore::open_tree`] found it kept).
     base: Option<Dir>,
     replace: bool,
     /// `base` is a new tree's staging directory kept by an earlier try:
@@ -173,7 +173,7 @@ pub struct TreeFile {
     modified: i64,
 }
 
-impl super::Store {
+impl super::LocalStore {
     /// Opens the tree `target` (`None`: the root) for a PutTree: a
     /// directory is merged into, keeping its own mode and time; a missing
     /// name becomes a new tree, which takes `top`'s mode and time at the

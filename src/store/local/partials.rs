@@ -24,7 +24,7 @@ use cap_std::fs::DirBuilderExt;
 use cap_std::fs::{Dir, DirBuilder};
 
 use super::digest_cache::{self, Stamp};
-use super::{check_free_space, classify, MadeDirs, Store};
+use super::{check_free_space, classify, LocalStore, MadeDirs};
 use crate::partial::{Found, Partial, Place};
 use crate::protocol::{Digest, ErrorCode, Refusal, RemoteName, Token};
 
@@ -61,12 +61,12 @@ pub struct ResumableUpload {
     made: MadeDirs,
 }
 
-impl Store {
+impl LocalStore {
     /// Begins a resumable upload of `size` bytes to `name` for `owner`,
     /// from a source last modified at `modified`: finds and proves the
     /// owner's partial of that name, or makes one (discarding any with
     /// `restart`). Refuses, before anything is written, what
-    /// [`Store::begin_write`] refuses, with the partial's proven bytes
+    /// [`LocalStore::begin_write`] refuses, with the partial's proven bytes
     /// counted as already on disk.
     pub fn begin_resumable(
         &self,
