@@ -146,7 +146,7 @@ pub struct Server {
 impl Server {
     /// Opens (and if needed creates) the root directory.
     pub fn open(config: Config, reporter: Reporter) -> Result<Server, ServerError> {
-        let store = Store::open(&config.root).map_err(|source| ServerError::Root {
+        let store = Store::open_local(&config.root).map_err(|source| ServerError::Root {
             path: config.root.clone(),
             source,
         })?;
