@@ -180,6 +180,18 @@ fn the_server_creates_a_missing_root() {
 }
 
 #[test]
+fn the_start_line_names_the_served_directory() {
+    let server = BinaryServer::start(&[]);
+    let root = server.root.path().canonicalize().unwrap();
+    let serving = format!(", serving {};", root.display());
+    assert!(
+        server.start_line.contains(&serving),
+        "{}",
+        server.start_line
+    );
+}
+
+#[test]
 fn sigterm_and_sigint_stop_the_server_cleanly() {
     for signal in ["TERM", "INT"] {
         let mut server = BinaryServer::start(&[]);

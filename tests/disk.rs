@@ -9,6 +9,7 @@ use std::process::Command;
 
 use common::{RawClient, TestServer};
 use ferry::protocol::{ErrorCode, Message};
+use ferry::store::StoreSpec;
 
 fn expect_error(reply: Option<Message>, expected: ErrorCode) {
     match reply {
@@ -138,7 +139,7 @@ fn declared_sizes_claim_no_disk_ahead_of_their_data() {
     };
     let root = disk.path.join("served");
     let served = root.clone();
-    let server = TestServer::start_with(move |config| config.root = served);
+    let server = TestServer::start_with(move |config| config.store = StoreSpec::Local(served));
     let before = disk.used();
     let mut tricklers = Vec::new();
     for n in 0..40 {

@@ -12,7 +12,7 @@ use common::*;
 use ferry::protocol::{EntryKind, ErrorCode, FailureKind, Message, TreeEntry, TEMP_PREFIX};
 use ferry::report::Outcome;
 use ferry::security::access::{Access, ServerMode};
-use ferry::store::PARTIALS_DIR;
+use ferry::store::{StoreSpec, PARTIALS_DIR};
 
 /// 2001-09-09, long before any test runs.
 const OLD: i64 = 1_000_000_000;
@@ -739,7 +739,8 @@ fn staging_directories_of_a_dead_server_are_removed_at_start() {
     let dead = format!("{TEMP_PREFIX}{}-0", i32::MAX);
     write_file(served.path(), &format!("{dead}/sub/f"), b"half a tree");
     write_file(served.path(), &format!("keep/{dead}/f"), b"half a tree");
-    let server = TestServer::start_with(|config| config.root = served.path().to_owned());
+    let server =
+        TestServer::start_with(|config| config.store = StoreSpec::Local(served.path().to_owned()));
     server.wait_for_reports(2);
     assert_eq!(files_under(served.path()), ["keep"]);
 }

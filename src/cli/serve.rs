@@ -51,15 +51,15 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    let root = server.root_path().display().to_string();
+    let serving = server.describe_store();
     let start_line = match args.log_format {
         LogFormat::Text => format!(
-            "ferry server up and running on {local}, serving {root}; {}; {}",
+            "ferry server up and running on {local}, serving {serving}; {}; {}",
             security.encryption, security.access_summary
         ),
         LogFormat::Json => json::start_line(
             local,
-            &root,
+            &serving,
             &security.encryption,
             security.fingerprint.clone(),
             &security.access_summary,

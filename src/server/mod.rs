@@ -14,7 +14,7 @@ mod tally;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::protocol::{ErrorCode, FailureKind};
 use crate::report::{Detail, Outcome, Report, Reporter, Subject};
 use crate::security::access::Access;
-use crate::store::Store;
+use crate::store::{OpenError, Store, StoreSpec};
 pub use connections::Limits;
 use connections::{Connections, Ended};
 use door::Door;
@@ -35,8 +35,8 @@ use tally::Tally;
 /// How the server behaves.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The directory served; created if missing.
-    pub root: PathBuf,
+    /// Where the served files are kept.
+    pub store: StoreSpec,
     /// How many connections are served, and shaking hands, at once, and
     /// how long an address whose handshakes fail is refused.
     pub limits: Limits,
@@ -97,11 +97,12 @@ pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 const PARTIAL_SWEEP_PERIOD: Duration = Duration::from_secs(60 * 60);
 
 impl Config {
-    /// Defaults for serving `root`: plain TCP, open to anyone. The command
-    /// line's defaults are TLS and a persistent identity.
+    /// Defaults for serving the directory `root` (created if missing):
+    /// plain TCP, open to anyone. The command line's defaults are TLS and a
+    /// persistent identity.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Config {
-            root: root.into(),
+            store: StoreSpec::Local(root.into()),
             limits: Limits::default(),
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(5 * 60),
@@ -123,12 +124,9 @@ impl Config {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    // The cause is the error's source; `{:#}` prints it after this.
-    #[error("cannot serve directory {path}")]
-    Root {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] OpenError),
 }
 
 /// A server ready to run: its store is open.
@@ -144,12 +142,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens (and if needed creates) the root directory.
+    /// Opens the store the configuration names (a local directory is
+    /// created if missing).
     pub fn open(config: Config, reporter: Reporter) -> Result<Server, ServerError> {
-        let store = Store::open_local(&config.root).map_err(|source| ServerError::Root {
-            path: config.root.clone(),
-            source,
-        })?;
+        let store = Store::open(&config.store)?;
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Ok(Server {
             store: Arc::new(store),
@@ -159,9 +155,9 @@ impl Server {
         })
     }
 
-    /// The absolute path of the served directory.
-    pub fn root_path(&self) -> &Path {
-        self.store.path()
+    /// What is served, as the start line names it.
+    pub fn describe_store(&self) -> String {
+        self.store.describe()
     }
 
     /// Serves connections from `listener` until `shutdown` completes, then

@@ -4,7 +4,8 @@
 //!
 //! [`Store`] is the seam: an enum of the backends, each of its methods a
 //! `match` with an arm per backend, so a new backend does not compile
-//! until every request has been decided for it. There is one backend
+//! until every request has been decided for it. A [`StoreSpec`] says which
+//! backend, and where, before the store is opened. There is one backend
 //! today, a directory on the local disk ([`LocalStore`]);
 //! `docs/design/s3-store.md` designs a second, an S3 bucket.
 //!
@@ -26,7 +27,7 @@
 mod local;
 
 use std::io;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::partial::{Found, Partial};
@@ -36,6 +37,25 @@ pub use local::{
     ResumableUpload, TreeFile, TreeWalk, TreeWrite, Upload, WriteFile, PARTIALS_DIR,
 };
 
+/// Where the served files are to be kept: what a server is configured
+/// with, before the store is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// A directory on this machine's disk, created with its parents if
+    /// missing.
+    Local(PathBuf),
+}
+
+/// Why a store could not be opened: the server does not start, rather
+/// than fail every request.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The local directory could not be made, opened or searched.
+    // The cause is the error's source; `{:#}` prints it after this.
+    #[error("cannot serve directory {path}")]
+    Directory { path: PathBuf, source: io::Error },
+}
+
 /// The served files, in whichever backend holds them.
 #[derive(Debug)]
 pub enum Store {
@@ -44,15 +64,25 @@ pub enum Store {
 }
 
 impl Store {
-    /// Serves the directory `path`, creating it and its parents if missing.
-    pub fn open_local(path: &Path) -> io::Result<Store> {
-        LocalStore::open(path).map(Store::Local)
+    /// Opens the store `spec` names.
+    pub fn open(spec: &StoreSpec) -> Result<Store, OpenError> {
+        match spec {
+            StoreSpec::Local(path) => {
+                LocalStore::open(path)
+                    .map(Store::Local)
+                    .map_err(|source| OpenError::Directory {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+        }
     }
 
-    /// The absolute path of the served directory.
-    pub fn path(&self) -> &Path {
+    /// What is served, as the server's start line names it: for a local
+    /// store, the directory's absolute path.
+    pub fn describe(&self) -> String {
         match self {
-            Store::Local(store) => store.path(),
+            Store::Local(store) => store.path().display().to_string(),
         }
     }
 
@@ -213,7 +243,7 @@ mod tests {
     #[test]
     fn local_bodies_are_descriptors() {
         let root = tempfile::tempdir().unwrap();
-        let store = Store::open_local(root.path()).unwrap();
+        let store = Store::open(&StoreSpec::Local(root.path().to_owned())).unwrap();
         let name = RemoteName::parse("a file").unwrap();
         let (upload, body) = store.begin_write(&name, 4).unwrap();
         assert!(BodySink::raw_fd(&body).is_some());
