@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{
     assert_exit, assert_exit_saying, describe, files_under, frame, wait_with_deadline, write_file,
-    BinaryServer, RawClient, TestServer,
+    Backing, BinaryServer, RawClient, TestServer,
 };
 use ferry::protocol::{EntryKind, ErrorCode, FailureKind, Info, Link, Message, RequestKind};
 use ferry::report::{Detail, Outcome};
@@ -671,10 +671,9 @@ fn stat_shows_the_digest_once_a_get_of_a_settled_file_has_computed_it() {
     assert!(stdout_of(&after).contains(&line), "{}", describe(&after));
 }
 
-#[test]
-fn stat_of_a_directory_and_of_the_root_says_directory() {
-    let server = TestServer::start();
-    mkdir(server.root(), "d");
+fn stat_of_a_directory_and_of_the_root_says_directory(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("d/inner.txt", b"in d");
     let output = server.run_client(&["stat", "d/"]);
     assert_exit(&output, 0);
     let shown = stdout_of(&output);
@@ -719,13 +718,17 @@ fn stat_of_a_fifo_says_other() {
     );
 }
 
-#[test]
-fn stat_of_a_missing_name_is_not_found_and_prints_nothing() {
-    let server = TestServer::start();
+fn stat_of_a_missing_name_is_not_found_and_prints_nothing(backing: Backing) {
+    let server = TestServer::start_in(backing);
     let output = server.run_client(&["stat", "missing.txt"]);
     assert_refused(&output, "not-found");
     assert!(output.stdout.is_empty(), "{}", describe(&output));
 }
+
+store_matrix!(
+    stat_of_a_directory_and_of_the_root_says_directory,
+    stat_of_a_missing_name_is_not_found_and_prints_nothing,
+);
 
 #[test]
 fn stat_of_a_symlink_says_so_and_shows_what_it_leads_to_inside() {

@@ -31,6 +31,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use ferry::client::{FirstUse, Security, Trust};
 use ferry::protocol::{FailureKind, Token};
 use ferry::security::{access, KnownHosts};
+use ferry::store::s3::S3Spec;
 
 /// Move files between machines, fast and safely.
 ///
@@ -57,8 +58,9 @@ impl Cli {
 
 #[derive(Debug, Subcommand)]
 enum TopCommand {
-    /// Serve a directory over TCP.
-    Server(ServerArgs),
+    /// Serve a directory, or an S3 bucket, over TCP.
+    // Boxed: its options outweigh every other command's.
+    Server(Box<ServerArgs>),
     /// Send one request to a server, or open an interactive shell when no
     /// request is given.
     Client(ClientArgs),
@@ -124,6 +126,19 @@ struct ServerArgs {
     /// Directory to serve; created if missing.
     #[arg(long, value_name = "DIR", default_value = ".")]
     root: PathBuf,
+    /// Serve objects in an S3 bucket instead of a directory, beneath
+    /// PREFIX if given. Credentials come from the AWS environment
+    /// variables or profile (README: Storing in S3).
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]", conflicts_with = "root", value_parser = parse_s3_address)]
+    store: Option<S3Spec>,
+    /// The S3 service's URL, for an S3-compatible store (MinIO, Ceph,
+    /// Garage, R2, …) [default: AWS].
+    #[arg(long, value_name = "URL", requires = "store")]
+    s3_endpoint: Option<String>,
+    /// The bucket's region [default: AWS_REGION or the profile's, else
+    /// us-east-1].
+    #[arg(long, value_name = "REGION", requires = "store")]
+    s3_region: Option<String>,
     /// Address to listen on [default: all interfaces, IPv6 and IPv4].
     #[arg(long, value_name = "ADDR")]
     bind: Option<IpAddr>,
@@ -436,7 +451,7 @@ pub mod exit {
 /// given.
 pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
     match cli.command {
-        TopCommand::Server(args) => run_server(args, matches.subcommand_matches("server")),
+        TopCommand::Server(args) => run_server(*args, matches.subcommand_matches("server")),
         TopCommand::Client(args) => run_client(args),
         TopCommand::Token(command) => run_token(command),
         TopCommand::KnownHosts(command) => known_hosts_cmd::run(command),
@@ -627,6 +642,10 @@ fn parse_rate(text: &str) -> Result<u64, String> {
         return Err("is less than one byte a second".into());
     }
     Ok(rate.as_u64())
+}
+
+fn parse_s3_address(text: &str) -> Result<S3Spec, String> {
+    S3Spec::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_fingerprint(text: &str) -> Result<ferry::security::Fingerprint, String> {

@@ -10,6 +10,8 @@ use ferry::report::Reporter;
 use ferry::security::access::{Access, ServerMode, Tokens};
 use ferry::security::Identity;
 use ferry::server::{Config, Limits, Server};
+use ferry::store::s3::S3Spec;
+use ferry::store::StoreSpec;
 use tokio::net::TcpListener;
 
 use super::address::DEFAULT_PORT;
@@ -44,9 +46,14 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(args.grace),
         tls: security.tls,
         access: Arc::new(security.access),
+        store: store_spec(&args),
         ..Config::new(&args.root)
     };
-    let server = Server::open(config, reporter)?;
+    // Off the async threads: opening an S3 store waits for the bucket's
+    // answer.
+    let server = tokio::task::spawn_blocking(move || Server::open(config, reporter))
+        .await
+        .context("the store's opening failed")??;
     let shutdown = shutdown_signal()?;
     let local = listener
         .local_addr()
@@ -73,6 +80,19 @@ pub(super) async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     report_writer.finish(REPORT_FLUSH_PATIENCE);
     tracing::info!("ferry server stopped");
     Ok(())
+}
+
+/// Where the served files are: the `--store` bucket, else the `--root`
+/// directory.
+fn store_spec(args: &ServerArgs) -> StoreSpec {
+    match &args.store {
+        Some(spec) => StoreSpec::S3(S3Spec {
+            endpoint: args.s3_endpoint.clone(),
+            region: args.s3_region.clone(),
+            ..spec.clone()
+        }),
+        None => StoreSpec::Local(args.root.clone()),
+    }
 }
 
 /// How long a stopping server waits for its queued report lines to be

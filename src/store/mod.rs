@@ -25,17 +25,19 @@
 //! frame.
 
 mod local;
+pub mod s3;
 
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::partial::{Found, Partial};
-use crate::protocol::{Info, Refusal, RemoteName};
+use crate::protocol::{Info, Refusal, RemoteName, RequestKind};
 pub use local::{
     classify, Candidate, Leftover, Listing, LocalStore, Meets, Owner, ReadFile, Removed,
     ResumableUpload, TreeFile, TreeWalk, TreeWrite, Upload, WriteFile, PARTIALS_DIR,
 };
+use s3::{not_served, S3Spec, S3Store};
 
 /// Where the served files are to be kept: what a server is configured
 /// with, before the store is opened.
@@ -44,6 +46,8 @@ pub enum StoreSpec {
     /// A directory on this machine's disk, created with its parents if
     /// missing.
     Local(PathBuf),
+    /// Objects under a prefix of an S3 bucket.
+    S3(S3Spec),
 }
 
 /// Why a store could not be opened: the server does not start, rather
@@ -54,6 +58,9 @@ pub enum OpenError {
     // The cause is the error's source; `{:#}` prints it after this.
     #[error("cannot serve directory {path}")]
     Directory { path: PathBuf, source: io::Error },
+    /// The bucket could not be reached, or not listed.
+    #[error(transparent)]
+    S3(#[from] s3::OpenError),
 }
 
 /// The served files, in whichever backend holds them.
@@ -61,6 +68,8 @@ pub enum OpenError {
 pub enum Store {
     /// A directory on this machine's disk.
     Local(LocalStore),
+    /// Objects in an S3 bucket.
+    S3(S3Store),
 }
 
 impl Store {
@@ -75,6 +84,16 @@ impl Store {
                         source,
                     })
             }
+            StoreSpec::S3(spec) => Ok(Store::S3(S3Store::open(spec)?)),
+        }
+    }
+
+    /// Whether this store serves requests of `kind`: the server's welcome
+    /// lists only those.
+    pub fn serves(&self, kind: RequestKind) -> bool {
+        match self {
+            Store::Local(_) => true,
+            Store::S3(store) => store.serves(kind),
         }
     }
 
@@ -83,6 +102,7 @@ impl Store {
     pub fn describe(&self) -> String {
         match self {
             Store::Local(store) => store.path().display().to_string(),
+            Store::S3(store) => store.describe(),
         }
     }
 
@@ -92,6 +112,7 @@ impl Store {
     pub fn remove_leftovers(&self, started: SystemTime) -> Vec<Leftover> {
         match self {
             Store::Local(store) => store.remove_leftovers(started),
+            Store::S3(_) => Vec::new(),
         }
     }
 
@@ -100,6 +121,7 @@ impl Store {
     pub fn sweep_partials(&self, ttl: Duration) -> usize {
         match self {
             Store::Local(store) => store.sweep_partials(ttl),
+            Store::S3(_) => 0,
         }
     }
 
@@ -107,6 +129,7 @@ impl Store {
     pub fn open_read(&self, name: &RemoteName) -> Result<ReadFile, Refusal> {
         match self {
             Store::Local(store) => store.open_read(name),
+            Store::S3(_) => Err(not_served(RequestKind::Get)),
         }
     }
 
@@ -120,6 +143,7 @@ impl Store {
     ) -> Result<(Upload, WriteFile), Refusal> {
         match self {
             Store::Local(store) => store.begin_write(name, size),
+            Store::S3(_) => Err(not_served(RequestKind::Put)),
         }
     }
 
@@ -133,6 +157,7 @@ impl Store {
     ) -> Result<(Upload, WriteFile), Refusal> {
         match self {
             Store::Local(store) => store.begin_stream(name, replace),
+            Store::S3(_) => Err(not_served(RequestKind::PutStream)),
         }
     }
 
@@ -151,6 +176,7 @@ impl Store {
     ) -> Result<(ResumableUpload, Partial, Found), Refusal> {
         match self {
             Store::Local(store) => store.begin_resumable(owner, name, size, modified, restart),
+            Store::S3(_) => Err(not_served(RequestKind::PutFrom)),
         }
     }
 
@@ -159,6 +185,7 @@ impl Store {
     pub fn list(&self, dir: Option<&RemoteName>, long: bool) -> Result<Listing, Refusal> {
         match self {
             Store::Local(store) => store.list(dir, long),
+            Store::S3(_) => Err(not_served(RequestKind::List)),
         }
     }
 
@@ -167,6 +194,7 @@ impl Store {
     pub fn walk_tree(&self, source: Option<&RemoteName>) -> Result<TreeWalk, Refusal> {
         match self {
             Store::Local(store) => store.walk_tree(source),
+            Store::S3(_) => Err(not_served(RequestKind::GetTree)),
         }
     }
 
@@ -175,6 +203,7 @@ impl Store {
     pub fn stat(&self, name: Option<&RemoteName>) -> Result<Info, Refusal> {
         match self {
             Store::Local(store) => store.stat(name),
+            Store::S3(store) => store.stat(name),
         }
     }
 
@@ -182,6 +211,7 @@ impl Store {
     pub fn delete(&self, name: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.delete(name),
+            Store::S3(_) => Err(not_served(RequestKind::Delete)),
         }
     }
 
@@ -189,6 +219,7 @@ impl Store {
     pub fn delete_tree(&self, name: &RemoteName) -> Result<Removed, Refusal> {
         match self {
             Store::Local(store) => store.delete_tree(name),
+            Store::S3(_) => Err(not_served(RequestKind::Delete)),
         }
     }
 
@@ -197,6 +228,7 @@ impl Store {
     pub fn make_dir(&self, name: &RemoteName, parents: bool) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.make_dir(name, parents),
+            Store::S3(_) => Err(not_served(RequestKind::MakeDir)),
         }
     }
 
@@ -204,6 +236,7 @@ impl Store {
     pub fn remove_dir(&self, name: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.remove_dir(name),
+            Store::S3(_) => Err(not_served(RequestKind::RemoveDir)),
         }
     }
 
@@ -211,6 +244,7 @@ impl Store {
     pub fn rename(&self, from: &RemoteName, to: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.rename(from, to),
+            Store::S3(_) => Err(not_served(RequestKind::Rename)),
         }
     }
 
@@ -228,6 +262,7 @@ impl Store {
     ) -> Result<TreeWrite, Refusal> {
         match self {
             Store::Local(store) => store.open_tree(target, replace, top, owner, restart),
+            Store::S3(_) => Err(not_served(RequestKind::PutTree)),
         }
     }
 }

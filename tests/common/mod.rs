@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test crate uses a different subset of these helpers.
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,17 +18,56 @@ use ferry::client::{Client, Security, Trust};
 use ferry::protocol::{decode, encode, Message, Preamble, RequestKind, Token, PREAMBLE_LEN};
 use ferry::report::{Report, Reporter};
 use ferry::server::{Config, Server};
+use ferry::store::StoreSpec;
+use s3::{S3Server, TestBucket};
 use tempfile::TempDir;
 
 /// How long a test waits for something that should happen promptly before
 /// it fails; generous, because CI machines are shared.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Where a test server keeps its files: the tests of behaviour both
+/// stores promise run on each ([`store_matrix!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// A temporary directory.
+    Local,
+    /// A new bucket of the shared S3 test server, beneath a prefix.
+    S3,
+}
+
+/// The key prefix an S3-backed test server serves beneath: not the
+/// bucket's top, so the tests see that nothing is written outside it.
+pub const S3_PREFIX: &str = "served";
+
+/// Turns test functions taking a [`Backing`] into a test on each store,
+/// `local::NAME` and `s3::NAME`. The S3 one says why and passes when no S3
+/// server can be had (`.ci/run` fails on that).
+#[macro_export]
+macro_rules! store_matrix {
+    ($($test:ident),* $(,)?) => {
+        mod local {
+            $( #[test] fn $test() { super::$test($crate::common::Backing::Local) } )*
+        }
+        mod s3 {
+            $(
+                #[test]
+                fn $test() {
+                    if $crate::common::s3::S3Server::shared().is_some() {
+                        super::$test($crate::common::Backing::S3)
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// A server running in this process on 127.0.0.1 and a free port, serving
-/// a fresh temporary directory; stopped when dropped.
+/// a fresh temporary directory or bucket; stopped when dropped.
 pub struct TestServer {
     addr: SocketAddr,
     root: TempDir,
+    bucket: Option<TestBucket>,
     client_dir: TempDir,
     reports: Arc<(Mutex<Vec<Report>>, Condvar)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -45,9 +86,37 @@ impl TestServer {
 
     /// Starts a server on a given port of 127.0.0.1 (0 for any).
     pub fn start_on_port(port: u16, configure: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_serving(Backing::Local, port, configure)
+    }
+
+    /// Starts a server on `backing`; for S3, the shared S3 server must be
+    /// up ([`store_matrix!`] checks).
+    pub fn start_in(backing: Backing) -> TestServer {
+        Self::start_serving(backing, 0, |_| {})
+    }
+
+    /// Starts a server on `backing` after `configure` adjusts its settings.
+    pub fn start_in_with(backing: Backing, configure: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_serving(backing, 0, configure)
+    }
+
+    fn start_serving(
+        backing: Backing,
+        port: u16,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let root = tempfile::tempdir().unwrap();
         let client_dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(root.path());
+        let bucket = match backing {
+            Backing::Local => None,
+            Backing::S3 => {
+                let s3 = S3Server::shared().expect("the S3 test server is up");
+                let bucket = s3.new_bucket();
+                config.store = StoreSpec::S3(bucket.spec(S3_PREFIX));
+                Some(bucket)
+            }
+        };
         configure(&mut config);
         let reports: Arc<(Mutex<Vec<Report>>, Condvar)> = Arc::default();
         let sink = Arc::clone(&reports);
@@ -74,6 +143,7 @@ impl TestServer {
         TestServer {
             addr,
             root,
+            bucket,
             client_dir,
             reports,
             shutdown: Some(shutdown),
@@ -92,6 +162,53 @@ impl TestServer {
     /// The served directory.
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+
+    /// The bucket served, if the server serves one.
+    pub fn bucket(&self) -> Option<&TestBucket> {
+        self.bucket.as_ref()
+    }
+
+    /// The served file `name`'s bytes, read from the store directly;
+    /// `None` if there is none.
+    pub fn read_served(&self, name: &str) -> Option<Vec<u8>> {
+        match &self.bucket {
+            None => std::fs::read(self.root().join(name)).ok(),
+            Some(bucket) => bucket.read(&format!("{S3_PREFIX}/{name}")),
+        }
+    }
+
+    /// Writes the file `name` into the store directly, as another program
+    /// would (with its parent directories, on a disk).
+    pub fn write_served(&self, name: &str, bytes: &[u8]) {
+        match &self.bucket {
+            None => {
+                let path = self.root().join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+            Some(bucket) => bucket.write(&format!("{S3_PREFIX}/{name}"), bytes),
+        }
+    }
+
+    /// Everything in the store, relative to what is served and sorted:
+    /// on a disk, every file and directory (temporary ones included); in a
+    /// bucket, every key beneath the prefix (markers and ferry's own state
+    /// included). A test that expects nothing left behind checks this.
+    pub fn served_names(&self) -> Vec<String> {
+        match &self.bucket {
+            None => files_under(self.root()),
+            Some(bucket) => {
+                let keys = bucket.keys();
+                let beneath = format!("{S3_PREFIX}/");
+                for key in &keys {
+                    assert!(key.starts_with(&beneath), "{key} is outside the prefix");
+                }
+                keys.iter()
+                    .map(|key| key[beneath.len()..].to_owned())
+                    .collect()
+            }
+        }
     }
 
     /// The client's working directory.

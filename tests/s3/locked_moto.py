@@ -1,0 +1,86 @@
+"""moto's S3 server for ferry's tests, with its create path made atomic.
+
+moto 5.2.5 checks `If-None-Match: *` and then stores without a lock, so
+two racing creates of one key can both win; real S3 lets only one. This
+wrapper holds one lock around every request that can create a key
+(PutObject, CopyObject, CompleteMultipartUpload), and checks CopyObject's
+`If-None-Match: *`, which moto ignores, under it. The race tests then test
+ferry's requests against the atomicity S3 promises.
+
+Usage: locked_moto.py HOST PORT [CREATES_LOG]
+PORT 0 picks a free port; the line `* Running on http://HOST:PORT` on
+stderr says which. With CREATES_LOG, each create request is logged there
+as `METHOD PATH IF-NONE-MATCH` (`-` when absent), one line each.
+The server exits when the process that started it does.
+"""
+import os
+import sys
+import threading
+import time
+from urllib.parse import unquote
+
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.server import MotoRequestHandler
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
+
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+creates_log = open(sys.argv[3], 'a', buffering=1) if len(sys.argv) > 3 else None
+
+PRECONDITION = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code>'
+                b'<Message>At least one of the pre-conditions you specified did not hold</Message>'
+                b'<Condition>If-None-Match</Condition></Error>')
+
+
+def creates(environ):
+    method, query = environ['REQUEST_METHOD'], environ.get('QUERY_STRING', '')
+    path = environ.get('PATH_INFO', '/').lstrip('/')
+    if '/' not in path:
+        return False  # a bucket request
+    if method == 'PUT':
+        return 'partNumber=' not in query  # PutObject or CopyObject, not UploadPart
+    return method == 'POST' and 'uploadId=' in query  # CompleteMultipartUpload
+
+
+def key_exists(environ):
+    bucket, key = environ.get('PATH_INFO', '/').lstrip('/').split('/', 1)
+    try:
+        return s3_backends[DEFAULT_ACCOUNT_ID]['aws'].get_object(bucket, unquote(key)) is not None
+    except Exception:
+        return False
+
+
+def locked(environ, start_response):
+    if not creates(environ):
+        return app(environ, start_response)
+    with lock:
+        if creates_log is not None:
+            creates_log.write('%s %s %s\n' % (environ['REQUEST_METHOD'], environ.get('PATH_INFO'),
+                                              environ.get('HTTP_IF_NONE_MATCH', '-')))
+        if (environ.get('HTTP_X_AMZ_COPY_SOURCE') and environ.get('HTTP_IF_NONE_MATCH') == '*'
+                and key_exists(environ)):
+            start_response('412 Precondition Failed', [('Content-Type', 'application/xml'),
+                                                       ('Content-Length', str(len(PRECONDITION)))])
+            return [PRECONDITION]
+        # The body is made inside the lock, so the write is done before the
+        # lock is let go.
+        return [b''.join(app(environ, start_response))]
+
+
+def exit_with_parent():
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+class QuietHandler(MotoRequestHandler):
+    def log_request(self, *args, **kwargs):
+        pass  # a line per request would only fill the test's pipe
+
+
+if __name__ == '__main__':
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+    run_simple(sys.argv[1], int(sys.argv[2]), locked, threaded=True, request_handler=QuietHandler)

@@ -1,0 +1,102 @@
+//! The S3 store as a whole: starting a server on a bucket, and what it
+//! refuses. The requests themselves are tested on both stores, in the
+//! files of their topics (`store_matrix!`).
+
+mod common;
+
+use common::s3::{environment, S3Server};
+use common::BinaryServer;
+
+/// `ferry server 0 --plain --store ADDRESS --s3-endpoint URL` with moto's
+/// credentials, as a user would start it.
+fn server_command(address: &str, endpoint: &str) -> std::process::Command {
+    let mut command = common::ferry_command();
+    command.args([
+        "server",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--plain",
+        "--store",
+        address,
+        "--s3-endpoint",
+        endpoint,
+    ]);
+    command.envs(environment());
+    command
+}
+
+#[test]
+fn the_start_line_names_the_bucket_and_prefix() {
+    let Some(s3) = S3Server::shared() else { return };
+    let bucket = s3.new_bucket();
+    let address = format!("s3://{}/team/files", bucket.name());
+    let server = BinaryServer::start_exactly(
+        tempfile::tempdir().unwrap(),
+        &[
+            "server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--plain",
+            "--store",
+            &address,
+            "--s3-endpoint",
+            s3.endpoint(),
+        ],
+        |command| {
+            command.envs(environment());
+        },
+    );
+    let serving = format!(", serving {address};");
+    assert!(
+        server.start_line.contains(&serving),
+        "{}",
+        server.start_line
+    );
+}
+
+#[test]
+fn a_missing_bucket_is_refused_at_start() {
+    let Some(s3) = S3Server::shared() else { return };
+    let output = server_command("s3://no-such-bucket-here", s3.endpoint())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot serve s3://no-such-bucket-here")
+            && stderr.contains("no such bucket"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "it said it was serving");
+}
+
+#[test]
+fn a_store_that_does_not_answer_is_refused_at_start() {
+    // Nothing listens on this port: a socket bound and closed just now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let output = server_command("s3://files", &endpoint).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot serve s3://files at {endpoint}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_address_is_a_usage_error() {
+    let output = common::ferry_command()
+        .args(["server", "0", "--store", "s3://No_Such"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not a bucket name"), "{stderr}");
+}
