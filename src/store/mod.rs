@@ -121,7 +121,7 @@ impl Store {
     pub fn sweep_partials(&self, ttl: Duration) -> usize {
         match self {
             Store::Local(store) => store.sweep_partials(ttl),
-            Store::S3(_) => 0,
+            Store::S3(store) => store.sweep_uploads(ttl),
         }
     }
 

@@ -15,6 +15,8 @@ mod bucket;
 #[allow(dead_code)]
 mod digests;
 mod spec;
+#[allow(dead_code)]
+mod uploads;
 
 use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName, RequestKind};
 use bucket::{Bucket, Failure, Head};
@@ -94,6 +96,13 @@ impl S3Store {
             | RequestKind::PutFrom
             | RequestKind::GetFrom => false,
         }
+    }
+
+    /// Aborts the multipart uploads begun longer than `ttl` ago that no
+    /// server completed or aborted (a server killed mid-upload); returns
+    /// how many went.
+    pub fn sweep_uploads(&self, ttl: std::time::Duration) -> usize {
+        uploads::sweep(&self.bucket, ttl)
     }
 
     /// What `name` is; the root is a directory.
