@@ -5,7 +5,8 @@
 mod common;
 
 use common::s3::{environment, S3Server};
-use common::BinaryServer;
+use common::{Backing, BinaryServer, RawClient, TestServer};
+use ferry::protocol::{ErrorCode, Message, RequestKind};
 
 /// `ferry server 0 --plain --store ADDRESS --s3-endpoint URL` with moto's
 /// credentials, as a user would start it.
@@ -99,4 +100,39 @@ fn a_bad_address_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is not a bucket name"), "{stderr}");
+}
+
+#[test]
+fn a_request_the_store_does_not_serve_is_not_offered_and_is_refused_if_sent() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let server = TestServer::start_in(Backing::S3);
+    let (mut raw, welcome) = RawClient::hello(server.addr(), "");
+    let Some(Message::Welcome { requests }) = welcome else {
+        panic!("expected a welcome, got {welcome:?}");
+    };
+    assert!(requests.contains(&RequestKind::Stat), "{requests:?}");
+    assert!(!requests.contains(&RequestKind::PutFrom), "{requests:?}");
+    // A client that sends it anyway is told, and may go on.
+    raw.send(&Message::PutFrom {
+        name: "a.bin".into(),
+        size: 10,
+        modified: 0,
+        restart: false,
+    });
+    match raw.recv() {
+        Some(Message::Error {
+            code: ErrorCode::UnsupportedRequest,
+            ..
+        }) => {}
+        other => panic!("expected unsupported-request, got {other:?}"),
+    }
+    raw.send(&Message::Stat {
+        name: String::new(),
+    });
+    assert!(
+        matches!(raw.recv(), Some(Message::Info(_))),
+        "the connection did not carry on"
+    );
 }
