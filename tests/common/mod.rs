@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // Each test crate uses a different subset of these helpers.
 
+pub mod proxy;
 pub mod s3;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -67,7 +68,7 @@ macro_rules! store_matrix {
 pub struct TestServer {
     addr: SocketAddr,
     root: TempDir,
-    bucket: Option<TestBucket>,
+    bucket: Option<Arc<TestBucket>>,
     client_dir: TempDir,
     reports: Arc<(Mutex<Vec<Report>>, Condvar)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -100,23 +101,41 @@ impl TestServer {
         Self::start_serving(backing, 0, configure)
     }
 
+    /// Starts a server on `bucket`, which another server may serve too,
+    /// after `configure` adjusts its settings.
+    pub fn start_on_bucket(
+        bucket: Arc<TestBucket>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        Self::start_on_store(Some(bucket), 0, configure)
+    }
+
     fn start_serving(
         backing: Backing,
+        port: u16,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let bucket = match backing {
+            Backing::Local => None,
+            Backing::S3 => {
+                let s3 = S3Server::shared().expect("the S3 test server is up");
+                Some(Arc::new(s3.new_bucket()))
+            }
+        };
+        Self::start_on_store(bucket, port, configure)
+    }
+
+    fn start_on_store(
+        bucket: Option<Arc<TestBucket>>,
         port: u16,
         configure: impl FnOnce(&mut Config),
     ) -> TestServer {
         let root = tempfile::tempdir().unwrap();
         let client_dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(root.path());
-        let bucket = match backing {
-            Backing::Local => None,
-            Backing::S3 => {
-                let s3 = S3Server::shared().expect("the S3 test server is up");
-                let bucket = s3.new_bucket();
-                config.store = StoreSpec::S3(bucket.spec(S3_PREFIX));
-                Some(bucket)
-            }
-        };
+        if let Some(bucket) = &bucket {
+            config.store = StoreSpec::S3(bucket.spec(S3_PREFIX));
+        }
         configure(&mut config);
         let reports: Arc<(Mutex<Vec<Report>>, Condvar)> = Arc::default();
         let sink = Arc::clone(&reports);
@@ -165,7 +184,7 @@ impl TestServer {
     }
 
     /// The bucket served, if the server serves one.
-    pub fn bucket(&self) -> Option<&TestBucket> {
+    pub fn bucket(&self) -> Option<&Arc<TestBucket>> {
         self.bucket.as_ref()
     }
 
