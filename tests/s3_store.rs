@@ -136,3 +136,52 @@ fn a_request_the_store_does_not_serve_is_not_offered_and_is_refused_if_sent() {
         "the connection did not carry on"
     );
 }
+
+#[test]
+fn the_config_file_can_name_the_store_and_a_root_flag_replaces_it() {
+    let Some(s3) = S3Server::shared() else { return };
+    let bucket = s3.new_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nport = 0\nbind = \"127.0.0.1\"\nplain = true\n\
+             store = \"s3://{}/from-config\"\ns3-endpoint = \"{}\"\n",
+            bucket.name(),
+            s3.endpoint()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let server = BinaryServer::start_exactly(
+        tempfile::tempdir().unwrap(),
+        &["server", "--config", config],
+        |command| {
+            command.envs(environment());
+        },
+    );
+    let serving = format!(", serving s3://{}/from-config;", bucket.name());
+    assert!(
+        server.start_line.contains(&serving),
+        "{}",
+        server.start_line
+    );
+
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().to_str().unwrap().to_owned();
+    let server = BinaryServer::start_exactly(
+        root,
+        &["server", "--config", config, "--root", &root_path],
+        |command| {
+            command.envs(environment());
+        },
+    );
+    assert!(
+        server
+            .start_line
+            .contains(&format!(", serving {root_path};")),
+        "{}",
+        server.start_line
+    );
+}

@@ -12,6 +12,7 @@ use bytesize::ByteSize;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use ferry::security::Fingerprint;
+use ferry::store::s3::S3Spec;
 use serde::{Deserialize, Deserializer};
 
 use super::address::{parse_address, parse_port, Address, DEFAULT_PORT};
@@ -62,6 +63,9 @@ pub struct NamedServer {
 pub struct ServerDefaults {
     pub port: Option<u16>,
     pub root: Option<PathBuf>,
+    pub store: Option<toml::Spanned<S3Address>>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
     pub bind: Option<IpAddr>,
     pub token_file: Option<PathBuf>,
     pub identity: Option<PathBuf>,
@@ -83,6 +87,20 @@ pub struct ServerDefaults {
     pub partial_ttl: Option<u64>,
     #[serde(default, deserialize_with = "rate")]
     pub limit_rate: Option<u64>,
+}
+
+/// A `store` key: an `s3://BUCKET[/PREFIX]` address, checked as the
+/// command line checks `--store`.
+#[derive(Debug, Clone)]
+pub struct S3Address(pub S3Spec);
+
+impl<'de> Deserialize<'de> for S3Address {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        S3Spec::parse(&text)
+            .map(S3Address)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A server mode as the config file spells it.
@@ -152,6 +170,12 @@ fn parse(text: &str, path: &Path) -> anyhow::Result<ConfigFile> {
                 "[server]: plain = true cannot go with identity",
             ));
         }
+    }
+    if let (Some(store), Some(_)) = (&config.server.store, &config.server.root) {
+        return Err(at_line(
+            store.span().start,
+            "[server]: store cannot go with root; a server serves one or the other",
+        ));
     }
     let base = path.parent().unwrap_or(Path::new(""));
     for server in config.servers.values_mut() {
@@ -233,6 +257,9 @@ impl ServerDefaults {
         let ServerDefaults {
             port,
             root,
+            store,
+            s3_endpoint,
+            s3_region,
             bind,
             token_file,
             identity,
@@ -251,7 +278,16 @@ impl ServerDefaults {
         args.bind = args.bind.or(*bind);
         args.token_file = args.token_file.take().or_else(|| token_file.clone());
         args.max_file_size = args.max_file_size.or(*max_file_size);
-        fill(&mut args.root, root.clone(), given("root"));
+        // Where the files are is one choice: --root or --store on the
+        // command line replaces the file's root or store whole.
+        if !given("root") && args.store.is_none() {
+            fill(&mut args.root, root.clone(), false);
+            args.store = store.as_ref().map(|store| store.get_ref().0.clone());
+        }
+        if args.store.is_some() {
+            args.s3_endpoint = args.s3_endpoint.take().or_else(|| s3_endpoint.clone());
+            args.s3_region = args.s3_region.take().or_else(|| s3_region.clone());
+        }
         fill(
             &mut args.max_connections,
             *max_connections,
@@ -540,6 +576,29 @@ mod tests {
         );
         assert_eq!(other.timeout, DEFAULT_TIMEOUT);
         assert!(!other.plain && other.token_file.is_none());
+    }
+
+    #[test]
+    fn a_server_store_is_read_and_checked() {
+        let config =
+            parsed("[server]\nstore = \"s3://files/team\"\ns3-endpoint = \"http://127.0.0.1:9\"\n")
+                .unwrap();
+        let store = &config.server.store.as_ref().unwrap().get_ref().0;
+        assert_eq!(
+            (store.bucket.as_str(), store.prefix.as_str()),
+            ("files", "team")
+        );
+        assert_eq!(
+            config.server.s3_endpoint.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+
+        let both = error_of("[server]\nroot = \"/srv\"\n\nstore = \"s3://files\"\n");
+        assert!(both.starts_with("/etc/ferry.toml:4: "), "{both}");
+        assert!(both.contains("store cannot go with root"), "{both}");
+        let bad = error_of("[server]\nstore = \"s3://Files\"\n");
+        assert!(bad.starts_with("/etc/ferry.toml:2: "), "{bad}");
+        assert!(bad.contains("not a bucket name"), "{bad}");
     }
 
     #[test]
