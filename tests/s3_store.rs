@@ -5,7 +5,9 @@
 mod common;
 
 use common::s3::{environment, S3Server};
-use common::BinaryServer;
+use common::{
+    assert_exit, describe, pseudo_random_bytes, write_file, Backing, BinaryServer, TestServer,
+};
 
 /// `ferry server 0 --plain --store ADDRESS --s3-endpoint URL` with moto's
 /// credentials, as a user would start it.
@@ -99,4 +101,32 @@ fn a_bad_address_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is not a bucket name"), "{stderr}");
+}
+
+/// A put over one step (64 MiB) goes up as a multipart upload, a part a
+/// step: 130 MiB is three parts, the last short. The object is the bytes
+/// sent, and no upload is left open.
+#[test]
+fn a_put_of_several_steps_round_trips_and_leaves_no_upload_open() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let server = TestServer::start_in(Backing::S3);
+    let data = pseudo_random_bytes(130 * 1024 * 1024, 17);
+    write_file(server.client_dir(), "big.bin", &data);
+    assert_exit(&server.run_client(&["put", "big.bin"]), 0);
+    let stored = server.read_served("big.bin").unwrap();
+    assert!(stored == data, "the object differs from what was sent");
+    let bucket = server.bucket().unwrap();
+    assert_eq!(bucket.open_uploads(), []);
+    // The digest could not go in a multipart object's metadata; it is in
+    // ferry's own records, which stat reads.
+    let stat = server.run_client(&["stat", "big.bin"]);
+    assert_exit(&stat, 0);
+    let hex = blake3::hash(&data).to_hex().to_string();
+    assert!(
+        String::from_utf8_lossy(&stat.stdout).contains(&hex),
+        "{}",
+        describe(&stat)
+    );
 }
