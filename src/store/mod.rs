@@ -165,7 +165,8 @@ impl Store {
         match self {
             Store::Local(store) => (store.begin_stream(name, replace))
                 .map(|(upload, body)| (Upload::Local(upload), WriteFile::Local(body))),
-            Store::S3(_) => Err(not_served(RequestKind::PutStream)),
+            Store::S3(store) => (store.begin_stream(name, replace))
+                .map(|(upload, body)| (Upload::S3(upload), WriteFile::S3(body))),
         }
     }
 

@@ -87,7 +87,7 @@ impl S3Store {
     /// anything, and refused as unsupported if they come anyway.
     pub fn serves(&self, kind: RequestKind) -> bool {
         match kind {
-            RequestKind::Stat | RequestKind::Put => true,
+            RequestKind::Stat | RequestKind::Put | RequestKind::PutStream => true,
             RequestKind::Get
             | RequestKind::List
             | RequestKind::Delete
@@ -96,7 +96,6 @@ impl S3Store {
             | RequestKind::Rename
             | RequestKind::PutTree
             | RequestKind::GetTree
-            | RequestKind::PutStream
             | RequestKind::PutFrom
             | RequestKind::GetFrom => false,
         }
