@@ -130,3 +130,26 @@ fn a_put_of_several_steps_round_trips_and_leaves_no_upload_open() {
         describe(&stat)
     );
 }
+
+/// S3 has no rename: a file is copied and deleted, but a directory would
+/// be every key beneath it copied one by one, neither atomic nor
+/// bounded, so it is refused, and nothing changes.
+#[test]
+fn renaming_a_directory_is_refused_and_changes_nothing() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let server = TestServer::start_in(Backing::S3);
+    server.write_served("d/x/y.txt", b"deep");
+    let before = server.served_names();
+    let output = server.run_client(&["rename", "d", "e"]);
+    assert_exit(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("failed io-error")
+            && stderr.contains("renaming a directory is not supported"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(server.served_names(), before);
+}

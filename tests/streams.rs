@@ -274,6 +274,7 @@ store_matrix!(
     a_raw_stream_arrives_whole_and_a_damaged_one_is_refused_in_step,
     a_stream_over_the_size_limit_is_too_large_and_nothing_is_kept,
     put_replace_from_stdin_replaces_and_creates,
+    put_replace_refuses_a_directory,
 );
 
 #[test]
@@ -374,13 +375,12 @@ fn put_replace_from_stdin_replaces_and_creates(backing: Backing) {
     assert_eq!(server.read_served("g.txt").unwrap(), b"fresh");
 }
 
-#[test]
-fn put_replace_refuses_a_directory() {
-    let server = TestServer::start();
-    std::fs::create_dir(server.root().join("d")).unwrap();
+fn put_replace_refuses_a_directory(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.make_served_dir("d");
     let output = run_with_input(&mut server.client(&["put", "--replace", "-", "d"]), b"x");
     assert_exit_saying(&output, 1, "is-a-directory");
-    assert_eq!(server.root_files(), ["d"]);
+    assert_eq!(server.served_tree(), ["d"]);
 }
 
 #[test]

@@ -220,7 +220,7 @@ impl Store {
     pub fn delete(&self, name: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.delete(name),
-            Store::S3(_) => Err(not_served(RequestKind::Delete)),
+            Store::S3(store) => store.delete(name),
         }
     }
 
@@ -228,7 +228,7 @@ impl Store {
     pub fn delete_tree(&self, name: &RemoteName) -> Result<Removed, Refusal> {
         match self {
             Store::Local(store) => store.delete_tree(name),
-            Store::S3(_) => Err(not_served(RequestKind::Delete)),
+            Store::S3(store) => store.delete_tree(name),
         }
     }
 
@@ -237,7 +237,7 @@ impl Store {
     pub fn make_dir(&self, name: &RemoteName, parents: bool) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.make_dir(name, parents),
-            Store::S3(_) => Err(not_served(RequestKind::MakeDir)),
+            Store::S3(store) => store.make_dir(name, parents),
         }
     }
 
@@ -245,7 +245,7 @@ impl Store {
     pub fn remove_dir(&self, name: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.remove_dir(name),
-            Store::S3(_) => Err(not_served(RequestKind::RemoveDir)),
+            Store::S3(store) => store.remove_dir(name),
         }
     }
 
@@ -253,7 +253,7 @@ impl Store {
     pub fn rename(&self, from: &RemoteName, to: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.rename(from, to),
-            Store::S3(_) => Err(not_served(RequestKind::Rename)),
+            Store::S3(store) => store.rename(from, to),
         }
     }
 

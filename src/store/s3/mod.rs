@@ -14,6 +14,7 @@
 mod bucket;
 #[allow(dead_code)]
 mod digests;
+mod dirs;
 mod spec;
 mod write;
 
@@ -87,13 +88,15 @@ impl S3Store {
     /// anything, and refused as unsupported if they come anyway.
     pub fn serves(&self, kind: RequestKind) -> bool {
         match kind {
-            RequestKind::Stat | RequestKind::Put | RequestKind::PutStream => true,
-            RequestKind::Get
-            | RequestKind::List
+            RequestKind::Stat
+            | RequestKind::Put
+            | RequestKind::PutStream
             | RequestKind::Delete
             | RequestKind::MakeDir
             | RequestKind::RemoveDir
-            | RequestKind::Rename
+            | RequestKind::Rename => true,
+            RequestKind::Get
+            | RequestKind::List
             | RequestKind::PutTree
             | RequestKind::GetTree
             | RequestKind::PutFrom
