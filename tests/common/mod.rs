@@ -100,23 +100,38 @@ impl TestServer {
         Self::start_serving(backing, 0, configure)
     }
 
+    /// Starts a server on `bucket` (beneath [`S3_PREFIX`]), which another
+    /// server may serve too.
+    pub fn start_on_bucket(bucket: TestBucket) -> TestServer {
+        Self::serve(Some(bucket), 0, |_| {})
+    }
+
     fn start_serving(
         backing: Backing,
+        port: u16,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let bucket = match backing {
+            Backing::Local => None,
+            Backing::S3 => {
+                let s3 = S3Server::shared().expect("the S3 test server is up");
+                Some(s3.new_bucket())
+            }
+        };
+        Self::serve(bucket, port, configure)
+    }
+
+    fn serve(
+        bucket: Option<TestBucket>,
         port: u16,
         configure: impl FnOnce(&mut Config),
     ) -> TestServer {
         let root = tempfile::tempdir().unwrap();
         let client_dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(root.path());
-        let bucket = match backing {
-            Backing::Local => None,
-            Backing::S3 => {
-                let s3 = S3Server::shared().expect("the S3 test server is up");
-                let bucket = s3.new_bucket();
-                config.store = StoreSpec::S3(bucket.spec(S3_PREFIX));
-                Some(bucket)
-            }
-        };
+        if let Some(bucket) = &bucket {
+            config.store = StoreSpec::S3(bucket.spec(S3_PREFIX));
+        }
         configure(&mut config);
         let reports: Arc<(Mutex<Vec<Report>>, Condvar)> = Arc::default();
         let sink = Arc::clone(&reports);
