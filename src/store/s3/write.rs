@@ -59,7 +59,7 @@ impl S3Store {
             ));
         }
         self.check_free(name, false)?;
-        self.begin(name, false, false)
+        self.begin(name, false, Some(size))
     }
 
     /// Begins receiving a body of unknown length as `name`; with
@@ -71,14 +71,14 @@ impl S3Store {
         replace: bool,
     ) -> Result<(Upload, ObjectWriter), Refusal> {
         self.check_free(name, replace)?;
-        self.begin(name, replace, true)
+        self.begin(name, replace, None)
     }
 
     fn begin(
         &self,
         name: &RemoteName,
         replace: bool,
-        stream: bool,
+        size: Option<u64>,
     ) -> Result<(Upload, ObjectWriter), Refusal> {
         let spool = tempfile::tempfile().map_err(|e| {
             Refusal::new(
@@ -92,7 +92,7 @@ impl S3Store {
             key: self.bucket.key(name),
             spool,
             token,
-            stream,
+            size,
             parts: Mutex::new(Parts::default()),
         };
         Ok((Upload { replace }, writer))
@@ -196,9 +196,10 @@ pub struct ObjectWriter {
     /// Put in the object's metadata, to know it again (see
     /// [`UPLOAD_METADATA`]).
     token: String,
-    /// A stream's receive hashes each piece before it writes it, and
-    /// takes no checkpoints; a put's hashes what it wrote, and does.
-    stream: bool,
+    /// The body's size, for a put; `None` for a stream. A stream's
+    /// receive hashes each piece before it writes it, and takes no
+    /// checkpoints; a put's hashes what it wrote, and does.
+    size: Option<u64>,
     parts: Mutex<Parts>,
 }
 
@@ -259,11 +260,17 @@ impl ObjectWriter {
             .map_err(|e| Failure::broken(format!("reading the spool: {e}")))
     }
 
-    /// Sends every whole step of the spool not sent yet that is not its
-    /// last byte's step: the last part goes at the commit, so a body of
-    /// one step or less never starts a multipart upload.
+    /// Sends every whole step of the spool not sent yet, except the
+    /// body's last: that part goes at the commit, so a body of one step
+    /// or less never starts a multipart upload. A put knows where its body
+    /// ends; a stream knows a step is not its last only once a byte
+    /// beyond it has come.
     fn send_steps(&self, parts: &mut Parts, spooled: u64) -> Result<(), Failure> {
-        while parts.sent_to() + STEP < spooled {
+        let ready = |end: u64| match self.size {
+            Some(size) => end <= spooled && end < size,
+            None => end < spooled,
+        };
+        while ready(parts.sent_to() + STEP) {
             self.send_part(parts, STEP)?;
         }
         Ok(())
@@ -536,7 +543,7 @@ impl BodySink for ObjectWriter {
         let mut parts = self.parts();
         self.send_steps(&mut parts, spooled)
             .map_err(|f| io::Error::other(f.refusal("sending a part").to_string()))?;
-        if self.stream {
+        if self.size.is_none() {
             let sent = parts.sent_to();
             self.punch(&mut parts, sent);
         }
