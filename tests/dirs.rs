@@ -87,30 +87,26 @@ fn expect_error(reply: Option<Message>, expected: ErrorCode, what: &str) {
 
 // ---------------------------------------------------------------- mkdir
 
-#[test]
-fn mkdir_makes_a_directory() {
-    let server = TestServer::start();
+fn mkdir_makes_a_directory(backing: Backing) {
+    let server = TestServer::start_in(backing);
     let output = server.run_client(&["mkdir", "new dir"]);
     assert_exit_saying(&output, 0, "mkdir \"new dir\" ok");
-    assert!(server.root().join("new dir").is_dir());
-    assert_eq!(server.root_files(), ["new dir"]);
+    assert_eq!(server.served_tree(), ["new dir"]);
 }
 
-#[test]
-fn mkdir_of_a_taken_name_is_already_exists() {
-    let server = TestServer::start();
-    mkdir(server.root(), "dir");
-    write_file(server.root(), "file", b"f");
+fn mkdir_of_a_taken_name_is_already_exists(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.make_served_dir("dir");
+    server.write_served("file", b"f");
     for taken in ["dir", "file"] {
         assert_refused(&server.run_client(&["mkdir", taken]), "already-exists");
     }
-    assert_eq!(std::fs::read(server.root().join("file")).unwrap(), b"f");
-    assert_eq!(server.root_files(), ["dir", "file"]);
+    assert_eq!(server.read_served("file").unwrap(), b"f");
+    assert_eq!(server.served_tree(), ["dir", "file"]);
 }
 
-#[test]
-fn mkdir_under_a_missing_parent_is_not_found_and_hints_at_p() {
-    let server = TestServer::start();
+fn mkdir_under_a_missing_parent_is_not_found_and_hints_at_p(backing: Backing) {
+    let server = TestServer::start_in(backing);
     let output = server.run_client(&["mkdir", "a/b"]);
     assert_refused(&output, "not-found");
     assert!(
@@ -118,33 +114,31 @@ fn mkdir_under_a_missing_parent_is_not_found_and_hints_at_p() {
         "{}",
         describe(&output)
     );
-    assert!(server.root_files().is_empty());
+    assert!(server.served_tree().is_empty());
 }
 
-#[test]
-fn mkdir_p_makes_the_parents_and_an_existing_directory_is_fine() {
-    let server = TestServer::start();
+fn mkdir_p_makes_the_parents_and_an_existing_directory_is_fine(backing: Backing) {
+    let server = TestServer::start_in(backing);
     assert_exit(&server.run_client(&["mkdir", "-p", "a/b/c"]), 0);
-    assert_eq!(server.root_files(), ["a", "a/b", "a/b/c"]);
+    assert_eq!(server.served_tree(), ["a", "a/b", "a/b/c"]);
     for again in ["a", "a/b", "a/b/c", "./a/b/"] {
         assert_exit(&server.run_client(&["mkdir", "-p", again]), 0);
     }
     assert_exit(&server.run_client(&["mkdir", "--parents", "a/d"]), 0);
-    assert_eq!(server.root_files(), ["a", "a/b", "a/b/c", "a/d"]);
+    assert_eq!(server.served_tree(), ["a", "a/b", "a/b/c", "a/d"]);
 }
 
-#[test]
-fn mkdir_through_or_onto_a_regular_file_fails() {
-    let server = TestServer::start();
-    write_file(server.root(), "file", b"f");
+fn mkdir_through_or_onto_a_regular_file_fails(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("file", b"f");
     let through = server.run_client(&["mkdir", "-p", "file/sub/deeper"]);
     assert_refused(&through, "not-a-directory");
     let onto = server.run_client(&["mkdir", "-p", "file"]);
     assert_refused(&onto, "already-exists");
     let under = server.run_client(&["mkdir", "file/sub"]);
     assert_refused(&under, "not-a-directory");
-    assert_eq!(server.root_files(), ["file"]);
-    assert_eq!(std::fs::read(server.root().join("file")).unwrap(), b"f");
+    assert_eq!(server.served_tree(), ["file"]);
+    assert_eq!(server.read_served("file").unwrap(), b"f");
 }
 
 #[test]
@@ -174,41 +168,38 @@ fn mkdir_p_through_a_symlink_to_a_directory_inside_works() {
 
 // ---------------------------------------------------------------- rmdir
 
-#[test]
-fn rmdir_removes_an_empty_directory() {
-    let server = TestServer::start();
-    mkdir(server.root(), "a/empty");
+fn rmdir_removes_an_empty_directory(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.make_served_dir("a/empty");
     assert_exit_saying(
         &server.run_client(&["rmdir", "a/empty"]),
         0,
         "rmdir \"a/empty\" ok",
     );
-    assert_eq!(server.root_files(), ["a"]);
+    assert_eq!(server.served_tree(), ["a"]);
 }
 
-#[test]
-fn rmdir_of_a_directory_with_anything_in_it_is_not_empty_and_removes_nothing() {
-    let server = TestServer::start();
-    write_file(server.root(), "full/file.txt", b"x");
-    mkdir(server.root(), "nested/sub");
+fn rmdir_of_a_directory_with_anything_in_it_is_not_empty_and_removes_nothing(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("full/file.txt", b"x");
+    server.make_served_dir("nested/sub");
     for full in ["full", "nested"] {
         assert_refused(&server.run_client(&["rmdir", full]), "not-empty");
     }
     assert_eq!(
-        server.root_files(),
+        server.served_tree(),
         ["full", "full/file.txt", "nested", "nested/sub"]
     );
 }
 
-#[test]
-fn rmdir_of_a_file_is_not_a_directory() {
-    let server = TestServer::start();
-    write_file(server.root(), "file.txt", b"x");
+fn rmdir_of_a_file_is_not_a_directory(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("file.txt", b"x");
     assert_refused(
         &server.run_client(&["rmdir", "file.txt"]),
         "not-a-directory",
     );
-    assert_eq!(server.root_files(), ["file.txt"]);
+    assert_eq!(server.served_tree(), ["file.txt"]);
 }
 
 #[test]
@@ -223,10 +214,9 @@ fn rmdir_of_a_symlink_to_an_empty_directory_is_refused_and_both_are_kept() {
     assert!(server.root().join("target").is_dir());
 }
 
-#[test]
-fn rmdir_of_the_root_is_bad_name_and_the_root_stays() {
-    let server = TestServer::start();
-    write_file(server.root(), "kept.txt", b"k");
+fn rmdir_of_the_root_is_bad_name_and_the_root_stays(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("kept.txt", b"k");
     for root in ["/", ".", "./"] {
         assert_refused(&server.run_client(&["rmdir", root]), "bad-name");
     }
@@ -236,24 +226,25 @@ fn rmdir_of_the_root_is_bad_name_and_the_root_stays() {
         raw.send(&Message::RemoveDir { name: root.into() });
         expect_error(raw.recv(), ErrorCode::BadName, &format!("rmdir {root:?}"));
     }
-    assert!(server.root().is_dir());
-    assert_eq!(server.root_files(), ["kept.txt"]);
+    assert_eq!(server.served_tree(), ["kept.txt"]);
 }
 
 // ---------------------------------------------------------------- rename
 
-#[test]
-fn rename_gives_a_file_its_new_name_in_place() {
-    let server = TestServer::start();
-    let before = write_file(server.root(), "a.txt", b"content");
-    let inode = before.metadata().unwrap().ino();
+fn rename_gives_a_file_its_new_name_in_place(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("a.txt", b"content");
+    let inode = |name: &str| server.root().join(name).metadata().unwrap().ino();
+    let before = (backing == Backing::Local).then(|| inode("a.txt"));
     let output = server.run_client(&["rename", "a.txt", "b.txt"]);
     assert_exit_saying(&output, 0, "rename \"a.txt\" ok -> \"b.txt\"");
-    let after = server.root().join("b.txt");
-    assert_eq!(std::fs::read(&after).unwrap(), b"content");
-    // The same file under a new name: renamed, not copied and deleted.
-    assert_eq!(after.metadata().unwrap().ino(), inode);
-    assert_eq!(server.root_files(), ["b.txt"]);
+    assert_eq!(server.read_served("b.txt").unwrap(), b"content");
+    // On a disk, the same file under a new name: renamed, not copied and
+    // deleted. S3 has no rename: the object is copied, then deleted.
+    if let Some(before) = before {
+        assert_eq!(inode("b.txt"), before);
+    }
+    assert_eq!(server.served_tree(), ["b.txt"]);
     let reports = server.wait_for_reports(1);
     assert_eq!(
         reports[0].outcome,
@@ -314,10 +305,9 @@ fn rename_onto_any_existing_name_is_already_exists_and_never_moves_into_a_direct
     );
 }
 
-#[test]
-fn rename_of_a_missing_name_or_into_a_missing_directory_is_not_found() {
-    let server = TestServer::start();
-    write_file(server.root(), "a.txt", b"a");
+fn rename_of_a_missing_name_or_into_a_missing_directory_is_not_found(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("a.txt", b"a");
     assert_refused(
         &server.run_client(&["rename", "missing.txt", "b.txt"]),
         "not-found",
@@ -326,7 +316,7 @@ fn rename_of_a_missing_name_or_into_a_missing_directory_is_not_found() {
         &server.run_client(&["rename", "a.txt", "no-such-dir/b.txt"]),
         "not-found",
     );
-    assert_eq!(server.root_files(), ["a.txt"]);
+    assert_eq!(server.served_tree(), ["a.txt"]);
 }
 
 #[test]
@@ -348,10 +338,9 @@ fn rename_of_a_directory_into_itself_is_refused() {
     assert_eq!(server.root_files(), before);
 }
 
-#[test]
-fn rename_from_or_to_the_root_is_refused() {
-    let server = TestServer::start();
-    write_file(server.root(), "x", b"x");
+fn rename_from_or_to_the_root_is_refused(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("x", b"x");
     for (from, to) in [(".", "y"), ("/", "y"), ("./", "y"), ("x", "."), ("x", "/")] {
         assert_refused(&server.run_client(&["rename", from, to]), "bad-name");
     }
@@ -367,7 +356,7 @@ fn rename_from_or_to_the_root_is_refused() {
             &format!("{from:?} -> {to:?}"),
         );
     }
-    assert_eq!(server.root_files(), ["x"]);
+    assert_eq!(server.served_tree(), ["x"]);
 }
 
 #[test]
@@ -417,30 +406,36 @@ fn rename_through_a_symlink_leading_outside_is_bad_name_and_changes_nothing() {
 
 // ---------------------------------------------------------------- delete -r
 
-#[test]
-fn delete_r_removes_a_tree_and_says_how_much_went() {
-    let server = TestServer::start();
+fn delete_r_removes_a_tree_and_says_how_much_went(backing: Backing) {
+    let server = TestServer::start_in(backing);
     let root = server.root();
-    write_file(root, "keep.txt", b"keep");
-    write_file(root, "tree/a.txt", b"a");
-    write_file(root, "tree/sub/b.txt", b"b");
-    mkdir(root, "tree/sub/deeper/deepest");
-    symlink("a.txt", root.join("tree/link-to-a")).unwrap();
-    symlink("nowhere", root.join("tree/sub/dangling")).unwrap();
+    server.write_served("keep.txt", b"keep");
+    server.write_served("tree/a.txt", b"a");
+    server.write_served("tree/sub/b.txt", b"b");
+    server.make_served_dir("tree/sub/deeper/deepest");
+    // Symlinks only on a disk: S3 has none.
+    let files = match backing {
+        Backing::Local => {
+            symlink("a.txt", root.join("tree/link-to-a")).unwrap();
+            symlink("nowhere", root.join("tree/sub/dangling")).unwrap();
+            4
+        }
+        Backing::S3 => 2,
+    };
     let output = server.run_client(&["delete", "-r", "tree"]);
-    // Files: a.txt, b.txt and the two links; directories: tree, sub,
+    // Files: a.txt, b.txt (and the two links); directories: tree, sub,
     // deeper, deepest.
     assert_exit_saying(
         &output,
         0,
-        "delete \"tree\" ok removed 4 files and 4 directories",
+        &format!("delete \"tree\" ok removed {files} files and 4 directories"),
     );
-    assert_eq!(server.root_files(), ["keep.txt"]);
+    assert_eq!(server.served_tree(), ["keep.txt"]);
     let reports = server.wait_for_reports(1);
     assert_eq!(
         reports[0].outcome,
         Outcome::Ok(Detail::Removed {
-            files: 4,
+            files,
             directories: 4
         })
     );
@@ -506,23 +501,21 @@ fn delete_r_removes_a_link_to_a_directory_inside_as_a_link_and_keeps_its_target(
     assert_eq!(std::fs::read(root.join("kept/x.txt")).unwrap(), b"x");
 }
 
-#[test]
-fn delete_r_of_a_file_removes_the_file() {
-    let server = TestServer::start();
-    write_file(server.root(), "d/file.txt", b"f");
+fn delete_r_of_a_file_removes_the_file(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("d/file.txt", b"f");
     assert_exit_saying(
         &server.run_client(&["delete", "--recursive", "d/file.txt"]),
         0,
         "removed 1 file and 0 directories",
     );
-    assert_eq!(server.root_files(), ["d"]);
+    assert_eq!(server.served_tree(), ["d"]);
 }
 
-#[test]
-fn delete_without_r_of_a_directory_is_a_directory_and_says_to_use_r() {
-    let server = TestServer::start();
-    write_file(server.root(), "d/file.txt", b"f");
-    mkdir(server.root(), "empty");
+fn delete_without_r_of_a_directory_is_a_directory_and_says_to_use_r(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("d/file.txt", b"f");
+    server.make_served_dir("empty");
     for dir in ["d", "empty"] {
         let output = server.run_client(&["delete", dir]);
         assert_refused(&output, "is-a-directory");
@@ -532,7 +525,7 @@ fn delete_without_r_of_a_directory_is_a_directory_and_says_to_use_r() {
             describe(&output)
         );
     }
-    assert_eq!(server.root_files(), ["d", "d/file.txt", "empty"]);
+    assert_eq!(server.served_tree(), ["d", "d/file.txt", "empty"]);
 }
 
 /// No client may delete another's transfer in progress (PROTOCOL.md §7):
@@ -597,10 +590,9 @@ fn delete_r_walks_deep_trees_within_its_bound_and_refuses_deeper_ones() {
     assert!(server.root_files().is_empty());
 }
 
-#[test]
-fn delete_r_of_the_root_is_refused_and_the_root_stays() {
-    let server = TestServer::start();
-    write_file(server.root(), "d/file.txt", b"f");
+fn delete_r_of_the_root_is_refused_and_the_root_stays(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("d/file.txt", b"f");
     for root in [".", "/", "./", "./."] {
         assert_refused(&server.run_client(&["delete", "-r", root]), "bad-name");
     }
@@ -616,8 +608,31 @@ fn delete_r_of_the_root_is_refused_and_the_root_stays() {
             &format!("delete -r {root:?}"),
         );
     }
-    assert_eq!(server.root_files(), ["d", "d/file.txt"]);
+    assert_eq!(server.served_tree(), ["d", "d/file.txt"]);
 }
+
+// The tests of the sections above and of stat below that run on both
+// stores (one store_matrix! per file).
+store_matrix!(
+    mkdir_makes_a_directory,
+    mkdir_of_a_taken_name_is_already_exists,
+    mkdir_under_a_missing_parent_is_not_found_and_hints_at_p,
+    mkdir_p_makes_the_parents_and_an_existing_directory_is_fine,
+    mkdir_through_or_onto_a_regular_file_fails,
+    rmdir_removes_an_empty_directory,
+    rmdir_of_a_directory_with_anything_in_it_is_not_empty_and_removes_nothing,
+    rmdir_of_a_file_is_not_a_directory,
+    rmdir_of_the_root_is_bad_name_and_the_root_stays,
+    rename_gives_a_file_its_new_name_in_place,
+    rename_of_a_missing_name_or_into_a_missing_directory_is_not_found,
+    rename_from_or_to_the_root_is_refused,
+    delete_r_removes_a_tree_and_says_how_much_went,
+    delete_r_of_a_file_removes_the_file,
+    delete_without_r_of_a_directory_is_a_directory_and_says_to_use_r,
+    delete_r_of_the_root_is_refused_and_the_root_stays,
+    stat_of_a_directory_and_of_the_root_says_directory,
+    stat_of_a_missing_name_is_not_found_and_prints_nothing,
+);
 
 // ---------------------------------------------------------------- stat
 
@@ -724,11 +739,6 @@ fn stat_of_a_missing_name_is_not_found_and_prints_nothing(backing: Backing) {
     assert_refused(&output, "not-found");
     assert!(output.stdout.is_empty(), "{}", describe(&output));
 }
-
-store_matrix!(
-    stat_of_a_directory_and_of_the_root_says_directory,
-    stat_of_a_missing_name_is_not_found_and_prints_nothing,
-);
 
 #[test]
 fn stat_of_a_symlink_says_so_and_shows_what_it_leads_to_inside() {

@@ -5,7 +5,9 @@ mod common;
 
 use std::os::unix::fs::symlink;
 
-use common::{assert_exit, assert_exit_saying, files_under, write_file, RawClient, TestServer};
+use common::{
+    assert_exit, assert_exit_saying, files_under, write_file, Backing, RawClient, TestServer,
+};
 use ferry::protocol::{ErrorCode, Message};
 
 /// Every kind of name the rules refuse, as the server sees it on the wire,
@@ -295,10 +297,9 @@ fn dangling_and_looping_symlinks_are_refused_cleanly() {
     assert!(files_under(world.outside.path()) == ["secret.txt"]);
 }
 
-#[test]
-fn put_under_a_file_is_not_a_directory() {
-    let server = TestServer::start();
-    write_file(server.root(), "file", b"f");
+fn put_under_a_file_is_not_a_directory(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("file", b"f");
     let mut client = RawClient::handshake(server.addr());
     let reply = client.put("file/child", b"x");
     assert!(
@@ -311,7 +312,7 @@ fn put_under_a_file_is_not_a_directory() {
         ),
         "{reply:?}"
     );
-    std::fs::create_dir(server.root().join("dir")).unwrap();
+    server.write_served("dir/inside", b"i");
     let reply = client.put("dir", b"x");
     assert!(
         matches!(
@@ -324,6 +325,8 @@ fn put_under_a_file_is_not_a_directory() {
         "{reply:?}"
     );
 }
+
+store_matrix!(put_under_a_file_is_not_a_directory);
 
 #[test]
 fn names_no_client_could_ask_for_are_left_out_of_listings() {

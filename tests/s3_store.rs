@@ -4,8 +4,14 @@
 
 mod common;
 
+use std::io::Write;
+use std::sync::Arc;
+
 use common::s3::{environment, S3Server};
-use common::{Backing, BinaryServer, RawClient, TestServer};
+use common::{
+    assert_exit, describe, eventually, pseudo_random_bytes, write_file, Backing, BinaryServer,
+    RawClient, TestServer,
+};
 use ferry::protocol::{ErrorCode, Message, RequestKind};
 
 /// `ferry server 0 --plain --store ADDRESS --s3-endpoint URL` with moto's
@@ -183,5 +189,249 @@ fn the_config_file_can_name_the_store_and_a_root_flag_replaces_it() {
             .contains(&format!(", serving {root_path};")),
         "{}",
         server.start_line
+    );
+}
+
+/// A put over one step (64 MiB) goes up as a multipart upload, a part a
+/// step: 130 MiB is three parts, the last short. The object is the bytes
+/// sent, and no upload is left open.
+#[test]
+fn a_put_of_several_steps_round_trips_and_leaves_no_upload_open() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let server = TestServer::start_in(Backing::S3);
+    let data = pseudo_random_bytes(130 * 1024 * 1024, 17);
+    write_file(server.client_dir(), "big.bin", &data);
+    assert_exit(&server.run_client(&["put", "big.bin"]), 0);
+    let stored = server.read_served("big.bin").unwrap();
+    assert!(stored == data, "the object differs from what was sent");
+    let bucket = server.bucket().unwrap();
+    assert_eq!(bucket.open_uploads(), []);
+    // The digest could not go in a multipart object's metadata; it is in
+    // ferry's own records, which stat reads.
+    let stat = server.run_client(&["stat", "big.bin"]);
+    assert_exit(&stat, 0);
+    let hex = blake3::hash(&data).to_hex().to_string();
+    assert!(
+        String::from_utf8_lossy(&stat.stdout).contains(&hex),
+        "{}",
+        describe(&stat)
+    );
+}
+
+/// S3 has no rename: a file is copied and deleted, but a directory would
+/// be every key beneath it copied one by one, neither atomic nor
+/// bounded, so it is refused, and nothing changes.
+#[test]
+fn renaming_a_directory_is_refused_and_changes_nothing() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let server = TestServer::start_in(Backing::S3);
+    server.write_served("d/x/y.txt", b"deep");
+    let before = server.served_names();
+    let output = server.run_client(&["rename", "d", "e"]);
+    assert_exit(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("failed io-error")
+            && stderr.contains("renaming a directory is not supported"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(server.served_names(), before);
+}
+
+/// Ferry never overwrites: every request that creates a served key (a
+/// put, a multipart completion, a stream, a directory marker, a rename's
+/// copy) carries `If-None-Match: *`, so S3 refuses it if the key was taken
+/// after ferry looked. Only ferry's own records beneath
+/// `.ferry-tmp-state/` (digests of multipart objects) are written
+/// unconditionally: they are replaced as their objects are.
+#[test]
+fn every_create_of_a_served_key_carries_if_none_match() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("creates.log");
+    let Some(s3) = S3Server::logging_creates(&log) else {
+        return;
+    };
+    let server = TestServer::start_on_bucket(Arc::new(s3.new_bucket()), |_| {});
+    write_file(server.client_dir(), "small.txt", b"small");
+    let large = pseudo_random_bytes(70 * 1024 * 1024, 3);
+    write_file(server.client_dir(), "large.bin", &large);
+    drop(large);
+    assert_exit(&server.run_client(&["put", "small.txt", "d/small.txt"]), 0);
+    assert_exit(&server.run_client(&["put", "large.bin"]), 0);
+    let mut stream = server
+        .client(&["put", "-", "streamed.txt"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    stream.stdin.take().unwrap().write_all(b"streamed").unwrap();
+    assert!(stream.wait().unwrap().success());
+    assert_exit(&server.run_client(&["mkdir", "-p", "e/f"]), 0);
+    assert_exit(
+        &server.run_client(&["rename", "d/small.txt", "e/moved.txt"]),
+        0,
+    );
+    // Renaming out of d left it empty: its marker keeps it.
+    assert_exit(&server.run_client(&["rmdir", "d"]), 0);
+
+    let bucket = server.bucket().unwrap();
+    let served = format!("/{}/{}/", bucket.name(), common::S3_PREFIX);
+    let state = format!("{served}.ferry-tmp-state/");
+    let log = std::fs::read_to_string(&log).unwrap();
+    let creates: Vec<(&str, &str)> = log
+        .lines()
+        .filter_map(|line| {
+            let (request, condition) = line.rsplit_once(' ')?;
+            let path = request.split_once(' ')?.1;
+            (path.starts_with(&served) && !path.starts_with(&state)).then_some((path, condition))
+        })
+        .collect();
+    for (path, condition) in &creates {
+        assert_eq!(*condition, "*", "{path} was created unconditionally\n{log}");
+    }
+    let created: Vec<String> = creates
+        .iter()
+        .map(|(path, _)| path[served.len()..].to_owned())
+        .collect();
+    for expected in [
+        "d/small.txt",
+        "large.bin",
+        "streamed.txt",
+        "e/",
+        "e/f/",
+        "e/moved.txt",
+        "d/",
+    ] {
+        assert!(
+            created.iter().any(|c| c == expected),
+            "no create of {expected} logged\n{log}"
+        );
+    }
+}
+
+/// Eight clients put the same new name at once, through two ferry
+/// servers in front of one bucket: exactly one succeeds, every other is
+/// refused as already-exists, and the object holds the winner's bytes.
+#[test]
+fn racing_puts_through_two_servers_make_exactly_one_winner() {
+    let Some(s3) = S3Server::shared() else { return };
+    let bucket = Arc::new(s3.new_bucket());
+    let other = TestServer::start_on_bucket(Arc::clone(&bucket), |_| {});
+    let server = TestServer::start_on_bucket(bucket, |_| {});
+    let bodies: Vec<Vec<u8>> = (0..8)
+        .map(|i| pseudo_random_bytes(4 * 1024 * 1024, 100 + i))
+        .collect();
+    let clients: Vec<std::process::Child> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let through = if i % 2 == 0 { &server } else { &other };
+            let local = write_file(through.client_dir(), &format!("body-{i}"), body);
+            through
+                .client(&["put", local.to_str().unwrap(), "race.bin"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<std::process::Output> = clients
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let winners: Vec<usize> = (0..8).filter(|&i| outputs[i].status.success()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:#?}",
+        outputs.iter().map(describe).collect::<Vec<_>>()
+    );
+    for (i, output) in outputs.iter().enumerate() {
+        if i != winners[0] {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("already-exists"), "{}", describe(output));
+        }
+    }
+    let stored = server.read_served("race.bin").unwrap();
+    assert!(
+        stored == bodies[winners[0]],
+        "the object is not the winner's"
+    );
+}
+
+/// The connection of a put whose multipart upload has begun goes away:
+/// nothing appears under the name, and the server aborts the upload.
+#[test]
+fn a_put_cut_off_mid_upload_leaves_nothing_and_no_upload_open() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let server = TestServer::start_in(Backing::S3);
+    let bucket = server.bucket().unwrap();
+    let mut raw = RawClient::handshake(server.addr());
+    raw.send(&Message::Put {
+        name: "cut.bin".into(),
+        size: 200 * 1024 * 1024,
+    });
+    assert_eq!(raw.recv(), Some(Message::Proceed));
+    // More than one step: the first part goes up while the rest comes.
+    raw.send_raw(&pseudo_random_bytes(100 * 1024 * 1024, 5));
+    eventually("the multipart upload to begin", || {
+        !bucket.open_uploads().is_empty()
+    });
+    drop(raw);
+    server.wait_for_reports(1);
+    eventually("the upload to be aborted", || {
+        bucket.open_uploads().is_empty()
+    });
+    assert_eq!(server.read_served("cut.bin"), None);
+    assert!(
+        server.served_names().is_empty(),
+        "{:?}",
+        server.served_names()
+    );
+}
+
+/// A multipart put whose trailer names another digest is refused, and
+/// leaves nothing: no object, no upload open.
+#[test]
+fn a_put_with_a_wrong_digest_leaves_nothing_and_no_upload_open() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let server = TestServer::start_in(Backing::S3);
+    let data = pseudo_random_bytes(70 * 1024 * 1024, 6);
+    let mut raw = RawClient::handshake(server.addr());
+    raw.send(&Message::Put {
+        name: "damaged.bin".into(),
+        size: data.len() as u64,
+    });
+    assert_eq!(raw.recv(), Some(Message::Proceed));
+    raw.send_raw(&data);
+    raw.send(&Message::Trailer { digest: [0; 32] });
+    let reply = raw.recv();
+    assert!(
+        matches!(
+            reply,
+            Some(Message::Error {
+                code: ErrorCode::DigestMismatch,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    let bucket = server.bucket().unwrap();
+    eventually("the upload to be aborted", || {
+        bucket.open_uploads().is_empty()
+    });
+    assert_eq!(server.read_served("damaged.bin"), None);
+    assert!(
+        server.served_names().is_empty(),
+        "{:?}",
+        server.served_names()
     );
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     assert_exit, assert_exit_saying, describe, files_under, pseudo_random_bytes, write_file,
-    TestServer,
+    Backing, TestServer,
 };
 use ferry::report::Outcome;
 
@@ -50,16 +50,12 @@ fn empty_and_oddly_named_files_round_trip() {
     }
 }
 
-#[test]
-fn put_defaults_to_the_local_base_name_from_any_path() {
-    let server = TestServer::start();
+fn put_defaults_to_the_local_base_name_from_any_path(backing: Backing) {
+    let server = TestServer::start_in(backing);
     let elsewhere = tempfile::tempdir().unwrap();
     let local = write_file(elsewhere.path(), "deep/dir/report.pdf", b"pdf");
     assert_exit(&server.run_client(&["put", local.to_str().unwrap()]), 0);
-    assert_eq!(
-        std::fs::read(server.root().join("report.pdf")).unwrap(),
-        b"pdf"
-    );
+    assert_eq!(server.read_served("report.pdf").unwrap(), b"pdf");
 }
 
 /// Names typed the way a shell user types them (issue 11): `.` is the
@@ -84,20 +80,13 @@ fn put_get_and_delete_take_names_as_people_type_them() {
     assert_eq!(server.root_files(), ["d"]);
 }
 
-#[test]
-fn put_into_a_directory_name_ending_in_a_slash_creates_parents() {
-    let server = TestServer::start();
+fn put_into_a_directory_name_ending_in_a_slash_creates_parents(backing: Backing) {
+    let server = TestServer::start_in(backing);
     write_file(server.client_dir(), "a.txt", b"a");
     assert_exit(&server.run_client(&["put", "a.txt", "new/sub/"]), 0);
-    assert_eq!(
-        std::fs::read(server.root().join("new/sub/a.txt")).unwrap(),
-        b"a"
-    );
+    assert_eq!(server.read_served("new/sub/a.txt").unwrap(), b"a");
     assert_exit(&server.run_client(&["put", "a.txt", "other/dir/b.txt"]), 0);
-    assert_eq!(
-        std::fs::read(server.root().join("other/dir/b.txt")).unwrap(),
-        b"a"
-    );
+    assert_eq!(server.read_served("other/dir/b.txt").unwrap(), b"a");
 }
 
 #[test]
@@ -152,10 +141,9 @@ fn get_into_a_file_named_with_a_trailing_slash_is_refused() {
     );
 }
 
-#[test]
-fn put_over_an_existing_name_is_refused_and_keeps_the_original() {
-    let server = TestServer::start();
-    write_file(server.root(), "taken.txt", b"original");
+fn put_over_an_existing_name_is_refused_and_keeps_the_original(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("taken.txt", b"original");
     write_file(server.client_dir(), "taken.txt", b"intruder");
     let output = server.run_client(&["put", "taken.txt"]);
     assert_exit(&output, 1);
@@ -165,16 +153,19 @@ fn put_over_an_existing_name_is_refused_and_keeps_the_original() {
         "{}",
         describe(&output)
     );
+    assert_eq!(server.read_served("taken.txt").unwrap(), b"original");
     assert_eq!(
-        std::fs::read(server.root().join("taken.txt")).unwrap(),
-        b"original"
-    );
-    assert_eq!(
-        server.root_files(),
+        server.served_names(),
         ["taken.txt"],
         "no temporary file is left"
     );
 }
+
+store_matrix!(
+    put_defaults_to_the_local_base_name_from_any_path,
+    put_into_a_directory_name_ending_in_a_slash_creates_parents,
+    put_over_an_existing_name_is_refused_and_keeps_the_original,
+);
 
 #[test]
 fn get_over_an_existing_local_file_is_refused_before_asking_the_server() {

@@ -28,16 +28,21 @@ mod local;
 pub mod s3;
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::partial::{Found, Partial};
-use crate::protocol::{Info, Refusal, RemoteName, RequestKind};
+use crate::protocol::{Digest, ErrorCode, Info, Prefix, Refusal, RemoteName, RequestKind};
+use crate::transport::BodySink;
+/// Where a file of a PutTree is received: the local store's temporary
+/// file (the S3 store serves no PutTree).
+pub use local::WriteFile as TreeBody;
 pub use local::{
     classify, Candidate, Leftover, Listing, LocalStore, Meets, Owner, ReadFile, Removed,
-    ResumableUpload, TreeFile, TreeWalk, TreeWrite, Upload, WriteFile, PARTIALS_DIR,
+    ResumableUpload, TreeFile, TreeWalk, TreeWrite, PARTIALS_DIR,
 };
-use s3::{not_served, S3Spec, S3Store};
+use s3::{not_served, ObjectWriter, S3Spec, S3Store};
 
 /// Where the served files are to be kept: what a server is configured
 /// with, before the store is opened.
@@ -142,8 +147,10 @@ impl Store {
         size: u64,
     ) -> Result<(Upload, WriteFile), Refusal> {
         match self {
-            Store::Local(store) => store.begin_write(name, size),
-            Store::S3(_) => Err(not_served(RequestKind::Put)),
+            Store::Local(store) => (store.begin_write(name, size))
+                .map(|(upload, body)| (Upload::Local(upload), WriteFile::Local(body))),
+            Store::S3(store) => (store.begin_write(name, size))
+                .map(|(upload, body)| (Upload::S3(upload), WriteFile::S3(body))),
         }
     }
 
@@ -156,8 +163,10 @@ impl Store {
         replace: bool,
     ) -> Result<(Upload, WriteFile), Refusal> {
         match self {
-            Store::Local(store) => store.begin_stream(name, replace),
-            Store::S3(_) => Err(not_served(RequestKind::PutStream)),
+            Store::Local(store) => (store.begin_stream(name, replace))
+                .map(|(upload, body)| (Upload::Local(upload), WriteFile::Local(body))),
+            Store::S3(store) => (store.begin_stream(name, replace))
+                .map(|(upload, body)| (Upload::S3(upload), WriteFile::S3(body))),
         }
     }
 
@@ -211,7 +220,7 @@ impl Store {
     pub fn delete(&self, name: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.delete(name),
-            Store::S3(_) => Err(not_served(RequestKind::Delete)),
+            Store::S3(store) => store.delete(name),
         }
     }
 
@@ -219,7 +228,7 @@ impl Store {
     pub fn delete_tree(&self, name: &RemoteName) -> Result<Removed, Refusal> {
         match self {
             Store::Local(store) => store.delete_tree(name),
-            Store::S3(_) => Err(not_served(RequestKind::Delete)),
+            Store::S3(store) => store.delete_tree(name),
         }
     }
 
@@ -228,7 +237,7 @@ impl Store {
     pub fn make_dir(&self, name: &RemoteName, parents: bool) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.make_dir(name, parents),
-            Store::S3(_) => Err(not_served(RequestKind::MakeDir)),
+            Store::S3(store) => store.make_dir(name, parents),
         }
     }
 
@@ -236,7 +245,7 @@ impl Store {
     pub fn remove_dir(&self, name: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.remove_dir(name),
-            Store::S3(_) => Err(not_served(RequestKind::RemoveDir)),
+            Store::S3(store) => store.remove_dir(name),
         }
     }
 
@@ -244,7 +253,7 @@ impl Store {
     pub fn rename(&self, from: &RemoteName, to: &RemoteName) -> Result<(), Refusal> {
         match self {
             Store::Local(store) => store.rename(from, to),
-            Store::S3(_) => Err(not_served(RequestKind::Rename)),
+            Store::S3(store) => store.rename(from, to),
         }
     }
 
@@ -267,10 +276,93 @@ impl Store {
     }
 }
 
+/// Where an upload's body is written until it is committed.
+#[derive(Debug)]
+pub enum WriteFile {
+    /// A hidden temporary file beside the final name.
+    Local(local::WriteFile),
+    /// A local spool, sent to the bucket a step at a time.
+    S3(ObjectWriter),
+}
+
+impl BodySink for WriteFile {
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            WriteFile::Local(file) => BodySink::raw_fd(file),
+            WriteFile::S3(writer) => writer.raw_fd(),
+        }
+    }
+
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            WriteFile::Local(file) => BodySink::write_all_at(file, bytes, offset),
+            WriteFile::S3(writer) => writer.write_all_at(bytes, offset),
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            WriteFile::Local(file) => BodySink::read_at(file, buf, offset),
+            WriteFile::S3(writer) => BodySink::read_at(writer, buf, offset),
+        }
+    }
+
+    fn reserve(&self, offset: u64, len: u64) {
+        match self {
+            WriteFile::Local(file) => BodySink::reserve(file, offset, len),
+            WriteFile::S3(writer) => writer.reserve(offset, len),
+        }
+    }
+
+    fn sync_written(&self) -> io::Result<()> {
+        match self {
+            WriteFile::Local(file) => BodySink::sync_written(file),
+            WriteFile::S3(writer) => writer.sync_written(),
+        }
+    }
+
+    fn checkpoint(&self, prefix: &Prefix) {
+        match self {
+            WriteFile::Local(file) => BodySink::checkpoint(file, prefix),
+            WriteFile::S3(writer) => writer.checkpoint(prefix),
+        }
+    }
+
+    fn takes_checkpoints(&self) -> bool {
+        match self {
+            WriteFile::Local(file) => BodySink::takes_checkpoints(file),
+            WriteFile::S3(writer) => writer.takes_checkpoints(),
+        }
+    }
+}
+
+/// An upload begun, to be committed once its body is whole and verified;
+/// dropped uncommitted, it leaves nothing under the name.
+#[derive(Debug)]
+pub enum Upload {
+    Local(local::Upload),
+    S3(s3::Upload),
+}
+
+impl Upload {
+    /// Makes the received `body`, verified to have `digest`, appear under
+    /// its name.
+    pub fn commit(self, body: WriteFile, digest: &Digest) -> Result<(), Refusal> {
+        match (self, body) {
+            (Upload::Local(upload), WriteFile::Local(body)) => upload.commit(body, digest),
+            (Upload::S3(upload), WriteFile::S3(body)) => upload.commit(body, digest),
+            _ => Err(Refusal::new(
+                ErrorCode::Io,
+                "internal: an upload committed with another store's body",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::{BodySink, BodySource};
+    use crate::transport::BodySource;
 
     /// The transport's zero-copy path (sendfile, splice) needs a
     /// descriptor from each body; the local store's handles must keep

@@ -230,6 +230,38 @@ impl TestServer {
         }
     }
 
+    /// What the store holds as a disk shows it, relative and sorted: on
+    /// a disk, every file and directory; in a bucket, each key beneath the
+    /// prefix with the directories it lies in, a marker (`d/`) as its
+    /// directory, and ferry's own state (`.ferry-tmp-state/`) left out.
+    /// For tests of what a request leaves, the same on both stores.
+    pub fn served_tree(&self) -> Vec<String> {
+        if self.bucket.is_none() {
+            return files_under(self.root());
+        }
+        let mut tree = std::collections::BTreeSet::new();
+        for key in self.served_names() {
+            if key.starts_with(".ferry-tmp-state/") {
+                continue;
+            }
+            let key = key.trim_end_matches('/');
+            for (at, _) in key.match_indices('/') {
+                tree.insert(key[..at].to_owned());
+            }
+            tree.insert(key.to_owned());
+        }
+        tree.into_iter().collect()
+    }
+
+    /// Makes the directory `name` in the store directly, with its
+    /// parents: on S3, its marker object.
+    pub fn make_served_dir(&self, name: &str) {
+        match &self.bucket {
+            None => std::fs::create_dir_all(self.root().join(name)).unwrap(),
+            Some(bucket) => bucket.write(&format!("{S3_PREFIX}/{name}/"), b""),
+        }
+    }
+
     /// The client's working directory.
     pub fn client_dir(&self) -> &Path {
         self.client_dir.path()

@@ -31,8 +31,23 @@ impl S3Server {
     /// The server shared by this test binary, started on first use; `None`
     /// (after saying why, and leaving the marker) when it cannot be had.
     pub fn shared() -> Option<&'static S3Server> {
-        match SERVER.get_or_init(start) {
+        match SERVER.get_or_init(|| start(&[])) {
             Ok(server) => Some(server),
+            Err(why) => {
+                eprintln!("skipped: {why}");
+                let _ = std::fs::write(skip_marker(), format!("{why}\n"));
+                None
+            }
+        }
+    }
+
+    /// A server of this test's own, which logs every create request to
+    /// `log` (`METHOD PATH IF-NONE-MATCH`, `-` when absent; see
+    /// `tests/s3/locked_moto.py`); `None` as for [`S3Server::shared`]. It
+    /// lives as long as the test binary.
+    pub fn logging_creates(log: &Path) -> Option<&'static S3Server> {
+        match start(&[log.as_os_str()]) {
+            Ok(server) => Some(Box::leak(Box::new(server))),
             Err(why) => {
                 eprintln!("skipped: {why}");
                 let _ = std::fs::write(skip_marker(), format!("{why}\n"));
@@ -224,12 +239,13 @@ fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target")
 }
 
-/// Installs moto if needed, and starts it.
-fn start() -> Result<S3Server, String> {
+/// Installs moto if needed, and starts it, with `extra` arguments.
+fn start(extra: &[&std::ffi::OsStr]) -> Result<S3Server, String> {
     let python = install()?;
     let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/locked_moto.py");
     let mut child = Command::new(python)
         .args([wrapper.as_os_str(), "127.0.0.1".as_ref(), "0".as_ref()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -17,7 +17,7 @@ use crate::protocol::{
 };
 use crate::report::Detail;
 use crate::security::access::Grant;
-use crate::store::{Meets, Owner, TreeFile, TreeWrite, WriteFile};
+use crate::store::{Meets, Owner, TreeBody, TreeFile, TreeWrite};
 use crate::transport::{Connection, Discard, Link, TransportError, WHOLE_BODY};
 
 /// Entries surveyed per trip to the blocking pool.
@@ -769,7 +769,7 @@ enum Arrived {
     /// In a temporary file.
     Temporary {
         file: TreeFile,
-        body: WriteFile,
+        body: TreeBody,
         digest: Digest,
         size: u64,
     },

@@ -196,25 +196,6 @@ impl Bucket {
         }
     }
 
-    /// Every key that starts with `prefix`, in S3's order, page by page.
-    pub fn keys_under(&self, prefix: &str) -> Result<Vec<String>, Failure> {
-        let mut pages = (self.client.list_objects_v2())
-            .bucket(&self.name)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        let mut keys = Vec::new();
-        while let Some(page) = self.block_on(pages.next()) {
-            let page = page.map_err(|e| Failure::of(&e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-        }
-        Ok(keys)
-    }
-
     /// Whether any key starts with `prefix` (which ends in `/` for a
     /// directory): one LIST of at most one key.
     pub fn has_keys_under(&self, prefix: &str) -> Result<bool, Failure> {

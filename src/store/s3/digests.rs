@@ -68,7 +68,7 @@ pub fn forget(bucket: &Bucket, key: &str) {
 
 /// The record's key: named by a hash of the object's key, so any key fits
 /// S3's 1024-byte limit.
-fn record_key(bucket: &Bucket, key: &str) -> String {
+pub(super) fn record_key(bucket: &Bucket, key: &str) -> String {
     let named = blake3::hash(key.as_bytes());
     format!(
         "{}{STATE_DIR}/digests/{}",

@@ -14,18 +14,23 @@
 mod bucket;
 #[allow(dead_code)]
 mod digests;
+mod dirs;
 mod spec;
-#[allow(dead_code)]
 mod uploads;
+mod write;
+
+use std::sync::Arc;
 
 use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName, RequestKind};
 use bucket::{Bucket, Failure, Head};
 pub use spec::{BadAddress, Credentials, S3Spec};
+pub use write::{ObjectWriter, Upload};
 
 /// A bucket (and prefix) served.
 #[derive(Debug)]
 pub struct S3Store {
-    bucket: Bucket,
+    /// Shared with the handles of uploads under way, which send to it.
+    bucket: Arc<Bucket>,
 }
 
 /// Why an S3 store could not be opened.
@@ -66,7 +71,9 @@ impl S3Store {
             };
             return Err(failed(why));
         }
-        Ok(S3Store { bucket })
+        Ok(S3Store {
+            bucket: Arc::new(bucket),
+        })
     }
 
     /// The store's address, `s3://BUCKET[/PREFIX]`.
@@ -82,17 +89,17 @@ impl S3Store {
     /// anything, and refused as unsupported if they come anyway.
     pub fn serves(&self, kind: RequestKind) -> bool {
         match kind {
-            RequestKind::Stat => true,
-            RequestKind::Put
-            | RequestKind::Get
-            | RequestKind::List
+            RequestKind::Stat
+            | RequestKind::Put
+            | RequestKind::PutStream
             | RequestKind::Delete
             | RequestKind::MakeDir
             | RequestKind::RemoveDir
-            | RequestKind::Rename
+            | RequestKind::Rename => true,
+            RequestKind::Get
+            | RequestKind::List
             | RequestKind::PutTree
             | RequestKind::GetTree
-            | RequestKind::PutStream
             | RequestKind::PutFrom
             | RequestKind::GetFrom => false,
         }

@@ -61,7 +61,7 @@ pub fn record_key(bucket: &Bucket, upload_id: &str) -> String {
 pub fn sweep(bucket: &Bucket, ttl: Duration) -> usize {
     let oldest = seconds(SystemTime::now()).saturating_sub(ttl.as_secs());
     let beneath = format!("{}{STATE_DIR}/uploads/", bucket.prefix());
-    let Ok(keys) = bucket.keys_under(&beneath) else {
+    let Ok(keys) = bucket.keys_under(&beneath, None) else {
         return 0;
     };
     let mut swept = 0;
