@@ -48,7 +48,8 @@ impl Prefix {
     /// Whether `values` has the shape `len` calls for, with steps of
     /// `step` bytes.
     pub fn is_well_formed(&self, step: u64) -> bool {
-        self.len.is_multiple_of(step) && (self.len / step).count_ones() as usize == self.values.len()
+        self.len.is_multiple_of(step)
+            && (self.len / step).count_ones() as usize == self.values.len()
     }
 
     /// The subtrees of the prefix, leftmost first.

@@ -12,9 +12,10 @@
 //! The handles a request holds while it works ([`ReadFile`], [`WriteFile`],
 //! [`Upload`], [`ResumableUpload`], [`Listing`], [`TreeWalk`],
 //! [`TreeWrite`], [`TreeFile`], and the [`Partial`] a resumable upload
-//! writes to, which the client shares) are the local store's own types for
-//! now. Each becomes an enum of the same name in the change that gives a
-//! second backend a handle of that kind, a change to this module alone,
+//! writes to, which the client shares) are the local store's own types
+//! until a second backend has a handle of that kind ([`ReadFile`] is an
+//! enum already). Each becomes an enum of the same name in the change
+//! that gives a second backend a handle of that kind, a change to this module alone,
 //! since the server names them only through it. Made enums of one
 //! variant today, they would be some forty methods that forward and
 //! decide nothing, and not every backend will need every handle: one that
@@ -34,10 +35,13 @@ use std::time::{Duration, SystemTime};
 use crate::partial::{Found, Partial};
 use crate::protocol::{Info, Refusal, RemoteName, RequestKind};
 pub use local::{
-    classify, Candidate, Leftover, Listing, LocalStore, Meets, Owner, ReadFile, Removed,
-    ResumableUpload, TreeFile, TreeWalk, TreeWrite, Upload, WriteFile, PARTIALS_DIR,
+    classify, Candidate, Leftover, Listing, LocalStore, Meets, Owner, Removed, ResumableUpload,
+    TreeFile, TreeWalk, TreeWrite, Upload, WriteFile, PARTIALS_DIR,
 };
 use s3::{not_served, S3Spec, S3Store};
+
+use crate::protocol::Digest;
+use crate::transport::BodySource;
 
 /// Where the served files are to be kept: what a server is configured
 /// with, before the store is opened.
@@ -128,8 +132,8 @@ impl Store {
     /// Opens the file `name` for a get.
     pub fn open_read(&self, name: &RemoteName) -> Result<ReadFile, Refusal> {
         match self {
-            Store::Local(store) => store.open_read(name),
-            Store::S3(_) => Err(not_served(RequestKind::Get)),
+            Store::Local(store) => store.open_read(name).map(ReadFile::Local),
+            Store::S3(store) => store.open_read(name).map(ReadFile::S3),
         }
     }
 
@@ -263,6 +267,78 @@ impl Store {
         match self {
             Store::Local(store) => store.open_tree(target, replace, top, owner, restart),
             Store::S3(_) => Err(not_served(RequestKind::PutTree)),
+        }
+    }
+}
+
+/// A file opened for a get: its size, and its digest if the store has it.
+#[derive(Debug)]
+pub enum ReadFile {
+    /// A file on the local disk: a descriptor, sent by sendfile(2).
+    Local(local::ReadFile),
+    /// An object, read by ranged GETs and sent in chunks.
+    S3(s3::ObjectReader),
+}
+
+impl ReadFile {
+    /// The file's size when it was opened: what a get sends.
+    pub fn size(&self) -> u64 {
+        match self {
+            ReadFile::Local(file) => file.size(),
+            ReadFile::S3(object) => object.size(),
+        }
+    }
+
+    /// The file's modification time when it was opened, in whole seconds
+    /// since the epoch: with the size, what a resumed get checks the
+    /// client's partial was made of.
+    pub fn modified(&self) -> i64 {
+        match self {
+            ReadFile::Local(file) => file.modified(),
+            ReadFile::S3(object) => object.modified(),
+        }
+    }
+
+    /// The file's digest, if the store has it for the file as it is.
+    pub fn cached_digest(&self) -> Option<Digest> {
+        match self {
+            ReadFile::Local(file) => file.cached_digest(),
+            ReadFile::S3(object) => object.cached_digest(),
+        }
+    }
+
+    /// Keeps `digest`, just computed while sending the file, for later
+    /// gets.
+    pub fn remember(&self, digest: &Digest) {
+        match self {
+            ReadFile::Local(file) => file.remember(digest),
+            ReadFile::S3(object) => object.remember(digest),
+        }
+    }
+
+    /// Reads the file whole, as large as it was when opened, with its
+    /// digest. `None` if it changed meanwhile. For small files only.
+    pub fn read_whole(&self) -> Result<Option<(Vec<u8>, Digest)>, Refusal> {
+        match self {
+            ReadFile::Local(file) => file.read_whole(),
+            ReadFile::S3(object) => object.read_whole(),
+        }
+    }
+}
+
+impl BodySource for ReadFile {
+    fn raw_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            ReadFile::Local(file) => BodySource::raw_fd(file),
+            // No descriptor: the transport reads it in chunks.
+            ReadFile::S3(_) => None,
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            ReadFile::Local(file) => BodySource::read_at(file, buf, offset),
+            ReadFile::S3(object) => object.read_at(buf, offset),
         }
     }
 }

@@ -14,16 +14,21 @@
 mod bucket;
 #[allow(dead_code)]
 mod digests;
+mod read;
 mod spec;
+
+use std::sync::Arc;
 
 use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName, RequestKind};
 use bucket::{Bucket, Failure, Head};
+pub use read::ObjectReader;
 pub use spec::{BadAddress, Credentials, S3Spec};
 
 /// A bucket (and prefix) served.
 #[derive(Debug)]
 pub struct S3Store {
-    bucket: Bucket,
+    /// Shared with the handles requests hold (an object being read).
+    bucket: Arc<Bucket>,
 }
 
 /// Why an S3 store could not be opened.
@@ -64,7 +69,9 @@ impl S3Store {
             };
             return Err(failed(why));
         }
-        Ok(S3Store { bucket })
+        Ok(S3Store {
+            bucket: Arc::new(bucket),
+        })
     }
 
     /// The store's address, `s3://BUCKET[/PREFIX]`.
@@ -80,9 +87,8 @@ impl S3Store {
     /// anything, and refused as unsupported if they come anyway.
     pub fn serves(&self, kind: RequestKind) -> bool {
         match kind {
-            RequestKind::Stat => true,
+            RequestKind::Stat | RequestKind::Get | RequestKind::GetFrom => true,
             RequestKind::Put
-            | RequestKind::Get
             | RequestKind::List
             | RequestKind::Delete
             | RequestKind::MakeDir
@@ -91,8 +97,7 @@ impl S3Store {
             | RequestKind::PutTree
             | RequestKind::GetTree
             | RequestKind::PutStream
-            | RequestKind::PutFrom
-            | RequestKind::GetFrom => false,
+            | RequestKind::PutFrom => false,
         }
     }
 
