@@ -187,3 +187,107 @@ fn a_read_of_an_object_replaced_since_it_was_opened_fails_rather_than_mix() {
     assert_eq!(file.read_at(&mut chunk, 1024 * 1024).unwrap(), chunk.len());
     assert!(chunk[..] == new[1024 * 1024..1024 * 1024 + chunk.len()]);
 }
+
+/// A directory of more keys than one page of ListObjectsV2 (1000) holds
+/// lists every name once: the pages are fetched in turn as the batches
+/// (256 entries) are sent.
+#[test]
+fn a_listing_of_more_keys_than_a_page_lists_every_name_once() {
+    let Some(server) = s3_server() else { return };
+    let bucket = server.bucket().unwrap();
+    let names: Vec<String> = (0..1100).map(|n| format!("f{n:04}")).collect();
+    // Concurrently: one at a time, moto takes a while.
+    let client = bucket.client();
+    bucket.block_on(async {
+        let mut puts = tokio::task::JoinSet::new();
+        for name in &names {
+            let call = (client.put_object())
+                .bucket(bucket.name())
+                .key(format!("{}/many/{name}", common::S3_PREFIX))
+                .body(Vec::from(&b"x"[..]).into())
+                .send();
+            puts.spawn(call);
+            if puts.len() >= 32 {
+                puts.join_next().await.unwrap().unwrap().unwrap();
+            }
+        }
+        while let Some(put) = puts.join_next().await {
+            put.unwrap().unwrap();
+        }
+    });
+    server.write_served("many/sub/inner", b"");
+    for args in [&["list", "many"][..], &["list", "-l", "many"]] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        let listed: Vec<String> = stdout_of(&output)
+            .lines()
+            .map(|line| line.rsplit("  ").next().unwrap().to_owned())
+            .collect();
+        let mut expected = names.clone();
+        expected.push("sub/".to_owned());
+        assert_eq!(listed, expected, "{args:?}");
+    }
+}
+
+/// Keys no ferry name can be (an empty component, a control character, a
+/// backslash, `..`) are left out of a listing and counted, as a disk's
+/// unusable names are; ferry's own state beneath the prefix is left out
+/// without a word, from listings and from trees.
+#[test]
+fn keys_no_name_can_be_are_counted_and_ferry_s_state_never_shows() {
+    let Some(server) = s3_server() else { return };
+    server.write_served("good.txt", b"g");
+    server.write_served("d/inner", b"i");
+    // An empty directory's marker.
+    server.write_served("e/", b"");
+    // A get of another tool's object keeps its digest beneath the state
+    // prefix.
+    assert_exit(&server.run_client(&["get", "good.txt"]), 0);
+    server.wait_for_reports(1);
+    let names = server.served_names();
+    assert!(
+        names
+            .iter()
+            .any(|name| name.starts_with(".ferry-tmp-state/")),
+        "{names:?}"
+    );
+    // Written after the look at every key, which these would upset (the
+    // harness lists without decoding).
+    server.write_served("a//b", b"x");
+    server.write_served("bad\u{1}name", b"x");
+    server.write_served("back\\slash", b"x");
+    server.write_served("../up", b"x");
+    for args in [&["list"][..], &["list", "-l"]] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        let listed: Vec<String> = stdout_of(&output)
+            .lines()
+            .map(|line| line.rsplit("  ").next().unwrap().to_owned())
+            .collect();
+        // `a//b` is a directory `a` holding an empty name.
+        assert_eq!(
+            listed,
+            ["a/", "d/", "e/", "good.txt"],
+            "{}",
+            describe(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // `bad\x01name`, `back\\slash` and `..`.
+        let unusable =
+            "3 names not shown: not valid UTF-8, or holding control characters or backslashes\n";
+        assert!(stderr.contains(unusable), "{}", describe(&output));
+    }
+    let output = server.run_client(&["list", "e"]);
+    assert_exit(&output, 0);
+    assert_eq!(stdout_of(&output), "", "{}", describe(&output));
+    let output = server.run_client(&["list", "a"]);
+    assert_exit(&output, 0);
+    assert_eq!(stdout_of(&output), "", "{}", describe(&output));
+    let unusable =
+        "1 name not shown: not valid UTF-8, or holding control characters or backslashes\n";
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(unusable),
+        "{}",
+        describe(&output)
+    );
+}

@@ -13,13 +13,12 @@
 //! [`Upload`], [`ResumableUpload`], [`Listing`], [`TreeWalk`],
 //! [`TreeWrite`], [`TreeFile`], and the [`Partial`] a resumable upload
 //! writes to, which the client shares) are the local store's own types
-//! until a second backend has a handle of that kind ([`ReadFile`] is an
-//! enum already). Each becomes an enum of the same name in the change
-//! that gives a second backend a handle of that kind, a change to this module alone,
-//! since the server names them only through it. Made enums of one
-//! variant today, they would be some forty methods that forward and
-//! decide nothing, and not every backend will need every handle: one that
-//! does not serve PutTree has no `TreeWrite` of its own.
+//! until a second backend has a handle of that kind: then the name becomes
+//! an enum here, as [`ReadFile`] and [`Listing`] are, a change to this
+//! module alone, since the server names them only through it. Made enums
+//! of one variant, they would be methods that forward and decide nothing,
+//! and not every backend will need every handle: one that does not serve
+//! PutTree has no `TreeWrite` of its own.
 //!
 //! All methods block; callers run them off the async threads. What a
 //! request is refused for comes back as a [`Refusal`], ready for an `Error`
@@ -33,10 +32,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::partial::{Found, Partial};
-use crate::protocol::{Info, Refusal, RemoteName, RequestKind};
+use crate::protocol::{Entry, Info, OmitReason, Refusal, RemoteName, RequestKind};
 pub use local::{
-    classify, Candidate, Leftover, Listing, LocalStore, Meets, Owner, Removed, ResumableUpload,
-    TreeFile, TreeWalk, TreeWrite, Upload, WriteFile, PARTIALS_DIR,
+    classify, Candidate, Leftover, LocalStore, Meets, Owner, Removed, ResumableUpload, TreeFile,
+    TreeWalk, TreeWrite, Upload, WriteFile, PARTIALS_DIR,
 };
 use s3::{not_served, S3Spec, S3Store};
 
@@ -188,8 +187,8 @@ impl Store {
     /// time; a `dir` that is not a directory is listed as its one entry.
     pub fn list(&self, dir: Option<&RemoteName>, long: bool) -> Result<Listing, Refusal> {
         match self {
-            Store::Local(store) => store.list(dir, long),
-            Store::S3(_) => Err(not_served(RequestKind::List)),
+            Store::Local(store) => store.list(dir, long).map(Listing::Local),
+            Store::S3(store) => store.list(dir, long).map(Listing::S3),
         }
     }
 
@@ -339,6 +338,42 @@ impl BodySource for ReadFile {
         match self {
             ReadFile::Local(file) => BodySource::read_at(file, buf, offset),
             ReadFile::S3(object) => object.read_at(buf, offset),
+        }
+    }
+}
+
+/// A listing in progress, read a batch at a time.
+#[derive(Debug)]
+pub enum Listing {
+    /// A directory on the local disk, in its own order.
+    Local(local::Listing),
+    /// A prefix of a bucket, a page of keys at a time.
+    S3(s3::ObjectListing),
+}
+
+impl Listing {
+    /// The next entries, at most `max` of them; none at the end.
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<Entry>, Refusal> {
+        match self {
+            Listing::Local(listing) => listing.next_batch(max),
+            Listing::S3(listing) => listing.next_batch(max),
+        }
+    }
+
+    /// Whether the listing is at its end: no batch is left.
+    pub fn is_done(&self) -> bool {
+        match self {
+            Listing::Local(listing) => listing.is_done(),
+            Listing::S3(listing) => listing.is_done(),
+        }
+    }
+
+    /// How many names were left out so far, and why; reasons with none
+    /// are not named.
+    pub fn omitted(&self) -> Vec<(OmitReason, u64)> {
+        match self {
+            Listing::Local(listing) => listing.omitted().collect(),
+            Listing::S3(listing) => listing.omitted().collect(),
         }
     }
 }

@@ -14,6 +14,7 @@
 mod bucket;
 #[allow(dead_code)]
 mod digests;
+mod listing;
 mod read;
 mod spec;
 
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName, RequestKind};
 use bucket::{Bucket, Failure, Head};
+pub use listing::ObjectListing;
 pub use read::ObjectReader;
 pub use spec::{BadAddress, Credentials, S3Spec};
 
@@ -58,6 +60,8 @@ impl S3Store {
                 .bucket(bucket.name())
                 .prefix(bucket.prefix())
                 .max_keys(1)
+                // Readable whatever the first key holds (bucket.rs).
+                .encoding_type(aws_sdk_s3::types::EncodingType::Url)
                 .send(),
         );
         if let Err(error) = listed {
@@ -87,9 +91,8 @@ impl S3Store {
     /// anything, and refused as unsupported if they come anyway.
     pub fn serves(&self, kind: RequestKind) -> bool {
         match kind {
-            RequestKind::Stat | RequestKind::Get | RequestKind::GetFrom => true,
+            RequestKind::Stat | RequestKind::Get | RequestKind::GetFrom | RequestKind::List => true,
             RequestKind::Put
-            | RequestKind::List
             | RequestKind::Delete
             | RequestKind::MakeDir
             | RequestKind::RemoveDir
