@@ -277,6 +277,17 @@ fn keys_no_name_can_be_are_counted_and_ferry_s_state_never_shows() {
             "3 names not shown: not valid UTF-8, or holding control characters or backslashes\n";
         assert!(stderr.contains(unusable), "{}", describe(&output));
     }
+    // A tree of the root: the same names, and the same left out.
+    let output = server.run_client(&["get", "-r", ".", "copy"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        common::files_under(&server.client_dir().join("copy")),
+        ["a", "d", "d/inner", "e", "good.txt"],
+        "{}",
+        describe(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("4 names left out"), "{}", describe(&output));
     let output = server.run_client(&["list", "e"]);
     assert_exit(&output, 0);
     assert_eq!(stdout_of(&output), "", "{}", describe(&output));
@@ -290,4 +301,29 @@ fn keys_no_name_can_be_are_counted_and_ferry_s_state_never_shows() {
         "{}",
         describe(&output)
     );
+}
+
+/// S3 lets one name be both an object and a prefix (`both` and
+/// `both/inner`, written by other tools). A listing shows both; a tree,
+/// which cannot hold both, carries the directory and counts the file left
+/// out.
+#[test]
+fn a_name_that_is_a_file_and_a_directory_lists_twice_and_walks_as_the_directory() {
+    let Some(server) = s3_server() else { return };
+    server.write_served("t/both", b"file");
+    server.write_served("t/both/inner", b"inner");
+    let output = server.run_client(&["list", "t"]);
+    assert_exit(&output, 0);
+    assert_eq!(stdout_of(&output), "both\nboth/\n", "{}", describe(&output));
+    let output = server.run_client(&["get", "-r", "t", "copy"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        common::files_under(&server.client_dir().join("copy")),
+        ["both", "both/inner"],
+        "{}",
+        describe(&output)
+    );
+    assert!(server.client_dir().join("copy/both").is_dir());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 name left out"), "{}", describe(&output));
 }

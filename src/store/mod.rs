@@ -14,7 +14,7 @@
 //! [`TreeWrite`], [`TreeFile`], and the [`Partial`] a resumable upload
 //! writes to, which the client shares) are the local store's own types
 //! until a second backend has a handle of that kind: then the name becomes
-//! an enum here, as [`ReadFile`] and [`Listing`] are, a change to this
+//! an enum here, as [`ReadFile`], [`Listing`] and [`TreeWalk`] are, a change to this
 //! module alone, since the server names them only through it. Made enums
 //! of one variant, they would be methods that forward and decide nothing,
 //! and not every backend will need every handle: one that does not serve
@@ -32,10 +32,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::partial::{Found, Partial};
-use crate::protocol::{Entry, Info, OmitReason, Refusal, RemoteName, RequestKind};
+use crate::protocol::{Entry, Info, OmitReason, Refusal, RemoteName, RequestKind, TreeEntry};
 pub use local::{
     classify, Candidate, Leftover, LocalStore, Meets, Owner, Removed, ResumableUpload, TreeFile,
-    TreeWalk, TreeWrite, Upload, WriteFile, PARTIALS_DIR,
+    TreeWrite, Upload, WriteFile, PARTIALS_DIR,
 };
 use s3::{not_served, S3Spec, S3Store};
 
@@ -196,8 +196,10 @@ impl Store {
     /// its directories and files, or the one file `source` is.
     pub fn walk_tree(&self, source: Option<&RemoteName>) -> Result<TreeWalk, Refusal> {
         match self {
-            Store::Local(store) => store.walk_tree(source),
-            Store::S3(_) => Err(not_served(RequestKind::GetTree)),
+            Store::Local(store) => store.walk_tree(source).map(TreeWalk::Local),
+            Store::S3(store) => store
+                .walk_tree(source)
+                .map(|walk| TreeWalk::S3(Box::new(walk))),
         }
     }
 
@@ -374,6 +376,54 @@ impl Listing {
         match self {
             Listing::Local(listing) => listing.omitted().collect(),
             Listing::S3(listing) => listing.omitted().collect(),
+        }
+    }
+}
+
+/// A walk of a tree for a GetTree, in a manifest's order.
+#[derive(Debug)]
+pub enum TreeWalk {
+    /// A directory on the local disk.
+    Local(local::TreeWalk),
+    /// A prefix of a bucket, a level at a time. Boxed: it holds the HEAD
+    /// of the file given last, and the walk moves to the blocking pool
+    /// and back for every batch.
+    S3(Box<s3::ObjectWalk>),
+}
+
+impl TreeWalk {
+    /// The next entry, without a digest; `None` at the end.
+    pub fn next_entry(&mut self) -> Result<Option<TreeEntry>, Refusal> {
+        match self {
+            TreeWalk::Local(walk) => walk.next_entry(),
+            TreeWalk::S3(walk) => walk.next_entry(),
+        }
+    }
+
+    /// Opens the file [`TreeWalk::next_entry`] gave last, refusing
+    /// anything else that took its name since.
+    pub fn open_current(&self) -> Result<ReadFile, Refusal> {
+        match self {
+            TreeWalk::Local(walk) => walk.open_current().map(ReadFile::Local),
+            TreeWalk::S3(walk) => walk.open_current().map(ReadFile::S3),
+        }
+    }
+
+    /// The digest of the file [`TreeWalk::next_entry`] gave last, `size`
+    /// bytes long: the store's, or else computed now and kept.
+    pub fn digest_current(&self, size: u64) -> Result<Digest, Refusal> {
+        match self {
+            TreeWalk::Local(walk) => walk.digest_current(size),
+            TreeWalk::S3(walk) => walk.digest_current(size),
+        }
+    }
+
+    /// How many names were left out so far, and why; reasons with none
+    /// are not named.
+    pub fn omitted(&self) -> Vec<(OmitReason, u64)> {
+        match self {
+            TreeWalk::Local(walk) => walk.omitted().collect(),
+            TreeWalk::S3(walk) => walk.omitted().collect(),
         }
     }
 }

@@ -114,12 +114,7 @@ impl TreeWalk {
 
     /// Opens the file [`TreeWalk::next_entry`] gave last, refusing
     /// anything else that took its name since.
-    pub fn open_current(&self) -> Result<crate::store::ReadFile, Refusal> {
-        self.open_file().map(crate::store::ReadFile::Local)
-    }
-
-    /// [`TreeWalk::open_current`], as the local file it is.
-    fn open_file(&self) -> Result<ReadFile, Refusal> {
+    pub fn open_current(&self) -> Result<ReadFile, Refusal> {
         let Some((dir, name)) = &self.current else {
             return Err(Refusal::new(ErrorCode::Io, "no file to open in the walk"));
         };
@@ -142,7 +137,7 @@ impl TreeWalk {
     /// bytes long: the store's record, or else hashed now and remembered
     /// as a get remembers it.
     pub fn digest_current(&self, size: u64) -> Result<Digest, Refusal> {
-        let file = self.open_file()?;
+        let file = self.open_current()?;
         if let Some(digest) = file.cached_digest() {
             return Ok(digest);
         }

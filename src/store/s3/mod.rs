@@ -17,6 +17,7 @@ mod digests;
 mod listing;
 mod read;
 mod spec;
+mod walk;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use bucket::{Bucket, Failure, Head};
 pub use listing::ObjectListing;
 pub use read::ObjectReader;
 pub use spec::{BadAddress, Credentials, S3Spec};
+pub use walk::ObjectWalk;
 
 /// A bucket (and prefix) served.
 #[derive(Debug)]
@@ -91,14 +93,17 @@ impl S3Store {
     /// anything, and refused as unsupported if they come anyway.
     pub fn serves(&self, kind: RequestKind) -> bool {
         match kind {
-            RequestKind::Stat | RequestKind::Get | RequestKind::GetFrom | RequestKind::List => true,
+            RequestKind::Stat
+            | RequestKind::Get
+            | RequestKind::GetFrom
+            | RequestKind::List
+            | RequestKind::GetTree => true,
             RequestKind::Put
             | RequestKind::Delete
             | RequestKind::MakeDir
             | RequestKind::RemoveDir
             | RequestKind::Rename
             | RequestKind::PutTree
-            | RequestKind::GetTree
             | RequestKind::PutStream
             | RequestKind::PutFrom => false,
         }

@@ -78,8 +78,19 @@ impl S3Store {
 
 impl ObjectReader {
     /// The object `key`, as `head` describes it.
-    pub(super) fn new(bucket: Arc<Bucket>, key: String, head: Head) -> ObjectReader {
+    fn new(bucket: Arc<Bucket>, key: String, head: Head) -> ObjectReader {
         let cached = digests::lookup(&bucket, &key, &head);
+        ObjectReader::known(bucket, key, head, cached)
+    }
+
+    /// The object `key`, as `head` describes it, whose digest (as
+    /// `digests::lookup` found it) is `cached`.
+    pub(super) fn known(
+        bucket: Arc<Bucket>,
+        key: String,
+        head: Head,
+        cached: Option<Digest>,
+    ) -> ObjectReader {
         ObjectReader {
             bucket,
             key,
