@@ -456,9 +456,8 @@ const KILLED_AT: u64 = 2 * STEP + 2 * MIB;
 /// Issue 14: a client killed outright (SIGKILL) mid-get leaves a partial
 /// beside the target and nothing under its name; its last checkpoint is
 /// proven by reading the partial again, and the rerun resumes from it.
-#[test]
-fn a_get_whose_client_was_killed_resumes_from_the_partial_it_left() {
-    let (server, source) = server_with_download(KILLED_SIZE);
+fn a_get_whose_client_was_killed_resumes_from_the_partial_it_left(backing: Backing) {
+    let (server, source) = server_with_download_in(backing, KILLED_SIZE);
     let here = server.client_dir();
     let relay = Relay::start(
         server.addr(),
@@ -714,6 +713,7 @@ fn a_get_resumed_on_a_damaged_partial_receives_again_what_is_not_proven(backing:
 
 store_matrix!(
     a_get_cut_off_at_any_offset_resumes_and_receives_at_most_the_rest_and_a_step,
+    a_get_whose_client_was_killed_resumes_from_the_partial_it_left,
     a_get_resumed_on_a_damaged_partial_receives_again_what_is_not_proven,
 );
 
