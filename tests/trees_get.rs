@@ -719,13 +719,45 @@ fn proxy_changing_the_tree(
     port
 }
 
+/// What makes the served file `t/NAME` grow (`grows`) or go, from
+/// another thread, directly in the store.
+fn changer(server: &TestServer, name: &str, grows: bool) -> Box<dyn FnOnce() + Send> {
+    let grown = b"grown longer than it was";
+    let Some(bucket) = server.bucket() else {
+        let path = server.root().join("t").join(name);
+        return Box::new(move || {
+            if grows {
+                std::fs::write(&path, grown).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        });
+    };
+    let (client, bucket) = (bucket.client(), bucket.name().to_owned());
+    let key = format!("{}/t/{name}", common::S3_PREFIX);
+    Box::new(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            if grows {
+                let put = client.put_object().bucket(&bucket).key(&key);
+                put.body(grown.to_vec().into()).send().await.unwrap();
+            } else {
+                let delete = client.delete_object().bucket(&bucket).key(&key);
+                delete.send().await.unwrap();
+            }
+        });
+    })
+}
+
 /// A tree that changes on the server between its manifest and its bodies
 /// (PROTOCOL.md §5.11, issue 13): a file that grew, one that went, the
 /// last one gone. The client fails with `file-changed` and keeps nothing
 /// of the changed file; a new tree is whole or absent, so nothing of it
 /// is left; in a merge, the files before the change are there, complete.
-#[test]
-fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files() {
+fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files(backing: Backing) {
     let names = ["a", "b", "c", "d", "e"];
     for (changed, grows, code, kept) in [
         ("c", true, 3, &names[..2]),
@@ -733,22 +765,11 @@ fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files() 
         ("e", false, 1, &names[..4]),
     ] {
         for merge in [false, true] {
-            let server = TestServer::start();
+            let server = TestServer::start_in(backing);
             for name in names {
-                write_file(
-                    server.root(),
-                    &format!("t/{name}"),
-                    name.repeat(100).as_bytes(),
-                );
+                server.write_served(&format!("t/{name}"), name.repeat(100).as_bytes());
             }
-            let path = server.root().join("t").join(changed);
-            let port = proxy_changing_the_tree(server.addr(), move || {
-                if grows {
-                    std::fs::write(&path, b"grown longer than it was").unwrap();
-                } else {
-                    std::fs::remove_file(&path).unwrap();
-                }
-            });
+            let port = proxy_changing_the_tree(server.addr(), changer(&server, changed, grows));
             let here = server.client_dir();
             if merge {
                 std::fs::create_dir(here.join("t")).unwrap();
@@ -844,6 +865,7 @@ fn held_partials_out_of_place_are_bad_requests_and_one_too_long_is_sent_whole() 
 
 store_matrix!(
     a_tree_round_trips_byte_identical_with_modes_and_times_over_plain,
+    a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files,
     a_second_run_moves_nothing_and_says_so,
     a_local_conflict_is_refused_before_any_body_and_replace_replaces,
     cp_rules_place_the_copy,
