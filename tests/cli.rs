@@ -9,7 +9,7 @@ use std::sync::mpsc;
 
 use common::{
     assert_exit, assert_exit_saying, client_at, describe, eventually, ferry_command, files_under,
-    write_file, BinaryServer, RawClient, TestServer, PATIENCE,
+    write_file, Backing, BinaryServer, RawClient, TestServer, PATIENCE,
 };
 use ferry::protocol::{Message, TEMP_PREFIX};
 
@@ -220,13 +220,12 @@ fn shutdown_cancels_a_stalled_upload_and_removes_its_temporary_file() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-#[test]
-fn list_prints_sorted_names_with_slashes_on_directories_and_nothing_else() {
-    let server = TestServer::start();
-    write_file(server.root(), "b.txt", b"bb");
-    write_file(server.root(), "a.txt", b"a");
-    write_file(server.root(), "dir/inner.txt", b"inner");
-    write_file(server.root(), ".hidden", b"h");
+fn list_prints_sorted_names_with_slashes_on_directories_and_nothing_else(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("b.txt", b"bb");
+    server.write_served("a.txt", b"a");
+    server.write_served("dir/inner.txt", b"inner");
+    server.write_served(".hidden", b"h");
     let output = server.run_client(&["list"]);
     assert_exit(&output, 0);
     assert_eq!(
@@ -239,11 +238,10 @@ fn list_prints_sorted_names_with_slashes_on_directories_and_nothing_else() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "inner.txt\n");
 }
 
-#[test]
-fn list_long_shows_size_and_modification_time() {
-    let server = TestServer::start();
-    write_file(server.root(), "five.txt", b"12345");
-    std::fs::create_dir(server.root().join("sub")).unwrap();
+fn list_long_shows_size_and_modification_time(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("five.txt", b"12345");
+    server.write_served("sub/inner.txt", b"");
     let output = server.run_client(&["list", "-l"]);
     assert_exit(&output, 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -298,10 +296,9 @@ fn list_lh_shows_sizes_as_ls_does_and_only_help_prints_help() {
     );
 }
 
-#[test]
-fn list_of_a_missing_directory_fails_and_of_a_file_shows_the_file() {
-    let server = TestServer::start();
-    write_file(server.root(), "file", b"four");
+fn list_of_a_missing_directory_fails_and_of_a_file_shows_the_file(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("file", b"four");
     let output = server.run_client(&["list", "nope"]);
     assert_exit_saying(&output, 1, "failed not-found");
     // As `ls -l file` shows the file (issue 11).
@@ -311,6 +308,12 @@ fn list_of_a_missing_directory_fails_and_of_a_file_shows_the_file() {
     assert!(listed.ends_with("  file\n"), "{listed}");
     assert!(listed.trim_start().starts_with("4 "), "{listed}");
 }
+
+store_matrix!(
+    list_prints_sorted_names_with_slashes_on_directories_and_nothing_else,
+    list_long_shows_size_and_modification_time,
+    list_of_a_missing_directory_fails_and_of_a_file_shows_the_file,
+);
 
 #[test]
 fn delete_removes_a_file_and_refuses_directories_and_missing_names() {

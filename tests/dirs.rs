@@ -632,6 +632,8 @@ store_matrix!(
     delete_r_of_the_root_is_refused_and_the_root_stays,
     stat_of_a_directory_and_of_the_root_says_directory,
     stat_of_a_missing_name_is_not_found_and_prints_nothing,
+    list_takes_a_directory_name_as_people_type_it,
+    list_refuses_empty_components_and_absolute_names,
 );
 
 // ---------------------------------------------------------------- stat
@@ -896,10 +898,9 @@ fn list_of_a_subdirectory_follows_symlinks_leading_elsewhere_inside_the_root() {
     );
 }
 
-#[test]
-fn list_takes_a_directory_name_as_people_type_it() {
-    let server = TestServer::start();
-    write_file(server.root(), "d/x.txt", b"x");
+fn list_takes_a_directory_name_as_people_type_it(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("d/x.txt", b"x");
     for typed in ["d", "./d", "d/", "d/./", "./d/.", "d/."] {
         let output = server.run_client(&["list", typed]);
         assert_exit(&output, 0);
@@ -912,10 +913,9 @@ fn list_takes_a_directory_name_as_people_type_it() {
     }
 }
 
-#[test]
-fn list_refuses_empty_components_and_absolute_names() {
-    let server = TestServer::start();
-    write_file(server.root(), "a/b/x.txt", b"x");
+fn list_refuses_empty_components_and_absolute_names(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("a/b/x.txt", b"x");
     for bad in ["a//b", "//", "//a", "/a", "a/../a"] {
         let output = server.run_client(&["list", bad]);
         assert_refused(&output, "bad-name");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Backing, TestServer};
 use ferry::client::{expand_remote, Client, GlobError, Progress, Upload};
 use ferry::protocol::{NameError, RemoteName};
 
@@ -175,16 +175,15 @@ fn a_pattern_outside_the_served_directory_is_refused() {
 /// The command line: `get` expands a quoted remote pattern itself, with
 /// the cp rules applied to what it matched; a pattern that matches
 /// nothing fails with `no match` and exit 1, and nothing is fetched.
-#[test]
-fn get_expands_remote_patterns_and_no_match_exits_1() {
-    let server = TestServer::start();
+fn get_expands_remote_patterns_and_no_match_exits_1(backing: Backing) {
+    let server = TestServer::start_in(backing);
     for (name, data) in [
         ("photos/a.jpg", &b"aa"[..]),
         ("photos/b.jpg", b"bbb"),
         ("photos/c.png", b"c"),
         ("photos/x*y.jpg", b"literal star"),
     ] {
-        common::write_file(server.root(), name, data);
+        server.write_served(name, data);
     }
     let output = server.run_client(&["get", "photos/*.jpg", "dl/"]);
     assert!(output.status.success(), "{output:?}");
@@ -211,3 +210,5 @@ fn get_expands_remote_patterns_and_no_match_exits_1() {
     assert!(stderr.contains("photos/*.gif: no match"), "{stderr}");
     assert!(!server.client_dir().join("none").exists());
 }
+
+store_matrix!(get_expands_remote_patterns_and_no_match_exits_1);

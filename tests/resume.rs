@@ -248,11 +248,21 @@ fn server_with_upload(size: u64) -> (TestServer, PathBuf) {
     (server, source)
 }
 
-/// A server in this process serving a file of `size` bytes, `big.bin`.
+/// A server in this process serving a file of `size` bytes, `big.bin`,
+/// and where a copy of it is to compare with: the served file itself on a
+/// disk; a file in the unused served directory for a bucket.
 fn server_with_download(size: u64) -> (TestServer, PathBuf) {
-    let server = TestServer::start();
+    server_with_download_in(Backing::Local, size)
+}
+
+/// [`server_with_download`] on `backing`.
+fn server_with_download_in(backing: Backing, size: u64) -> (TestServer, PathBuf) {
+    let server = TestServer::start_in(backing);
     let source = server.root().join("big.bin");
     write_source(&source, size, 2);
+    if backing == Backing::S3 {
+        server.write_served("big.bin", &std::fs::read(&source).unwrap());
+    }
     (server, source)
 }
 
@@ -359,9 +369,8 @@ fn a_put_cut_off_at_any_offset_resumes_and_sends_at_most_the_rest_and_a_step() {
 /// Issue 14: a get cut off anywhere, made again, resumes from the last
 /// step the client synced, receives only the rest, and ends
 /// byte-identical; before that, nothing is under the target's name.
-#[test]
-fn a_get_cut_off_at_any_offset_resumes_and_receives_at_most_the_rest_and_a_step() {
-    let (server, source) = server_with_download(BIG);
+fn a_get_cut_off_at_any_offset_resumes_and_receives_at_most_the_rest_and_a_step(backing: Backing) {
+    let (server, source) = server_with_download_in(backing, BIG);
     let here = server.client_dir();
     for cut in CUTS {
         let name = format!("copy-{cut}.bin");
@@ -447,9 +456,8 @@ const KILLED_AT: u64 = 2 * STEP + 2 * MIB;
 /// Issue 14: a client killed outright (SIGKILL) mid-get leaves a partial
 /// beside the target and nothing under its name; its last checkpoint is
 /// proven by reading the partial again, and the rerun resumes from it.
-#[test]
-fn a_get_whose_client_was_killed_resumes_from_the_partial_it_left() {
-    let (server, source) = server_with_download(KILLED_SIZE);
+fn a_get_whose_client_was_killed_resumes_from_the_partial_it_left(backing: Backing) {
+    let (server, source) = server_with_download_in(backing, KILLED_SIZE);
     let here = server.client_dir();
     let relay = Relay::start(
         server.addr(),
@@ -682,9 +690,8 @@ fn a_put_resumed_on_a_damaged_partial_sends_again_what_is_not_proven() {
 /// Issue 14: the client's partial flipped, cut short, its record damaged
 /// or gone: the get still ends byte-identical, receiving again what the
 /// client cannot prove.
-#[test]
-fn a_get_resumed_on_a_damaged_partial_receives_again_what_is_not_proven() {
-    let (server, source) = server_with_download(SMALL);
+fn a_get_resumed_on_a_damaged_partial_receives_again_what_is_not_proven(backing: Backing) {
+    let (server, source) = server_with_download_in(backing, SMALL);
     let here = server.client_dir();
     for (case, (what, began)) in DAMAGES.iter().enumerate() {
         let name = format!("copy-{case}.bin");
@@ -703,6 +710,12 @@ fn a_get_resumed_on_a_damaged_partial_receives_again_what_is_not_proven() {
         assert_eq!(client_partials(here), Vec::<String>::new());
     }
 }
+
+store_matrix!(
+    a_get_cut_off_at_any_offset_resumes_and_receives_at_most_the_rest_and_a_step,
+    a_get_whose_client_was_killed_resumes_from_the_partial_it_left,
+    a_get_resumed_on_a_damaged_partial_receives_again_what_is_not_proven,
+);
 
 /// How the source changes between two tries.
 #[derive(Clone, Copy, Debug)]

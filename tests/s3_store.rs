@@ -12,7 +12,9 @@ use common::{
     assert_exit, describe, eventually, pseudo_random_bytes, write_file, Backing, BinaryServer,
     RawClient, TestServer,
 };
-use ferry::protocol::{ErrorCode, Message, RequestKind};
+use ferry::protocol::{ErrorCode, Message, RemoteName, RequestKind};
+use ferry::store::{Store, StoreSpec};
+use ferry::transport::BodySource;
 
 /// `ferry server 0 --plain --store ADDRESS --s3-endpoint URL` with moto's
 /// credentials, as a user would start it.
@@ -434,4 +436,228 @@ fn a_put_with_a_wrong_digest_leaves_nothing_and_no_upload_open() {
         "{:?}",
         server.served_names()
     );
+}
+
+/// A test server on a bucket, or `None` (the test passes, having said
+/// why) where no S3 server can be had.
+fn s3_server() -> Option<TestServer> {
+    S3Server::shared()?;
+    Some(TestServer::start_in(Backing::S3))
+}
+
+fn stdout_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// An object another S3 tool wrote carries no digest: the first get
+/// hashes it as it sends, the client checks that digest, and the server
+/// keeps it in a record naming the object's ETag, so `stat` shows it.
+#[test]
+fn an_object_another_tool_wrote_is_got_whole_and_its_digest_kept() {
+    let Some(server) = s3_server() else { return };
+    // Several of the transport's 256 KiB chunks, the last one short.
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 17, 7);
+    server.write_served("from-elsewhere.bin", &data);
+    let before = server.run_client(&["stat", "from-elsewhere.bin"]);
+    assert_exit(&before, 0);
+    assert!(
+        stdout_of(&before).contains("blake3:   not known"),
+        "{}",
+        describe(&before)
+    );
+    assert_exit(&server.run_client(&["get", "from-elsewhere.bin"]), 0);
+    let got = std::fs::read(server.client_dir().join("from-elsewhere.bin")).unwrap();
+    assert!(got == data, "the bytes got differ from the object's");
+    // The digest is kept before the get is reported.
+    server.wait_for_reports(2);
+    let after = server.run_client(&["stat", "from-elsewhere.bin"]);
+    assert_exit(&after, 0);
+    let line = format!("blake3:   {}\n", blake3::hash(&data).to_hex());
+    assert!(stdout_of(&after).contains(&line), "{}", describe(&after));
+    let names = server.served_names();
+    assert!(
+        names
+            .iter()
+            .any(|name| name.starts_with(".ferry-tmp-state/digests/")),
+        "{names:?}"
+    );
+    // Known now, it is sent ahead of the body, and still checked.
+    assert_exit(
+        &server.run_client(&["get", "from-elsewhere.bin", "again.bin"]),
+        0,
+    );
+    let again = std::fs::read(server.client_dir().join("again.bin")).unwrap();
+    assert!(again == data, "the second get differs");
+}
+
+/// A read goes on from an open GET while it can; where it must open
+/// another (here, a read at another offset), the GET names the ETag the
+/// object had when opened, so an object replaced meanwhile fails the read
+/// rather than give the new object's bytes after the old one's. (Over the
+/// wire the reopening cannot be timed, so the store is driven directly.)
+#[test]
+fn a_read_of_an_object_replaced_since_it_was_opened_fails_rather_than_mix() {
+    let Some(s3) = S3Server::shared() else { return };
+    let bucket = s3.new_bucket();
+    let old = pseudo_random_bytes(2 * 1024 * 1024, 1);
+    let new = pseudo_random_bytes(2 * 1024 * 1024, 2);
+    bucket.write("files/object", &old);
+    let store = Store::open(&StoreSpec::S3(bucket.spec("files"))).unwrap();
+    let name = RemoteName::parse("object").unwrap();
+    let file = store.open_read(&name).unwrap();
+    assert!(BodySource::raw_fd(&file).is_none());
+    let mut chunk = vec![0; 64 * 1024];
+    assert_eq!(file.read_at(&mut chunk, 0).unwrap(), chunk.len());
+    assert!(chunk[..] == old[..chunk.len()]);
+
+    bucket.write("files/object", &new);
+    let error = file.read_at(&mut chunk, 1024 * 1024).unwrap_err();
+    assert!(
+        error.to_string().contains("replaced while it was read"),
+        "{error}"
+    );
+    // Opened again, it is the new object.
+    let file = store.open_read(&name).unwrap();
+    assert_eq!(file.read_at(&mut chunk, 1024 * 1024).unwrap(), chunk.len());
+    assert!(chunk[..] == new[1024 * 1024..1024 * 1024 + chunk.len()]);
+}
+
+/// A directory of more keys than one page of ListObjectsV2 (1000) holds
+/// lists every name once: the pages are fetched in turn as the batches
+/// (256 entries) are sent.
+#[test]
+fn a_listing_of_more_keys_than_a_page_lists_every_name_once() {
+    let Some(server) = s3_server() else { return };
+    let bucket = server.bucket().unwrap();
+    let names: Vec<String> = (0..1100).map(|n| format!("f{n:04}")).collect();
+    // Concurrently: one at a time, moto takes a while.
+    let client = bucket.client();
+    bucket.block_on(async {
+        let mut puts = tokio::task::JoinSet::new();
+        for name in &names {
+            let call = (client.put_object())
+                .bucket(bucket.name())
+                .key(format!("{}/many/{name}", common::S3_PREFIX))
+                .body(Vec::from(&b"x"[..]).into())
+                .send();
+            puts.spawn(call);
+            if puts.len() >= 32 {
+                puts.join_next().await.unwrap().unwrap().unwrap();
+            }
+        }
+        while let Some(put) = puts.join_next().await {
+            put.unwrap().unwrap();
+        }
+    });
+    server.write_served("many/sub/inner", b"");
+    for args in [&["list", "many"][..], &["list", "-l", "many"]] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        let listed: Vec<String> = stdout_of(&output)
+            .lines()
+            .map(|line| line.rsplit("  ").next().unwrap().to_owned())
+            .collect();
+        let mut expected = names.clone();
+        expected.push("sub/".to_owned());
+        assert_eq!(listed, expected, "{args:?}");
+    }
+}
+
+/// Keys no ferry name can be (an empty component, a control character, a
+/// backslash, `..`) are left out of a listing and counted, as a disk's
+/// unusable names are; ferry's own state beneath the prefix is left out
+/// without a word, from listings and from trees.
+#[test]
+fn keys_no_name_can_be_are_counted_and_ferry_s_state_never_shows() {
+    let Some(server) = s3_server() else { return };
+    server.write_served("good.txt", b"g");
+    server.write_served("d/inner", b"i");
+    // An empty directory's marker.
+    server.write_served("e/", b"");
+    // A get of another tool's object keeps its digest beneath the state
+    // prefix.
+    assert_exit(&server.run_client(&["get", "good.txt"]), 0);
+    server.wait_for_reports(1);
+    let names = server.served_names();
+    assert!(
+        names
+            .iter()
+            .any(|name| name.starts_with(".ferry-tmp-state/")),
+        "{names:?}"
+    );
+    // Written after the look at every key, which these would upset (the
+    // harness lists without decoding).
+    server.write_served("a//b", b"x");
+    server.write_served("bad\u{1}name", b"x");
+    server.write_served("back\\slash", b"x");
+    server.write_served("../up", b"x");
+    for args in [&["list"][..], &["list", "-l"]] {
+        let output = server.run_client(args);
+        assert_exit(&output, 0);
+        let listed: Vec<String> = stdout_of(&output)
+            .lines()
+            .map(|line| line.rsplit("  ").next().unwrap().to_owned())
+            .collect();
+        // `a//b` is a directory `a` holding an empty name.
+        assert_eq!(
+            listed,
+            ["a/", "d/", "e/", "good.txt"],
+            "{}",
+            describe(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // `bad\x01name`, `back\\slash` and `..`.
+        let unusable =
+            "3 names not shown: not valid UTF-8, or holding control characters or backslashes\n";
+        assert!(stderr.contains(unusable), "{}", describe(&output));
+    }
+    // A tree of the root: the same names, and the same left out.
+    let output = server.run_client(&["get", "-r", ".", "copy"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        common::files_under(&server.client_dir().join("copy")),
+        ["a", "d", "d/inner", "e", "good.txt"],
+        "{}",
+        describe(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("4 names left out"), "{}", describe(&output));
+    let output = server.run_client(&["list", "e"]);
+    assert_exit(&output, 0);
+    assert_eq!(stdout_of(&output), "", "{}", describe(&output));
+    let output = server.run_client(&["list", "a"]);
+    assert_exit(&output, 0);
+    assert_eq!(stdout_of(&output), "", "{}", describe(&output));
+    let unusable =
+        "1 name not shown: not valid UTF-8, or holding control characters or backslashes\n";
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(unusable),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// S3 lets one name be both an object and a prefix (`both` and
+/// `both/inner`, written by other tools). A listing shows both; a tree,
+/// which cannot hold both, carries the directory and counts the file left
+/// out.
+#[test]
+fn a_name_that_is_a_file_and_a_directory_lists_twice_and_walks_as_the_directory() {
+    let Some(server) = s3_server() else { return };
+    server.write_served("t/both", b"file");
+    server.write_served("t/both/inner", b"inner");
+    let output = server.run_client(&["list", "t"]);
+    assert_exit(&output, 0);
+    assert_eq!(stdout_of(&output), "both\nboth/\n", "{}", describe(&output));
+    let output = server.run_client(&["get", "-r", "t", "copy"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        common::files_under(&server.client_dir().join("copy")),
+        ["both", "both/inner"],
+        "{}",
+        describe(&output)
+    );
+    assert!(server.client_dir().join("copy/both").is_dir());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 name left out"), "{}", describe(&output));
 }

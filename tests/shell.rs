@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{assert_exit, describe, write_file, TestServer, PATIENCE};
+use common::{assert_exit, describe, write_file, Backing, TestServer, PATIENCE};
 
 #[test]
 fn ls_lh_in_the_shell_lists_human_sizes_instead_of_printing_help() {
@@ -548,11 +548,10 @@ fn a_local_glob_matching_nothing_fails_that_command_only() {
     assert_eq!(server.root_files(), ["a.txt"]);
 }
 
-#[test]
-fn mget_in_the_shell_expands_a_quoted_remote_glob() {
-    let server = TestServer::start();
+fn mget_in_the_shell_expands_a_quoted_remote_glob(backing: Backing) {
+    let server = TestServer::start_in(backing);
     for name in ["d/x.txt", "d/y.txt", "d/.hidden", "e/z.txt"] {
-        write_file(server.root(), name, name.as_bytes());
+        server.write_served(name, name.as_bytes());
     }
     let output = server.run_shell("mget 'd/*'\n");
     assert_exit(&output, 0);
@@ -821,11 +820,10 @@ fn tab_completes_a_remote_name_in_the_directory_being_typed() {
     assert_eq!(terminal.quit_at_prompt(2), Some(0));
 }
 
-#[test]
-fn tab_lists_a_remote_directory_once_a_line() {
-    let server = TestServer::start();
-    write_file(server.root(), "abc.txt", b"c");
-    write_file(server.root(), "abd.txt", b"d");
+fn tab_lists_a_remote_directory_once_a_line(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("abc.txt", b"c");
+    server.write_served("abd.txt", b"d");
     let mut terminal = Terminal::open(&server);
     terminal.shown("ferry> ", 1);
     // Four Tabs on the line: the common part, the list, and after `c`
@@ -842,3 +840,8 @@ fn tab_lists_a_remote_directory_once_a_line() {
     assert_eq!(listings, 1, "{reports:#?}");
     assert_eq!(terminal.quit_at_prompt(2), Some(0));
 }
+
+store_matrix!(
+    mget_in_the_shell_expands_a_quoted_remote_glob,
+    tab_lists_a_remote_directory_once_a_line,
+);

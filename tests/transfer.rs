@@ -89,10 +89,9 @@ fn put_into_a_directory_name_ending_in_a_slash_creates_parents(backing: Backing)
     assert_eq!(server.read_served("other/dir/b.txt").unwrap(), b"a");
 }
 
-#[test]
-fn get_defaults_to_the_base_name_in_the_current_directory() {
-    let server = TestServer::start();
-    write_file(server.root(), "dir/file.txt", b"content");
+fn get_defaults_to_the_base_name_in_the_current_directory(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("dir/file.txt", b"content");
     assert_exit(&server.run_client(&["get", "dir/file.txt"]), 0);
     assert_eq!(
         std::fs::read(server.client_dir().join("file.txt")).unwrap(),
@@ -100,10 +99,9 @@ fn get_defaults_to_the_base_name_in_the_current_directory() {
     );
 }
 
-#[test]
-fn get_into_an_existing_directory_uses_the_base_name() {
-    let server = TestServer::start();
-    write_file(server.root(), "file.txt", b"content");
+fn get_into_an_existing_directory_uses_the_base_name(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("file.txt", b"content");
     std::fs::create_dir(server.client_dir().join("downloads")).unwrap();
     assert_exit(&server.run_client(&["get", "file.txt", "downloads"]), 0);
     assert_eq!(
@@ -112,10 +110,9 @@ fn get_into_an_existing_directory_uses_the_base_name() {
     );
 }
 
-#[test]
-fn get_into_a_path_ending_in_a_slash_makes_the_directory_and_parents() {
-    let server = TestServer::start();
-    write_file(server.root(), "notes.txt", b"notes");
+fn get_into_a_path_ending_in_a_slash_makes_the_directory_and_parents(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("notes.txt", b"notes");
     for dir in ["newdir/", "old/2026/"] {
         assert_exit(&server.run_client(&["get", "notes.txt", dir]), 0);
         let written = server.client_dir().join(dir).join("notes.txt");
@@ -127,10 +124,9 @@ fn get_into_a_path_ending_in_a_slash_makes_the_directory_and_parents() {
     }
 }
 
-#[test]
-fn get_into_a_file_named_with_a_trailing_slash_is_refused() {
-    let server = TestServer::start();
-    write_file(server.root(), "notes.txt", b"notes");
+fn get_into_a_file_named_with_a_trailing_slash_is_refused(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("notes.txt", b"notes");
     write_file(server.client_dir(), "plain", b"precious");
     let output = server.run_client(&["get", "notes.txt", "plain/"]);
     assert_exit_saying(&output, 1, "plain/ is not a directory");
@@ -160,12 +156,6 @@ fn put_over_an_existing_name_is_refused_and_keeps_the_original(backing: Backing)
         "no temporary file is left"
     );
 }
-
-store_matrix!(
-    put_defaults_to_the_local_base_name_from_any_path,
-    put_into_a_directory_name_ending_in_a_slash_creates_parents,
-    put_over_an_existing_name_is_refused_and_keeps_the_original,
-);
 
 #[test]
 fn get_over_an_existing_local_file_is_refused_before_asking_the_server() {
@@ -204,9 +194,8 @@ fn put_of_a_directory_fails_locally() {
     assert!(server.reports().is_empty());
 }
 
-#[test]
-fn get_of_a_missing_file_is_not_found_and_leaves_no_local_file() {
-    let server = TestServer::start();
+fn get_of_a_missing_file_is_not_found_and_leaves_no_local_file(backing: Backing) {
+    let server = TestServer::start_in(backing);
     let output = server.run_client(&["get", "ghost.txt"]);
     assert_exit_saying(&output, 1, "failed not-found");
     assert!(
@@ -216,10 +205,11 @@ fn get_of_a_missing_file_is_not_found_and_leaves_no_local_file() {
     );
 }
 
-#[test]
-fn get_of_a_directory_is_refused() {
-    let server = TestServer::start();
-    std::fs::create_dir(server.root().join("dir")).unwrap();
+fn get_of_a_directory_is_refused(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    // A directory with a file in it: on S3, a directory is the keys
+    // beneath its name.
+    server.write_served("dir/inside", b"x");
     let output = server.run_client(&["get", "dir"]);
     assert_exit_saying(&output, 1, "failed is-a-directory");
     assert!(files_under(server.client_dir()).is_empty());
@@ -334,3 +324,17 @@ fn get_of_a_fifo_on_the_server_is_refused_without_blocking() {
     let listing = server.run_client(&["list"]);
     assert_eq!(String::from_utf8_lossy(&listing.stdout), "pipe\n");
 }
+
+// The tests above that take a Backing run on both stores (one
+// store_matrix! per file).
+store_matrix!(
+    put_defaults_to_the_local_base_name_from_any_path,
+    put_into_a_directory_name_ending_in_a_slash_creates_parents,
+    put_over_an_existing_name_is_refused_and_keeps_the_original,
+    get_defaults_to_the_base_name_in_the_current_directory,
+    get_into_an_existing_directory_uses_the_base_name,
+    get_into_a_path_ending_in_a_slash_makes_the_directory_and_parents,
+    get_into_a_file_named_with_a_trailing_slash_is_refused,
+    get_of_a_missing_file_is_not_found_and_leaves_no_local_file,
+    get_of_a_directory_is_refused,
+);

@@ -88,27 +88,71 @@ fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-#[test]
-fn a_tree_round_trips_byte_identical_with_modes_and_times_over_plain() {
-    let server = TestServer::start();
-    build_tree(server.root(), "photos", 64 * 1024 * 1024);
-    std::os::unix::fs::symlink("one", server.root().join("photos/link")).unwrap();
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        server.root().join("photos/nested/fifo"),
-        rustix::fs::Mode::from_raw_mode(0o644),
-    )
-    .unwrap();
+/// Builds [`build_tree`]'s tree under `top` in what `server` serves. A
+/// bucket gets it uploaded from a copy in the (unused) served directory,
+/// whose modes are made the ones an S3 store shows (0644, 0755), and an
+/// empty directory as its marker; S3 keeps neither modes nor times.
+fn build_served_tree(server: &TestServer, top: &str, big: usize) {
+    build_tree(server.root(), top, big);
+    if server.bucket().is_none() {
+        return;
+    }
+    let root = server.root().join(top);
+    for path in files_under(&root) {
+        let full = root.join(&path);
+        if full.is_dir() {
+            set_mode(&full, 0o755);
+            if std::fs::read_dir(&full).unwrap().next().is_none() {
+                server.write_served(&format!("{top}/{path}/"), b"");
+            }
+        } else {
+            set_mode(&full, 0o644);
+            server.write_served(&format!("{top}/{path}"), &std::fs::read(&full).unwrap());
+        }
+    }
+}
+
+/// [`snapshot`] of a copy got from `server`, or of the tree it serves,
+/// built by [`build_served_tree`]: from a bucket, without times, which
+/// are S3's own (when each object was stored), not the tree's.
+fn served_snapshot(server: &TestServer, dir: &Path) -> Vec<(String, bool, u32, i64, Vec<u8>)> {
+    let mut entries = snapshot(dir);
+    if server.bucket().is_some() {
+        for entry in &mut entries {
+            entry.3 = 0;
+        }
+    }
+    entries
+}
+
+/// On S3, with the modes it shows and the times it keeps (when each
+/// object was stored), and nothing a tree leaves out.
+fn a_tree_round_trips_byte_identical_with_modes_and_times_over_plain(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    build_served_tree(&server, "photos", 64 * 1024 * 1024);
+    if backing == Backing::Local {
+        std::os::unix::fs::symlink("one", server.root().join("photos/link")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            server.root().join("photos/nested/fifo"),
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+    }
     let output = server.run_client(&["get", "-r", "photos"]);
     assert_exit(&output, 0);
-    assert!(
+    assert_eq!(
         stderr_of(&output).contains("2 names left out: symlinks or special files"),
+        backing == Backing::Local,
         "{}",
         describe(&output)
     );
-    let mut expected = snapshot(&server.root().join("photos"));
+    let mut expected = served_snapshot(&server, &server.root().join("photos"));
     expected.retain(|(path, ..)| path != "link" && path != "nested/fifo");
-    assert_eq!(snapshot(&server.client_dir().join("photos")), expected);
+    assert_eq!(
+        served_snapshot(&server, &server.client_dir().join("photos")),
+        expected
+    );
     assert!(stderr_of(&output).contains("get-tree \"photos\" -> \"photos\" ok 5 files, 0 skipped"));
 }
 
@@ -128,10 +172,9 @@ fn a_tree_round_trips_over_tls() {
     );
 }
 
-#[test]
-fn a_second_run_moves_nothing_and_says_so() {
-    let server = TestServer::start();
-    build_tree(server.root(), "d", 10);
+fn a_second_run_moves_nothing_and_says_so(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    build_served_tree(&server, "d", 10);
     assert_exit(&server.run_client(&["get", "-r", "d"]), 0);
     let again = server.run_client(&["get", "-r", "d"]);
     assert_exit(&again, 0);
@@ -142,10 +185,9 @@ fn a_second_run_moves_nothing_and_says_so() {
     );
 }
 
-#[test]
-fn a_local_conflict_is_refused_before_any_body_and_replace_replaces() {
-    let server = TestServer::start();
-    build_tree(server.root(), "d", 10);
+fn a_local_conflict_is_refused_before_any_body_and_replace_replaces(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    build_served_tree(&server, "d", 10);
     write_file(server.client_dir(), "d/one", b"mine");
     let refused = server.run_client(&["get", "-r", "d"]);
     assert_exit_saying(&refused, 1, "1 local name is in the way");
@@ -166,15 +208,14 @@ fn a_local_conflict_is_refused_before_any_body_and_replace_replaces() {
     let replaced = server.run_client(&["get", "-r", "--replace", "d"]);
     assert_exit(&replaced, 0);
     assert_eq!(
-        snapshot(&server.client_dir().join("d")),
-        snapshot(&server.root().join("d"))
+        served_snapshot(&server, &server.client_dir().join("d")),
+        served_snapshot(&server, &server.root().join("d"))
     );
 }
 
-#[test]
-fn cp_rules_place_the_copy() {
-    let server = TestServer::start();
-    build_tree(server.root(), "d", 10);
+fn cp_rules_place_the_copy(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    build_served_tree(&server, "d", 10);
     let here = server.client_dir();
     // Into an existing directory: inside it.
     std::fs::create_dir(here.join("into")).unwrap();
@@ -199,17 +240,16 @@ fn cp_rules_place_the_copy() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-#[test]
-fn several_names_go_into_one_directory() {
-    let server = TestServer::start();
-    build_tree(server.root(), "d", 10);
+fn several_names_go_into_one_directory(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    build_served_tree(&server, "d", 10);
     let output = server.run_client(&["get", "-r", "d/one", "d/nested", "out"]);
     assert_exit(&output, 0);
     let here = server.client_dir();
     assert_eq!(std::fs::read(here.join("out/one")).unwrap(), b"1");
     assert_eq!(
-        snapshot(&here.join("out/nested")),
-        snapshot(&server.root().join("d/nested"))
+        served_snapshot(&server, &here.join("out/nested")),
+        served_snapshot(&server, &server.root().join("d/nested"))
     );
     // Without -r, several files are fine, and a directory is not.
     let files = server.run_client(&["mget", "d/one", "d/empty file", "two"]);
@@ -353,10 +393,9 @@ fn a_body_for_a_path_not_in_the_manifest_is_refused() {
     assert_refused_and_nothing_written(hostile_tree_server(manifest(&entries), other));
 }
 
-#[test]
-fn replace_gives_one_file_a_new_name_over_an_old_file() {
-    let server = TestServer::start();
-    write_file(server.root(), "one", b"new content");
+fn replace_gives_one_file_a_new_name_over_an_old_file(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("one", b"new content");
     write_file(server.client_dir(), "mine", b"old");
     let refused = server.run_client(&["get", "one", "mine"]);
     assert_exit_saying(&refused, 1, "already exists");
@@ -369,17 +408,16 @@ fn replace_gives_one_file_a_new_name_over_an_old_file() {
     assert_eq!(files_under(server.client_dir()), ["mine"]);
 }
 
-#[test]
-fn the_shell_gets_trees_and_several_names() {
-    let server = TestServer::start();
-    build_tree(server.root(), "d", 10);
+fn the_shell_gets_trees_and_several_names(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    build_served_tree(&server, "d", 10);
     let script = "get -r d\nmget d/one \"d/empty file\" two\nget -r d\n";
     let output = server.run_shell(script);
     assert_exit(&output, 0);
     let here = server.client_dir();
     assert_eq!(
-        snapshot(&here.join("d")),
-        snapshot(&server.root().join("d"))
+        served_snapshot(&server, &here.join("d")),
+        served_snapshot(&server, &server.root().join("d"))
     );
     assert!(here.join("two/one").is_file() && here.join("two/empty file").is_file());
     assert!(
@@ -422,33 +460,41 @@ fn a_tree_that_fails_part_way_leaves_nothing() {
 /// The server's side in raw frames, so client and server cannot share a
 /// bug: the manifest in order with digests and what was left out, then
 /// only the bodies not skipped.
-#[test]
-fn the_server_sends_a_sorted_manifest_then_only_what_was_not_skipped() {
-    let server = TestServer::start();
-    write_file(server.root(), "t/b", b"bee");
-    write_file(server.root(), "t/a/x", b"ex");
-    write_file(server.root(), "t/a.txt", b"");
-    std::os::unix::fs::symlink("b", server.root().join("t/link")).unwrap();
+///
+/// S3 lists keys in whole-key order, `a.txt` before `a/x`; the manifest's
+/// order is by component, `a/x` first.
+fn the_server_sends_a_sorted_manifest_then_only_what_was_not_skipped(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("t/b", b"bee");
+    server.write_served("t/a/x", b"ex");
+    server.write_served("t/a.txt", b"");
+    if backing == Backing::Local {
+        std::os::unix::fs::symlink("b", server.root().join("t/link")).unwrap();
+    }
     let mut raw = RawClient::handshake(server.addr());
     raw.send(&Message::GetTree { source: "t".into() });
     let mut manifest = Vec::new();
-    let omitted = loop {
+    let mut omitted = Vec::new();
+    let end = loop {
         match raw.recv().unwrap() {
             Message::TreeEntry(entry) => manifest.push(entry),
-            Message::Omitted { reason, count } => break (reason, count),
+            Message::Omitted { reason, count } => omitted.push((reason, count)),
+            end @ Message::TreeEnd { .. } => break end,
             other => panic!("{other:?}"),
         }
     };
+    // A symlink is left out; S3 has none.
+    let left_out = match backing {
+        Backing::Local => vec![(ferry::protocol::OmitReason::NotFileOrDirectory, 1)],
+        Backing::S3 => Vec::new(),
+    };
+    assert_eq!(omitted, left_out);
     assert_eq!(
-        omitted,
-        (ferry::protocol::OmitReason::NotFileOrDirectory, 1)
-    );
-    assert_eq!(
-        raw.recv(),
-        Some(Message::TreeEnd {
+        end,
+        Message::TreeEnd {
             entries: 4,
             bytes: 5
-        })
+        }
     );
     let paths: Vec<&str> = manifest.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["a", "a/x", "a.txt", "b"]);
@@ -673,13 +719,45 @@ fn proxy_changing_the_tree(
     port
 }
 
+/// What makes the served file `t/NAME` grow (`grows`) or go, from
+/// another thread, directly in the store.
+fn changer(server: &TestServer, name: &str, grows: bool) -> Box<dyn FnOnce() + Send> {
+    let grown = b"grown longer than it was";
+    let Some(bucket) = server.bucket() else {
+        let path = server.root().join("t").join(name);
+        return Box::new(move || {
+            if grows {
+                std::fs::write(&path, grown).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        });
+    };
+    let (client, bucket) = (bucket.client(), bucket.name().to_owned());
+    let key = format!("{}/t/{name}", common::S3_PREFIX);
+    Box::new(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            if grows {
+                let put = client.put_object().bucket(&bucket).key(&key);
+                put.body(grown.to_vec().into()).send().await.unwrap();
+            } else {
+                let delete = client.delete_object().bucket(&bucket).key(&key);
+                delete.send().await.unwrap();
+            }
+        });
+    })
+}
+
 /// A tree that changes on the server between its manifest and its bodies
 /// (PROTOCOL.md §5.11, issue 13): a file that grew, one that went, the
 /// last one gone. The client fails with `file-changed` and keeps nothing
 /// of the changed file; a new tree is whole or absent, so nothing of it
 /// is left; in a merge, the files before the change are there, complete.
-#[test]
-fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files() {
+fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files(backing: Backing) {
     let names = ["a", "b", "c", "d", "e"];
     for (changed, grows, code, kept) in [
         ("c", true, 3, &names[..2]),
@@ -687,22 +765,11 @@ fn a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files() 
         ("e", false, 1, &names[..4]),
     ] {
         for merge in [false, true] {
-            let server = TestServer::start();
+            let server = TestServer::start_in(backing);
             for name in names {
-                write_file(
-                    server.root(),
-                    &format!("t/{name}"),
-                    name.repeat(100).as_bytes(),
-                );
+                server.write_served(&format!("t/{name}"), name.repeat(100).as_bytes());
             }
-            let path = server.root().join("t").join(changed);
-            let port = proxy_changing_the_tree(server.addr(), move || {
-                if grows {
-                    std::fs::write(&path, b"grown longer than it was").unwrap();
-                } else {
-                    std::fs::remove_file(&path).unwrap();
-                }
-            });
+            let port = proxy_changing_the_tree(server.addr(), changer(&server, changed, grows));
             let here = server.client_dir();
             if merge {
                 std::fs::create_dir(here.join("t")).unwrap();
@@ -795,3 +862,15 @@ fn held_partials_out_of_place_are_bad_requests_and_one_too_long_is_sent_whole() 
         Some(Message::TreeDone { files: 1, .. })
     ));
 }
+
+store_matrix!(
+    a_tree_round_trips_byte_identical_with_modes_and_times_over_plain,
+    a_tree_changed_between_the_passes_is_file_changed_keeping_only_whole_files,
+    a_second_run_moves_nothing_and_says_so,
+    a_local_conflict_is_refused_before_any_body_and_replace_replaces,
+    cp_rules_place_the_copy,
+    several_names_go_into_one_directory,
+    replace_gives_one_file_a_new_name_over_an_old_file,
+    the_shell_gets_trees_and_several_names,
+    the_server_sends_a_sorted_manifest_then_only_what_was_not_skipped,
+);

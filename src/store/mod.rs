@@ -5,20 +5,21 @@
 //! [`Store`] is the seam: an enum of the backends, each of its methods a
 //! `match` with an arm per backend, so a new backend does not compile
 //! until every request has been decided for it. A [`StoreSpec`] says which
-//! backend, and where, before the store is opened. There is one backend
-//! today, a directory on the local disk ([`LocalStore`]);
-//! `docs/design/s3-store.md` designs a second, an S3 bucket.
+//! backend, and where, before the store is opened. There are two: a
+//! directory on the local disk ([`LocalStore`]) and objects under a prefix
+//! of an S3 bucket ([`S3Store`], designed in `docs/design/s3-store.md`).
 //!
 //! The handles a request holds while it works ([`ReadFile`], [`WriteFile`],
 //! [`Upload`], [`ResumableUpload`], [`Listing`], [`TreeWalk`],
 //! [`TreeWrite`], [`TreeFile`], and the [`Partial`] a resumable upload
-//! writes to, which the client shares) are the local store's own types for
-//! now. Each becomes an enum of the same name in the change that gives a
-//! second backend a handle of that kind, a change to this module alone,
-//! since the server names them only through it. Made enums of one
-//! variant today, they would be some forty methods that forward and
-//! decide nothing, and not every backend will need every handle: one that
-//! does not serve PutTree has no `TreeWrite` of its own.
+//! writes to, which the client shares) are the local store's own types
+//! until a second backend has a handle of that kind: then the name becomes
+//! an enum here, as [`ReadFile`], [`WriteFile`], [`Upload`], [`Listing`]
+//! and [`TreeWalk`] are, a change to this module alone, since the server
+//! names them only through it. Made enums of one variant, they would be
+//! methods that forward and decide nothing, and not every backend will
+//! need every handle: one that does not serve PutTree has no `TreeWrite`
+//! of its own.
 //!
 //! All methods block; callers run them off the async threads. What a
 //! request is refused for comes back as a [`Refusal`], ready for an `Error`
@@ -33,14 +34,17 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::partial::{Found, Partial};
-use crate::protocol::{Digest, ErrorCode, Info, Prefix, Refusal, RemoteName, RequestKind};
-use crate::transport::BodySink;
+use crate::protocol::{
+    Digest, Entry, ErrorCode, Info, OmitReason, Prefix, Refusal, RemoteName, RequestKind, TreeEntry,
+};
+use crate::transport::{BodySink, BodySource};
+
 /// Where a file of a PutTree is received: the local store's temporary
 /// file (the S3 store serves no PutTree).
 pub use local::WriteFile as TreeBody;
 pub use local::{
-    classify, Candidate, Leftover, Listing, LocalStore, Meets, Owner, ReadFile, Removed,
-    ResumableUpload, TreeFile, TreeWalk, TreeWrite, PARTIALS_DIR,
+    classify, Candidate, Leftover, LocalStore, Meets, Owner, Removed, ResumableUpload, TreeFile,
+    TreeWrite, PARTIALS_DIR,
 };
 use s3::{not_served, ObjectWriter, S3Spec, S3Store};
 
@@ -133,8 +137,8 @@ impl Store {
     /// Opens the file `name` for a get.
     pub fn open_read(&self, name: &RemoteName) -> Result<ReadFile, Refusal> {
         match self {
-            Store::Local(store) => store.open_read(name),
-            Store::S3(_) => Err(not_served(RequestKind::Get)),
+            Store::Local(store) => store.open_read(name).map(ReadFile::Local),
+            Store::S3(store) => store.open_read(name).map(ReadFile::S3),
         }
     }
 
@@ -193,8 +197,8 @@ impl Store {
     /// time; a `dir` that is not a directory is listed as its one entry.
     pub fn list(&self, dir: Option<&RemoteName>, long: bool) -> Result<Listing, Refusal> {
         match self {
-            Store::Local(store) => store.list(dir, long),
-            Store::S3(_) => Err(not_served(RequestKind::List)),
+            Store::Local(store) => store.list(dir, long).map(Listing::Local),
+            Store::S3(store) => store.list(dir, long).map(Listing::S3),
         }
     }
 
@@ -202,8 +206,10 @@ impl Store {
     /// its directories and files, or the one file `source` is.
     pub fn walk_tree(&self, source: Option<&RemoteName>) -> Result<TreeWalk, Refusal> {
         match self {
-            Store::Local(store) => store.walk_tree(source),
-            Store::S3(_) => Err(not_served(RequestKind::GetTree)),
+            Store::Local(store) => store.walk_tree(source).map(TreeWalk::Local),
+            Store::S3(store) => store
+                .walk_tree(source)
+                .map(|walk| TreeWalk::S3(Box::new(walk))),
         }
     }
 
@@ -272,6 +278,162 @@ impl Store {
         match self {
             Store::Local(store) => store.open_tree(target, replace, top, owner, restart),
             Store::S3(_) => Err(not_served(RequestKind::PutTree)),
+        }
+    }
+}
+
+/// A file opened for a get: its size, and its digest if the store has it.
+#[derive(Debug)]
+pub enum ReadFile {
+    /// A file on the local disk: a descriptor, sent by sendfile(2).
+    Local(local::ReadFile),
+    /// An object, read by ranged GETs and sent in chunks.
+    S3(s3::ObjectReader),
+}
+
+impl ReadFile {
+    /// The file's size when it was opened: what a get sends.
+    pub fn size(&self) -> u64 {
+        match self {
+            ReadFile::Local(file) => file.size(),
+            ReadFile::S3(object) => object.size(),
+        }
+    }
+
+    /// The file's modification time when it was opened, in whole seconds
+    /// since the epoch: with the size, what a resumed get checks the
+    /// client's partial was made of.
+    pub fn modified(&self) -> i64 {
+        match self {
+            ReadFile::Local(file) => file.modified(),
+            ReadFile::S3(object) => object.modified(),
+        }
+    }
+
+    /// The file's digest, if the store has it for the file as it is.
+    pub fn cached_digest(&self) -> Option<Digest> {
+        match self {
+            ReadFile::Local(file) => file.cached_digest(),
+            ReadFile::S3(object) => object.cached_digest(),
+        }
+    }
+
+    /// Keeps `digest`, just computed while sending the file, for later
+    /// gets.
+    pub fn remember(&self, digest: &Digest) {
+        match self {
+            ReadFile::Local(file) => file.remember(digest),
+            ReadFile::S3(object) => object.remember(digest),
+        }
+    }
+
+    /// Reads the file whole, as large as it was when opened, with its
+    /// digest. `None` if it changed meanwhile. For small files only.
+    pub fn read_whole(&self) -> Result<Option<(Vec<u8>, Digest)>, Refusal> {
+        match self {
+            ReadFile::Local(file) => file.read_whole(),
+            ReadFile::S3(object) => object.read_whole(),
+        }
+    }
+}
+
+impl BodySource for ReadFile {
+    fn raw_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            ReadFile::Local(file) => BodySource::raw_fd(file),
+            // No descriptor: the transport reads it in chunks.
+            ReadFile::S3(_) => None,
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            ReadFile::Local(file) => BodySource::read_at(file, buf, offset),
+            ReadFile::S3(object) => object.read_at(buf, offset),
+        }
+    }
+}
+
+/// A listing in progress, read a batch at a time.
+#[derive(Debug)]
+pub enum Listing {
+    /// A directory on the local disk, in its own order.
+    Local(local::Listing),
+    /// A prefix of a bucket, a page of keys at a time.
+    S3(s3::ObjectListing),
+}
+
+impl Listing {
+    /// The next entries, at most `max` of them; none at the end.
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<Entry>, Refusal> {
+        match self {
+            Listing::Local(listing) => listing.next_batch(max),
+            Listing::S3(listing) => listing.next_batch(max),
+        }
+    }
+
+    /// Whether the listing is at its end: no batch is left.
+    pub fn is_done(&self) -> bool {
+        match self {
+            Listing::Local(listing) => listing.is_done(),
+            Listing::S3(listing) => listing.is_done(),
+        }
+    }
+
+    /// How many names were left out so far, and why; reasons with none
+    /// are not named.
+    pub fn omitted(&self) -> Vec<(OmitReason, u64)> {
+        match self {
+            Listing::Local(listing) => listing.omitted().collect(),
+            Listing::S3(listing) => listing.omitted().collect(),
+        }
+    }
+}
+
+/// A walk of a tree for a GetTree, in a manifest's order.
+#[derive(Debug)]
+pub enum TreeWalk {
+    /// A directory on the local disk.
+    Local(local::TreeWalk),
+    /// A prefix of a bucket, a level at a time. Boxed: it holds the HEAD
+    /// of the file given last, and the walk moves to the blocking pool
+    /// and back for every batch.
+    S3(Box<s3::ObjectWalk>),
+}
+
+impl TreeWalk {
+    /// The next entry, without a digest; `None` at the end.
+    pub fn next_entry(&mut self) -> Result<Option<TreeEntry>, Refusal> {
+        match self {
+            TreeWalk::Local(walk) => walk.next_entry(),
+            TreeWalk::S3(walk) => walk.next_entry(),
+        }
+    }
+
+    /// Opens the file [`TreeWalk::next_entry`] gave last, refusing
+    /// anything else that took its name since.
+    pub fn open_current(&self) -> Result<ReadFile, Refusal> {
+        match self {
+            TreeWalk::Local(walk) => walk.open_current().map(ReadFile::Local),
+            TreeWalk::S3(walk) => walk.open_current().map(ReadFile::S3),
+        }
+    }
+
+    /// The digest of the file [`TreeWalk::next_entry`] gave last, `size`
+    /// bytes long: the store's, or else computed now and kept.
+    pub fn digest_current(&self, size: u64) -> Result<Digest, Refusal> {
+        match self {
+            TreeWalk::Local(walk) => walk.digest_current(size),
+            TreeWalk::S3(walk) => walk.digest_current(size),
+        }
+    }
+
+    /// How many names were left out so far, and why; reasons with none
+    /// are not named.
+    pub fn omitted(&self) -> Vec<(OmitReason, u64)> {
+        match self {
+            TreeWalk::Local(walk) => walk.omitted().collect(),
+            TreeWalk::S3(walk) => walk.omitted().collect(),
         }
     }
 }

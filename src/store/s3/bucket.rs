@@ -203,6 +203,9 @@ impl Bucket {
             .bucket(&self.name)
             .prefix(prefix)
             .max_keys(1)
+            // A key with a character XML 1.0 cannot carry makes the
+            // answer unreadable unless keys come percent-encoded.
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
             .send();
         let listed = self.block_on(call).map_err(|e| Failure::of(&e))?;
         Ok(!listed.contents().is_empty())

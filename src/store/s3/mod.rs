@@ -15,21 +15,28 @@ mod bucket;
 #[allow(dead_code)]
 mod digests;
 mod dirs;
+mod listing;
+mod read;
 mod spec;
 mod uploads;
+mod walk;
 mod write;
 
 use std::sync::Arc;
 
 use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName, RequestKind};
 use bucket::{Bucket, Failure, Head};
+pub use listing::ObjectListing;
+pub use read::ObjectReader;
 pub use spec::{BadAddress, Credentials, S3Spec};
+pub use walk::ObjectWalk;
 pub use write::{ObjectWriter, Upload};
 
 /// A bucket (and prefix) served.
 #[derive(Debug)]
 pub struct S3Store {
-    /// Shared with the handles of uploads under way, which send to it.
+    /// Shared with the handles requests hold: an object being read, an
+    /// upload sending its parts.
     bucket: Arc<Bucket>,
 }
 
@@ -60,6 +67,8 @@ impl S3Store {
                 .bucket(bucket.name())
                 .prefix(bucket.prefix())
                 .max_keys(1)
+                // Readable whatever the first key holds (bucket.rs).
+                .encoding_type(aws_sdk_s3::types::EncodingType::Url)
                 .send(),
         );
         if let Err(error) = listed {
@@ -90,18 +99,17 @@ impl S3Store {
     pub fn serves(&self, kind: RequestKind) -> bool {
         match kind {
             RequestKind::Stat
+            | RequestKind::Get
+            | RequestKind::GetFrom
+            | RequestKind::List
+            | RequestKind::GetTree
             | RequestKind::Put
             | RequestKind::PutStream
             | RequestKind::Delete
             | RequestKind::MakeDir
             | RequestKind::RemoveDir
             | RequestKind::Rename => true,
-            RequestKind::Get
-            | RequestKind::List
-            | RequestKind::PutTree
-            | RequestKind::GetTree
-            | RequestKind::PutFrom
-            | RequestKind::GetFrom => false,
+            RequestKind::PutTree | RequestKind::PutFrom => false,
         }
     }
 
