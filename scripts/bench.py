@@ -75,6 +75,19 @@ for --only:
                     Every copy checked by SHA-256. Also 100 MiB with
                     --quick. --baseline-bin does not apply to it
 
+  s3                ferry serving an S3 bucket (--store) against rclone, both
+                    talking to the same S3 server on 127.0.0.1 (moto, behind
+                    tests/s3/locked_moto.py, from the venv the tests make
+                    under target/s3-venv): a 1 GiB put and get (ferry plain;
+                    rclone copyto), and a tree of 10,000 files of 4 KiB
+                    put and got (ferry put -r and get -r; rclone copy), its
+                    files in 10 subdirectories. rclone's rows are the
+                    reference of the ratios. Every copy is checked; what
+                    the S3 store does not serve gets a row saying so. Not
+                    in the default run: --s3 or --only s3 (bench.sh then
+                    installs rclone and the venv). With --quick, 2,000 files
+                    and 200 MiB. --baseline-bin does not apply to it
+
 Before and after: --baseline-bin PATH (bench.sh also takes it from
 FERRY_BASELINE_BIN) benchmarks a second ferry binary, such as a build of an
 earlier commit, in the same run. Its rows, ferry base (plain) and ferry base
@@ -166,6 +179,8 @@ FERRY_PEERS = (REFERENCE, "rsync", "scp", "sftp")
 CASE_GROUPS = {"ferry": FERRY_METHODS}
 OTHER_CASES = ["latency", "concurrent", "idle-memory", "transfer-memory", "trees", "resume",
                "rate"]
+# Cases that run only when named: --s3 or --only s3.
+OPT_IN_CASES = ["s3"]
 ALL_CASES = [name for name in METHODS if name not in BASELINE_METHODS.values()] + OTHER_CASES
 
 LATENCY_RUNS = 200
@@ -247,6 +262,19 @@ RATE_SIZE = 100 * MIB
 RATE_LIMIT = "20M"
 RATE_LIMIT_BYTES = 20_000_000
 RATE_TOLERANCE = 0.05
+# Issue 17's s3 case: a file of S3_FILE_SIZE and a tree put and got through
+# ferry on an S3 store, and through rclone, to the same S3 server.
+S3_FILE_SIZE = GIB
+S3_TREE = Tree("10000x4KiB", 10_000, 4 * KIB, 10)
+QUICK_S3_FILE_SIZE = 200 * MIB
+QUICK_S3_TREE = Tree("2000x4KiB", 2_000, 4 * KIB, 4)
+S3_BUCKET = "bench"
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
+           "AWS_REGION": "us-east-1"}
+S3_VENV_PYTHON = Path(__file__).resolve().parent.parent / "target" / "s3-venv" / "bin" / "python"
+S3_WRAPPER = Path(__file__).resolve().parent.parent / "tests" / "s3" / "locked_moto.py"
+# (key, label) in table order; rclone is the reference of the ratios.
+S3_METHODS = [("ferry", "ferry (plain) on --store s3://"), ("rclone", "rclone")]
 # A server's partial uploads, under its root: each one's data file is
 # named by 40 hex digits, its record adds .rec (.rec.new while written).
 SERVER_PARTIALS = ".ferry-tmp-partials"
@@ -886,18 +914,19 @@ class Bench:
     # ------------------------------------------------ servers
 
     def start_ferry(self, root, log_path, tls=False, baseline=False, extra_args=()):
-        """Starts `ferry server 0`, with --plain unless tls and extra_args,
-        and reads its port, and with TLS its fingerprint, from the start
+        """Starts `ferry server 0` serving root (None: extra_args name the
+        store), with --plain unless tls and extra_args, and reads its port, and with TLS its fingerprint, from the start
         line. A TLS server makes its identity in the temporary
         XDG_CONFIG_HOME. With baseline, the server is --baseline-bin's, in
         its own environment."""
         ferry, env = ((self.baseline, self.baseline_env) if baseline
                       else (self.ferry, self.ferry_env))
-        root.mkdir(parents=True, exist_ok=True)
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log_file:
             proc = self.procs.start(
-                [ferry, "server", "0", "--root", root, "--bind", "127.0.0.1",
-                 *([] if tls else ["--plain"]), *extra_args],
+                [ferry, "server", "0", *(["--root", root] if root is not None else []),
+                 "--bind", "127.0.0.1", *([] if tls else ["--plain"]), *extra_args],
                 stdout=log_file, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -1760,6 +1789,173 @@ class Bench:
         return runs
 
 
+    def s3(self):
+        """Issue 17's s3 case: per repetition, a put and a get of a file
+        and of a tree, through ferry on an S3 store and through rclone, to
+        one moto server; which method goes first turns rep by rep. Returns
+        (sizes, runs, unsupported): runs maps (method, what, direction) to
+        wall seconds; unsupported holds the ferry rows its store refused."""
+        file_size = QUICK_S3_FILE_SIZE if self.args.quick else S3_FILE_SIZE
+        tree = QUICK_S3_TREE if self.args.quick else S3_TREE
+        case_dir = WORK_DIR / "s3"
+        sources_dir, downloads, tree_top = (case_dir / name
+                                            for name in ("sources", "downloads", "tree"))
+        for directory in (sources_dir, downloads):
+            directory.mkdir(parents=True)
+        log(f"generating {human_size(file_size)} of random data and {tree.files} files")
+        source_path = sources_dir / "file.bin"
+        source = Source("s3", file_size, source_path, write_random_file(source_path, file_size),
+                        "get-file.bin")
+        manifest = write_random_tree(tree_top, tree)
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        moto = self.start_listening([S3_VENV_PYTHON, S3_WRAPPER, "127.0.0.1", str(port)], port,
+                                    LOG_DIR / "moto.log")
+        # rclone cannot take a CA bundle with its own HTTP transport, and
+        # moto is plain HTTP anyway.
+        rclone_env = {**{name: value for name, value in os.environ.items()
+                         if name != "AWS_CA_BUNDLE"},
+                      "RCLONE_CONFIG": os.devnull,
+                      "RCLONE_CONFIG_S3_TYPE": "s3", "RCLONE_CONFIG_S3_PROVIDER": "Other",
+                      "RCLONE_CONFIG_S3_ENDPOINT": endpoint,
+                      "RCLONE_CONFIG_S3_ACCESS_KEY_ID": S3_KEYS["AWS_ACCESS_KEY_ID"],
+                      "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY": S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+                      "RCLONE_CONFIG_S3_REGION": "us-east-1",
+                      "RCLONE_CONFIG_S3_FORCE_PATH_STYLE": "true"}
+
+        def rclone(*args):
+            return ["rclone", *args]
+
+        def remote(prefix, name=""):
+            return f"s3:{S3_BUCKET}/{prefix}/{name}".rstrip("/")
+
+        def run_quietly(command, what):
+            done = subprocess.run(command, env=rclone_env, capture_output=True)
+            if done.returncode != 0:
+                raise BenchError(f"{what}: {shell_line(command)} exited with"
+                                 f" {done.returncode}: {done.stderr.decode(errors='replace')}")
+
+        ferry = None
+        runs = {}
+        unsupported = set()
+        plain_env = self.ferry_env
+        try:
+            run_quietly(rclone("mkdir", f"s3:{S3_BUCKET}"), "making the bucket")
+            # The server finds its S3 credentials where a user's would be.
+            self.ferry_env = {**plain_env, **S3_KEYS}
+            ferry = self.start_ferry(None, LOG_DIR / "ferry-s3.log", extra_args=[
+                "--store", f"s3://{S3_BUCKET}/ferry", "--s3-endpoint", endpoint])
+            # What each get reads: written once, by each method itself.
+            seed = Step(self.ferry_client(ferry) + ["put", source.path, source.served_name],
+                        env=ferry.env)
+            self.execute(seed, ferry, "seeding ferry's file", is_ferry=True)
+            run_quietly(rclone("copyto", source.path, remote("rclone", source.served_name)),
+                        "seeding rclone's file")
+            run_quietly(rclone("copy", tree_top, remote("rclone", "get-tree")),
+                        "seeding rclone's tree")
+            run_quietly(rclone("copy", tree_top, remote("ferry", "get-tree")),
+                        "seeding ferry's tree")
+            keys = [(method, what, direction) for what in ("file", "tree")
+                    for direction in ("put", "get") for method, _ in S3_METHODS]
+            for rep in range(self.args.reps):
+                shift = rep % 2
+                for key in keys[shift:] + keys[:shift]:
+                    method, what, direction = key
+                    if key in unsupported:
+                        continue
+                    label = f"{method} {direction} {what} on S3 rep {rep + 1}/{self.args.reps}"
+                    seconds = self.s3_run(key, ferry, rclone, remote, rclone_env, source,
+                                          tree_top, manifest, downloads, label)
+                    if seconds is None:
+                        unsupported.add(key)
+                        log(f"  {label}: {NOT_SUPPORTED}")
+                        continue
+                    runs.setdefault(key, []).append(seconds)
+                    log(f"  {label}: {seconds:.3f} s")
+                    # Keep the S3 server's memory to the seeds: moto holds
+                    # every object in memory.
+                    if direction == "put":
+                        prefix = "ferry" if method == "ferry" else "rclone"
+                        run_quietly(rclone("purge" if what == "tree" else "deletefile",
+                                           remote(prefix, f"put-{what}")), "removing a put")
+        finally:
+            self.ferry_env = plain_env
+            if ferry:
+                self.procs.stop(ferry.proc)
+            self.procs.stop(moto.proc)
+        return (file_size, tree), runs, unsupported
+
+    def s3_run(self, key, ferry, rclone, remote, rclone_env, source, tree_top, manifest,
+               downloads, label):
+        """One timed run of the s3 case, its copy checked and removed:
+        wall seconds, or None for a ferry run its server does not serve."""
+        method, what, direction = key
+        target = downloads / f"{method}-{what}"
+        if method == "ferry":
+            client = self.ferry_client(ferry, quiet=False)
+            request = {("file", "put"): ["put", source.path, "put-file"],
+                       ("file", "get"): ["get", source.served_name, target],
+                       ("tree", "put"): ["put", "-r", tree_top, "put-tree"],
+                       ("tree", "get"): ["get", "-r", "get-tree", target]}[what, direction]
+            step = Step(client + request, env=ferry.env)
+        else:
+            request = {("file", "put"): ["copyto", source.path, remote("rclone", "put-file")],
+                       ("file", "get"): ["copyto", remote("rclone", source.served_name), target],
+                       ("tree", "put"): ["copy", tree_top, remote("rclone", "put-tree")],
+                       ("tree", "get"): ["copy", remote("rclone", "get-tree"), target]}
+            step = Step(rclone(*request[what, direction]), env=rclone_env)
+        settle_disk()
+        if what == "file":
+            warm_page_cache(source.path)
+        else:
+            warm_tree(tree_top)
+        try:
+            seconds, _ = self.execute(step, None, label, is_ferry=method == "ferry")
+        except BenchError as error:
+            if method == "ferry" and "does not support" in str(error):
+                return None
+            raise
+        if direction == "get":
+            if what == "file":
+                check_copy(target, source.size, source.sha256, label)
+                remove_file(target)
+            else:
+                check_tree(target, manifest, label)
+                shutil.rmtree(target)
+        return seconds
+
+
+def s3_table(sizes, runs, unsupported):
+    """Issue 17's rows: ferry on an S3 store against rclone, same server,
+    same run."""
+    file_size, tree = sizes
+    rows = []
+    for what, label in (("file", human_size(file_size)),
+                        ("tree", f"{tree.files} x {human_size(tree.file_size)}")):
+        for direction in ("put", "get"):
+            reference = runs.get(("rclone", what, direction))
+            for method, method_label in S3_METHODS:
+                key = (method, what, direction)
+                if key in unsupported or key not in runs:
+                    rows.append([label, direction, method_label, NOT_SUPPORTED, "", "", ""])
+                    continue
+                seconds = runs[key]
+                median = statistics.median(seconds)
+                rate = (f"{file_size / median / 1e6:.1f} MB/s" if what == "file"
+                        else f"{tree.files / median:.0f} files/s")
+                ratio = (f"{statistics.median(reference) / median:.2f}" if reference else "")
+                rows.append([label, direction, method_label, f"{median:.3f}",
+                             f"{min(seconds):.3f}-{max(seconds):.3f}", rate, ratio])
+    return (
+        "S3: ferry serving a bucket (`--store s3://`, plain TCP between client and server)"
+        " against rclone, both to the same moto server on 127.0.0.1 (in memory, behind the"
+        " tests' serialising wrapper) in the same run. Seconds from client start to exit;"
+        " every get checked (SHA-256). Ratio = rclone's median / this row's: above 1,"
+        " ferry is faster.\n\n"
+        + markdown_table(["what", "direction", "method", "median s", "min-max s", "rate",
+                          "rclone / this"], rows, right_aligned=(3, 5, 6)))
+
+
 def idle_tls_context():
     """A client context for the idle TLS connections: TLS 1.3 only, as
     ferry speaks. Certificate verification is off: ferry's identity is a
@@ -2243,6 +2439,8 @@ def report(args, sections):
         parts.append(resume_table(*sections["resume"]))
     if "rate" in sections:
         parts.append(rate_table(sections["rate"]))
+    if "s3" in sections:
+        parts.append(s3_table(*sections["s3"]))
     memory_rows = []
     for mode, kib in sections.get("idle-memory", {}).items():
         rss_fresh, rss_idle, hwm_idle = (value / 1024 for value in kib)
@@ -2278,6 +2476,8 @@ def parse_args():
                         + "; ferry means ferry-plain,ferry-tls")
     parser.add_argument("--dufs", action="store_true", help="include dufs rows")
     parser.add_argument("--dufs-bin", help="the dufs binary (default: dufs on PATH); implies --dufs")
+    parser.add_argument("--s3", action="store_true",
+                        help="also run the s3 case (ferry on an S3 store against rclone)")
     parser.add_argument("--concurrent", type=int, default=200,
                         help="clients at once in the concurrent case (default 200)")
     parser.add_argument("--baseline-bin", metavar="PATH",
@@ -2285,8 +2485,10 @@ def parse_args():
                         " ferry rows run alongside --ferry-bin's, rep by rep, and are"
                         " compared with them; bench.sh also takes it from FERRY_BASELINE_BIN")
     args = parser.parse_args()
+    if args.s3:
+        args.only = (args.only or ALL_CASES) + ["s3"]
     if args.only:
-        unknown = set(args.only) - set(ALL_CASES) - set(CASE_GROUPS)
+        unknown = set(args.only) - set(ALL_CASES) - set(OPT_IN_CASES) - set(CASE_GROUPS)
         if unknown:
             parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
     if args.dufs and not args.dufs_bin:
@@ -2366,6 +2568,9 @@ def run(args, bench, chosen):
     if "rate" in chosen:
         log("rate")
         sections["rate"] = bench.rate()
+    if "s3" in chosen:
+        log("s3")
+        sections["s3"] = bench.s3()
     return sections
 
 

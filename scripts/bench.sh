@@ -4,7 +4,10 @@
 # prints the results table.
 #
 #   scripts/bench.sh [--reps N] [--quick] [--only ferry,socat,...] [--dufs] [--concurrent N]
-#                    [--baseline-bin PATH]
+#                    [--baseline-bin PATH] [--s3]
+#
+# --s3 (or --only s3) adds ferry on an S3 store against rclone, both to a
+# moto server on 127.0.0.1; it installs rclone and moto (target/s3-venv).
 #
 # --only ferry runs both ferry modes; ferry-plain or ferry-tls runs one.
 # With both, a table gives TLS MB/s / plain MB/s for each size and direction.
@@ -36,12 +39,18 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 want_dufs=false
+want_s3=false
+previous=""
 for arg in "$@"; do
     case "$arg" in
         --dufs) want_dufs=true ;;
+        --s3) want_s3=true ;;
+        --only=*s3*) want_s3=true ;;
+        *s3*) [[ "$previous" == "--only" ]] && want_s3=true ;;
         # Help needs neither the peers nor a build.
         -h | --help) exec python3 "$repo_root/scripts/bench.py" --help ;;
     esac
+    previous="$arg"
 done
 
 log() { printf 'bench.sh: %s\n' "$*" >&2; }
@@ -56,6 +65,9 @@ fi
 # and sftp, openssh-server sshd. time brings /usr/bin/time, which measures a
 # client's peak memory without counting the Python process that spawned it.
 packages=(socat netcat-openbsd openssh-server openssh-client rsync iperf3 curl time)
+if $want_s3; then
+    packages+=(rclone)
+fi
 
 is_installed() {
     [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
@@ -115,6 +127,16 @@ if $want_dufs; then
         cargo install dufs --locked --root "$dufs_root" >&2
     fi
     bench_args+=(--dufs-bin "$dufs_root/bin/dufs")
+fi
+
+if $want_s3 && [[ ! -x "$repo_root/target/s3-venv/bin/python" ]]; then
+    # The S3 server the tests use (tests/common/s3.rs makes the same venv).
+    log "installing moto into target/s3-venv"
+    rm -rf "$repo_root/target/s3-venv.making"
+    python3 -m venv "$repo_root/target/s3-venv.making"
+    "$repo_root/target/s3-venv.making/bin/pip" install --quiet --disable-pip-version-check \
+        'moto[server]==5.2.5' >&2
+    mv "$repo_root/target/s3-venv.making" "$repo_root/target/s3-venv"
 fi
 
 if [[ -n "${FERRY_BASELINE_BIN:-}" ]]; then
