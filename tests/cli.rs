@@ -309,27 +309,27 @@ fn list_of_a_missing_directory_fails_and_of_a_file_shows_the_file(backing: Backi
     assert!(listed.trim_start().starts_with("4 "), "{listed}");
 }
 
-store_matrix!(
-    list_prints_sorted_names_with_slashes_on_directories_and_nothing_else,
-    list_long_shows_size_and_modification_time,
-    list_of_a_missing_directory_fails_and_of_a_file_shows_the_file,
-);
-
-#[test]
-fn delete_removes_a_file_and_refuses_directories_and_missing_names() {
-    let server = TestServer::start();
-    write_file(server.root(), "doomed.txt", b"x");
-    write_file(server.root(), "dir/keep.txt", b"k");
+fn delete_removes_a_file_and_refuses_directories_and_missing_names(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("doomed.txt", b"x");
+    server.write_served("dir/keep.txt", b"k");
     assert_exit(&server.run_client(&["delete", "doomed.txt"]), 0);
-    assert!(!server.root().join("doomed.txt").exists());
+    assert_eq!(server.read_served("doomed.txt"), None);
 
     let output = server.run_client(&["delete", "doomed.txt"]);
     assert_exit_saying(&output, 1, "failed not-found");
 
     let output = server.run_client(&["delete", "dir"]);
     assert_exit_saying(&output, 1, "failed is-a-directory");
-    assert!(server.root().join("dir/keep.txt").exists());
+    assert_eq!(server.read_served("dir/keep.txt").unwrap(), b"k");
 }
+
+store_matrix!(
+    list_prints_sorted_names_with_slashes_on_directories_and_nothing_else,
+    list_long_shows_size_and_modification_time,
+    list_of_a_missing_directory_fails_and_of_a_file_shows_the_file,
+    delete_removes_a_file_and_refuses_directories_and_missing_names,
+);
 
 #[test]
 fn hostnames_and_ipv6_addresses_work() {

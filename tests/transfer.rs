@@ -9,17 +9,13 @@ use common::{
 };
 use ferry::report::Outcome;
 
-#[test]
-fn put_then_get_round_trips_the_bytes() {
-    let server = TestServer::start();
+fn put_then_get_round_trips_the_bytes(backing: Backing) {
+    let server = TestServer::start_in(backing);
     let data = pseudo_random_bytes(3 * 1024 * 1024 + 17, 1);
     write_file(server.client_dir(), "data.bin", &data);
 
     assert_exit(&server.run_client(&["put", "data.bin", "stored.bin"]), 0);
-    assert_eq!(
-        std::fs::read(server.root().join("stored.bin")).unwrap(),
-        data
-    );
+    assert_eq!(server.read_served("stored.bin").unwrap(), data);
 
     assert_exit(&server.run_client(&["get", "stored.bin", "back.bin"]), 0);
     assert_eq!(
@@ -28,9 +24,8 @@ fn put_then_get_round_trips_the_bytes() {
     );
 }
 
-#[test]
-fn empty_and_oddly_named_files_round_trip() {
-    let server = TestServer::start();
+fn empty_and_oddly_named_files_round_trip(backing: Backing) {
+    let server = TestServer::start_in(backing);
     for (name, data) in [
         ("empty", &b""[..]),
         ("with space.txt", b"spaces"),
@@ -60,24 +55,23 @@ fn put_defaults_to_the_local_base_name_from_any_path(backing: Backing) {
 
 /// Names typed the way a shell user types them (issue 11): `.` is the
 /// served directory, `./x` and `x/./y` are `x` and `x/y`.
-#[test]
-fn put_get_and_delete_take_names_as_people_type_them() {
-    let server = TestServer::start();
+fn put_get_and_delete_take_names_as_people_type_them(backing: Backing) {
+    let server = TestServer::start_in(backing);
     write_file(server.client_dir(), "a.txt", b"a");
     for remote in [".", "./", "/"] {
         assert_exit(&server.run_client(&["put", "a.txt", remote]), 0);
-        assert_eq!(server.root_files(), ["a.txt"], "put a.txt {remote:?}");
-        std::fs::remove_file(server.root().join("a.txt")).unwrap();
+        assert_eq!(server.served_tree(), ["a.txt"], "put a.txt {remote:?}");
+        assert_exit(&server.run_client(&["delete", "a.txt"]), 0);
     }
     assert_exit(&server.run_client(&["put", "a.txt", "./d/./b.txt"]), 0);
-    assert_eq!(server.root_files(), ["d", "d/b.txt"]);
+    assert_eq!(server.served_tree(), ["d", "d/b.txt"]);
     assert_exit(&server.run_client(&["get", "./d/b.txt", "got.txt"]), 0);
     assert_eq!(
         std::fs::read(server.client_dir().join("got.txt")).unwrap(),
         b"a"
     );
     assert_exit(&server.run_client(&["delete", "d/./b.txt"]), 0);
-    assert_eq!(server.root_files(), ["d"]);
+    assert_eq!(server.served_tree(), ["d"]);
 }
 
 fn put_into_a_directory_name_ending_in_a_slash_creates_parents(backing: Backing) {
@@ -215,9 +209,8 @@ fn get_of_a_directory_is_refused(backing: Backing) {
     assert!(files_under(server.client_dir()).is_empty());
 }
 
-#[test]
-fn large_random_file_round_trips_with_equal_digests() {
-    let server = TestServer::start();
+fn large_random_file_round_trips_with_equal_digests(backing: Backing) {
+    let server = TestServer::start_in(backing);
     let data = pseudo_random_bytes(256 * 1024 * 1024, 0x5eed);
     let digest = blake3::hash(&data);
     write_file(server.client_dir(), "big.bin", &data);
@@ -227,7 +220,7 @@ fn large_random_file_round_trips_with_equal_digests() {
         &server.run_client(&["put", "big.bin", "big-on-server.bin"]),
         0,
     );
-    let stored = std::fs::read(server.root().join("big-on-server.bin")).unwrap();
+    let stored = server.read_served("big-on-server.bin").unwrap();
     assert_eq!(blake3::hash(&stored), digest);
     drop(stored);
 
@@ -328,6 +321,10 @@ fn get_of_a_fifo_on_the_server_is_refused_without_blocking() {
 // The tests above that take a Backing run on both stores (one
 // store_matrix! per file).
 store_matrix!(
+    put_then_get_round_trips_the_bytes,
+    empty_and_oddly_named_files_round_trip,
+    put_get_and_delete_take_names_as_people_type_them,
+    large_random_file_round_trips_with_equal_digests,
     put_defaults_to_the_local_base_name_from_any_path,
     put_into_a_directory_name_ending_in_a_slash_creates_parents,
     put_over_an_existing_name_is_refused_and_keeps_the_original,
