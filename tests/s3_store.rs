@@ -661,3 +661,24 @@ fn a_name_that_is_a_file_and_a_directory_lists_twice_and_walks_as_the_directory(
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("1 name left out"), "{}", describe(&output));
 }
+
+/// The answer to a multipart put's completion is lost, and the retry is
+/// refused as if another upload had the name: the object under the name
+/// is this upload's own (its token says so), so the put is reported done,
+/// not already-exists, and nothing is aborted.
+#[test]
+fn a_completion_whose_answer_was_lost_is_settled_by_looking_at_the_object() {
+    let Some(s3) = S3Server::losing_completions() else {
+        return;
+    };
+    let server = TestServer::start_on_bucket(Arc::new(s3.new_bucket()), |_| {});
+    let data = pseudo_random_bytes(70 * 1024 * 1024, 23);
+    write_file(server.client_dir(), "big.bin", &data);
+    let output = server.run_client(&["put", "big.bin"]);
+    assert_exit(&output, 0);
+    assert!(
+        server.read_served("big.bin").unwrap() == data,
+        "{}",
+        describe(&output)
+    );
+}

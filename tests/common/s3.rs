@@ -31,7 +31,7 @@ impl S3Server {
     /// The server shared by this test binary, started on first use; `None`
     /// (after saying why, and leaving the marker) when it cannot be had.
     pub fn shared() -> Option<&'static S3Server> {
-        match SERVER.get_or_init(|| start(&[])) {
+        match SERVER.get_or_init(|| start(&[], &[])) {
             Ok(server) => Some(server),
             Err(why) => {
                 eprintln!("skipped: {why}");
@@ -46,7 +46,18 @@ impl S3Server {
     /// `tests/s3/locked_moto.py`); `None` as for [`S3Server::shared`]. It
     /// lives as long as the test binary.
     pub fn logging_creates(log: &Path) -> Option<&'static S3Server> {
-        match start(&[log.as_os_str()]) {
+        Self::private(start(&[log.as_os_str()], &[]))
+    }
+
+    /// A server of its own that loses the answer to each multipart
+    /// upload's first completion, and answers the retry 412 (see
+    /// `tests/s3/locked_moto.py`); `None` as for [`S3Server::shared`].
+    pub fn losing_completions() -> Option<&'static S3Server> {
+        Self::private(start(&[], &[("FERRY_TEST_LOSE_COMPLETIONS", "1")]))
+    }
+
+    fn private(started: Result<S3Server, String>) -> Option<&'static S3Server> {
+        match started {
             Ok(server) => Some(Box::leak(Box::new(server))),
             Err(why) => {
                 eprintln!("skipped: {why}");
@@ -240,12 +251,13 @@ fn target_dir() -> PathBuf {
 }
 
 /// Installs moto if needed, and starts it, with `extra` arguments.
-fn start(extra: &[&std::ffi::OsStr]) -> Result<S3Server, String> {
+fn start(extra: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Result<S3Server, String> {
     let python = install()?;
     let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/locked_moto.py");
     let mut child = Command::new(python)
         .args([wrapper.as_os_str(), "127.0.0.1".as_ref(), "0".as_ref()])
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

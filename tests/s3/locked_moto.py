@@ -12,12 +12,18 @@ PORT 0 picks a free port; the line `* Running on http://HOST:PORT` on
 stderr says which. With CREATES_LOG, each create request is logged there
 as `METHOD PATH IF-NONE-MATCH` (`-` when absent), one line each.
 The server exits when the process that started it does.
+
+With FERRY_TEST_LOSE_COMPLETIONS=1 in its environment, the answer to each
+multipart upload's first completion is lost: the completion is done, but
+answered 500, as if the answer never came; the client's retry of it is
+answered 412, as a store may answer a create-only completion whose key now
+exists. What the client then does is up to it.
 """
 import os
 import sys
 import threading
 import time
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -52,10 +58,43 @@ def key_exists(environ):
         return False
 
 
+lose_completions = os.environ.get('FERRY_TEST_LOSE_COMPLETIONS') == '1'
+completions_lost = set()
+
+INTERNAL = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+            b'<Message>We encountered an internal error. Please try again.</Message></Error>')
+
+
+def answer(start_response, status, body):
+    start_response(status, [('Content-Type', 'application/xml'),
+                            ('Content-Length', str(len(body)))])
+    return [body]
+
+
+def losing(environ, start_response):
+    """A completion whose answer is lost (see the module's doc)."""
+    upload = parse_qs(environ.get('QUERY_STRING', '')).get('uploadId', [''])[0]
+    if upload in completions_lost:
+        return answer(start_response, '412 Precondition Failed', PRECONDITION)
+    said = {}
+
+    def keep(status, headers, exc_info=None):
+        said['status'] = status
+        return lambda data: None
+
+    b''.join(app(environ, keep))
+    if said.get('status', '').startswith('200'):
+        completions_lost.add(upload)
+    return answer(start_response, '500 Internal Server Error', INTERNAL)
+
+
 def locked(environ, start_response):
     if not creates(environ):
         return app(environ, start_response)
     with lock:
+        if (lose_completions and environ['REQUEST_METHOD'] == 'POST'
+                and 'uploadId=' in environ.get('QUERY_STRING', '')):
+            return losing(environ, start_response)
         if creates_log is not None:
             creates_log.write('%s %s %s\n' % (environ['REQUEST_METHOD'], environ.get('PATH_INFO'),
                                               environ.get('HTTP_IF_NONE_MATCH', '-')))
