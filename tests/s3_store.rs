@@ -121,13 +121,20 @@ fn a_request_the_store_does_not_serve_is_not_offered_and_is_refused_if_sent() {
         panic!("expected a welcome, got {welcome:?}");
     };
     assert!(requests.contains(&RequestKind::Stat), "{requests:?}");
-    assert!(!requests.contains(&RequestKind::PutFrom), "{requests:?}");
+    assert!(requests.contains(&RequestKind::PutFrom), "{requests:?}");
+    assert!(!requests.contains(&RequestKind::PutTree), "{requests:?}");
     // A client that sends it anyway is told, and may go on.
-    raw.send(&Message::PutFrom {
-        name: "a.bin".into(),
-        size: 10,
-        modified: 0,
+    raw.send(&Message::PutTree {
+        target: "t".into(),
+        replace: false,
+        top: None,
         restart: false,
+    });
+    // A tree is refused once its manifest is read: the stream stays in
+    // step.
+    raw.send(&Message::TreeEnd {
+        entries: 0,
+        bytes: 0,
     });
     match raw.recv() {
         Some(Message::Error {

@@ -17,6 +17,7 @@ mod digests;
 mod dirs;
 mod listing;
 mod read;
+mod resume;
 mod spec;
 mod uploads;
 mod walk;
@@ -28,6 +29,7 @@ use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName, Req
 use bucket::{Bucket, Failure, Head};
 pub use listing::ObjectListing;
 pub use read::ObjectReader;
+pub use resume::{ObjectPartial, ResumableObject};
 pub use spec::{BadAddress, Credentials, S3Spec};
 pub use walk::ObjectWalk;
 pub use write::{ObjectWriter, Upload};
@@ -108,8 +110,9 @@ impl S3Store {
             | RequestKind::Delete
             | RequestKind::MakeDir
             | RequestKind::RemoveDir
-            | RequestKind::Rename => true,
-            RequestKind::PutTree | RequestKind::PutFrom => false,
+            | RequestKind::Rename
+            | RequestKind::PutFrom => true,
+            RequestKind::PutTree => false,
         }
     }
 
