@@ -3,13 +3,15 @@
 //!
 //! The body goes up as a put's does ([`ObjectWriter`]: a local spool, a
 //! multipart part per step), but the multipart upload is left open when
-//! the client goes. At each checkpoint the partial is recorded in the
-//! bucket, at `.ferry-tmp-state/partials/<partial_key(owner, name)>`: what
-//! it is for (name, size, source time), the upload's id and token, the
-//! ETags of its parts and the prefix's chaining values. A later try of the
-//! same owner and name, through this server or another, reads the record,
-//! confirms the parts with ListParts, and goes on from the recorded prefix
-//! without reading a byte back.
+//! the client goes. The partial is recorded in the bucket, at
+//! `.ferry-tmp-state/partials/<partial_key(owner, name)>`, as each try
+//! begins (to take its lease) and at each checkpoint: what it is for
+//! (name, size, source time), the upload's id and token, the ETags of its
+//! parts and the prefix's chaining values. A later try of the same owner
+//! and name, through this server or another, reads the record, confirms
+//! the parts with ListParts, and goes on from the recorded prefix without
+//! reading a byte back. The sweep (uploads.rs) removes the record with its
+//! upload, or, for a try killed before its first part, on its own.
 //!
 //! Every write of the record is a compare-and-swap (`If-Match` the ETag
 //! last read or written, `If-None-Match: *` for the first), and the record
@@ -179,7 +181,7 @@ impl S3Store {
                 record.upload_id.clone(),
                 &record.etags,
             )?;
-            let partial = ObjectPartial::new(writer, record_key, record, Some(written));
+            let partial = ObjectPartial::new(writer, record_key, record, written);
             return Ok((ResumableObject(()), partial, Found::Resumed { reread: 0 }));
         }
         let found = match &old {
@@ -201,13 +203,11 @@ impl S3Store {
             lease: Some(lease),
             leased_at: now(),
         };
-        // A record found is taken over before its upload is aborted, so of
-        // two tries only the one that holds it aborts; with none, the
-        // first checkpoint makes it.
-        let written = match &old {
-            None => None,
-            Some(_) => Some(taken(&record)?),
-        };
+        // Written before anything else, so a second try meanwhile is
+        // `busy` (and waits) rather than start an upload of its own; a
+        // record found is taken over before its upload is aborted, so of
+        // two tries only the one that holds it aborts.
+        let written = taken(&record)?;
         if let Some(Some(Record {
             upload_id: Some(upload_id),
             ..
@@ -288,6 +288,30 @@ impl S3Store {
     }
 }
 
+/// Removes the records of partials that never sent a part (their server
+/// was killed before a step) and that no try touched for `ttl`; those
+/// with an upload go with it ([`uploads::sweep`]). Returns how many went.
+pub(super) fn sweep_unstarted(bucket: &Bucket, ttl: Duration) -> usize {
+    let oldest = now().saturating_sub(ttl.as_secs());
+    let beneath = format!("{}{STATE_DIR}/partials/", bucket.prefix());
+    let Ok(keys) = bucket.keys_under(&beneath, None) else {
+        return 0;
+    };
+    let mut swept = 0;
+    for key in keys {
+        let Ok(Some((body, etag))) = bucket.get_small_tagged(&key) else {
+            continue;
+        };
+        let unstarted = serde_json::from_slice::<Record>(&body).map_or(true, |record| {
+            record.upload_id.is_none() && record.leased_at <= oldest
+        });
+        if unstarted && bucket.delete_key_if(&key, &etag).is_ok() {
+            swept += 1;
+        }
+    }
+    swept
+}
+
 /// Aborts the multipart upload `upload_id` of `key` and forgets it. Best
 /// effort: one not aborted is swept by its record.
 fn abort(bucket: &Bucket, key: &str, upload_id: &str) {
@@ -334,10 +358,10 @@ struct Held {
     finished: AtomicBool,
 }
 
-/// The record as last written, and its ETag (`None`: not written yet).
+/// The record as last written, and its ETag.
 struct State {
     record: Record,
-    etag: Option<String>,
+    etag: String,
 }
 
 impl std::fmt::Debug for ObjectPartial {
@@ -353,7 +377,7 @@ impl ObjectPartial {
         writer: ObjectWriter,
         record_key: String,
         record: Record,
-        etag: Option<String>,
+        etag: String,
     ) -> ObjectPartial {
         ObjectPartial(Arc::new(Held {
             writer,
@@ -387,11 +411,8 @@ impl ObjectPartial {
         }
         self.0.writer.abort_now();
         let state = self.state();
-        if let Some(etag) = &state.etag {
-            (self.bucket().delete_key_if(&self.0.record_key, etag))
-                .map_err(|f| io::Error::other(f.message))?;
-        }
-        Ok(())
+        (self.bucket().delete_key_if(&self.0.record_key, &state.etag))
+            .map_err(|f| io::Error::other(f.message))
     }
 
     fn commit(&self, digest: &Digest) -> Result<(), Refusal> {
@@ -407,29 +428,22 @@ impl ObjectPartial {
         // Held to the end: a try that took the partial over since the
         // last checkpoint has changed the record, and this one stops.
         let mut state = self.state();
-        if let Some(etag) = state.etag.clone() {
-            let record = Record {
-                leased_at: now(),
-                ..state.record.clone()
-            };
-            let body = record.encode().map_err(|f| f.refusal("storing the file"))?;
-            match self
-                .bucket()
-                .put_small_if(&self.0.record_key, body, Some(&etag))
-            {
-                Ok(etag) => state.etag = Some(etag),
-                Err(f) if f.is_precondition_failed() || f.is_not_found() => {
-                    self.0.lost.store(true, Ordering::Relaxed);
-                    return Err(taken_over());
-                }
-                Err(f) => return Err(f.refusal("storing the file")),
+        let record = Record {
+            leased_at: now(),
+            ..state.record.clone()
+        };
+        let body = record.encode().map_err(|f| f.refusal("storing the file"))?;
+        match (self.bucket()).put_small_if(&self.0.record_key, body, Some(&state.etag)) {
+            Ok(etag) => state.etag = etag,
+            Err(f) if f.is_precondition_failed() || f.is_not_found() => {
+                self.0.lost.store(true, Ordering::Relaxed);
+                return Err(taken_over());
             }
+            Err(f) => return Err(f.refusal("storing the file")),
         }
         self.0.finished.store(true, Ordering::Relaxed);
         self.0.writer.commit(false, digest)?;
-        if let Some(etag) = &state.etag {
-            let _ = self.bucket().delete_key_if(&self.0.record_key, etag);
-        }
+        let _ = self.bucket().delete_key_if(&self.0.record_key, &state.etag);
         Ok(())
     }
 }
@@ -450,11 +464,9 @@ impl Drop for Held {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         let bucket = self.writer.bucket();
         let client = bucket.client();
-        let Some(etag) = state.etag.clone() else {
-            // Never recorded: the writer's drop aborts the upload.
-            return;
-        };
+        let etag = state.etag.clone();
         if state.record.prefix_len == 0 {
+            // Nothing to go on from: the writer's drop aborts the upload.
             let delete = (client.delete_object())
                 .bucket(bucket.name())
                 .key(&self.record_key)
@@ -546,10 +558,10 @@ impl BodySink for ObjectPartial {
             return;
         };
         let bucket = self.bucket();
-        match bucket.put_small_if(&self.0.record_key, body, state.etag.as_deref()) {
+        match bucket.put_small_if(&self.0.record_key, body, Some(&state.etag)) {
             Ok(etag) => {
                 state.record = record;
-                state.etag = Some(etag);
+                state.etag = etag;
                 if let Err(f) =
                     uploads::held(bucket, self.0.writer.key(), &upload_id, &self.0.record_key)
                 {

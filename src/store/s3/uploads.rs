@@ -118,7 +118,7 @@ pub fn sweep(bucket: &Bucket, ttl: Duration) -> usize {
         }
         let _ = bucket.delete_key(&record_key);
     }
-    swept
+    swept + super::resume::sweep_unstarted(bucket, ttl)
 }
 
 /// Removes the partial's record at `key` if it is still of the upload
