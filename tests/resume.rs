@@ -1248,3 +1248,33 @@ fn two_servers_resuming_one_partial_one_holds_it_and_the_other_is_busy() {
     assert_served_copy(&second, "big.bin", &source);
     assert_no_partials(&second);
 }
+
+/// Issue 17: a partial on a bucket that no try touched for the time to
+/// live is swept by any server on the bucket: its multipart upload is
+/// aborted and its record removed, and the put then starts from the
+/// start.
+#[test]
+fn an_expired_partial_on_a_bucket_is_swept_with_its_upload() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let (first, source) = server_with_upload_in(Backing::S3, SMALL);
+    let put = ["put", "big.bin"];
+    cut_off(&first, &put, Cut::After(Way::Up, PAST_STEP));
+    let bucket = Arc::clone(first.bucket().unwrap());
+    assert_eq!(kept_prefixes(&first), [STEP]);
+    assert_eq!(bucket.open_uploads().len(), 1);
+
+    // A time to live of nothing: the partial is older than that.
+    let sweeper = TestServer::start_on_bucket(Arc::clone(&bucket), |config| {
+        config.partial_ttl = Duration::ZERO;
+    });
+    let swept = sweeper.wait_for_reports(1)[0].to_string();
+    assert!(swept.contains("cleanup"), "{swept}");
+    assert_eq!(bucket.open_uploads(), Vec::new());
+    assert_no_partials(&first);
+    drop(sweeper);
+    let output = run_in(first.client_dir(), first.client(&put));
+    assert_began(&ok_line(&output), &Began::Fresh);
+    assert_served_copy(&first, "big.bin", &source);
+}

@@ -12,11 +12,12 @@
 //! The handles a request holds while it works ([`ReadFile`], [`WriteFile`],
 //! [`Upload`], [`ResumableUpload`], [`Listing`], [`TreeWalk`],
 //! [`TreeWrite`], [`TreeFile`], and the [`Partial`] a resumable upload
-//! writes to, which the client shares) are the local store's own types
-//! until a second backend has a handle of that kind: then the name becomes
-//! an enum here, as [`ReadFile`], [`WriteFile`], [`Upload`], [`Listing`]
-//! and [`TreeWalk`] are, a change to this module alone, since the server
-//! names them only through it. Made enums of one variant, they would be
+//! writes to) are the local store's own types until a second backend has
+//! a handle of that kind: then the name becomes an enum here, as
+//! [`ReadFile`], [`WriteFile`], [`Upload`], [`ResumableUpload`],
+//! [`Partial`], [`Listing`] and [`TreeWalk`] are, a change to this module
+//! alone, since the server names them only through it. (The client keeps
+//! its partials as `crate::partial::Partial`, the local arm's type.) Made enums of one variant, they would be
 //! methods that forward and decide nothing, and not every backend will
 //! need every handle: one that does not serve PutTree has no `TreeWrite`
 //! of its own.

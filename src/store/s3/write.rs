@@ -13,7 +13,8 @@
 //! (PutObject or CompleteMultipartUpload) carries `If-None-Match: *`, so
 //! of several uploads racing to one new name exactly one wins, whatever
 //! the checks made before the body said. An upload dropped uncommitted
-//! (a digest mismatch, a client gone) aborts its multipart upload.
+//! (a digest mismatch, a client gone) aborts its multipart upload, unless
+//! it is a resumable one with a step recorded (resume.rs).
 
 use std::fs::File;
 use std::io;
@@ -598,6 +599,8 @@ fn spool_failed(error: &io::Error) -> Refusal {
 impl Drop for ObjectWriter {
     /// An upload not committed leaves nothing: its multipart upload is
     /// aborted, in the background, since this may run on an async thread.
+    /// A resumable upload's is kept open instead, once it has a step to
+    /// go on from ([`ObjectWriter::keep_open`]).
     fn drop(&mut self) {
         let parts = self.parts();
         let (Some(id), false, false) = (&parts.upload_id, parts.settled, parts.kept) else {
