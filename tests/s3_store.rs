@@ -322,6 +322,31 @@ fn every_create_of_a_served_key_carries_if_none_match() {
     }
 }
 
+/// A put of one step or less has no checkpoint to keep: it writes no
+/// record of a partial (three round trips saved per small file), where a
+/// put of more writes one as it begins.
+#[test]
+fn only_a_put_of_more_than_a_step_records_a_partial() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("creates.log");
+    let Some(s3) = S3Server::logging_creates(&log) else {
+        return;
+    };
+    let server = TestServer::start_on_bucket(Arc::new(s3.new_bucket()), |_| {});
+    let partials = "/.ferry-tmp-state/partials/";
+    write_file(server.client_dir(), "small.txt", b"small");
+    assert_exit(&server.run_client(&["put", "small.txt"]), 0);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(partials), "{logged}");
+
+    let large = pseudo_random_bytes(70 * 1024 * 1024, 4);
+    write_file(server.client_dir(), "large.bin", &large);
+    drop(large);
+    assert_exit(&server.run_client(&["put", "large.bin"]), 0);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains(partials), "{logged}");
+}
+
 /// Eight clients put the same new name at once, through two ferry
 /// servers in front of one bucket: exactly one succeeds, every other is
 /// refused as already-exists, and the object holds the winner's bytes.

@@ -181,7 +181,7 @@ impl S3Store {
                 record.upload_id.clone(),
                 &record.etags,
             )?;
-            let partial = ObjectPartial::new(writer, record_key, record, written);
+            let partial = ObjectPartial::new(writer, record_key, record, Some(written));
             return Ok((ResumableObject(()), partial, Found::Resumed { reread: 0 }));
         }
         let found = match &old {
@@ -206,8 +206,13 @@ impl S3Store {
         // Written before anything else, so a second try meanwhile is
         // `busy` (and waits) rather than start an upload of its own; a
         // record found is taken over before its upload is aborted, so of
-        // two tries only the one that holds it aborts.
-        let written = taken(&record)?;
+        // two tries only the one that holds it aborts. A body of a step or
+        // less has no checkpoint to keep and, with no record found, needs
+        // none: it goes up as a put's does, without three round trips.
+        let written = match (&old, size <= STEP) {
+            (None, true) => None,
+            _ => Some(taken(&record)?),
+        };
         if let Some(Some(Record {
             upload_id: Some(upload_id),
             ..
@@ -358,10 +363,11 @@ struct Held {
     finished: AtomicBool,
 }
 
-/// The record as last written, and its ETag.
+/// The record as last written, and its ETag; `None` if none is (a body
+/// of a step or less).
 struct State {
     record: Record,
-    etag: String,
+    etag: Option<String>,
 }
 
 impl std::fmt::Debug for ObjectPartial {
@@ -377,7 +383,7 @@ impl ObjectPartial {
         writer: ObjectWriter,
         record_key: String,
         record: Record,
-        etag: String,
+        etag: Option<String>,
     ) -> ObjectPartial {
         ObjectPartial(Arc::new(Held {
             writer,
@@ -410,9 +416,11 @@ impl ObjectPartial {
             return Ok(());
         }
         self.0.writer.abort_now();
-        let state = self.state();
-        (self.bucket().delete_key_if(&self.0.record_key, &state.etag))
-            .map_err(|f| io::Error::other(f.message))
+        match &self.state().etag {
+            Some(etag) => (self.bucket().delete_key_if(&self.0.record_key, etag))
+                .map_err(|f| io::Error::other(f.message)),
+            None => Ok(()),
+        }
     }
 
     fn commit(&self, digest: &Digest) -> Result<(), Refusal> {
@@ -428,22 +436,26 @@ impl ObjectPartial {
         // Held to the end: a try that took the partial over since the
         // last checkpoint has changed the record, and this one stops.
         let mut state = self.state();
-        let record = Record {
-            leased_at: now(),
-            ..state.record.clone()
-        };
-        let body = record.encode().map_err(|f| f.refusal("storing the file"))?;
-        match (self.bucket()).put_small_if(&self.0.record_key, body, Some(&state.etag)) {
-            Ok(etag) => state.etag = etag,
-            Err(f) if f.is_precondition_failed() || f.is_not_found() => {
-                self.0.lost.store(true, Ordering::Relaxed);
-                return Err(taken_over());
+        if let Some(etag) = &state.etag {
+            let record = Record {
+                leased_at: now(),
+                ..state.record.clone()
+            };
+            let body = record.encode().map_err(|f| f.refusal("storing the file"))?;
+            match (self.bucket()).put_small_if(&self.0.record_key, body, Some(etag)) {
+                Ok(etag) => state.etag = Some(etag),
+                Err(f) if f.is_precondition_failed() || f.is_not_found() => {
+                    self.0.lost.store(true, Ordering::Relaxed);
+                    return Err(taken_over());
+                }
+                Err(f) => return Err(f.refusal("storing the file")),
             }
-            Err(f) => return Err(f.refusal("storing the file")),
         }
         self.0.finished.store(true, Ordering::Relaxed);
         self.0.writer.commit(false, digest)?;
-        let _ = self.bucket().delete_key_if(&self.0.record_key, &state.etag);
+        if let Some(etag) = &state.etag {
+            let _ = self.bucket().delete_key_if(&self.0.record_key, etag);
+        }
         Ok(())
     }
 }
@@ -464,7 +476,10 @@ impl Drop for Held {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         let bucket = self.writer.bucket();
         let client = bucket.client();
-        let etag = state.etag.clone();
+        let Some(etag) = state.etag.clone() else {
+            // No record: the writer's drop aborts the upload, if any.
+            return;
+        };
         if state.record.prefix_len == 0 {
             // Nothing to go on from: the writer's drop aborts the upload.
             let delete = (client.delete_object())
@@ -558,10 +573,10 @@ impl BodySink for ObjectPartial {
             return;
         };
         let bucket = self.bucket();
-        match bucket.put_small_if(&self.0.record_key, body, Some(&state.etag)) {
+        match bucket.put_small_if(&self.0.record_key, body, state.etag.as_deref()) {
             Ok(etag) => {
                 state.record = record;
-                state.etag = etag;
+                state.etag = Some(etag);
                 if let Err(f) =
                     uploads::held(bucket, self.0.writer.key(), &upload_id, &self.0.record_key)
                 {
