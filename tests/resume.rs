@@ -14,12 +14,14 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use common::s3::S3Server;
 use common::*;
 use ferry::client::partial_name;
 use ferry::partial::Record;
-use ferry::protocol::STEP;
+use ferry::protocol::{ErrorCode, Message, STEP};
 use ferry::report::mebibytes;
 use ferry::store::PARTIALS_DIR;
 
@@ -242,7 +244,12 @@ fn flip_byte(path: &Path, offset: u64) {
 /// A server in this process with a source of `size` bytes in its client
 /// directory, `big.bin`.
 fn server_with_upload(size: u64) -> (TestServer, PathBuf) {
-    let server = TestServer::start();
+    server_with_upload_in(Backing::Local, size)
+}
+
+/// [`server_with_upload`] on `backing`.
+fn server_with_upload_in(backing: Backing, size: u64) -> (TestServer, PathBuf) {
+    let server = TestServer::start_in(backing);
     let source = server.client_dir().join("big.bin");
     write_source(&source, size, 1);
     (server, source)
@@ -313,10 +320,83 @@ fn run_counted(server: &TestServer, args: &[&str], way: Way, began: &Began) -> u
 /// Asserts that `name` on `server` is a copy of `source` and that no
 /// partial is left; removes the copy, for the next case.
 fn assert_uploaded_then_clear(server: &TestServer, name: &str, source: &Path) {
-    let copy = server.root().join(name);
-    assert_same_file(&copy, source);
-    std::fs::remove_file(copy).unwrap();
-    assert_eq!(server_partials(server.root()), Vec::<String>::new());
+    assert_served_copy(server, name, source);
+    remove_served(server, name);
+    assert_no_partials(server);
+}
+
+/// Removes the served file `name` from the store directly, as another
+/// program would: no request, no report.
+fn remove_served(server: &TestServer, name: &str) {
+    match server.bucket() {
+        None => std::fs::remove_file(server.root().join(name)).unwrap(),
+        Some(bucket) => {
+            let client = bucket.client();
+            let delete = (client.delete_object())
+                .bucket(bucket.name())
+                .key(format!("{S3_PREFIX}/{name}"))
+                .send();
+            bucket.block_on(delete).unwrap();
+        }
+    }
+}
+
+/// Asserts that the file `name` served by `server` holds exactly the
+/// bytes of `original`.
+fn assert_served_copy(server: &TestServer, name: &str, original: &Path) {
+    let copy = server.read_served(name).expect("the copy is served");
+    assert_eq!(
+        copy.len() as u64,
+        std::fs::metadata(original).unwrap().len()
+    );
+    assert!(
+        blake3::hash(&copy) == digest_of(original),
+        "{name} differs from {}",
+        original.display()
+    );
+}
+
+/// Where the partials `server` keeps for puts vouch for, one per partial:
+/// from their records on the disk, or in the bucket (JSON, beneath
+/// ferry's state).
+fn kept_prefixes(server: &TestServer) -> Vec<u64> {
+    match server.bucket() {
+        None => server_partials(server.root())
+            .into_iter()
+            .filter(|name| name.ends_with(".rec"))
+            .map(|name| recorded_prefix(&server.root().join(PARTIALS_DIR).join(name)).unwrap())
+            .collect(),
+        Some(bucket) => bucket
+            .keys()
+            .into_iter()
+            .filter(|key| key.starts_with(&format!("{S3_PREFIX}/{S3_PARTIALS}")))
+            .map(|key| {
+                let record: serde_json::Value =
+                    serde_json::from_slice(&bucket.read(&key).unwrap()).unwrap();
+                record["prefix_len"].as_u64().unwrap()
+            })
+            .collect(),
+    }
+}
+
+/// Beneath an S3 store's prefix, where the records of its partials are.
+const S3_PARTIALS: &str = ".ferry-tmp-state/partials/";
+
+/// Asserts that `server` keeps no partial: on a bucket, no record of a
+/// partial or of an upload, and no multipart upload open.
+fn assert_no_partials(server: &TestServer) {
+    match server.bucket() {
+        None => assert_eq!(server_partials(server.root()), Vec::<String>::new()),
+        Some(bucket) => {
+            let state: Vec<String> = (server.served_names().into_iter())
+                .filter(|name| {
+                    name.starts_with(S3_PARTIALS) || name.starts_with(".ferry-tmp-state/uploads/")
+                })
+                .collect();
+            assert_eq!(state, Vec::<String>::new());
+            assert_eq!(bucket.open_uploads(), Vec::new());
+        }
+    }
 }
 
 /// Asserts that a transfer cut off after `cut` bytes, to begin again as
@@ -342,20 +422,19 @@ const CUTS: [u64; 6] = [0, 1, STEP - 1, STEP + 1, BIG - 1, BIG];
 /// Issue 14: a put cut off anywhere, made again, resumes from the last
 /// step the server synced before the cut, sends only the rest, and ends
 /// byte-identical; its partial is gone once it took its name.
-#[test]
-fn a_put_cut_off_at_any_offset_resumes_and_sends_at_most_the_rest_and_a_step() {
-    let (server, source) = server_with_upload(BIG);
+fn a_put_cut_off_at_any_offset_resumes_and_sends_at_most_the_rest_and_a_step(backing: Backing) {
+    let (server, source) = server_with_upload_in(backing, BIG);
     for cut in CUTS {
         let name = format!("copy-{cut}.bin");
         let args = ["put", "big.bin", &name];
         cut_off(&server, &args, Cut::After(Way::Up, cut));
-        assert!(!server.root().join(&name).exists());
+        assert_eq!(server.read_served(&name), None);
         let began = resumes_at(cut, BIG);
-        let record = server_partials(server.root())
-            .into_iter()
-            .find(|name| name.ends_with(".rec"))
-            .map(|name| server.root().join(PARTIALS_DIR).join(name));
-        assert_kept(&began, record, cut);
+        let kept = match began {
+            Began::At(at) => vec![at],
+            _ => Vec::new(),
+        };
+        assert_eq!(kept_prefixes(&server), kept, "cut at {cut}");
         let sent = run_counted(&server, &args, Way::Up, &began);
         let rest = BIG - cut;
         assert!(
@@ -711,10 +790,56 @@ fn a_get_resumed_on_a_damaged_partial_receives_again_what_is_not_proven(backing:
     }
 }
 
+/// Issue 14: a resumed put whose name another client took before its
+/// trailer is refused `already-exists`, leaves that file be, and keeps no
+/// partial: there is nothing left to resume.
+fn a_put_whose_name_was_taken_meanwhile_is_refused_and_keeps_no_partial(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    let data = pseudo_random_bytes(SMALL as usize, 8);
+    let mut raw = RawClient::handshake(server.addr());
+    raw.send(&Message::PutFrom {
+        name: "taken.bin".into(),
+        size: SMALL,
+        modified: 0,
+        restart: false,
+    });
+    assert!(
+        matches!(raw.recv(), Some(Message::Resume { .. })),
+        "expected a resume reply"
+    );
+    raw.send_raw(&data);
+    eventually("the server recorded a step", || {
+        kept_prefixes(&server) == [STEP]
+    });
+    server.write_served("taken.bin", b"first");
+    raw.send(&Message::Trailer {
+        digest: *blake3::hash(&data).as_bytes(),
+    });
+    let reply = raw.recv();
+    assert!(
+        matches!(
+            reply,
+            Some(Message::Error {
+                code: ErrorCode::AlreadyExists,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(server.read_served("taken.bin").unwrap(), b"first");
+    assert_no_partials(&server);
+}
+
 store_matrix!(
+    a_put_cut_off_at_any_offset_resumes_and_sends_at_most_the_rest_and_a_step,
     a_get_cut_off_at_any_offset_resumes_and_receives_at_most_the_rest_and_a_step,
     a_get_whose_client_was_killed_resumes_from_the_partial_it_left,
     a_get_resumed_on_a_damaged_partial_receives_again_what_is_not_proven,
+    a_put_whose_name_was_taken_meanwhile_is_refused_and_keeps_no_partial,
+    a_put_of_a_changed_source_starts_over_saying_why,
+    restart_discards_the_partial_and_starts_over,
+    a_refused_put_or_get_leaves_no_partial,
+    a_put_made_again_at_once_after_a_cut_resumes,
 );
 
 /// How the source changes between two tries.
@@ -748,9 +873,8 @@ fn change(path: &Path, change: Change) {
 /// over and says why; one changed in place, under the same size and
 /// time, fails its digest on the server and is made once more from the
 /// start by the client.
-#[test]
-fn a_put_of_a_changed_source_starts_over_saying_why() {
-    let (server, source) = server_with_upload(SMALL);
+fn a_put_of_a_changed_source_starts_over_saying_why(backing: Backing) {
+    let (server, source) = server_with_upload_in(backing, SMALL);
     let in_place = "the server's partial did not hold this file's first 64.0 MiB";
     for (case, (how, began)) in [
         (Change::Touched, Began::Over(SOURCE_CHANGED)),
@@ -821,15 +945,14 @@ fn a_get_of_a_changed_file_starts_over_saying_why() {
 }
 
 /// Issue 14: `--restart` discards the partial and starts over, saying so.
-#[test]
-fn restart_discards_the_partial_and_starts_over() {
-    let (server, source) = server_with_upload(SMALL);
+fn restart_discards_the_partial_and_starts_over(backing: Backing) {
+    let (server, source) = server_with_upload_in(backing, SMALL);
     let put = ["put", "--restart", "big.bin"];
     cut_off(&server, &put, Cut::After(Way::Up, PAST_STEP));
     let sent = run_counted(&server, &put, Way::Up, &Began::Over(RESTARTED));
     assert!(sent >= SMALL, "sent {sent}");
-    assert_same_file(&server.root().join("big.bin"), &source);
-    assert_eq!(server_partials(server.root()), Vec::<String>::new());
+    assert_served_copy(&server, "big.bin", &source);
+    assert_no_partials(&server);
 
     let get = ["get", "--restart", "big.bin", "back.bin"];
     cut_off(&server, &get, Cut::After(Way::Down, PAST_STEP));
@@ -976,14 +1099,13 @@ fn a_partial_within_its_time_to_live_is_kept_across_a_restart() {
 
 /// Issue 14: a refused request leaves nothing, not even an empty partial:
 /// a put to a taken name, a get of a missing one.
-#[test]
-fn a_refused_put_or_get_leaves_no_partial() {
-    let server = TestServer::start();
-    write_file(server.root(), "taken.txt", b"first");
+fn a_refused_put_or_get_leaves_no_partial(backing: Backing) {
+    let server = TestServer::start_in(backing);
+    server.write_served("taken.txt", b"first");
     write_file(server.client_dir(), "taken.txt", b"second");
     let output = server.run_client(&["put", "taken.txt"]);
     assert_exit_saying(&output, 1, "already-exists");
-    assert_eq!(server_partials(server.root()), Vec::<String>::new());
+    assert_no_partials(&server);
 
     let output = server.run_client(&["get", "missing.txt"]);
     assert_exit_saying(&output, 1, "not-found");
@@ -994,9 +1116,8 @@ fn a_refused_put_or_get_leaves_no_partial() {
 /// failed, resumes: the server still holds its partial while it seals
 /// it, and the new try waits for it (a while) rather than being turned
 /// away as `busy`.
-#[test]
-fn a_put_made_again_at_once_after_a_cut_resumes() {
-    let (server, source) = server_with_upload(SMALL);
+fn a_put_made_again_at_once_after_a_cut_resumes(backing: Backing) {
+    let (server, source) = server_with_upload_in(backing, SMALL);
     for case in 0..4 {
         let name = format!("copy-{case}.bin");
         let args = ["put", "big.bin", &name];
@@ -1012,7 +1133,148 @@ fn a_put_made_again_at_once_after_a_cut_resumes() {
         drop(relay);
         let output = run_in(server.client_dir(), server.client(&args));
         assert_began(&ok_line(&output), &Began::At(STEP));
-        assert_same_file(&server.root().join(&name), &source);
-        std::fs::remove_file(server.root().join(&name)).unwrap();
+        assert_uploaded_then_clear(&server, &name, &source);
     }
+}
+
+/// The lease the one partial record in `server`'s bucket names: `None`
+/// if no try holds it.
+fn lease_of(server: &TestServer) -> Option<String> {
+    let bucket = server.bucket().unwrap();
+    let keys: Vec<String> = (bucket.keys().into_iter())
+        .filter(|key| key.starts_with(&format!("{S3_PREFIX}/{S3_PARTIALS}")))
+        .collect();
+    let [key] = keys.as_slice() else {
+        panic!("not one partial record: {keys:?}");
+    };
+    let record: serde_json::Value = serde_json::from_slice(&bucket.read(key).unwrap()).unwrap();
+    record["lease"].as_str().map(str::to_owned)
+}
+
+/// Issue 17: a client killed outright (SIGKILL) mid-put through one server
+/// leaves nothing under the name and its multipart upload open; the same
+/// put through another server on the bucket resumes it from the last
+/// whole step the first recorded, sends only the rest, and the object is
+/// byte-identical.
+#[test]
+fn a_put_whose_client_was_killed_resumes_through_another_server_on_the_bucket() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let (first, source) = server_with_upload_in(Backing::S3, KILLED_SIZE);
+    let second = TestServer::start_on_bucket(Arc::clone(first.bucket().unwrap()), |_| {});
+    let relay = Relay::start(first.addr(), Framing::Plain, Cut::Hold(Way::Up, KILLED_AT));
+    let mut client = client_at("127.0.0.1", relay.port(), &["put", "big.bin"])
+        .current_dir(first.client_dir())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the first server recorded a step", || {
+        kept_prefixes(&first)
+            .first()
+            .is_some_and(|len| *len >= STEP)
+    });
+    client.kill().unwrap();
+    client.wait().unwrap();
+    drop(relay);
+    first.wait_for_reports(1);
+    let [kept] = kept_prefixes(&first)[..] else {
+        panic!("not one partial kept");
+    };
+    assert_eq!(first.read_served("big.bin"), None);
+    assert_eq!(first.bucket().unwrap().open_uploads().len(), 1);
+
+    // The same client directory: the source as it was, time and all.
+    let relay = Relay::counting(second.addr(), Framing::Plain);
+    let output = run_in(
+        first.client_dir(),
+        client_at("127.0.0.1", relay.port(), &["put", "big.bin"]),
+    );
+    assert_began(&ok_line(&output), &Began::At(kept));
+    assert_began(&second.wait_for_reports(1)[0].to_string(), &Began::At(kept));
+    let sent = relay.counted(Way::Up);
+    assert!(sent <= KILLED_SIZE - kept + FRAMES, "sent {sent}");
+    assert_served_copy(&second, "big.bin", &source);
+    assert_no_partials(&second);
+}
+
+/// Issue 17: while a try through one server holds a partial (its lease),
+/// the same put through another server on the bucket is answered `busy`;
+/// once the first try's client is gone, the other resumes the partial.
+#[test]
+fn two_servers_resuming_one_partial_one_holds_it_and_the_other_is_busy() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let (first, source) = server_with_upload_in(Backing::S3, SMALL);
+    let second = TestServer::start_on_bucket(Arc::clone(first.bucket().unwrap()), |_| {});
+    let put = ["put", "big.bin"];
+    cut_off(&first, &put, Cut::After(Way::Up, PAST_STEP));
+    eventually("the cut try let go of its lease", || {
+        lease_of(&first).is_none()
+    });
+
+    let relay = Relay::start(first.addr(), Framing::Plain, Cut::Hold(Way::Up, MIB));
+    let mut holder = client_at("127.0.0.1", relay.port(), &put)
+        .current_dir(first.client_dir())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the first server took the lease", || {
+        lease_of(&first).is_some()
+    });
+    let output = run_in(
+        first.client_dir(),
+        client_at("127.0.0.1", second.port(), &put),
+    );
+    assert_failed(&output);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("busy"),
+        "{}",
+        describe(&output)
+    );
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    drop(relay);
+    first.wait_for_reports(2);
+    let relay = Relay::counting(second.addr(), Framing::Plain);
+    let output = run_in(
+        first.client_dir(),
+        client_at("127.0.0.1", relay.port(), &put),
+    );
+    assert_began(&ok_line(&output), &Began::At(STEP));
+    assert!(relay.counted(Way::Up) <= SMALL - STEP + FRAMES);
+    assert_served_copy(&second, "big.bin", &source);
+    assert_no_partials(&second);
+}
+
+/// Issue 17: a partial on a bucket that no try touched for the time to
+/// live is swept by any server on the bucket: its multipart upload is
+/// aborted and its record removed, and the put then starts from the
+/// start.
+#[test]
+fn an_expired_partial_on_a_bucket_is_swept_with_its_upload() {
+    if S3Server::shared().is_none() {
+        return;
+    }
+    let (first, source) = server_with_upload_in(Backing::S3, SMALL);
+    let put = ["put", "big.bin"];
+    cut_off(&first, &put, Cut::After(Way::Up, PAST_STEP));
+    let bucket = Arc::clone(first.bucket().unwrap());
+    assert_eq!(kept_prefixes(&first), [STEP]);
+    assert_eq!(bucket.open_uploads().len(), 1);
+
+    // A time to live of nothing: the partial is older than that.
+    let sweeper = TestServer::start_on_bucket(Arc::clone(&bucket), |config| {
+        config.partial_ttl = Duration::ZERO;
+    });
+    let swept = sweeper.wait_for_reports(1)[0].to_string();
+    assert!(swept.contains("cleanup"), "{swept}");
+    assert_eq!(bucket.open_uploads(), Vec::new());
+    assert_no_partials(&first);
+    drop(sweeper);
+    let output = run_in(first.client_dir(), first.client(&put));
+    assert_began(&ok_line(&output), &Began::Fresh);
+    assert_served_copy(&first, "big.bin", &source);
 }

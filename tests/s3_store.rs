@@ -121,13 +121,20 @@ fn a_request_the_store_does_not_serve_is_not_offered_and_is_refused_if_sent() {
         panic!("expected a welcome, got {welcome:?}");
     };
     assert!(requests.contains(&RequestKind::Stat), "{requests:?}");
-    assert!(!requests.contains(&RequestKind::PutFrom), "{requests:?}");
+    assert!(requests.contains(&RequestKind::PutFrom), "{requests:?}");
+    assert!(!requests.contains(&RequestKind::PutTree), "{requests:?}");
     // A client that sends it anyway is told, and may go on.
-    raw.send(&Message::PutFrom {
-        name: "a.bin".into(),
-        size: 10,
-        modified: 0,
+    raw.send(&Message::PutTree {
+        target: "t".into(),
+        replace: false,
+        top: None,
         restart: false,
+    });
+    // A tree is refused once its manifest is read: the stream stays in
+    // step.
+    raw.send(&Message::TreeEnd {
+        entries: 0,
+        bytes: 0,
     });
     match raw.recv() {
         Some(Message::Error {
@@ -313,6 +320,31 @@ fn every_create_of_a_served_key_carries_if_none_match() {
             "no create of {expected} logged\n{log}"
         );
     }
+}
+
+/// A put of one step or less has no checkpoint to keep: it writes no
+/// record of a partial (three round trips saved per small file), where a
+/// put of more writes one as it begins.
+#[test]
+fn only_a_put_of_more_than_a_step_records_a_partial() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("creates.log");
+    let Some(s3) = S3Server::logging_creates(&log) else {
+        return;
+    };
+    let server = TestServer::start_on_bucket(Arc::new(s3.new_bucket()), |_| {});
+    let partials = "/.ferry-tmp-state/partials/";
+    write_file(server.client_dir(), "small.txt", b"small");
+    assert_exit(&server.run_client(&["put", "small.txt"]), 0);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(partials), "{logged}");
+
+    let large = pseudo_random_bytes(70 * 1024 * 1024, 4);
+    write_file(server.client_dir(), "large.bin", &large);
+    drop(large);
+    assert_exit(&server.run_client(&["put", "large.bin"]), 0);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains(partials), "{logged}");
 }
 
 /// Eight clients put the same new name at once, through two ferry

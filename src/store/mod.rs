@@ -12,11 +12,12 @@
 //! The handles a request holds while it works ([`ReadFile`], [`WriteFile`],
 //! [`Upload`], [`ResumableUpload`], [`Listing`], [`TreeWalk`],
 //! [`TreeWrite`], [`TreeFile`], and the [`Partial`] a resumable upload
-//! writes to, which the client shares) are the local store's own types
-//! until a second backend has a handle of that kind: then the name becomes
-//! an enum here, as [`ReadFile`], [`WriteFile`], [`Upload`], [`Listing`]
-//! and [`TreeWalk`] are, a change to this module alone, since the server
-//! names them only through it. Made enums of one variant, they would be
+//! writes to) are the local store's own types until a second backend has
+//! a handle of that kind: then the name becomes an enum here, as
+//! [`ReadFile`], [`WriteFile`], [`Upload`], [`ResumableUpload`],
+//! [`Partial`], [`Listing`] and [`TreeWalk`] are, a change to this module
+//! alone, since the server names them only through it. (The client keeps
+//! its partials as `crate::partial::Partial`, the local arm's type.) Made enums of one variant, they would be
 //! methods that forward and decide nothing, and not every backend will
 //! need every handle: one that does not serve PutTree has no `TreeWrite`
 //! of its own.
@@ -33,7 +34,7 @@ use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::partial::{Found, Partial};
+use crate::partial::Found;
 use crate::protocol::{
     Digest, Entry, ErrorCode, Info, OmitReason, Prefix, Refusal, RemoteName, RequestKind, TreeEntry,
 };
@@ -43,8 +44,8 @@ use crate::transport::{BodySink, BodySource};
 /// file (the S3 store serves no PutTree).
 pub use local::WriteFile as TreeBody;
 pub use local::{
-    classify, Candidate, Leftover, LocalStore, Meets, Owner, Removed, ResumableUpload, TreeFile,
-    TreeWrite, PARTIALS_DIR,
+    classify, Candidate, Leftover, LocalStore, Meets, Owner, Removed, TreeFile, TreeWrite,
+    PARTIALS_DIR,
 };
 use s3::{not_served, ObjectWriter, S3Spec, S3Store};
 
@@ -188,8 +189,19 @@ impl Store {
         restart: bool,
     ) -> Result<(ResumableUpload, Partial, Found), Refusal> {
         match self {
-            Store::Local(store) => store.begin_resumable(owner, name, size, modified, restart),
-            Store::S3(_) => Err(not_served(RequestKind::PutFrom)),
+            Store::Local(store) => (store.begin_resumable(owner, name, size, modified, restart))
+                .map(|(upload, partial, found)| {
+                    (
+                        ResumableUpload::Local(upload),
+                        Partial::Local(partial),
+                        found,
+                    )
+                }),
+            Store::S3(store) => (store.begin_resumable(owner, name, size, modified, restart)).map(
+                |(upload, partial, found)| {
+                    (ResumableUpload::S3(upload), Partial::S3(partial), found)
+                },
+            ),
         }
     }
 
@@ -517,6 +529,111 @@ impl Upload {
                 ErrorCode::Io,
                 "internal: an upload committed with another store's body",
             )),
+        }
+    }
+}
+
+/// A resumable upload begun, committed with the [`Partial`] it wrote to
+/// once the body is whole and verified.
+#[derive(Debug)]
+pub enum ResumableUpload {
+    Local(local::ResumableUpload),
+    S3(s3::ResumableObject),
+}
+
+impl ResumableUpload {
+    /// Gives the complete, verified `partial` its name, never replacing
+    /// anything, with `digest` kept for later gets.
+    pub fn commit(self, partial: &Partial, digest: &Digest) -> Result<(), Refusal> {
+        match (self, partial) {
+            (ResumableUpload::Local(upload), Partial::Local(partial)) => {
+                upload.commit(partial, digest)
+            }
+            (ResumableUpload::S3(upload), Partial::S3(partial)) => upload.commit(partial, digest),
+            _ => Err(Refusal::new(
+                ErrorCode::Io,
+                "internal: an upload committed with another store's partial",
+            )),
+        }
+    }
+}
+
+/// Where a resumable upload's body is written, kept when it is cut off
+/// for a later try to go on from. A clone is another handle on the same
+/// partial.
+#[derive(Clone, Debug)]
+pub enum Partial {
+    /// A hidden file with a record beside it (the client's kind too).
+    Local(crate::partial::Partial),
+    /// A multipart upload left open, recorded in the bucket.
+    S3(s3::ObjectPartial),
+}
+
+impl Partial {
+    /// The proven prefix the body goes on from.
+    pub fn prefix(&self) -> Prefix {
+        match self {
+            Partial::Local(partial) => partial.prefix(),
+            Partial::S3(partial) => partial.prefix(),
+        }
+    }
+
+    /// Removes the partial: its data cannot be used.
+    pub fn discard(&self) -> io::Result<()> {
+        match self {
+            Partial::Local(partial) => partial.discard(),
+            Partial::S3(partial) => partial.discard(),
+        }
+    }
+}
+
+impl BodySink for Partial {
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Partial::Local(partial) => BodySink::raw_fd(partial),
+            Partial::S3(partial) => partial.raw_fd(),
+        }
+    }
+
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            Partial::Local(partial) => BodySink::write_all_at(partial, bytes, offset),
+            Partial::S3(partial) => partial.write_all_at(bytes, offset),
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            Partial::Local(partial) => BodySink::read_at(partial, buf, offset),
+            Partial::S3(partial) => BodySink::read_at(partial, buf, offset),
+        }
+    }
+
+    fn reserve(&self, offset: u64, len: u64) {
+        match self {
+            Partial::Local(partial) => BodySink::reserve(partial, offset, len),
+            Partial::S3(partial) => partial.reserve(offset, len),
+        }
+    }
+
+    fn sync_written(&self) -> io::Result<()> {
+        match self {
+            Partial::Local(partial) => BodySink::sync_written(partial),
+            Partial::S3(partial) => partial.sync_written(),
+        }
+    }
+
+    fn checkpoint(&self, prefix: &Prefix) {
+        match self {
+            Partial::Local(partial) => BodySink::checkpoint(partial, prefix),
+            Partial::S3(partial) => partial.checkpoint(prefix),
+        }
+    }
+
+    fn takes_checkpoints(&self) -> bool {
+        match self {
+            Partial::Local(partial) => BodySink::takes_checkpoints(partial),
+            Partial::S3(partial) => partial.takes_checkpoints(),
         }
     }
 }

@@ -7,6 +7,10 @@ wrapper holds one lock around every request that can create a key
 `If-None-Match: *`, which moto ignores, under it. The race tests then test
 ferry's requests against the atomicity S3 promises.
 
+moto 5.2.5 also names the root element of its ListParts answer
+`ListPartsResponse`, where S3 says `ListPartsResult`; boto3 reads either,
+the Rust SDK only S3's. The wrapper renames it.
+
 Usage: locked_moto.py HOST PORT [CREATES_LOG]
 PORT 0 picks a free port; the line `* Running on http://HOST:PORT` on
 stderr says which. With CREATES_LOG, each create request is logged there
@@ -88,7 +92,27 @@ def losing(environ, start_response):
     return answer(start_response, '500 Internal Server Error', INTERNAL)
 
 
+def lists_parts(environ):
+    query = environ.get('QUERY_STRING', '')
+    return environ['REQUEST_METHOD'] == 'GET' and 'uploadId=' in query
+
+
+def list_parts(environ, start_response):
+    """moto's ListParts answer with S3's root element."""
+    answered = {}
+
+    def keep(status, headers, exc_info=None):
+        answered['status'], answered['headers'] = status, headers
+
+    body = b''.join(app(environ, keep)).replace(b'ListPartsResponse', b'ListPartsResult')
+    headers = [(k, v) for k, v in answered['headers'] if k.lower() != 'content-length']
+    start_response(answered['status'], headers + [('Content-Length', str(len(body)))])
+    return [body]
+
+
 def locked(environ, start_response):
+    if lists_parts(environ):
+        return list_parts(environ, start_response)
     if not creates(environ):
         return app(environ, start_response)
     with lock:

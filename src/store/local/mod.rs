@@ -39,6 +39,8 @@ use digest_cache::Stamp;
 pub use leftovers::Leftover;
 pub use listing::Listing;
 pub use partials::{Owner, ResumableUpload, PARTIALS_DIR};
+// The S3 store names its partials the same way.
+pub(in crate::store) use partials::partial_key;
 pub use tree::Removed;
 pub use tree_write::{Candidate, Meets, TreeFile, TreeWrite};
 pub use walk::TreeWalk;

@@ -251,7 +251,7 @@ impl ResumableUpload {
 }
 
 /// The file name of `owner`'s partial for `name`.
-pub(super) fn partial_key(owner: &Owner, name: &RemoteName) -> String {
+pub(in crate::store) fn partial_key(owner: &Owner, name: &RemoteName) -> String {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&owner.0);
     hasher.update(name.as_str().as_bytes());

@@ -252,11 +252,74 @@ impl Bucket {
         self.block_on(call).map(drop).map_err(|e| Failure::of(&e))
     }
 
+    /// The body of the small object `key` with its ETag, for a later
+    /// [`Bucket::put_small_if`]: `None` if there is no such key.
+    pub fn get_small_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Failure> {
+        self.block_on(async {
+            let object = (self.client.get_object())
+                .bucket(&self.name)
+                .key(key)
+                .send()
+                .await;
+            match object {
+                Ok(object) => {
+                    let etag = object.e_tag().unwrap_or_default().to_owned();
+                    match object.body.collect().await {
+                        Ok(body) => Ok(Some((body.into_bytes().to_vec(), etag))),
+                        Err(e) => Err(Failure::broken(e.to_string())),
+                    }
+                }
+                Err(e) => {
+                    let failure = Failure::of(&e);
+                    if failure.is_not_found() {
+                        Ok(None)
+                    } else {
+                        Err(failure)
+                    }
+                }
+            }
+        })
+    }
+
+    /// Writes the small object `key` only if it is still as last seen: the
+    /// object of ETag `last`, or, for `None`, no object at all. A
+    /// compare-and-swap: a write that lost fails with 412 (or 404 for a
+    /// key gone meanwhile). Gives the new object's ETag.
+    pub fn put_small_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        last: Option<&str>,
+    ) -> Result<String, Failure> {
+        let call = (self.client.put_object())
+            .bucket(&self.name)
+            .key(key)
+            .set_if_match(last.map(str::to_owned))
+            .set_if_none_match(last.is_none().then(|| "*".to_owned()))
+            .body(body.into())
+            .send();
+        let put = self.block_on(call).map_err(|e| Failure::of(&e))?;
+        Ok(put.e_tag.unwrap_or_default())
+    }
+
     /// Deletes the object `key`; a missing key is no error (S3 says 204).
     pub fn delete_key(&self, key: &str) -> Result<(), Failure> {
         let call = (self.client.delete_object())
             .bucket(&self.name)
             .key(key)
+            .send();
+        self.block_on(call).map(drop).map_err(|e| Failure::of(&e))
+    }
+}
+
+impl Bucket {
+    /// Deletes the object `key` only if its ETag is still `etag`: a record
+    /// another server has written since stays.
+    pub fn delete_key_if(&self, key: &str, etag: &str) -> Result<(), Failure> {
+        let call = (self.client.delete_object())
+            .bucket(&self.name)
+            .key(key)
+            .if_match(etag)
             .send();
         self.block_on(call).map(drop).map_err(|e| Failure::of(&e))
     }

@@ -17,6 +17,7 @@ mod digests;
 mod dirs;
 mod listing;
 mod read;
+mod resume;
 mod spec;
 mod uploads;
 mod walk;
@@ -28,6 +29,7 @@ use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName, Req
 use bucket::{Bucket, Failure, Head};
 pub use listing::ObjectListing;
 pub use read::ObjectReader;
+pub use resume::{ObjectPartial, ResumableObject};
 pub use spec::{BadAddress, Credentials, S3Spec};
 pub use walk::ObjectWalk;
 pub use write::{ObjectWriter, Upload};
@@ -38,6 +40,9 @@ pub struct S3Store {
     /// Shared with the handles requests hold: an object being read, an
     /// upload sending its parts.
     bucket: Arc<Bucket>,
+    /// Leases of resumable puts whose tries on this server have ended
+    /// without the store hearing of it (see [`resume::Released`]).
+    released: resume::Released,
 }
 
 /// Why an S3 store could not be opened.
@@ -82,6 +87,7 @@ impl S3Store {
         }
         Ok(S3Store {
             bucket: Arc::new(bucket),
+            released: resume::Released::default(),
         })
     }
 
@@ -108,8 +114,9 @@ impl S3Store {
             | RequestKind::Delete
             | RequestKind::MakeDir
             | RequestKind::RemoveDir
-            | RequestKind::Rename => true,
-            RequestKind::PutTree | RequestKind::PutFrom => false,
+            | RequestKind::Rename
+            | RequestKind::PutFrom => true,
+            RequestKind::PutTree => false,
         }
     }
 

@@ -9,6 +9,12 @@
 //! record is older than the partial time to live. It goes by the record's
 //! time rather than S3's `Initiated`, which some S3-compatible servers
 //! do not keep (moto answers a fixed date).
+//!
+//! A resumable upload (resume.rs) stays open when its client goes, for a
+//! later try through any server to go on with; its record is written
+//! again at each checkpoint and each resume ([`held`]), so it is swept
+//! once no try has touched it for the time to live, and it names the
+//! partial's record, which the sweep removes with it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,8 +27,12 @@ use super::digests::STATE_DIR;
 struct Record {
     key: String,
     upload_id: String,
-    /// Seconds since the Unix epoch, by the recording server's clock.
+    /// Seconds since the Unix epoch, by the recording server's clock:
+    /// when the upload began, or a resumable one was last touched.
     began: u64,
+    /// The key of the record of the resumable upload this is, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partial: Option<String>,
 }
 
 /// Records that the multipart upload `upload_id` of `key` has begun.
@@ -31,6 +41,21 @@ pub fn began(bucket: &Bucket, key: &str, upload_id: &str) -> Result<(), Failure>
         key: key.to_owned(),
         upload_id: upload_id.to_owned(),
         began: seconds(SystemTime::now()),
+        partial: None,
+    };
+    let body = serde_json::to_vec(&record).map_err(|e| Failure::broken(e.to_string()))?;
+    bucket.put_small(&record_key(bucket, upload_id), body)
+}
+
+/// Records that the resumable upload `upload_id` of `key`, whose partial
+/// is recorded at `partial`, was touched now: its time to live starts
+/// again.
+pub fn held(bucket: &Bucket, key: &str, upload_id: &str, partial: &str) -> Result<(), Failure> {
+    let record = Record {
+        key: key.to_owned(),
+        upload_id: upload_id.to_owned(),
+        began: seconds(SystemTime::now()),
+        partial: Some(partial.to_owned()),
     };
     let body = serde_json::to_vec(&record).map_err(|e| Failure::broken(e.to_string()))?;
     bucket.put_small(&record_key(bucket, upload_id), body)
@@ -88,11 +113,28 @@ pub fn sweep(bucket: &Bucket, ttl: Duration) -> usize {
             Err(failure) if failure.is_not_found() => {}
             Err(_) => continue,
         }
+        if let Some(partial) = &record.partial {
+            forget_partial(bucket, partial, &record.upload_id);
+        }
         let _ = bucket.delete_key(&record_key);
     }
-    swept
+    swept + super::resume::sweep_unstarted(bucket, ttl)
 }
 
-fn seconds(time: SystemTime) -> u64 {
+/// Removes the partial's record at `key` if it is still of the upload
+/// `upload_id` just aborted: a later try that started over wrote its own.
+fn forget_partial(bucket: &Bucket, key: &str, upload_id: &str) {
+    let Ok(Some((body, etag))) = bucket.get_small_tagged(key) else {
+        return;
+    };
+    let of = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("upload_id")?.as_str().map(str::to_owned));
+    if of.as_deref() == Some(upload_id) {
+        let _ = bucket.delete_key_if(key, &etag);
+    }
+}
+
+pub(super) fn seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

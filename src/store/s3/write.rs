@@ -13,7 +13,8 @@
 //! (PutObject or CompleteMultipartUpload) carries `If-None-Match: *`, so
 //! of several uploads racing to one new name exactly one wins, whatever
 //! the checks made before the body said. An upload dropped uncommitted
-//! (a digest mismatch, a client gone) aborts its multipart upload.
+//! (a digest mismatch, a client gone) aborts its multipart upload, unless
+//! it is a resumable one with a step recorded (resume.rs).
 
 use std::fs::File;
 use std::io;
@@ -49,15 +50,7 @@ impl S3Store {
         name: &RemoteName,
         size: u64,
     ) -> Result<(Upload, ObjectWriter), Refusal> {
-        if size > MAX_PARTS * STEP {
-            return Err(Refusal::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "{size} bytes is more than an S3 store takes ({} bytes: {MAX_PARTS} parts of {STEP})",
-                    MAX_PARTS * STEP
-                ),
-            ));
-        }
+        check_size(size)?;
         self.check_free(name, false)?;
         self.begin(name, false, Some(size))
     }
@@ -80,21 +73,13 @@ impl S3Store {
         replace: bool,
         size: Option<u64>,
     ) -> Result<(Upload, ObjectWriter), Refusal> {
-        let spool = tempfile::tempfile().map_err(|e| {
-            Refusal::new(
-                ErrorCode::Io,
-                format!("cannot make a spool file for the upload: {e}"),
-            )
-        })?;
-        let token = new_token()?;
-        let writer = ObjectWriter {
-            bucket: Arc::clone(&self.bucket),
-            key: self.bucket.key(name),
-            spool,
-            token,
+        let writer = ObjectWriter::new(
+            Arc::clone(&self.bucket),
+            self.bucket.key(name),
+            new_token()?,
             size,
-            parts: Mutex::new(Parts::default()),
-        };
+            Parts::default(),
+        )?;
         Ok((Upload { replace }, writer))
     }
 
@@ -153,6 +138,20 @@ impl S3Store {
     }
 }
 
+/// Refuses a body larger than S3 takes in parts of a step.
+pub(super) fn check_size(size: u64) -> Result<(), Refusal> {
+    if size > MAX_PARTS * STEP {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!(
+                "{size} bytes is more than an S3 store takes ({} bytes: {MAX_PARTS} parts of {STEP})",
+                MAX_PARTS * STEP
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The refusal of a create whose name is taken: the local store's words.
 pub(super) fn taken() -> Refusal {
     Refusal::new(
@@ -162,7 +161,7 @@ pub(super) fn taken() -> Refusal {
 }
 
 /// A random token naming one upload, 32 hex digits.
-fn new_token() -> Result<String, Refusal> {
+pub(super) fn new_token() -> Result<String, Refusal> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
@@ -224,6 +223,9 @@ struct Parts {
     /// Whether the upload is completed or aborted: nothing is left to
     /// abort.
     settled: bool,
+    /// Whether the upload is left open when the writer goes: a resumable
+    /// upload's, which another try goes on with (resume.rs).
+    kept: bool,
 }
 
 impl Parts {
@@ -234,6 +236,100 @@ impl Parts {
 }
 
 impl ObjectWriter {
+    /// A writer of `key` with a new spool; `parts` are those an earlier
+    /// try sent (resume.rs), whose bytes the spool does not hold: the
+    /// body is written at its own offsets, after them.
+    fn new(
+        bucket: Arc<Bucket>,
+        key: String,
+        token: String,
+        size: Option<u64>,
+        parts: Parts,
+    ) -> Result<ObjectWriter, Refusal> {
+        let spool = tempfile::tempfile().map_err(|e| {
+            Refusal::new(
+                ErrorCode::Io,
+                format!("cannot make a spool file for the upload: {e}"),
+            )
+        })?;
+        Ok(ObjectWriter {
+            bucket,
+            key,
+            spool,
+            token,
+            size,
+            parts: Mutex::new(parts),
+        })
+    }
+
+    /// A writer of the `size` bytes of a resumable upload to `key`, going
+    /// on with the multipart upload `upload_id`, whose first parts, of a
+    /// step each, have `etags`; `None`: a new upload. `token` is the
+    /// upload's, kept in its record.
+    pub(super) fn resumable(
+        bucket: Arc<Bucket>,
+        key: String,
+        token: String,
+        size: u64,
+        upload_id: Option<String>,
+        etags: &[String],
+    ) -> Result<ObjectWriter, Refusal> {
+        let sent: Vec<CompletedPart> = (1..)
+            .zip(etags)
+            .map(|(number, etag)| {
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .build()
+            })
+            .collect();
+        let parts = Parts {
+            upload_id,
+            punched: sent.len() as u64 * STEP,
+            sent,
+            ..Parts::default()
+        };
+        ObjectWriter::new(bucket, key, token, Some(size), parts)
+    }
+
+    /// The key written.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The bucket written to.
+    pub(super) fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    /// The multipart upload's id and the ETags of the parts that hold the
+    /// first `len` bytes (whole steps), if they are all sent.
+    pub(super) fn parts_of(&self, len: u64) -> Option<(String, Vec<String>)> {
+        let parts = self.parts();
+        let count = usize::try_from(len / STEP).ok()?;
+        if parts.sent_to() < len || parts.settled {
+            return None;
+        }
+        let etags = (parts.sent.get(..count)?.iter())
+            .map(|part| part.e_tag().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()?;
+        Some((parts.upload_id.clone()?, etags))
+    }
+
+    /// Leaves the multipart upload open when the writer goes, for a
+    /// resume to go on with.
+    pub(super) fn keep_open(&self) {
+        self.parts().kept = true;
+    }
+
+    /// Aborts the multipart upload now, unless it is settled.
+    pub(super) fn abort_now(&self) {
+        let mut parts = self.parts();
+        if !parts.settled {
+            self.abort(&mut parts);
+        }
+    }
+
     fn parts(&self) -> MutexGuard<'_, Parts> {
         // A panic while the lock was held left nothing half-changed that
         // matters more than going on: the commit checks the parts anyway.
@@ -338,7 +434,7 @@ impl ObjectWriter {
     }
 
     /// Makes the body appear under its key; see the module's doc.
-    fn commit(self, replace: bool, digest: &Digest) -> Result<(), Refusal> {
+    pub(super) fn commit(&self, replace: bool, digest: &Digest) -> Result<(), Refusal> {
         let doing = "storing the file";
         let size = self.spooled().map_err(|e| spool_failed(&e))?;
         let mut parts = std::mem::take(&mut *self.parts());
@@ -503,9 +599,11 @@ fn spool_failed(error: &io::Error) -> Refusal {
 impl Drop for ObjectWriter {
     /// An upload not committed leaves nothing: its multipart upload is
     /// aborted, in the background, since this may run on an async thread.
+    /// A resumable upload's is kept open instead, once it has a step to
+    /// go on from ([`ObjectWriter::keep_open`]).
     fn drop(&mut self) {
         let parts = self.parts();
-        let (Some(id), false) = (&parts.upload_id, parts.settled) else {
+        let (Some(id), false, false) = (&parts.upload_id, parts.settled, parts.kept) else {
             return;
         };
         let abort = (self.bucket.client().abort_multipart_upload())
