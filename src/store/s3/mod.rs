@@ -18,6 +18,7 @@ mod dirs;
 mod listing;
 mod read;
 mod spec;
+mod tree_write;
 mod uploads;
 mod walk;
 mod write;
@@ -29,6 +30,7 @@ use bucket::{Bucket, Failure, Head};
 pub use listing::ObjectListing;
 pub use read::ObjectReader;
 pub use spec::{BadAddress, Credentials, S3Spec};
+pub use tree_write::{ObjectTree, TreeObject};
 pub use walk::ObjectWalk;
 pub use write::{ObjectWriter, Upload};
 
@@ -108,8 +110,9 @@ impl S3Store {
             | RequestKind::Delete
             | RequestKind::MakeDir
             | RequestKind::RemoveDir
-            | RequestKind::Rename => true,
-            RequestKind::PutTree | RequestKind::PutFrom => false,
+            | RequestKind::Rename
+            | RequestKind::PutTree => true,
+            RequestKind::PutFrom => false,
         }
     }
 
