@@ -339,7 +339,7 @@ impl TreeWrite {
     pub fn next_candidate(&mut self) -> Result<Option<Candidate>, Refusal> {
         match self {
             TreeWrite::Local(tree) => tree.next_candidate(),
-            TreeWrite::S3(tree) => Ok(tree.next_candidate()),
+            TreeWrite::S3(tree) => tree.next_candidate(),
         }
     }
 

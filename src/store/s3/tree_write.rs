@@ -39,6 +39,9 @@ use crate::transport::BodySink;
 /// this, entries are looked up one at a time.
 const LISTED_KEYS: usize = 100_000;
 
+/// How many candidates' digests are looked up at once.
+const DIGESTS_AT_ONCE: usize = 16;
+
 /// A tree being written to the bucket.
 #[derive(Debug)]
 pub struct ObjectTree {
@@ -52,7 +55,10 @@ pub struct ObjectTree {
     /// What was under the target when the tree was opened, if it was
     /// listed whole.
     listed: Option<Listed>,
-    /// The files the survey found with the same size, in manifest order.
+    /// The files the survey found with the same size, in manifest order,
+    /// before their digests are looked up.
+    unresolved: VecDeque<Unresolved>,
+    /// The next of them, with their digests.
     candidates: VecDeque<Candidate>,
     /// The directories of the entry being written, the top first: path
     /// below the top, and whether anything was written beneath it.
@@ -78,6 +84,18 @@ enum Found {
         head: Option<Head>,
     },
     Directory,
+}
+
+/// A file the survey found with the same size, its digest not yet looked
+/// up.
+#[derive(Debug)]
+struct Unresolved {
+    index: u64,
+    path: String,
+    key: String,
+    size: u64,
+    /// Its HEAD, if the survey made one.
+    head: Option<Head>,
 }
 
 /// A file of the tree being received: how it is committed, and its path
@@ -127,6 +145,7 @@ impl S3Store {
             target: target.cloned(),
             replace,
             listed,
+            unresolved: VecDeque::new(),
             candidates: VecDeque::new(),
             chain: vec![(String::new(), false)],
         })
@@ -177,30 +196,18 @@ impl ObjectTree {
             Found::File { size, .. } if size != entry.size || entry.kind != EntryKind::File => {
                 return Ok(other_file)
             }
-            Found::File {
-                head: Some(head), ..
-            } => head,
-            // Its digest is in its metadata, or in a record: a HEAD says.
-            Found::File { head: None, .. } => {
-                match self.bucket().head(&key).map_err(|f| f.refusal(&doing()))? {
-                    Some(head) if head.size == entry.size => head,
-                    Some(_) => return Ok(other_file),
-                    None => return Ok(Meets::Free), // gone meanwhile
-                }
-            }
+            Found::File { head, .. } => head,
         };
-        match self.digest_of(key, head)? {
-            Some(digest) => {
-                self.candidates.push_back(Candidate {
-                    index,
-                    path: entry.path.clone(),
-                    digest,
-                });
-                Ok(Meets::SameSize)
-            }
-            // Replaced while it was read: as another file would be.
-            None => Ok(other_file),
-        }
+        // Its digest is looked up with those of the candidates around it,
+        // when the client's digests come.
+        self.unresolved.push_back(Unresolved {
+            index,
+            path: entry.path.clone(),
+            key,
+            size: entry.size,
+            head,
+        });
+        Ok(Meets::SameSize)
     }
 
     /// What the tree's `path`, at `key`, is in the bucket: as the listing
@@ -227,21 +234,47 @@ impl ObjectTree {
         }
     }
 
-    /// The digest of the object `key`: the one ferry keeps, or else
-    /// hashed now (a GET of the whole object, an object another tool
-    /// wrote) and kept. `None` if it was replaced while it was read.
-    fn digest_of(&self, key: String, head: Head) -> Result<Option<Digest>, Refusal> {
-        let bucket = &self.store.bucket;
-        if let Some(digest) = digests::lookup(bucket, &key, &head) {
-            return Ok(Some(digest));
+    /// The next file the survey found with the same size, in manifest
+    /// order, with the server's digest of it; `None` after the last.
+    pub fn next_candidate(&mut self) -> Result<Option<Candidate>, Refusal> {
+        if self.candidates.is_empty() {
+            self.resolve_candidates()?;
         }
-        ObjectReader::known(Arc::clone(bucket), key, head, None).hash()
+        Ok(self.candidates.pop_front())
     }
 
-    /// The next file the survey found with the same size, in manifest
-    /// order; `None` after the last.
-    pub fn next_candidate(&mut self) -> Option<Candidate> {
-        self.candidates.pop_front()
+    /// Finds the digests of the next few candidates, at once: each is a
+    /// HEAD (unless the survey made one) and, for an object whose digest
+    /// is not in its metadata, a GET of its record.
+    fn resolve_candidates(&mut self) -> Result<(), Refusal> {
+        let take = self.unresolved.len().min(DIGESTS_AT_ONCE);
+        let batch: Vec<Unresolved> = self.unresolved.drain(..take).collect();
+        let bucket = &self.store.bucket;
+        // Threads, each blocking on the bucket's runtime as every store
+        // call does (as the walk's HEADs are made).
+        let digests: Vec<Result<Option<Digest>, Refusal>> = std::thread::scope(|scope| {
+            let calls: Vec<_> = (batch.iter())
+                .map(|unresolved| scope.spawn(move || digest_of(bucket, unresolved)))
+                .collect();
+            calls
+                .into_iter()
+                .map(|call| {
+                    call.join()
+                        .unwrap_or_else(|_| Err(Refusal::new(ErrorCode::Io, "a HEAD failed")))
+                })
+                .collect()
+        });
+        for (unresolved, digest) in batch.into_iter().zip(digests) {
+            self.candidates.push_back(Candidate {
+                index: unresolved.index,
+                path: unresolved.path,
+                // A file gone or changed since the survey: a digest no
+                // content has, so it is not skipped, but a conflict
+                // (or replaced), as a file of another size would be.
+                digest: digest?.unwrap_or([0; 32]),
+            });
+        }
+        Ok(())
     }
 
     /// Whether a file may replace what is in its way.
@@ -374,6 +407,30 @@ impl ObjectTree {
         }
         Ok(())
     }
+}
+
+/// The digest of the same-size object `unresolved`: the one ferry keeps,
+/// or else hashed now (a GET of the whole object, which another tool
+/// wrote) and kept. `None` if it is gone, or no longer of that size.
+fn digest_of(bucket: &Arc<Bucket>, unresolved: &Unresolved) -> Result<Option<Digest>, Refusal> {
+    let key = &unresolved.key;
+    let head = match &unresolved.head {
+        Some(head) => head.clone(),
+        None => match bucket.head(key) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(None),
+            Err(failure) => {
+                return Err(failure.refusal(&format!("looking up {:?}", unresolved.path)))
+            }
+        },
+    };
+    if head.size != unresolved.size {
+        return Ok(None);
+    }
+    if let Some(digest) = digests::lookup(bucket, key, &head) {
+        return Ok(Some(digest));
+    }
+    ObjectReader::known(Arc::clone(bucket), key.clone(), head, None).hash()
 }
 
 /// Every key beneath the prefix `top`, as paths below it; `None` if there
