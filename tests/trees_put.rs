@@ -683,6 +683,31 @@ fn a_put_r_killed_midway_keeps_whole_files_on_s3_and_the_next_run_skips_them() {
     no_temporaries(&server);
 }
 
+/// Issue 17: a tree on S3 cut off keeps every file that arrived whole
+/// and verified, the small ones sent together included, a new tree as a
+/// merge: they are not to be sent again.
+#[test]
+fn a_tree_cut_off_on_s3_keeps_every_file_that_arrived_verified() {
+    if common::s3::S3Server::shared().is_none() {
+        return;
+    }
+    let server = TestServer::start_in(Backing::S3);
+    let mut client = RawClient::handshake(server.addr());
+    let entries = [file("a", 10), file("b", 3), file("c", 100)];
+    send_manifest(&mut client, "new", false, &entries);
+    assert_eq!(client.recv(), Some(Message::Proceed));
+    client.send(&entries[0]);
+    send_body(&mut client, b"0123456789");
+    client.send(&entries[1]);
+    send_body(&mut client, b"abc");
+    client.send(&entries[2]);
+    client.send_raw(&[b'c'; 50]);
+    drop(client);
+    server.wait_for_reports(1);
+    assert_eq!(server.served_tree(), ["new", "new/a", "new/b"]);
+    assert_eq!(server.read_served("new/b").unwrap(), b"abc");
+}
+
 fn a_file_that_arrives_damaged_fails_the_tree_and_the_stream_stays_in_step(backing: Backing) {
     let server = TestServer::start_in(backing);
     let mut client = RawClient::handshake(server.addr());

@@ -438,13 +438,13 @@ impl TreeWrite {
     }
 
     /// Ends a tree cut off before its end: what can be kept for the next
-    /// try is kept (on S3, the files committed), the rest undone.
+    /// try is kept (on S3, every file that arrived verified), the rest
+    /// undone.
     pub fn cut_off(self) {
         match self {
             TreeWrite::Local(tree) => (*tree).cut_off(),
-            // Each file was committed as it came; a file not committed
-            // aborts its upload when dropped.
-            TreeWrite::S3(_) => {}
+            // A file not committed aborts its upload when dropped.
+            TreeWrite::S3(tree) => (*tree).cut_off(),
         }
     }
 

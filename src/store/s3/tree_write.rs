@@ -42,6 +42,9 @@ const LISTED_KEYS: usize = 100_000;
 /// How many candidates' digests are looked up at once.
 const DIGESTS_AT_ONCE: usize = 16;
 
+/// How many small files are sent at once.
+const PUTS_AT_ONCE: usize = 16;
+
 /// A tree being written to the bucket.
 #[derive(Debug)]
 pub struct ObjectTree {
@@ -60,6 +63,10 @@ pub struct ObjectTree {
     unresolved: VecDeque<Unresolved>,
     /// The next of them, with their digests.
     candidates: VecDeque<Candidate>,
+    /// Small files verified, waiting to be sent with the next few: what
+    /// it is received in, and its digest. Dropped unsent, they leave
+    /// nothing.
+    waiting: Vec<(TreeObject, ObjectWriter, Digest)>,
     /// The directories of the entry being written, the top first: path
     /// below the top, and whether anything was written beneath it.
     chain: Vec<(String, bool)>,
@@ -147,6 +154,7 @@ impl S3Store {
             listed,
             unresolved: VecDeque::new(),
             candidates: VecDeque::new(),
+            waiting: Vec::new(),
             chain: vec![(String::new(), false)],
         })
     }
@@ -284,8 +292,20 @@ impl ObjectTree {
 
     /// Takes the next entry of the second pass: a directory is noted (its
     /// marker comes when the pass leaves it, if it needs one); a file
-    /// gets a writer, to spool its body to and send it.
+    /// gets a writer, to spool its body to and send it. The small files
+    /// waiting go first, so they are not held while a large one streams.
     pub fn enter(
+        &mut self,
+        entry: &TreeEntry,
+    ) -> Result<Option<(TreeObject, ObjectWriter)>, Refusal> {
+        if entry.kind != EntryKind::Directory {
+            self.send_waiting()?;
+        }
+        self.enter_any(entry)
+    }
+
+    /// [`ObjectTree::enter`], leaving the small files waiting.
+    fn enter_any(
         &mut self,
         entry: &TreeEntry,
     ) -> Result<Option<(TreeObject, ObjectWriter)>, Refusal> {
@@ -321,28 +341,20 @@ impl ObjectTree {
         body: ObjectWriter,
         digest: &Digest,
     ) -> Result<(), Refusal> {
-        let TreeObject { upload, path } = object;
-        upload
-            .commit(body, digest)
-            .map_err(|refusal| match refusal.code {
-                ErrorCode::AlreadyExists => Refusal::new(
-                    ErrorCode::AlreadyExists,
-                    format!("{path:?} was taken meanwhile; ferry never overwrites"),
-                ),
-                _ => refusal,
-            })
+        commit(object, body, digest)
     }
 
     /// Takes the next entry of the second pass, a small file whose body
     /// arrived whole and verified: one PutObject, as [`ObjectTree::enter`]
-    /// and [`ObjectTree::received`] make it.
+    /// and [`ObjectTree::received`] make it, sent with the next few small
+    /// files at once.
     pub fn write_whole(
         &mut self,
         entry: &TreeEntry,
         body: &[u8],
         digest: &Digest,
     ) -> Result<(), Refusal> {
-        let Some((object, writer)) = self.enter(entry)? else {
+        let Some((object, writer)) = self.enter_any(entry)? else {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
                 format!(
@@ -357,12 +369,45 @@ impl ObjectTree {
                 format!("cannot spool the body of {:?}: {e}", entry.path),
             )
         })?;
-        self.received(object, writer, digest)
+        self.waiting.push((object, writer, *digest));
+        if self.waiting.len() >= PUTS_AT_ONCE {
+            self.send_waiting()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the small files waiting, at once: a thread each, blocking
+    /// on the bucket's runtime as every store call does. The first
+    /// refusal, if any, once all are done.
+    fn send_waiting(&mut self) -> Result<(), Refusal> {
+        let waiting = std::mem::take(&mut self.waiting);
+        let committed: Vec<Result<(), Refusal>> = std::thread::scope(|scope| {
+            let calls: Vec<_> = (waiting.into_iter())
+                .map(|(object, body, digest)| scope.spawn(move || commit(object, body, &digest)))
+                .collect();
+            calls
+                .into_iter()
+                .map(|call| {
+                    call.join()
+                        .unwrap_or_else(|_| Err(Refusal::new(ErrorCode::Io, "a put failed")))
+                })
+                .collect()
+        });
+        committed.into_iter().collect()
+    }
+
+    /// Ends a tree cut off before its end: the small files that arrived
+    /// verified are committed, as those before them were.
+    pub fn cut_off(mut self) {
+        if let Err(refusal) = self.send_waiting() {
+            tracing::warn!(error = %refusal.message, "cannot keep the last files of a tree cut off");
+        }
     }
 
     /// Completes the tree: the directories still open get their markers,
     /// the top too if the tree is new and empty.
     pub fn finish(mut self) -> Result<(), Refusal> {
+        self.send_waiting()?;
         self.leave_until("")?;
         let top_written = self.chain.first().is_some_and(|(_, written)| *written);
         if self.is_new() && !top_written {
@@ -407,6 +452,21 @@ impl ObjectTree {
         }
         Ok(())
     }
+}
+
+/// Makes the verified file `object`, received in `body`, appear under
+/// its name.
+fn commit(object: TreeObject, body: ObjectWriter, digest: &Digest) -> Result<(), Refusal> {
+    let TreeObject { upload, path } = object;
+    upload
+        .commit(body, digest)
+        .map_err(|refusal| match refusal.code {
+            ErrorCode::AlreadyExists => Refusal::new(
+                ErrorCode::AlreadyExists,
+                format!("{path:?} was taken meanwhile; ferry never overwrites"),
+            ),
+            _ => refusal,
+        })
 }
 
 /// The digest of the same-size object `unresolved`: the one ferry keeps,
