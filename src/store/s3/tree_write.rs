@@ -15,7 +15,10 @@
 //! listing is held in memory, so a target of more than [`LISTED_KEYS`]
 //! keys is not listed whole; its entries are looked up one at a time
 //! instead (a HEAD, and a LIST of one key for a directory). Files of the
-//! same size are HEADed for their digests either way.
+//! same size are HEADed for their digests either way, [`AT_ONCE`] at a
+//! time, once the client's digests come; and small files (bodies taken
+//! whole) are sent as many at a time, since on S3 each request waits a
+//! round trip.
 //!
 //! A directory gets a marker object only if nothing else keeps it: when
 //! the second pass leaves a directory in which it wrote nothing, and
@@ -26,7 +29,7 @@ use std::sync::Arc;
 
 use aws_sdk_s3::types::EncodingType;
 
-use super::bucket::{Bucket, Failure, Head};
+use super::bucket::{Bucket, Failure};
 use super::listing::url_decoded;
 use super::read::ObjectReader;
 use super::write::{ObjectWriter, Upload, MAX_PARTS};
@@ -39,11 +42,9 @@ use crate::transport::BodySink;
 /// this, entries are looked up one at a time.
 const LISTED_KEYS: usize = 100_000;
 
-/// How many candidates' digests are looked up at once.
-const DIGESTS_AT_ONCE: usize = 16;
-
-/// How many small files are sent at once.
-const PUTS_AT_ONCE: usize = 16;
+/// How many candidates' digests are looked up at once, and how many
+/// small files are sent at once.
+const AT_ONCE: usize = 16;
 
 /// A tree being written to the bucket.
 #[derive(Debug)]
@@ -85,24 +86,18 @@ struct Listed {
 /// What a path of the tree is in the bucket.
 enum Found {
     Nothing,
-    /// An object of `size` bytes, and its HEAD if it was taken.
-    File {
-        size: u64,
-        head: Option<Head>,
-    },
+    /// An object of that many bytes.
+    File(u64),
     Directory,
 }
 
 /// A file the survey found with the same size, its digest not yet looked
-/// up.
+/// up: kept small, as a manifest may have a million.
 #[derive(Debug)]
 struct Unresolved {
     index: u64,
     path: String,
-    key: String,
     size: u64,
-    /// Its HEAD, if the survey made one.
-    head: Option<Head>,
 }
 
 /// A file of the tree being received: how it is committed, and its path
@@ -193,27 +188,25 @@ impl ObjectTree {
         } else {
             Meets::Conflict
         };
-        let head = match self
+        match self
             .find(&entry.path, &key)
             .map_err(|f| f.refusal(&doing()))?
         {
             Found::Nothing => return Ok(Meets::Free),
             Found::Directory if is_file => return Ok(Meets::Conflict),
             Found::Directory => return Ok(Meets::Free),
-            Found::File { .. } if !is_file => return Ok(Meets::Conflict),
-            Found::File { size, .. } if size != entry.size || entry.kind != EntryKind::File => {
+            Found::File(_) if !is_file => return Ok(Meets::Conflict),
+            Found::File(size) if size != entry.size || entry.kind != EntryKind::File => {
                 return Ok(other_file)
             }
-            Found::File { head, .. } => head,
-        };
+            Found::File(_) => {}
+        }
         // Its digest is looked up with those of the candidates around it,
         // when the client's digests come.
         self.unresolved.push_back(Unresolved {
             index,
             path: entry.path.clone(),
-            key,
             size: entry.size,
-            head,
         });
         Ok(Meets::SameSize)
     }
@@ -223,7 +216,7 @@ impl ObjectTree {
     fn find(&self, path: &str, key: &str) -> Result<Found, Failure> {
         if let Some(listed) = &self.listed {
             return Ok(if let Some(&size) = listed.files.get(path) {
-                Found::File { size, head: None }
+                Found::File(size)
             } else if listed.dirs.contains(path) {
                 Found::Directory
             } else {
@@ -231,10 +224,7 @@ impl ObjectTree {
             });
         }
         if let Some(head) = self.bucket().head(key)? {
-            Ok(Found::File {
-                size: head.size,
-                head: Some(head),
-            })
+            Ok(Found::File(head.size))
         } else if self.bucket().has_keys_under(&format!("{key}/"))? {
             Ok(Found::Directory)
         } else {
@@ -255,14 +245,14 @@ impl ObjectTree {
     /// HEAD (unless the survey made one) and, for an object whose digest
     /// is not in its metadata, a GET of its record.
     fn resolve_candidates(&mut self) -> Result<(), Refusal> {
-        let take = self.unresolved.len().min(DIGESTS_AT_ONCE);
+        let take = self.unresolved.len().min(AT_ONCE);
         let batch: Vec<Unresolved> = self.unresolved.drain(..take).collect();
-        let bucket = &self.store.bucket;
+        let (bucket, top) = (&self.store.bucket, self.top.as_str());
         // Threads, each blocking on the bucket's runtime as every store
         // call does (as the walk's HEADs are made).
         let digests: Vec<Result<Option<Digest>, Refusal>> = std::thread::scope(|scope| {
             let calls: Vec<_> = (batch.iter())
-                .map(|unresolved| scope.spawn(move || digest_of(bucket, unresolved)))
+                .map(|unresolved| scope.spawn(move || digest_of(bucket, top, unresolved)))
                 .collect();
             calls
                 .into_iter()
@@ -370,7 +360,7 @@ impl ObjectTree {
             )
         })?;
         self.waiting.push((object, writer, *digest));
-        if self.waiting.len() >= PUTS_AT_ONCE {
+        if self.waiting.len() >= AT_ONCE {
             self.send_waiting()?;
         }
         Ok(())
@@ -469,28 +459,28 @@ fn commit(object: TreeObject, body: ObjectWriter, digest: &Digest) -> Result<(),
         })
 }
 
-/// The digest of the same-size object `unresolved`: the one ferry keeps,
-/// or else hashed now (a GET of the whole object, which another tool
-/// wrote) and kept. `None` if it is gone, or no longer of that size.
-fn digest_of(bucket: &Arc<Bucket>, unresolved: &Unresolved) -> Result<Option<Digest>, Refusal> {
-    let key = &unresolved.key;
-    let head = match &unresolved.head {
-        Some(head) => head.clone(),
-        None => match bucket.head(key) {
-            Ok(Some(head)) => head,
-            Ok(None) => return Ok(None),
-            Err(failure) => {
-                return Err(failure.refusal(&format!("looking up {:?}", unresolved.path)))
-            }
-        },
+/// The digest of the same-size object `unresolved`, beneath the prefix
+/// `top`: the one ferry keeps, or else hashed now (a GET of the whole
+/// object, which another tool wrote) and kept. `None` if it is gone, or
+/// no longer of that size.
+fn digest_of(
+    bucket: &Arc<Bucket>,
+    top: &str,
+    unresolved: &Unresolved,
+) -> Result<Option<Digest>, Refusal> {
+    let key = format!("{top}{}", unresolved.path);
+    let head = match bucket.head(&key) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(None),
+        Err(failure) => return Err(failure.refusal(&format!("looking up {:?}", unresolved.path))),
     };
     if head.size != unresolved.size {
         return Ok(None);
     }
-    if let Some(digest) = digests::lookup(bucket, key, &head) {
+    if let Some(digest) = digests::lookup(bucket, &key, &head) {
         return Ok(Some(digest));
     }
-    ObjectReader::known(Arc::clone(bucket), key.clone(), head, None).hash()
+    ObjectReader::known(Arc::clone(bucket), key, head, None).hash()
 }
 
 /// Every key beneath the prefix `top`, as paths below it; `None` if there
