@@ -34,8 +34,9 @@ pub use tree_write::{ObjectTree, TreeObject};
 pub use walk::ObjectWalk;
 pub use write::{ObjectWriter, Upload};
 
-/// A bucket (and prefix) served.
-#[derive(Debug)]
+/// A bucket (and prefix) served. Cloned, it serves the same bucket: a
+/// tree being written holds one.
+#[derive(Debug, Clone)]
 pub struct S3Store {
     /// Shared with the handles requests hold: an object being read, an
     /// upload sending its parts.

@@ -140,9 +140,7 @@ impl S3Store {
         let listed = list_all(&self.bucket, &top)
             .map_err(|f| f.refusal("listing the target of the tree"))?;
         Ok(ObjectTree {
-            store: S3Store {
-                bucket: Arc::clone(&self.bucket),
-            },
+            store: self.clone(),
             top,
             target: target.cloned(),
             replace,
