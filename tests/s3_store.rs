@@ -12,7 +12,7 @@ use common::{
     assert_exit, describe, eventually, pseudo_random_bytes, write_file, Backing, BinaryServer,
     RawClient, TestServer,
 };
-use ferry::protocol::{ErrorCode, Message, RemoteName, RequestKind};
+use ferry::protocol::{ErrorCode, Message, RemoteName};
 use ferry::store::{Store, StoreSpec};
 use ferry::transport::BodySource;
 
@@ -108,48 +108,6 @@ fn a_bad_address_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is not a bucket name"), "{stderr}");
-}
-
-#[test]
-fn a_request_the_store_does_not_serve_is_not_offered_and_is_refused_if_sent() {
-    if S3Server::shared().is_none() {
-        return;
-    }
-    let server = TestServer::start_in(Backing::S3);
-    let (mut raw, welcome) = RawClient::hello(server.addr(), "");
-    let Some(Message::Welcome { requests }) = welcome else {
-        panic!("expected a welcome, got {welcome:?}");
-    };
-    assert!(requests.contains(&RequestKind::Stat), "{requests:?}");
-    assert!(requests.contains(&RequestKind::PutFrom), "{requests:?}");
-    assert!(!requests.contains(&RequestKind::PutTree), "{requests:?}");
-    // A client that sends it anyway is told, and may go on.
-    raw.send(&Message::PutTree {
-        target: "t".into(),
-        replace: false,
-        top: None,
-        restart: false,
-    });
-    // A tree is refused once its manifest is read: the stream stays in
-    // step.
-    raw.send(&Message::TreeEnd {
-        entries: 0,
-        bytes: 0,
-    });
-    match raw.recv() {
-        Some(Message::Error {
-            code: ErrorCode::UnsupportedRequest,
-            ..
-        }) => {}
-        other => panic!("expected unsupported-request, got {other:?}"),
-    }
-    raw.send(&Message::Stat {
-        name: String::new(),
-    });
-    assert!(
-        matches!(raw.recv(), Some(Message::Info(_))),
-        "the connection did not carry on"
-    );
 }
 
 #[test]

@@ -154,9 +154,7 @@ impl Session {
                 .await;
         }
         let welcome = Message::Welcome {
-            requests: (RequestKind::ALL.into_iter())
-                .filter(|&kind| self.store.serves(kind))
-                .collect(),
+            requests: RequestKind::ALL.to_vec(),
         };
         if let Err(e) = conn.write_message(&welcome).await {
             return self.report_connection(e.kind(), e.to_string());

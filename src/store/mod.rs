@@ -13,11 +13,11 @@
 //! [`Upload`], [`ResumableUpload`], [`Listing`], [`TreeWalk`],
 //! [`TreeWrite`], [`TreeFile`], and the [`Partial`] a resumable upload
 //! writes to) are the local store's own types until a second backend has
-//! a handle of that kind: then the name becomes an enum here, as
-//! [`ReadFile`], [`WriteFile`], [`Upload`], [`ResumableUpload`],
-//! [`Partial`], [`Listing`] and [`TreeWalk`] are, a change to this module
-//! alone, since the server names them only through it. (The client keeps
-//! its partials as `crate::partial::Partial`, the local arm's type.) Made enums of one variant, they would be
+//! a handle of that kind: then the name becomes an enum here, as every
+//! one of them now is, a change to this module alone, since the server
+//! names them only through it. (The client keeps its partials as
+//! `crate::partial::Partial`, the local arm's type.) Made enums of one
+//! variant, they would be
 //! methods that forward and decide nothing, and not every backend will
 //! need every handle: one that does not serve PutTree has no `TreeWrite`
 //! of its own.
@@ -36,18 +36,14 @@ use std::time::{Duration, SystemTime};
 
 use crate::partial::Found;
 use crate::protocol::{
-    Digest, Entry, ErrorCode, Info, OmitReason, Prefix, Refusal, RemoteName, RequestKind, TreeEntry,
+    Digest, Entry, ErrorCode, Info, OmitReason, Prefix, Refusal, RemoteName, TreeEntry,
 };
 use crate::transport::{BodySink, BodySource};
 
-/// Where a file of a PutTree is received: the local store's temporary
-/// file (the S3 store serves no PutTree).
-pub use local::WriteFile as TreeBody;
-pub use local::{
-    classify, Candidate, Leftover, LocalStore, Meets, Owner, Removed, TreeFile, TreeWrite,
-    PARTIALS_DIR,
-};
-use s3::{not_served, ObjectWriter, S3Spec, S3Store};
+/// Where a file of a PutTree is received: as a put's body is.
+pub use self::WriteFile as TreeBody;
+pub use local::{classify, Candidate, Leftover, LocalStore, Meets, Owner, Removed, PARTIALS_DIR};
+use s3::{ObjectWriter, S3Spec, S3Store};
 
 /// Where the served files are to be kept: what a server is configured
 /// with, before the store is opened.
@@ -95,15 +91,6 @@ impl Store {
                     })
             }
             StoreSpec::S3(spec) => Ok(Store::S3(S3Store::open(spec)?)),
-        }
-    }
-
-    /// Whether this store serves requests of `kind`: the server's welcome
-    /// lists only those.
-    pub fn serves(&self, kind: RequestKind) -> bool {
-        match self {
-            Store::Local(_) => true,
-            Store::S3(store) => store.serves(kind),
         }
     }
 
@@ -288,10 +275,215 @@ impl Store {
         restart: bool,
     ) -> Result<TreeWrite, Refusal> {
         match self {
-            Store::Local(store) => store.open_tree(target, replace, top, owner, restart),
-            Store::S3(_) => Err(not_served(RequestKind::PutTree)),
+            Store::Local(store) => (store.open_tree(target, replace, top, owner, restart))
+                .map(|tree| TreeWrite::Local(Box::new(tree))),
+            // No staging on S3: nothing to go on from, or to restart.
+            Store::S3(store) => {
+                (store.open_tree(target, replace)).map(|tree| TreeWrite::S3(Box::new(tree)))
+            }
         }
     }
+
+    /// Whether a PutTree receives its files of more than a step into
+    /// partials ([`TreeWrite::enter_partial`]), so a cut keeps what came
+    /// of them; otherwise as its other files ([`TreeWrite::enter`]).
+    pub fn takes_tree_partials(&self) -> bool {
+        match self {
+            Store::Local(_) => true,
+            // A tree on S3 keeps whole files only.
+            Store::S3(_) => false,
+        }
+    }
+}
+
+/// A tree being written for a PutTree (PROTOCOL.md §5.10). Both kinds
+/// are boxed: a tree moves to the blocking pool and back for every batch
+/// of its entries.
+pub enum TreeWrite {
+    /// Staged on the local disk, taking its names in batches; a new tree
+    /// appears whole.
+    Local(Box<local::TreeWrite>),
+    /// Written to the bucket file by file, each file atomically.
+    S3(Box<s3::ObjectTree>),
+}
+
+impl TreeWrite {
+    /// Whether the tree goes to a new name.
+    pub fn is_new(&self) -> bool {
+        match self {
+            TreeWrite::Local(tree) => tree.is_new(),
+            TreeWrite::S3(tree) => tree.is_new(),
+        }
+    }
+
+    /// What `entry`, the one at `index` of the manifest, meets where it
+    /// would go. A file of the same size is remembered, with the store's
+    /// digest of it, for [`TreeWrite::next_candidate`].
+    pub fn survey(&mut self, index: u64, entry: &TreeEntry) -> Result<Meets, Refusal> {
+        match self {
+            TreeWrite::Local(tree) => tree.survey(index, entry),
+            TreeWrite::S3(tree) => tree.survey(index, entry),
+        }
+    }
+
+    /// The partials an earlier try left that prove a prefix: manifest
+    /// index, path and prefix, in manifest order.
+    pub fn held(&self) -> Vec<(u64, String, Prefix)> {
+        match self {
+            TreeWrite::Local(tree) => tree.held(),
+            TreeWrite::S3(_) => Vec::new(),
+        }
+    }
+
+    /// The next file the survey found with the same size, in manifest
+    /// order; `None` after the last.
+    pub fn next_candidate(&mut self) -> Result<Option<Candidate>, Refusal> {
+        match self {
+            TreeWrite::Local(tree) => tree.next_candidate(),
+            TreeWrite::S3(tree) => tree.next_candidate(),
+        }
+    }
+
+    /// Refuses a tree of `bytes` the store cannot hold.
+    pub fn check_space(&self, bytes: u64) -> Result<(), Refusal> {
+        match self {
+            TreeWrite::Local(tree) => tree.check_space(bytes),
+            // S3 tells no free space.
+            TreeWrite::S3(_) => Ok(()),
+        }
+    }
+
+    /// Makes what the tree needs before its first entry.
+    pub fn start(&mut self) -> Result<(), Refusal> {
+        match self {
+            TreeWrite::Local(tree) => tree.start(),
+            TreeWrite::S3(_) => Ok(()),
+        }
+    }
+
+    /// Takes the next entry of the second pass: a directory is made or
+    /// noted; a file gets where its body is written.
+    pub fn enter(&mut self, entry: &TreeEntry) -> Result<Option<(TreeFile, WriteFile)>, Refusal> {
+        Ok(match self {
+            TreeWrite::Local(tree) => (tree.enter(entry)?)
+                .map(|(file, body)| (TreeFile::Local(file), WriteFile::Local(body))),
+            TreeWrite::S3(tree) => (tree.enter(entry)?)
+                .map(|(object, body)| (TreeFile::S3(object), WriteFile::S3(body))),
+        })
+    }
+
+    /// Takes the next entry of the second pass, a file of more than a
+    /// step, into a partial (stores that
+    /// [take tree partials](Store::takes_tree_partials) only: the local
+    /// store, whose partial type this is).
+    pub fn enter_partial(
+        &mut self,
+        entry: &TreeEntry,
+    ) -> Result<(crate::partial::Partial, Prefix), Refusal> {
+        match self {
+            TreeWrite::Local(tree) => tree.enter_partial(entry),
+            TreeWrite::S3(_) => Err(no_tree_partials()),
+        }
+    }
+
+    /// Takes a file whose body arrived whole and verified in `partial`.
+    pub fn received_partial(
+        &mut self,
+        partial: &crate::partial::Partial,
+        entry: &TreeEntry,
+        digest: &Digest,
+    ) -> Result<(), Refusal> {
+        match self {
+            TreeWrite::Local(tree) => tree.received_partial(partial, entry, digest),
+            TreeWrite::S3(_) => Err(no_tree_partials()),
+        }
+    }
+
+    /// Takes a file whose body arrived whole and verified.
+    pub fn received(
+        &mut self,
+        file: TreeFile,
+        body: WriteFile,
+        digest: &Digest,
+    ) -> Result<(), Refusal> {
+        match (self, file, body) {
+            (TreeWrite::Local(tree), TreeFile::Local(file), WriteFile::Local(body)) => {
+                tree.received(file, body, digest)
+            }
+            (TreeWrite::S3(tree), TreeFile::S3(object), WriteFile::S3(body)) => {
+                tree.received(object, body, digest)
+            }
+            _ => Err(Refusal::new(
+                ErrorCode::Io,
+                "internal: a tree's file received with another store's body",
+            )),
+        }
+    }
+
+    /// Takes the next entry of the second pass, a small file whose body
+    /// arrived whole and verified, in one step.
+    pub fn write_whole(
+        &mut self,
+        entry: &TreeEntry,
+        body: &[u8],
+        digest: &Digest,
+    ) -> Result<(), Refusal> {
+        match self {
+            TreeWrite::Local(tree) => tree.write_whole(entry, body, digest),
+            TreeWrite::S3(tree) => tree.write_whole(entry, body, digest),
+        }
+    }
+
+    /// Completes the tree.
+    pub fn finish(self) -> Result<(), Refusal> {
+        match self {
+            TreeWrite::Local(tree) => (*tree).finish(),
+            TreeWrite::S3(tree) => (*tree).finish(),
+        }
+    }
+
+    /// Ends a tree cut off before its end: what can be kept for the next
+    /// try is kept (on S3, every file that arrived verified), the rest
+    /// undone.
+    pub fn cut_off(self) {
+        match self {
+            TreeWrite::Local(tree) => (*tree).cut_off(),
+            // A file not committed aborts its upload when dropped.
+            TreeWrite::S3(tree) => (*tree).cut_off(),
+        }
+    }
+
+    /// Ends a tree that failed: nothing of it is kept that can be undone
+    /// (on S3, the files committed stay).
+    pub fn discard(self) {
+        match self {
+            TreeWrite::Local(tree) => (*tree).discard(),
+            TreeWrite::S3(_) => {}
+        }
+    }
+
+    /// Whether a file may replace what is in its way.
+    pub fn replaces(&self) -> bool {
+        match self {
+            TreeWrite::Local(tree) => tree.replaces(),
+            TreeWrite::S3(tree) => tree.replaces(),
+        }
+    }
+}
+
+/// A file of a PutTree being received, to be handed back to
+/// [`TreeWrite::received`].
+pub enum TreeFile {
+    Local(local::TreeFile),
+    S3(s3::TreeObject),
+}
+
+/// The refusal of a partial asked of a store whose trees take none.
+fn no_tree_partials() -> Refusal {
+    Refusal::new(
+        ErrorCode::Io,
+        "internal: this store receives no file of a tree into a partial",
+    )
 }
 
 /// A file opened for a get: its size, and its digest if the store has it.

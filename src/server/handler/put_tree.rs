@@ -470,7 +470,7 @@ impl Session {
                     }
                     Err(broken) => return Err(Abort::Broken(broken)),
                 },
-                EntryKind::File if size > STEP => {
+                EntryKind::File if size > STEP && self.store.takes_tree_partials() => {
                     self.receive_into_partial(conn, entry, body, writing, batch, arrived)
                         .await?;
                     continue;

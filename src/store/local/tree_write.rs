@@ -68,8 +68,8 @@ pub enum Meets {
     Conflict,
 }
 
-/// A file that [`TreeWrite::survey`] found with the same size, read back
-/// in manifest order once the client's digests come.
+/// A file that [`crate::store::TreeWrite::survey`] found with the same
+/// size, read back in manifest order once the client's digests come.
 #[derive(Debug)]
 pub struct Candidate {
     pub index: u64,

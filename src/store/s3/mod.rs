@@ -19,23 +19,26 @@ mod listing;
 mod read;
 mod resume;
 mod spec;
+mod tree_write;
 mod uploads;
 mod walk;
 mod write;
 
 use std::sync::Arc;
 
-use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName, RequestKind};
+use crate::protocol::{EntryKind, ErrorCode, Info, Link, Refusal, RemoteName};
 use bucket::{Bucket, Failure, Head};
 pub use listing::ObjectListing;
 pub use read::ObjectReader;
 pub use resume::{ObjectPartial, ResumableObject};
 pub use spec::{BadAddress, Credentials, S3Spec};
+pub use tree_write::{ObjectTree, TreeObject};
 pub use walk::ObjectWalk;
 pub use write::{ObjectWriter, Upload};
 
-/// A bucket (and prefix) served.
-#[derive(Debug)]
+/// A bucket (and prefix) served. Cloned, it serves the same bucket: a
+/// tree being written holds one.
+#[derive(Debug, Clone)]
 pub struct S3Store {
     /// Shared with the handles requests hold: an object being read, an
     /// upload sending its parts.
@@ -96,27 +99,6 @@ impl S3Store {
         match self.bucket.prefix().strip_suffix('/') {
             None => format!("s3://{}", self.bucket.name()),
             Some(prefix) => format!("s3://{}/{prefix}", self.bucket.name()),
-        }
-    }
-
-    /// Whether requests of `kind` are served. The rest are left out of the
-    /// welcome, so ferry's client says what is missing before it sends
-    /// anything, and refused as unsupported if they come anyway.
-    pub fn serves(&self, kind: RequestKind) -> bool {
-        match kind {
-            RequestKind::Stat
-            | RequestKind::Get
-            | RequestKind::GetFrom
-            | RequestKind::List
-            | RequestKind::GetTree
-            | RequestKind::Put
-            | RequestKind::PutStream
-            | RequestKind::Delete
-            | RequestKind::MakeDir
-            | RequestKind::RemoveDir
-            | RequestKind::Rename
-            | RequestKind::PutFrom => true,
-            RequestKind::PutTree => false,
         }
     }
 
@@ -206,11 +188,3 @@ fn no_such() -> Refusal {
 
 /// The mode every directory is shown with: S3 keeps none.
 const DIRECTORY_MODE: u32 = 0o755;
-
-/// The refusal of a request this store does not serve yet.
-pub fn not_served(kind: RequestKind) -> Refusal {
-    Refusal::new(
-        ErrorCode::UnsupportedRequest,
-        format!("an S3 store does not serve {kind} requests"),
-    )
-}

@@ -16,6 +16,7 @@
 //! (a digest mismatch, a client gone) aborts its multipart upload, unless
 //! it is a resumable one with a step recorded (resume.rs).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -25,13 +26,13 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::bucket::{Bucket, Failure, Head};
-use super::{digests, uploads, S3Store};
+use super::{digests, uploads, S3Store, MODIFIED_METADATA};
 use crate::protocol::{Digest, ErrorCode, Refusal, RemoteName, STEP};
 use crate::transport::BodySink;
 
 /// The most parts a multipart upload may have (S3's limit): with parts of
 /// one step, the largest file an S3 store takes is 625 GiB.
-const MAX_PARTS: u64 = 10_000;
+pub(super) const MAX_PARTS: u64 = 10_000;
 
 /// The metadata key (after `x-amz-meta-`) of the random token an upload
 /// gives its object: after an answer lost on the way, the object under
@@ -67,7 +68,7 @@ impl S3Store {
         self.begin(name, replace, None)
     }
 
-    fn begin(
+    pub(super) fn begin(
         &self,
         name: &RemoteName,
         replace: bool,
@@ -199,6 +200,9 @@ pub struct ObjectWriter {
     /// receive hashes each piece before it writes it, and takes no
     /// checkpoints; a put's hashes what it wrote, and does.
     size: Option<u64>,
+    /// The modification time the object keeps in its metadata
+    /// ([`MODIFIED_METADATA`]), if it was given one.
+    modified: Option<i64>,
     parts: Mutex<Parts>,
 }
 
@@ -258,6 +262,7 @@ impl ObjectWriter {
             spool,
             token,
             size,
+            modified: None,
             parts: Mutex::new(parts),
         })
     }
@@ -330,6 +335,22 @@ impl ObjectWriter {
         }
     }
 
+    /// Gives the object the modification time `seconds`, kept in its
+    /// metadata, which `stat` and a GetTree tell rather than S3's own.
+    pub(super) fn keep_modified(&mut self, seconds: i64) {
+        self.modified = Some(seconds);
+    }
+
+    /// The metadata the object is created with besides the digest and
+    /// the token: what [`ObjectWriter::keep_modified`] gave it.
+    fn kept_metadata(&self) -> Option<HashMap<String, String>> {
+        let modified = self.modified?;
+        Some(HashMap::from([(
+            MODIFIED_METADATA.to_owned(),
+            modified.to_string(),
+        )]))
+    }
+
     fn parts(&self) -> MutexGuard<'_, Parts> {
         // A panic while the lock was held left nothing half-changed that
         // matters more than going on: the commit checks the parts anyway.
@@ -382,6 +403,7 @@ impl ObjectWriter {
                     (self.bucket.client().create_multipart_upload())
                         .bucket(self.bucket.name())
                         .key(&self.key)
+                        .set_metadata(self.kept_metadata())
                         .metadata(UPLOAD_METADATA, &self.token)
                         .send(),
                 );
@@ -465,6 +487,7 @@ impl ObjectWriter {
                 .bucket(self.bucket.name())
                 .key(&self.key)
                 .content_length(size as i64)
+                .set_metadata(self.kept_metadata())
                 .metadata(digests::DIGEST_METADATA, digests::hex(digest))
                 .metadata(UPLOAD_METADATA, &self.token)
                 .set_if_none_match((!replace).then(|| "*".to_owned()))
