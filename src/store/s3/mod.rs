@@ -8,11 +8,7 @@
 //! are plain, so other S3 tools read what ferry writes and ferry serves
 //! what they write.
 
-// The helpers the read and write sides share land before their users, in
-// the commits that follow this one.
-#[allow(dead_code)]
 mod bucket;
-#[allow(dead_code)]
 mod digests;
 mod dirs;
 mod listing;

@@ -623,7 +623,7 @@ impl Drop for ObjectWriter {
     /// An upload not committed leaves nothing: its multipart upload is
     /// aborted, in the background, since this may run on an async thread.
     /// A resumable upload's is kept open instead, once it has a step to
-    /// go on from ([`ObjectWriter::keep_open`]).
+    /// go on from (see `keep_open`).
     fn drop(&mut self) {
         let parts = self.parts();
         let (Some(id), false, false) = (&parts.upload_id, parts.settled, parts.kept) else {
