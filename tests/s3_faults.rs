@@ -8,24 +8,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::s3::{environment, S3Server, TestBucket};
-use common::{assert_exit, wait_with_deadline, BinaryServer, TestServer, PATIENCE, S3_PREFIX};
+use common::s3::{start_binary_server, S3Server};
+use common::{
+    assert_exit, eventually, pseudo_random_bytes, wait_with_deadline, TestServer, S3_PREFIX,
+};
 use ferry::store::StoreSpec;
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ len as u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 /// A server on a new bucket that reaches S3 only through `proxy`.
 fn server_behind(proxy: &Proxy) -> TestServer {
@@ -44,15 +34,6 @@ fn moto_address() -> std::net::SocketAddr {
     host_port.parse().unwrap()
 }
 
-/// Waits until `done` holds, failing the test after [`PATIENCE`].
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn the_store_stopping_mid_download_fails_the_get_cleanly_and_the_next_get_works() {
     if S3Server::shared().is_none() {
@@ -60,7 +41,7 @@ fn the_store_stopping_mid_download_fails_the_get_cleanly_and_the_next_get_works(
     }
     let proxy = Proxy::start(moto_address());
     let server = server_behind(&proxy);
-    let data = random_bytes(48 << 20);
+    let data = pseudo_random_bytes(48 << 20, 22);
     server.write_served("big.bin", &data);
     // Slowed down, so that the store can stop while the body is under way.
     let mut get = server
@@ -69,7 +50,7 @@ fn the_store_stopping_mid_download_fails_the_get_cleanly_and_the_next_get_works(
         .spawn()
         .unwrap();
     let partial = server.client_dir().join(".big.bin.ferry-partial");
-    wait_until("the download's first bytes", || {
+    eventually("the download's first bytes", || {
         std::fs::metadata(&partial).is_ok_and(|m| m.len() > 4 << 20)
     });
     proxy.take_down();
@@ -108,7 +89,7 @@ fn the_store_stopping_mid_upload_fails_the_put_cleanly_shows_nothing_and_the_nex
     let server = server_behind(&proxy);
     let bucket = Arc::clone(server.bucket().unwrap());
     // More than one 64 MiB part, so the upload is a multipart one.
-    let data = random_bytes(80 << 20);
+    let data = pseudo_random_bytes(80 << 20, 22);
     let local = server.client_dir().join("upload.bin");
     std::fs::write(&local, &data).unwrap();
     let mut put = server
@@ -117,7 +98,7 @@ fn the_store_stopping_mid_upload_fails_the_put_cleanly_shows_nothing_and_the_nex
         .spawn()
         .unwrap();
     // The first part is on its way once the multipart upload exists.
-    wait_until("the multipart upload's start", || {
+    eventually("the multipart upload's start", || {
         !bucket.open_uploads().is_empty()
     });
     proxy.take_down();
@@ -134,35 +115,20 @@ fn the_store_stopping_mid_upload_fails_the_put_cleanly_shows_nothing_and_the_nex
     );
 }
 
-/// `ferry server` on `bucket`, as a user starts it.
-fn binary_server_on(bucket: &TestBucket) -> BinaryServer {
-    let address = format!("s3://{}/{S3_PREFIX}", bucket.name());
-    BinaryServer::start_exactly(
-        tempfile::tempdir().unwrap(),
-        &[
-            "server",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--plain",
-            "--store",
-            &address,
-            "--s3-endpoint",
-            bucket.endpoint(),
-        ],
-        |command| {
-            command.envs(environment());
-        },
-    )
-}
-
 #[test]
 fn an_upload_a_killed_server_left_open_is_aborted_once_older_than_the_time_to_live() {
     let Some(s3) = S3Server::shared() else { return };
     let bucket = Arc::new(s3.new_bucket());
-    let mut first = binary_server_on(&bucket);
+    let mut first = start_binary_server(
+        &format!("s3://{}/{S3_PREFIX}", bucket.name()),
+        bucket.endpoint(),
+    );
     let client_dir = tempfile::tempdir().unwrap();
-    std::fs::write(client_dir.path().join("big.bin"), random_bytes(100 << 20)).unwrap();
+    std::fs::write(
+        client_dir.path().join("big.bin"),
+        pseudo_random_bytes(100 << 20, 23),
+    )
+    .unwrap();
     let mut put = common::client_at(
         "127.0.0.1",
         first.port,
@@ -172,7 +138,7 @@ fn an_upload_a_killed_server_left_open_is_aborted_once_older_than_the_time_to_li
     .stderr(std::process::Stdio::null())
     .spawn()
     .unwrap();
-    wait_until("the multipart upload's start", || {
+    eventually("the multipart upload's start", || {
         !bucket.open_uploads().is_empty()
     });
     first.child.kill().unwrap();
@@ -200,7 +166,7 @@ fn an_upload_a_killed_server_left_open_is_aborted_once_older_than_the_time_to_li
     let sweeping = TestServer::start_on_bucket(Arc::clone(&bucket), |config| {
         config.partial_ttl = Duration::from_secs(1);
     });
-    wait_until("the expired upload's abort", || {
+    eventually("the expired upload's abort", || {
         bucket.open_uploads().is_empty()
     });
     let reports = sweeping.wait_for_reports(1);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::s3::{skip_marker, S3Server};
-use common::{assert_exit, Backing, TestServer, S3_PREFIX};
+use common::{assert_exit, pseudo_random_bytes, Backing, TestServer, S3_PREFIX};
 
 /// `rclone` with a remote named `moto` for the test server, configured
 /// by environment alone, so no user's rclone.conf is read or written.
@@ -53,18 +53,6 @@ fn remote_path(server: &TestServer, name: &str) -> String {
     format!("moto:{}/{S3_PREFIX}/{name}", bucket.name())
 }
 
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ len as u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 fn rclone_reads(server: &TestServer, name: &str, into: &Path) -> Vec<u8> {
     let output = rclone(server, &["copyto", &remote_path(server, name)])
         .arg(into)
@@ -87,7 +75,7 @@ fn files_ferry_puts_are_read_back_by_rclone_byte_identical() {
     let scratch = tempfile::tempdir().unwrap();
     // One small object (a single PutObject) and one of three parts.
     for (name, size) in [("small.bin", 100_000), ("dir/large.bin", 130 << 20)] {
-        let data = random_bytes(size);
+        let data = pseudo_random_bytes(size, 31);
         let local = server.client_dir().join(name.replace('/', "-"));
         std::fs::write(&local, &data).unwrap();
         assert_exit(
@@ -105,7 +93,7 @@ fn a_file_rclone_wrote_is_served_with_a_verified_digest() {
         return;
     }
     let server = TestServer::start_in(Backing::S3);
-    let data = random_bytes(3 << 20);
+    let data = pseudo_random_bytes(3 << 20, 37);
     let source = server.client_dir().join("from-rclone.bin");
     std::fs::write(&source, &data).unwrap();
     let output = rclone(&server, &["copyto"])

@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::sync::Arc;
 
-use common::s3::{environment, S3Server};
+use common::s3::{environment, server_command, start_binary_server, S3Server};
 use common::{
     assert_exit, describe, eventually, pseudo_random_bytes, write_file, Backing, BinaryServer,
     RawClient, TestServer,
@@ -16,47 +16,12 @@ use ferry::protocol::{ErrorCode, Message, RemoteName};
 use ferry::store::{Store, StoreSpec};
 use ferry::transport::BodySource;
 
-/// `ferry server 0 --plain --store ADDRESS --s3-endpoint URL` with moto's
-/// credentials, as a user would start it.
-fn server_command(address: &str, endpoint: &str) -> std::process::Command {
-    let mut command = common::ferry_command();
-    command.args([
-        "server",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--plain",
-        "--store",
-        address,
-        "--s3-endpoint",
-        endpoint,
-    ]);
-    command.envs(environment());
-    command
-}
-
 #[test]
 fn the_start_line_names_the_bucket_and_prefix() {
     let Some(s3) = S3Server::shared() else { return };
     let bucket = s3.new_bucket();
     let address = format!("s3://{}/team/files", bucket.name());
-    let server = BinaryServer::start_exactly(
-        tempfile::tempdir().unwrap(),
-        &[
-            "server",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--plain",
-            "--store",
-            &address,
-            "--s3-endpoint",
-            s3.endpoint(),
-        ],
-        |command| {
-            command.envs(environment());
-        },
-    );
+    let server = start_binary_server(&address, s3.endpoint());
     let serving = format!(", serving {address};");
     assert!(
         server.start_line.contains(&serving),

@@ -114,6 +114,40 @@ pub fn environment() -> [(&'static str, &'static str); 3] {
     ]
 }
 
+/// `ferry server 0 --bind 127.0.0.1 --plain --store ADDRESS --s3-endpoint
+/// URL`, as a user would start it, with moto's credentials.
+pub fn server_command(address: &str, endpoint: &str) -> Command {
+    let mut command = super::ferry_command();
+    command.args(server_args(address, endpoint));
+    command.envs(environment());
+    command
+}
+
+/// [`server_command`]'s server, started; its start line read.
+pub fn start_binary_server(address: &str, endpoint: &str) -> super::BinaryServer {
+    super::BinaryServer::start_exactly(
+        tempfile::tempdir().unwrap(),
+        &server_args(address, endpoint),
+        |command| {
+            command.envs(environment());
+        },
+    )
+}
+
+fn server_args<'a>(address: &'a str, endpoint: &'a str) -> [&'a str; 9] {
+    [
+        "server",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--plain",
+        "--store",
+        address,
+        "--s3-endpoint",
+        endpoint,
+    ]
+}
+
 /// A bucket of the test server, seen directly rather than through ferry.
 pub struct TestBucket {
     server: &'static S3Server,

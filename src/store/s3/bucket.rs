@@ -216,30 +216,7 @@ impl Bucket {
     /// The whole body of the small object `key` (ferry's own records):
     /// `None` if there is no such key.
     pub fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {
-        let got = self.block_on(async {
-            let object = self
-                .client
-                .get_object()
-                .bucket(&self.name)
-                .key(key)
-                .send()
-                .await;
-            match object {
-                Ok(object) => match object.body.collect().await {
-                    Ok(body) => Ok(Some(body.into_bytes().to_vec())),
-                    Err(e) => Err(Failure::broken(e.to_string())),
-                },
-                Err(e) => {
-                    let failure = Failure::of(&e);
-                    if failure.is_not_found() {
-                        Ok(None)
-                    } else {
-                        Err(failure)
-                    }
-                }
-            }
-        });
-        got
+        Ok(self.get_small_tagged(key)?.map(|(body, _etag)| body))
     }
 
     /// Writes the small object `key` (ferry's own records), replacing it.
